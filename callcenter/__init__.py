@@ -1,0 +1,1 @@
+"""SKAI hotline call intake service."""

@@ -1,0 +1,68 @@
+"""The app factory. Nothing builds an app or connects at import time."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, current_app, g
+from sqlalchemy.orm import Session
+
+from callcenter.services import Services
+from callcenter.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> Flask:
+    if services is None:
+        services = Services.from_settings(settings or Settings.from_env())
+    settings = services.settings
+
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=settings.production,
+        JSON_AS_ASCII=False,
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.extensions["callcenter"] = services
+
+    from callcenter.logs import configure_logging
+
+    configure_logging(settings)
+
+    from callcenter.api import bp as api_bp
+    from callcenter.console import bp as console_bp
+    from callcenter.health import bp as health_bp
+    from callcenter.portal.api import bp as portal_api_bp
+    from webhooks.voice import bp as voice_bp
+
+    app.register_blueprint(voice_bp)
+    app.register_blueprint(api_bp)
+    app.register_blueprint(portal_api_bp)
+    app.register_blueprint(console_bp)
+    app.register_blueprint(health_bp)
+
+    @app.teardown_appcontext
+    def _close_session(_exc: BaseException | None) -> None:
+        session: Session | None = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+    return app
+
+
+def services() -> Services:
+    """The Services of the app handling the current request."""
+    svc: Services = current_app.extensions["callcenter"]
+    return svc
+
+
+def db_session() -> Session:
+    """One session per request, closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = services().sessions()
+    session: Session = g.db_session
+    return session

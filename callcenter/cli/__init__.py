@@ -1,0 +1,35 @@
+"""The `callcenter` command. Each subcommand lives in its own module of this package and
+is a thin wrapper over a domain function."""
+
+from __future__ import annotations
+
+import importlib
+
+import click
+
+from callcenter.cli.context import CliContext
+
+# Modules that each export `commands: list[click.Command]`.
+_COMMAND_MODULES = (
+    "callcenter.cli.server",
+    "callcenter.cli.calendar",
+    "callcenter.cli.directory",
+    "callcenter.cli.outbox",
+    "callcenter.cli.tokens",
+    "callcenter.cli.simulate",
+    "callcenter.cli.roster",
+    "callcenter.cli.provision",
+    "callcenter.cli.users",
+)
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """SKAI hotline call intake service."""
+    ctx.obj = CliContext()
+
+
+for _name in _COMMAND_MODULES:
+    for _command in importlib.import_module(_name).commands:
+        main.add_command(_command)

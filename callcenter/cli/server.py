@@ -1,0 +1,71 @@
+"""`callcenter serve`, `callcenter worker`, `callcenter db upgrade`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from callcenter.cli.context import CliContext, pass_cli
+
+
+@click.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+@click.option("--threads", default=8, show_default=True, type=int)
+@pass_cli
+def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
+    """Run the web service (migrates an embedded SQLite database first)."""
+    from gunicorn.app.base import BaseApplication
+
+    from callcenter.app import create_app
+    from callcenter.migrate import upgrade
+
+    services = cli.services
+    if services.settings.database_url.startswith("sqlite"):
+        upgrade(services.settings.database_url)
+    app = create_app(services=services)
+
+    class _Server(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{host}:{port}")
+            # One process: the embedded default keeps in-process jobs in this process.
+            self.cfg.set("workers", 1)
+            self.cfg.set("threads", threads)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("accesslog", "-")
+
+        def load(self) -> Any:
+            return app
+
+    click.echo(f"callcenter: serving on http://{host}:{port}/ (console: /console/)", err=True)
+    _Server().run()
+
+
+@click.command()
+@click.option("--burst", is_flag=True, help="Work until the queue is empty, then stop.")
+@pass_cli
+def worker(cli: CliContext, burst: bool) -> None:
+    """Run the RQ job worker (with the scheduler) for the ticket pipeline."""
+    from callcenter.jobs import run_worker
+
+    run_worker(cli.services, burst=burst)
+
+
+@click.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command("upgrade")
+@click.option("--revision", default="head", show_default=True)
+@pass_cli
+def db_upgrade(cli: CliContext, revision: str) -> None:
+    """Apply the Alembic migrations."""
+    from callcenter.migrate import upgrade
+
+    upgrade(cli.services.settings.database_url, revision)
+    click.echo(f"database at {revision}")
+
+
+commands: list[click.Command] = [serve, worker, db]

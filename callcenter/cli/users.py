@@ -1,0 +1,7 @@
+"""`callcenter users` (filled in by its issue)."""
+
+from __future__ import annotations
+
+import click
+
+commands: list[click.Command] = []

@@ -1,0 +1,93 @@
+"""The `Portal` protocol: everything this service asks of the ticket portal.
+
+Two implementations sit side by side: `builtin.BuiltinPortal` (tickets in our own
+database, the embedded default) and `http.HttpPortal` (the customer's portal over the REST
+contract in `openapi.yaml`). Errors: `PortalUnavailable` (transient, retry),
+`PortalRejected` (permanent), `TicketNotFound`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class TicketDraft:
+    topic: str  # regulation topic slug
+    description: str
+    idempotency_key: str  # the CallSid: one call never yields two tickets
+    product: str | None = None
+    vehicles: tuple[str, ...] = ()
+    contact_name: str | None = None
+    contact_id: int | None = None
+    organisation_name: str | None = None
+    organisation_id: int | None = None
+    caller: str | None = None  # E.164 or the raw caller ID when not a number
+    call_ref: str | None = None  # CallSid
+    recording_url: str | None = None
+    priority: str = "normal"  # normal / high / critical
+    first_stage_due: datetime | None = None
+    resolution_due: datetime | None = None  # None: "by agreement"
+
+
+@dataclass(frozen=True)
+class TicketEntryView:
+    at: datetime
+    kind: str
+    text: str | None = None
+    author: str | None = None
+    attachment_url: str | None = None
+    attachment_name: str | None = None
+
+
+@dataclass(frozen=True)
+class TicketView:
+    number: str
+    topic: str
+    status: str  # Новая / В работе / Решена / Закрыта
+    priority: str
+    organisation_id: int | None
+    organisation_name: str | None
+    first_stage_due: datetime | None
+    resolution_due: datetime | None
+    created_at: datetime
+    duplicated_by_phone_at: datetime | None = None
+    url: str | None = None
+    history: tuple[TicketEntryView, ...] = field(default=())
+
+
+class Portal(Protocol):
+    def create_ticket(self, draft: TicketDraft) -> TicketView:
+        """Create (or, for a known idempotency key, return the existing) ticket."""
+        ...
+
+    def get_ticket(self, number: str) -> TicketView:
+        """Raises TicketNotFound."""
+        ...
+
+    def add_entry(
+        self,
+        number: str,
+        *,
+        text: str | None = None,
+        attachment_url: str | None = None,
+        attachment_name: str | None = None,
+        author: str | None = None,
+        dedup_key: str | None = None,
+    ) -> TicketView:
+        """Append a comment and/or attachment, in chronological order; a repeated
+        dedup_key is accepted once."""
+        ...
+
+    def record_phone_duplicate(
+        self, number: str, *, at: datetime, caller: str | None, call_ref: str | None
+    ) -> TicketView:
+        """The regulation's rule for critical failures: the ticket was duplicated by a
+        phone call at `at` from `caller`; raises the priority to critical."""
+        ...
+
+    def ticket_url(self, number: str) -> str | None:
+        """Where a human opens the ticket (console links), if the portal has pages."""
+        ...

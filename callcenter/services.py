@@ -1,0 +1,72 @@
+"""The service's wiring: settings → engine, sessions, clock, calendar and adapters.
+
+One `Services` per process (web, worker, CLI); tests build their own. Adapters are built
+lazily so a command that needs only the calendar never connects to Redis or Twilio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import TYPE_CHECKING
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from callcenter.clock import Clock, system_clock
+from callcenter.db import make_engine, make_session_factory
+from callcenter.settings import Settings
+
+if TYPE_CHECKING:
+    from callcenter.calendar import BusinessCalendar
+    from callcenter.jobs import JobRunner
+    from callcenter.portal.protocol import Portal
+    from callcenter.telephony import Telephony
+
+
+@dataclass(eq=False)
+class Services:
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    clock: Clock = field(default=system_clock)
+
+    @classmethod
+    def from_settings(cls, settings: Settings, clock: Clock = system_clock) -> Services:
+        if settings.database_url.startswith("sqlite:///"):
+            path = settings.database_url.removeprefix("sqlite:///")
+            if path and path != ":memory:":
+                from pathlib import Path
+
+                Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.database_url)
+        return cls(settings, engine, make_session_factory(engine), clock)
+
+    @cached_property
+    def calendar(self) -> BusinessCalendar:
+        from callcenter.calendar import BusinessCalendar
+
+        return BusinessCalendar.from_settings(self.settings)
+
+    @cached_property
+    def portal(self) -> Portal:
+        from callcenter.portal import build_portal
+
+        return build_portal(self)
+
+    @cached_property
+    def telephony(self) -> Telephony:
+        from callcenter.telephony import build_telephony
+
+        return build_telephony(self.settings)
+
+    @cached_property
+    def jobs(self) -> JobRunner:
+        from callcenter.jobs import build_runner
+
+        return build_runner(self)
+
+    def close(self) -> None:
+        if "jobs" in self.__dict__:
+            self.jobs.close()
+        self.engine.dispose()

@@ -1,0 +1,170 @@
+"""Settings: one typed object, read from the environment once.
+
+Tests build `Settings(...)` directly; production reads `Settings.from_env()`.
+With `CALLCENTER_ENV=production`, missing secrets stop start-up with a clear message.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from callcenter.errors import ConfigurationError
+
+DEFAULT_DATA_DIR = Path("var")
+
+# The regulation's two lines (section II.3), E.164.
+DEFAULT_LINES = {
+    "+78002506077": "8 (800) 250-60-77",
+    "+78126077741": "8 (812) 607-77-41",
+}
+
+
+def _bool(value: str | None, default: bool = False) -> bool:
+    if value is None or value.strip() == "":
+        return default
+    v = value.strip().lower()
+    if v in {"1", "true", "yes", "on"}:
+        return True
+    if v in {"0", "false", "no", "off"}:
+        return False
+    raise ConfigurationError(f"expected a yes/no value, got {value!r}")
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
+
+
+def _opt(env: Mapping[str, str], name: str) -> str | None:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    return raw.strip()
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str = f"sqlite:///{DEFAULT_DATA_DIR / 'callcenter.db'}"
+    data_dir: Path = DEFAULT_DATA_DIR
+    # None: jobs run in-process (embedded default); set: RQ on this Redis.
+    redis_url: str | None = None
+    queue_name: str = "callcenter"
+    twilio_account_sid: str | None = None
+    twilio_auth_token: str | None = None
+    # None: Twilio's real API; set: e.g. a local Prism mock.
+    twilio_api_base_url: str | None = None
+    public_base_url: str | None = None
+    # None: the built-in portal in this service's database.
+    portal_url: str | None = None
+    portal_token: str | None = None
+    # Token the built-in portal's REST API accepts (for the customer's portal team's tests).
+    builtin_portal_token: str | None = None
+    secret_key: str = "dev-only-not-secret"
+    production: bool = False
+    # Checks X-Twilio-Signature; may only be off outside production (e.g. local curl).
+    validate_signatures: bool = True
+    # An operator's data file with a new year's decree (days off, working weekends, short days).
+    calendar_overrides_file: Path | None = None
+    tts_voice: str = "Polly.Tatyana"
+    support_name: str = "техническая поддержка SKAI"
+    # Where a caller goes when the roster is empty or the database is down.
+    duty_phone: str = "+78126077741"
+    # Number SMS are sent from (one of ours).
+    sms_from: str = "+78126077741"
+    sms_foreign: bool = False
+    lines: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_LINES))
+    # "download": fetch the recording with the account credentials; "link": attach its URL.
+    recording_mode: str = "link"
+    dial_leg_timeout: int = 20
+    ticket_wait_seconds: int = 8
+    retention_days: int = 365
+    log_json: bool = False
+
+    def __post_init__(self) -> None:
+        if self.recording_mode not in {"download", "link"}:
+            raise ConfigurationError(
+                f"RECORDING_MODE must be 'download' or 'link', got {self.recording_mode!r}"
+            )
+        if self.production:
+            missing = [
+                name
+                for name, value in (
+                    ("TWILIO_ACCOUNT_SID", self.twilio_account_sid),
+                    ("TWILIO_AUTH_TOKEN", self.twilio_auth_token),
+                    ("PUBLIC_BASE_URL", self.public_base_url),
+                    ("SECRET_KEY", None if self.secret_key == Settings.secret_key else "x"),
+                    ("DATABASE_URL", None if self.database_url.startswith("sqlite") else "x"),
+                )
+                if not value
+            ]
+            if self.portal_url and not self.portal_token:
+                missing.append("PORTAL_TOKEN")
+            if missing:
+                raise ConfigurationError(
+                    "production mode needs these settings: " + ", ".join(missing)
+                )
+            if not self.validate_signatures:
+                raise ConfigurationError(
+                    "VALIDATE_TWILIO_SIGNATURES cannot be switched off in production mode"
+                )
+
+    @property
+    def jobs_inline(self) -> bool:
+        return self.redis_url is None
+
+    @property
+    def uses_builtin_portal(self) -> bool:
+        return self.portal_url is None
+
+    def with_(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        e = os.environ if env is None else env
+        data_dir = Path(e.get("CALLCENTER_DATA_DIR") or DEFAULT_DATA_DIR)
+        production = (e.get("CALLCENTER_ENV") or "").strip().lower() == "production"
+        overrides = _opt(e, "CALENDAR_OVERRIDES_FILE")
+        lines = dict(DEFAULT_LINES)
+        if _opt(e, "LINES"):
+            # "E164=label,E164=label"
+            lines = {}
+            for part in (e["LINES"]).split(","):
+                number, _, label = part.partition("=")
+                lines[number.strip()] = label.strip() or number.strip()
+        return cls(
+            database_url=_opt(e, "DATABASE_URL") or f"sqlite:///{data_dir / 'callcenter.db'}",
+            data_dir=data_dir,
+            redis_url=_opt(e, "REDIS_URL"),
+            queue_name=_opt(e, "QUEUE_NAME") or "callcenter",
+            twilio_account_sid=_opt(e, "TWILIO_ACCOUNT_SID"),
+            twilio_auth_token=_opt(e, "TWILIO_AUTH_TOKEN"),
+            twilio_api_base_url=_opt(e, "TWILIO_API_BASE_URL"),
+            public_base_url=_opt(e, "PUBLIC_BASE_URL"),
+            portal_url=_opt(e, "PORTAL_URL"),
+            portal_token=_opt(e, "PORTAL_TOKEN"),
+            builtin_portal_token=_opt(e, "BUILTIN_PORTAL_TOKEN"),
+            secret_key=_opt(e, "SECRET_KEY") or cls.secret_key,
+            production=production,
+            validate_signatures=_bool(e.get("VALIDATE_TWILIO_SIGNATURES"), True),
+            calendar_overrides_file=Path(overrides) if overrides else None,
+            tts_voice=_opt(e, "TTS_VOICE") or cls.tts_voice,
+            support_name=_opt(e, "SUPPORT_NAME") or cls.support_name,
+            duty_phone=_opt(e, "DUTY_PHONE") or cls.duty_phone,
+            sms_from=_opt(e, "SMS_FROM") or cls.sms_from,
+            sms_foreign=_bool(e.get("SMS_FOREIGN"), False),
+            lines=lines,
+            recording_mode=_opt(e, "RECORDING_MODE") or cls.recording_mode,
+            dial_leg_timeout=_int(e, "DIAL_LEG_TIMEOUT", cls.dial_leg_timeout),
+            ticket_wait_seconds=_int(e, "TICKET_WAIT_SECONDS", cls.ticket_wait_seconds),
+            retention_days=_int(e, "RETENTION_DAYS", cls.retention_days),
+            log_json=_bool(e.get("LOG_JSON"), production),
+        )

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Sets up everything the test suite talks to, then runs it all:
+#   .venv with the service and dev tools; Redis and PostgreSQL (started if not up);
+#   Prism (Twilio's API mock) from the npm registry; Debian's Chromium for browser tests.
+# Extra arguments go to pytest (e.g. scripts/test.sh -k calendar).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+
+sudo_() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo -n "$@"; fi; }
+apt_ready=
+apt_install() {
+  if [ -z "$apt_ready" ]; then sudo_ apt-get update -qq; apt_ready=1; fi
+  DEBIAN_FRONTEND=noninteractive sudo_ apt-get install -y -qq "$@" >/dev/null
+}
+
+# Redis
+if ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+  command -v redis-server >/dev/null || apt_install redis-server
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no
+  for _ in $(seq 50); do redis-cli -h 127.0.0.1 ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+# PostgreSQL (trust auth on 127.0.0.1, database `test`)
+if ! pg_isready -h 127.0.0.1 -q 2>/dev/null; then
+  command -v pg_ctlcluster >/dev/null || apt_install postgresql
+  pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start
+  for _ in $(seq 100); do pg_isready -h 127.0.0.1 -q && break; sleep 0.1; done
+fi
+if ! psql -h 127.0.0.1 -U postgres -d test -Atc 'select 1' >/dev/null 2>&1; then
+  psql -h 127.0.0.1 -U postgres -d postgres -Atc 'create database test' >/dev/null
+fi
+
+# Prism, the mock of Twilio's own OpenAPI description
+if [ ! -x .cache/prism/node_modules/.bin/prism ]; then
+  mkdir -p .cache/prism
+  npm install --silent --no-audit --no-fund --prefix .cache/prism @stoplight/prism-cli@5 >/dev/null
+fi
+
+# Debian's Chromium for the console's browser tests (no browser download)
+if [ ! -x /usr/bin/chromium ]; then
+  apt_install chromium
+fi
+
+exec .venv/bin/pytest "$@"

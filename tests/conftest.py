@@ -1,0 +1,165 @@
+"""Shared fixtures: real SQLite and PostgreSQL, real Redis, the app built from test settings.
+
+Every database test runs twice, on SQLite and on PostgreSQL (`database_url` is
+parametrized). Each pytest run gets its own PostgreSQL database and its own RQ queue names,
+so concurrent runs never see each other's data.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import create_engine, text
+
+import callcenter.models  # noqa: F401
+from callcenter.clock import Clock, fixed_clock
+from callcenter.db import Base
+from callcenter.services import Services
+from callcenter.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED = ROOT.parent / "shared"
+TWILIO_SPEC = SHARED / "twilio" / "twilio_api_v2010.json"
+
+PG_ADMIN_URL = os.environ.get(
+    "TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+# A valid-looking account for Prism (^AC[0-9a-fA-F]{32}$) and a token for signatures.
+TEST_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
+TEST_AUTH_TOKEN = "test-auth-token-0123456789"
+TEST_PUBLIC_BASE = "https://hotline.example.test"
+
+
+@pytest.fixture(scope="session")
+def pg_database_url() -> Iterator[str]:
+    """A fresh PostgreSQL database for this pytest run, dropped at the end."""
+    name = f"cc_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    url = PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+    engine = create_engine(url)
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    yield url
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def _truncate_all(url: str) -> None:
+    engine = create_engine(url)
+    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
+    with engine.begin() as conn:
+        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """Each database test runs on SQLite and on PostgreSQL, from empty tables."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'test.db'}"
+        engine = create_engine(url)
+        Base.metadata.create_all(engine)
+        engine.dispose()
+        return url
+    url: str = request.getfixturevalue("pg_database_url")
+    _truncate_all(url)
+    return url
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        data_dir=tmp_path,
+        twilio_account_sid=TEST_ACCOUNT_SID,
+        twilio_auth_token=TEST_AUTH_TOKEN,
+        public_base_url=TEST_PUBLIC_BASE,
+        secret_key="test-secret",
+    )
+
+
+# Thu 2025-11-27 11:00 Moscow: an ordinary working morning.
+DEFAULT_NOW = datetime.fromisoformat("2025-11-27T11:00:00+03:00")
+
+
+class MutableClock:
+    """A clock a test can move: `clock.now = ...`."""
+
+    def __init__(self, at: datetime) -> None:
+        self.now = at
+
+    def __call__(self) -> datetime:
+        return fixed_clock(self.now)()
+
+
+@pytest.fixture
+def clock() -> MutableClock:
+    return MutableClock(DEFAULT_NOW)
+
+
+@pytest.fixture
+def services(settings: Settings, clock: Clock) -> Iterator[Services]:
+    svc = Services.from_settings(settings, clock=clock)
+    yield svc
+    svc.close()
+
+
+@pytest.fixture
+def make_services(
+    settings: Settings, clock: Clock
+) -> Iterator[Any]:
+    """Build Services with changed settings: make_services(redis_url=..., portal_url=...)."""
+    built: list[Services] = []
+
+    def make(**changes: Any) -> Services:
+        svc = Services.from_settings(settings.with_(**changes), clock=clock)
+        built.append(svc)
+        return svc
+
+    yield make
+    for svc in built:
+        svc.close()
+
+
+@pytest.fixture
+def app(services: Services) -> Flask:
+    app = __import__("callcenter.app", fromlist=["create_app"]).create_app(services=services)
+    app.config.update(TESTING=True)
+    return app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """The real Redis; the test gets its own queue name (see `queue_name`)."""
+    import redis
+
+    conn = redis.Redis.from_url(REDIS_TEST_URL)
+    try:
+        conn.ping()
+    except redis.exceptions.ConnectionError as exc:  # pragma: no cover - environment
+        pytest.fail(f"Redis is not running at {REDIS_TEST_URL}: {exc} (scripts/test.sh starts it)")
+    yield REDIS_TEST_URL
+    conn.close()
+
+
+@pytest.fixture
+def queue_name() -> str:
+    return f"cc-test-{uuid.uuid4().hex[:10]}"

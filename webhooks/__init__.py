@@ -1,0 +1,1 @@
+"""Twilio-facing Flask blueprints: verify the signature, parse, one domain step, TwiML."""
