@@ -163,3 +163,43 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def queue_name() -> str:
     return f"cc-test-{uuid.uuid4().hex[:10]}"
+
+
+PRISM_BIN = ROOT / ".cache" / "prism" / "node_modules" / ".bin" / "prism"
+
+
+@pytest.fixture(scope="session")
+def prism_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Prism serving Twilio's own OpenAPI description on a free loopback port."""
+    import socket
+    import subprocess
+    import time
+
+    if not PRISM_BIN.exists():
+        pytest.fail(f"Prism is not installed at {PRISM_BIN}: run scripts/test.sh")
+    if not TWILIO_SPEC.exists():
+        pytest.fail(f"Twilio's OpenAPI description is missing at {TWILIO_SPEC}")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log_path = tmp_path_factory.mktemp("prism") / "prism.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        [str(PRISM_BIN), "mock", "-h", "127.0.0.1", "-p", str(port), str(TWILIO_SPEC)],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 60
+    ready = False
+    while time.monotonic() < deadline and proc.poll() is None:
+        if "Prism is listening" in log_path.read_text(errors="replace"):
+            ready = True
+            break
+        time.sleep(0.1)
+    if not ready:
+        proc.kill()
+        pytest.fail("Prism did not start:\n" + log_path.read_text(errors="replace")[-2000:])
+    yield f"http://127.0.0.1:{port}"
+    proc.terminate()
+    proc.wait(timeout=10)
+    log.close()
