@@ -37,9 +37,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     from callcenter.console import bp as console_bp
     from callcenter.health import bp as health_bp
     from callcenter.portal.api import bp as portal_api_bp
+    from webhooks.routing import bp as routing_bp
     from webhooks.voice import bp as voice_bp
 
     app.register_blueprint(voice_bp)
+    app.register_blueprint(routing_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(portal_api_bp)
     app.register_blueprint(console_bp)
