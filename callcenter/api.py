@@ -1,7 +1,100 @@
-"""`/api/calls`: the call log as JSON, behind a bearer token (filled in by the IVR issue)."""
+"""`/api/calls`: the call log as JSON, behind a bearer token.
+
+    GET /api/calls                 newest first; filters and pages from the query string
+    GET /api/calls/<CallSid>       one call with its legs, events and notes
+
+Tokens come from `callcenter token create NAME`. Missing, unknown or revoked token: 401
+JSON; a bad filter value: 400 JSON naming the parameter; an unknown CallSid: 404 JSON. The
+filters themselves live in `callcenter.calllog_query` (shared with the console).
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from collections.abc import Collection
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, jsonify, request, url_for
+from flask.typing import ResponseReturnValue
+
+from callcenter.app import db_session, services
+from callcenter.calllog_json import call_json
+from callcenter.calllog_query import CallFilter, PageRequest, get_call, search_calls
+from callcenter.errors import InvalidFilter
+from callcenter.tokens import verify_token
 
 bp = Blueprint("api", __name__, url_prefix="/api")
+
+
+def _error(status: int, error: str, message: str, **extra: str) -> Response:
+    response = jsonify(error=error, message=message, **extra)
+    response.status_code = status
+    return response
+
+
+@bp.before_request
+def _require_token() -> ResponseReturnValue | None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, presented = header.partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        response = _error(
+            401,
+            "unauthorized",
+            "send Authorization: Bearer <token> (create one with: callcenter token create NAME)",
+        )
+        response.headers["WWW-Authenticate"] = 'Bearer realm="callcenter"'
+        return response
+    if verify_token(db_session(), presented.strip()) is None:
+        response = _error(401, "unauthorized", "the token is unknown or revoked")
+        response.headers["WWW-Authenticate"] = 'Bearer realm="callcenter", error="invalid_token"'
+        return response
+    return None
+
+
+@bp.after_request
+def _no_store(response: Response) -> Response:
+    # Caller numbers and names: never kept by a proxy or browser cache.
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+@bp.errorhandler(InvalidFilter)
+def _bad_filter(exc: InvalidFilter) -> ResponseReturnValue:
+    return _error(400, "invalid_filter", exc.message, parameter=exc.field)
+
+
+def _known_topics() -> Collection[str]:
+    from callcenter.regulation import TOPICS
+
+    return set(TOPICS)
+
+
+@bp.get("/calls")
+def list_calls() -> ResponseReturnValue:
+    params = {key: request.args.get(key, "") for key in request.args}
+    flt = CallFilter.from_params(params, known_topics=_known_topics())
+    page = PageRequest.from_params(params)
+    found = search_calls(db_session(), flt, page)
+    lines = services().settings.lines
+    query = flt.to_params()
+
+    def link(number: int) -> str:
+        params = {**query, "page": str(number), "per_page": str(page.per_page)}
+        return url_for("api.list_calls") + "?" + urlencode(params)
+
+    return jsonify(
+        calls=[call_json(call, lines=lines) for call in found.calls],
+        page=found.page,
+        per_page=found.per_page,
+        total=found.total,
+        pages=found.pages,
+        next=link(found.page + 1) if found.has_next else None,
+        prev=link(found.page - 1) if found.has_prev else None,
+    )
+
+
+@bp.get("/calls/<call_sid>")
+def show_call(call_sid: str) -> ResponseReturnValue:
+    call = get_call(db_session(), call_sid)
+    if call is None:
+        return _error(404, "not_found", f"no call {call_sid!r} in the log")
+    return jsonify(call_json(call, lines=services().settings.lines))

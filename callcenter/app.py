@@ -47,6 +47,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(console_bp)
     app.register_blueprint(health_bp)
 
+    _instrument(app)
+
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
         session: Session | None = g.pop("db_session", None)
@@ -54,6 +56,27 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             session.close()
 
     return app
+
+
+def _instrument(app: Flask) -> None:
+    """Webhook latency by endpoint, for the Prometheus histogram."""
+    import time
+
+    from flask import request
+
+    from callcenter.metrics import WEBHOOK_LATENCY
+
+    @app.before_request
+    def _start_timer() -> None:
+        g.started = time.perf_counter()
+
+    @app.teardown_request
+    def _observe(_exc: BaseException | None) -> None:
+        started = g.pop("started", None)
+        if started is not None and request.path.startswith("/webhooks/"):
+            WEBHOOK_LATENCY.labels(request.endpoint or "unknown").observe(
+                time.perf_counter() - started
+            )
 
 
 def services() -> Services:

@@ -4,16 +4,37 @@
     ├── ConfigurationError      settings missing or inconsistent (start-up refuses)
     ├── InvalidInput            a value from a caller, a file or a command line is unusable
     │   ├── UnknownTopic
-    │   └── ImportRejected      an all-or-nothing import found bad rows (carries the report)
+    │   ├── UnknownProduct
+    │   ├── ImportRejected      an all-or-nothing import found bad rows (carries the report)
+    │   ├── InvalidFilter       a call-log filter value is unusable (carries the field)
+    │   ├── TokenNameTaken      an API token of that name already exists
+    │   ├── NotTicketable       a call the regulation does not ticket (nothing chosen yet)
+    │   ├── UnknownTicketRequest     no ticket request (outbox row) with that id
+    │   ├── TicketRequestNotRetryable only a failed ticket request can be retried
+    │   ├── UnknownApiToken     no API token of that name
+    │   ├── UserNameTaken       a console user of that name already exists
+    │   ├── UnknownUser         no console user of that name
+    │   ├── WeakPassword        a console password too short or too guessable
+    │   └── MalformedWebhook    a Twilio webhook lacks what every such request carries
     ├── PortalError             the ticket portal could not do what was asked
     │   ├── PortalUnavailable   transient: timeouts, 5xx, connection refused → retry
     │   ├── PortalRejected      permanent: 4xx, the draft is wrong → failed, visible
+    │   │   ├── InvalidTicketData    fields of a draft/entry/change are unusable (`fields`)
+    │   │   └── InvalidStatusChange  the workflow does not allow that status change
     │   └── TicketNotFound
     ├── TelephonyError          Twilio's REST API refused or could not be reached
-    └── QueueUnavailable        Redis is down; the outbox keeps the work
+    │   ├── TelephonyNotConfigured  no Twilio account in the settings (embedded default)
+    │   ├── TelephonyUnavailable    transient: timeouts, 5xx, 429, refused → retry
+    │   └── TelephonyRejected       permanent: Twilio said no (4xx); carries status, code
+    ├── QueueUnavailable        Redis is down; the outbox keeps the work
+    ├── LoginFailed             wrong console user name or password (which one is not said)
+    │   └── LoginLocked         too many failures: refused until `until`, password unchecked
+    └── SimulationError         the call simulator could not go on (service refused, bad TwiML)
 """
 
 from __future__ import annotations
+
+from datetime import datetime
 
 
 class CallCenterError(Exception):
@@ -29,6 +50,10 @@ class InvalidInput(CallCenterError, ValueError):
 
 
 class UnknownTopic(InvalidInput):
+    pass
+
+
+class UnknownProduct(InvalidInput):
     pass
 
 
@@ -53,6 +78,19 @@ class PortalRejected(PortalError):
     pass
 
 
+class InvalidTicketData(PortalRejected):
+    """A draft, entry or change has unusable fields; `fields` maps a field to the reason."""
+
+    def __init__(self, fields: dict[str, str], message: str | None = None) -> None:
+        self.fields = dict(fields)
+        detail = "; ".join(f"{name}: {why}" for name, why in self.fields.items())
+        super().__init__(message or f"invalid ticket data: {detail}")
+
+
+class InvalidStatusChange(PortalRejected):
+    """The ticket workflow does not allow this status change (e.g. out of «Закрыта»)."""
+
+
 class TicketNotFound(PortalError):
     pass
 
@@ -61,5 +99,91 @@ class TelephonyError(CallCenterError):
     pass
 
 
+class TelephonyNotConfigured(TelephonyError):
+    """No Twilio account is configured: nothing was sent (the embedded default)."""
+
+
+class TelephonyUnavailable(TelephonyError):
+    """Twilio could not be reached or asked us to come back later: worth retrying."""
+
+
+class TelephonyRejected(TelephonyError):
+    """Twilio refused the request; retrying the same request will not help.
+
+    `status` is the HTTP status, `code` Twilio's error code (www.twilio.com/docs/errors).
+    """
+
+    def __init__(self, message: str, *, status: int | None = None, code: int | None = None) -> None:
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
 class QueueUnavailable(CallCenterError):
     pass
+
+
+class NotTicketable(InvalidInput):
+    """The call carries nothing a ticket can be opened for (no path chosen, a status query)."""
+
+
+class UnknownTicketRequest(InvalidInput):
+    """No ticket request (outbox row) has that id."""
+
+
+class TicketRequestNotRetryable(InvalidInput):
+    """Only a `failed` ticket request can be retried: a done one has its ticket, a pending
+    one is still being worked on."""
+
+
+class InvalidFilter(InvalidInput):
+    """A call-log filter (API query string, console form) has an unusable value."""
+
+    def __init__(self, field: str, message: str) -> None:
+        self.field = field
+        self.message = message
+        super().__init__(f"{field}: {message}")
+
+
+class TokenNameTaken(InvalidInput):
+    pass
+
+
+class UnknownApiToken(InvalidInput):
+    pass
+
+
+class SimulationError(CallCenterError):
+    """The call simulator could not go on: the service is unreachable, refused a request
+    (e.g. a signature mismatch) or answered with something that is not TwiML."""
+
+
+class MalformedWebhook(InvalidInput):
+    """A Twilio webhook without a parameter every such request carries (e.g. CallSid):
+    answered 400 with the reason, never 500."""
+
+
+class UserNameTaken(InvalidInput):
+    """A console user of that name already exists."""
+
+
+class UnknownUser(InvalidInput):
+    """No console user has that name."""
+
+
+class WeakPassword(InvalidInput):
+    """A console password that is too short or too easy to guess (the message says why)."""
+
+
+class LoginFailed(CallCenterError):
+    """A console login was refused: the message never says whether the name or the
+    password was wrong."""
+
+
+class LoginLocked(LoginFailed):
+    """Too many failed logins for this user or from this address: refused until `until`
+    without looking at the password."""
+
+    def __init__(self, until: datetime) -> None:
+        self.until = until
+        super().__init__(f"too many failed logins; try again after {until.isoformat()}")

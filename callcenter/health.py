@@ -1,8 +1,8 @@
-"""Liveness and readiness probes."""
+"""Liveness, readiness and metrics for the platform and Prometheus."""
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify
+from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
@@ -13,17 +13,49 @@ bp = Blueprint("health", __name__)
 
 @bp.get("/healthz")
 def healthz() -> ResponseReturnValue:
+    """The process is up and answering. Touches nothing else on purpose."""
     return jsonify(status="ok")
 
 
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
+    """Database and Redis reachable, roster not empty: this instance can take calls."""
+    svc = services()
     checks: dict[str, str] = {}
     try:
-        with services().engine.connect() as conn:
+        with svc.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
         checks["database"] = "ok"
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         checks["database"] = f"error: {exc.__class__.__name__}"
-    ready = all(v == "ok" for v in checks.values())
-    return jsonify(status="ready" if ready else "not ready", checks=checks), (200 if ready else 503)
+    if svc.settings.redis_url:
+        import redis
+
+        try:
+            redis.Redis.from_url(
+                svc.settings.redis_url, socket_connect_timeout=1, socket_timeout=1
+            ).ping()
+            checks["redis"] = "ok"
+        except redis.exceptions.RedisError as exc:
+            checks["redis"] = f"error: {exc.__class__.__name__}"
+    else:
+        checks["redis"] = "ok (not used: jobs run in-process)"
+    if checks["database"] == "ok":
+        from callcenter.roster import roster_health
+
+        with svc.sessions() as session:
+            warnings = roster_health(session, svc.clock(), svc.calendar)
+        checks["roster"] = "ok" if not warnings else "warning: " + "; ".join(warnings)
+    ready = checks["database"] == "ok" and checks["redis"].startswith("ok")
+    ready = ready and checks.get("roster") == "ok"
+    return jsonify(status="ready" if ready else "not ready", checks=checks), (
+        200 if ready else 503
+    )
+
+
+@bp.get("/metrics")
+def metrics() -> ResponseReturnValue:
+    from callcenter.metrics import render
+
+    body, content_type = render(services().sessions)
+    return Response(body, content_type=content_type)

@@ -113,6 +113,8 @@ class Call(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     duration_seconds: Mapped[int | None] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set by the retention purge: numbers, names and recordings removed (personal data law).
+    anonymised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
     contact: Mapped[Contact | None] = relationship()
     organisation: Mapped[Organisation | None] = relationship()

@@ -69,4 +69,6 @@ class Services:
     def close(self) -> None:
         if "jobs" in self.__dict__:
             self.jobs.close()
+        if "telephony" in self.__dict__:
+            self.telephony.close()
         self.engine.dispose()

@@ -8,6 +8,7 @@ so concurrent runs never see each other's data.
 from __future__ import annotations
 
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from datetime import datetime
@@ -18,6 +19,7 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 import callcenter.models  # noqa: F401
 from callcenter.clock import Clock, fixed_clock
@@ -57,23 +59,42 @@ def pg_database_url() -> Iterator[str]:
     admin.dispose()
 
 
-def _truncate_all(url: str) -> None:
-    engine = create_engine(url)
-    names = ", ".join(f'"{t.name}"' for t in Base.metadata.sorted_tables)
-    with engine.begin() as conn:
-        conn.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite database with every table, copied for each test (faster than DDL)."""
+    path = tmp_path_factory.mktemp("sqlite") / "template.db"
+    engine = create_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
     engine.dispose()
+    return path
+
+
+_pg_engines: dict[str, Any] = {}
+
+
+def _truncate_all(url: str) -> None:
+    """Empty every table and restart its ids. DELETE beats TRUNCATE on tiny tables:
+    TRUNCATE pays a fixed cost per table (new files, locks) that dominates here."""
+    engine = _pg_engines.get(url)
+    if engine is None:
+        engine = _pg_engines[url] = create_engine(url, poolclass=NullPool)
+    with engine.begin() as conn:
+        for table in reversed(Base.metadata.sorted_tables):
+            conn.execute(table.delete())
+        for (seq,) in conn.execute(
+            text("SELECT sequence_name FROM information_schema.sequences")
+        ):
+            conn.execute(text(f'ALTER SEQUENCE "{seq}" RESTART WITH 1'))
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """Each database test runs on SQLite and on PostgreSQL, from empty tables."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'test.db'}"
-        engine = create_engine(url)
-        Base.metadata.create_all(engine)
-        engine.dispose()
-        return url
+        template: Path = request.getfixturevalue("sqlite_template")
+        target = tmp_path / "test.db"
+        shutil.copyfile(template, target)
+        return f"sqlite:///{target}"
     url: str = request.getfixturevalue("pg_database_url")
     _truncate_all(url)
     return url

@@ -1,7 +1,367 @@
-"""Twilio webhooks of on-duty routing (filled in by the routing issue)."""
+"""Twilio webhooks of on-duty routing: connect a caller to whoever is on duty.
+
+The IVR `<Redirect>`s a call to `/consultation` or `/urgent` (CallSid in the form) once it
+is time to reach a person; every later request of the routing comes back here through the
+URLs in the TwiML below:
+
+    POST /dial?step=N               the <Dial> of step N ended (DialCallStatus, ...)
+    POST /whisper?call=SID&leg=P    a dialled person answered leg P: what they hear first
+    POST /whisper/answer?call&leg   their key press (1 accepts)
+    POST /leg-status?call&leg       leg P's status callbacks (initiated ... completed)
+    POST /voicemail                 the caller's message after nobody took the call
+
+Each view checks the signature, parses the form, calls one function of
+`callcenter.routing` on the locked call row, commits, starts the follow-up work and returns
+TwiML. A caller never hears an error: if anything fails, they are apologised to and put
+through to the duty phone from the settings.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlencode
+
+from flask import Blueprint, Response, request
+from sqlalchemy.orm import Session
+from twilio.twiml.voice_response import VoiceResponse
+
+from callcenter import routing
+from callcenter.app import db_session, services
+from callcenter.calls import lock_call, parse_twilio_timestamp
+from callcenter.errors import QueueUnavailable
+from callcenter.ivr import prompts
+from callcenter.ivr.twiml import CONTENT_TYPE, LANGUAGE, absolute
+from callcenter.models import Call
+from callcenter.services import Services
+from callcenter.settings import Settings
+from webhooks.signature import twilio_signed
+
+log = logging.getLogger(__name__)
 
 bp = Blueprint("routing", __name__, url_prefix="/webhooks/voice/route")
+
+PREFIX = "/webhooks/voice/route"
+LEG_EVENTS = "initiated ringing answered completed"
+WHISPER_KEY_TIMEOUT = 6
+
+Action = Callable[[Session, Call, Services, datetime], routing.Outcome]
+
+
+# ---------------------------------------------------------------- views
+
+
+@bp.post("/consultation")
+@twilio_signed
+def consultation() -> Response:
+    return _caller_step(
+        lambda session, call, svc, now: routing.start(
+            session,
+            call,
+            routing.CONSULTATION,
+            now=now,
+            calendar=svc.calendar,
+            settings=svc.settings,
+        )
+    )
+
+
+@bp.post("/urgent")
+@twilio_signed
+def urgent() -> Response:
+    return _caller_step(
+        lambda session, call, svc, now: routing.start(
+            session, call, routing.URGENT, now=now, calendar=svc.calendar, settings=svc.settings
+        )
+    )
+
+
+@bp.post("/dial")
+@twilio_signed
+def dial_result() -> Response:
+    step = _int_arg("step")
+    form = request.form
+    return _caller_step(
+        lambda session, call, svc, now: routing.dial_finished(
+            session,
+            call,
+            step if step is not None else -1,
+            dial_status=form.get("DialCallStatus", ""),
+            dial_call_sid=form.get("DialCallSid") or None,
+            call_status=form.get("CallStatus") or None,
+            bridged=_bool_or_none(form.get("DialBridged")),
+            now=now,
+            calendar=svc.calendar,
+            settings=svc.settings,
+        )
+    )
+
+
+@bp.post("/voicemail")
+@twilio_signed
+def voicemail() -> Response:
+    form = request.form
+    return _caller_step(
+        lambda session, call, svc, now: routing.voicemail(
+            session,
+            call,
+            recording_sid=form.get("RecordingSid") or None,
+            recording_url=form.get("RecordingUrl") or None,
+            duration=_int_or_none(form.get("RecordingDuration")),
+            now=now,
+            settings=svc.settings,
+        )
+    )
+
+
+@bp.post("/whisper")
+@twilio_signed
+def whisper() -> Response:
+    svc = services()
+    call_sid, position = request.args.get("call", ""), _int_arg("leg")
+    response = VoiceResponse()
+    try:
+        session, call, now = _open(call_sid)
+        said = (
+            routing.whisper(session, call, position, now=now)
+            if call is not None and position is not None
+            else None
+        )
+        session.commit()
+    except Exception:
+        log.exception("whisper for %s leg %s failed; the leg is hung up", call_sid, position)
+        db_session().rollback()
+        said = None
+    if said is None:
+        response.hangup()
+        return _twiml(response)
+    text = whisper_text(said)
+    action = _url(svc.settings, "/whisper/answer", call=call_sid, leg=position)
+    # Said twice: the person may need a moment to put the phone to their ear. Then the
+    # leg is hung up: silence (a voicemail, a pocket) is not an answer.
+    for _ in range(2):
+        gather = response.gather(
+            input="dtmf",
+            num_digits=1,
+            timeout=WHISPER_KEY_TIMEOUT,
+            action=action,
+            method="POST",
+        )
+        _say(gather, text, svc.settings)
+    response.hangup()
+    return _twiml(response)
+
+
+@bp.post("/whisper/answer")
+@twilio_signed
+def whisper_answer() -> Response:
+    svc = services()
+    call_sid, position = request.args.get("call", ""), _int_arg("leg")
+    digits = request.form.get("Digits", "")
+    try:
+        session, call, now = _open(call_sid)
+        accepted = (
+            routing.whisper_answer(session, call, position, digits, now=now)
+            if call is not None and position is not None
+            else False
+        )
+        session.commit()
+    except Exception:
+        log.exception("whisper answer for %s leg %s failed", call_sid, position)
+        db_session().rollback()
+        accepted = False
+    response = VoiceResponse()
+    if accepted:
+        # The document ends here, and Twilio bridges the two parties.
+        _say(response, prompts.ROUTING_WHISPER_CONNECTING, svc.settings)
+    else:
+        response.hangup()
+    return _twiml(response)
+
+
+@bp.post("/leg-status")
+@twilio_signed
+def leg_status() -> Response:
+    call_sid, position = request.args.get("call", ""), _int_arg("leg")
+    form = request.form
+    if position is None or not form.get("CallStatus"):
+        return Response("leg and CallStatus are required", status=400)
+    status = routing.LegStatus(
+        status=form["CallStatus"],
+        child_call_sid=form.get("CallSid") or None,
+        timestamp=parse_twilio_timestamp(form.get("Timestamp")),
+    )
+    try:
+        session, call, now = _open(call_sid)
+        if call is not None:
+            routing.leg_status(session, call, position, status, now=now)
+        else:
+            log.warning("leg status for unknown call %s", call_sid)
+        session.commit()
+    except Exception:
+        # A lost status callback only loses a log detail; Twilio need not retry.
+        log.exception("leg status for %s leg %s failed", call_sid, position)
+        db_session().rollback()
+    return _twiml(VoiceResponse())
+
+
+# ---------------------------------------------------------------- plumbing
+
+
+def _open(call_sid: str) -> tuple[Session, Call | None, datetime]:
+    svc = services()
+    session = db_session()
+    now = svc.clock()
+    call = lock_call(session, call_sid, now=now) if call_sid else None
+    return session, call, now
+
+
+def _caller_step(action: Action) -> Response:
+    """Run one routing step for the caller's call; never let the caller hear an error."""
+    svc = services()
+    call_sid = request.form.get("CallSid", "")
+    try:
+        session, call, now = _open(call_sid)
+        if call is None:
+            log.error("routing request for unknown call %r: connecting the duty phone", call_sid)
+            return _twiml(emergency(svc.settings))
+        outcome = action(session, call, svc, now)
+        call_id = call.id
+        session.commit()
+    except Exception:
+        log.exception("routing step for %s failed: connecting the duty phone", call_sid)
+        db_session().rollback()
+        return _twiml(emergency(svc.settings))
+    _after_commit(svc, outcome, call_id)
+    return _twiml(render(outcome.decision, svc.settings, call_sid))
+
+
+def _after_commit(svc: Services, outcome: routing.Outcome, call_id: int) -> None:
+    """Start the work that must not run before the call's transaction is committed."""
+    for request_id in outcome.submit_requests:
+        svc.jobs.submit_ticket_request(request_id)
+    if outcome.send_alerts:
+        try:
+            svc.jobs.enqueue(routing.chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
+        except QueueUnavailable:
+            # The call is flagged for the supervisor either way; say loudly what is missing.
+            log.error("could not queue the chain alerts of call %s: Redis is down", call_id)
+
+
+def _int_arg(name: str) -> int | None:
+    raw = request.args.get(name, "")
+    return int(raw) if raw.isdigit() else None
+
+
+def _int_or_none(raw: str | None) -> int | None:
+    return int(raw) if raw and raw.isdigit() else None
+
+
+def _bool_or_none(raw: str | None) -> bool | None:
+    if raw is None or raw == "":
+        return None
+    return raw.strip().lower() == "true"
+
+
+def _url(settings: Settings, path: str, **params: Any) -> str:
+    query = "?" + urlencode(params) if params else ""
+    return absolute(PREFIX + path + query, settings.public_base_url)
+
+
+def _say(parent: Any, text: str, settings: Settings) -> None:
+    parent.say(text, voice=settings.tts_voice, language=LANGUAGE)
+
+
+def _twiml(response: VoiceResponse) -> Response:
+    return Response(str(response.to_xml()), content_type=CONTENT_TYPE)
+
+
+# ---------------------------------------------------------------- TwiML
+
+
+def render(decision: routing.Decision, settings: Settings, call_sid: str) -> VoiceResponse:
+    """The TwiML for one routing decision."""
+    response = VoiceResponse()
+    if isinstance(decision, routing.DialLegs):
+        if decision.moving_on:
+            _say(response, prompts.ROUTING_NEXT_LEG, settings)
+        dial = response.dial(
+            action=_url(settings, "/dial", step=decision.step),
+            method="POST",
+            timeout=decision.timeout,
+            ring_tone="ru",
+        )
+        for leg in decision.legs:
+            dial.number(
+                leg.number,
+                url=_url(settings, "/whisper", call=call_sid, leg=leg.position),
+                method="POST",
+                status_callback=_url(settings, "/leg-status", call=call_sid, leg=leg.position),
+                status_callback_event=LEG_EVENTS,
+                status_callback_method="POST",
+            )
+    elif isinstance(decision, routing.OfferVoicemail):
+        if decision.kind == routing.URGENT:
+            text = prompts.ROUTING_NOBODY_ACCEPTED
+            if decision.ticket_number:
+                text += " " + prompts.ROUTING_TICKET_NUMBER.format(
+                    number=_say_digits(decision.ticket_number)
+                )
+        else:
+            text = prompts.ROUTING_NO_ANSWER
+        _say(response, text + " " + prompts.ROUTING_LEAVE_MESSAGE, settings)
+        response.record(
+            action=_url(settings, "/voicemail"),
+            method="POST",
+            max_length=routing.VOICEMAIL_MAX_SECONDS,
+            finish_on_key="#",
+            timeout=10,
+            play_beep=True,
+        )
+        # An empty recording is not posted; Twilio goes on to here.
+        response.redirect(_url(settings, "/voicemail"), method="POST")
+    else:
+        goodbye = {
+            "connected": prompts.GOODBYE,
+            "voicemail": prompts.ROUTING_MESSAGE_THANKS,
+            "no_message": prompts.ROUTING_NO_MESSAGE,
+        }.get(decision.reason)
+        if goodbye:
+            _say(response, goodbye, settings)
+        response.hangup()
+    return response
+
+
+def emergency(settings: Settings) -> VoiceResponse:
+    """When routing itself fails: apologise and put the caller through to the duty phone."""
+    response = VoiceResponse()
+    _say(response, prompts.APOLOGY, settings)
+    response.dial(settings.duty_phone, timeout=settings.dial_leg_timeout * 2)
+    return response
+
+
+def whisper_text(said: routing.Whisper) -> str:
+    ticket = (
+        prompts.ROUTING_TICKET.format(number=said.ticket_number)
+        if said.ticket_number
+        else prompts.ROUTING_TICKET_PENDING
+    )
+    text = prompts.ROUTING_WHISPER.format(
+        topic=routing.topic_title(said.topic),
+        ticket=ticket,
+        client=said.client or prompts.ROUTING_CLIENT_UNKNOWN,
+    )
+    if said.vehicles:
+        text += " " + prompts.ROUTING_WHISPER_VEHICLES.format(plates=", ".join(said.vehicles))
+    return text + " " + prompts.ROUTING_WHISPER_PRESS_1
+
+
+def _say_digits(number: str) -> str:
+    from callcenter.speech import say_digits
+
+    try:
+        return say_digits(number)
+    except ValueError:
+        return number

@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "callcenter.cli.roster",
     "callcenter.cli.provision",
     "callcenter.cli.users",
+    "callcenter.cli.retention",
 )
 
 
@@ -27,7 +28,10 @@ _COMMAND_MODULES = (
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """SKAI hotline call intake service."""
-    ctx.obj = CliContext()
+    if ctx.obj is None:
+        # Tests pass their own CliContext(services) in; the real command builds one.
+        ctx.obj = CliContext()
+    ctx.call_on_close(ctx.obj.close)
 
 
 for _name in _COMMAND_MODULES:

@@ -56,6 +56,15 @@ class TicketView:
     duplicated_by_phone_at: datetime | None = None
     url: str | None = None
     history: tuple[TicketEntryView, ...] = field(default=())
+    # What the draft carried, as the portal keeps it (for the console and the REST API).
+    product: str | None = None
+    vehicles: tuple[str, ...] = ()
+    contact_name: str | None = None
+    contact_id: int | None = None
+    caller: str | None = None
+    description: str = ""
+    call_ref: str | None = None
+    recording_url: str | None = None
 
 
 class Portal(Protocol):

@@ -1,0 +1,240 @@
+"""The call log: one `Call` row per CallSid and one `CallEvent` per webhook.
+
+Every Twilio webhook of a call goes through `lock_call` first, so two requests for the same
+call (a retried webhook, a status callback racing an IVR step) are applied one after the
+other, never interleaved. Status callbacks are applied order-safely by
+`apply_status_callback`: Twilio gives no ordering guarantee, so a duplicate or late callback
+is logged but never rewinds a call, and a finished call stays finished.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from callcenter.clock import as_utc
+from callcenter.models import Call, CallEvent, Contact
+from callcenter.phones import classify, normalise
+
+# Twilio's call statuses; these five end a call and are never followed by another.
+TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+# Where a status sits in a call's life, for callbacks that carry no SequenceNumber.
+_STATUS_RANK = {
+    "queued": 0,
+    "initiated": 1,
+    "ringing": 2,
+    "in-progress": 3,
+    "answered": 3,
+}
+_TERMINAL_RANK = 4
+
+
+@dataclass(frozen=True)
+class CallerFacts:
+    """What the IVR knows about who is calling (from the caller ID and the directory)."""
+
+    known: bool
+    contact_id: int | None
+    organisation_id: int | None
+    sms_reachable: bool
+
+
+def lock_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
+    """The call's row, locked until the transaction ends; None when there is none yet.
+
+    PostgreSQL: `SELECT ... FOR UPDATE` locks the row. SQLite has no row locks and would
+    let two transactions read the same state and then fail on the second write; touching
+    the row first takes SQLite's write lock before anything is read, so concurrent
+    requests for a call wait for each other instead.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        session.execute(update(Call).where(Call.call_sid == call_sid).values(updated_at=now))
+        return session.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
+    return session.scalars(
+        select(Call).where(Call.call_sid == call_sid).with_for_update()
+    ).one_or_none()
+
+
+def get_or_create_call(
+    session: Session,
+    call_sid: str,
+    *,
+    now: datetime,
+    caller_raw: str | None,
+    line_raw: str | None,
+    find_contact: Any = None,
+) -> tuple[Call, bool]:
+    """The locked row of `call_sid`, created (caller identified) on the first webhook.
+
+    Returns (call, created). `find_contact(session, e164) -> Contact | None` identifies the
+    caller; it defaults to the directory's lookup. Two first webhooks racing each other
+    both end with the one row: the loser of the insert re-reads the winner's.
+    """
+    call = lock_call(session, call_sid, now=now)
+    if call is not None:
+        return call, False
+    caller = classify(caller_raw)
+    call = Call(
+        call_sid=call_sid,
+        line=normalise(line_raw) or (line_raw or None),
+        caller_raw=caller_raw,
+        caller_e164=caller.e164,
+        caller_kind=caller.kind,
+        vehicles=[],
+        state={},
+        outcome="in_progress",
+        started_at=now,
+        updated_at=now,
+    )
+    if caller.e164 is not None:
+        lookup = find_contact if find_contact is not None else _directory_lookup
+        contact: Contact | None = lookup(session, caller.e164)
+        if contact is not None:
+            call.contact_id = contact.id
+            call.organisation_id = contact.organisation_id
+    try:
+        with session.begin_nested():
+            session.add(call)
+    except IntegrityError:
+        existing = lock_call(session, call_sid, now=now)
+        if existing is None:  # pragma: no cover - the unique key said it exists
+            raise
+        return existing, False
+    return call, True
+
+
+def _directory_lookup(session: Session, e164: str) -> Contact | None:
+    from callcenter.directory import find_contact
+
+    return find_contact(session, e164)
+
+
+def caller_facts(call: Call, *, sms_foreign: bool = False) -> CallerFacts:
+    """SMS reach a Russian mobile, or any number when `sms_foreign` is set."""
+    mobile = classify(call.caller_e164).is_russian_mobile if call.caller_e164 else False
+    foreign = call.caller_e164 is not None and call.caller_kind == "foreign" and sms_foreign
+    return CallerFacts(
+        known=call.contact_id is not None,
+        contact_id=call.contact_id,
+        organisation_id=call.organisation_id,
+        sms_reachable=mobile or foreign,
+    )
+
+
+def record_event(
+    session: Session,
+    call: Call,
+    kind: str,
+    at: datetime,
+    step: str | None = None,
+    digits: str | None = None,
+    speech: str | None = None,
+    **detail: Any,
+) -> CallEvent:
+    """Append one event to the call's path (what a supervisor replays)."""
+    event = CallEvent(
+        call=call,
+        at=at,
+        kind=kind,
+        step=step,
+        digits=digits[:60] if digits else digits,
+        speech=speech,
+        detail={k: v for k, v in detail.items() if v is not None},
+    )
+    session.add(event)
+    return event
+
+
+@dataclass(frozen=True)
+class StatusCallback:
+    """One call status callback, as Twilio sent it."""
+
+    call_sid: str
+    status: str
+    sequence: int | None = None
+    timestamp: datetime | None = None
+    duration: int | None = None
+    caller_raw: str | None = None
+    line_raw: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """What `apply_status_callback` did: `applied` False for a duplicate or late callback;
+    `ended` True when this callback is the one that finished the call."""
+
+    applied: bool
+    ended: bool
+    reason: str
+
+
+def parse_twilio_timestamp(raw: str | None) -> datetime | None:
+    """Twilio's `Timestamp` (RFC 2822, "Thu, 27 Nov 2025 08:00:05 +0000"), or None."""
+    if not raw:
+        return None
+    try:
+        return as_utc(parsedate_to_datetime(raw))
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _rank(status: str | None) -> int:
+    if status is None:
+        return -1
+    if status in TERMINAL_STATUSES:
+        return _TERMINAL_RANK
+    return _STATUS_RANK.get(status, 0)
+
+
+def apply_status_callback(
+    session: Session, call: Call, callback: StatusCallback, *, now: datetime
+) -> StatusChange:
+    """Apply a status callback to a locked call row, order-safely, and log it.
+
+    - A finished call (`completed`, `busy`, `failed`, `no-answer`, `canceled`) is never
+      changed by a later callback, whatever its SequenceNumber.
+    - With SequenceNumbers on both sides, an older or equal one is a late or duplicated
+      callback: logged, not applied. Without them (the number-level status callback sends
+      none), the callback's Timestamp and then the status's place in a call's life decide.
+    """
+    stored_rank = _rank(call.twilio_status)
+    new_rank = _rank(callback.status)
+    reason = ""
+    if call.twilio_status in TERMINAL_STATUSES:
+        reason = "duplicate" if callback.status == call.twilio_status else "after_end"
+    elif callback.sequence is not None and call.status_sequence is not None:
+        if callback.sequence <= call.status_sequence:
+            reason = "duplicate" if callback.sequence == call.status_sequence else "late"
+    elif new_rank < stored_rank:
+        reason = "late"
+    applied = reason == ""
+    record_event(
+        session,
+        call,
+        "status" if applied else "status_ignored",
+        callback.timestamp or now,
+        status=callback.status,
+        sequence=callback.sequence,
+        duration=callback.duration,
+        reason=reason or None,
+    )
+    if not applied:
+        return StatusChange(applied=False, ended=False, reason=reason)
+    call.twilio_status = callback.status
+    if callback.sequence is not None:
+        call.status_sequence = callback.sequence
+    call.updated_at = now
+    ended = callback.status in TERMINAL_STATUSES
+    if ended:
+        call.ended_at = callback.timestamp or now
+        if callback.duration is not None:
+            call.duration_seconds = callback.duration
+        elif call.started_at is not None:
+            call.duration_seconds = max(0, int((call.ended_at - call.started_at).total_seconds()))
+    return StatusChange(applied=True, ended=ended, reason="applied")

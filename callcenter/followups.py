@@ -1,0 +1,350 @@
+"""Follow-ups of a ticket request, run by a job once the portal has answered.
+
+For a ticket that exists:
+- every recording of the call is attached to it (`RECORDING_MODE` link or download, see
+  `callcenter.recordings`), in the order they were made;
+- the caller gets an SMS with the number, topic and deadlines — only a phone that can take
+  one (`callcenter.telephony.sms_eligibility`); otherwise the skip and its reason are logged;
+- for a critical failure or a stolen vehicle, the staff on duty get an alert SMS.
+For a request that failed: the staff on duty get an alert with the reason.
+
+Each step is idempotent on its own (portal entries by dedup key, SMS by `SmsMessage.key`)
+and its outcome is noted in `TicketRequest.followups`, so a re-run does only what is left.
+Transient trouble (portal or Twilio unreachable, a recording Twilio is still processing)
+makes the follow-ups due again after the outbox's backoff; permanent refusals are noted
+and not retried.
+
+`TicketRequest.followups` keys written here: `recordings` (sid → "attached" or
+"rejected: …"), `caller_sms` (the SMS outcome), `alert_to` / `alerts` (the on-duty alert's
+recipients and outcomes), `failure_alert` (`failure` number, `to`, `sent`), `runs` /
+`error` / `gave_up_at` (transient trouble). The outbox writes `failures` and `retries`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from callcenter import outbox, recordings
+from callcenter.calendar import BusinessCalendar
+from callcenter.clock import Clock
+from callcenter.errors import (
+    PortalRejected,
+    PortalUnavailable,
+    TelephonyNotConfigured,
+    TelephonyRejected,
+    TelephonyUnavailable,
+    TicketNotFound,
+)
+from callcenter.models import Call
+from callcenter.notifications import (
+    RETRY,
+    SmsOutcome,
+    alert_recipients,
+    caller_confirmation,
+    failure_alert,
+    send_once,
+    skip_once,
+    urgent_alert,
+)
+from callcenter.phones import classify
+from callcenter.portal.protocol import Portal, TicketDraft
+from callcenter.recordings import Recording
+from callcenter.settings import Settings
+from callcenter.telephony import Telephony, sms_eligibility
+
+log = logging.getLogger(__name__)
+
+# How portal entries made by this service are signed.
+AUTHOR = "Телефонная линия"
+# Follow-ups give up after this many runs with transient trouble (hours, by the backoff).
+MAX_RUNS = outbox.MAX_ATTEMPTS
+
+ATTACHED = "attached"
+URGENT_PRIORITIES = frozenset({"critical", "high"})
+# Written by the outbox itself, never overwritten from a follow-up run's snapshot.
+_OUTBOX_KEYS = frozenset({"failures", "retries"})
+
+
+@dataclass
+class FollowupReport:
+    request_id: int
+    # What this run did or found, one line each (for logs and tests).
+    notes: list[str] = field(default_factory=list)
+    # Something is left: when it is due (None: nothing left, or given up).
+    next_attempt_at: datetime | None = None
+    # Due at once (a recording arrived while this run worked): submit again.
+    again_now: bool = False
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The request as read at the start of a run (no lock held while Twilio is asked)."""
+
+    status: str
+    number: str | None
+    draft: TicketDraft
+    stored: dict[str, Any]
+    state: dict[str, Any]
+    call_id: int | None
+    recordings: list[Recording]
+    received: datetime | None
+    last_error: str | None
+
+    @property
+    def urgent(self) -> bool:
+        return self.draft.priority in URGENT_PRIORITIES
+
+    @property
+    def phone_duplicate(self) -> bool:
+        """The call duplicated an existing ticket (the caller already has its number)."""
+        return bool(self.number) and self.stored.get(outbox.DUPLICATE_OF) == self.number
+
+
+def run_followups(
+    *,
+    sessions: sessionmaker[Session],
+    portal: Portal,
+    telephony: Telephony,
+    settings: Settings,
+    calendar: BusinessCalendar,
+    clock: Clock,
+    request_id: int,
+) -> FollowupReport:
+    """Do what is left of the request's follow-ups. Safe to run twice and concurrently."""
+    now = clock()
+    with sessions() as session:
+        snap = _snapshot(session, request_id)
+        if snap is None:
+            return FollowupReport(request_id, ["nothing due"])
+        state = dict(snap.state)
+        if snap.status == outbox.DONE and snap.urgent and "alert_to" not in state:
+            # Fixed at the first run, so a roster change never alerts a second set of people.
+            state["alert_to"] = alert_recipients(session, now, calendar, settings)
+        failures = int(state.get("failures", 0))
+        if (
+            snap.status == outbox.FAILED
+            and state.get("failure_alert", {}).get("failure") != failures
+        ):
+            # One alert per failure: a retried request that fails again alerts again.
+            state["failure_alert"] = {
+                "failure": failures,
+                "to": alert_recipients(session, now, calendar, settings),
+                "sent": {},
+            }
+    run = _Run(sessions, portal, telephony, settings, snap, state, request_id, now)
+    if snap.status == outbox.DONE and snap.number:
+        run.attach_recordings()
+        if not snap.phone_duplicate:
+            run.tell_caller()
+        if snap.urgent:
+            run.alert_on_duty()
+    elif snap.status == outbox.FAILED:
+        run.alert_failure()
+    with sessions() as session, session.begin():
+        run.record(session, clock())
+    return run.report
+
+
+def _snapshot(session: Session, request_id: int) -> _Snapshot | None:
+    row = outbox.get_request(session, request_id)
+    if row.status == outbox.PENDING or row.next_attempt_at is None:
+        return None
+    received = row.draft.get(outbox.RECEIVED_AT)
+    return _Snapshot(
+        status=row.status,
+        number=row.ticket_number,
+        draft=outbox.draft_from_json(row.draft),
+        stored=dict(row.draft),
+        state=dict(row.followups or {}),
+        call_id=row.call_id,
+        recordings=recordings.call_recordings(row.call) if row.call is not None else [],
+        received=datetime.fromisoformat(received) if received else None,
+        last_error=row.last_error,
+    )
+
+
+@dataclass
+class _Run:
+    sessions: sessionmaker[Session]
+    portal: Portal
+    telephony: Telephony
+    settings: Settings
+    snap: _Snapshot
+    state: dict[str, Any]
+    request_id: int
+    now: datetime
+    report: FollowupReport = field(init=False)
+    # Transient trouble met by this run: the follow-ups are due again after a backoff.
+    transient: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.report = FollowupReport(self.request_id)
+
+    # ---------------------------------------------------------- recordings
+
+    def attach_recordings(self) -> None:
+        number = self.snap.number
+        assert number is not None
+        done: dict[str, str] = dict(self.state.get("recordings") or {})
+        for rec in self.snap.recordings:
+            if rec.sid in done:
+                continue
+            try:
+                self.portal.add_entry(
+                    number,
+                    text=rec.label,
+                    attachment_url=self._recording_url(rec),
+                    attachment_name=f"{rec.sid}.mp3",
+                    author=AUTHOR,
+                    dedup_key=f"recording:{rec.sid}",
+                )
+            except (PortalUnavailable, TelephonyUnavailable, OSError) as exc:
+                self.transient.append(f"recording {rec.sid}: {exc}")
+                continue
+            except (PortalRejected, TicketNotFound, TelephonyRejected) as exc:
+                done[rec.sid] = f"rejected: {exc}"[:300]
+                log.error("recording %s not attached to №%s: %s", rec.sid, number, exc)
+                self.report.notes.append(f"recording {rec.sid} rejected")
+                continue
+            done[rec.sid] = ATTACHED
+            self.report.notes.append(f"recording {rec.sid} attached")
+        self.state["recordings"] = done
+
+    def _recording_url(self, rec: Recording) -> str:
+        settings = self.settings
+        if settings.recording_mode == "download" and not recordings.local_file(settings, rec.sid):
+            try:
+                data, content_type = self.telephony.fetch_recording(rec.url)
+            except TelephonyNotConfigured as exc:
+                log.warning("recording %s not downloaded (%s): linking Twilio's URL", rec.sid, exc)
+                return recordings.twilio_media_url(rec.url)
+            recordings.store(settings, rec.sid, data, content_type)
+        return recordings.ticket_link(settings, rec.sid, rec.url)
+
+    # ---------------------------------------------------------- SMS
+
+    def tell_caller(self) -> None:
+        if self.state.get("caller_sms") not in (None, RETRY):
+            return
+        number = self.snap.number
+        assert number is not None
+        key = f"ticket-request:{self.request_id}:caller"
+        body = caller_confirmation(number, self.snap.draft)
+        caller = classify(self.snap.draft.caller)
+        eligible = sms_eligibility(caller, self.settings)
+        if eligible.ok and caller.e164 is not None:
+            outcome = send_once(
+                self.sessions, self.telephony, key=key, to=caller.e164, body=body, now=self.now
+            )
+        else:
+            outcome = skip_once(
+                self.sessions,
+                key=key,
+                to=caller.e164,
+                body=body,
+                reason=eligible.reason,
+                now=self.now,
+            )
+        self._note(outcome, "caller SMS")
+        self.state["caller_sms"] = outcome.status
+
+    def alert_on_duty(self) -> None:
+        number = self.snap.number
+        assert number is not None
+        body = urgent_alert(number, self.snap.draft, duplicate=self.snap.phone_duplicate)
+        sent = self._send_each(
+            self.state.get("alert_to") or [],
+            dict(self.state.get("alerts") or {}),
+            key=f"ticket-request:{self.request_id}:alert",
+            body=body,
+            what="alert",
+        )
+        self.state["alerts"] = sent
+
+    def alert_failure(self) -> None:
+        alert = dict(self.state.get("failure_alert") or {})
+        body = failure_alert(
+            self.request_id,
+            self.snap.draft,
+            self.snap.received,
+            self.snap.last_error or "причина не указана",
+        )
+        sent = self._send_each(
+            alert.get("to") or [],
+            dict(alert.get("sent") or {}),
+            key=f"ticket-request:{self.request_id}:failed:{alert.get('failure', 0)}",
+            body=body,
+            what="failure alert",
+        )
+        self.state["failure_alert"] = {**alert, "sent": sent}
+
+    def _send_each(
+        self, recipients: list[str], sent: dict[str, str], *, key: str, body: str, what: str
+    ) -> dict[str, str]:
+        for to in recipients:
+            if sent.get(to) not in (None, RETRY):
+                continue
+            outcome = send_once(
+                self.sessions, self.telephony, key=f"{key}:{to}", to=to, body=body, now=self.now
+            )
+            self._note(outcome, f"{what} to {to}")
+            sent[to] = outcome.status
+        return sent
+
+    def _note(self, outcome: SmsOutcome, what: str) -> None:
+        reason = f" ({outcome.reason})" if outcome.reason else ""
+        self.report.notes.append(f"{what}: {outcome.status}{reason}")
+        if outcome.status == RETRY:
+            self.transient.append(f"{what}: {outcome.reason}")
+
+    # ---------------------------------------------------------- the outcome
+
+    def record(self, session: Session, now: datetime) -> None:
+        """Note what was done and when the rest is due, under the row's lock."""
+        row = outbox.lock_request(session, self.request_id)
+        if row is None:  # pragma: no cover - rows are never deleted
+            return
+        # Keep what the outbox wrote meanwhile (a supervisor's retry, a new failure count).
+        merged = {
+            **(row.followups or {}),
+            **{k: v for k, v in self.state.items() if k not in _OUTBOX_KEYS},
+        }
+        row.followups = merged
+        row.updated_at = now
+        if row.status != self.snap.status:
+            return  # a supervisor retried it meanwhile: the outbox owns the schedule now
+        if self.transient:
+            runs = int(merged.get("runs", 0)) + 1
+            merged["runs"] = runs
+            merged["error"] = "; ".join(self.transient)[:1000]
+            if runs >= MAX_RUNS:
+                merged["gave_up_at"] = now.isoformat()
+                row.next_attempt_at = None
+                log.error("ticket request %s: follow-ups given up: %s", row.id, merged["error"])
+            else:
+                row.next_attempt_at = now + outbox.retry_delay(runs)
+        elif self._recording_arrived(session):
+            row.next_attempt_at = now
+            self.report.again_now = True
+        else:
+            merged.pop("runs", None)
+            merged.pop("error", None)
+            row.next_attempt_at = None
+        row.followups = dict(merged)
+        self.report.next_attempt_at = row.next_attempt_at
+
+    def _recording_arrived(self, session: Session) -> bool:
+        """A recording added while this run worked (read under the row's lock, which
+        `intake.add_recording` takes too, so none slips between)."""
+        if self.snap.status != outbox.DONE or self.snap.call_id is None:
+            return False
+        call = session.get(Call, self.snap.call_id)
+        if call is None:
+            return False
+        attached = self.state.get("recordings") or {}
+        return any(r.sid not in attached for r in recordings.call_recordings(call))

@@ -1,0 +1,728 @@
+"""The step engine: (stored state, event, context) → (new state, actions, reply).
+
+Flask-free and database-free. The caller of `advance` (`callcenter.ivr.conversation`)
+loads the call's row, builds the context (clock, calendar, what the call has collected,
+lookups of tickets), applies the returned actions in the same transaction and renders the
+reply as TwiML.
+
+Idempotency: every `<Gather>`, `<Record>` and poll names its step and a turn number in its
+action URL (`/webhooks/voice/step/main_menu?t=3`). A request whose step and turn are not the
+call's current ones (a webhook Twilio retried, a duplicate, a stale page) is answered by
+saying the current step again; it never advances the call twice.
+
+Never stranding a caller: silence or an unusable answer is said so and asked again, twice;
+after that the step's exhausted rule moves on (the main menu connects a specialist,
+optional answers are skipped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import datetime
+from typing import Any, Literal, Protocol
+
+from callcenter.ivr import flow, prompts
+from callcenter.ivr.plates import parse_plates, spoken_plate
+from callcenter.ivr.reply import (
+    Gather,
+    Hangup,
+    Pause,
+    Record,
+    Redirect,
+    Reply,
+    Say,
+    Verb,
+)
+from callcenter.ivr.spoken import spoken_digits
+from callcenter.portal.protocol import TicketView
+
+MAX_RETRIES = 2
+POLL_PAUSE_SECONDS = 2
+DESCRIPTION_MAX_SECONDS = 180
+STEP_PATH = "/webhooks/voice/step/{step}?t={turn}"
+ROUTE_PATHS = {
+    "consultation": "/webhooks/voice/route/consultation",
+    "urgent": "/webhooks/voice/route/urgent",
+}
+RECORDING_STATUS_PATH = "/webhooks/voice/recording-status?kind={kind}"
+
+# ------------------------------------------------------------------ values in and out
+
+
+@dataclass
+class CallState:
+    """The IVR's per-call state, kept as JSON on `Call.state`."""
+
+    step: str = "start"
+    turn: int = 0
+    retries: int = 0
+    # Where routing took over ("consultation" / "urgent"), once it has.
+    route: str | None = None
+    # The path reached its ticket outcome (a ticket request, or a duplicated ticket).
+    resolved: bool = False
+    duplicate_of: str | None = None
+    # Ticket polling after the description.
+    wait_started: str | None = None
+    polls: int = 0
+    # Ticket number the caller asked about (status path), for "try again".
+    asked_number: str | None = None
+    # What the last announcement said, for "*" (repeat).
+    announcement: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any] | None) -> CallState:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in (data or {}).items() if k in known})
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class RecordingRef:
+    sid: str | None
+    url: str
+    duration: int | None = None
+
+
+@dataclass(frozen=True)
+class IvrEvent:
+    """One webhook of the call, as the engine sees it.
+
+    `digits` is None when Twilio sent no `Digits` at all (silence: the `<Redirect>` after a
+    `<Gather>`) and "" when the caller pressed only the finishing key (#).
+    """
+
+    kind: Literal["start", "step"]
+    step: str | None = None
+    turn: int | None = None
+    digits: str | None = None
+    speech: str | None = None
+    confidence: float | None = None
+    recording: RecordingRef | None = None
+
+    @property
+    def silent(self) -> bool:
+        return self.digits is None and not self.speech and self.recording is None
+
+
+@dataclass(frozen=True)
+class CallFacts:
+    """What the call has collected and who the caller is, read from its row."""
+
+    category: str | None = None
+    topic: str | None = None
+    vehicles: tuple[str, ...] = ()
+    known_caller: bool = False
+    organisation_id: int | None = None
+    sms_reachable: bool = False
+    ticket_requested: bool = False
+
+
+@dataclass(frozen=True)
+class TicketLookup:
+    outcome: Literal["found", "not_found", "unavailable"]
+    view: TicketView | None = None
+
+
+@dataclass(frozen=True)
+class RequestedTicket:
+    """The call's ticket request as it stands: its number once the portal gave one."""
+
+    number: str | None
+    failed: bool = False
+    first_stage_due: datetime | None = None
+    resolution_due: datetime | None = None
+
+
+class Lookups(Protocol):
+    def ticket(self, number: str) -> TicketLookup:
+        """A portal ticket by number, within a short deadline."""
+        ...
+
+    def requested_ticket(self) -> RequestedTicket | None:
+        """This call's ticket request, freshly read."""
+        ...
+
+
+class WorkingHours(Protocol):
+    def is_working_time(self, at: datetime) -> bool: ...
+
+
+@dataclass(frozen=True)
+class StepContext:
+    now: datetime
+    calendar: WorkingHours
+    support_name: str
+    ticket_wait_seconds: int
+    call: CallFacts
+    lookups: Lookups
+    say_digits: Callable[[str], str]
+    say_deadline: Callable[[datetime], str]
+
+
+# Actions: what the caller of `advance` must do to the call, in order.
+
+
+@dataclass(frozen=True)
+class Remember:
+    field: Literal["category", "topic", "product", "vehicles", "caller_said_name"]
+    value: Any
+
+
+@dataclass(frozen=True)
+class KeepRecording:
+    recording: RecordingRef
+    kind: Literal["description", "voicemail"] = "description"
+
+
+@dataclass(frozen=True)
+class OpenTicket:
+    pass
+
+
+@dataclass(frozen=True)
+class MarkPhoneDuplicate:
+    ticket_number: str
+
+
+Action = Remember | KeepRecording | OpenTicket | MarkPhoneDuplicate
+
+
+@dataclass(frozen=True)
+class StepResult:
+    state: CallState
+    actions: tuple[Action, ...]
+    reply: Reply
+    # What the engine made of the event, for the call's event log.
+    note: dict[str, Any] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ the entry point
+
+
+def advance(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    """The call's next state, the actions to apply and the reply to the caller."""
+    state = replace(state, announcement=list(state.announcement))
+    if event.kind == "start":
+        if state.step == "start":
+            return _greet(state, ctx)
+        # Twilio retried the incoming webhook: the caller is still at the start.
+        if state.step == "main_menu" and state.retries == 0:
+            return StepResult(state, (), (*_greeting(ctx), *_prompt(state, ctx)), _n("repeated"))
+        return StepResult(state, (), _prompt(state, ctx), _n("repeated"))
+    if event.step != state.step or event.turn != state.turn:
+        return StepResult(
+            state, (), _prompt(state, ctx), {"result": "stale", "current": state.step}
+        )
+    handler = _HANDLERS.get(state.step)
+    if handler is None:
+        return StepResult(state, (), _prompt(state, ctx), _n("no_input_expected"))
+    return handler(state, event, ctx)
+
+
+def render_current(state: CallState, ctx: StepContext) -> Reply:
+    """What the caller hears at the current step (used for re-prompts and duplicates)."""
+    return _prompt(state, ctx)
+
+
+def _n(result: str, **more: Any) -> dict[str, Any]:
+    return {"result": result, **more}
+
+
+# ------------------------------------------------------------------ prompts per step
+
+
+def step_path(state: CallState) -> str:
+    return STEP_PATH.format(step=state.step, turn=state.turn)
+
+
+def _gather(
+    state: CallState,
+    texts: list[str],
+    *,
+    num_digits: int | None = 1,
+    speech: bool = True,
+    finish_on_key: str | None = None,
+    timeout: int = 5,
+    hints: tuple[str, ...] = (),
+) -> Reply:
+    action = step_path(state)
+    gather = Gather(
+        action=action,
+        prompt=tuple(Say(text) for text in texts),
+        speech=speech,
+        num_digits=num_digits,
+        timeout=timeout,
+        finish_on_key=finish_on_key,
+        hints=hints,
+    )
+    # No answer: Twilio goes on to the next verb, which brings the call back here silent.
+    return (gather, Redirect(action))
+
+
+def _prompt(state: CallState, ctx: StepContext) -> Reply:
+    step = state.step
+    if step in ("start", "main_menu"):
+        menu = flow.MAIN_MENU
+        return _gather(state, [prompts.MAIN_MENU], hints=menu.hints)
+    if step == "topic":
+        menu = flow.topic_menu()
+        text = prompts.TOPIC_MENU.format(options=menu.options_text())
+        return _gather(state, [text], hints=menu.hints)
+    if step == "product":
+        menu = flow.product_menu()
+        text = prompts.PRODUCT_MENU.format(options=menu.options_text())
+        return _gather(state, [text], hints=menu.hints)
+    if step == "vehicles":
+        return _gather(
+            state,
+            [prompts.VEHICLES],
+            num_digits=None,
+            finish_on_key="#",
+            timeout=7,
+            hints=flow.PLATE_HINTS,
+        )
+    if step == "caller_name":
+        return _gather(state, [prompts.CALLER_NAME], num_digits=None, finish_on_key="#")
+    if step == "description":
+        action = step_path(state)
+        return (
+            Say(prompts.DESCRIPTION),
+            Record(
+                action=action,
+                max_length=DESCRIPTION_MAX_SECONDS,
+                finish_on_key="#",
+                timeout=10,
+                status_callback=RECORDING_STATUS_PATH.format(kind="description"),
+            ),
+            # Nothing recorded: Twilio skips the action and goes on here.
+            Redirect(action),
+        )
+    if step == "ticket_wait":
+        return (Pause(POLL_PAUSE_SECONDS), Redirect(step_path(state)))
+    if step == "ticket_done":
+        menu_text = prompts.TICKET_DONE_MENU if state.resolved and state.announcement else ""
+        texts = [*state.announcement, menu_text or prompts.CONNECTING_OPTION]
+        return _gather(state, texts, speech=False)
+    if step == "critical":
+        return _gather(
+            state,
+            [prompts.CRITICAL_NUMBER],
+            num_digits=None,
+            finish_on_key="#",
+            timeout=8,
+            hints=flow.NUMBER_HINTS,
+        )
+    if step == "stolen_vehicles":
+        return _gather(
+            state,
+            [prompts.STOLEN_VEHICLES],
+            num_digits=None,
+            finish_on_key="#",
+            timeout=8,
+            hints=flow.PLATE_HINTS,
+        )
+    if step == "status_number":
+        return _gather(
+            state,
+            [prompts.STATUS_NUMBER],
+            num_digits=None,
+            finish_on_key="#",
+            timeout=8,
+            hints=flow.NUMBER_HINTS,
+        )
+    if step == "status_done":
+        return _gather(state, [*state.announcement, prompts.STATUS_DONE_MENU], speech=False)
+    if step == "status_unavailable":
+        return _gather(state, [prompts.STATUS_UNAVAILABLE], speech=False)
+    if step == "routed":
+        return (Redirect(ROUTE_PATHS[state.route or "consultation"]),)
+    return (Hangup(),)
+
+
+def _ask(state: CallState, step: str, ctx: StepContext, preface: tuple[Verb, ...] = ()) -> Reply:
+    """Move to `step` (a new turn) and prompt for it."""
+    if step != state.step:
+        state.retries = 0
+    state.step = step
+    state.turn += 1
+    return (*preface, *_prompt(state, ctx))
+
+
+def _retry(
+    state: CallState,
+    event: IvrEvent,
+    ctx: StepContext,
+    exhausted: Callable[[CallState, StepContext], StepResult],
+    *,
+    message: str | None = None,
+) -> StepResult:
+    """Say what went wrong and ask again, twice; then the step's exhausted rule."""
+    result = "silence" if event.silent else "invalid"
+    if state.retries >= MAX_RETRIES:
+        outcome = exhausted(state, ctx)
+        return replace(outcome, note={**outcome.note, "exhausted": result})
+    state.retries += 1
+    state.turn += 1
+    said = message or (prompts.NOT_HEARD if event.silent else prompts.NOT_UNDERSTOOD)
+    return StepResult(state, (), (Say(said), *_prompt(state, ctx)), _n(result, retry=state.retries))
+
+
+def _route(state: CallState, route: str, preface: tuple[Verb, ...]) -> Reply:
+    state.step = "routed"
+    state.route = route
+    state.turn += 1
+    return (*preface, Redirect(ROUTE_PATHS[route]))
+
+
+def _goodbye(state: CallState) -> Reply:
+    state.step = "ended"
+    state.turn += 1
+    return (Say(prompts.GOODBYE), Hangup())
+
+
+# ------------------------------------------------------------------ greeting and main menu
+
+
+def _greeting(ctx: StepContext) -> tuple[Verb, ...]:
+    said: list[Verb] = [Say(prompts.GREETING.format(support_name=ctx.support_name))]
+    if not ctx.calendar.is_working_time(ctx.now):
+        said.append(Say(prompts.AFTER_HOURS))
+    return tuple(said)
+
+
+def _greet(state: CallState, ctx: StepContext) -> StepResult:
+    after_hours = not ctx.calendar.is_working_time(ctx.now)
+    reply = _ask(state, "main_menu", ctx, _greeting(ctx))
+    return StepResult(state, (), reply, _n("greeted", after_hours=after_hours))
+
+
+def _to_specialist(state: CallState, ctx: StepContext) -> StepResult:
+    actions: tuple[Action, ...] = ()
+    if ctx.call.category is None:
+        actions = (Remember("category", "consultation"),)
+    reply = _route(state, "consultation", (Say(prompts.TOO_MANY_TRIES),))
+    return StepResult(state, actions, reply, _n("to_specialist"))
+
+
+def _main_menu(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    choice = flow.MAIN_MENU.match(event.digits, event.speech)
+    if choice == flow.REPEAT_KEY:
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _n("repeat"))
+    if not isinstance(choice, flow.Choice) or choice.value is None:
+        return _retry(state, event, ctx, _to_specialist)
+    path = flow.PATHS[choice.value]
+    actions: list[Action] = [Remember("category", path.category)]
+    if path.topic is not None:
+        actions.append(Remember("topic", path.topic))
+    if path.route is not None:
+        reply = _route(state, path.route, (Say(prompts.CONNECTING),))
+    else:
+        reply = _ask(state, path.first_step or "main_menu", ctx)
+    return StepResult(state, tuple(actions), reply, _n("chose", choice=choice.value))
+
+
+# ------------------------------------------------------------------ new problem
+
+
+def _topic(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    choice = flow.topic_menu().match(event.digits, event.speech)
+    if choice == flow.REPEAT_KEY:
+        return StepResult(state, (), _ask(state, "topic", ctx), _n("repeat"))
+    if not isinstance(choice, flow.Choice) or choice.value is None:
+
+        def fallback(state: CallState, ctx: StepContext) -> StepResult:
+            # No topic: the ticket pipeline files it under its "unchosen" topic.
+            return StepResult(state, (), _ask(state, "product", ctx), _n("topic_unchosen"))
+
+        return _retry(state, event, ctx, fallback)
+    reply = _ask(state, "product", ctx)
+    return StepResult(
+        state, (Remember("topic", choice.value),), reply, _n("chose", topic=choice.value)
+    )
+
+
+def _product(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    choice = flow.product_menu().match(event.digits, event.speech)
+    if choice == flow.REPEAT_KEY:
+        return StepResult(state, (), _ask(state, "product", ctx), _n("repeat"))
+    if not isinstance(choice, flow.Choice):
+
+        def unknown(state: CallState, ctx: StepContext) -> StepResult:
+            return StepResult(state, (), _ask(state, "vehicles", ctx), _n("product_unknown"))
+
+        return _retry(state, event, ctx, unknown)
+    reply = _ask(state, "vehicles", ctx)
+    return StepResult(
+        state, (Remember("product", choice.value),), reply, _n("chose", product=choice.value)
+    )
+
+
+def _read_vehicles(event: IvrEvent) -> list[str] | None:
+    """Plates from the answer; [] for "no number" (#); None when nothing usable was said."""
+    if event.digits:
+        return [event.digits]
+    if event.speech:
+        plates = parse_plates(event.speech)
+        return plates or None
+    if event.digits == "":
+        return []
+    return None
+
+
+def _noted(plates: list[str]) -> tuple[Verb, ...]:
+    if not plates:
+        return (Say(prompts.VEHICLES_SKIPPED),)
+    return (Say(prompts.VEHICLES_NOTED.format(plates=", ".join(map(spoken_plate, plates)))),)
+
+
+def _after_vehicles(state: CallState, ctx: StepContext, preface: tuple[Verb, ...]) -> Reply:
+    next_step = "description" if ctx.call.known_caller else "caller_name"
+    return _ask(state, next_step, ctx, preface)
+
+
+def _vehicles(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    plates = _read_vehicles(event)
+    if plates is None:
+
+        def keep_as_said(state: CallState, ctx: StepContext) -> StepResult:
+            # What could not be read as a plate is kept as said; a person reads it.
+            said = [event.speech.strip()] if event.speech else []
+            actions = (Remember("vehicles", said),) if said else ()
+            return StepResult(state, actions, _after_vehicles(state, ctx, ()), _n("unparsed"))
+
+        return _retry(state, event, ctx, keep_as_said)
+    reply = _after_vehicles(state, ctx, _noted(plates))
+    return StepResult(state, (Remember("vehicles", plates),), reply, _n("vehicles", plates=plates))
+
+
+def _caller_name(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    if event.speech:
+        reply = _ask(state, "description", ctx, (Say(prompts.CALLER_NAME_THANKS),))
+        return StepResult(state, (Remember("caller_said_name", event.speech.strip()),), reply)
+
+    def skip(state: CallState, ctx: StepContext) -> StepResult:
+        return StepResult(state, (), _ask(state, "description", ctx), _n("name_skipped"))
+
+    if event.digits == "":
+        return skip(state, ctx)
+    return _retry(state, event, ctx, skip)
+
+
+def _open_and_wait(
+    state: CallState, ctx: StepContext, actions: tuple[Action, ...], note: dict[str, Any]
+) -> StepResult:
+    if not ctx.call.ticket_requested:
+        actions = (*actions, OpenTicket())
+    state.resolved = True
+    state.wait_started = ctx.now.isoformat()
+    state.polls = 0
+    state.step = "ticket_wait"
+    state.retries = 0
+    state.turn += 1
+    reply = (Say(prompts.REGISTERING), Redirect(step_path(state)))
+    return StepResult(state, actions, reply, note)
+
+
+def _description(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    if event.recording is not None:
+        keep = (KeepRecording(event.recording, "description"),)
+        return _open_and_wait(
+            state, ctx, keep, _n("recorded", hangup=event.digits == "hangup" or None)
+        )
+
+    def without(state: CallState, ctx: StepContext) -> StepResult:
+        return _open_and_wait(state, ctx, (), _n("no_description"))
+
+    if state.retries >= 1:
+        return without(state, ctx)
+    return _retry(state, event, ctx, without, message=prompts.DESCRIPTION_EMPTY)
+
+
+def _announce(state: CallState, ctx: StepContext, ticket: RequestedTicket | None) -> list[str]:
+    if ticket is None or ticket.number is None:
+        return [prompts.NUMBER_BY_SMS if ctx.call.sms_reachable else prompts.NUMBER_LATER]
+    said = [prompts.TICKET_NUMBER.format(number=ctx.say_digits(ticket.number))]
+    if ticket.first_stage_due is not None:
+        said.append(
+            prompts.FIRST_STAGE_DEADLINE.format(deadline=ctx.say_deadline(ticket.first_stage_due))
+        )
+    if ticket.resolution_due is not None:
+        said.append(
+            prompts.RESOLUTION_DEADLINE.format(deadline=ctx.say_deadline(ticket.resolution_due))
+        )
+    else:
+        said.append(prompts.RESOLUTION_BY_AGREEMENT)
+    if ctx.call.sms_reachable:
+        said.append(prompts.SMS_TOO)
+    return said
+
+
+def _ticket_wait(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    ticket = ctx.lookups.requested_ticket()
+    started = datetime.fromisoformat(state.wait_started) if state.wait_started else ctx.now
+    waited = (ctx.now - started).total_seconds()
+    # Bounded by the clock and by the number of pauses, so dead air never exceeds the wait.
+    budget_spent = (
+        waited >= ctx.ticket_wait_seconds
+        or (state.polls + 1) * POLL_PAUSE_SECONDS > ctx.ticket_wait_seconds
+    )
+    if ticket is not None and ticket.number is not None:
+        state.announcement = _announce(state, ctx, ticket)
+        reply = _ask(state, "ticket_done", ctx)
+        return StepResult(state, (), reply, _n("ticket_number", number=ticket.number))
+    if (ticket is not None and ticket.failed) or budget_spent:
+        state.announcement = []
+        message = _announce(state, ctx, None)
+        reply = _ask(state, "ticket_done", ctx, tuple(Say(text) for text in message))
+        return StepResult(state, (), reply, _n("ticket_pending", polls=state.polls))
+    state.polls += 1
+    state.turn += 1
+    return StepResult(state, (), _prompt(state, ctx), _n("waiting", polls=state.polls))
+
+
+def _ticket_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    if event.digits == flow.REPEAT_KEY and state.announcement:
+        return StepResult(state, (), _ask(state, "ticket_done", ctx), _n("repeat"))
+    if event.digits == "0":
+        return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))
+    return StepResult(state, (), _goodbye(state), _n("goodbye"))
+
+
+# ------------------------------------------------------------------ critical failure
+
+
+def _number_from(event: IvrEvent) -> str | None:
+    if event.digits:
+        return "".join(ch for ch in event.digits if ch.isdigit()) or None
+    if event.speech:
+        return spoken_digits(event.speech) or None
+    return None
+
+
+def _urgent(state: CallState, said: tuple[Verb, ...]) -> Reply:
+    return _route(state, "urgent", (*said, Say(prompts.CONNECTING_URGENT)))
+
+
+def _critical_new(state: CallState, ctx: StepContext) -> StepResult:
+    state.resolved = True
+    actions: tuple[Action, ...] = () if ctx.call.ticket_requested else (OpenTicket(),)
+    reply = _urgent(state, (Say(prompts.CRITICAL_NEW),))
+    return StepResult(state, actions, reply, _n("new_ticket"))
+
+
+def _critical(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    if event.digits == "":
+        return _critical_new(state, ctx)
+    number = _number_from(event)
+    if number is None:
+        return _retry(state, event, ctx, _critical_new)
+    lookup = ctx.lookups.ticket(number)
+    if lookup.outcome == "not_found":
+        message = prompts.CRITICAL_NOT_FOUND.format(number=ctx.say_digits(number))
+        return _retry(state, event, ctx, _critical_new, message=message)
+    # Found, or the portal is slow: the job checks the number when it records the duplicate.
+    state.resolved = True
+    state.duplicate_of = number
+    said = (Say(prompts.CRITICAL_DUPLICATED.format(number=ctx.say_digits(number))),)
+    return StepResult(
+        state,
+        (MarkPhoneDuplicate(number),),
+        _urgent(state, said),
+        _n("duplicate", number=number, portal=lookup.outcome),
+    )
+
+
+# ------------------------------------------------------------------ stolen vehicle
+
+
+def _stolen_vehicles(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    plates = _read_vehicles(event)
+
+    def open_ticket(state: CallState, ctx: StepContext, plates: list[str]) -> StepResult:
+        state.resolved = True
+        actions: list[Action] = [Remember("vehicles", plates)] if plates else []
+        if not ctx.call.ticket_requested:
+            actions.append(OpenTicket())
+        reply = _urgent(state, (*_noted(plates), Say(prompts.STOLEN_NEW)))
+        return StepResult(state, tuple(actions), reply, _n("vehicles", plates=plates))
+
+    if plates is None:
+        said = [event.speech.strip()] if event.speech else []
+        return _retry(state, event, ctx, lambda s, c: open_ticket(s, c, said))
+    return open_ticket(state, ctx, plates)
+
+
+# ------------------------------------------------------------------ ticket status
+
+
+def _status_answer(state: CallState, ctx: StepContext, number: str) -> StepResult:
+    state.asked_number = number
+    lookup = ctx.lookups.ticket(number)
+    if lookup.outcome == "unavailable":
+        return StepResult(state, (), _ask(state, "status_unavailable", ctx), _n("unavailable"))
+    view = lookup.view
+    mine = (
+        view is not None
+        and ctx.call.organisation_id is not None
+        and view.organisation_id == ctx.call.organisation_id
+    )
+    if view is None or not mine:
+        # Not found and not theirs sound the same: a caller learns nothing about others.
+        state.announcement = [prompts.STATUS_REFUSED]
+        note = _n("refused", number=number, found=view is not None)
+    else:
+        said = [prompts.STATUS_ANSWER.format(number=ctx.say_digits(number), status=view.status)]
+        if view.resolution_due is not None:
+            deadline = ctx.say_deadline(view.resolution_due)
+            said.append(prompts.RESOLUTION_DEADLINE.format(deadline=deadline))
+        else:
+            said.append(prompts.RESOLUTION_BY_AGREEMENT)
+        state.announcement = said
+        note = _n("status", number=number, status=view.status)
+    return StepResult(state, (), _ask(state, "status_done", ctx), note)
+
+
+def _status_number(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    number = _number_from(event)
+    if number is None:
+        return _retry(state, event, ctx, _to_specialist)
+    return _status_answer(state, ctx, number)
+
+
+def _status_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    if event.digits == flow.REPEAT_KEY:
+        return StepResult(state, (), _ask(state, "status_done", ctx), _n("repeat"))
+    if event.digits == "1":
+        return StepResult(state, (), _ask(state, "status_number", ctx), _n("another"))
+    if event.digits == "0":
+        return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))
+    return StepResult(state, (), _goodbye(state), _n("goodbye"))
+
+
+def _status_unavailable(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    if event.digits == "1" and state.asked_number:
+        return _status_answer(state, ctx, state.asked_number)
+    # "0", silence or anything else: a person answers; the caller is never left alone.
+    return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))
+
+
+_HANDLERS: dict[str, Callable[[CallState, IvrEvent, StepContext], StepResult]] = {
+    "main_menu": _main_menu,
+    "topic": _topic,
+    "product": _product,
+    "vehicles": _vehicles,
+    "caller_name": _caller_name,
+    "description": _description,
+    "ticket_wait": _ticket_wait,
+    "ticket_done": _ticket_done,
+    "critical": _critical,
+    "stolen_vehicles": _stolen_vehicles,
+    "status_number": _status_number,
+    "status_done": _status_done,
+    "status_unavailable": _status_unavailable,
+}
+
+STEPS = frozenset({"start", *_HANDLERS, "routed", "ended"})

@@ -1,0 +1,203 @@
+"""The IVR's menus and paths, as data.
+
+A `Menu` maps a keypad key, or words the caller may say instead, to a value; the step
+engine (`callcenter.ivr.engine`) asks it what an answer means. A `Path` says what choosing a
+main-menu item does: the call's category, its topic when the choice fixes one, and either
+the first step of the path or where routing takes over.
+
+Topics and products come from the regulation module (titles, spoken labels, menu order);
+what is here is how a caller picks them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+
+from callcenter import regulation
+from callcenter.ivr import prompts
+from callcenter.ivr.spoken import spoken_digits, tokens
+
+REPEAT_KEY = "*"
+
+
+@dataclass(frozen=True)
+class Choice:
+    key: str
+    value: str | None
+    # Said in the menu as "{label} — {key}." (None: the menu's text already says it).
+    label: str | None = None
+    # Word stems that pick this choice when said (matched against the start of each word).
+    words: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Menu:
+    """A one-key menu. `match` answers REPEAT_KEY for "*", a Choice, or None (not a choice).
+
+    Spoken answers are tried as a number first ("два" → 2), then by word stems in
+    `priority` order (so "запланированные отчёты" is not taken for "системные отчёты").
+    """
+
+    name: str
+    choices: tuple[Choice, ...]
+    hints: tuple[str, ...]
+    priority: tuple[str | None, ...] = ()
+
+    def by_key(self) -> Mapping[str, Choice]:
+        return {choice.key: choice for choice in self.choices}
+
+    def match(self, digits: str | None, speech: str | None) -> Choice | str | None:
+        if digits:
+            if digits == REPEAT_KEY:
+                return REPEAT_KEY
+            return self.by_key().get(digits)
+        if not speech:
+            return None
+        words = tokens(speech)
+        if any(word.startswith("повтор") for word in words):
+            return REPEAT_KEY
+        said = spoken_digits(speech)
+        if said and len(said) == 1 and said in self.by_key():
+            return self.by_key()[said]
+        ordered = sorted(
+            self.choices,
+            key=lambda c: self.priority.index(c.value) if c.value in self.priority else 99,
+        )
+        for choice in ordered:
+            if any(word.startswith(stem) for stem in choice.words for word in words):
+                return choice
+        return None
+
+    def options_text(self) -> str:
+        return " ".join(
+            prompts.MENU_OPTION.format(
+                title=choice.label[:1].upper() + choice.label[1:], key=choice.key
+            )
+            for choice in self.choices
+            if choice.label is not None
+        )
+
+
+# ------------------------------------------------------------------ main menu
+
+CONSULTATION = "consultation"
+NEW_PROBLEM = "new_problem"
+CRITICAL = "critical"
+STOLEN = "stolen"
+STATUS = "status"
+SPECIALIST = "specialist"
+
+MAIN_MENU = Menu(
+    name="main_menu",
+    choices=(
+        Choice("1", CONSULTATION, words=("консультац", "вопрос")),
+        Choice("2", NEW_PROBLEM, words=("нов", "проблем", "неисправ", "ошибк")),
+        Choice("3", CRITICAL, words=("критич", "сбой", "сервер", "авари")),
+        Choice("4", STOLEN, words=("угон", "угна", "украл", "краж")),
+        Choice("5", STATUS, words=("статус", "состояни", "узнать")),
+        Choice("0", SPECIALIST, words=("специалист", "оператор", "человек", "сотрудник")),
+    ),
+    hints=(
+        "консультация",
+        "новая проблема",
+        "критический сбой",
+        "угон",
+        "статус заявки",
+        "специалист",
+        "повторить",
+    ),
+    priority=(CRITICAL, STOLEN, STATUS, SPECIALIST, CONSULTATION, NEW_PROBLEM),
+)
+
+
+@dataclass(frozen=True)
+class Path:
+    """What a main-menu choice starts: the call's category and topic, then either the
+    first step of the path or a hand-over to routing ("consultation" or "urgent")."""
+
+    category: str
+    topic: str | None = None
+    first_step: str | None = None
+    route: str | None = None
+
+
+PATHS: Mapping[str, Path] = {
+    CONSULTATION: Path(category="consultation", route="consultation"),
+    SPECIALIST: Path(category="consultation", route="consultation"),
+    NEW_PROBLEM: Path(category="incident", first_step="topic"),
+    CRITICAL: Path(category="critical", topic="critical_server_failure", first_step="critical"),
+    STOLEN: Path(category="stolen", topic="stolen_vehicle", first_step="stolen_vehicles"),
+    STATUS: Path(category="status", first_step="status_number"),
+}
+
+# Categories whose calls always end with a ticket (the regulation: every phone request but
+# a consultation). A status enquiry asks about a ticket; it is not a new request.
+TICKET_CATEGORIES = frozenset({"incident", "critical", "stolen"})
+
+# ------------------------------------------------------------------ topics and products
+
+# Word stems per topic slug; the menu keys follow `regulation.NON_URGENT_TOPICS`.
+TOPIC_WORDS: Mapping[str, tuple[str, ...]] = {
+    "consultation": ("консульт", "вопрос", "оборудован", "программ"),
+    "accounts_access": ("учетн", "доступ", "пароль", "логин", "прав"),
+    "data_update": ("актуализ", "данны", "обновлен"),
+    "system_reports": ("системн", "отчет"),
+    "scheduled_reports": ("запланир", "уведомлен", "рассылк", "расписан"),
+    "remote_diagnostics": ("диагност", "настро", "удален", "датчик", "трекер", "терминал"),
+    "violations_check": ("нарушен", "штраф", "проверк", "корректн"),
+}
+TOPIC_PRIORITY = (
+    "violations_check",
+    "scheduled_reports",
+    "system_reports",
+    "accounts_access",
+    "data_update",
+    "remote_diagnostics",
+    "consultation",
+)
+PRODUCT_WORDS: Mapping[str, tuple[str, ...]] = {
+    "studio": ("студи", "studio"),
+    "silver_studio": ("сильвер", "silver", "серебр"),
+    "online": ("онлайн", "online"),
+}
+PRODUCT_UNKNOWN_WORDS = ("знаю", "незнаю", "никак", "друг")
+
+
+@cache
+def topic_menu() -> Menu:
+    choices = tuple(
+        Choice(str(n), topic.slug, topic.spoken, TOPIC_WORDS.get(topic.slug, ()))
+        for n, topic in enumerate(regulation.NON_URGENT_TOPICS, start=1)
+    )
+    return Menu(
+        name="topic",
+        choices=choices,
+        hints=tuple(topic.spoken for topic in regulation.NON_URGENT_TOPICS),
+        priority=TOPIC_PRIORITY,
+    )
+
+
+@cache
+def product_menu() -> Menu:
+    products = list(regulation.PRODUCTS.values())
+    choices = [
+        Choice(str(n), product.slug, product.spoken, PRODUCT_WORDS.get(product.slug, ()))
+        for n, product in enumerate(products, start=1)
+    ]
+    choices.append(
+        Choice(str(len(products) + 1), None, prompts.PRODUCT_UNKNOWN, PRODUCT_UNKNOWN_WORDS)
+    )
+    return Menu(
+        name="product",
+        choices=tuple(choices),
+        hints=(*(product.spoken for product in products), "не знаю"),
+        # "Сильвер студио" names both; the longer name wins.
+        priority=("silver_studio", None, "studio", "online"),
+    )
+
+
+# Speech hints for free answers: Google's class tokens for plates and ticket numbers.
+PLATE_HINTS = ("$OOV_CLASS_ALPHANUMERIC_SEQUENCE", "номер", "регион")
+NUMBER_HINTS = ("$OOV_CLASS_DIGIT_SEQUENCE",)

@@ -1,0 +1,65 @@
+"""What the IVR answers, before it becomes TwiML: a tuple of small verb values.
+
+The step engine returns these (easy to compare in tests, no XML in the domain);
+`callcenter.ivr.twiml.render` turns them into Twilio's TwiML. Links are paths of this
+service (`/webhooks/voice/...`, with a query string where needed); the renderer makes them
+absolute with `PUBLIC_BASE_URL`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Say:
+    text: str
+
+
+@dataclass(frozen=True)
+class Pause:
+    seconds: int
+
+
+@dataclass(frozen=True)
+class Gather:
+    """Collect keypad digits and/or speech; Twilio posts the answer to `action`."""
+
+    action: str
+    prompt: tuple[Say | Pause, ...]
+    speech: bool = True  # input="dtmf speech" (ru-RU) or "dtmf" only
+    num_digits: int | None = None
+    timeout: int = 5
+    finish_on_key: str | None = None
+    hints: tuple[str, ...] = ()
+    speech_timeout: int = 2
+
+
+@dataclass(frozen=True)
+class Record:
+    action: str
+    max_length: int
+    finish_on_key: str = "#"
+    timeout: int = 10
+    status_callback: str | None = None
+
+
+@dataclass(frozen=True)
+class Redirect:
+    path: str
+
+
+@dataclass(frozen=True)
+class Dial:
+    number: str
+    action: str
+    timeout: int = 25
+
+
+@dataclass(frozen=True)
+class Hangup:
+    pass
+
+
+Verb = Say | Pause | Gather | Record | Redirect | Dial | Hangup
+Reply = tuple[Verb, ...]

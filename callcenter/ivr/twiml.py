@@ -1,0 +1,82 @@
+"""Turn an IVR `Reply` into TwiML with `twilio.twiml.voice_response`.
+
+Every `<Say>` and every speech `<Gather>` carries `language="ru-RU"`; the voice is the
+`TTS_VOICE` setting. Every action and redirect is a POST to an absolute URL under
+`PUBLIC_BASE_URL` when it is set (a path otherwise, which Twilio resolves against the URL
+it requested).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twilio.twiml.voice_response import VoiceResponse
+
+from callcenter.ivr.reply import Dial, Gather, Hangup, Pause, Record, Redirect, Reply, Say
+
+LANGUAGE = "ru-RU"
+CONTENT_TYPE = "text/xml; charset=utf-8"
+
+
+def absolute(path: str, public_base_url: str | None) -> str:
+    """`path` under the public base URL, or `path` itself when there is none."""
+    if not public_base_url or "://" in path:
+        return path
+    return public_base_url.rstrip("/") + path
+
+
+def render(reply: Reply, *, voice: str, public_base_url: str | None) -> str:
+    """The TwiML document (a str with the XML declaration) for `reply`."""
+    response = VoiceResponse()
+
+    def url(path: str) -> str:
+        return absolute(path, public_base_url)
+
+    def say(parent: Any, verb: Say | Pause) -> None:
+        if isinstance(verb, Say):
+            parent.say(verb.text, voice=voice, language=LANGUAGE)
+        else:
+            parent.pause(length=verb.seconds)
+
+    for verb in reply:
+        if isinstance(verb, Say | Pause):
+            say(response, verb)
+        elif isinstance(verb, Gather):
+            attrs: dict[str, Any] = {
+                "input": "dtmf speech" if verb.speech else "dtmf",
+                "action": url(verb.action),
+                "method": "POST",
+                "timeout": verb.timeout,
+            }
+            if verb.num_digits is not None:
+                attrs["num_digits"] = verb.num_digits
+            if verb.finish_on_key is not None:
+                attrs["finish_on_key"] = verb.finish_on_key
+            if verb.speech:
+                attrs["language"] = LANGUAGE
+                attrs["speech_timeout"] = verb.speech_timeout
+                if verb.hints:
+                    attrs["hints"] = ", ".join(verb.hints)
+            gather = response.gather(**attrs)
+            for inner in verb.prompt:
+                say(gather, inner)
+        elif isinstance(verb, Record):
+            record_attrs: dict[str, Any] = {
+                "action": url(verb.action),
+                "method": "POST",
+                "max_length": verb.max_length,
+                "finish_on_key": verb.finish_on_key,
+                "timeout": verb.timeout,
+                "play_beep": True,
+            }
+            if verb.status_callback is not None:
+                record_attrs["recording_status_callback"] = url(verb.status_callback)
+                record_attrs["recording_status_callback_method"] = "POST"
+            response.record(**record_attrs)
+        elif isinstance(verb, Redirect):
+            response.redirect(url(verb.path), method="POST")
+        elif isinstance(verb, Dial):
+            response.dial(verb.number, action=url(verb.action), method="POST", timeout=verb.timeout)
+        elif isinstance(verb, Hangup):
+            response.hangup()
+    return str(response.to_xml())

@@ -1,0 +1,115 @@
+"""Twilio's voice webhook parameters, read into typed values at the boundary.
+
+A webhook without what every Twilio voice request carries (`CallSid`, and `CallStatus` on a
+status callback) is malformed: `MalformedWebhook` names what is missing, and the view
+answers 400. Everything else is optional and read leniently (a bad `SequenceNumber` is
+treated as absent, never as an error): Twilio adds parameters over time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from callcenter.calls import StatusCallback, parse_twilio_timestamp
+from callcenter.errors import MalformedWebhook
+from callcenter.ivr.engine import IvrEvent, RecordingRef
+
+# Parameters kept in the event log besides what the IVR reads.
+_LOGGED = ("CallStatus", "Direction", "ForwardedFrom", "CallerName", "ErrorCode", "ErrorUrl")
+
+
+def _required(form: Mapping[str, str], *names: str) -> None:
+    missing = [name for name in names if not (form.get(name) or "").strip()]
+    if missing:
+        raise MalformedWebhook(f"not a Twilio voice webhook: missing {', '.join(missing)}")
+
+
+def _int(raw: str | None) -> int | None:
+    try:
+        return int(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+
+
+def _float(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw not in (None, "") else None
+    except ValueError:
+        return None
+
+
+@dataclass(frozen=True)
+class VoiceWebhook:
+    """An IVR request (the Voice URL, or an action/redirect URL of our own TwiML)."""
+
+    call_sid: str
+    caller: str | None
+    line: str | None
+    event: IvrEvent
+    extra: dict[str, Any]
+
+    @classmethod
+    def from_form(
+        cls, form: Mapping[str, str], *, step: str | None = None, turn: str | None = None
+    ) -> VoiceWebhook:
+        _required(form, "CallSid")
+        recording = None
+        if form.get("RecordingUrl"):
+            recording = RecordingRef(
+                sid=form.get("RecordingSid") or None,
+                url=form["RecordingUrl"],
+                duration=_int(form.get("RecordingDuration")),
+            )
+        event = IvrEvent(
+            kind="start" if step is None else "step",
+            step=step,
+            turn=_int(turn),
+            digits=form.get("Digits"),
+            speech=(form.get("SpeechResult") or "").strip() or None,
+            confidence=_float(form.get("Confidence")),
+            recording=recording,
+        )
+        return cls(
+            call_sid=form["CallSid"].strip(),
+            caller=form.get("From") or form.get("Caller"),
+            line=form.get("To") or form.get("Called"),
+            event=event,
+            extra={name: form[name] for name in _LOGGED if form.get(name)},
+        )
+
+
+def status_callback_from_form(form: Mapping[str, str]) -> StatusCallback:
+    _required(form, "CallSid", "CallStatus")
+    return StatusCallback(
+        call_sid=form["CallSid"].strip(),
+        status=form["CallStatus"].strip().lower(),
+        sequence=_int(form.get("SequenceNumber")),
+        timestamp=parse_twilio_timestamp(form.get("Timestamp")),
+        duration=_int(form.get("CallDuration")),
+        caller_raw=form.get("From") or form.get("Caller"),
+        line_raw=form.get("To") or form.get("Called"),
+    )
+
+
+@dataclass(frozen=True)
+class RecordingStatus:
+    """A recording status callback (`recordingStatusCallback` of our `<Record>`)."""
+
+    call_sid: str
+    recording: RecordingRef
+    status: str
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> RecordingStatus:
+        _required(form, "CallSid", "RecordingSid", "RecordingUrl", "RecordingStatus")
+        return cls(
+            call_sid=form["CallSid"].strip(),
+            recording=RecordingRef(
+                sid=form["RecordingSid"],
+                url=form["RecordingUrl"],
+                duration=_int(form.get("RecordingDuration")),
+            ),
+            status=form["RecordingStatus"].strip().lower(),
+        )

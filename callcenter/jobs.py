@@ -1,0 +1,523 @@
+"""The ticket pipeline's jobs, and the two runners that execute them.
+
+    webhook transaction: call row + outbox row ──commit──▶ jobs.submit_ticket_request(id)
+                                                              │ (Redis down: row stays
+                                                              │  pending; the sweep finds it)
+    create_ticket(id) ── portal ──▶ row: done + number ──▶ run_followups(id)
+          │ unavailable: row.next_attempt_at = backoff          recordings, caller SMS, alerts
+          └ rejected / last try: failed ──▶ run_followups(id): on-duty alert
+    sweep_outbox(), every SWEEP_SECONDS ──▶ re-submits every row whose next_attempt_at came
+
+Jobs are module-level functions of primitive ids, safe to run twice and concurrently: the
+outbox row carries the state and the retry schedule, the portal the idempotency key.
+
+Runners (`services.jobs`, built by `build_runner`):
+- `RqJobRunner` (REDIS_URL set): RQ queues `QUEUE_NAME` (tickets, sweeps) and
+  `QUEUE_NAME-followups`; a worker serves the first before the second, so a caller waiting
+  for a number is never queued behind SMS and recording downloads. Job ids derive from the
+  request id, so a double submit is one job. The sweep is a scheduled RQ job that schedules
+  its successor (RQ's scheduler: `callcenter worker`, or `rq worker --with-scheduler`);
+  ids per time slot make several workers converge on one chain, and every worker's start,
+  its maintenance and the web side's submits re-seed the chain should Redis lose it.
+- `InlineJobRunner` (no REDIS_URL, the embedded default): the same job functions on a small
+  thread pool in the web process, plus a sweep thread. Same code path, no Redis.
+
+Why a per-process context instead of passing `Services` to jobs: RQ stores a job as a
+function name and its arguments, and a worker process builds the wiring once; the job
+finds it with `current_services()` — the runner's own `Services` in the in-process
+runner's threads (`using`), the one `configure`d by `run_worker`, or one built from the
+environment by a plain `rq worker`.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import re
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
+from redis import Redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+from rq import Queue, SimpleWorker
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+
+from callcenter import followups, outbox, recordings
+from callcenter.db import transaction
+from callcenter.errors import ConfigurationError, QueueUnavailable
+
+if TYPE_CHECKING:
+    from callcenter.services import Services
+
+log = logging.getLogger(__name__)
+
+# How often due rows are looked for; also the first retry's 10 s comes around this fast.
+SWEEP_SECONDS = 10
+# Seconds a job may run before RQ stops it (the portal and Twilio time out well before).
+TICKET_JOB_TIMEOUT = 120
+FOLLOWUP_JOB_TIMEOUT = 300
+# How long RQ keeps a finished job (visible in RQ's tools; a later submit replaces it).
+RESULT_TTL = 300
+FAILURE_TTL = 7 * 24 * 3600
+FOLLOWUPS_SUFFIX = "-followups"
+
+_QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+
+# ---------------------------------------------------------------- the per-process context
+
+_current: contextvars.ContextVar[Services | None] = contextvars.ContextVar(
+    "callcenter_services", default=None
+)
+_process_services: Services | None = None
+_process_lock = threading.Lock()
+
+
+def configure(services: Services | None) -> None:
+    """Make `services` what jobs in this process use (a worker calls this at start);
+    None forgets it."""
+    global _process_services
+    with _process_lock:
+        _process_services = services
+
+
+def current_services() -> Services:
+    """The wiring a job runs with; built from the environment on first use in a process
+    nobody `configure`d (a plain `rq worker`)."""
+    global _process_services
+    services = _current.get()
+    if services is not None:
+        return services
+    with _process_lock:
+        if _process_services is None:
+            from callcenter.services import Services
+            from callcenter.settings import Settings
+
+            _process_services = Services.from_settings(Settings.from_env())
+        return _process_services
+
+
+@contextmanager
+def using(services: Services) -> Iterator[None]:
+    """Run jobs in this thread/context with `services` (the in-process runner's threads)."""
+    token = _current.set(services)
+    try:
+        yield
+    finally:
+        _current.reset(token)
+
+
+# ---------------------------------------------------------------- the jobs
+
+
+def create_ticket(request_id: int) -> str | None:
+    """Turn ticket request `request_id` into a portal ticket; returns its number if done."""
+    services = current_services()
+    delivery = outbox.deliver(
+        services.sessions,
+        services.portal,
+        request_id,
+        clock=services.clock,
+        recording_link=partial(recordings.ticket_link, services.settings),
+    )
+    if delivery.recorded and delivery.status in (outbox.DONE, outbox.FAILED):
+        services.jobs.submit_followups(request_id)
+    return delivery.ticket_number
+
+
+def run_followups(request_id: int) -> None:
+    """Attach recordings, SMS the caller, alert on-duty staff — whatever is left."""
+    services = current_services()
+    report = followups.run_followups(
+        sessions=services.sessions,
+        portal=services.portal,
+        telephony=services.telephony,
+        settings=services.settings,
+        calendar=services.calendar,
+        clock=services.clock,
+        request_id=request_id,
+    )
+    log.info(
+        "ticket request %s follow-ups: %s",
+        request_id,
+        "; ".join(report.notes) or "nothing to do",
+        extra={"ticket_request_id": request_id},
+    )
+    if report.again_now:
+        services.jobs.submit_followups(request_id)
+
+
+def sweep_outbox() -> int:
+    """Re-submit every request whose next job is due; returns how many were submitted."""
+    runner = current_services().jobs
+    try:
+        return runner.flush()
+    finally:
+        if isinstance(runner, RqJobRunner):
+            runner.schedule_sweep()
+
+
+def retry_ticket_request(services: Services, request_id: int, *, by: str | None = None) -> bool:
+    """A supervisor's retry of a failed request (console, CLI): pending again, committed,
+    then submitted. Returns whether it was queued (False: Redis is down, the sweep will).
+    Raises `UnknownTicketRequest` / `TicketRequestNotRetryable`."""
+    with transaction(services.sessions) as session:
+        outbox.retry_request(session, request_id, now=services.clock(), by=by)
+    log.info("ticket request %s retried by %s", request_id, by or "someone")
+    return services.jobs.submit_ticket_request(request_id)
+
+
+def due_request_ids(services: Services) -> tuple[list[int], list[int]]:
+    """(requests whose ticket is due, requests whose follow-ups are due), as of now."""
+    now = services.clock()
+    with services.sessions() as session:
+        return outbox.due_ticket_ids(session, now), outbox.due_followup_ids(session, now)
+
+
+# ---------------------------------------------------------------- runners
+
+
+class JobRunner(Protocol):
+    def submit_ticket_request(self, request_id: int) -> bool:
+        """Queue the ticket job after the row was committed. Never raises for a queue that
+        is down (returns False; the row stays pending and the sweep finds it)."""
+        ...
+
+    def submit_followups(self, request_id: int) -> bool:
+        """Queue the follow-ups job; never raises for a queue that is down."""
+        ...
+
+    def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
+        """Run `func(*args)` (a module-level function of primitive values) as a job; a
+        repeated `job_id` is one job. Raises `QueueUnavailable` when it cannot be queued."""
+        ...
+
+    def flush(self) -> int:
+        """Submit everything due now; returns how many. Raises `QueueUnavailable`."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def build_runner(services: Services) -> JobRunner:
+    if services.settings.redis_url:
+        return RqJobRunner(services, services.settings.redis_url, services.settings.queue_name)
+    return InlineJobRunner(services)
+
+
+class RqJobRunner:
+    """Jobs on RQ queues in Redis."""
+
+    def __init__(self, services: Services, redis_url: str, queue_name: str) -> None:
+        if not _QUEUE_NAME.fullmatch(queue_name):
+            # It goes into RQ job ids, which allow only these characters.
+            raise ConfigurationError(
+                f"QUEUE_NAME may hold only letters, digits, '_' and '-', got {queue_name!r}"
+            )
+        self.services = services
+        self.queue_name = queue_name
+        # Fail fast: a webhook waits on this while a caller listens. A Redis that is down
+        # costs one refused connection, not redis-py's default retries with backoff.
+        self.connection = Redis.from_url(
+            redis_url,
+            socket_connect_timeout=1,
+            socket_timeout=3,
+            retry=Retry(NoBackoff(), 1),
+        )
+        self.tickets = Queue(queue_name, connection=self.connection)
+        self.followups = Queue(queue_name + FOLLOWUPS_SUFFIX, connection=self.connection)
+        self._last_seed = 0.0
+
+    # Job ids carry the queue name: they are global in Redis, and two deployments (or two
+    # test runs) sharing a Redis must not take each other's jobs for their own.
+    def ticket_job_id(self, request_id: int) -> str:
+        return f"{self.queue_name}__ticket-request-{request_id}"
+
+    def followups_job_id(self, request_id: int) -> str:
+        return f"{self.queue_name}__ticket-followups-{request_id}"
+
+    def submit_ticket_request(self, request_id: int) -> bool:
+        try:
+            self._enqueue_once(
+                self.tickets,
+                create_ticket,
+                request_id,
+                job_id=self.ticket_job_id(request_id),
+                timeout=TICKET_JOB_TIMEOUT,
+            )
+            self._seed_sweep_now_and_then()
+        except QueueUnavailable as exc:
+            log.warning(
+                "ticket request %s stays pending, Redis is unavailable (%s); the sweep will "
+                "submit it",
+                request_id,
+                exc,
+                extra={"ticket_request_id": request_id},
+            )
+            return False
+        return True
+
+    def submit_followups(self, request_id: int) -> bool:
+        try:
+            self._enqueue_once(
+                self.followups,
+                run_followups,
+                request_id,
+                job_id=self.followups_job_id(request_id),
+                timeout=FOLLOWUP_JOB_TIMEOUT,
+            )
+        except QueueUnavailable as exc:
+            log.warning(
+                "follow-ups of ticket request %s wait for the sweep, Redis is unavailable (%s)",
+                request_id,
+                exc,
+                extra={"ticket_request_id": request_id},
+            )
+            return False
+        return True
+
+    def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
+        self._enqueue_once(
+            self.followups,
+            func,
+            *args,
+            job_id=f"{self.queue_name}__{job_id or uuid.uuid4().hex}",
+            timeout=FOLLOWUP_JOB_TIMEOUT,
+        )
+
+    def flush(self) -> int:
+        tickets, followup_ids = due_request_ids(self.services)
+        for request_id in tickets:
+            self._enqueue_once(
+                self.tickets,
+                create_ticket,
+                request_id,
+                job_id=self.ticket_job_id(request_id),
+                timeout=TICKET_JOB_TIMEOUT,
+            )
+        for request_id in followup_ids:
+            self._enqueue_once(
+                self.followups,
+                run_followups,
+                request_id,
+                job_id=self.followups_job_id(request_id),
+                timeout=FOLLOWUP_JOB_TIMEOUT,
+            )
+        return len(tickets) + len(followup_ids)
+
+    def _enqueue_once(
+        self,
+        queue: Queue,
+        func: Callable[..., object],
+        *args: Any,
+        job_id: str,
+        timeout: int,
+    ) -> None:
+        """Queue the job unless the same id is already queued or running.
+
+        RQ's `unique=True` refuses an id that exists; a finished or failed job of that id
+        is history, so it is deleted and the job queued afresh. Three rounds settle two
+        submitters racing each other.
+        """
+        try:
+            for _round in range(3):
+                try:
+                    queue.enqueue_call(
+                        func,
+                        args=args,
+                        job_id=job_id,
+                        unique=True,
+                        timeout=timeout,
+                        result_ttl=RESULT_TTL,
+                        failure_ttl=FAILURE_TTL,
+                    )
+                    return
+                except DuplicateJobError:
+                    try:
+                        job = Job.fetch(job_id, connection=self.connection)
+                    except NoSuchJobError:
+                        continue  # it just expired: try again
+                    if job.get_status(refresh=False) not in _TERMINAL:
+                        return  # queued, scheduled or running: that one job will do it
+                    job.delete()
+        except RedisError as exc:
+            raise QueueUnavailable(f"Redis: {exc}") from exc
+
+    # ------------------------------------------------------------- the sweep chain
+
+    def schedule_sweep(self, *, now: bool = False) -> None:
+        """Schedule the sweep for the next slot (or the current one, `now`). Slots are
+        SWEEP_SECONDS wide and the job id names the slot, so every scheduler of a slot
+        schedules the same one job."""
+        slot = int(time.time() // SWEEP_SECONDS) + (0 if now else 1)
+        at = datetime.fromtimestamp(slot * SWEEP_SECONDS, UTC)
+        try:
+            self.tickets.enqueue_at(
+                at,
+                sweep_outbox,
+                job_id=f"{self.queue_name}__outbox-sweep-{slot}",
+                unique=True,
+                job_timeout=TICKET_JOB_TIMEOUT,
+                result_ttl=SWEEP_SECONDS * 6,
+                failure_ttl=SWEEP_SECONDS * 60,
+            )
+        except DuplicateJobError:
+            pass
+        except RedisError as exc:
+            log.warning("could not schedule the outbox sweep: %s", exc)
+
+    def _seed_sweep_now_and_then(self) -> None:
+        # Cheap insurance for a Redis that lost its data while every worker kept running.
+        if time.monotonic() - self._last_seed > SWEEP_SECONDS * 6:
+            self._last_seed = time.monotonic()
+            self.schedule_sweep()
+
+    def close(self) -> None:
+        self.connection.close()
+
+
+class InlineJobRunner:
+    """The same jobs in this process: a small thread pool and a sweep thread.
+
+    `submit_*` is called after the submitting transaction committed, so a job always sees
+    the row. A job already waiting or running under the same key is not queued twice.
+    """
+
+    def __init__(
+        self, services: Services, *, workers: int = 4, sweep_seconds: float = SWEEP_SECONDS
+    ) -> None:
+        self.services = services
+        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="callcenter-job")
+        self._lock = threading.Lock()
+        self._idle = threading.Condition(self._lock)
+        self._in_flight: set[str] = set()
+        self._closed = False
+        self._stop = threading.Event()
+        self._sweep_seconds = sweep_seconds
+        # Started at once: rows left pending by a previous process are picked up at start.
+        self._sweeper = threading.Thread(
+            target=self._sweep_loop, name="callcenter-outbox-sweep", daemon=True
+        )
+        self._sweeper.start()
+
+    def submit_ticket_request(self, request_id: int) -> bool:
+        return self._submit(f"ticket-request:{request_id}", create_ticket, request_id)
+
+    def submit_followups(self, request_id: int) -> bool:
+        return self._submit(f"ticket-followups:{request_id}", run_followups, request_id)
+
+    def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
+        if not self._submit(job_id or uuid.uuid4().hex, func, *args):
+            raise QueueUnavailable("the in-process job runner is closed")
+
+    def flush(self) -> int:
+        tickets, followup_ids = due_request_ids(self.services)
+        for request_id in tickets:
+            self.submit_ticket_request(request_id)
+        for request_id in followup_ids:
+            self.submit_followups(request_id)
+        return len(tickets) + len(followup_ids)
+
+    def _submit(self, key: str, func: Callable[..., object], *args: Any) -> bool:
+        with self._lock:
+            if self._closed:
+                return False
+            if key in self._in_flight:
+                return True
+            self._in_flight.add(key)
+        self._pool.submit(self._run, key, func, args)
+        return True
+
+    def _run(self, key: str, func: Callable[..., object], args: tuple[Any, ...]) -> None:
+        try:
+            with using(self.services):
+                func(*args)
+        except Exception:
+            # The row keeps its state; the sweep re-submits whatever is still due.
+            log.exception("in-process job %s failed", key)
+        finally:
+            with self._lock:
+                self._in_flight.discard(key)
+                self._idle.notify_all()
+
+    def _sweep_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.flush()
+            except Exception:
+                log.exception("outbox sweep failed; trying again in %s s", self._sweep_seconds)
+            self._stop.wait(self._sweep_seconds)
+
+    def close(self) -> None:
+        """Stop the sweep, let running jobs finish (and what they submit), refuse new ones."""
+        self._stop.set()
+        if self._sweeper is not threading.current_thread():
+            self._sweeper.join()
+        with self._idle:
+            # A ticket job submits its follow-ups before it ends, so "nothing in flight"
+            # means the whole chain is done.
+            while self._in_flight:
+                self._idle.wait()
+            self._closed = True
+        self._pool.shutdown(wait=True)
+
+
+# ---------------------------------------------------------------- the worker
+
+
+class PipelineWorker(SimpleWorker):
+    """RQ's in-process worker, re-seeding the sweep chain at each maintenance round.
+
+    No fork per job: the jobs are short and I/O-bound, and a forked job would open new
+    database connections every time; the worker's pool is reused instead.
+    """
+
+    sweep_seeder: Callable[[], None] | None = None
+
+    def run_maintenance_tasks(self) -> None:
+        super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
+        if self.sweep_seeder is not None:
+            self.sweep_seeder()
+
+
+def run_worker(services: Services, *, burst: bool = False) -> bool:
+    """Serve the pipeline's queues with RQ's scheduler (the sweep chain runs on it).
+
+    `burst`: submit whatever is due, work until the queues are empty, stop. Returns True
+    when any job was run.
+    """
+    runner = services.jobs
+    if not isinstance(runner, RqJobRunner):
+        raise ConfigurationError(
+            "`callcenter worker` needs REDIS_URL; without it the jobs run inside "
+            "`callcenter serve` (in-process)"
+        )
+    configure(services)
+    # The worker's own connection: blocking reads need RQ's timeouts, not the web side's.
+    connection = Redis.from_url(services.settings.redis_url or "")
+    queues = [
+        Queue(runner.tickets.name, connection=connection),
+        Queue(runner.followups.name, connection=connection),
+    ]
+    try:
+        if burst:
+            runner.flush()
+        else:
+            runner.schedule_sweep(now=True)
+        worker = PipelineWorker(queues, connection=connection, maintenance_interval=60)
+        worker.sweep_seeder = runner.schedule_sweep
+        return bool(worker.work(burst=burst, with_scheduler=not burst, logging_level="INFO"))
+    except RedisError as exc:
+        raise QueueUnavailable(f"Redis: {exc}") from exc
+    finally:
+        connection.close()

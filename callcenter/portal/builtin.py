@@ -1,0 +1,414 @@
+"""The built-in portal: tickets in this service's own database (the embedded default).
+
+Numbers are human-friendly and sequential from 1001, said to callers digit by digit.
+A new number is the largest one plus one, computed inside the INSERT itself: on SQLite
+that one statement runs under the database write lock, so it is atomic; on PostgreSQL
+creators first take a transaction-scoped advisory lock, so they queue instead of racing.
+The unique indexes on `number` and `idempotency_key` stay the last word: an insert they
+refuse is simply tried again, and the second of two creates with one key finds the
+first one's ticket.
+
+Changes to an existing ticket start by touching its row (`UPDATE … SET updated_at`):
+on PostgreSQL that takes the row lock, on SQLite the database write lock, so a status
+change, a dedup check or a priority raise never works from a stale read.
+
+Failure policy: bad input raises `InvalidTicketData` / `InvalidStatusChange` (both
+`PortalRejected`), an unknown number `TicketNotFound`, a database that cannot be reached
+`PortalUnavailable` (transient, like a portal that is down).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
+
+from callcenter.clock import Clock, as_utc
+from callcenter.errors import (
+    InvalidStatusChange,
+    InvalidTicketData,
+    PortalUnavailable,
+    TicketNotFound,
+)
+from callcenter.models import Ticket, TicketEntry
+from callcenter.portal import tickets as rules
+from callcenter.portal.protocol import TicketDraft, TicketEntryView, TicketView
+
+FIRST_NUMBER = 1001
+# pg_advisory_xact_lock key that queues ticket creators on PostgreSQL ("SKAI" tickets).
+NUMBERING_LOCK = 0x534B_4149_0001
+# Each failed attempt means another process just took a number, so this bounds the
+# number of simultaneous creators, not the patience of one.
+NUMBER_ATTEMPTS = 50
+
+
+class BuiltinPortal:
+    """`Portal` over the `Ticket` / `TicketEntry` tables. Safe to share between threads."""
+
+    def __init__(
+        self, sessions: sessionmaker[Session], clock: Clock, base_url: str | None = None
+    ) -> None:
+        self._sessions = sessions
+        self._clock = clock
+        self._base_url = base_url.rstrip("/") if base_url else None
+
+    # ------------------------------------------------------------ the Portal protocol
+
+    def create_ticket(self, draft: TicketDraft) -> TicketView:
+        return self.create_ticket_once(draft)[0]
+
+    def get_ticket(self, number: str) -> TicketView:
+        wanted = _parse_number(number)
+        with self._session() as session:
+            ticket = session.scalars(select(Ticket).where(Ticket.number == wanted)).one_or_none()
+            if ticket is None:
+                raise TicketNotFound(f"ticket {number} not found")
+            return self._view(session, ticket)
+
+    def add_entry(
+        self,
+        number: str,
+        *,
+        text: str | None = None,
+        attachment_url: str | None = None,
+        attachment_name: str | None = None,
+        author: str | None = None,
+        dedup_key: str | None = None,
+    ) -> TicketView:
+        return self.add_entry_once(
+            number,
+            text=text,
+            attachment_url=attachment_url,
+            attachment_name=attachment_name,
+            author=author,
+            dedup_key=dedup_key,
+        )[0]
+
+    def record_phone_duplicate(
+        self, number: str, *, at: datetime, caller: str | None, call_ref: str | None
+    ) -> TicketView:
+        return self.record_phone_duplicate_once(number, at=at, caller=caller, call_ref=call_ref)[0]
+
+    def ticket_url(self, number: str) -> str | None:
+        """The console's ticket page; relative when no public base URL is configured."""
+        path = f"/console/tickets/{number}"
+        return f"{self._base_url}{path}" if self._base_url else path
+
+    # ------------------------------------------------------------ with "was it new?"
+
+    def create_ticket_once(self, draft: TicketDraft) -> tuple[TicketView, bool]:
+        """The ticket, and True when this call created it (False: the key was known)."""
+        problems = rules.draft_problems(draft)
+        if problems:
+            raise InvalidTicketData(problems)
+        for _attempt in range(NUMBER_ATTEMPTS):
+            with self._session() as session:
+                existing = session.scalars(
+                    select(Ticket).where(Ticket.idempotency_key == draft.idempotency_key)
+                ).one_or_none()
+                if existing is not None:
+                    return self._view(session, existing), False
+                try:
+                    view = self._insert_ticket(session, draft)
+                    session.commit()
+                except IntegrityError:
+                    # The same key committed since we looked (or, on an engine without
+                    # the queue, the same number): look again.
+                    session.rollback()
+                    continue
+                return view, True
+        raise PortalUnavailable(
+            f"could not allocate a ticket number in {NUMBER_ATTEMPTS} attempts; try again"
+        )
+
+    def add_entry_once(
+        self,
+        number: str,
+        *,
+        text: str | None = None,
+        attachment_url: str | None = None,
+        attachment_name: str | None = None,
+        author: str | None = None,
+        dedup_key: str | None = None,
+    ) -> tuple[TicketView, bool]:
+        """The ticket after the entry, and False when `dedup_key` had been seen already."""
+        problems = rules.entry_problems(
+            text=text,
+            attachment_url=attachment_url,
+            attachment_name=attachment_name,
+            author=author,
+            dedup_key=dedup_key,
+        )
+        if problems:
+            raise InvalidTicketData(problems)
+        wanted = _parse_number(number)
+        with self._session() as session:
+            ticket = self._lock(session, wanted, number)
+            scoped_key = f"{ticket.number}:{dedup_key}" if dedup_key else None
+            if scoped_key and self._seen(session, scoped_key):
+                return self._view(session, ticket), False
+            session.add(
+                TicketEntry(
+                    ticket_id=ticket.id,
+                    at=ticket.updated_at,
+                    kind=rules.ATTACHMENT if attachment_url else rules.COMMENT,
+                    author=author,
+                    text=text if text and text.strip() else None,
+                    attachment_url=attachment_url,
+                    attachment_name=attachment_name,
+                    dedup_key=scoped_key,
+                )
+            )
+            return self._commit(session, ticket)
+
+    def record_phone_duplicate_once(
+        self, number: str, *, at: datetime, caller: str | None, call_ref: str | None
+    ) -> tuple[TicketView, bool]:
+        """The ticket after the duplicate, and False when this call_ref was recorded before."""
+        problems = rules.phone_duplicate_problems(at=at, caller=caller, call_ref=call_ref)
+        if problems:
+            raise InvalidTicketData(problems)
+        at = as_utc(at)
+        wanted = _parse_number(number)
+        with self._session() as session:
+            ticket = self._lock(session, wanted, number)
+            scoped_key = f"{ticket.number}:phone-duplicate:{call_ref}" if call_ref else None
+            if scoped_key and self._seen(session, scoped_key):
+                return self._view(session, ticket), False
+            text = f"Заявка продублирована звонком с номера {caller or 'не определён'}"
+            if call_ref:
+                text += f" (звонок {call_ref})"
+            if ticket.priority != rules.CRITICAL:
+                old = rules.PRIORITY_LABELS.get(ticket.priority, ticket.priority)
+                text += f". Приоритет повышен: {old} → {rules.PRIORITY_LABELS[rules.CRITICAL]}"
+                ticket.priority = rules.CRITICAL
+            # The first duplication is the one the regulation asks for; later ones stay in
+            # the history.
+            if ticket.duplicated_by_phone_at is None or at < ticket.duplicated_by_phone_at:
+                ticket.duplicated_by_phone_at = at
+            session.add(
+                TicketEntry(
+                    ticket_id=ticket.id,
+                    at=at,
+                    kind=rules.PHONE_DUPLICATE,
+                    author=caller,
+                    text=text,
+                    dedup_key=scoped_key,
+                )
+            )
+            return self._commit(session, ticket)
+
+    # ------------------------------------------------------------ the workflow
+
+    def update_ticket(
+        self,
+        number: str,
+        *,
+        status: str | None = None,
+        priority: str | None = None,
+        author: str | None = None,
+        comment: str | None = None,
+    ) -> TicketView:
+        """Move the ticket along the workflow and/or set its priority (the head of
+        support's call). Setting what is already set changes nothing (safe to repeat)."""
+        problems = rules.change_problems(
+            status=status, priority=priority, author=author, comment=comment
+        )
+        if problems:
+            raise InvalidTicketData(problems)
+        wanted = _parse_number(number)
+        suffix = f": {comment.strip()}" if comment and comment.strip() else ""
+        with self._session() as session:
+            ticket = self._lock(session, wanted, number)
+            changed = False
+            if status is not None and status != ticket.status:
+                if status not in rules.TRANSITIONS[ticket.status]:
+                    allowed = ", ".join(
+                        f"«{s}»" for s in rules.STATUSES if s in rules.TRANSITIONS[ticket.status]
+                    )
+                    raise InvalidStatusChange(
+                        f"ticket {ticket.number} cannot go from «{ticket.status}» to «{status}»"
+                        f"; allowed: {allowed or 'none, the ticket is closed'}"
+                    )
+                session.add(
+                    TicketEntry(
+                        ticket_id=ticket.id,
+                        at=ticket.updated_at,
+                        kind=rules.STATUS_CHANGE,
+                        author=author,
+                        text=f"Статус: {ticket.status} → {status}{suffix}",
+                    )
+                )
+                ticket.status = status
+                changed = True
+            if priority is not None and priority != ticket.priority:
+                old = rules.PRIORITY_LABELS.get(ticket.priority, ticket.priority)
+                session.add(
+                    TicketEntry(
+                        ticket_id=ticket.id,
+                        at=ticket.updated_at,
+                        kind=rules.PRIORITY_CHANGE,
+                        author=author,
+                        text=f"Приоритет: {old} → {rules.PRIORITY_LABELS[priority]}{suffix}",
+                    )
+                )
+                ticket.priority = priority
+                changed = True
+            if not changed:
+                return self._view(session, ticket)
+            return self._commit(session, ticket)[0]
+
+    # ------------------------------------------------------------ internals
+
+    @contextmanager
+    def _session(self) -> Iterator[Session]:
+        """A session that is rolled back unless committed, with a database outage
+        reported as the portal being unavailable (the job retries later)."""
+        try:
+            with self._sessions() as session:
+                yield session
+        except OperationalError as exc:
+            raise PortalUnavailable(f"the ticket database is unavailable: {exc.orig}") from exc
+
+    def _insert_ticket(self, session: Session, draft: TicketDraft) -> TicketView:
+        """Insert the ticket and its `created` entry; the caller commits.
+
+        Written as two plain INSERTs, the number computed by the database and returned,
+        because on PostgreSQL everything from `_queue_for_a_number` to the commit holds up
+        every other creator: the fewer round trips in there, the more tickets a second.
+        """
+        now = as_utc(self._clock())
+        values: dict[str, Any] = {
+            "idempotency_key": draft.idempotency_key,
+            "topic": draft.topic,
+            "product": draft.product,
+            "vehicles": list(draft.vehicles),
+            "contact_name": draft.contact_name,
+            "contact_id": draft.contact_id,
+            "organisation_name": draft.organisation_name,
+            "organisation_id": draft.organisation_id,
+            "caller": draft.caller,
+            "description": draft.description,
+            "call_ref": draft.call_ref,
+            "recording_url": draft.recording_url,
+            "priority": draft.priority,
+            "status": rules.NEW,
+            "first_stage_due": _utc_or_none(draft.first_stage_due),
+            "resolution_due": _utc_or_none(draft.resolution_due),
+            "created_at": now,
+            "updated_at": now,
+        }
+        created: dict[str, Any] = {
+            "at": now,
+            "kind": rules.CREATED,
+            "author": draft.contact_name or draft.caller,
+            "text": draft.description or None,
+            "attachment_url": draft.recording_url,
+            "attachment_name": "Запись звонка" if draft.recording_url else None,
+        }
+        _queue_for_a_number(session)
+        next_number = select(
+            func.coalesce(func.max(Ticket.number), FIRST_NUMBER - 1) + 1
+        ).scalar_subquery()
+        row = session.execute(
+            insert(Ticket).values(number=next_number, **values).returning(Ticket.id, Ticket.number)
+        ).one()
+        session.execute(insert(TicketEntry).values(ticket_id=row.id, **created))
+        ticket = Ticket(id=row.id, number=row.number, duplicated_by_phone_at=None, **values)
+        return self._view_of(ticket, [TicketEntry(ticket_id=row.id, **created)])
+
+    def _lock(self, session: Session, wanted: int, shown: str) -> Ticket:
+        """Touch the ticket's row (taking its write lock) and load it fresh."""
+        touched = session.scalar(
+            update(Ticket)
+            .where(Ticket.number == wanted)
+            .values(updated_at=as_utc(self._clock()))
+            .returning(Ticket.id)
+        )
+        if touched is None:
+            raise TicketNotFound(f"ticket {shown} not found")
+        return session.get_one(Ticket, touched, populate_existing=True)
+
+    @staticmethod
+    def _seen(session: Session, scoped_key: str) -> bool:
+        found = session.scalar(select(TicketEntry.id).where(TicketEntry.dedup_key == scoped_key))
+        return found is not None
+
+    def _commit(self, session: Session, ticket: Ticket) -> tuple[TicketView, bool]:
+        try:
+            session.flush()
+        except IntegrityError:
+            # Only a dedup key can clash here, and the row lock makes even that a
+            # belt-and-braces case: the entry is there already.
+            session.rollback()
+            fresh = session.get_one(Ticket, ticket.id)
+            return self._view(session, fresh), False
+        view = self._view(session, ticket)
+        session.commit()
+        return view, True
+
+    def _view(self, session: Session, ticket: Ticket) -> TicketView:
+        entries = session.scalars(
+            select(TicketEntry)
+            .where(TicketEntry.ticket_id == ticket.id)
+            .order_by(TicketEntry.at, TicketEntry.id)
+        ).all()
+        return self._view_of(ticket, entries)
+
+    def _view_of(self, ticket: Ticket, entries: Sequence[TicketEntry]) -> TicketView:
+        number = str(ticket.number)
+        return TicketView(
+            number=number,
+            topic=ticket.topic,
+            status=ticket.status,
+            priority=ticket.priority,
+            organisation_id=ticket.organisation_id,
+            organisation_name=ticket.organisation_name,
+            first_stage_due=ticket.first_stage_due,
+            resolution_due=ticket.resolution_due,
+            created_at=ticket.created_at,
+            duplicated_by_phone_at=ticket.duplicated_by_phone_at,
+            url=self.ticket_url(number),
+            history=tuple(
+                TicketEntryView(
+                    at=e.at,
+                    kind=e.kind,
+                    text=e.text,
+                    author=e.author,
+                    attachment_url=e.attachment_url,
+                    attachment_name=e.attachment_name,
+                )
+                for e in entries
+            ),
+            product=ticket.product,
+            vehicles=tuple(ticket.vehicles or ()),
+            contact_name=ticket.contact_name,
+            contact_id=ticket.contact_id,
+            caller=ticket.caller,
+            description=ticket.description or "",
+            call_ref=ticket.call_ref,
+            recording_url=ticket.recording_url,
+        )
+
+
+def _queue_for_a_number(session: Session) -> None:
+    """On PostgreSQL, wait for other creators to commit (released at commit/rollback)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(NUMBERING_LOCK)))
+
+
+def _parse_number(number: str) -> int:
+    """Ticket numbers are digits; anything else names no ticket."""
+    text = number.strip()
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        raise TicketNotFound(f"ticket {number!r} not found: a ticket number is digits")
+    return int(text)
+
+
+def _utc_or_none(at: datetime | None) -> datetime | None:
+    return None if at is None else as_utc(at)

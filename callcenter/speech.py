@@ -1,0 +1,118 @@
+"""Russian phrases for the IVR and SMS: dates, weekdays, times and numbers.
+
+Words come from libraries, not hand-made tables: month and weekday names from Babel's CLDR
+data, the accusative a weekday takes after «в» ("в среду") from pymorphy3's dictionary,
+numbers in words from num2words. Every moment is said in Moscow time.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, time
+from functools import cache
+
+import pymorphy3
+from babel.dates import format_date, format_datetime, format_time
+from num2words import num2words
+
+from callcenter.clock import MOSCOW
+
+LOCALE = "ru"
+# Russian vowels: «в» becomes «во» before a word that starts with в/ф and a consonant
+# ("во вторник", but "в воскресенье").
+_VOWELS = frozenset("аеёиоуыэюя")
+# What may separate digits in a number a caller is read back (a phone, a ticket number).
+_DIGIT_SEPARATORS = frozenset(" -+()./")
+
+
+@cache
+def _morph() -> pymorphy3.MorphAnalyzer:
+    # Loading the dictionary takes a tenth of a second; do it once, on first use.
+    return pymorphy3.MorphAnalyzer(lang="ru")
+
+
+def _moscow(at: datetime) -> datetime:
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise ValueError(f"a timezone-aware datetime is needed, got naive {at.isoformat()}")
+    return at.astimezone(MOSCOW)
+
+
+def preposition_v(word: str) -> str:
+    """«в» or «во» before `word`, by the euphony rule."""
+    w = word.lower()
+    if len(w) >= 2 and w[0] in "вф" and w[1] not in _VOWELS:
+        return "во"
+    return "в"
+
+
+def weekday_name(d: date) -> str:
+    """The weekday's name: "понедельник"."""
+    return str(format_date(d, "EEEE", locale=LOCALE))
+
+
+def on_weekday(d: date) -> str:
+    """ "в понедельник", "во вторник", "в среду": the weekday in the accusative after «в»."""
+    name = weekday_name(d)
+    parsed = _morph().parse(name)[0]
+    inflected = parsed.inflect({"accs"})
+    word = inflected.word if inflected is not None else name
+    return f"{preposition_v(word)} {word}"
+
+
+def say_date(d: date, now: date | datetime | None = None) -> str:
+    """ "1 декабря", with "2026 года" added when the year is not `now`'s year."""
+    if now is not None:
+        this_year = (_moscow(now) if isinstance(now, datetime) else now).year
+        if d.year != this_year:
+            return str(format_date(d, "d MMMM y 'года'", locale=LOCALE))
+    return str(format_date(d, "d MMMM", locale=LOCALE))
+
+
+def say_day(d: date, now: date | datetime | None = None) -> str:
+    """ "в понедельник, 1 декабря"."""
+    return f"{on_weekday(d)}, {say_date(d, now)}"
+
+
+def say_time(at: datetime | time) -> str:
+    """ "18:00", "9:30" (a speech engine reads it as a time)."""
+    if isinstance(at, datetime):
+        at = _moscow(at).time()
+    return str(format_time(at, "H:mm", locale=LOCALE))
+
+
+def say_deadline(due: datetime, now: date | datetime | None = None) -> str:
+    """ "до 18:00 в понедельник, 1 декабря"."""
+    local = _moscow(due)
+    return f"до {say_time(local)} {say_day(local.date(), now)}"
+
+
+def say_datetime(at: datetime, now: date | datetime | None = None) -> str:
+    """ "в понедельник, 1 декабря, в 11:00"."""
+    local = _moscow(at)
+    return f"{say_day(local.date(), now)}, в {say_time(local)}"
+
+
+def format_deadline_short(due: datetime) -> str:
+    """A deadline for an SMS: "до 18:00 01.12.2025"."""
+    return "до " + str(format_datetime(_moscow(due), "HH:mm dd.MM.yyyy", locale=LOCALE))
+
+
+def say_number(n: int) -> str:
+    """ "сорок два"."""
+    return str(num2words(n, lang="ru"))
+
+
+def say_digits(digits: str) -> str:
+    """A number read back digit by digit: "1042" → "один ноль четыре два".
+
+    Separators (spaces, dashes, brackets, plus, dots, slashes) are skipped; anything else is
+    an error, so a letter in a ticket number is never silently dropped.
+    """
+    words: list[str] = []
+    for ch in digits:
+        if ch.isdigit() and ch.isascii():
+            words.append(say_number(int(ch)))
+        elif ch not in _DIGIT_SEPARATORS:
+            raise ValueError(f"cannot read {digits!r} digit by digit: {ch!r} is not a digit")
+    if not words:
+        raise ValueError(f"no digits to read in {digits!r}")
+    return " ".join(words)

@@ -1,0 +1,99 @@
+"""`@twilio_signed`: every Twilio webhook proves it comes from Twilio.
+
+Twilio signs each request with the account's auth token over the full URL it requested and
+the POST parameters (`X-Twilio-Signature`); `twilio.request_validator.RequestValidator`
+checks it. The URL must be the one Twilio used, not the one this process sees behind a
+proxy or tunnel:
+
+- with `PUBLIC_BASE_URL` set: that base + the request's path + its query string;
+- without it: the request URL as werkzeug's ProxyFix would rebuild it from the last
+  `X-Forwarded-Proto` / `X-Forwarded-Host` / `X-Forwarded-Port` / `X-Forwarded-Prefix`
+  values (one trusted proxy).
+
+A missing or wrong signature gets 403 and a log line. `VALIDATE_TWILIO_SIGNATURES=false`
+turns the check off for local experiments; the settings refuse that in production mode.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from flask import Request, Response, request
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wsgi import get_current_url
+
+from callcenter.app import services
+
+log = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def public_url(req: Request, public_base_url: str | None) -> str:
+    """The URL Twilio requested (and signed) for `req`."""
+    if public_base_url:
+        url = public_base_url.rstrip("/") + req.path
+        query = req.query_string.decode("latin-1")
+        return f"{url}?{query}" if query else url
+    seen: dict[str, Any] = {}
+
+    def capture(environ: dict[str, Any], _start_response: Any) -> list[bytes]:
+        seen.update(environ)
+        return []
+
+    # ProxyFix rewrites a copy of the environ exactly as it would for the app.
+    def no_response(*_: Any) -> Callable[[bytes], object]:
+        return lambda _body: None
+
+    ProxyFix(capture, x_for=0, x_proto=1, x_host=1, x_port=1, x_prefix=1)(
+        dict(req.environ), no_response
+    )
+    return get_current_url(seen)
+
+
+def signature_problem(req: Request) -> str | None:
+    """Why `req` is not a valid Twilio request, or None when it is (or checks are off)."""
+    settings = services().settings
+    if not settings.validate_signatures:
+        return None
+    signature = req.headers.get(SIGNATURE_HEADER)
+    if not signature:
+        return "missing X-Twilio-Signature"
+    token = settings.twilio_auth_token
+    if not token:
+        return "TWILIO_AUTH_TOKEN is not set: cannot check X-Twilio-Signature"
+    url = public_url(req, settings.public_base_url)
+    algorithm = get_signature_algorithm(req.headers.get(SIGNATURE_SETTINGS_HEADER))
+    if not RequestValidator(token).validate(url, req.form, signature, algorithm):
+        return f"X-Twilio-Signature does not match {url}"
+    return None
+
+
+def twilio_signed(view: F) -> F:
+    """Refuse (403) a request that does not carry Twilio's valid signature."""
+
+    @functools.wraps(view)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        problem = signature_problem(request)
+        if problem is not None:
+            log.warning(
+                "refused %s %s from %s: %s",
+                request.method,
+                request.path,
+                request.remote_addr,
+                problem,
+                extra={"call_sid": request.form.get("CallSid")},
+            )
+            return Response("Forbidden: invalid Twilio signature\n", 403, mimetype="text/plain")
+        return view(*args, **kwargs)
+
+    return cast(F, checked)
