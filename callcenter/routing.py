@@ -528,6 +528,9 @@ def dial_finished(
             call.routing_outcome = OUTCOME_CONNECTED
             return Outcome(Goodbye("connected"))
         record_event(session, call, "accepted_not_bridged", now, step=f"leg {accepted}")
+        dropped = legs.get(int(accepted))
+        if dropped is not None:
+            dropped.result = NOT_ACCEPTED
         routing["accepted"] = None
         _save(call, routing)
         call.routing_outcome = None

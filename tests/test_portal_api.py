@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 import yaml
 from flask import Flask
 from flask.testing import FlaskClient
@@ -48,7 +49,7 @@ class Contract:
         self.spec = spec
         resource = Resource.from_contents(spec, default_specification=DRAFT4)
         self.registry: Registry[Any] = Registry().with_resource(self.BASE, resource)
-        self.templates = [
+        self.templates: list[tuple[re.Pattern[str], str]] = [
             (re.compile("^" + re.sub(r"\{[^/]+\}", "[^/]+", path) + "$"), path)
             for path in spec["paths"]
         ]
@@ -73,12 +74,12 @@ class Contract:
                 return template
         return None
 
-    def check(self, method: str, path: str, response: TestResponse | Any) -> None:
+    def check(self, method: str, path: str, response: TestResponse | requests.Response) -> None:
         """A documented status and a body of the documented shape."""
         status = str(response.status_code)
         content_type = response.headers.get("Content-Type", "")
         assert content_type.startswith("application/json"), content_type
-        body = response.get_json() if hasattr(response, "get_json") else response.json()
+        body = response.json() if isinstance(response, requests.Response) else response.get_json()
         template = self.template_of(path.removeprefix(PREFIX))
         operation = self.spec["paths"].get(template or "", {}).get(method.lower())
         if operation is None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -31,7 +32,7 @@ from callcenter.cli.simulate import simulate
 from callcenter.clock import fixed_clock
 from callcenter.db import transaction
 from callcenter.errors import InvalidInput, SimulationError
-from callcenter.models import Call, TicketRequest
+from callcenter.models import Call, Contact, ContactPhone, Organisation, TicketRequest
 from callcenter.services import Services
 from callcenter.simulator import (
     SIMULATOR_ACCOUNT_SID,
@@ -40,6 +41,7 @@ from callcenter.simulator import (
     Simulator,
     Transcript,
     format_call_summary,
+    new_sid,
     wait_for_call,
 )
 from callcenter.simulator_script import (
@@ -49,6 +51,7 @@ from callcenter.simulator_script import (
     parse_answer_tokens,
     parse_dial_results,
 )
+from callcenter.speech import say_digits
 from callcenter.tokens import create_token
 from tests.conftest import DEFAULT_NOW, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
 
@@ -714,16 +717,23 @@ def test_answer_words_keep_their_typed_order() -> None:
 # ---------------------------------------------------------------- the call log
 
 
-@pytest.fixture
-def service(services: Services) -> Iterator[str]:
-    """The real service, served over HTTP on a free loopback port."""
-    app = create_app(services=services)
-    http = make_server("127.0.0.1", 0, app, threaded=True)
+@contextmanager
+def serving(services: Services) -> Iterator[str]:
+    """The real service (`create_app`), served over HTTP on a free loopback port."""
+    http = make_server("127.0.0.1", 0, create_app(services=services), threaded=True)
     thread = threading.Thread(target=http.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{http.server_port}"
-    http.shutdown()
-    thread.join(timeout=10)
+    try:
+        yield f"http://127.0.0.1:{http.server_port}"
+    finally:
+        http.shutdown()
+        thread.join(timeout=10)
+
+
+@pytest.fixture
+def service(services: Services) -> Iterator[str]:
+    with serving(services) as url:
+        yield url
 
 
 def test_the_call_record_is_read_from_the_api_with_a_token(
@@ -869,3 +879,112 @@ def test_timestamps_follow_the_virtual_call_clock(twiml: TwimlPages, sim: Simula
         2025, 11, 27, 8, 0, 30, tzinfo=UTC
     )
     assert status["CallDuration"] == "30" == str(t.duration_seconds)
+
+
+# ---------------------------------------------------------------- end to end, the real IVR
+
+
+@pytest.fixture
+def live(make_services: Callable[..., Services], prism_url: str) -> Iterator[tuple[Services, str]]:
+    """The whole service with in-process jobs and the built-in portal; SMS go to Prism."""
+    svc = make_services(twilio_api_base_url=prism_url)
+    with transaction(svc.sessions) as session:
+        org = Organisation(name="ООО «Ромашка»", created_at=DEFAULT_NOW)
+        contact = Contact(name="Иван Петров", organisation=org, created_at=DEFAULT_NOW)
+        contact.phones.append(ContactPhone(e164="+79161234567"))
+        session.add_all([org, contact])
+    with serving(svc) as url:
+        yield svc, url
+
+
+def live_simulator(url: str) -> Simulator:
+    return Simulator(url, TEST_AUTH_TOKEN, public_base_url=PUBLIC, clock=fixed_clock(DEFAULT_NOW))
+
+
+def api_reader(svc: Services, url: str) -> HttpCallLog:
+    with transaction(svc.sessions) as session:
+        return HttpCallLog(url, create_token(session, new_sid("tk"), now=DEFAULT_NOW).secret)
+
+
+def test_end_to_end_a_new_problem_becomes_a_ticket_said_to_the_caller(
+    live: tuple[Services, str],
+) -> None:
+    svc, url = live
+    script = CallScript(
+        answers=parse_answer_tokens(["--press", "2", "3", "1", "--say", "А123ВС77"]),
+        record_seconds=(20,),
+    )
+
+    t = live_simulator(url).run(script, call_log=api_reader(svc, url))
+
+    assert t.errors == [] and t.warnings == []
+    assert all(r.status in (200, 204) for r in t.requests)
+    call = t.call
+    assert call is not None
+    assert call["category"] == "incident"
+    assert (call["topic"], call["product"], call["vehicles"]) == (
+        "data_update",
+        "studio",
+        ["А123ВС77"],
+    )
+    assert call["ticket_state"] == "done"
+    number = call["ticket_number"]
+    assert number
+    assert any(f"Номер заявки: {say_digits(number)}" in heard for heard in t.heard)
+    assert call["contact"]["name"] == "Иван Петров"
+    assert call["organisation"]["name"] == "ООО «Ромашка»"
+    assert call["recording"]["duration"] == 20
+    assert call["recording"]["sid"] == t.requests_of("record")[0].params["RecordingSid"]
+    assert call["outcome"] == "completed"
+    assert call["duration_seconds"] == t.duration_seconds
+    assert [e["digits"] for e in call["events"] if e["digits"]][:3] == ["2", "3", "1"]
+    assert any(e["speech"] == "А123ВС77" for e in call["events"])
+
+
+def test_end_to_end_a_hang_up_mid_flow_still_opens_an_interrupted_ticket(
+    live: tuple[Services, str],
+) -> None:
+    svc, url = live
+    script = CallScript(answers=parse_answer_tokens(["--press", "2", "3", "--hangup"]))
+
+    t = live_simulator(url).run(script, call_log=api_reader(svc, url))
+
+    assert t.ended_by == "caller-hangup" and t.errors == []
+    assert t.requests[-1].kind == "status"
+    call = t.call
+    assert call is not None
+    assert (call["category"], call["topic"], call["outcome"]) == (
+        "incident",
+        "data_update",
+        "interrupted",
+    )
+    assert call["interrupted"] is True
+    assert call["ticket_number"] and call["ticket_state"] == "done"
+
+
+def test_end_to_end_a_critical_failure_rings_the_duty_phone_and_plays_each_reaction(
+    live: tuple[Services, str],
+) -> None:
+    svc, url = live
+    reader = api_reader(svc, url)
+    press_3 = parse_answer_tokens(["--press", "3", "#"])
+
+    # Nobody on the roster: the duty phone; its voicemail answers and never presses 1.
+    missed = live_simulator(url).run(
+        CallScript(answers=press_3, dial_results=("voicemail",)), call_log=reader
+    )
+    taken = live_simulator(url).run(
+        CallScript(answers=press_3, dial_results=("accepted",)), call_log=reader
+    )
+
+    assert missed.errors == [] and taken.errors == []
+    assert "ШЁПОТ СОТРУДНИКУ (+78126077741)" in missed.text()
+    assert {r.params["DialBridged"] for r in missed.requests_of("dial-action")} == {"false"}
+    assert missed.call is not None and taken.call is not None
+    assert missed.call["category"] == taken.call["category"] == "critical"
+    assert missed.call["urgent_unanswered"] is True
+    assert missed.call["ticket_number"]
+    assert all(leg["result"] != "accepted" for leg in missed.call["legs"])
+    assert [r.params["DialBridged"] for r in taken.requests_of("dial-action")] == ["true"]
+    assert taken.call["urgent_unanswered"] is False
+    assert taken.call["legs"][-1]["result"] == "accepted"

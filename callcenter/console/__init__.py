@@ -1,7 +1,44 @@
-"""The supervisor console (filled in by its issue)."""
+"""The supervisor console: the call-to-ticket log a head of support works from every day.
+
+Server-rendered pages in Russian (Jinja templates, one small script, no CDN), behind a
+login. Every page is a thin view over a Flask-free module:
+
+    /console/                      the call log: filters, pages, problem rows  (calllog_query)
+    /console/calls.csv             the filtered log as CSV for Excel            (csv_export)
+    /console/calls/<CallSid>       a call: IVR path, legs, recordings, ticket, actions
+    /console/calls/<CallSid>/recording, /console/recordings/<RecordingSid>
+                                   recordings streamed through the login      (recordings)
+    /console/tickets/<number>      a ticket of the portal                      (portal)
+    /console/dashboard             figures for today and a period              (dashboard)
+    /console/directory             organisations and contacts: view, import, edit
+    /console/roster                who is on duty now; the roster: view, edit, import
+
+Access (see `auth`): anonymous requests are sent to the login page (streams and JSON get
+401); `supervisor` may do everything, `specialist` reads and changes nothing (403 on every
+POST but logging out); every POST carries a CSRF token.
+"""
 
 from __future__ import annotations
 
 from flask import Blueprint
 
-bp = Blueprint("console", __name__, url_prefix="/console")
+bp = Blueprint(
+    "console",
+    __name__,
+    url_prefix="/console",
+    template_folder="templates",
+    static_folder="static",
+)
+
+# The views attach themselves to `bp`; imported here so that registering `bp` is enough.
+from callcenter.console import (  # noqa: E402
+    auth,
+    calls,
+    dashboard,
+    directory,
+    recordings,
+    roster,
+    tickets,
+)
+
+__all__ = ["auth", "bp", "calls", "dashboard", "directory", "recordings", "roster", "tickets"]

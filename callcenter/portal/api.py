@@ -76,20 +76,24 @@ def _json_body() -> object:
     return body
 
 
-def _idempotency_key(*, required: bool) -> str | None:
-    key = request.headers.get(IDEMPOTENCY_HEADER)
+def _required_key() -> str:
+    key = _optional_key()
     if key is None:
-        if required:
-            raise ApiError(
-                400,
-                "idempotency_key_required",
-                f"send an {IDEMPOTENCY_HEADER} header (e.g. the CallSid) so a retried "
-                "request never makes a second ticket",
-            )
-        return None
-    why = rules.key_problem(key)
-    if why:
-        raise ApiError(400, "invalid_idempotency_key", f"{IDEMPOTENCY_HEADER} {why}")
+        raise ApiError(
+            400,
+            "idempotency_key_required",
+            f"send an {IDEMPOTENCY_HEADER} header (e.g. the CallSid) so a retried "
+            "request never makes a second ticket",
+        )
+    return key
+
+
+def _optional_key() -> str | None:
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is not None:
+        why = rules.key_problem(key)
+        if why:
+            raise ApiError(400, "invalid_idempotency_key", f"{IDEMPOTENCY_HEADER} {why}")
     return key
 
 
@@ -122,9 +126,7 @@ def _authorise() -> ResponseReturnValue | None:
 
 @bp.post("/tickets")
 def create_ticket() -> ResponseReturnValue:
-    key = _idempotency_key(required=True)
-    assert key is not None
-    draft = wire.draft_from_json(_json_body(), key)
+    draft = wire.draft_from_json(_json_body(), _required_key())
     view, created = _portal().create_ticket_once(draft)
     return _ticket(view, 201 if created else 200)
 
@@ -149,7 +151,7 @@ def update_ticket(number: str) -> ResponseReturnValue:
 
 @bp.post("/tickets/<number>/entries")
 def add_entry(number: str) -> ResponseReturnValue:
-    key = _idempotency_key(required=False)
+    key = _optional_key()
     entry = wire.entry_from_json(_json_body())
     view, added = _portal().add_entry_once(
         number,

@@ -13,6 +13,9 @@ How answers become exceptions (the job decides retry vs. failed from the class a
     422 with field errors                        → InvalidTicketData   (PortalRejected)
     any other 3xx/4xx (401, 403, 404 on create…) → PortalRejected      (failed, visible)
 
+The adapter never retries by itself: the job that calls it owns the retry policy
+(backoff, last try, `failed`), so one place decides how long a ticket may wait.
+
 A malformed 2xx is treated as transient on purpose: it is what a proxy in trouble or a
 half-deployed portal sends, and repeating is harmless because creates are idempotent; a
 portal that keeps doing it exhausts the job's retries and the request turns `failed`

@@ -1,0 +1,367 @@
+"""The ticket pipeline end to end: a real Redis, a real RQ worker (burst mode, in this
+process), the built-in portal (in process, or over real HTTP), and Twilio's REST API through
+the real `twilio` client against Prism — asserting the requests Twilio would have received.
+
+One path each: created; portal down then back; Redis down when the call ends, then flushed;
+a permanent rejection, visible and retried by a supervisor; a double submit and concurrent
+runs; the sweep on RQ's scheduler; the same jobs in-process without Redis.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import timedelta
+
+import pytest
+from click.testing import CliRunner
+from redis import Redis
+from rq import Queue
+from rq.registry import ScheduledJobRegistry
+from sqlalchemy import select
+
+from callcenter import jobs
+from callcenter.cli import main
+from callcenter.cli.context import CliContext
+from callcenter.models import SmsMessage
+from callcenter.services import Services
+from callcenter.telephony import TwilioExchange, TwilioTelephony, build_telephony
+from tests.conftest import TEST_ACCOUNT_SID, MutableClock
+from tests.ticket_pipeline import (
+    CALLER,
+    PORTAL_TOKEN,
+    LivePortal,
+    add_contact,
+    closed_port_url,
+    open_request,
+    request_row,
+    ticket_count,
+    tickets,
+    work_burst,
+)
+
+MESSAGES_PATH = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages.json"
+
+
+@pytest.fixture
+def exchanges() -> list[TwilioExchange]:
+    return []
+
+
+@pytest.fixture
+def pipeline(
+    make_services: Callable[..., Services],
+    redis_url: str,
+    queue_name: str,
+    prism_url: str,
+    exchanges: list[TwilioExchange],
+) -> Iterator[Callable[..., Services]]:
+    """Services wired like a worker: Redis and our queue, Twilio at Prism (every request
+    it makes lands in `exchanges`)."""
+    adapters: list[TwilioTelephony] = []
+
+    def make(**changes: object) -> Services:
+        changes.setdefault("redis_url", redis_url)
+        changes.setdefault("queue_name", queue_name)
+        services = make_services(twilio_api_base_url=prism_url, **changes)
+        telephony = build_telephony(services.settings, on_exchange=exchanges.append)
+        assert isinstance(telephony, TwilioTelephony)
+        adapters.append(telephony)
+        services.telephony = telephony  # type: ignore[misc]  # the wiring's adapter slot
+        return services
+
+    yield make
+    for telephony in adapters:
+        telephony.close()
+    redis = Redis.from_url(redis_url)
+    for name in (queue_name, queue_name + jobs.FOLLOWUPS_SUFFIX):
+        queue = Queue(name, connection=redis)
+        for job_id in ScheduledJobRegistry(queue=queue).get_job_ids():
+            redis.delete(f"rq:job:{job_id}")
+        queue.delete(delete_jobs=True)
+    redis.close()
+
+
+def sms_sent(exchanges: list[TwilioExchange]) -> list[dict[str, str]]:
+    """The SMS Twilio received (Prism answered 201: valid against Twilio's own spec)."""
+    sent = [e for e in exchanges if e.path == MESSAGES_PATH]
+    assert all(e.method == "POST" and e.status == 201 for e in sent), sent
+    return [e.form for e in sent]
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
+
+
+CONFIRMATION = (
+    "Заявка №1001 зарегистрирована. Тема: Построение системных отчётов. "
+    "Первый ответ: до 11:00 28.11.2025. Срок решения: до 11:00 01.12.2025."
+)
+
+
+def test_a_finished_call_gets_its_ticket_through_a_worker_and_the_caller_an_sms(
+    pipeline: Callable[..., Services], exchanges: list[TwilioExchange]
+) -> None:
+    services = pipeline()
+    with services.sessions() as session, session.begin():
+        add_contact(session, now=services.clock())
+    request_id = open_request(services)
+
+    assert services.jobs.submit_ticket_request(request_id) is True
+    assert work_burst(services)
+
+    row = request_row(services, request_id)
+    assert (row.status, row.ticket_number, row.attempts, row.last_error) == (
+        "done",
+        "1001",
+        1,
+        None,
+    )
+    assert row.done_at == services.clock()
+    [ticket] = tickets(services)
+    assert (ticket.number, ticket.topic, ticket.organisation_name) == (
+        1001,
+        "system_reports",
+        "ООО «Ромашка»",
+    )
+    assert sms_sent(exchanges) == [
+        {"To": CALLER, "From": services.settings.sms_from, "Body": CONFIRMATION}
+    ]
+    with services.sessions() as session:
+        [sms] = session.scalars(select(SmsMessage))
+        assert (sms.key, sms.status, sms.to) == (
+            f"ticket-request:{request_id}:caller",
+            "sent",
+            CALLER,
+        )
+        assert sms.twilio_sid is not None and sms.twilio_sid.startswith("SM")
+    assert row.next_attempt_at is None  # nothing left to do
+
+
+def test_portal_down_then_back_makes_exactly_one_ticket(
+    pipeline: Callable[..., Services],
+    make_services: Callable[..., Services],
+    clock: MutableClock,
+    exchanges: list[TwilioExchange],
+) -> None:
+    down = pipeline(portal_url=closed_port_url() + "/portal/api/v1", portal_token=PORTAL_TOKEN)
+    request_id = open_request(down)
+    assert down.jobs.submit_ticket_request(request_id)
+    work_burst(down)
+    row = request_row(down, request_id)
+    assert (row.status, row.attempts) == ("pending", 1)
+    assert row.last_error is not None and "Connection refused" in row.last_error
+    assert row.next_attempt_at == clock.now + timedelta(seconds=10)
+
+    portal = LivePortal(make_services(builtin_portal_token=PORTAL_TOKEN))
+    try:
+        up = pipeline(portal_url=portal.api_url, portal_token=PORTAL_TOKEN)
+        work_burst(up)  # not due yet: nothing happens
+        assert request_row(up, request_id).status == "pending"
+        clock.now += timedelta(seconds=10)
+        work_burst(up)  # the worker's sweep submits the due retry
+        # A replayed job (e.g. a second worker that had picked the first try) changes nothing.
+        assert up.jobs.submit_ticket_request(request_id)
+        work_burst(up)
+    finally:
+        portal.close()
+
+    row = request_row(up, request_id)
+    assert (row.status, row.attempts, row.ticket_number) == ("done", 2, "1001")
+    assert ticket_count(up) == 1
+    assert [m["To"] for m in sms_sent(exchanges)] == [CALLER]
+
+
+def test_redis_down_when_the_call_ends_then_flushed_makes_exactly_one_ticket(
+    pipeline: Callable[..., Services], queue_name: str
+) -> None:
+    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
+    request_id = open_request(no_redis)
+
+    started = time.monotonic()
+    assert no_redis.jobs.submit_ticket_request(request_id) is False  # and nothing raised
+    assert time.monotonic() - started < 2  # a webhook is not held up
+    assert request_row(no_redis, request_id).status == "pending"
+
+    services = pipeline()
+    result = CliRunner().invoke(main, ["outbox", "flush"], obj=CliContext(services))
+    assert (result.exit_code, result.output) == (0, "1 ticket request(s) submitted\n")
+    assert Queue(queue_name, connection=Redis.from_url(services.settings.redis_url)).count == 1
+    work_burst(services)
+
+    assert request_row(services, request_id).status == "done"
+    assert ticket_count(services) == 1
+
+
+def test_a_rejected_request_is_failed_visible_alerted_and_retried_by_a_supervisor(
+    pipeline: Callable[..., Services],
+    make_services: Callable[..., Services],
+    exchanges: list[TwilioExchange],
+) -> None:
+    portal = LivePortal(make_services(builtin_portal_token=PORTAL_TOKEN))
+    try:
+        wrong = pipeline(portal_url=portal.api_url, portal_token="not-the-token")
+        request_id = open_request(wrong)
+        wrong.jobs.submit_ticket_request(request_id)
+        work_burst(wrong)
+
+        row = request_row(wrong, request_id)
+        assert (row.status, row.attempts) == ("failed", 1)  # no retries for a refusal
+        assert row.last_error is not None and row.last_error.startswith(
+            "portal rejected the ticket:"
+        )
+        listed = CliRunner().invoke(
+            main, ["outbox", "list", "--status", "failed"], obj=CliContext(wrong)
+        )
+        assert "failed" in listed.output and "portal rejected the ticket" in listed.output
+        # Nobody is on the roster: the alert goes to the duty phone.
+        [alert] = sms_sent(exchanges)
+        assert alert["To"] == wrong.settings.duty_phone
+        assert alert["Body"].startswith(
+            "Заявка по звонку 27.11.2025 11:00 с +7 916 123-45-67 (Построение системных "
+            "отчётов) не создана: portal rejected the ticket:"
+        )
+        assert alert["Body"].endswith(
+            f"Повторить: callcenter outbox retry {request_id} или в консоли."
+        )
+
+        right = pipeline(portal_url=portal.api_url, portal_token=PORTAL_TOKEN)
+        result = CliRunner().invoke(
+            main, ["outbox", "retry", str(request_id)], obj=CliContext(right)
+        )
+        assert result.exit_code == 0, result.output
+        assert result.output == f"ticket request {request_id} is pending again and submitted\n"
+        work_burst(right)
+    finally:
+        portal.close()
+
+    row = request_row(right, request_id)
+    assert (row.status, row.ticket_number) == ("done", "1001")
+    assert ticket_count(right) == 1
+    assert [m["To"] for m in sms_sent(exchanges)] == [right.settings.duty_phone, CALLER]
+
+
+def test_a_double_submit_is_one_job_and_a_replay_makes_no_second_ticket_or_sms(
+    pipeline: Callable[..., Services], queue_name: str, exchanges: list[TwilioExchange]
+) -> None:
+    services = pipeline()
+    request_id = open_request(services)
+    queue = Queue(queue_name, connection=Redis.from_url(services.settings.redis_url))
+
+    assert services.jobs.submit_ticket_request(request_id)
+    assert services.jobs.submit_ticket_request(request_id)
+    assert queue.count == 1
+    work_burst(services)
+
+    # Replayed later (a webhook retried by Twilio, a supervisor's stray flush).
+    assert services.jobs.submit_ticket_request(request_id)
+    assert services.jobs.submit_followups(request_id)
+    work_burst(services)
+
+    assert ticket_count(services) == 1
+    assert request_row(services, request_id).attempts == 1
+    assert [m["To"] for m in sms_sent(exchanges)] == [CALLER]
+
+
+def test_concurrent_runs_of_one_request_make_one_ticket(
+    pipeline: Callable[..., Services], exchanges: list[TwilioExchange]
+) -> None:
+    services = pipeline()
+    request_id = open_request(services)
+    barrier = threading.Barrier(4)
+    numbers: list[str | None] = []
+    errors: list[BaseException] = []
+
+    def worker() -> None:  # what four RQ workers holding the same job would do
+        try:
+            with jobs.using(services):
+                barrier.wait(timeout=10)
+                numbers.append(jobs.create_ticket(request_id))
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    assert numbers == ["1001"] * 4
+    assert ticket_count(services) == 1
+    assert request_row(services, request_id).attempts == 1
+
+    work_burst(services)  # the follow-ups they queued: one job, one SMS
+    assert [m["To"] for m in sms_sent(exchanges)] == [CALLER]
+
+
+def test_the_sweep_runs_on_rqs_scheduler_and_schedules_its_successor(
+    pipeline: Callable[..., Services], queue_name: str
+) -> None:
+    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
+    request_id = open_request(no_redis)
+    assert not no_redis.jobs.submit_ticket_request(request_id)
+
+    services = pipeline()
+    runner = services.jobs
+    assert isinstance(runner, jobs.RqJobRunner)
+    runner.schedule_sweep(now=True)
+    runner.schedule_sweep(now=True)  # a second worker starting: the same slot, one job
+    scheduled = ScheduledJobRegistry(queue=runner.tickets)
+    [seed] = scheduled.get_job_ids()
+    assert seed.startswith(f"{queue_name}__outbox-sweep-")
+
+    jobs.configure(services)
+    try:
+        worker = jobs.PipelineWorker(
+            [runner.tickets, runner.followups], connection=runner.connection
+        )
+        worker.work(burst=True, with_scheduler=True)  # the scheduler moves the due sweep
+    finally:
+        jobs.configure(None)
+
+    assert request_row(services, request_id).status == "done"
+    [successor] = scheduled.get_job_ids()
+    slot = int(seed.rsplit("-", 1)[1])
+    assert successor == f"{queue_name}__outbox-sweep-{slot + 1}"
+
+
+def test_without_redis_the_same_jobs_run_in_process(
+    make_services: Callable[..., Services],
+    prism_url: str,
+    clock: MutableClock,
+    exchanges: list[TwilioExchange],
+) -> None:
+    def inline(**changes: object) -> Services:
+        services = make_services(twilio_api_base_url=prism_url, **changes)
+        services.telephony = build_telephony(  # type: ignore[misc]
+            services.settings, on_exchange=exchanges.append
+        )
+        return services
+
+    # The portal is down: the in-process job tries once and schedules the retry.
+    down = inline(portal_url=closed_port_url() + "/api/v1", portal_token="t")
+    assert isinstance(down.jobs, jobs.InlineJobRunner)
+    request_id = open_request(down)
+    assert down.jobs.submit_ticket_request(request_id)
+    wait_for(lambda: request_row(down, request_id).attempts == 1)
+    down.close()  # the process stops; its sweep thread with it
+    assert not any(t.name == "callcenter-outbox-sweep" for t in threading.enumerate())
+
+    # The next process starts with the built-in portal; its sweep finds the due retry.
+    clock.now += timedelta(seconds=10)
+    up = inline()
+    wait_for(lambda: request_row(up, request_id).status == "done")
+    wait_for(lambda: len(sms_sent(exchanges)) == 1)
+    up.close()
+    row = request_row(up, request_id)
+    assert (row.attempts, row.ticket_number, row.next_attempt_at) == (2, "1001", None)
+    assert sms_sent(exchanges) == [
+        {"To": CALLER, "From": up.settings.sms_from, "Body": CONFIRMATION}
+    ]
+    assert ticket_count(up) == 1
+    assert not any(t.name.startswith("callcenter-") for t in threading.enumerate())
