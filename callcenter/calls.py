@@ -117,13 +117,19 @@ def _directory_lookup(session: Session, e164: str) -> Contact | None:
 
 def caller_facts(call: Call, *, sms_foreign: bool = False) -> CallerFacts:
     """SMS reach a Russian mobile, or any number when `sms_foreign` is set."""
-    mobile = classify(call.caller_e164).is_russian_mobile if call.caller_e164 else False
-    foreign = call.caller_e164 is not None and call.caller_kind == "foreign" and sms_foreign
+    if call.caller_kind == "mobile":
+        reachable = True
+    elif call.caller_e164 is None:
+        reachable = False
+    elif call.caller_kind == "foreign":
+        reachable = sms_foreign
+    else:  # a SIP trunk passing the real number on, a landline
+        reachable = classify(call.caller_e164).is_russian_mobile
     return CallerFacts(
         known=call.contact_id is not None,
         contact_id=call.contact_id,
         organisation_id=call.organisation_id,
-        sms_reachable=mobile or foreign,
+        sms_reachable=reachable,
     )
 
 

@@ -15,6 +15,7 @@
     │   ├── UserNameTaken       a console user of that name already exists
     │   ├── UnknownUser         no console user of that name
     │   ├── WeakPassword        a console password too short or too guessable
+    │   ├── InvalidForm         a console form has unusable fields (`fields`: field → why)
     │   └── MalformedWebhook    a Twilio webhook lacks what every such request carries
     ├── PortalError             the ticket portal could not do what was asked
     │   ├── PortalUnavailable   transient: timeouts, 5xx, connection refused → retry
@@ -187,3 +188,12 @@ class LoginLocked(LoginFailed):
     def __init__(self, until: datetime) -> None:
         self.until = until
         super().__init__(f"too many failed logins; try again after {until.isoformat()}")
+
+
+class InvalidForm(InvalidInput):
+    """A console form (a contact, an organisation) has unusable fields; `fields` maps each
+    field to the reason, in Russian, shown next to it. Nothing was saved."""
+
+    def __init__(self, fields: dict[str, str]) -> None:
+        self.fields = dict(fields)
+        super().__init__("; ".join(f"{name}: {why}" for name, why in self.fields.items()))

@@ -314,9 +314,9 @@ class _Run:
             **(row.followups or {}),
             **{k: v for k, v in self.state.items() if k not in _OUTBOX_KEYS},
         }
-        row.followups = merged
         row.updated_at = now
         if row.status != self.snap.status:
+            row.followups = merged
             return  # a supervisor retried it meanwhile: the outbox owns the schedule now
         if self.transient:
             runs = int(merged.get("runs", 0)) + 1
@@ -335,7 +335,9 @@ class _Run:
             merged.pop("runs", None)
             merged.pop("error", None)
             row.next_attempt_at = None
-        row.followups = dict(merged)
+        # Assigned once, as a new dict: the JSON column sees the change (a dict assigned
+        # earlier and mutated in place after an autoflush would look unchanged).
+        row.followups = merged
         self.report.next_attempt_at = row.next_attempt_at
 
     def _recording_arrived(self, session: Session) -> bool:

@@ -113,11 +113,11 @@ def skip_once(
 ) -> SmsOutcome:
     """Record that message `key` is not sent, and why (logged); idempotent."""
     with sessions() as session:
-        existing = _get(session, key)
-        if existing is not None:
-            return _outcome(existing)
         try:
             with session.begin():
+                existing = _get(session, key)
+                if existing is not None:
+                    return _outcome(existing)
                 session.add(
                     SmsMessage(
                         key=key,
@@ -129,6 +129,7 @@ def skip_once(
                     )
                 )
         except IntegrityError:
+            # Another run recorded it between our read and our insert.
             existing = _get(session, key)
             assert existing is not None
             return _outcome(existing)

@@ -464,7 +464,10 @@ def leg_status(
     at = status.timestamp or now
     if status.child_call_sid and not leg.child_call_sid:
         leg.child_call_sid = status.child_call_sid
-    if status.status in ("in-progress", "answered") and leg.answered_at is None:
+    if status.status in ("in-progress", "answered") and (
+        leg.answered_at is None or at < leg.answered_at
+    ):
+        # Twilio's own timestamp beats the moment the whisper was fetched.
         leg.answered_at = at
     if status.status in TERMINAL_STATUSES:
         if leg.ended_at is None:

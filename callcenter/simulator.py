@@ -99,7 +99,9 @@ class Line:
 class SentRequest:
     """A request the simulator made, as the service received it."""
 
-    kind: str  # incoming, gather, record, recording-status, redirect, whisper, ...
+    # incoming, fallback, gather, record, recording-status, redirect, dial-action, status;
+    # on a dialled person's leg: whisper, whisper-gather, whisper-redirect, number-status.
+    kind: str
     method: str
     url: str  # the public URL, the one signed
     sent_to: str  # where it actually went (differs behind a proxy)
@@ -577,7 +579,8 @@ class _CallRun:
             )
             legs.append(_DialledLeg(noun, number, reaction, child, current))
         for d in legs:
-            self.note(f"звонит {d.number} ({d.reaction if not hangs_up else 'вызов'})", leg)
+            script = "" if hangs_up else f" (по сценарию: {d.reaction})"
+            self.note(f"набор {d.number}{script}", leg)
             self.leg_event(d, "initiated", "initiated")
             if d.reaction != "failed":
                 self.leg_event(d, "ringing", "ringing")
@@ -739,6 +742,8 @@ class _CallRun:
         with_base: bool = True,
     ) -> SentRequest | None:
         """Send one signed webhook request; None (and an error line) unless it got a 2xx."""
+        if leg.role == "callee" and kind in ("gather", "redirect"):
+            kind = f"whisper-{kind}"
         if len(self.transcript.requests) >= self.sim.max_requests:
             self.error(f"more than {self.sim.max_requests} requests in one call: a loop?")
             return None

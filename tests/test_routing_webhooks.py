@@ -438,6 +438,10 @@ def test_nobody_accepts(routed: Services, client: FlaskClient, clock: MutableClo
                 "finishOnKey": "#",
                 "timeout": "10",
                 "playBeep": "true",
+                "recordingStatusCallback": (
+                    f"{TEST_PUBLIC_BASE}/webhooks/voice/recording-status?kind=voicemail"
+                ),
+                "recordingStatusCallbackMethod": "POST",
             },
             "",
         ),

@@ -90,10 +90,7 @@ def events(services: Services, call_sid: str) -> list[CallEvent]:
     with services.sessions() as session:
         found = list(
             session.scalars(
-                select(CallEvent)
-                .join(Call)
-                .where(Call.call_sid == call_sid)
-                .order_by(CallEvent.id)
+                select(CallEvent).join(Call).where(Call.call_sid == call_sid).order_by(CallEvent.id)
             )
         )
         session.expunge_all()
@@ -131,9 +128,7 @@ def add_contact(services: Services, phone: str, *, org: str = "ООО «Рома
             organisation = Organisation(name=org, created_at=now, topic_days={})
             session.add(organisation)
             session.flush()
-        contact = Contact(
-            name="Иванова Мария", organisation_id=organisation.id, created_at=now
-        )
+        contact = Contact(name="Иванова Мария", organisation_id=organisation.id, created_at=now)
         contact.phones.append(ContactPhone(e164=phone))
         session.add(contact)
         session.flush()
@@ -245,7 +240,10 @@ def test_silence_is_said_and_the_menu_repeated_twice_then_a_specialist_answers(
         "routed",
         "consultation",
     )
-    kinds = [(e.kind, e.detail.get("result"), e.detail.get("exhausted")) for e in events(services, call.call_sid)]
+    kinds = [
+        (e.kind, e.detail.get("result"), e.detail.get("exhausted"))
+        for e in events(services, call.call_sid)
+    ]
     assert kinds == [
         ("incoming", "greeted", None),
         ("silence", "silence", None),
@@ -295,7 +293,11 @@ def test_consultation_and_specialist_go_to_routing_without_a_ticket(
     assert root[1].attrib == {"method": "POST"}
     assert call.hang_up().status_code == 204
     row = call_row(services, call.call_sid)
-    assert (row.category, row.outcome, row.twilio_status) == ("consultation", "completed", "completed")
+    assert (row.category, row.outcome, row.twilio_status) == (
+        "consultation",
+        "completed",
+        "completed",
+    )
     assert (row.duration_seconds, row.status_sequence) == (95, 2)
     assert ticket_request(services, call.call_sid) is None
 
@@ -387,7 +389,15 @@ def test_new_problem_end_to_end_the_caller_hears_the_ticket_number(
     assert request.draft["topic"] == "system_reports"
     assert request.draft["vehicles"] == ["А123ВС77", "В456ОР178"]
     kinds = [e.kind for e in events(services, call.call_sid)]
-    assert kinds[:7] == ["incoming", "gather", "gather", "gather", "gather", "gather", "recording_added"]
+    assert kinds[:7] == [
+        "incoming",
+        "gather",
+        "gather",
+        "gather",
+        "gather",
+        "gather",
+        "recording_added",
+    ]
     assert "ticket_requested" in kinds and "record" in kinds and "poll" in kinds
 
 
@@ -407,7 +417,10 @@ def test_a_known_caller_is_identified_and_not_asked_for_a_name(
     call = start_new_problem(client, caller="8-916-111-22-33")
     root = call.press("#")
 
-    assert [say.text for say in root.iter("Say")][:2] == [prompts.VEHICLES_SKIPPED, prompts.DESCRIPTION]
+    assert [say.text for say in root.iter("Say")][:2] == [
+        prompts.VEHICLES_SKIPPED,
+        prompts.DESCRIPTION,
+    ]
     assert root.find("Record") is not None
     row = call_row(services, call.call_sid)
     assert row.organisation_id == organisation_id and row.contact_id is not None
@@ -475,7 +488,10 @@ def test_when_the_number_is_late_the_caller_hears_it_will_come_by_sms(
         root = call.follow_redirect()
     assert pauses * 2 <= services.settings.ticket_wait_seconds  # never more than ~10 s of silence
     assert pauses == 4
-    assert [say.text for say in root.iter("Say")] == [prompts.NUMBER_BY_SMS, prompts.CONNECTING_OPTION]
+    assert [say.text for say in root.iter("Say")] == [
+        prompts.NUMBER_BY_SMS,
+        prompts.CONNECTING_OPTION,
+    ]
     assert_menu_gather(root, "ticket_done", 11, speech=False)
     routed = call.press("0")
     assert routed[1].text == ROUTE_CONSULTATION
@@ -575,9 +591,10 @@ def test_status_of_the_callers_own_ticket_is_said_with_its_deadline(
     call = TwilioCall(client, caller=KNOWN_MOBILE)
     call.start()
     asked = call.press("5")
-    assert "$OOV_CLASS_DIGIT_SEQUENCE" in assert_menu_gather(
-        asked, "status_number", 2, num_digits=None
-    ).attrib["hints"]
+    assert (
+        "$OOV_CLASS_DIGIT_SEQUENCE"
+        in assert_menu_gather(asked, "status_number", 2, num_digits=None).attrib["hints"]
+    )
     root = call.say(f"заявка {number}")
 
     gather = assert_menu_gather(root, "status_done", 3, speech=False)
@@ -773,9 +790,7 @@ def test_a_failing_step_still_answers_with_an_apology_and_the_duty_phone(
         row = session.scalars(select(Call).where(Call.call_sid == call.call_sid)).one()
         # A state no version of the IVR writes: the step must fail, the caller must not.
         row.state = {"step": "ticket_wait", "turn": 1, "wait_started": "not a time"}
-    response = signed_post(
-        client, f"{STEP}/ticket_wait?t=1", call.params("redirect")
-    )
+    response = signed_post(client, f"{STEP}/ticket_wait?t=1", call.params("redirect"))
 
     root = parse_twiml(response)
     assert tags(root) == ["Say", "Dial"]

@@ -114,13 +114,21 @@ def closed_port_url() -> str:
 
 
 class LivePortal:
-    """The built-in portal's REST API (`create_app`) served over real HTTP on loopback."""
+    """The built-in portal's REST API blueprint served over real HTTP on loopback.
+
+    Only that blueprint is mounted (as `create_app` mounts it, with the app's `Services`),
+    so these tests stand on the portal's contract and nothing else of the web app.
+    """
 
     def __init__(self, services: Services) -> None:
-        from callcenter.app import create_app
+        from flask import Flask
+
+        from callcenter.portal.api import bp
 
         self.services = services
-        app = create_app(services=services)
+        app = Flask("portal_api_under_test")
+        app.extensions["callcenter"] = services
+        app.register_blueprint(bp)
         self._server = make_server("127.0.0.1", 0, app, threaded=True)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True

@@ -195,7 +195,9 @@ class TwilioCall:
         assert redirect.attrib.get("method") == "POST"
         return self._post(redirect.text or "", self.params("redirect"))
 
-    def record(self, *, sid: str | None = None, duration: str = "42", digits: str = "#") -> ET.Element:
+    def record(
+        self, *, sid: str | None = None, duration: str = "42", digits: str = "#"
+    ) -> ET.Element:
         action = self._only("Record").attrib["action"]
         recording_sid = sid or "RE" + uuid.uuid4().hex
         url = f"https://api.twilio.com/2010-04-01/Accounts/AC0123456789abcdef0123456789abcdef/Recordings/{recording_sid}"

@@ -46,6 +46,7 @@ bp = Blueprint("routing", __name__, url_prefix="/webhooks/voice/route")
 PREFIX = "/webhooks/voice/route"
 LEG_EVENTS = "initiated ringing answered completed"
 WHISPER_KEY_TIMEOUT = 6
+VOICEMAIL_STATUS_PATH = "/webhooks/voice/recording-status?kind=voicemail"
 
 Action = Callable[[Session, Call, Services, datetime], routing.Outcome]
 
@@ -119,52 +120,28 @@ def voicemail() -> Response:
 @bp.post("/whisper")
 @twilio_signed
 def whisper() -> Response:
-    svc = services()
-    call_sid, position = request.args.get("call", ""), _int_arg("leg")
-    response = VoiceResponse()
+    call_sid, position = _leg_args()
     try:
         session, call, now = _open(call_sid)
-        said = (
-            routing.whisper(session, call, position, now=now)
-            if call is not None and position is not None
-            else None
-        )
+        said = routing.whisper(session, call, position, now=now) if call and position else None
         session.commit()
     except Exception:
         log.exception("whisper for %s leg %s failed; the leg is hung up", call_sid, position)
         db_session().rollback()
         said = None
-    if said is None:
-        response.hangup()
-        return _twiml(response)
-    text = whisper_text(said)
-    action = _url(svc.settings, "/whisper/answer", call=call_sid, leg=position)
-    # Said twice: the person may need a moment to put the phone to their ear. Then the
-    # leg is hung up: silence (a voicemail, a pocket) is not an answer.
-    for _ in range(2):
-        gather = response.gather(
-            input="dtmf",
-            num_digits=1,
-            timeout=WHISPER_KEY_TIMEOUT,
-            action=action,
-            method="POST",
-        )
-        _say(gather, text, svc.settings)
-    response.hangup()
-    return _twiml(response)
+    return _twiml(render_whisper(said, services().settings, call_sid, position or 0))
 
 
 @bp.post("/whisper/answer")
 @twilio_signed
 def whisper_answer() -> Response:
-    svc = services()
-    call_sid, position = request.args.get("call", ""), _int_arg("leg")
+    call_sid, position = _leg_args()
     digits = request.form.get("Digits", "")
     try:
         session, call, now = _open(call_sid)
         accepted = (
             routing.whisper_answer(session, call, position, digits, now=now)
-            if call is not None and position is not None
+            if call and position
             else False
         )
         session.commit()
@@ -175,7 +152,7 @@ def whisper_answer() -> Response:
     response = VoiceResponse()
     if accepted:
         # The document ends here, and Twilio bridges the two parties.
-        _say(response, prompts.ROUTING_WHISPER_CONNECTING, svc.settings)
+        _say(response, prompts.ROUTING_WHISPER_CONNECTING, services().settings)
     else:
         response.hangup()
     return _twiml(response)
@@ -184,7 +161,7 @@ def whisper_answer() -> Response:
 @bp.post("/leg-status")
 @twilio_signed
 def leg_status() -> Response:
-    call_sid, position = request.args.get("call", ""), _int_arg("leg")
+    call_sid, position = _leg_args()
     form = request.form
     if position is None or not form.get("CallStatus"):
         return Response("leg and CallStatus are required", status=400)
@@ -248,6 +225,12 @@ def _after_commit(svc: Services, outcome: routing.Outcome, call_id: int) -> None
         except QueueUnavailable:
             # The call is flagged for the supervisor either way; say loudly what is missing.
             log.error("could not queue the chain alerts of call %s: Redis is down", call_id)
+
+
+def _leg_args() -> tuple[str, int | None]:
+    """(the caller's CallSid, the leg position) of a request on a dialled leg."""
+    call_sid = request.args.get("call") or request.form.get("ParentCallSid", "")
+    return call_sid, _int_arg("leg")
 
 
 def _int_arg(name: str) -> int | None:
@@ -319,6 +302,9 @@ def render(decision: routing.Decision, settings: Settings, call_sid: str) -> Voi
             finish_on_key="#",
             timeout=10,
             play_beep=True,
+            # The IVR's recording callback keeps it even if this action is never reached.
+            recording_status_callback=absolute(VOICEMAIL_STATUS_PATH, settings.public_base_url),
+            recording_status_callback_method="POST",
         )
         # An empty recording is not posted; Twilio goes on to here.
         response.redirect(_url(settings, "/voicemail"), method="POST")
@@ -331,6 +317,26 @@ def render(decision: routing.Decision, settings: Settings, call_sid: str) -> Voi
         if goodbye:
             _say(response, goodbye, settings)
         response.hangup()
+    return response
+
+
+def render_whisper(
+    said: routing.Whisper | None, settings: Settings, call_sid: str, position: int
+) -> VoiceResponse:
+    """What the person answering a leg hears: the announcement and "press 1", said twice;
+    then the leg is hung up, as silence (a voicemail, a pocket) is not an answer."""
+    response = VoiceResponse()
+    if said is None:
+        response.hangup()
+        return response
+    text = whisper_text(said)
+    action = _url(settings, "/whisper/answer", call=call_sid, leg=position)
+    for _ in range(2):
+        gather = response.gather(
+            input="dtmf", num_digits=1, timeout=WHISPER_KEY_TIMEOUT, action=action, method="POST"
+        )
+        _say(gather, text, settings)
+    response.hangup()
     return response
 
 

@@ -73,8 +73,7 @@ def user_list(cli: CliContext) -> None:
         users = list_users(session)
         if not users:
             click.echo(
-                "no console users (create one with: "
-                "callcenter user create NAME --role supervisor)"
+                "no console users (create one with: callcenter user create NAME --role supervisor)"
             )
             return
         for u in users:

@@ -31,14 +31,12 @@ bp = Blueprint(
 )
 
 # The views attach themselves to `bp`; imported here so that registering `bp` is enough.
-from callcenter.console import (  # noqa: E402
-    auth,
-    calls,
-    dashboard,
-    directory,
-    recordings,
-    roster,
-    tickets,
-)
+import callcenter.console.auth  # noqa: E402, F401
+import callcenter.console.calls  # noqa: E402, F401
+import callcenter.console.dashboard  # noqa: E402, F401
+import callcenter.console.directory  # noqa: E402, F401
+import callcenter.console.recordings  # noqa: E402, F401
+import callcenter.console.roster  # noqa: E402, F401
+import callcenter.console.tickets  # noqa: E402, F401
 
-__all__ = ["auth", "bp", "calls", "dashboard", "directory", "recordings", "roster", "tickets"]
+__all__ = ["bp"]

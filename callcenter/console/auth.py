@@ -136,8 +136,14 @@ def _csrf_ok() -> bool:
     return isinstance(expected, str) and hmac.compare_digest(expected, presented)
 
 
+def _asks_for_html() -> bool:
+    """A browser navigating (Accept names text/html), not a media element or a script,
+    which send */* and should get a status, not a login form."""
+    return any(value == "text/html" for value, _quality in request.accept_mimetypes)
+
+
 def _wants_page() -> bool:
-    return request.method == "GET" and request.accept_mimetypes.accept_html
+    return request.method == "GET" and _asks_for_html()
 
 
 @bp.before_request
@@ -165,7 +171,7 @@ def _is_stream(path: str) -> bool:
 
 
 def _refuse(status: int, message: str) -> ResponseReturnValue:
-    if request.accept_mimetypes.accept_html and not request.path.endswith(".json"):
+    if _asks_for_html() and not request.path.endswith(".json"):
         return render_template("console/error.html", status=status, message=message), status
     response = jsonify(error=status, message=message)
     response.status_code = status

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from callcenter import calls
@@ -57,11 +59,32 @@ T = TypeVar("T")
 
 # ------------------------------------------------------------------ IVR steps
 
+_writer_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
+_writer_locks_guard = threading.Lock()
+
+
+@contextmanager
+def one_writer(engine: Engine) -> Iterator[None]:
+    """On SQLite, let this process's webhook transactions write one at a time.
+
+    SQLite admits one writer; a second one polls the file lock with growing sleeps (tens of
+    milliseconds each), which puts long tails on webhook latency under concurrent calls.
+    Queueing on a lock hands over as soon as the writer commits. Other processes (a CLI,
+    the RQ worker) still meet at the file lock. PostgreSQL locks rows: nothing to do.
+    """
+    if engine.dialect.name != "sqlite":
+        yield
+        return
+    with _writer_locks_guard:
+        lock = _writer_locks.setdefault(engine, threading.Lock())
+    with lock:
+        yield
+
 
 def answer(services: Services, webhook: VoiceWebhook) -> str:
     """Run one IVR step of the call and return the TwiML for the caller."""
     now = services.clock()
-    with transaction(services.sessions) as session:
+    with one_writer(services.engine), transaction(services.sessions) as session:
         call, created = calls.get_or_create_call(
             session, webhook.call_sid, now=now, caller_raw=webhook.caller, line_raw=webhook.line
         )
@@ -93,7 +116,6 @@ def _context(services: Services, session: Session, call: Call, now: datetime) ->
             known_caller=facts.known,
             organisation_id=facts.organisation_id,
             sms_reachable=facts.sms_reachable,
-            ticket_requested=_ticket_request(session, call) is not None,
         ),
         lookups=_CallLookups(services, session, call),
         say_digits=say_digits,
@@ -319,7 +341,7 @@ def record_status(services: Services, callback: StatusCallback) -> CallEnd | Non
     Returns how the call was closed (None when this callback did not end it).
     """
     now = services.clock()
-    with transaction(services.sessions) as session:
+    with one_writer(services.engine), transaction(services.sessions) as session:
         call, _ = calls.get_or_create_call(
             session,
             callback.call_sid,
@@ -371,7 +393,7 @@ def record_recording(services: Services, status: RecordingStatus, kind: str) -> 
     """A recording status callback: keep the recording on the call (and its ticket)."""
     now = services.clock()
     request_id: int | None = None
-    with transaction(services.sessions) as session:
+    with one_writer(services.engine), transaction(services.sessions) as session:
         call, _ = calls.get_or_create_call(
             session, status.call_sid, now=now, caller_raw=None, line_raw=None
         )

@@ -117,7 +117,6 @@ class CallFacts:
     known_caller: bool = False
     organisation_id: int | None = None
     sms_reachable: bool = False
-    ticket_requested: bool = False
 
 
 @dataclass(frozen=True)
@@ -142,7 +141,7 @@ class Lookups(Protocol):
         ...
 
     def requested_ticket(self) -> RequestedTicket | None:
-        """This call's ticket request, freshly read."""
+        """This call's ticket request, freshly read (None: there is none yet)."""
         ...
 
 
@@ -225,6 +224,10 @@ def advance(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
 def render_current(state: CallState, ctx: StepContext) -> Reply:
     """What the caller hears at the current step (used for re-prompts and duplicates)."""
     return _prompt(state, ctx)
+
+
+def _has_ticket(ctx: StepContext) -> bool:
+    return ctx.lookups.requested_ticket() is not None
 
 
 def _n(result: str, **more: Any) -> dict[str, Any]:
@@ -514,7 +517,7 @@ def _caller_name(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
 def _open_and_wait(
     state: CallState, ctx: StepContext, actions: tuple[Action, ...], note: dict[str, Any]
 ) -> StepResult:
-    if not ctx.call.ticket_requested:
+    if not _has_ticket(ctx):
         actions = (*actions, OpenTicket())
     state.resolved = True
     state.wait_started = ctx.now.isoformat()
@@ -608,7 +611,7 @@ def _urgent(state: CallState, said: tuple[Verb, ...]) -> Reply:
 
 def _critical_new(state: CallState, ctx: StepContext) -> StepResult:
     state.resolved = True
-    actions: tuple[Action, ...] = () if ctx.call.ticket_requested else (OpenTicket(),)
+    actions: tuple[Action, ...] = () if _has_ticket(ctx) else (OpenTicket(),)
     reply = _urgent(state, (Say(prompts.CRITICAL_NEW),))
     return StepResult(state, actions, reply, _n("new_ticket"))
 
@@ -644,7 +647,7 @@ def _stolen_vehicles(state: CallState, event: IvrEvent, ctx: StepContext) -> Ste
     def open_ticket(state: CallState, ctx: StepContext, plates: list[str]) -> StepResult:
         state.resolved = True
         actions: list[Action] = [Remember("vehicles", plates)] if plates else []
-        if not ctx.call.ticket_requested:
+        if not _has_ticket(ctx):
             actions.append(OpenTicket())
         reply = _urgent(state, (*_noted(plates), Say(prompts.STOLEN_NEW)))
         return StepResult(state, tuple(actions), reply, _n("vehicles", plates=plates))

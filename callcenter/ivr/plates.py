@@ -19,32 +19,17 @@ from callcenter.ivr.spoken import spoken_number_groups
 PLATE_LETTERS = "АВЕКМНОРСТУХ"
 # Latin look-alikes of the plate letters.
 _LATIN = str.maketrans("ABEKMHOPCTYX", PLATE_LETTERS)
-# How the letters are named aloud (and how recognisers spell those names).
+# How the letters are named aloud, where the name cannot be read as plate letters itself
+# ("ка" could be К+А, so it is not here; "эм" cannot be anything but М).
 _LETTER_NAMES = {
-    "а": "А",
     "вэ": "В",
-    "ве": "В",
-    "в": "В",
-    "е": "Е",
     "э": "Е",
-    "ка": "К",
-    "к": "К",
     "эм": "М",
-    "м": "М",
     "эн": "Н",
-    "н": "Н",
-    "о": "О",
     "эр": "Р",
-    "р": "Р",
     "эс": "С",
-    "с": "С",
     "тэ": "Т",
-    "те": "Т",
-    "т": "Т",
-    "у": "У",
-    "ха": "Х",
     "хэ": "Х",
-    "х": "Х",
 }
 _L = f"[{PLATE_LETTERS}]"
 _PLATE = re.compile(rf"{_L}\d{{3}}{_L}{{2}}\d{{2,3}}(?!\d)|{_L}{{2}}\d{{3}}\d{{2,3}}(?!\d)")

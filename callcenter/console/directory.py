@@ -1,0 +1,268 @@
+"""`/console/directory`: organisations and contacts — view, search, import, edit.
+
+Import and export are the directory's own (`directory.import_directory`, all or nothing,
+problems by line; `export_rows`, the import format); single edits are
+`directory_forms`. A rejected upload or form is shown again with every problem, and the
+form keeps what was typed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+
+from flask import Response, abort, flash, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
+from sqlalchemy import select
+
+from callcenter.app import services
+from callcenter.calllog_words import phone_display, topic_title
+from callcenter.console import bp
+from callcenter.console.common import roster_warnings
+from callcenter.console.directory_forms import (
+    ContactForm,
+    OrganisationForm,
+    delete_contact,
+    save_contact,
+    save_organisation,
+)
+from callcenter.db import transaction
+from callcenter.directory import (
+    TOPIC_SLUGS,
+    ImportReport,
+    export_rows,
+    import_directory,
+    list_directory,
+)
+from callcenter.errors import ImportRejected, InvalidForm
+from callcenter.models import Contact, Organisation
+
+MAX_UPLOAD_BYTES = 5 * 1024 * 1024
+
+
+def _matches(org: Organisation, query: str) -> bool:
+    needle = query.casefold()
+    digits = re.sub(r"\D", "", query)
+    if needle in org.name.casefold() or (org.inn and digits and digits in org.inn):
+        return True
+    for contact in org.contacts:
+        if needle in contact.name.casefold():
+            return True
+        if len(digits) >= 4 and any(digits in re.sub(r"\D", "", p.e164) for p in contact.phones):
+            return True
+    return False
+
+
+@bp.get("/directory")
+def directory() -> ResponseReturnValue:
+    return _directory_page()
+
+
+def _directory_page(
+    *, problems: list[tuple[int, str]] | None = None, filename: str | None = None
+) -> ResponseReturnValue:
+    query = request.args.get("q", "").strip()
+    with services().sessions() as db:
+        organisations = list_directory(db)
+        total = len(organisations)
+        contacts_total = sum(len(o.contacts) for o in organisations)
+        if query:
+            organisations = [o for o in organisations if _matches(o, query)]
+        page = render_template(
+            "console/directory.html",
+            organisations=organisations,
+            total=total,
+            contacts_total=contacts_total,
+            query=query,
+            problems=problems,
+            filename=filename,
+            phone=phone_display,
+            topic_title=topic_title,
+            warnings=roster_warnings(),
+        )
+    return (page, 400) if problems else page
+
+
+@bp.post("/directory/import")
+def import_upload() -> ResponseReturnValue:
+    upload = request.files.get("file")
+    if upload is None or not upload.filename:
+        return _directory_page(problems=[(0, "Выберите CSV-файл для загрузки.")])
+    data = upload.stream.read(MAX_UPLOAD_BYTES + 1)
+    if len(data) > MAX_UPLOAD_BYTES:
+        return _directory_page(
+            problems=[(0, f"Файл больше {MAX_UPLOAD_BYTES // 1024 // 1024} МБ.")],
+            filename=upload.filename,
+        )
+    svc = services()
+    try:
+        with transaction(svc.sessions) as db:
+            report = import_directory(db, data, svc.clock())
+    except ImportRejected as exc:
+        return _directory_page(problems=exc.problems, filename=upload.filename)
+    flash(f"Справочник загружен из «{upload.filename}». {_summary(report)}", "ok")
+    return redirect(url_for("console.directory"))
+
+
+def _summary(report: ImportReport) -> str:
+    return (
+        f"Организации: создано {report.organisations_created}, "
+        f"изменено {report.organisations_updated}, "
+        f"без изменений {report.organisations_unchanged}. "
+        f"Контакты: создано {report.contacts_created}, изменено {report.contacts_updated}, "
+        f"без изменений {report.contacts_unchanged}."
+    )
+
+
+@bp.get("/directory/export.csv")
+def export_directory() -> ResponseReturnValue:
+    """The directory in its own import format (`;`, UTF-8 with BOM for Excel)."""
+    with services().sessions() as db:
+        table = export_rows(db)
+    buffer = io.StringIO()
+    buffer.write("\ufeff")
+    csv.writer(buffer, delimiter=";", lineterminator="\r\n").writerows(table)
+    response = Response(buffer.getvalue().encode("utf-8"), mimetype="text/csv")
+    response.headers["Content-Type"] = "text/csv; charset=utf-8"
+    response.headers["Content-Disposition"] = 'attachment; filename="directory.csv"'
+    return response
+
+
+# ---------------------------------------------------------------- contacts
+
+
+def _organisations() -> list[tuple[int, str]]:
+    with services().sessions() as db:
+        rows = db.execute(select(Organisation.id, Organisation.name)).all()
+    return sorted(((i, n) for i, n in rows), key=lambda r: r[1].casefold())
+
+
+def _contact_page(contact_id: int | None, values: dict[str, str], errors: dict[str, str]) -> str:
+    return render_template(
+        "console/contact_form.html",
+        contact_id=contact_id,
+        values=values,
+        errors=errors,
+        organisations=_organisations(),
+        warnings=roster_warnings(),
+    )
+
+
+@bp.route("/directory/contacts/new", methods=["GET", "POST"])
+def new_contact() -> ResponseReturnValue:
+    return _edit_contact(None)
+
+
+@bp.route("/directory/contacts/<int:contact_id>", methods=["GET", "POST"])
+def edit_contact(contact_id: int) -> ResponseReturnValue:
+    return _edit_contact(contact_id)
+
+
+def _edit_contact(contact_id: int | None) -> ResponseReturnValue:
+    svc = services()
+    if request.method == "GET":
+        values = {"organisation_id": request.args.get("organisation", "")}
+        if contact_id is not None:
+            with svc.sessions() as db:
+                contact = db.get(Contact, contact_id)
+                if contact is None:
+                    abort(404)
+                values = {
+                    "name": contact.name,
+                    "phones": "\n".join(phone_display(p.e164) for p in contact.phones),
+                    "email": contact.email or "",
+                    "organisation_id": str(contact.organisation_id),
+                }
+        return _contact_page(contact_id, values, {})
+    values = {key: request.form.get(key, "") for key in ("name", "phones", "email")}
+    values["organisation_id"] = request.form.get("organisation_id", "")
+    values["new_organisation"] = request.form.get("new_organisation", "")
+    org_raw = values["organisation_id"]
+    form = ContactForm(
+        name=values["name"],
+        phones=values["phones"],
+        email=values["email"],
+        organisation_id=int(org_raw) if org_raw.isdigit() else None,
+        new_organisation=values["new_organisation"],
+    )
+    try:
+        with transaction(svc.sessions) as db:
+            contact = save_contact(db, contact_id, form, now=svc.clock())
+            name = contact.name
+    except InvalidForm as exc:
+        return _contact_page(contact_id, values, exc.fields), 400
+    flash(f"Контакт «{name}» сохранён.", "ok")
+    return redirect(url_for("console.directory"))
+
+
+@bp.post("/directory/contacts/<int:contact_id>/delete")
+def remove_contact(contact_id: int) -> ResponseReturnValue:
+    try:
+        with transaction(services().sessions) as db:
+            name = delete_contact(db, contact_id)
+    except InvalidForm as exc:
+        flash("Контакт не удалён: " + "; ".join(exc.fields.values()), "error")
+        return redirect(url_for("console.edit_contact", contact_id=contact_id))
+    flash(f"Контакт «{name}» удалён.", "ok")
+    return redirect(url_for("console.directory"))
+
+
+# ---------------------------------------------------------------- organisations
+
+
+def _organisation_page(
+    organisation_id: int | None, values: dict[str, str], errors: dict[str, str]
+) -> str:
+    return render_template(
+        "console/organisation_form.html",
+        organisation_id=organisation_id,
+        values=values,
+        errors=errors,
+        topics=[(slug, topic_title(slug)) for slug in TOPIC_SLUGS],
+        warnings=roster_warnings(),
+    )
+
+
+@bp.route("/directory/organisations/new", methods=["GET", "POST"])
+def new_organisation() -> ResponseReturnValue:
+    return _edit_organisation(None)
+
+
+@bp.route("/directory/organisations/<int:organisation_id>", methods=["GET", "POST"])
+def edit_organisation(organisation_id: int) -> ResponseReturnValue:
+    return _edit_organisation(organisation_id)
+
+
+def _edit_organisation(organisation_id: int | None) -> ResponseReturnValue:
+    svc = services()
+    if request.method == "GET":
+        values: dict[str, str] = {}
+        if organisation_id is not None:
+            with svc.sessions() as db:
+                org = db.get(Organisation, organisation_id)
+                if org is None:
+                    abort(404)
+                values = {
+                    "name": org.name,
+                    "inn": org.inn or "",
+                    "stage_one_days": str(org.stage_one_days or ""),
+                    **{f"{slug}_days": str(days) for slug, days in (org.topic_days or {}).items()},
+                }
+        return _organisation_page(organisation_id, values, {})
+    fields = ("name", "inn", "stage_one_days", *(f"{slug}_days" for slug in TOPIC_SLUGS))
+    values = {key: request.form.get(key, "") for key in fields}
+    form = OrganisationForm(
+        name=values["name"],
+        inn=values["inn"],
+        stage_one_days=values["stage_one_days"],
+        topic_days={slug: values[f"{slug}_days"] for slug in TOPIC_SLUGS},
+    )
+    try:
+        with transaction(svc.sessions) as db:
+            org = save_organisation(db, organisation_id, form, now=svc.clock())
+            name = org.name
+    except InvalidForm as exc:
+        return _organisation_page(organisation_id, values, exc.fields), 400
+    flash(f"Организация «{name}» сохранена.", "ok")
+    return redirect(url_for("console.directory"))

@@ -1,0 +1,455 @@
+"""Follow-ups once the portal has answered: recordings attached to the ticket, the caller's
+SMS, on-duty alerts — each once, whatever is re-run.
+
+Twilio's REST API is the real `twilio` client against Prism (Twilio's own OpenAPI); the
+recording media, which Prism cannot serve, comes from a real HTTP server standing in for
+Twilio's media host. Tickets are made by the built-in portal in the same database.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from functools import partial
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from werkzeug.serving import make_server
+from werkzeug.wrappers import Request, Response
+
+from callcenter import outbox, recordings
+from callcenter.db import transaction
+from callcenter.followups import FollowupReport, run_followups
+from callcenter.intake import add_recording, mark_phone_duplicate, open_ticket_request
+from callcenter.models import Call, SmsMessage, TicketRequest
+from callcenter.notifications import caller_confirmation
+from callcenter.portal.protocol import TicketDraft, TicketEntryView
+from callcenter.roster import import_roster
+from callcenter.services import Services
+from callcenter.telephony import TwilioExchange, TwilioTelephony, build_telephony
+from tests.conftest import TEST_ACCOUNT_SID, TEST_PUBLIC_BASE, MutableClock
+from tests.ticket_pipeline import (
+    CALLER,
+    LANDLINE,
+    closed_port_url,
+    make_call,
+    new_recording_sid,
+    open_request,
+    request_row,
+)
+
+MESSAGES_PATH = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages.json"
+RECORDINGS = f"https://api.twilio.com/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Recordings/"
+AUDIO = Path(__file__).parent / "fixtures" / "audio" / "silence.mp3"
+
+ROSTER = """
+staff:
+  - key: ivanov
+    name: Иванов Иван
+    phones: ["+7 912 345-67-01"]
+  - key: head
+    name: Сидоров Пётр
+    role: head
+    phones: ["+7 912 345-67-09"]
+shifts:
+  - staff: ivanov
+    days: working_days
+    hours: business
+    duty: urgent
+"""
+
+
+@pytest.fixture
+def exchanges() -> list[TwilioExchange]:
+    return []
+
+
+@pytest.fixture
+def twilio(
+    make_services: Callable[..., Services], prism_url: str, exchanges: list[TwilioExchange]
+) -> Iterator[Callable[..., Services]]:
+    """Services whose Twilio is at `twilio_api_base_url` (Prism unless changed); every
+    request the adapter makes lands in `exchanges`."""
+    adapters: list[TwilioTelephony] = []
+
+    def make(**changes: object) -> Services:
+        changes.setdefault("twilio_api_base_url", prism_url)
+        services = make_services(**changes)
+        telephony = build_telephony(services.settings, on_exchange=exchanges.append)
+        assert isinstance(telephony, TwilioTelephony)
+        adapters.append(telephony)
+        services.telephony = telephony  # type: ignore[misc]  # the wiring's adapter slot
+        return services
+
+    yield make
+    for telephony in adapters:
+        telephony.close()
+
+
+def sms_sent(exchanges: list[TwilioExchange]) -> list[dict[str, str]]:
+    # status None: the request never reached Twilio (refused, timed out).
+    sent = [e for e in exchanges if e.path == MESSAGES_PATH and e.status is not None]
+    assert all(e.status == 201 for e in sent), sent  # valid against Twilio's spec
+    return [e.form for e in sent]
+
+
+def create(services: Services, request_id: int) -> str:
+    """What the ticket job does (jobs.create_ticket), without queueing the follow-ups."""
+    delivery = outbox.deliver(
+        services.sessions,
+        services.portal,
+        request_id,
+        clock=services.clock,
+        recording_link=partial(recordings.ticket_link, services.settings),
+    )
+    assert delivery.ticket_number is not None, delivery
+    return delivery.ticket_number
+
+
+def follow_up(services: Services, request_id: int) -> FollowupReport:
+    return run_followups(
+        sessions=services.sessions,
+        portal=services.portal,
+        telephony=services.telephony,
+        settings=services.settings,
+        calendar=services.calendar,
+        clock=services.clock,
+        request_id=request_id,
+    )
+
+
+def make_due(services: Services, request_id: int) -> None:
+    """As if a sweep or a replayed job came round again."""
+    with transaction(services.sessions) as session:
+        row = session.get(TicketRequest, request_id)
+        assert row is not None
+        row.next_attempt_at = services.clock()
+
+
+def sms_rows(services: Services) -> dict[str, tuple[str, str | None]]:
+    with services.sessions() as session:
+        return {m.key: (m.status, m.reason) for m in session.scalars(select(SmsMessage))}
+
+
+def history(services: Services, number: str) -> list[TicketEntryView]:
+    """The ticket's attachments, as the portal shows them."""
+    return [e for e in services.portal.get_ticket(number).history if e.kind == "attachment"]
+
+
+def test_the_caller_sms_carries_the_number_topic_and_deadlines() -> None:
+    received = datetime.fromisoformat("2025-11-27T11:00:00+03:00")
+    draft = TicketDraft(
+        topic="stolen_vehicle",
+        description="",
+        idempotency_key="CA1",
+        first_stage_due=received + timedelta(days=1),
+        resolution_due=received + timedelta(days=1),
+    )
+    assert caller_confirmation("1042", draft) == (
+        "Заявка №1042 зарегистрирована. Тема: Отслеживание угнанного ТС. "
+        "Срок решения: до 11:00 28.11.2025."
+    )
+    by_agreement = TicketDraft(
+        topic="remote_diagnostics",
+        description="",
+        idempotency_key="CA2",
+        first_stage_due=received + timedelta(days=1),
+    )
+    assert caller_confirmation("7", by_agreement) == (
+        "Заявка №7 зарегистрирована. Тема: Удалённая диагностика и настройка оборудования. "
+        "Первый ответ: до 11:00 28.11.2025. Срок решения: по согласованию с вами."
+    )
+
+
+def test_only_a_mobile_gets_the_sms_and_every_skip_says_why(
+    twilio: Callable[..., Services], exchanges: list[TwilioExchange]
+) -> None:
+    services = twilio()
+    callers = {
+        "mobile": CALLER,
+        "landline": LANDLINE,
+        "withheld": "anonymous",
+        "foreign": "+4915112345678",
+    }
+    ids = {kind: open_request(services, caller=raw) for kind, raw in callers.items()}
+    for request_id in ids.values():
+        create(services, request_id)
+        follow_up(services, request_id)
+
+    assert [m["To"] for m in sms_sent(exchanges)] == [CALLER]
+    rows = sms_rows(services)
+    assert rows[f"ticket-request:{ids['mobile']}:caller"] == ("sent", None)
+    assert rows[f"ticket-request:{ids['landline']}:caller"] == (
+        "skipped",
+        "landline number, cannot receive SMS",
+    )
+    assert rows[f"ticket-request:{ids['withheld']}:caller"] == ("skipped", "caller ID withheld")
+    assert rows[f"ticket-request:{ids['foreign']}:caller"] == (
+        "skipped",
+        "number outside Russia (SMS_FOREIGN is off)",
+    )
+    for request_id in ids.values():
+        assert request_row(services, request_id).next_attempt_at is None
+
+    abroad = twilio(sms_foreign=True)
+    request_id = open_request(abroad, caller="+4915112345679")
+    create(abroad, request_id)
+    follow_up(abroad, request_id)
+    assert sms_sent(exchanges)[-1]["To"] == "+4915112345679"
+
+
+def test_an_urgent_ticket_alerts_the_staff_on_duty_once(
+    twilio: Callable[..., Services], exchanges: list[TwilioExchange], clock: MutableClock
+) -> None:
+    services = twilio()
+    with transaction(services.sessions) as session:
+        import_roster(session, ROSTER)
+    request_id = open_request(
+        services, category="critical", topic=None, product="online", vehicles=[]
+    )
+    number = create(services, request_id)
+    follow_up(services, request_id)
+
+    alert = (
+        f"Срочная заявка №{number}: Диагностика критического сбоя на сервере. "
+        "+7 916 123-45-67. Решить до 11:00 28.11.2025."
+    )
+    confirmation = (
+        f"Заявка №{number} зарегистрирована. Тема: Диагностика критического сбоя на сервере. "
+        "Срок решения: до 11:00 28.11.2025."
+    )
+    assert sms_sent(exchanges) == [
+        {"To": CALLER, "From": services.settings.sms_from, "Body": confirmation},
+        {"To": "+79123456701", "From": services.settings.sms_from, "Body": alert},
+        {"To": "+79123456709", "From": services.settings.sms_from, "Body": alert},
+    ]
+    # Re-run after the shift changed: still nobody is told twice, nobody new is told.
+    clock.now += timedelta(hours=12)
+    make_due(services, request_id)
+    follow_up(services, request_id)
+    assert len(sms_sent(exchanges)) == 3
+
+
+def test_recordings_are_attached_as_links_once_in_the_order_made(
+    make_services: Callable[..., Services], clock: MutableClock
+) -> None:
+    # No Twilio account at all (the embedded default): links need none.
+    services = make_services(twilio_account_sid=None, twilio_auth_token=None)
+    description = new_recording_sid()
+    with transaction(services.sessions) as session:
+        call = make_call(session, now=services.clock(), caller=LANDLINE)
+        add_recording(
+            session,
+            call,
+            recording_sid=description,
+            recording_url=RECORDINGS + description,
+            kind="description",
+            duration=95,
+            now=services.clock(),
+        )
+        request_id = open_ticket_request(
+            session, call, now=services.clock(), calendar=services.calendar
+        ).id
+        call_id = call.id
+    number = create(services, request_id)
+    follow_up(services, request_id)
+
+    # A voicemail comes in later (the caller was routed, nobody answered).
+    clock.now += timedelta(minutes=5)
+    voicemail = new_recording_sid()
+    with transaction(services.sessions) as session:
+        call = session.get(Call, call_id)
+        assert call is not None
+        add_recording(
+            session,
+            call,
+            recording_sid=voicemail,
+            recording_url=RECORDINGS + voicemail,
+            kind="voicemail",
+            duration=20,
+            now=services.clock(),
+        )
+    assert request_row(services, request_id).next_attempt_at == services.clock()
+    follow_up(services, request_id)
+    make_due(services, request_id)
+    follow_up(services, request_id)  # a replay adds nothing
+
+    entries = history(services, number)
+    assert [(e.text, e.attachment_url, e.attachment_name) for e in entries] == [
+        (
+            "Запись звонка: описание проблемы (1:35)",
+            f"{RECORDINGS}{description}.mp3",
+            f"{description}.mp3",
+        ),
+        ("Голосовое сообщение абонента (0:20)", f"{RECORDINGS}{voicemail}.mp3", f"{voicemail}.mp3"),
+    ]
+    row = request_row(services, request_id)
+    assert row.followups["recordings"] == {description: "attached", voicemail: "attached"}
+    assert row.followups["caller_sms"] == "skipped"
+    assert services.portal.get_ticket(number).recording_url == f"{RECORDINGS}{description}.mp3"
+
+
+class MediaHost:
+    """A real HTTP server playing Twilio's media host: 404 until the recording is ready."""
+
+    def __init__(self) -> None:
+        self.ready = threading.Event()
+        self.paths: list[str] = []
+        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def _wsgi(self, environ, start_response):  # type: ignore[no-untyped-def]
+        request = Request(environ)
+        self.paths.append(request.path)
+        if request.authorization is None or request.authorization.username != TEST_ACCOUNT_SID:
+            response = Response("{}", status=401, content_type="application/json")
+        elif not self.ready.is_set():
+            response = Response('{"code": 20404}', status=404, content_type="application/json")
+        else:
+            response = Response(AUDIO.read_bytes(), content_type="audio/mpeg")
+        return response(environ, start_response)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+@pytest.fixture
+def media_host() -> Iterator[MediaHost]:
+    host = MediaHost()
+    yield host
+    host.close()
+
+
+def test_in_download_mode_the_recording_is_kept_here_and_linked_from_the_ticket(
+    twilio: Callable[..., Services], media_host: MediaHost, clock: MutableClock
+) -> None:
+    services = twilio(recording_mode="download", twilio_api_base_url=media_host.url)
+    sid = new_recording_sid()
+    with transaction(services.sessions) as session:
+        call = make_call(session, now=services.clock(), caller=LANDLINE)
+        add_recording(
+            session,
+            call,
+            recording_sid=sid,
+            recording_url=RECORDINGS + sid,
+            kind="description",
+            now=services.clock(),
+        )
+        request_id = open_ticket_request(
+            session, call, now=services.clock(), calendar=services.calendar
+        ).id
+    number = create(services, request_id)
+    own_url = f"{TEST_PUBLIC_BASE}/console/recordings/{sid}"
+    assert services.portal.get_ticket(number).recording_url == own_url
+
+    # Twilio is still processing the recording: try again after the backoff.
+    report = follow_up(services, request_id)
+    row = request_row(services, request_id)
+    assert report.next_attempt_at == row.next_attempt_at == clock.now + timedelta(seconds=10)
+    assert row.followups["runs"] == 1 and "not available" in row.followups["error"]
+    assert history(services, number) == []
+
+    media_host.ready.set()
+    clock.now += timedelta(seconds=10)
+    follow_up(services, request_id)
+
+    stored = services.settings.data_dir / "recordings" / f"{sid}.mp3"
+    assert stored.read_bytes() == AUDIO.read_bytes()
+    [entry] = history(services, number)
+    assert (entry.attachment_url, entry.text) == (own_url, "Запись звонка: описание проблемы")
+    row = request_row(services, request_id)
+    assert row.next_attempt_at is None and "runs" not in row.followups
+    assert media_host.paths == [f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Recordings/{sid}.mp3"] * 2
+
+
+def test_twilio_unreachable_means_the_sms_is_tried_again_and_sent_once(
+    twilio: Callable[..., Services], exchanges: list[TwilioExchange], clock: MutableClock
+) -> None:
+    offline = twilio(twilio_api_base_url=closed_port_url())
+    request_id = open_request(offline)
+    create(offline, request_id)
+    follow_up(offline, request_id)
+    key = f"ticket-request:{request_id}:caller"
+    status, reason = sms_rows(offline)[key]
+    assert status == "retry" and reason is not None and "could not reach Twilio" in reason
+    assert request_row(offline, request_id).next_attempt_at == clock.now + timedelta(seconds=10)
+
+    online = twilio()
+    clock.now += timedelta(seconds=10)
+    follow_up(online, request_id)
+    make_due(online, request_id)
+    follow_up(online, request_id)
+
+    assert sms_rows(online)[key] == ("sent", None)
+    assert [e.status for e in exchanges] == [None, 201]  # refused once, then taken once
+    assert [m["To"] for m in sms_sent(exchanges)] == [CALLER]
+    assert request_row(online, request_id).next_attempt_at is None
+
+
+def test_a_failed_request_alerts_on_duty_once_per_failure(
+    twilio: Callable[..., Services], exchanges: list[TwilioExchange], clock: MutableClock
+) -> None:
+    services = twilio(portal_url=closed_port_url() + "/api/v1", portal_token="t")
+    request_id = open_request(services)
+
+    def fail() -> None:
+        with transaction(services.sessions) as session:
+            row = outbox.lock_request(session, request_id)
+            assert row is not None
+            row.attempts = outbox.MAX_ATTEMPTS - 1  # the last try comes next
+        delivery = outbox.deliver(
+            services.sessions, services.portal, request_id, clock=services.clock
+        )
+        assert delivery.failed
+
+    fail()
+    follow_up(services, request_id)
+    make_due(services, request_id)
+    follow_up(services, request_id)  # replayed: no second alert
+    [alert] = sms_sent(exchanges)
+    assert alert["To"] == services.settings.duty_phone
+    assert "не создана: portal unavailable" in alert["Body"]
+
+    clock.now += timedelta(hours=1)
+    with transaction(services.sessions) as session:
+        outbox.retry_request(session, request_id, now=services.clock(), by="cli")
+    fail()
+    follow_up(services, request_id)
+    assert [m["To"] for m in sms_sent(exchanges)] == [services.settings.duty_phone] * 2
+    assert set(sms_rows(services)) == {
+        f"ticket-request:{request_id}:failed:1:{services.settings.duty_phone}",
+        f"ticket-request:{request_id}:failed:2:{services.settings.duty_phone}",
+    }
+
+
+def test_a_phone_duplicate_alerts_on_duty_and_does_not_confirm_the_old_ticket_again(
+    twilio: Callable[..., Services], exchanges: list[TwilioExchange]
+) -> None:
+    services = twilio()
+    first = open_request(services, caller=LANDLINE, topic="data_update")
+    number = create(services, first)
+    with transaction(services.sessions) as session:
+        call = make_call(session, now=services.clock(), category="critical", topic=None)
+        request_id = mark_phone_duplicate(
+            session, call, number, now=services.clock(), calendar=services.calendar
+        ).id
+    assert create(services, request_id) == number
+    follow_up(services, request_id)
+
+    [alert] = sms_sent(exchanges)
+    assert alert["To"] == services.settings.duty_phone
+    assert alert["Body"].startswith(
+        f"Заявка №{number} продублирована звонком: Диагностика критического сбоя на сервере."
+    )
+    assert f"ticket-request:{request_id}:caller" not in sms_rows(services)

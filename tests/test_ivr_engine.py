@@ -1,0 +1,341 @@
+"""The step engine on its own: state, event and context in; state, actions and reply out.
+No Flask, no database: the context carries the real calendar and speech functions and a
+small in-memory ticket lookup."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import datetime
+
+import pytest
+
+from callcenter.calendar import BusinessCalendar
+from callcenter.ivr import prompts
+from callcenter.ivr.engine import (
+    CallFacts,
+    CallState,
+    IvrEvent,
+    KeepRecording,
+    MarkPhoneDuplicate,
+    OpenTicket,
+    RecordingRef,
+    Remember,
+    RequestedTicket,
+    StepContext,
+    TicketLookup,
+    advance,
+)
+from callcenter.ivr.reply import Gather, Hangup, Pause, Record, Redirect, Say
+from callcenter.portal.protocol import TicketView
+from callcenter.speech import say_deadline, say_digits
+
+NOW = datetime.fromisoformat("2025-11-27T11:00:00+03:00")
+DUE = datetime.fromisoformat("2025-12-01T18:00:00+03:00")
+
+
+class Tickets:
+    """The engine's ticket lookups over a dict (the portal's answer) and a request."""
+
+    def __init__(
+        self,
+        portal: dict[str, TicketView] | None = None,
+        requested: RequestedTicket | None = None,
+        unavailable: bool = False,
+    ) -> None:
+        self.portal = portal or {}
+        self.requested = requested
+        self.unavailable = unavailable
+        self.asked: list[str] = []
+
+    def ticket(self, number: str) -> TicketLookup:
+        self.asked.append(number)
+        if self.unavailable:
+            return TicketLookup("unavailable")
+        view = self.portal.get(number)
+        return TicketLookup("found", view) if view else TicketLookup("not_found")
+
+    def requested_ticket(self) -> RequestedTicket | None:
+        return self.requested
+
+
+def view(number: str, organisation_id: int | None) -> TicketView:
+    return TicketView(
+        number=number,
+        topic="system_reports",
+        status="В работе",
+        priority="normal",
+        organisation_id=organisation_id,
+        organisation_name=None,
+        first_stage_due=DUE,
+        resolution_due=DUE,
+        created_at=NOW,
+    )
+
+
+def context(tickets: Tickets | None = None, now: datetime = NOW, **facts: object) -> StepContext:
+    return StepContext(
+        now=now,
+        calendar=BusinessCalendar.shipped(),
+        support_name="техническая поддержка SKAI",
+        ticket_wait_seconds=8,
+        call=CallFacts(**facts),  # type: ignore[arg-type]
+        lookups=tickets or Tickets(),
+        say_digits=say_digits,
+        say_deadline=lambda due: say_deadline(due, now),
+    )
+
+
+def at(step: str, turn: int = 1, **changes: object) -> CallState:
+    return replace(CallState(step=step, turn=turn), **changes)  # type: ignore[arg-type]
+
+
+def press(state: CallState, digits: str | None) -> IvrEvent:
+    return IvrEvent("step", step=state.step, turn=state.turn, digits=digits)
+
+
+def speak(state: CallState, text: str) -> IvrEvent:
+    return IvrEvent("step", step=state.step, turn=state.turn, speech=text, confidence=0.8)
+
+
+def silence(state: CallState) -> IvrEvent:
+    return IvrEvent("step", step=state.step, turn=state.turn)
+
+
+def gather_of(reply: tuple[object, ...]) -> Gather:
+    [gather] = [verb for verb in reply if isinstance(verb, Gather)]
+    return gather
+
+
+def test_the_start_greets_and_asks_the_main_menu() -> None:
+    result = advance(CallState(), IvrEvent("start"), context())
+
+    assert result.state.step == "main_menu" and result.state.turn == 1
+    assert result.reply[0] == Say(
+        prompts.GREETING.format(support_name="техническая поддержка SKAI")
+    )
+    gather = gather_of(result.reply)
+    assert (gather.action, gather.num_digits, gather.speech) == (
+        "/webhooks/voice/step/main_menu?t=1",
+        1,
+        True,
+    )
+    assert result.reply[-1] == Redirect("/webhooks/voice/step/main_menu?t=1")
+    assert result.actions == ()
+
+
+def test_on_a_holiday_the_greeting_adds_the_working_hours() -> None:
+    holiday = datetime.fromisoformat("2026-01-05T12:00:00+03:00")
+    result = advance(CallState(), IvrEvent("start"), context(now=holiday))
+    assert Say(prompts.AFTER_HOURS) in result.reply
+    assert result.note["after_hours"] is True
+
+
+@pytest.mark.parametrize(
+    ("answer", "category", "next_step"),
+    [
+        (("2", None), "incident", "topic"),
+        (("3", None), "critical", "critical"),
+        (("4", None), "stolen", "stolen_vehicles"),
+        (("5", None), "status", "status_number"),
+        ((None, "критический сбой сервера"), "critical", "critical"),
+        ((None, "хочу узнать статус заявки"), "status", "status_number"),
+        ((None, "два"), "incident", "topic"),
+    ],
+)
+def test_main_menu_paths(
+    answer: tuple[str | None, str | None], category: str, next_step: str
+) -> None:
+    state = at("main_menu")
+    digits, speech = answer
+    event = IvrEvent("step", step="main_menu", turn=1, digits=digits, speech=speech)
+    result = advance(state, event, context())
+
+    assert result.state.step == next_step and result.state.turn == 2
+    assert Remember("category", category) in result.actions
+    assert gather_of(result.reply).action == f"/webhooks/voice/step/{next_step}?t=2"
+
+
+def test_a_request_for_another_step_or_turn_only_repeats_the_current_step() -> None:
+    state = at("topic", turn=4)
+    for event in (
+        IvrEvent("step", step="main_menu", turn=1, digits="3"),
+        IvrEvent("step", step="topic", turn=3, digits="2"),
+        IvrEvent("step", step="no_such_step", turn=4, digits="2"),
+    ):
+        result = advance(state, event, context())
+        assert result.state == state
+        assert result.actions == ()
+        assert gather_of(result.reply).action == "/webhooks/voice/step/topic?t=4"
+        assert result.note == {"result": "stale", "current": "topic"}
+
+
+def test_optional_answers_are_skipped_after_two_retries() -> None:
+    state = at("product", turn=3)
+    for expected_turn in (4, 5):
+        result = advance(state, silence(state), context())
+        assert result.reply[0] == Say(prompts.NOT_HEARD)
+        state = result.state
+        assert state.turn == expected_turn
+    result = advance(state, silence(state), context())
+    assert result.state.step == "vehicles"
+    assert result.actions == ()
+    assert result.note == {"result": "product_unknown", "exhausted": "silence"}
+
+
+def test_a_topic_never_chosen_is_left_to_the_ticket_pipeline() -> None:
+    state = at("topic", turn=2, retries=2)
+    result = advance(state, press(state, "9"), context())
+    assert result.state.step == "product"
+    assert not any(isinstance(a, Remember) and a.field == "topic" for a in result.actions)
+
+
+@pytest.mark.parametrize(
+    ("said", "product"),
+    [
+        ("сильвер студио", "silver_studio"),
+        ("студио", "studio"),
+        ("онлайн", "online"),
+        ("не знаю", None),
+    ],
+)
+def test_products_by_voice(said: str, product: str | None) -> None:
+    state = at("product", turn=3)
+    result = advance(state, speak(state, said), context())
+    assert result.actions == (Remember("product", product),)
+
+
+def test_the_description_recording_opens_the_ticket_and_starts_waiting() -> None:
+    state = at("description", turn=6)
+    recording = RecordingRef("RE" + "a" * 32, "https://api.twilio.com/x/Recordings/RE1", 42)
+    event = IvrEvent("step", step="description", turn=6, digits="hangup", recording=recording)
+    result = advance(state, event, context(known_caller=True))
+
+    assert result.actions == (KeepRecording(recording, "description"), OpenTicket())
+    assert result.reply == (
+        Say(prompts.REGISTERING),
+        Redirect("/webhooks/voice/step/ticket_wait?t=7"),
+    )
+    assert (result.state.resolved, result.state.wait_started) == (True, NOW.isoformat())
+    assert result.note["hangup"] is True
+
+
+def test_an_already_opened_ticket_is_not_opened_twice() -> None:
+    state = at("description", turn=6)
+    recording = RecordingRef("RE" + "a" * 32, "https://example.test/r", None)
+    event = IvrEvent("step", step="description", turn=6, digits="#", recording=recording)
+    result = advance(state, event, context(Tickets(requested=RequestedTicket(None))))
+    assert result.actions == (KeepRecording(recording, "description"),)
+
+
+def test_the_wait_announces_the_number_and_deadlines_once_it_exists() -> None:
+    tickets = Tickets(requested=RequestedTicket("1042", first_stage_due=DUE, resolution_due=None))
+    state = at("ticket_wait", turn=7, wait_started=NOW.isoformat(), resolved=True)
+    result = advance(state, silence(state), context(tickets, sms_reachable=False))
+
+    gather = gather_of(result.reply)
+    assert [say.text for say in gather.prompt if isinstance(say, Say)] == [
+        prompts.TICKET_NUMBER.format(number="один ноль четыре два"),
+        "Специалист ответит вам до 18:00 в понедельник, 1 декабря.",
+        prompts.RESOLUTION_BY_AGREEMENT,
+        prompts.TICKET_DONE_MENU,
+    ]
+    assert (gather.speech, gather.num_digits) == (False, 1)
+
+
+def test_the_wait_is_bounded_by_the_pauses_even_when_the_clock_stands_still() -> None:
+    state = at("ticket_wait", turn=7, wait_started=NOW.isoformat(), resolved=True)
+    ctx = context(Tickets(requested=RequestedTicket(None)), sms_reachable=True)
+    paused = 0
+    result = advance(state, silence(state), ctx)
+    while Pause(2) in result.reply:
+        paused += 2
+        state = result.state
+        result = advance(state, silence(state), ctx)
+    assert paused == 8
+    assert result.reply[0] == Say(prompts.NUMBER_BY_SMS)
+
+
+def test_a_failed_ticket_request_stops_the_wait_at_once() -> None:
+    state = at("ticket_wait", turn=7, wait_started=NOW.isoformat(), resolved=True)
+    ctx = context(Tickets(requested=RequestedTicket(None, failed=True)), sms_reachable=False)
+    result = advance(state, silence(state), ctx)
+    assert result.reply[0] == Say(prompts.NUMBER_LATER)
+
+
+def test_the_critical_path_with_a_known_ticket_duplicates_it_and_goes_urgent() -> None:
+    tickets = Tickets(portal={"1042": view("1042", None)})
+    state = at("critical", turn=2)
+    result = advance(state, press(state, "1042"), context(tickets))
+
+    assert result.actions == (MarkPhoneDuplicate("1042"),)
+    assert result.reply[-1] == Redirect("/webhooks/voice/route/urgent")
+    assert (result.state.step, result.state.route, result.state.resolved) == (
+        "routed",
+        "urgent",
+        True,
+    )
+
+
+def test_the_critical_path_accepts_a_number_when_the_portal_is_slow() -> None:
+    state = at("critical", turn=2)
+    result = advance(state, press(state, "1042"), context(Tickets(unavailable=True)))
+    assert result.actions == (MarkPhoneDuplicate("1042"),)
+    assert result.note["portal"] == "unavailable"
+
+
+def test_the_critical_path_opens_a_ticket_when_the_caller_never_answers() -> None:
+    state = at("critical", turn=4, retries=2)
+    result = advance(state, silence(state), context())
+    assert result.actions == (OpenTicket(),)
+    assert result.reply[-1] == Redirect("/webhooks/voice/route/urgent")
+
+
+def test_status_is_only_told_to_the_tickets_organisation() -> None:
+    tickets = Tickets(portal={"1042": view("1042", 7)})
+    state = at("status_number", turn=2)
+    mine = advance(state, press(state, "1042"), context(tickets, organisation_id=7))
+    theirs = advance(state, press(state, "1042"), context(tickets, organisation_id=8))
+    nobody = advance(state, press(state, "1042"), context(tickets, organisation_id=None))
+
+    assert gather_of(mine.reply).prompt[0] == Say("Заявка один ноль четыре два. Статус: В работе.")
+    for refused in (theirs, nobody):
+        assert gather_of(refused.reply).prompt[0] == Say(prompts.STATUS_REFUSED)
+
+
+def test_status_unavailable_then_try_again() -> None:
+    tickets = Tickets(unavailable=True)
+    state = at("status_number", turn=2)
+    result = advance(state, press(state, "1042"), context(tickets))
+    assert result.state.step == "status_unavailable"
+    tickets.unavailable = False
+    tickets.portal["1042"] = view("1042", 7)
+    again = advance(result.state, press(result.state, "1"), context(tickets, organisation_id=7))
+    assert again.state.step == "status_done"
+    assert tickets.asked == ["1042", "1042"]
+
+
+def test_after_the_ticket_silence_says_goodbye_and_hangs_up() -> None:
+    state = at("ticket_done", turn=9, announcement=["x"], resolved=True)
+    result = advance(state, silence(state), context())
+    assert result.reply == (Say(prompts.GOODBYE), Hangup())
+    assert result.state.step == "ended"
+
+
+def test_the_description_prompt_records_up_to_three_minutes() -> None:
+    state = at("caller_name", turn=5)
+    result = advance(state, speak(state, "Иван, ООО Вектор"), context())
+    [record] = [verb for verb in result.reply if isinstance(verb, Record)]
+    assert record == Record(
+        action="/webhooks/voice/step/description?t=6",
+        max_length=180,
+        finish_on_key="#",
+        timeout=10,
+        status_callback="/webhooks/voice/recording-status?kind=description",
+    )
+    assert result.actions == (Remember("caller_said_name", "Иван, ООО Вектор"),)
+
+
+def test_state_survives_json() -> None:
+    state = at("status_done", turn=3, announcement=["a", "b"], asked_number="1042")
+    assert CallState.from_json(state.to_json()) == state
+    assert CallState.from_json({"step": "topic", "unknown_key": 1}) == CallState(step="topic")
