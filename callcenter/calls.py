@@ -14,7 +14,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -48,17 +48,19 @@ class CallerFacts:
 def lock_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
     """The call's row, locked until the transaction ends; None when there is none yet.
 
-    PostgreSQL: `SELECT ... FOR UPDATE` locks the row. SQLite has no row locks and would
-    let two transactions read the same state and then fail on the second write; touching
-    the row first takes SQLite's write lock before anything is read, so concurrent
-    requests for a call wait for each other instead.
+    One statement on both databases: `UPDATE ... RETURNING` takes PostgreSQL's row lock
+    (as `SELECT ... FOR UPDATE` would) and SQLite's write lock before anything is read —
+    SQLite has no row locks, and two transactions that both read first would fail on the
+    second write instead of waiting for each other.
     """
-    if session.get_bind().dialect.name == "sqlite":
-        session.execute(update(Call).where(Call.call_sid == call_sid).values(updated_at=now))
-        return session.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
-    return session.scalars(
-        select(Call).where(Call.call_sid == call_sid).with_for_update()
-    ).one_or_none()
+    statement = (
+        update(Call)
+        .where(Call.call_sid == call_sid)
+        .values(updated_at=now)
+        .returning(Call)
+        .execution_options(populate_existing=True)
+    )
+    return session.scalars(statement).one_or_none()
 
 
 def get_or_create_call(

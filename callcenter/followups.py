@@ -162,10 +162,18 @@ def _snapshot(session: Session, request_id: int) -> _Snapshot | None:
         stored=dict(row.draft),
         state=dict(row.followups or {}),
         call_id=row.call_id,
-        recordings=recordings.call_recordings(row.call) if row.call is not None else [],
+        recordings=_recordings_of(row.call),
         received=datetime.fromisoformat(received) if received else None,
         last_error=row.last_error,
     )
+
+
+def _recordings_of(call: Call | None) -> list[Recording]:
+    # Every recording sets the call's main one, so a call without it has none (and the
+    # events need not be read).
+    if call is None or call.recording_sid is None:
+        return []
+    return recordings.call_recordings(call)
 
 
 @dataclass
@@ -314,9 +322,9 @@ class _Run:
             **(row.followups or {}),
             **{k: v for k, v in self.state.items() if k not in _OUTBOX_KEYS},
         }
-        row.updated_at = now
         if row.status != self.snap.status:
             row.followups = merged
+            row.updated_at = now
             return  # a supervisor retried it meanwhile: the outbox owns the schedule now
         if self.transient:
             runs = int(merged.get("runs", 0)) + 1
@@ -338,6 +346,7 @@ class _Run:
         # Assigned once, as a new dict: the JSON column sees the change (a dict assigned
         # earlier and mutated in place after an autoflush would look unchanged).
         row.followups = merged
+        row.updated_at = now
         self.report.next_attempt_at = row.next_attempt_at
 
     def _recording_arrived(self, session: Session) -> bool:
@@ -345,8 +354,6 @@ class _Run:
         `intake.add_recording` takes too, so none slips between)."""
         if self.snap.status != outbox.DONE or self.snap.call_id is None:
             return False
-        call = session.get(Call, self.snap.call_id)
-        if call is None:
-            return False
         attached = self.state.get("recordings") or {}
-        return any(r.sid not in attached for r in recordings.call_recordings(call))
+        sids = recordings.recording_sids(session, self.snap.call_id)
+        return any(sid not in attached for sid in sids)

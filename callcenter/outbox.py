@@ -318,7 +318,12 @@ def deliver(
         log.exception("ticket request %s: unexpected error from the portal", request_id)
         error = f"unexpected error: {exc.__class__.__name__}: {exc}"
 
+    now = clock()
     with sessions() as session, session.begin():
+        if view is not None:
+            recorded = _record_ticket(session, request_id, attempts_seen, view.number, now)
+            if recorded is not None:
+                return recorded
         return _record_outcome(
             session,
             request_id,
@@ -326,8 +331,42 @@ def deliver(
             view=view,
             error=error,
             permanent=permanent,
-            now=clock(),
+            now=now,
         )
+
+
+def _record_ticket(
+    session: Session, request_id: int, attempts_seen: int, number: str, now: datetime
+) -> Delivery | None:
+    """The common case in one statement: the row is still as this run read it, so it takes
+    the number. None: it changed meanwhile (see `_record_outcome`)."""
+    result = session.execute(
+        update(TicketRequest)
+        .where(
+            TicketRequest.id == request_id,
+            TicketRequest.status == PENDING,
+            TicketRequest.attempts == attempts_seen,
+        )
+        .values(
+            status=DONE,
+            ticket_number=number,
+            attempts=attempts_seen + 1,
+            done_at=now,
+            last_error=None,
+            next_attempt_at=now,  # follow-ups are due
+            updated_at=now,
+        )
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    log.info(
+        "ticket request %s: ticket №%s",
+        request_id,
+        number,
+        extra={"ticket_request_id": request_id, "ticket_number": number},
+    )
+    return Delivery(request_id, DONE, number, recorded=True, next_attempt_at=now)
 
 
 def _record_outcome(

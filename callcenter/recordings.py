@@ -2,10 +2,10 @@
 
 A call may have several recordings: the caller's description of the problem (the IVR's
 `<Record>`) and a voicemail left when nobody answered. Each is logged on the call as a
-`recording_added` event (detail: `sid`, Twilio's `url`, `recording_kind`, `duration`), which is both the call's
-timeline entry and the list the follow-up job attaches to the ticket; `call.recording_sid`
-/ `recording_url` keep the main one (the description, else the first) and
-`call.state["recording_sids"]` lists them all for the retention purge.
+`recording_added` event (detail: `sid`, Twilio's `url`, `recording_kind`, `duration`),
+which is both the call's timeline entry and the list the follow-up job attaches to the
+ticket; `call.recording_sid` / `recording_url` keep the main one (the description, else
+the first) and `call.state["recording_sids"]` lists them all for the retention purge.
 
 `RECORDING_MODE`:
 - `link`: the ticket gets Twilio's URL (opening it needs the Twilio account);
@@ -26,8 +26,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
 from callcenter.errors import InvalidInput
-from callcenter.models import Call
+from callcenter.models import Call, CallEvent
 from callcenter.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -95,6 +98,16 @@ def call_recordings(call: Call) -> list[Recording]:
             )
         )
     return found
+
+
+def recording_sids(session: Session, call_id: int) -> list[str]:
+    """The SIDs of a call's recordings, in one query (no call or events loaded)."""
+    details = session.scalars(
+        select(CallEvent.detail)
+        .where(CallEvent.call_id == call_id, CallEvent.kind == RECORDING_EVENT)
+        .order_by(CallEvent.id)
+    )
+    return [d["sid"] for d in details if isinstance(d, dict) and isinstance(d.get("sid"), str)]
 
 
 def recordings_dir(settings: Settings) -> Path:

@@ -42,6 +42,7 @@ becomes a callback ticket (topic consultation) at once; a voicemail, if left, is
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -93,6 +94,8 @@ OUTCOME_VOICEMAIL = "voicemail"
 OUTCOME_CALLER_HUNG_UP = "caller_hung_up"
 
 ALERT_KEY = "chain-alert:{call_sid}:{number}"
+# Seconds to wait before each try at sending the chain alerts.
+ALERT_RETRY_DELAYS = (0, 10, 30)
 
 # What a leg's own final status says, when the leg was neither accepted nor declined.
 _LEG_RESULT = {
@@ -227,7 +230,9 @@ def _save(call: Call, routing: dict[str, Any]) -> None:
 
 
 def _legs(session: Session, call: Call) -> dict[int, DialLeg]:
-    rows = session.scalars(select(DialLeg).where(DialLeg.call_id == call.id))
+    rows = session.scalars(
+        select(DialLeg).where(DialLeg.call_id == call.id).order_by(DialLeg.position)
+    )
     return {leg.position: leg for leg in rows}
 
 
@@ -596,7 +601,7 @@ def _nobody_accepted(
         call.flag_reason = (
             "Никто из дежурных не принял срочный звонок. Обзвонены: "
             + _chain_names(session, call)
-            + ". Дежурным отправлены SMS."
+            + ". Всем в цепочке отправляется SMS."
         )
         record_event(session, call, "nobody_accepted", now, step=URGENT)
         return Outcome(OfferVoicemail(URGENT, _ticket_number(call)), send_alerts=True)
@@ -624,7 +629,7 @@ def _caller_gone(
         call.flag_reason = (
             "Звонивший положил трубку, пока звонок искал дежурного. Обзвонены: "
             + _chain_names(session, call)
-            + ". Перезвоните клиенту; дежурным отправлены SMS."
+            + ". Перезвоните клиенту; всем в цепочке отправляется SMS."
         )
         return Outcome(Goodbye("caller_gone"), send_alerts=True)
     call.flag_reason = "Консультация: звонивший не дождался ответа специалиста. Перезвоните."
@@ -777,18 +782,22 @@ def send_chain_alerts(
 def chain_alerts_job(call_id: int) -> int:
     """Job: send call `call_id`'s chain alerts; returns how many went out.
 
-    Raises when Twilio could not be reached for some of them, so the failed job stays
-    visible (RQ's failed registry, the log); those messages are kept for a re-run.
+    Twilio out of reach is retried within the job (after 10 s, then 30 s: an alert is only
+    worth something now). Should it stay out of reach, the job fails loudly (the log, RQ's
+    failed registry); the call is flagged for the supervisor either way.
     """
     from callcenter.errors import TelephonyUnavailable
     from callcenter.jobs import current_services
     from callcenter.notifications import RETRY, SENT
 
     services = current_services()
-    outcomes = send_chain_alerts(
-        services.sessions, services.telephony, call_id, now=services.clock()
-    )
-    unsent = [o.key for o in outcomes if o.status == RETRY]
-    if unsent:
-        raise TelephonyUnavailable(f"chain alerts not sent yet: {', '.join(unsent)}")
-    return sum(1 for o in outcomes if o.status == SENT)
+    unsent: list[str] = []
+    for delay in ALERT_RETRY_DELAYS:
+        time.sleep(delay)
+        outcomes = send_chain_alerts(
+            services.sessions, services.telephony, call_id, now=services.clock()
+        )
+        unsent = [o.key for o in outcomes if o.status == RETRY]
+        if not unsent:
+            return sum(1 for o in outcomes if o.status == SENT)
+    raise TelephonyUnavailable(f"chain alerts not sent: {', '.join(unsent)}")

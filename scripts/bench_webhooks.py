@@ -264,9 +264,10 @@ def main() -> int:
             server.wait(timeout=30)
 
     dialect = database_url.split(":", 1)[0]
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
         f"gunicorn 1 worker, gthread x{args.threads}; "
-        f"{args.concurrency} concurrent clients; {dialect}"
+        f"{args.concurrency} concurrent clients; {dialect}; load average {load}"
     )
     print(bare.line())
     print(ivr.line())

@@ -283,6 +283,13 @@ def test_the_critical_path_accepts_a_number_when_the_portal_is_slow() -> None:
     assert result.note["portal"] == "unavailable"
 
 
+def test_a_number_too_long_for_a_ticket_is_asked_again_without_a_lookup() -> None:
+    tickets = Tickets()
+    state = at("critical", turn=2)
+    result = advance(state, press(state, "1" * 13), context(tickets))
+    assert (result.reply[0], result.actions, tickets.asked) == (Say(prompts.NOT_UNDERSTOOD), (), [])
+
+
 def test_the_critical_path_opens_a_ticket_when_the_caller_never_answers() -> None:
     state = at("critical", turn=4, retries=2)
     result = advance(state, silence(state), context())

@@ -424,8 +424,8 @@ def test_nobody_accepts(routed: Services, client: FlaskClient, clock: MutableClo
     assert offer == [
         say(
             "К сожалению, сейчас никто из дежурных специалистов не ответил. "
-            "Ваша заявка зарегистрирована, дежурные и руководитель поддержки уже получили "
-            f"сообщение и перезвонят вам. Номер заявки: {spoken_number}. "
+            "Ваша заявка зарегистрирована. Дежурные и руководитель поддержки получат "
+            f"сообщение о вашем звонке и перезвонят вам. Номер заявки: {spoken_number}. "
             "После сигнала оставьте, пожалуйста, сообщение: ваше имя, компанию и суть вопроса, "
             "затем нажмите решётку."
         ),
@@ -458,7 +458,7 @@ def test_nobody_accepts(routed: Services, client: FlaskClient, clock: MutableClo
     assert call.flagged
     assert call.flag_reason == (
         "Никто из дежурных не принял срочный звонок. Обзвонены: Иванов Иван, Петрова Анна, "
-        "Смирнова Елена. Дежурным отправлены SMS."
+        "Смирнова Елена. Всем в цепочке отправляется SMS."
     )
 
     # Every person of the chain gets one SMS (Petrova once for her two phones).

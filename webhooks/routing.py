@@ -21,10 +21,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from twilio.twiml.voice_response import VoiceResponse
 
@@ -48,6 +49,11 @@ LEG_EVENTS = "initiated ringing answered completed"
 WHISPER_KEY_TIMEOUT = 6
 VOICEMAIL_STATUS_PATH = "/webhooks/voice/recording-status?kind=voicemail"
 
+# Deadlock detected, serialization failure: PostgreSQL aborted us; the step can run again.
+RETRIED_SQLSTATES = frozenset({"40P01", "40001"})
+DB_ATTEMPTS = 3
+
+T = TypeVar("T")
 Action = Callable[[Session, Call, Services, datetime], routing.Outcome]
 
 
@@ -121,13 +127,14 @@ def voicemail() -> Response:
 @twilio_signed
 def whisper() -> Response:
     call_sid, position = _leg_args()
+
+    def work(session: Session, call: Call | None, now: datetime) -> routing.Whisper | None:
+        return routing.whisper(session, call, position, now=now) if call and position else None
+
     try:
-        session, call, now = _open(call_sid)
-        said = routing.whisper(session, call, position, now=now) if call and position else None
-        session.commit()
+        said = _with_call(call_sid, work)
     except Exception:
         log.exception("whisper for %s leg %s failed; the leg is hung up", call_sid, position)
-        db_session().rollback()
         said = None
     return _twiml(render_whisper(said, services().settings, call_sid, position or 0))
 
@@ -137,17 +144,16 @@ def whisper() -> Response:
 def whisper_answer() -> Response:
     call_sid, position = _leg_args()
     digits = request.form.get("Digits", "")
+
+    def work(session: Session, call: Call | None, now: datetime) -> bool:
+        if call is None or position is None:
+            return False
+        return routing.whisper_answer(session, call, position, digits, now=now)
+
     try:
-        session, call, now = _open(call_sid)
-        accepted = (
-            routing.whisper_answer(session, call, position, digits, now=now)
-            if call and position
-            else False
-        )
-        session.commit()
+        accepted = _with_call(call_sid, work)
     except Exception:
         log.exception("whisper answer for %s leg %s failed", call_sid, position)
-        db_session().rollback()
         accepted = False
     response = VoiceResponse()
     if accepted:
@@ -170,47 +176,74 @@ def leg_status() -> Response:
         child_call_sid=form.get("CallSid") or None,
         timestamp=parse_twilio_timestamp(form.get("Timestamp")),
     )
-    try:
-        session, call, now = _open(call_sid)
-        if call is not None:
-            routing.leg_status(session, call, position, status, now=now)
-        else:
+
+    def work(session: Session, call: Call | None, now: datetime) -> None:
+        if call is None:
             log.warning("leg status for unknown call %s", call_sid)
-        session.commit()
+        else:
+            routing.leg_status(session, call, position, status, now=now)
+
+    try:
+        _with_call(call_sid, work)
     except Exception:
         # A lost status callback only loses a log detail; Twilio need not retry.
         log.exception("leg status for %s leg %s failed", call_sid, position)
-        db_session().rollback()
     return _twiml(VoiceResponse())
 
 
 # ---------------------------------------------------------------- plumbing
 
 
-def _open(call_sid: str) -> tuple[Session, Call | None, datetime]:
-    svc = services()
+def _with_call(call_sid: str, work: Callable[[Session, Call | None, datetime], T]) -> T:
+    """Run `work` on the call's locked row in one committed transaction.
+
+    A transaction the database aborts to break a deadlock or a serialization conflict
+    (the ticket pipeline's jobs lock the same rows in their own order) is run again from
+    the start: nothing of it was kept, and the call's stored state decides anew.
+    """
     session = db_session()
-    now = svc.clock()
-    call = lock_call(session, call_sid, now=now) if call_sid else None
-    return session, call, now
+    for attempt in range(1, DB_ATTEMPTS + 1):
+        now = services().clock()
+        try:
+            call = lock_call(session, call_sid, now=now) if call_sid else None
+            result = work(session, call, now)
+            session.commit()
+            return result
+        except DBAPIError as exc:
+            session.rollback()
+            if attempt == DB_ATTEMPTS or _sqlstate(exc) not in RETRIED_SQLSTATES:
+                raise
+            log.warning("call %s: %s, running the step again", call_sid, _sqlstate(exc))
+        except BaseException:
+            session.rollback()
+            raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _sqlstate(exc: DBAPIError) -> str | None:
+    state = getattr(exc.orig, "sqlstate", None)
+    return state if isinstance(state, str) else None
 
 
 def _caller_step(action: Action) -> Response:
     """Run one routing step for the caller's call; never let the caller hear an error."""
     svc = services()
     call_sid = request.form.get("CallSid", "")
+
+    def work(
+        session: Session, call: Call | None, now: datetime
+    ) -> tuple[int, routing.Outcome] | None:
+        return (call.id, action(session, call, svc, now)) if call is not None else None
+
     try:
-        session, call, now = _open(call_sid)
-        if call is None:
-            log.error("routing request for unknown call %r: connecting the duty phone", call_sid)
-            return _twiml(emergency(svc.settings))
-        outcome = action(session, call, svc, now)
-        call_id = call.id
-        session.commit()
+        done = _with_call(call_sid, work)
     except Exception:
         log.exception("routing step for %s failed: connecting the duty phone", call_sid)
-        db_session().rollback()
         return _twiml(emergency(svc.settings))
+    if done is None:
+        log.error("routing request for unknown call %r: connecting the duty phone", call_sid)
+        return _twiml(emergency(svc.settings))
+    call_id, outcome = done
     _after_commit(svc, outcome, call_id)
     return _twiml(render(outcome.decision, svc.settings, call_sid))
 

@@ -40,6 +40,8 @@ from callcenter.portal.protocol import TicketView
 MAX_RETRIES = 2
 POLL_PAUSE_SECONDS = 2
 DESCRIPTION_MAX_SECONDS = 180
+# Ticket numbers are at most this long (the portal contract); longer input is a mistake.
+MAX_TICKET_DIGITS = 12
 STEP_PATH = "/webhooks/voice/step/{step}?t={turn}"
 ROUTE_PATHS = {
     "consultation": "/webhooks/voice/route/consultation",
@@ -598,11 +600,14 @@ def _ticket_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
 
 
 def _number_from(event: IvrEvent) -> str | None:
+    """A ticket number from keys or speech; None when there is none or it cannot be one."""
     if event.digits:
-        return "".join(ch for ch in event.digits if ch.isdigit()) or None
-    if event.speech:
-        return spoken_digits(event.speech) or None
-    return None
+        number = "".join(ch for ch in event.digits if ch.isdigit())
+    elif event.speech:
+        number = spoken_digits(event.speech)
+    else:
+        return None
+    return number if 0 < len(number) <= MAX_TICKET_DIGITS else None
 
 
 def _urgent(state: CallState, said: tuple[Verb, ...]) -> Reply:

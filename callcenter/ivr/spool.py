@@ -149,10 +149,13 @@ def store_fallback_event(services: Services, record: Mapping[str, Any]) -> None:
                 recording_url=params["RecordingUrl"],
                 kind="voicemail",
             )
-            session.flush()
-            request = intake.open_ticket_request(session, call, now=at, calendar=services.calendar)
-            session.flush()
-            request_id = request.id
+            if intake.ticketable(call):  # a status enquiry's message is kept, not ticketed
+                session.flush()
+                request = intake.open_ticket_request(
+                    session, call, now=at, calendar=services.calendar
+                )
+                session.flush()
+                request_id = request.id
     if request_id is not None:
         queue_ticket_jobs(services, [request_id], call_sid)
 
