@@ -48,6 +48,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(health_bp)
 
     _instrument(app)
+    _warn_about_roster(services)
 
     @app.teardown_appcontext
     def _close_session(_exc: BaseException | None) -> None:
@@ -77,6 +78,22 @@ def _instrument(app: Flask) -> None:
             WEBHOOK_LATENCY.labels(request.endpoint or "unknown").observe(
                 time.perf_counter() - started
             )
+
+
+def _warn_about_roster(svc: Services) -> None:
+    """An empty or broken roster is a loud warning at start-up (calls go to DUTY_PHONE)."""
+    from callcenter.roster import roster_health
+
+    try:
+        with svc.sessions() as session:
+            warnings = roster_health(session, svc.clock(), svc.calendar)
+    except Exception as exc:  # noqa: BLE001 - start-up must not die on a cold database
+        log.warning("roster not checked at start-up: %s", exc.__class__.__name__)
+        return
+    for warning in warnings:
+        log.warning(
+            "ROSTER: %s (calls fall back to DUTY_PHONE %s)", warning, svc.settings.duty_phone
+        )
 
 
 def services() -> Services:

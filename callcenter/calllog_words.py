@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
+from functools import lru_cache
 
 import phonenumbers
 from babel.dates import format_datetime
@@ -116,12 +117,23 @@ def phone_national(e164: str | None, raw: str | None = None) -> str:
     """Russian numbers as "8 (916) 123-45-67": how they are dialled here, and a form a
     spreadsheet keeps as text (a leading "+" would make it a formula or a number)."""
     if e164 is not None and e164.startswith("+7"):
-        try:
-            parsed = phonenumbers.parse(e164, None)
-        except phonenumbers.NumberParseException:
-            return e164
-        return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
+        return _russian_national(e164)
     return phone_display(e164, raw)
+
+
+@lru_cache(maxsize=8192)
+def _russian_national(e164: str) -> str:
+    # libphonenumber's formatting is the slow part of an export row. Mobiles (+7 9xx,
+    # most callers) all have the one national pattern libphonenumber gives them; other
+    # numbers (area codes of three to five digits) are left to the library.
+    if len(e164) == 12 and e164.startswith("+79") and e164[1:].isdigit():
+        d = e164[2:]
+        return f"8 ({d[:3]}) {d[3:6]}-{d[6:8]}-{d[8:]}"
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        return e164
+    return str(phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL))
 
 
 def moscow(at: datetime | None, pattern: str = "d MMMM y, HH:mm") -> str:
@@ -132,8 +144,13 @@ def moscow(at: datetime | None, pattern: str = "d MMMM y, HH:mm") -> str:
 
 
 def moscow_short(at: datetime | None) -> str:
-    """`27.11.2025 11:00` — the log's column."""
-    return moscow(at, "dd.MM.y HH:mm")
+    """`27.11.2025 11:00` — the log's column (digits only: no locale data needed)."""
+    return "—" if at is None else to_moscow(at).strftime("%d.%m.%Y %H:%M")
+
+
+def moscow_numeric(at: datetime | None) -> str:
+    """`27.11.2025 11:00:05` — the export's column, which Excel reads as a date."""
+    return "" if at is None else to_moscow(at).strftime("%d.%m.%Y %H:%M:%S")
 
 
 def moscow_seconds(at: datetime | None) -> str:

@@ -28,7 +28,7 @@ from callcenter.calllog_review import call_problems
 from callcenter.calllog_words import (
     category_title,
     line_title,
-    moscow,
+    moscow_numeric,
     outcome_title,
     phone_national,
     product_title,
@@ -63,7 +63,7 @@ def _accepted_by(call: Call) -> str | None:
 
 
 COLUMNS: tuple[Column, ...] = (
-    ("Время (МСК)", lambda c, _: moscow(c.started_at, "dd.MM.y HH:mm:ss")),
+    ("Время (МСК)", lambda c, _: moscow_numeric(c.started_at)),
     ("Линия", lambda c, lines: line_title(c.line, lines)),
     ("Номер абонента", lambda c, _: phone_national(c.caller_e164, c.caller_raw)),
     ("Контакт", lambda c, _: c.contact.name if c.contact else None),
@@ -85,7 +85,7 @@ COLUMNS: tuple[Column, ...] = (
     ("Требует внимания", lambda c, _: "; ".join(p.label for p in call_problems(c))),
     (
         "Перезвонили",
-        lambda c, _: moscow(c.called_back_at, "dd.MM.y HH:mm") if c.called_back_at else None,
+        lambda c, _: moscow_numeric(c.called_back_at) if c.called_back_at else None,
     ),
     ("CallSid", lambda c, _: c.call_sid),
 )
