@@ -60,24 +60,68 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
 
 def _instrument(app: Flask) -> None:
-    """Webhook latency by endpoint, for the Prometheus histogram."""
+    """Per request: the call it belongs to for every log line, one access line, and the
+    webhook latency histogram by endpoint.
+
+    The CallSid comes from Twilio's form (`CallSid`), or for a dialled person's leg from
+    the caller's call the routing URLs name (`?call=` / `ParentCallSid`), or from a URL
+    that names a call (`/api/calls/<call_sid>`). Reading the form here costs nothing
+    extra: the signature check reads it anyway.
+    """
     import time
 
-    from flask import request
+    from flask import Response, request
 
+    from callcenter.logs import bind_call_sid, unbind_call_sid
     from callcenter.metrics import WEBHOOK_LATENCY
 
+    access = logging.getLogger("callcenter.http")
+
+    def call_sid_of_request() -> str | None:
+        if request.view_args and isinstance(request.view_args.get("call_sid"), str):
+            return str(request.view_args["call_sid"])[:64]
+        if not request.path.startswith("/webhooks/"):
+            return None
+        sid = (
+            request.args.get("call")
+            or request.form.get("ParentCallSid")
+            or request.form.get("CallSid")
+            or ""
+        )
+        return sid.strip()[:64] or None
+
     @app.before_request
-    def _start_timer() -> None:
+    def _start_request() -> None:
         g.started = time.perf_counter()
+        g.log_token = bind_call_sid(call_sid_of_request())
+
+    @app.after_request
+    def _access_line(response: Response) -> Response:
+        started = g.get("started")
+        if started is not None:
+            access.info(
+                "%s %s %s",
+                request.method,
+                request.path,
+                response.status_code,
+                extra={
+                    "status": response.status_code,
+                    "ms": round((time.perf_counter() - started) * 1000, 1),
+                    "endpoint": request.endpoint,
+                },
+            )
+        return response
 
     @app.teardown_request
-    def _observe(_exc: BaseException | None) -> None:
+    def _end_request(_exc: BaseException | None) -> None:
         started = g.pop("started", None)
         if started is not None and request.path.startswith("/webhooks/"):
             WEBHOOK_LATENCY.labels(request.endpoint or "unknown").observe(
                 time.perf_counter() - started
             )
+        token = g.pop("log_token", None)
+        if token is not None:
+            unbind_call_sid(token)
 
 
 def _warn_about_roster(svc: Services) -> None:

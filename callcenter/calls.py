@@ -14,7 +14,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -48,19 +48,23 @@ class CallerFacts:
 def lock_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
     """The call's row, locked until the transaction ends; None when there is none yet.
 
-    One statement on both databases: `UPDATE ... RETURNING` takes PostgreSQL's row lock
-    (as `SELECT ... FOR UPDATE` would) and SQLite's write lock before anything is read —
-    SQLite has no row locks, and two transactions that both read first would fail on the
-    second write instead of waiting for each other.
+    PostgreSQL: `SELECT ... FOR UPDATE` locks the row. SQLite has no row locks: two
+    transactions that both read first would fail on the second write instead of waiting
+    for each other, so there the first statement is a write (`UPDATE ... RETURNING`), which
+    takes SQLite's write lock before anything is read.
     """
-    statement = (
-        update(Call)
-        .where(Call.call_sid == call_sid)
-        .values(updated_at=now)
-        .returning(Call)
-        .execution_options(populate_existing=True)
-    )
-    return session.scalars(statement).one_or_none()
+    if session.get_bind().dialect.name == "sqlite":
+        statement = (
+            update(Call)
+            .where(Call.call_sid == call_sid)
+            .values(updated_at=now)
+            .returning(Call)
+            .execution_options(populate_existing=True)
+        )
+        return session.scalars(statement).one_or_none()
+    return session.scalars(
+        select(Call).where(Call.call_sid == call_sid).with_for_update()
+    ).one_or_none()
 
 
 def get_or_create_call(

@@ -3,18 +3,18 @@
 Flask endpoint returning fixed TwiML, on the same gunicorn server.
 
     .venv/bin/python scripts/bench_webhooks.py [--requests 2000] [--concurrency 8]
-        [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
+        [--workers 1] [--database-url postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
-One gunicorn process (the `callcenter serve` settings: 1 worker, gthread, 8 threads) serves
-both: the service's `/webhooks/voice/...` and `/bench/bare`, a Flask view that returns a
-constant `<Gather>` document and does nothing else. Virtual callers (threads, keep-alive
-connections, one process each, requests signed in advance) each start a call and then
-keep answering the main menu with "*" (repeat),
-following the action URL of each reply, so every request is a real step: the Twilio
-signature checked, the call row locked, the state advanced, an event row written, TwiML
-rendered. The bare endpoint gets the same number of requests at the same concurrency.
+One gunicorn server (by default the `callcenter serve` settings: 1 worker, gthread, 8
+threads; `--workers 2` is the Procfile's) serves both: the service's `/webhooks/voice/...`
+and `/bench/bare`, a Flask view that returns a constant `<Gather>` document and does
+nothing else. Virtual callers (one process each, a keep-alive connection, requests signed in
+advance) each start a call and then keep answering the main menu with "*" (repeat) at the
+next turn, so every request is a real step: the Twilio signature checked, the call row
+locked, the state advanced, an event row written, TwiML rendered. The bare endpoint gets the
+same number of requests at the same concurrency.
 
-Prints median and p99 latency and throughput for both, and the ratios. Targets: p99 under
+Prints median and p99 latency and throughput for both, and their ratio. Targets: p99 under
 50 ms, and at least half the bare endpoint's throughput. Only 127.0.0.1 is ever a target;
 request counts are bounded and the server is stopped at the end.
 """
@@ -103,7 +103,7 @@ def free_port() -> int:
 
 
 def start_server(
-    port: int, database_url: str, data_dir: Path, threads: int
+    port: int, database_url: str, data_dir: Path, workers: int, threads: int
 ) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
@@ -119,7 +119,7 @@ def start_server(
     command = [
         str(gunicorn),
         "--bind", f"127.0.0.1:{port}",
-        "--workers", "1",
+        "--workers", str(workers),
         "--worker-class", "gthread",
         "--threads", str(threads),
         "--log-level", "warning",
@@ -243,6 +243,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=2000, help="per endpoint (max 20000)")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="gunicorn workers (1: `callcenter serve`; the Procfile runs 2 on PostgreSQL)",
+    )
     parser.add_argument("--threads", type=int, default=8, help="gunicorn threads")
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     args = parser.parse_args()
@@ -252,7 +258,7 @@ def main() -> int:
         data_dir = Path(tmp)
         database_url = args.database_url or f"sqlite:///{data_dir / 'bench.db'}"
         port = free_port()
-        server = start_server(port, database_url, data_dir, args.threads)
+        server = start_server(port, database_url, data_dir, args.workers, args.threads)
         try:
             warm = max(20, total // 20)
             measure("warm-up", "ivr", port, warm, args.concurrency)
@@ -266,7 +272,7 @@ def main() -> int:
     dialect = database_url.split(":", 1)[0]
     load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
     print(
-        f"gunicorn 1 worker, gthread x{args.threads}; "
+        f"gunicorn {args.workers} worker(s), gthread x{args.threads}; "
         f"{args.concurrency} concurrent clients; {dialect}; load average {load}"
     )
     print(bare.line())

@@ -48,7 +48,10 @@ def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
 def worker(cli: CliContext, burst: bool) -> None:
     """Run the RQ job worker (with the scheduler) for the ticket pipeline."""
     from callcenter.jobs import run_worker
+    from callcenter.logs import configure_logging
 
+    # Before RQ sets up its own handler: its lines then come out in the service's shape.
+    configure_logging(cli.services.settings)
     run_worker(cli.services, burst=burst)
 
 

@@ -1,0 +1,147 @@
+"""Redis crashes mid-call and comes back: every caller still hears the IVR to its end, and
+every ticket is created exactly once after Redis returns.
+
+Real processes: the Procfile's `web` (gunicorn) and `worker` (`callcenter worker`), a
+private redis-server that is SIGKILLed (its data set lost, as without persistence) and
+started again on the same port, and `callcenter outbox flush` as an operator would run it.
+The test run's PostgreSQL database holds the calls; the built-in portal the tickets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+from redis import Redis
+from rq import Queue
+from sqlalchemy import func, select
+
+from callcenter.models import Ticket, TicketRequest
+from callcenter.services import Services
+from callcenter.settings import Settings
+from callcenter.simulator import Simulator
+from callcenter.simulator_script import Answer, CallScript
+from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, _truncate_all
+from tests.processes import HttpClient, ServiceStack, follow_twiml, wait_until
+from tests.twilio_requests import TwilioCall
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.prism]
+
+NEW_PROBLEM = ("keys:2", "keys:1", "keys:1", "say:А123ВС77", "say:Иван Петров, Ромашка")
+
+
+@pytest.fixture
+def stack(tmp_path: Path, pg_database_url: str, prism_url: str) -> Iterator[ServiceStack]:
+    _truncate_all(pg_database_url)
+    stack = ServiceStack(
+        tmp_path,
+        database_url=pg_database_url,
+        auth_token=TEST_AUTH_TOKEN,
+        account_sid=TEST_ACCOUNT_SID,
+        public_base_url=TEST_PUBLIC_BASE,
+        twilio_api_base_url=prism_url,
+    )
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
+
+
+@pytest.fixture
+def db(pg_database_url: str, tmp_path: Path) -> Iterator[Services]:
+    """This test's view of the shared database (what a supervisor would query)."""
+    svc = Services.from_settings(Settings(database_url=pg_database_url, data_dir=tmp_path))
+    yield svc
+    svc.close()
+
+
+def requests_by_status(db: Services) -> dict[str, int]:
+    with db.sessions() as session:
+        rows = session.execute(
+            select(TicketRequest.status, func.count()).group_by(TicketRequest.status)
+        ).all()
+    return {status: count for status, count in rows}
+
+
+def ticket_keys(db: Services) -> list[str | None]:
+    with db.sessions() as session:
+        return list(session.scalars(select(Ticket.idempotency_key)))
+
+
+def queues_idle(stack: ServiceStack) -> bool:
+    """Nothing queued or running on the pipeline's queues (scheduled sweeps aside)."""
+    assert stack.redis is not None
+    conn = Redis.from_url(stack.redis.url)
+    try:
+        for name in (stack.queue_name, stack.queue_name + "-followups"):
+            queue = Queue(name, connection=conn)
+            if queue.count or queue.started_job_registry.get_job_ids():
+                return False
+        return True
+    finally:
+        conn.close()
+
+
+def test_a_redis_crash_mid_call_loses_no_caller_and_no_ticket(
+    stack: ServiceStack, db: Services
+) -> None:
+    assert stack.redis is not None
+    http = HttpClient(stack.web.url)
+    simulator = Simulator(stack.web.url, TEST_AUTH_TOKEN, public_base_url=TEST_PUBLIC_BASE)
+
+    # A caller is in the topic menu when Redis dies.
+    first = TwilioCall(http, caller="+79161110001")
+    first.start()
+    first.press("2")
+    stack.redis.kill()
+
+    # ... and finishes the new-problem path while Redis is down; two more callers come in,
+    # one with a critical server failure (ticket at once, then urgent routing).
+    heard = follow_twiml(first, NEW_PROBLEM[1:])
+    assert "Номер заявки и сроки мы пришлём в СМС" in " ".join(heard) or any(
+        "СМС" in line for line in heard
+    ), heard
+    first.hang_up()
+    second = simulator.run(
+        CallScript(from_number="+79161110002", answers=tuple(map(Answer.press, "211")))
+    )
+    critical = simulator.run(
+        CallScript(from_number="+79161110003", answers=(Answer.press("3"), Answer.press("#")))
+    )
+    for transcript in (second, critical):
+        assert transcript.errors == [], transcript.text()
+        assert all(r.status in (200, 204) for r in transcript.requests), transcript.requests
+    assert critical.requests_of("dial-action"), critical.text()  # put through to a person
+
+    # The platform sees the outage; the rows wait in the outbox, nothing reached the portal.
+    ready = requests.get(stack.web.url + "/readyz", timeout=5)
+    assert ready.status_code == 503 and ready.json()["checks"]["redis"].startswith("error")
+    assert requests_by_status(db) == {"pending": 3}
+    assert ticket_keys(db) == []
+
+    # Redis comes back empty; the operator flushes the outbox.
+    stack.redis.start_and_wait()
+    flushed = stack.cli("outbox", "flush")
+    assert flushed.returncode == 0, flushed.stderr
+    assert "3 ticket request(s) submitted" in flushed.stdout
+
+    wait_until(
+        lambda: requests_by_status(db) == {"done": 3},
+        timeout=30,
+        what="three tickets",
+        on_timeout=stack.logs,
+    )
+    call_sids = {first.call_sid, second.call_sid, critical.call_sid}
+    assert sorted(k or "" for k in ticket_keys(db)) == sorted(call_sids)
+
+    # Flushing again (a nervous operator, a sweep racing it) makes no second ticket.
+    again = stack.cli("outbox", "flush")
+    assert again.returncode == 0, again.stderr
+    wait_until(lambda: queues_idle(stack), timeout=20, what="the queues to drain")
+    assert sorted(k or "" for k in ticket_keys(db)) == sorted(call_sids)
+    assert stack.worker.alive, stack.worker.log_tail()
+    ready = requests.get(stack.web.url + "/readyz", timeout=5)
+    assert ready.json()["checks"]["redis"] == "ok"
+    http.close()
