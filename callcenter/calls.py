@@ -63,7 +63,10 @@ def lock_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
         )
         return session.scalars(statement).one_or_none()
     return session.scalars(
-        select(Call).where(Call.call_sid == call_sid).with_for_update()
+        # FOR NO KEY UPDATE: we never change the key, and a plain FOR UPDATE would
+        # deadlock with the outbox job, whose UPDATE of ticket_requests takes FOR KEY SHARE
+        # on this row through the foreign key.
+        select(Call).where(Call.call_sid == call_sid).with_for_update(key_share=True)
     ).one_or_none()
 
 

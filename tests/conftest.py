@@ -108,6 +108,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         twilio_account_sid=TEST_ACCOUNT_SID,
         twilio_auth_token=TEST_AUTH_TOKEN,
         public_base_url=TEST_PUBLIC_BASE,
+        # Never the real Twilio from a test: a closed local port unless a test points the
+        # client at Prism (make_services(twilio_api_base_url=prism_url)).
+        twilio_api_base_url="http://127.0.0.1:9",
         secret_key="test-secret",
     )
 

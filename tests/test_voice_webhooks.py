@@ -333,6 +333,8 @@ def test_new_problem_end_to_end_the_caller_hears_the_ticket_number(
     vehicles = call.say("сильвер студио")
     plates_gather = assert_menu_gather(vehicles, "vehicles", 4, num_digits=None)
     assert plates_gather.attrib["finishOnKey"] == "#"
+    # "just #" skips: Twilio must post the empty answer instead of falling through.
+    assert plates_gather.attrib["actionOnEmptyResult"] == "true"
     assert plates_gather.attrib["timeout"] == "7"
     assert "$OOV_CLASS_ALPHANUMERIC_SEQUENCE" in plates_gather.attrib["hints"]
     name = call.say("А 123 ВС 77 и в456ор178")
@@ -510,6 +512,7 @@ def test_critical_failure_without_a_ticket_opens_one_at_once_and_goes_urgent(
     asked = call.press("3")
     gather = assert_menu_gather(asked, "critical", 2, num_digits=None)
     assert (gather.attrib["finishOnKey"], gather.attrib["timeout"]) == ("#", "8")
+    assert gather.attrib["actionOnEmptyResult"] == "true"
     assert gather[0].text == prompts.CRITICAL_NUMBER
     root = call.press("#")
 

@@ -92,7 +92,8 @@ def answer(services: Services, webhook: VoiceWebhook) -> str:
         ctx = _context(services, session, call, now)
         result = advance(state, webhook.event, ctx)
         submit = _apply(services, session, call, result.actions, now)
-        call.state = result.state.to_json()
+        # Merge: other owners keep their keys in the same JSON (routing, recording_sids).
+        call.state = {**(call.state or {}), **result.state.to_json()}
         call.updated_at = now
         _log_step(session, call, webhook, result, now, created)
     queue_ticket_jobs(services, submit, webhook.call_sid)

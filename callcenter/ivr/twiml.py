@@ -52,6 +52,9 @@ def render(reply: Reply, *, voice: str, public_base_url: str | None) -> str:
                 attrs["num_digits"] = verb.num_digits
             if verb.finish_on_key is not None:
                 attrs["finish_on_key"] = verb.finish_on_key
+                # "Just press #" is an answer (skip): without this, Twilio does not post
+                # an empty result to the action and falls through as if it were silence.
+                attrs["action_on_empty_result"] = True
             if verb.speech:
                 attrs["language"] = LANGUAGE
                 attrs["speech_timeout"] = verb.speech_timeout
