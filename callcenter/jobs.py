@@ -66,8 +66,9 @@ SWEEP_SECONDS = 10
 # Seconds a job may run before RQ stops it (the portal and Twilio time out well before).
 TICKET_JOB_TIMEOUT = 120
 FOLLOWUP_JOB_TIMEOUT = 300
-# How long RQ keeps a finished job (visible in RQ's tools; a later submit replaces it).
-RESULT_TTL = 300
+# RQ keeps no result of a finished ticket or follow-up job: the outbox row is the record
+# (and a later submit of the same id then simply queues it again).
+RESULT_TTL = 0
 FAILURE_TTL = 7 * 24 * 3600
 FOLLOWUPS_SUFFIX = "-followups"
 

@@ -295,11 +295,20 @@ def deliver(
     will find the row still due.
     """
     with sessions() as session:
-        row = get_request(session, request_id)
-        if row.status != PENDING:
-            return Delivery(request_id, row.status, row.ticket_number)
-        stored = dict(row.draft)
-        attempts_seen = row.attempts
+        # Only the columns needed: this runs once per ticket, on the caller's clock.
+        found = session.execute(
+            select(
+                TicketRequest.status,
+                TicketRequest.ticket_number,
+                TicketRequest.attempts,
+                TicketRequest.draft,
+            ).where(TicketRequest.id == request_id)
+        ).one_or_none()
+    if found is None:
+        raise UnknownTicketRequest(f"no ticket request with id {request_id}")
+    status, number, attempts_seen, stored = found
+    if status != PENDING:
+        return Delivery(request_id, status, number)
     draft = draft_from_json(stored)
     if recording_link is not None and stored.get(RECORDING_SID) and draft.recording_url:
         link = recording_link(stored[RECORDING_SID], draft.recording_url)
