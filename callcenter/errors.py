@@ -1,36 +1,36 @@
 """Named exceptions of the service, in one place.
 
-    CallCenterError
-    ├── ConfigurationError      settings missing or inconsistent (start-up refuses)
-    ├── InvalidInput            a value from a caller, a file or a command line is unusable
-    │   ├── UnknownTopic
-    │   ├── UnknownProduct
-    │   ├── ImportRejected      an all-or-nothing import found bad rows (carries the report)
-    │   ├── InvalidFilter       a call-log filter value is unusable (carries the field)
-    │   ├── TokenNameTaken      an API token of that name already exists
-    │   ├── NotTicketable       a call the regulation does not ticket (nothing chosen yet)
-    │   ├── UnknownTicketRequest     no ticket request (outbox row) with that id
-    │   ├── TicketRequestNotRetryable only a failed ticket request can be retried
-    │   ├── UnknownApiToken     no API token of that name
-    │   ├── UserNameTaken       a console user of that name already exists
-    │   ├── UnknownUser         no console user of that name
-    │   ├── WeakPassword        a console password too short or too guessable
-    │   ├── InvalidForm         a console form has unusable fields (`fields`: field → why)
-    │   └── MalformedWebhook    a Twilio webhook lacks what every such request carries
-    ├── PortalError             the ticket portal could not do what was asked
-    │   ├── PortalUnavailable   transient: timeouts, 5xx, connection refused → retry
-    │   ├── PortalRejected      permanent: 4xx, the draft is wrong → failed, visible
-    │   │   ├── InvalidTicketData    fields of a draft/entry/change are unusable (`fields`)
-    │   │   └── InvalidStatusChange  the workflow does not allow that status change
-    │   └── TicketNotFound
-    ├── TelephonyError          Twilio's REST API refused or could not be reached
-    │   ├── TelephonyNotConfigured  no Twilio account in the settings (embedded default)
-    │   ├── TelephonyUnavailable    transient: timeouts, 5xx, 429, refused → retry
-    │   └── TelephonyRejected       permanent: Twilio said no (4xx); carries status, code
-    ├── QueueUnavailable        Redis is down; the outbox keeps the work
-    ├── LoginFailed             wrong console user name or password (which one is not said)
-    │   └── LoginLocked         too many failures: refused until `until`, password unchecked
-    └── SimulationError         the call simulator could not go on (service refused, bad TwiML)
+CallCenterError
+├── ConfigurationError      settings missing or inconsistent (start-up refuses)
+├── InvalidInput            a value from a caller, a file or a command line is unusable
+│   ├── UnknownTopic
+│   ├── UnknownProduct
+│   ├── ImportRejected      an all-or-nothing import found bad rows (carries the report)
+│   ├── InvalidFilter       a call-log filter value is unusable (carries the field)
+│   ├── TokenNameTaken      an API token of that name already exists
+│   ├── NotTicketable       a call the regulation does not ticket (nothing chosen yet)
+│   ├── UnknownTicketRequest     no ticket request (outbox row) with that id
+│   ├── TicketRequestNotRetryable only a failed ticket request can be retried
+│   ├── UnknownApiToken     no API token of that name
+│   ├── UserNameTaken       a console user of that name already exists
+│   ├── UnknownUser         no console user of that name
+│   ├── WeakPassword        a console password too short or too guessable
+│   ├── InvalidForm         a console form has unusable fields (`fields`: field → why)
+│   └── MalformedWebhook    a Twilio webhook lacks what every such request carries
+├── PortalError             the ticket portal could not do what was asked
+│   ├── PortalUnavailable   transient: timeouts, 5xx, connection refused → retry
+│   ├── PortalRejected      permanent: 4xx, the draft is wrong → failed, visible
+│   │   ├── InvalidTicketData    fields of a draft/entry/change are unusable (`fields`)
+│   │   └── InvalidStatusChange  the workflow does not allow that status change
+│   └── TicketNotFound
+├── TelephonyError          Twilio's REST API refused or could not be reached
+│   ├── TelephonyNotConfigured  no Twilio account in the settings (embedded default)
+│   ├── TelephonyUnavailable    transient: timeouts, 5xx, 429, refused → retry
+│   └── TelephonyRejected       permanent: Twilio said no (4xx); carries status, code
+├── QueueUnavailable        Redis is down; the outbox keeps the work
+├── LoginFailed             wrong console user name or password (which one is not said)
+│   └── LoginLocked         too many failures: refused until `until`, password unchecked
+└── SimulationError         the call simulator could not go on (service refused, bad TwiML)
 """
 
 from __future__ import annotations

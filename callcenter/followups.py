@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, joinedload, sessionmaker
 
 from callcenter import outbox, recordings
 from callcenter.calendar import BusinessCalendar
@@ -39,16 +39,19 @@ from callcenter.errors import (
     TelephonyRejected,
     TelephonyUnavailable,
     TicketNotFound,
+    UnknownTicketRequest,
 )
-from callcenter.models import Call
+from callcenter.models import Call, TicketRequest
 from callcenter.notifications import (
     RETRY,
+    SKIPPED,
     SmsOutcome,
     alert_recipients,
     caller_confirmation,
     failure_alert,
-    send_once,
-    skip_once,
+    record_skip,
+    send_unsettled,
+    settle,
     urgent_alert,
 )
 from callcenter.phones import classify
@@ -151,7 +154,9 @@ def run_followups(
 
 
 def _snapshot(session: Session, request_id: int) -> _Snapshot | None:
-    row = outbox.get_request(session, request_id)
+    row = session.get(TicketRequest, request_id, options=[joinedload(TicketRequest.call)])
+    if row is None:
+        raise UnknownTicketRequest(f"no ticket request with id {request_id}")
     if row.status == outbox.PENDING or row.next_attempt_at is None:
         return None
     received = row.draft.get(outbox.RECEIVED_AT)
@@ -189,6 +194,9 @@ class _Run:
     report: FollowupReport = field(init=False)
     # Transient trouble met by this run: the follow-ups are due again after a backoff.
     transient: list[str] = field(default_factory=list)
+    # SMS bookkeeping written with the outcome, in one transaction (`record`).
+    settlements: list[SmsOutcome] = field(default_factory=list)
+    skips: list[dict[str, Any]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.report = FollowupReport(self.request_id)
@@ -246,18 +254,12 @@ class _Run:
         caller = classify(self.snap.draft.caller)
         eligible = sms_eligibility(caller, self.settings)
         if eligible.ok and caller.e164 is not None:
-            outcome = send_once(
-                self.sessions, self.telephony, key=key, to=caller.e164, body=body, now=self.now
-            )
+            outcome = self._send(key=key, to=caller.e164, body=body)
         else:
-            outcome = skip_once(
-                self.sessions,
-                key=key,
-                to=caller.e164,
-                body=body,
-                reason=eligible.reason,
-                now=self.now,
+            self.skips.append(
+                {"key": key, "to": caller.e164, "body": body, "reason": eligible.reason}
             )
+            outcome = SmsOutcome(key, SKIPPED, eligible.reason)
         self._note(outcome, "caller SMS")
         self.state["caller_sms"] = outcome.status
 
@@ -297,12 +299,18 @@ class _Run:
         for to in recipients:
             if sent.get(to) not in (None, RETRY):
                 continue
-            outcome = send_once(
-                self.sessions, self.telephony, key=f"{key}:{to}", to=to, body=body, now=self.now
-            )
+            outcome = self._send(key=f"{key}:{to}", to=to, body=body)
             self._note(outcome, f"{what} to {to}")
             sent[to] = outcome.status
         return sent
+
+    def _send(self, *, key: str, to: str, body: str) -> SmsOutcome:
+        outcome = send_unsettled(
+            self.sessions, self.telephony, key=key, to=to, body=body, now=self.now
+        )
+        if outcome.fresh:
+            self.settlements.append(outcome)
+        return outcome
 
     def _note(self, outcome: SmsOutcome, what: str) -> None:
         reason = f" ({outcome.reason})" if outcome.reason else ""
@@ -317,6 +325,11 @@ class _Run:
         row = outbox.lock_request(session, self.request_id)
         if row is None:  # pragma: no cover - rows are never deleted
             return
+        # Under the row's lock, so two runs never both record a skip.
+        for outcome in self.settlements:
+            settle(session, outcome)
+        for skip in self.skips:
+            record_skip(session, now=self.now, **skip)
         # Keep what the outbox wrote meanwhile (a supervisor's retry, a new failure count).
         merged = {
             **(row.followups or {}),

@@ -131,7 +131,9 @@ def create_ticket(request_id: int) -> str | None:
         clock=services.clock,
         recording_link=partial(recordings.ticket_link, services.settings),
     )
-    if delivery.recorded and delivery.status in (outbox.DONE, outbox.FAILED):
+    if delivery.status in (outbox.DONE, outbox.FAILED):
+        # Also when another run recorded the outcome: a request re-submitted after its
+        # ticket exists (a recording came in) has follow-ups due; the job checks.
         services.jobs.submit_followups(request_id)
     return delivery.ticket_number
 

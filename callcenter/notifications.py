@@ -62,6 +62,9 @@ class SmsOutcome:
     status: str
     reason: str | None = None
     sid: str | None = None
+    # This run produced the outcome (it still has to be written down, see `settle`);
+    # False: found as another run left it.
+    fresh: bool = False
 
     @property
     def settled(self) -> bool:
@@ -81,25 +84,59 @@ def send_once(
 
     A `retry` outcome (Twilio unreachable) is for the caller to schedule again.
     """
+    outcome = send_unsettled(sessions, telephony, key=key, to=to, body=body, now=now)
+    if outcome.fresh:
+        with sessions() as session, session.begin():
+            settle(session, outcome)
+    return outcome
+
+
+def send_unsettled(
+    sessions: sessionmaker[Session],
+    telephony: Telephony,
+    *,
+    key: str,
+    to: str,
+    body: str,
+    now: datetime,
+) -> SmsOutcome:
+    """`send_once` without writing the outcome: the caller `settle`s a fresh one in its own
+    transaction (one commit for a job's whole bookkeeping). The claim is committed here,
+    before Twilio is asked — that is what keeps two runs from both sending."""
     claimed = _claim(sessions, key=key, to=to, body=body, now=now)
     if isinstance(claimed, SmsOutcome):
         return claimed
     try:
         sid = telephony.send_sms(to, body)
     except TelephonyNotConfigured as exc:
-        return _settle(sessions, key, SKIPPED, reason=str(exc))
+        return _fresh(key, SKIPPED, reason=str(exc))
     except TelephonyUnavailable as exc:
-        return _settle(sessions, key, RETRY, reason=str(exc))
+        return _fresh(key, RETRY, reason=str(exc))
     except TelephonyRejected as exc:
-        return _settle(sessions, key, FAILED, reason=str(exc))
+        return _fresh(key, FAILED, reason=str(exc))
     except TelephonyError as exc:
         # Twilio may have taken it (e.g. it answered without a SID): do not send again.
-        return _settle(sessions, key, FAILED, reason=str(exc))
+        return _fresh(key, FAILED, reason=str(exc))
     except Exception as exc:
-        _settle(sessions, key, FAILED, reason=f"{exc.__class__.__name__}: {exc}")
+        with sessions() as session, session.begin():
+            settle(session, _fresh(key, FAILED, reason=f"{exc.__class__.__name__}: {exc}"))
         raise
     log.info("SMS %s sent to %s", key, _mask(to))
-    return _settle(sessions, key, SENT, sid=sid)
+    return _fresh(key, SENT, sid=sid)
+
+
+def settle(session: Session, outcome: SmsOutcome) -> None:
+    """Write a fresh outcome of `send_unsettled` (in the caller's transaction)."""
+    session.execute(
+        update(SmsMessage)
+        .where(SmsMessage.key == outcome.key)
+        .values(
+            status=outcome.status,
+            reason=outcome.reason[:_MAX_REASON] if outcome.reason else None,
+            twilio_sid=outcome.sid,
+        )
+        .execution_options(synchronize_session=False)
+    )
 
 
 def skip_once(
@@ -115,26 +152,38 @@ def skip_once(
     with sessions() as session:
         try:
             with session.begin():
-                existing = _get(session, key)
-                if existing is not None:
-                    return _outcome(existing)
-                session.add(
-                    SmsMessage(
-                        key=key,
-                        to=to,
-                        body=body,
-                        status=SKIPPED,
-                        reason=reason[:_MAX_REASON],
-                        created_at=now,
-                    )
-                )
+                return record_skip(session, key=key, to=to, body=body, reason=reason, now=now)
         except IntegrityError:
             # Another run recorded it between our read and our insert.
             existing = _get(session, key)
             assert existing is not None
             return _outcome(existing)
+
+
+def record_skip(
+    session: Session, *, key: str, to: str | None, body: str, reason: str, now: datetime
+) -> SmsOutcome:
+    """`skip_once` in the caller's transaction (which must serialise runs of the same
+    message, e.g. by holding the ticket request's lock)."""
+    existing = _get(session, key)
+    if existing is not None:
+        return _outcome(existing)
+    session.add(
+        SmsMessage(
+            key=key, to=to, body=body, status=SKIPPED, reason=reason[:_MAX_REASON], created_at=now
+        )
+    )
+    session.flush()
     log.info("SMS %s not sent to %s: %s", key, _mask(to), reason)
     return SmsOutcome(key, SKIPPED, reason)
+
+
+def _fresh(
+    key: str, status: str, *, reason: str | None = None, sid: str | None = None
+) -> SmsOutcome:
+    if status != SENT:
+        log.warning("SMS %s: %s (%s)", key, status, reason)
+    return SmsOutcome(key, status, reason, sid, fresh=True)
 
 
 def _claim(
@@ -161,25 +210,6 @@ def _claim(
             existing = _get(session, key)
             assert existing is not None
             return _outcome(existing)
-
-
-def _settle(
-    sessions: sessionmaker[Session],
-    key: str,
-    status: str,
-    *,
-    reason: str | None = None,
-    sid: str | None = None,
-) -> SmsOutcome:
-    if status != SENT:
-        log.warning("SMS %s: %s (%s)", key, status, reason)
-    with sessions() as session, session.begin():
-        session.execute(
-            update(SmsMessage)
-            .where(SmsMessage.key == key)
-            .values(status=status, reason=reason[:_MAX_REASON] if reason else None, twilio_sid=sid)
-        )
-    return SmsOutcome(key, status, reason, sid)
 
 
 def _get(session: Session, key: str) -> SmsMessage | None:

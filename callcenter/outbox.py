@@ -155,21 +155,23 @@ def _insert_ignoring_conflicts(session: Session, values: dict[str, Any]) -> Inse
 
 
 def lock_request(session: Session, request_id: int) -> TicketRequest | None:
-    """The row, locked for writing until the transaction ends (None if there is none).
+    """The row, locked for writing until the transaction ends (None if there is none),
+    re-read so the caller sees the latest state.
 
-    A no-op UPDATE is the one statement that locks on both databases: on PostgreSQL it takes
-    the row lock (like SELECT … FOR UPDATE), on SQLite it takes the database write lock
-    that serialises writers. The row is then re-read, so the caller sees the latest state.
+    PostgreSQL: SELECT … FOR UPDATE takes the row lock. SQLite has no row locks: a no-op
+    UPDATE first takes the database's write lock, which serialises writers.
     """
-    result = session.execute(
-        update(TicketRequest)
-        .where(TicketRequest.id == request_id)
-        .values(updated_at=TicketRequest.updated_at)
-        .execution_options(synchronize_session=False)
-    )
-    if result.rowcount == 0:  # type: ignore[attr-defined]
-        return None
-    return session.get(TicketRequest, request_id, populate_existing=True)
+    if session.get_bind().dialect.name == "sqlite":
+        result = session.execute(
+            update(TicketRequest)
+            .where(TicketRequest.id == request_id)
+            .values(updated_at=TicketRequest.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            return None
+        return session.get(TicketRequest, request_id, populate_existing=True)
+    return session.get(TicketRequest, request_id, populate_existing=True, with_for_update=True)
 
 
 def get_request(session: Session, request_id: int) -> TicketRequest:

@@ -176,11 +176,28 @@ class ManagedProcess:
             try:
                 self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:
+                self._dump_stacks()
                 self._signal_group(signal.SIGKILL)
                 self.proc.wait(timeout=10)
         # Children that outlived their parent (e.g. RQ's scheduler) go with the group.
         self._signal_group(signal.SIGKILL)
         self._close_log()
+
+    def _dump_stacks(self) -> None:
+        """Where a process that would not stop is stuck, into its log (with py-spy, if
+        installed): a hang on shutdown is a finding, not noise."""
+        spy = VENV_BIN / "py-spy"
+        if self.proc is None or not spy.exists() or self._log is None:
+            return
+        group = subprocess.run(
+            ["pgrep", "-g", str(self.proc.pid)], capture_output=True, text=True, check=False
+        )
+        for pid in group.stdout.split():
+            dump = subprocess.run(
+                [str(spy), "dump", "--pid", pid], capture_output=True, text=True, check=False
+            )
+            self._log.write(f"--- stacks of {pid} (did not stop) ---\n{dump.stdout}".encode())
+            self._log.flush()
 
     def kill(self) -> None:
         """A crash: SIGKILL to the whole group, no clean-up on its side."""
@@ -404,17 +421,19 @@ class TcpGate:
             self._close(sock, reset=True)
 
     def _close(self, sock: socket.socket, *, reset: bool = False) -> None:
+        """Close `sock` and its peer (RST when `reset`, as a dying server's kernel does)."""
         peer = self._pairs.pop(sock, None)
         for s in (sock, peer):
             if s is None:
                 continue
             self._pairs.pop(s, None)
+            if s.fileno() == -1:
+                continue
             try:
                 self._selector.unregister(s)
             except (KeyError, ValueError):
                 pass
             if reset:
-                # SO_LINGER 0: close sends RST, as a dying server's kernel does.
                 s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             s.close()
 

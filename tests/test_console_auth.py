@@ -270,7 +270,8 @@ def test_production_cookies_are_secure(make_services: object) -> None:
     services = make_services(  # type: ignore[operator]
         production=True,
         secret_key="a-real-secret-for-the-test",
-        database_url="postgresql+psycopg://example/prod",
+        # A closed local port: the start-up roster check fails fast, as it may.
+        database_url="postgresql+psycopg://postgres@127.0.0.1:9/prod",
         public_base_url="https://hotline.example",
     )
     app = create_app(services=services)

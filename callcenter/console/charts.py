@@ -52,6 +52,11 @@ class RowChart:
     label_width: float
     rows: list[Row]
 
+    @property
+    def label_chars(self) -> int:
+        """How many characters of a label fit left of the bars (12 px text)."""
+        return max(10, int(self.label_width / 6.8))
+
 
 def nice_ceiling(value: int) -> int:
     """The next "round" number at or above `value` (1, 2, 5 × 10ⁿ), for the axis."""
