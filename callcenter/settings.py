@@ -15,6 +15,11 @@ from callcenter.errors import ConfigurationError
 
 DEFAULT_DATA_DIR = Path("var")
 
+# Outside production, with no Twilio account configured, webhooks are signed with this
+# well-known token so `callcenter simulate` works on a fresh clone. Production refuses to
+# start without TWILIO_AUTH_TOKEN, so this can never guard a real line.
+LOCAL_SIGNING_TOKEN = "local-simulator-token"
+
 # The regulation's two lines (section II.3), E.164.
 DEFAULT_LINES = {
     "+78002506077": "8 (800) 250-60-77",
@@ -115,6 +120,13 @@ class Settings:
                 raise ConfigurationError(
                     "VALIDATE_TWILIO_SIGNATURES cannot be switched off in production mode"
                 )
+
+    @property
+    def webhook_signing_token(self) -> str | None:
+        """The token X-Twilio-Signature is checked with."""
+        if self.twilio_auth_token:
+            return self.twilio_auth_token
+        return None if self.production else LOCAL_SIGNING_TOKEN
 
     @property
     def jobs_inline(self) -> bool:

@@ -168,11 +168,15 @@ class ManagedProcess:
     stop_signal = signal.SIGTERM
 
     def stop(self, grace: float = 10.0) -> None:
-        """`stop_signal` to the group, SIGKILL after `grace` seconds; always reaps."""
+        """`stop_signal`, then SIGKILL to the group after `grace` seconds; always reaps."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self._signal_group(self.stop_signal)
+            # To the main process only: it stops its own children (gunicorn's workers, RQ's
+            # scheduler). Signalling the whole group would hit gunicorn's workers twice
+            # (directly and from the master), and its gthread worker's quit handler is not
+            # re-entrant: it deadlocks on its own thread pool's lock.
+            self.proc.send_signal(self.stop_signal)
             try:
                 self.proc.wait(timeout=grace)
             except subprocess.TimeoutExpired:

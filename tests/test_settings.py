@@ -55,3 +55,19 @@ def test_signature_check_cannot_be_switched_off_in_production() -> None:
 def test_bad_number_is_a_clear_error() -> None:
     with pytest.raises(ConfigurationError, match="DIAL_LEG_TIMEOUT"):
         Settings.from_env({"DIAL_LEG_TIMEOUT": "twenty"})
+
+
+def test_a_fresh_clone_signs_webhooks_with_the_local_token_production_never() -> None:
+    from callcenter.settings import LOCAL_SIGNING_TOKEN
+
+    assert Settings.from_env({}).webhook_signing_token == LOCAL_SIGNING_TOKEN
+    assert Settings(twilio_auth_token="real").webhook_signing_token == "real"
+    env = {
+        "CALLCENTER_ENV": "production",
+        "TWILIO_ACCOUNT_SID": "AC1",
+        "TWILIO_AUTH_TOKEN": "real-token",
+        "PUBLIC_BASE_URL": "https://h",
+        "SECRET_KEY": "s",
+        "DATABASE_URL": "postgresql+psycopg://u@h/db",
+    }
+    assert Settings.from_env(env).webhook_signing_token == "real-token"

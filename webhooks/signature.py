@@ -68,7 +68,7 @@ def signature_problem(req: Request) -> str | None:
     signature = req.headers.get(SIGNATURE_HEADER)
     if not signature:
         return "missing X-Twilio-Signature"
-    token = settings.twilio_auth_token
+    token = settings.webhook_signing_token
     if not token:
         return "TWILIO_AUTH_TOKEN is not set: cannot check X-Twilio-Signature"
     url = public_url(req, settings.public_base_url)

@@ -117,7 +117,7 @@ def simulate(
         )
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
-    token = auth_token or cli.services.settings.twilio_auth_token
+    token = auth_token or cli.services.settings.webhook_signing_token
     if not token:
         raise click.UsageError(
             "pass --auth-token (or TWILIO_AUTH_TOKEN): the service's Twilio auth token, "
