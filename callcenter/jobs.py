@@ -73,6 +73,7 @@ FAILURE_TTL = 7 * 24 * 3600
 FOLLOWUPS_SUFFIX = "-followups"
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
+_JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 # ---------------------------------------------------------------- the per-process context
@@ -294,7 +295,8 @@ class RqJobRunner:
             self.followups,
             func,
             *args,
-            job_id=f"{self.queue_name}__{job_id or uuid.uuid4().hex}",
+            # RQ allows only letters, digits, '_' and '-' in ids ("chain-alerts:7" works too).
+            job_id=f"{self.queue_name}__{_JOB_ID_UNSAFE.sub('-', job_id or uuid.uuid4().hex)}",
             timeout=FOLLOWUP_JOB_TIMEOUT,
         )
 

@@ -181,7 +181,9 @@ def record_skip(
 def _fresh(
     key: str, status: str, *, reason: str | None = None, sid: str | None = None
 ) -> SmsOutcome:
-    if status != SENT:
+    if status == SKIPPED:
+        log.info("SMS %s not sent: %s", key, reason)
+    elif status != SENT:
         log.warning("SMS %s: %s (%s)", key, status, reason)
     return SmsOutcome(key, status, reason, sid, fresh=True)
 

@@ -24,7 +24,8 @@ from sqlalchemy import select
 from callcenter import jobs
 from callcenter.cli import main
 from callcenter.cli.context import CliContext
-from callcenter.models import SmsMessage
+from callcenter.errors import QueueUnavailable
+from callcenter.models import SmsMessage, TicketRequest
 from callcenter.services import Services
 from callcenter.telephony import TwilioExchange, TwilioTelephony, build_telephony
 from tests.conftest import TEST_ACCOUNT_SID, MutableClock
@@ -367,3 +368,29 @@ def test_without_redis_the_same_jobs_run_in_process(
     ]
     assert ticket_count(up) == 1
     assert not any(t.name.startswith("callcenter-") for t in threading.enumerate())
+
+
+def test_any_job_can_be_queued_once_by_id_and_a_dead_redis_says_so(
+    pipeline: Callable[..., Services], queue_name: str, exchanges: list[TwilioExchange]
+) -> None:
+    services = pipeline()
+    request_id = open_request(services)
+    services.jobs.submit_ticket_request(request_id)
+    work_burst(services)
+    exchanges.clear()
+    with services.sessions() as session, session.begin():
+        row = session.get(TicketRequest, request_id)
+        assert row is not None
+        row.next_attempt_at = services.clock()  # as if a recording had come in
+
+    # Other modules queue their own jobs (e.g. routing's chain alerts), ids of any spelling.
+    for _ in range(2):
+        services.jobs.enqueue(jobs.run_followups, request_id, job_id=f"again:{request_id}")
+    followups = Queue(queue_name + jobs.FOLLOWUPS_SUFFIX, connection=services.jobs.connection)
+    assert followups.job_ids == [f"{queue_name}__again-{request_id}"]
+    work_burst(services)
+    assert request_row(services, request_id).next_attempt_at is None
+
+    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
+    with pytest.raises(QueueUnavailable, match="Redis"):
+        no_redis.jobs.enqueue(jobs.run_followups, request_id)
