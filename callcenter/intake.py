@@ -255,9 +255,15 @@ def describe_call(
             f"Повторный звонок по заявке №{duplicate_of}: заявка продублирована звонком "
             "в техническую поддержку, как требует регламент для критических сбоев."
         )
+    if caller.e164 is not None:
+        source = f" с номера {caller.display}"
+    elif caller.kind == "withheld":
+        source = ", номер абонента скрыт"
+    else:
+        source = f", номер абонента: {caller.display}"
     lines.append(
         f"Звонок на линию {_line_label(call.line)} {started:%d.%m.%Y} в {started:%H:%M} (МСК)"
-        f" с номера {caller.display}."
+        f"{source}."
     )
     if call.contact is not None:
         who = call.contact.name

@@ -9,7 +9,10 @@
     sweep_outbox(), every SWEEP_SECONDS ──▶ re-submits every row whose next_attempt_at came
 
 Jobs are module-level functions of primitive ids, safe to run twice and concurrently: the
-outbox row carries the state and the retry schedule, the portal the idempotency key.
+outbox row carries the state and the retry schedule, the portal the idempotency key. RQ's
+own `Retry` is not used on purpose: a retry kept in Redis is lost with Redis's data and
+would fight the row's schedule; the row's `attempts` / `next_attempt_at` survive both a
+worker restart and an empty Redis, and the sweep turns them into jobs.
 
 Runners (`services.jobs`, built by `build_runner`):
 - `RqJobRunner` (REDIS_URL set): RQ queues `QUEUE_NAME` (tickets, sweeps) and
@@ -66,9 +69,10 @@ SWEEP_SECONDS = 10
 # Seconds a job may run before RQ stops it (the portal and Twilio time out well before).
 TICKET_JOB_TIMEOUT = 120
 FOLLOWUP_JOB_TIMEOUT = 300
-# RQ keeps no result of a finished ticket or follow-up job: the outbox row is the record
-# (and a later submit of the same id then simply queues it again).
-RESULT_TTL = 0
+# How long RQ keeps a finished job. The outbox row is the record; a short while is enough
+# for RQ's tools (and cheaper for RQ than deleting the job at once). A submit of the same id
+# meanwhile replaces the finished job.
+RESULT_TTL = 60
 FAILURE_TTL = 7 * 24 * 3600
 FOLLOWUPS_SUFFIX = "-followups"
 
@@ -142,23 +146,27 @@ def create_ticket(request_id: int) -> str | None:
 def run_followups(request_id: int) -> None:
     """Attach recordings, SMS the caller, alert on-duty staff — whatever is left."""
     services = current_services()
-    report = followups.run_followups(
-        sessions=services.sessions,
-        portal=services.portal,
-        telephony=services.telephony,
-        settings=services.settings,
-        calendar=services.calendar,
-        clock=services.clock,
-        request_id=request_id,
-    )
-    log.info(
-        "ticket request %s follow-ups: %s",
-        request_id,
-        "; ".join(report.notes) or "nothing to do",
-        extra={"ticket_request_id": request_id},
-    )
-    if report.again_now:
-        services.jobs.submit_followups(request_id)
+    # A recording that came in while a run worked is due at once: run again here (this
+    # job's id is still taken, so re-submitting would be a no-op). Bounded; the sweep
+    # picks up anything left.
+    for _round in range(3):
+        report = followups.run_followups(
+            sessions=services.sessions,
+            portal=services.portal,
+            telephony=services.telephony,
+            settings=services.settings,
+            calendar=services.calendar,
+            clock=services.clock,
+            request_id=request_id,
+        )
+        log.info(
+            "ticket request %s follow-ups: %s",
+            request_id,
+            "; ".join(report.notes) or "nothing to do",
+            extra={"ticket_request_id": request_id},
+        )
+        if not report.again_now:
+            return
 
 
 def sweep_outbox() -> int:

@@ -47,10 +47,24 @@ def current_call_sid() -> str | None:
     return _call_sid.get()
 
 
+# A CallSid comes from a request form: whatever is not a SID's character is replaced, and
+# the length bounded, so a forged value cannot break a plain log line or forge another.
+_NOT_SID = re.compile(r"[^A-Za-z0-9_.:-]")
+_SID_MAX = 64
+
+
+def safe_call_sid(raw: object) -> str | None:
+    """`raw` as it may appear in a log line (None for nothing)."""
+    if raw is None or raw == "":
+        return None
+    text = str(raw)
+    return _NOT_SID.sub("?", text[:_SID_MAX]) + ("…" if len(text) > _SID_MAX else "")
+
+
 def bind_call_sid(call_sid: str | None) -> Token[str | None]:
     """Tag this context's log lines with `call_sid` until `unbind_call_sid(token)`.
     For code that cannot use a `with` block (a Flask before/teardown request pair)."""
-    return _call_sid.set(call_sid or None)
+    return _call_sid.set(safe_call_sid(call_sid))
 
 
 def unbind_call_sid(token: Token[str | None]) -> None:
@@ -73,9 +87,9 @@ def call_context(call_sid: str | None) -> Iterator[None]:
 # A run of digits that may be a phone number, in any spelling a log line may hold: E.164
 # (+79161234567), national (89161234567), formatted (8 (916) 123-45-67), or URL-encoded
 # (%2B79161234567). Not inside a word: CallSids and other hex ids are left alone. Dots are
-# not separators, so IP addresses and version numbers stay readable; a ':' right after
-# ends nothing, so a date followed by a time (2025-11-27 11:00) is not taken for a number.
-_CANDIDATE = re.compile(r"(?<![\w*%])(\+|%2[bB])?(\d(?:[ ()\-]{0,2}\d){7,14})(?![\w*:])")
+# not separators, so IP addresses and version numbers stay readable. Which runs are
+# numbers is decided by `_looks_like_phone` (a date and time, 2025-11-27 11:00, is not).
+_CANDIDATE = re.compile(r"(?<![\w*%])(\+|%2[bB])?(\d(?:[ ()\-]{0,2}\d){7,14})(?![\w*])")
 
 
 def _looks_like_phone(plus: bool, digits: str) -> bool:
@@ -133,9 +147,20 @@ class PhoneNumberMask(logging.Filter):
         if record.stack_info:
             record.stack_info = mask_phone_numbers(record.stack_info)
         for key, value in list(record.__dict__.items()):
-            if key not in _RECORD_ATTRS and isinstance(value, str):
-                setattr(record, key, mask_phone_numbers(value))
+            if key not in _RECORD_ATTRS and key != "call_sid":
+                setattr(record, key, _masked_value(value))
         return True
+
+
+def _masked_value(value: Any) -> Any:
+    """An `extra=` value with the numbers in its strings masked (lists and dicts too)."""
+    if isinstance(value, str):
+        return mask_phone_numbers(value)
+    if isinstance(value, Mapping):
+        return {k: _masked_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple | set | frozenset):
+        return [_masked_value(v) for v in value]
+    return value
 
 
 _EXCEPTION_FORMATTER = logging.Formatter()
@@ -145,8 +170,8 @@ class CallContextFilter(logging.Filter):
     """Tags the record with the CallSid of the call being served (see `call_context`)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "call_sid", None) is None:
-            record.call_sid = _call_sid.get()
+        explicit = getattr(record, "call_sid", None)
+        record.call_sid = _call_sid.get() if explicit is None else safe_call_sid(explicit)
         return True
 
 

@@ -275,11 +275,17 @@ def failure_alert(
     request_id: int, draft: TicketDraft, received: datetime | None, error: str
 ) -> str:
     """The on-duty alert for a ticket request the portal did not take."""
-    caller = classify(draft.caller).display if draft.caller else "неизвестного номера"
+    caller = classify(draft.caller)
+    if caller.e164 is not None:
+        source = f"с {caller.display}"
+    elif caller.kind == "withheld":
+        source = "со скрытого номера"
+    else:
+        source = "с неизвестного номера"
     when = f" {to_moscow(received):%d.%m.%Y %H:%M}" if received else ""
     reason = error if len(error) <= 160 else error[:159] + "…"
     return (
-        f"Заявка по звонку{when} с {caller} ({_topic_title(draft.topic)}) не создана: {reason}. "
+        f"Заявка по звонку{when} {source} ({_topic_title(draft.topic)}) не создана: {reason}. "
         f"Повторить: callcenter outbox retry {request_id} или в консоли."
     )
 

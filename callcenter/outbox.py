@@ -19,8 +19,10 @@ The same CallSid never yields two tickets: the row is unique per call and per id
 key (the CallSid), and the portal is asked with that key, so a job that runs twice, or two
 workers running the same request at once, get the same ticket back. Rows are never locked
 across a portal call (on SQLite the built-in portal writes to the same database file, and a
-write lock held over the call would stall it); results are written in a short transaction
-that first takes the row's lock (`lock_request`) and re-checks the state.
+write lock held over the call would stall it); outcomes are written in a short transaction
+that re-checks the state: a ticket number by one conditional UPDATE (a number in hand always
+wins), a failure under the row's lock (`lock_request`), counted once however many runs saw
+it.
 """
 
 from __future__ import annotations
@@ -332,36 +334,27 @@ def deliver(
     now = clock()
     with sessions() as session, session.begin():
         if view is not None:
-            recorded = _record_ticket(session, request_id, attempts_seen, view.number, now)
-            if recorded is not None:
-                return recorded
-        return _record_outcome(
+            return _record_ticket(session, request_id, view.number, now)
+        return _record_failure(
             session,
             request_id,
             attempts_seen=attempts_seen,
-            view=view,
-            error=error,
+            error=error or "no reason given",
             permanent=permanent,
             now=now,
         )
 
 
-def _record_ticket(
-    session: Session, request_id: int, attempts_seen: int, number: str, now: datetime
-) -> Delivery | None:
-    """The common case in one statement: the row is still as this run read it, so it takes
-    the number. None: it changed meanwhile (see `_record_outcome`)."""
+def _record_ticket(session: Session, request_id: int, number: str, now: datetime) -> Delivery:
+    """The row takes the number, in one statement (the hot path of the pipeline). A number
+    in hand wins even over a failure another run recorded meanwhile: the ticket exists."""
     result = session.execute(
         update(TicketRequest)
-        .where(
-            TicketRequest.id == request_id,
-            TicketRequest.status == PENDING,
-            TicketRequest.attempts == attempts_seen,
-        )
+        .where(TicketRequest.id == request_id, TicketRequest.status != DONE)
         .values(
             status=DONE,
             ticket_number=number,
-            attempts=attempts_seen + 1,
+            attempts=TicketRequest.attempts + 1,
             done_at=now,
             last_error=None,
             next_attempt_at=now,  # follow-ups are due
@@ -370,7 +363,10 @@ def _record_ticket(
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
-        return None
+        # Another run of the same request recorded the number first (the same ticket: the
+        # portal knows the idempotency key).
+        row = get_request(session, request_id)
+        return Delivery(request_id, row.status, row.ticket_number)
     log.info(
         "ticket request %s: ticket №%s",
         request_id,
@@ -380,13 +376,12 @@ def _record_ticket(
     return Delivery(request_id, DONE, number, recorded=True, next_attempt_at=now)
 
 
-def _record_outcome(
+def _record_failure(
     session: Session,
     request_id: int,
     *,
     attempts_seen: int,
-    view: TicketView | None,
-    error: str | None,
+    error: str,
     permanent: bool,
     now: datetime,
 ) -> Delivery:
@@ -399,19 +394,7 @@ def _record_outcome(
     row.attempts += 1
     row.updated_at = now
     extra = {"ticket_request_id": request_id}
-    if view is not None:
-        row.status = DONE
-        row.ticket_number = view.number
-        row.done_at = now
-        row.last_error = None
-        row.next_attempt_at = now  # follow-ups are due
-        log.info(
-            "ticket request %s: ticket №%s",
-            request_id,
-            view.number,
-            extra={**extra, "ticket_number": view.number},
-        )
-    elif permanent or row.attempts >= MAX_ATTEMPTS:
+    if permanent or row.attempts >= MAX_ATTEMPTS:
         row.status = FAILED
         row.last_error = error
         row.next_attempt_at = now  # the on-duty alert is due

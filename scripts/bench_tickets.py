@@ -2,7 +2,7 @@
 """Benchmark (not a test): tickets through Redis + RQ workers + the built-in portal on
 PostgreSQL, and the time from enqueue to ticket number.
 
-    .venv/bin/python scripts/bench_tickets.py [--tickets 2000] [--workers 2] [--rate 100]
+    .venv/bin/python scripts/bench_tickets.py [--tickets 2000] [--workers 4] [--rate 100]
 
 What it does:
 1. creates a fresh PostgreSQL database and a fresh RQ queue name (nothing shared with a
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/0")
     parser.add_argument("--tickets", type=int, default=2000, help="for the throughput run")
-    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rate", type=float, default=100.0, help="submissions a second")
     parser.add_argument("--seconds", type=float, default=10.0, help="of the latency run")
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
@@ -82,7 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         Base.metadata.create_all(services.engine)
         paced = int(args.rate * args.seconds)
-        print(f"preparing {args.tickets + paced} finished calls in {name} …", flush=True)
+        print(
+            f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other processes "
+            "share the machine); preparing "
+            f"{args.tickets + paced} finished calls in {name} …",
+            flush=True,
+        )
         burst_ids = prepare(services, args.tickets)
         paced_ids = prepare(services, paced)
 
@@ -92,6 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         assert isinstance(runner, jobs.RqJobRunner)
 
         print(f"throughput: {args.tickets} tickets submitted at once, {args.workers} workers")
+        cpu_before = cpu_by_role(workers)
         submitted = {}
         for request_id in burst_ids:
             submitted[request_id] = time.time()
@@ -104,6 +110,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         steady = len(burst_ids) / (last - min(done.values()))
         print(f"  {steady:.0f} tickets/s from the first number to the last")
         report_latency("  (backlog) enqueue → number", submitted, done)
+        cpu_after = cpu_by_role(workers)
+        spent = {role: cpu_after[role] - cpu_before.get(role, 0.0) for role in cpu_after}
+        print(
+            "  CPU per ticket: "
+            + ", ".join(
+                f"{role} {seconds / len(burst_ids) * 1000:.1f} ms"
+                for role, seconds in spent.items()
+            )
+        )
 
         drain_followups(args.redis_url, queue_name)
         print(f"latency: {args.rate:.0f} submissions/s for {args.seconds:.0f} s")
@@ -118,6 +133,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             runner.submit_ticket_request(request_id)
         done = wait_done(services, paced_ids)
         report_latency("  enqueue → number", submitted, done)
+        print(f"load average at the end {os.getloadavg()[0]:.1f}")
         return 0
     finally:
         for proc in workers:
@@ -225,6 +241,32 @@ def drain_followups(redis_url: str, queue_name: str, timeout: float = 120) -> No
     while queue.count and time.monotonic() < deadline:
         time.sleep(0.2)
     redis.close()
+
+
+def cpu_by_role(workers: list[subprocess.Popen[bytes]]) -> dict[str, float]:
+    """CPU seconds used so far by the workers (and their scheduler children), PostgreSQL,
+    Redis and this process — where a ticket's cost goes (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    worker_pids = {p.pid for p in workers}
+    totals = {"workers": 0.0, "postgres": 0.0, "redis": 0.0, "benchmark": 0.0}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            name = fields[0].split("(", 1)[1]
+            rest = fields[1].split()
+        except (OSError, IndexError):
+            continue
+        pid, ppid = int(stat.parent.name), int(rest[1])
+        seconds = (int(rest[11]) + int(rest[12])) / tick
+        if pid in worker_pids or ppid in worker_pids:
+            totals["workers"] += seconds
+        elif name.startswith("postgres"):
+            totals["postgres"] += seconds
+        elif name.startswith("redis-server"):
+            totals["redis"] += seconds
+        elif pid == os.getpid():
+            totals["benchmark"] += seconds
+    return totals
 
 
 def report_latency(label: str, submitted: dict[int, float], done: dict[int, float]) -> None:

@@ -22,6 +22,7 @@ teardown whatever the test did.
 
 from __future__ import annotations
 
+import json
 import os
 import selectors
 import shlex
@@ -152,6 +153,22 @@ class ManagedProcess:
             return self.log_path.read_text("utf-8", errors="replace")
         except FileNotFoundError:
             return ""
+
+    def json_lines(self, *, strict: bool = True) -> list[dict[str, Any]]:
+        """The log, one JSON object a line (LOG_JSON=1). `strict`: a line that is not JSON
+        fails; otherwise such lines (what a library prints past logging) are skipped."""
+        records = []
+        for number, line in enumerate(self.log_text().splitlines(), start=1):
+            if not line.strip() or line.startswith("--- stacks of"):
+                continue
+            try:
+                records.append(json.loads(line))
+            except ValueError:
+                if strict:
+                    raise AssertionError(
+                        f"{self.name} log line {number} is not JSON: {line!r}"
+                    ) from None
+        return records
 
     def log_tail(self, chars: int = 4000) -> str:
         return f"--- {self.name} log ({self.log_path}) ---\n" + self.log_text()[-chars:]

@@ -145,3 +145,22 @@ def test_a_redis_crash_mid_call_loses_no_caller_and_no_ticket(
     ready = requests.get(stack.web.url + "/readyz", timeout=5)
     assert ready.json()["checks"]["redis"] == "ok"
     http.close()
+
+    # Through it all the processes logged JSON lines; each webhook of a call names the
+    # call, and no caller's number is readable in any log.
+    web_lines = stack.web.json_lines()
+    # (RQ's scheduler process dies with Redis; multiprocessing prints its traceback past
+    # logging, and the worker restarts it at its next maintenance round.)
+    worker_lines = stack.worker.json_lines(strict=False)
+    for sid in call_sids:
+        requests_of_call = [
+            r for r in web_lines if r["logger"] == "callcenter.http" and r.get("call_sid") == sid
+        ]
+        assert len(requests_of_call) >= 4, sid
+    webhook_lines = [r for r in web_lines if r["msg"].startswith("POST /webhooks/")]
+    assert all(r.get("call_sid") in call_sids for r in webhook_lines)
+    assert any("Redis is unavailable" in r["msg"] for r in web_lines)
+    everything = stack.web.log_text() + stack.worker.log_text()
+    for caller in ("79161110001", "79161110002", "79161110003"):
+        assert caller not in everything
+    assert any(r["logger"].startswith("rq.") for r in worker_lines)
