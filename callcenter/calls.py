@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from callcenter.clock import as_utc
 from callcenter.models import Call, CallEvent, Contact
@@ -45,29 +46,37 @@ class CallerFacts:
     sms_reachable: bool
 
 
+# Built once: constructing these per webhook costs more CPU than running them. The SQLite
+# form is a Core UPDATE ... RETURNING loaded through the ORM (`from_statement`), which skips
+# the ORM bulk-UPDATE machinery (session synchronisation) that `update(Call)` would run.
+_calls = cast(Table, Call.__table__)
+_LOCK_SQLITE = (
+    select(Call)
+    .from_statement(
+        update(_calls)
+        .where(_calls.c.call_sid == bindparam("sid"))
+        .values(updated_at=bindparam("now", type_=_calls.c.updated_at.type))
+        .returning(*_calls.c)
+    )
+    .execution_options(populate_existing=True)
+)
+# FOR NO KEY UPDATE: we never change the key, and a plain FOR UPDATE would deadlock with the
+# outbox job, whose UPDATE of ticket_requests takes FOR KEY SHARE on this row through the
+# foreign key.
+_LOCK_ROW = select(Call).where(Call.call_sid == bindparam("sid")).with_for_update(key_share=True)
+
+
 def lock_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
     """The call's row, locked until the transaction ends; None when there is none yet.
 
-    PostgreSQL: `SELECT ... FOR UPDATE` locks the row. SQLite has no row locks: two
+    PostgreSQL: `SELECT ... FOR NO KEY UPDATE` locks the row. SQLite has no row locks: two
     transactions that both read first would fail on the second write instead of waiting
     for each other, so there the first statement is a write (`UPDATE ... RETURNING`), which
     takes SQLite's write lock before anything is read.
     """
     if session.get_bind().dialect.name == "sqlite":
-        statement = (
-            update(Call)
-            .where(Call.call_sid == call_sid)
-            .values(updated_at=now)
-            .returning(Call)
-            .execution_options(populate_existing=True)
-        )
-        return session.scalars(statement).one_or_none()
-    return session.scalars(
-        # FOR NO KEY UPDATE: we never change the key, and a plain FOR UPDATE would
-        # deadlock with the outbox job, whose UPDATE of ticket_requests takes FOR KEY SHARE
-        # on this row through the foreign key.
-        select(Call).where(Call.call_sid == call_sid).with_for_update(key_share=True)
-    ).one_or_none()
+        return session.scalars(_LOCK_SQLITE, {"sid": call_sid, "now": now}).one_or_none()
+    return session.scalars(_LOCK_ROW, {"sid": call_sid}).one_or_none()
 
 
 def get_or_create_call(
@@ -164,6 +173,66 @@ def record_event(
     )
     session.add(event)
     return event
+
+
+_SAVE_STATE = (
+    update(_calls)
+    .where(_calls.c.id == bindparam("call_id"))
+    .values(
+        state=bindparam("new_state", type_=_calls.c.state.type),
+        updated_at=bindparam("now", type_=_calls.c.updated_at.type),
+    )
+)
+
+
+def save_state(session: Session, call: Call, state: dict[str, Any], *, now: datetime) -> None:
+    """Store the call's IVR state (and `updated_at`) on its locked row.
+
+    Most steps change nothing else on the row; those are written with one Core UPDATE and
+    the loaded object is told its new values, which spares the unit of work's flush. A step
+    that changed other columns (an answer remembered) goes through the ORM as a whole.
+    """
+    if call.id is None or inspect(call).modified:
+        call.state = state
+        call.updated_at = now
+        return
+    session.execute(_SAVE_STATE, {"call_id": call.id, "new_state": state, "now": now})
+    set_committed_value(call, "state", state)
+    set_committed_value(call, "updated_at", now)
+
+
+_INSERT_EVENT = insert(cast(Table, CallEvent.__table__))
+
+
+def append_event(
+    session: Session,
+    call: Call,
+    kind: str,
+    at: datetime,
+    step: str | None = None,
+    digits: str | None = None,
+    speech: str | None = None,
+    **detail: Any,
+) -> None:
+    """`record_event` for the hot path of a webhook: the same row, written at once with a
+    Core INSERT instead of an ORM object flushed by the unit of work (a third of a step's
+    CPU). `call` must have its id (a locked or flushed row). Events still pending in the
+    session are flushed first, so the path keeps the order in which it was recorded.
+    """
+    if session.new:
+        session.flush()
+    session.execute(
+        _INSERT_EVENT,
+        {
+            "call_id": call.id,
+            "at": at,
+            "kind": kind,
+            "step": step,
+            "digits": digits[:60] if digits else digits,
+            "speech": speech,
+            "detail": {k: v for k, v in detail.items() if v is not None},
+        },
+    )
 
 
 @dataclass(frozen=True)

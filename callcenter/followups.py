@@ -121,7 +121,7 @@ def run_followups(
     """Do what is left of the request's follow-ups. Safe to run twice and concurrently."""
     now = clock()
     with sessions() as session:
-        snap = _snapshot(session, request_id)
+        snap = _snapshot(session, request_id, now)
         if snap is None:
             return FollowupReport(request_id, ["nothing due"])
         state = dict(snap.state)
@@ -153,11 +153,14 @@ def run_followups(
     return run.report
 
 
-def _snapshot(session: Session, request_id: int) -> _Snapshot | None:
+def _snapshot(session: Session, request_id: int, now: datetime) -> _Snapshot | None:
+    """The request as it stands, or None when none of its follow-ups is due (a replayed
+    job must not run ahead of the backoff)."""
     row = session.get(TicketRequest, request_id, options=[joinedload(TicketRequest.call)])
     if row is None:
         raise UnknownTicketRequest(f"no ticket request with id {request_id}")
-    if row.status == outbox.PENDING or row.next_attempt_at is None:
+    due = row.next_attempt_at
+    if row.status == outbox.PENDING or due is None or due > now:
         return None
     received = row.draft.get(outbox.RECEIVED_AT)
     return _Snapshot(

@@ -201,7 +201,7 @@ class SmsMessage(Base):
     key: Mapped[str] = mapped_column(String(120), unique=True)
     to: Mapped[str | None] = mapped_column(String(40))
     body: Mapped[str] = mapped_column(Text)
-    # sent / skipped / failed
+    # sent / skipped / failed / retry / sending (see callcenter.notifications)
     status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
     twilio_sid: Mapped[str | None] = mapped_column(String(64))

@@ -18,7 +18,6 @@ Texts are Russian and use `callcenter.speech` for dates ("до 18:00 01.12.2025"
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -293,7 +292,3 @@ def failure_alert(
 def _topic_title(slug: str) -> str:
     topic = TOPICS.get(slug)
     return topic.title if topic else slug
-
-
-def recipients_text(numbers: Sequence[str]) -> str:
-    return ", ".join(_mask(n) for n in numbers)

@@ -61,7 +61,7 @@ def free_port() -> int:
 
 
 def wait_until(
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float,
     interval: float = 0.05,

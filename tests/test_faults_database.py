@@ -35,7 +35,7 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.prism]
 DUTY_PHONE = "+78126077741"
 TWILIO_API = "https://api.twilio.com/2010-04-01"
 # How long the web tier is given to put its spool into the call log by itself.
-SELF_REPLAY_SECONDS = 8
+SELF_REPLAY_SECONDS = 5
 
 
 def through(gate: TcpGate, url: str) -> str:
@@ -166,12 +166,12 @@ def test_with_the_database_gone_callers_reach_the_duty_phone_and_nothing_is_drop
         (newcomer.call_sid, "step_error"),
         (third_sid, "fallback"),
     }
-    kept = wait_until(
-        lambda: (lines := spooled(stack)) and len(lines) >= len(expected) and lines,
-        timeout=15,
-        what="the spooled events",
-        on_timeout=stack.logs,
-    )
+
+    def all_spooled() -> list[dict[str, Any]] | None:
+        lines = spooled(stack)
+        return lines if len(lines) >= len(expected) else None
+
+    kept = wait_until(all_spooled, timeout=15, what="the spooled events", on_timeout=stack.logs)
     assert sorted((e["params"].get("CallSid"), e["kind"]) for e in kept) == sorted(expected)
     voicemail_event = next(e for e in kept if e["kind"] == "voicemail")
     assert voicemail_event["params"]["RecordingUrl"] == recording["RecordingUrl"]

@@ -359,6 +359,7 @@ def test_in_download_mode_the_recording_is_kept_here_and_linked_from_the_ticket(
     assert report.next_attempt_at == row.next_attempt_at == clock.now + timedelta(seconds=10)
     assert row.followups["runs"] == 1 and "not available" in row.followups["error"]
     assert history(services, number) == []
+    assert follow_up(services, request_id).notes == ["nothing due"]  # a replay waits too
 
     media_host.ready.set()
     clock.now += timedelta(seconds=10)

@@ -58,8 +58,8 @@ NUMBERS = (
     "client:support",
     "",
 )
-STATUSES = ("queued", "initiated", "ringing", "in-progress", "completed", "busy", "failed")
-STATUSES += ("no-answer", "canceled", "answered", "absent")
+STATUSES: tuple[str, ...] = ("queued", "initiated", "ringing", "in-progress", "completed")
+STATUSES += ("busy", "failed", "no-answer", "canceled", "answered", "absent")
 DIAL_STATUSES = ("completed", "answered", "busy", "no-answer", "failed", "canceled")
 
 # Every webhook route, with the query parameters our own TwiML puts on it.

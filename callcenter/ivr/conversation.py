@@ -93,8 +93,7 @@ def answer(services: Services, webhook: VoiceWebhook) -> str:
         result = advance(state, webhook.event, ctx)
         submit = _apply(services, session, call, result.actions, now)
         # Merge: other owners keep their keys in the same JSON (routing, recording_sids).
-        call.state = {**(call.state or {}), **result.state.to_json()}
-        call.updated_at = now
+        calls.save_state(session, call, {**(call.state or {}), **result.state.to_json()}, now=now)
         _log_step(session, call, webhook, result, now, created)
     queue_ticket_jobs(services, submit, webhook.call_sid)
     settings = services.settings
@@ -214,7 +213,7 @@ def _log_step(
     event = webhook.event
     kind = _event_kind(event)
     recording = event.recording
-    calls.record_event(
+    calls.append_event(
         session,
         call,
         kind,
