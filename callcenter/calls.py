@@ -9,6 +9,7 @@ is logged but never rewinds a call, and a finished call stays finished.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -142,13 +143,19 @@ def caller_facts(call: Call, *, sms_foreign: bool = False) -> CallerFacts:
     elif call.caller_kind == "foreign":
         reachable = sms_foreign
     else:  # a SIP trunk passing the real number on, a landline
-        reachable = classify(call.caller_e164).is_russian_mobile
+        reachable = _is_russian_mobile(call.caller_e164)
     return CallerFacts(
         known=call.contact_id is not None,
         contact_id=call.contact_id,
         organisation_id=call.organisation_id,
         sms_reachable=reachable,
     )
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_russian_mobile(e164: str) -> bool:
+    # Asked on every IVR step of the call; parsing the number is the costly part.
+    return classify(e164).is_russian_mobile
 
 
 def record_event(

@@ -169,9 +169,28 @@ def run_followups(request_id: int) -> None:
             return
 
 
+def replay_fallback_spool(services: Services) -> None:
+    """Fallback events spooled while the database was down go into the call log now.
+
+    The spool is a file under this host's CALLCENTER_DATA_DIR: the sweep of a process on
+    the same host (the in-process runner, or a worker beside the web processes) finds it.
+    """
+    from callcenter.ivr.spool import replay_spool
+
+    try:
+        stored, left = replay_spool(services)
+    except Exception:
+        log.exception("replaying the fallback spool failed; it stays on disk")
+        return
+    if stored or left:
+        log.info("fallback spool: %d events stored, %d still waiting", stored, left)
+
+
 def sweep_outbox() -> int:
     """Re-submit every request whose next job is due; returns how many were submitted."""
-    runner = current_services().jobs
+    services = current_services()
+    runner = services.jobs
+    replay_fallback_spool(services)
     try:
         return runner.flush()
     finally:
@@ -466,6 +485,7 @@ class InlineJobRunner:
     def _sweep_loop(self) -> None:
         while not self._stop.is_set():
             try:
+                replay_fallback_spool(self.services)
                 self.flush()
             except Exception:
                 log.exception("outbox sweep failed; trying again in %s s", self._sweep_seconds)
@@ -509,7 +529,9 @@ def run_worker(services: Services, *, burst: bool = False) -> bool:
     `burst`: submit whatever is due, work until the queues are empty, stop. Returns True
     when any job was run.
     """
-    runner = services.jobs
+    # Check the setting first: building `services.jobs` without Redis would start the
+    # in-process runner's sweep thread in a process that is about to refuse.
+    runner = services.jobs if services.settings.redis_url else None
     if not isinstance(runner, RqJobRunner):
         raise ConfigurationError(
             "`callcenter worker` needs REDIS_URL; without it the jobs run inside "

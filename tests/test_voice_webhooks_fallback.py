@@ -228,3 +228,27 @@ def test_spooled_events_are_replayed_once_the_database_is_back(
             "abandoned",
         )
     assert not spool_path(dead.settings.data_dir).exists()
+
+
+def test_the_outbox_sweep_replays_the_spool_by_itself(services: Services) -> None:
+    from callcenter.ivr.spool import spool
+    from callcenter.jobs import replay_fallback_spool
+
+    record = {
+        "kind": "status",
+        "at": "2025-11-27T08:00:00+00:00",
+        "params": {
+            "CallSid": "CA" + "5" * 32,
+            "CallStatus": "completed",
+            "From": "+79161234567",
+            "To": "+78002506077",
+            "CallDuration": "30",
+            "SequenceNumber": "3",
+        },
+    }
+    spool(services.settings.data_dir, record)
+    replay_fallback_spool(services)
+    assert not spool_path(services.settings.data_dir).exists()
+    with services.sessions() as session:
+        call = session.scalars(select(Call).where(Call.call_sid == "CA" + "5" * 32)).one()
+        assert call.twilio_status == "completed"

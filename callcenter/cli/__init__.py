@@ -21,6 +21,7 @@ _COMMAND_MODULES = (
     "callcenter.cli.provision",
     "callcenter.cli.users",
     "callcenter.cli.retention",
+    "callcenter.cli.spool",
 )
 
 

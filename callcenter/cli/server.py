@@ -24,7 +24,6 @@ def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
     services = cli.services
     if services.settings.database_url.startswith("sqlite"):
         upgrade(services.settings.database_url)
-    app = create_app(services=services)
 
     class _Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -36,6 +35,12 @@ def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
             self.cfg.set("accesslog", "-")
 
         def load(self) -> Any:
+            # Built in the worker process, after gunicorn's fork: connections and the
+            # in-process job runner's threads must belong to the process that serves.
+            app = create_app(services=services)
+            # Start the job runner now: its sweep picks up rows a previous process left
+            # pending (and spooled fallback events) without waiting for the next call.
+            _ = services.jobs
             return app
 
     click.echo(f"callcenter: serving on http://{host}:{port}/ (console: /console/)", err=True)
@@ -47,12 +52,16 @@ def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
 @pass_cli
 def worker(cli: CliContext, burst: bool) -> None:
     """Run the RQ job worker (with the scheduler) for the ticket pipeline."""
+    from callcenter.errors import ConfigurationError
     from callcenter.jobs import run_worker
     from callcenter.logs import configure_logging
 
     # Before RQ sets up its own handler: its lines then come out in the service's shape.
     configure_logging(cli.services.settings)
-    run_worker(cli.services, burst=burst)
+    try:
+        run_worker(cli.services, burst=burst)
+    except ConfigurationError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @click.group()

@@ -20,6 +20,7 @@ from typing import Any
 
 from callcenter import calls
 from callcenter.db import transaction
+from callcenter.errors import InvalidInput
 from callcenter.ivr.conversation import queue_ticket_jobs
 from callcenter.services import Services
 
@@ -142,13 +143,16 @@ def store_fallback_event(services: Services, record: Mapping[str, Any]) -> None:
                 call.category = "consultation"
                 call.topic = call.topic or "consultation"
             call.routing_outcome = "voicemail"
-            intake.add_recording(
-                session,
-                call,
-                recording_sid=params.get("RecordingSid", ""),
-                recording_url=params["RecordingUrl"],
-                kind="voicemail",
-            )
+            url = params["RecordingUrl"]
+            # Twilio's RecordingUrl ends in the RecordingSid; older fallbacks send only it.
+            sid = params.get("RecordingSid") or url.rstrip("/").rsplit("/", 1)[-1]
+            try:
+                intake.add_recording(
+                    session, call, recording_sid=sid, recording_url=url, kind="voicemail"
+                )
+            except InvalidInput as exc:
+                # The event above keeps the URL; a supervisor sees it on the call page.
+                log.warning("spooled voicemail of %s not attached: %s", call_sid, exc)
             if intake.ticketable(call):  # a status enquiry's message is kept, not ticketed
                 session.flush()
                 request = intake.open_ticket_request(
