@@ -223,9 +223,12 @@ def append_event(
 ) -> None:
     """`record_event` for the hot path of a webhook: the same row, written at once with a
     Core INSERT instead of an ORM object flushed by the unit of work (a third of a step's
-    CPU). `call` must have its id (a locked or flushed row). Events still pending in the
-    session are flushed first, so the path keeps the order in which it was recorded.
+    CPU). Events still pending in the session are flushed first, so the path keeps the
+    order in which it was recorded.
     """
+    if call.id is None:  # a call not written yet: the unit of work orders the two inserts
+        record_event(session, call, kind, at, step, digits, speech, **detail)
+        return
     if session.new:
         session.flush()
     session.execute(

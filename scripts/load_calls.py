@@ -47,6 +47,7 @@ import hmac
 import json
 import os
 import random
+import resource
 import secrets
 import shlex
 import shutil
@@ -80,6 +81,7 @@ PG_ADMIN_URL = os.environ.get(
     "TEST_PG_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 )
 APOLOGY_START = "Извините, у нас техническая неполадка"
+CALLS_PER_CLIENT = 25
 
 # name, share, answers to the Gathers in order ("say:" = speech), opens a ticket
 PLANS: tuple[tuple[str, float, tuple[str, ...], bool], ...] = (
@@ -550,8 +552,15 @@ def plans_for(calls: int, rng: random.Random) -> list[tuple[str, float, tuple[st
 async def run_calls(args: argparse.Namespace, base_url: str, stats: Stats) -> None:
     rng = random.Random(args.seed)
     plans = plans_for(args.calls, rng)
-    limits = httpx.Limits(max_connections=args.connections, max_keepalive_connections=64)
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+    # Many small connection pools, not one big one: httpcore matches every waiting request
+    # against every connection of its pool, which turns a big shared pool into the
+    # bottleneck of the load generator itself.
+    limits = httpx.Limits(max_connections=8, max_keepalive_connections=8)
+    clients = [
+        httpx.AsyncClient(limits=limits, timeout=30.0)
+        for _ in range(max(1, args.calls // CALLS_PER_CLIENT))
+    ]
+    try:
 
         async def sample() -> None:
             while True:
@@ -562,11 +571,15 @@ async def run_calls(args: argparse.Namespace, base_url: str, stats: Stats) -> No
         callers = []
         interval = args.ramp / max(1, args.calls)
         for n, plan in enumerate(plans):
+            client = clients[n % len(clients)]
             caller = Caller(n, plan, client, base_url, stats, args.speed, random.Random(n))
             callers.append(asyncio.create_task(caller.play()))
             await asyncio.sleep(interval)
         await asyncio.gather(*callers)
         sampler.cancel()
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 async def closed_loop(
@@ -578,11 +591,13 @@ async def closed_loop(
     latencies: list[float] = []
     errors = 0
     per_worker = total // concurrency
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
+    limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+    clients = [httpx.AsyncClient(limits=limits, timeout=30.0) for _ in range(concurrency)]
+    try:
 
         async def worker(n: int) -> None:
             nonlocal errors
+            client = clients[n]
             sid = "CA" + secrets.token_hex(16)
             base = {
                 "AccountSid": ACCOUNT_SID,
@@ -605,16 +620,18 @@ async def closed_loop(
                 elapsed = time.perf_counter() - started
                 if response.status_code != 200:
                     errors += 1
-                if i == 0:
-                    continue  # the call's start is not counted: the steps are
-                latencies.append(elapsed)
                 if kind != "bare":
                     gather = ET.fromstring(response.content).find("Gather")
                     url = gather.get("action", "") if gather is not None else url
+                if i > 0:  # the call's start is not counted: the steps are
+                    latencies.append(elapsed)
 
         started = time.perf_counter()
         await asyncio.gather(*(worker(n) for n in range(concurrency)))
         return latencies, time.perf_counter() - started, errors
+    finally:
+        for client in clients:
+            await client.aclose()
 
 
 # ---------------------------------------------------------------- results
@@ -752,7 +769,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2, help="gunicorn processes")
     parser.add_argument("--threads", type=int, default=8, help="threads per gunicorn process")
     parser.add_argument("--rq-workers", type=int, default=1)
-    parser.add_argument("--connections", type=int, default=200, help="client connections")
     parser.add_argument("--ratio-concurrency", type=int, default=16)
     parser.add_argument("--ratio-requests", type=int, default=3000)
     parser.add_argument("--no-ratio", action="store_true")
@@ -785,6 +801,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_calls(args, stack.base_url, stats))
         print("load average after:  {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
         load_seconds = time.monotonic() - stats.started
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"the load generator itself used {used.ru_utime + used.ru_stime:.0f} s of CPU")
         ok = report(args, stack, stats, load_seconds)
         print(f"SMS accepted by the Twilio stand-in: {twilio.sent}")
         if not args.no_ratio:

@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import func, insert, literal, select, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -278,9 +278,10 @@ class BuiltinPortal:
     def _insert_ticket(self, session: Session, draft: TicketDraft) -> TicketView:
         """Insert the ticket and its `created` entry; the caller commits.
 
-        Written as two plain INSERTs, the number computed by the database and returned,
-        because on PostgreSQL everything from `_queue_for_a_number` to the commit holds up
-        every other creator: the fewer round trips in there, the more tickets a second.
+        Plain INSERTs, the number computed by the database and returned — on PostgreSQL one
+        statement for both rows — because there everything from `_queue_for_a_number` to
+        the commit holds up every other creator: the fewer round trips in there, the more
+        tickets a second.
         """
         now = as_utc(self._clock())
         values: dict[str, Any] = {
@@ -311,14 +312,38 @@ class BuiltinPortal:
             "attachment_url": draft.recording_url,
             "attachment_name": "Запись звонка" if draft.recording_url else None,
         }
-        _queue_for_a_number(session)
+        postgresql = _queue_for_a_number(session)
         next_number = select(
             func.coalesce(func.max(Ticket.number), FIRST_NUMBER - 1) + 1
         ).scalar_subquery()
-        row = session.execute(
+        new_ticket = (
             insert(Ticket).values(number=next_number, **values).returning(Ticket.id, Ticket.number)
-        ).one()
-        session.execute(insert(TicketEntry).values(ticket_id=row.id, **created))
+        )
+        if postgresql:
+            # One round trip for both rows while the numbering lock is held: the entry is
+            # inserted by a data-modifying CTE from the ticket's RETURNING.
+            ticket_cte = new_ticket.cte("new_ticket")
+            entry_cte = (
+                insert(TicketEntry)
+                .from_select(
+                    ["ticket_id", *created],
+                    select(
+                        ticket_cte.c.id,
+                        *(
+                            literal(value, TicketEntry.__table__.c[name].type)
+                            for name, value in created.items()
+                        ),
+                    ),
+                )
+                .cte("created_entry")
+            )
+            row = session.execute(
+                select(ticket_cte.c.id, ticket_cte.c.number).add_cte(entry_cte)
+            ).one()
+        else:
+            # SQLite has no data-modifying CTEs; its write lock is held anyway.
+            row = session.execute(new_ticket).one()
+            session.execute(insert(TicketEntry).values(ticket_id=row.id, **created))
         ticket = Ticket(id=row.id, number=row.number, duplicated_by_phone_at=None, **values)
         return self._view_of(ticket, [TicketEntry(ticket_id=row.id, **created)])
 
@@ -396,10 +421,13 @@ class BuiltinPortal:
         )
 
 
-def _queue_for_a_number(session: Session) -> None:
-    """On PostgreSQL, wait for other creators to commit (released at commit/rollback)."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(NUMBERING_LOCK)))
+def _queue_for_a_number(session: Session) -> bool:
+    """On PostgreSQL, wait for other creators to commit (released at commit/rollback).
+    Returns whether the database is PostgreSQL."""
+    if session.get_bind().dialect.name != "postgresql":
+        return False
+    session.execute(select(func.pg_advisory_xact_lock(NUMBERING_LOCK)))
+    return True
 
 
 def _parse_number(number: str) -> int:
