@@ -122,6 +122,9 @@ class CallFilter:
             raw = (params.get(param) or "").strip()
             if not raw:
                 continue
+            if any(ord(ch) < 32 for ch in raw):
+                # Control characters are never in a real search; PostgreSQL refuses NUL.
+                raise InvalidFilter(param, "contains control characters")
             if field in ("date_from", "date_to"):
                 values[field] = _parse_date(param, raw)
             elif field == "lines":

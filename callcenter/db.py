@@ -10,6 +10,9 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+# Seconds to wait for PostgreSQL to accept a connection (libpq's connect_timeout).
+PG_CONNECT_TIMEOUT = 4
+
 
 class UTCDateTime(TypeDecorator[datetime]):
     """Stores timezone-aware datetimes as UTC; always returns aware UTC values.
@@ -63,7 +66,23 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
     if database_url.startswith("postgresql"):
         # PostgreSQL's JIT spends ~0.7 s compiling the console's counting queries that
         # then run in ~0.1 s; our queries are short, index-driven OLTP: never worth it.
-        kwargs.setdefault("connect_args", {"options": "-c jit=off"})
+        # A server that accepts connections but never answers (hung, or a path that drops
+        # packets) would hold a webhook past Twilio's 15 s, and every gunicorn thread with
+        # it: give up connecting after PG_CONNECT_TIMEOUT, so callers get the fallback;
+        # and notice a server host that vanished under an open connection (unacknowledged
+        # data, silent keepalives) within seconds, not the kernel's default minutes.
+        kwargs.setdefault(
+            "connect_args",
+            {
+                "options": "-c jit=off",
+                "connect_timeout": PG_CONNECT_TIMEOUT,
+                "keepalives": 1,
+                "keepalives_idle": 5,
+                "keepalives_interval": 2,
+                "keepalives_count": 3,
+                "tcp_user_timeout": PG_CONNECT_TIMEOUT * 2000,
+            },
+        )
     return create_engine(database_url, **kwargs)
 
 

@@ -380,19 +380,26 @@ class RedisServer(ManagedProcess):
 class TcpGate:
     """A TCP proxy on a free loopback port in front of `target` (host, port).
 
-    `cut()`: every open connection is reset and new ones are refused — the database server
-    went away. `restore()`: connections go through again. One selector thread, no extra
-    processes.
+    - `cut()`: every open connection is reset and new ones are refused — the database
+      server went away.
+    - `stall()`: nothing moves any more, and new connections are accepted but never
+      answered — the server hangs (or the network path drops everything).
+    - `restore()`: connections go through again (stalled ones resume).
+
+    One selector thread, no extra processes.
     """
+
+    OPEN, CUT, STALLED = "open", "cut", "stalled"
 
     def __init__(self, target: tuple[str, int]) -> None:
         self.target = target
         self.port = free_port()
-        self._open = threading.Event()
-        self._open.set()
+        self._mode = self.OPEN  # what the test asked for
+        self._applied = self.OPEN  # what the gate thread has done
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._pairs: dict[socket.socket, socket.socket] = {}
+        self._held: list[socket.socket] = []  # accepted while stalled, never answered
         self._listener: socket.socket | None = None
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -416,33 +423,59 @@ class TcpGate:
         except OSError:
             pass
 
-    def cut(self) -> None:
+    def _switch(self, mode: str) -> None:
         with self._lock:
-            self._open.clear()
+            self._mode = mode
         self._wake()
-        wait_until(lambda: self._listener is None and not self._pairs, timeout=5, what="the cut")
+        wait_until(lambda: self._applied == mode, timeout=5, what=f"the gate to be {mode}")
+
+    def cut(self) -> None:
+        self._switch(self.CUT)
+
+    def stall(self) -> None:
+        self._switch(self.STALLED)
 
     def restore(self) -> None:
-        with self._lock:
-            self._open.set()
-        self._wake()
-        wait_until(lambda: self._listener is not None, timeout=5, what="the gate to reopen")
+        self._switch(self.OPEN)
 
     def close(self) -> None:
         self._stop.set()
         self._wake()
         self._thread.join(timeout=5)
 
-    def _drop_everything(self) -> None:
-        if self._listener is not None:
-            self._selector.unregister(self._listener)
-            self._listener.close()
-            self._listener = None
-        for sock in list(self._pairs):
-            self._close(sock, reset=True)
+    def _apply(self, mode: str) -> None:
+        """Move the sockets to `mode` (in the gate thread)."""
+        if mode == self._applied:
+            return
+        if self._applied == self.STALLED:
+            for sock in self._pairs:
+                self._selector.register(sock, selectors.EVENT_READ)
+            for sock in self._held:
+                self._reset(sock)
+            self._held.clear()
+        if mode == self.CUT:
+            if self._listener is not None:
+                self._selector.unregister(self._listener)
+                self._listener.close()
+                self._listener = None
+            for sock in list(self._pairs):
+                self._close(sock, reset=True)
+        elif mode == self.STALLED:
+            for sock in self._pairs:
+                self._selector.unregister(sock)
+        if mode != self.CUT and self._listener is None:
+            self._listen()
+        self._applied = mode
+
+    @staticmethod
+    def _reset(sock: socket.socket) -> None:
+        """Close with RST, as a dying server's kernel does."""
+        if sock.fileno() != -1:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
 
     def _close(self, sock: socket.socket, *, reset: bool = False) -> None:
-        """Close `sock` and its peer (RST when `reset`, as a dying server's kernel does)."""
+        """Close `sock` and its peer."""
         peer = self._pairs.pop(sock, None)
         for s in (sock, peer):
             if s is None:
@@ -455,16 +488,14 @@ class TcpGate:
             except (KeyError, ValueError):
                 pass
             if reset:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            s.close()
+                self._reset(s)
+            else:
+                s.close()
 
     def _run(self) -> None:
         while not self._stop.is_set():
             with self._lock:
-                if not self._open.is_set() and (self._listener is not None or self._pairs):
-                    self._drop_everything()
-                elif self._open.is_set() and self._listener is None:
-                    self._listen()
+                self._apply(self._mode)
             for key, _mask in self._selector.select(timeout=0.2):
                 sock = key.fileobj
                 assert isinstance(sock, socket.socket)
@@ -475,7 +506,9 @@ class TcpGate:
                 elif sock in self._pairs:
                     self._pump(sock)
         with self._lock:
-            self._drop_everything()
+            self._apply(self.CUT)
+            for sock in self._held:
+                self._reset(sock)
         self._selector.close()
         self._wake_r.close()
         self._wake_w.close()
@@ -485,6 +518,9 @@ class TcpGate:
         try:
             client, _ = self._listener.accept()
         except BlockingIOError:
+            return
+        if self._applied == self.STALLED:
+            self._held.append(client)
             return
         try:
             upstream = socket.create_connection(self.target, timeout=2)

@@ -20,9 +20,8 @@ def replay(cli: CliContext) -> None:
     from callcenter.ivr.spool import replay_spool, spool_path
 
     stored, left = replay_spool(cli.services)
-    click.echo(
-        f"{stored} events stored, {left} still waiting in {spool_path(cli.services.settings.data_dir)}"
-    )
+    where = spool_path(cli.services.settings.data_dir)
+    click.echo(f"{stored} events stored, {left} still waiting in {where}")
     if left:
         raise SystemExit(1)
 
