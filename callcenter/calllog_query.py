@@ -258,6 +258,8 @@ def iter_calls(
 
 def get_call(session: Session, call_sid: str) -> Call | None:
     """One call by CallSid, with everything `call_json` reads."""
+    if "\x00" in call_sid:
+        return None  # never a CallSid, and PostgreSQL refuses NUL in text
     return (
         session.scalars(select(Call).where(Call.call_sid == call_sid).options(*CALL_LOAD_OPTIONS))
         .unique()
@@ -395,9 +397,13 @@ def _parse_int(param: str, raw: str | None, default: int) -> int:
     if raw is None or not raw.strip():
         return default
     try:
-        return int(raw)
+        value = int(raw)
     except ValueError:
         raise InvalidFilter(param, f"{raw!r} is not a whole number") from None
+    if value > 1_000_000:
+        # Beyond any real log, and an OFFSET the database could not even represent.
+        raise InvalidFilter(param, "must be 1000000 or less")
+    return value
 
 
 def _parse_line(raw: str) -> str:

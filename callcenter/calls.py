@@ -236,8 +236,8 @@ def append_event(
         {
             "call_id": call.id,
             "at": at,
-            "kind": kind,
-            "step": step,
+            "kind": kind[:40],
+            "step": step[:60] if step else step,
             "digits": digits[:60] if digits else digits,
             "speech": speech,
             "detail": {k: v for k, v in detail.items() if v is not None},

@@ -14,9 +14,11 @@ Two filters sit on the handler, so they see every record whatever logger it came
 - `CallContextFilter` puts the CallSid of the call being served on the record: the one
   `call_context(call_sid)` set for this thread/task (the web app sets it for every request
   from the form's `CallSid`; a job sets it for the call it works on), unless the record
-  names one itself (`extra={"call_sid": ...}`). One `grep CA…` finds a whole call.
+  names one itself (`extra={"call_sid": ...}`). One `grep CA…` finds a whole call. (A
+  context variable: a thread started inside a call starts without it.)
 - `PhoneNumberMask` masks caller numbers (`+7916***4567`) in the message, its arguments,
-  the exception and stack text, and string `extra` fields. Logs travel further and live
+  the exception and stack text, and the `extra` fields (strings, and lists and dicts of
+  them). Logs travel further and live
   longer than the call log (shipped, indexed, kept by the platform), and the personal data
   law's retention purge cannot reach them; a number in a log is never needed to debug:
   the CallSid leads to the call, where the number is kept under access control.

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    event,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -349,3 +350,21 @@ class User(Base):
 
 
 Index("ix_calls_outcome_started", Call.outcome, Call.started_at)
+
+
+def _clip_to_column_lengths(_mapper: object, _connection: object, target: Base) -> None:
+    """Twilio's free-text parameters (statuses, digits, caller IDs) are stored as sent, but
+    never longer than their column: PostgreSQL refuses an over-long value where SQLite would
+    keep it, and a caller must not lose a step because a parameter was odd."""
+    for column in target.__table__.columns:
+        length = getattr(column.type, "length", None)
+        if not length or not isinstance(column.type, String):
+            continue
+        value = getattr(target, column.key, None)
+        if isinstance(value, str) and len(value) > length:
+            setattr(target, column.key, value[:length])
+
+
+for _model in (Call, CallEvent):
+    event.listen(_model, "before_insert", _clip_to_column_lengths)
+    event.listen(_model, "before_update", _clip_to_column_lengths)

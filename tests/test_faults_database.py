@@ -229,6 +229,14 @@ def test_with_the_database_gone_callers_reach_the_duty_phone_and_nothing_is_drop
     http.close()
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "known gap (issue 7, open): a pooled PostgreSQL connection to a server that stops "
+        "answering blocks the webhook past Twilio's 15 s; needs a per-request database "
+        "deadline. Strict: this test fails the run once the gap is closed, to drop the mark."
+    ),
+)
 def test_a_database_that_hangs_still_lets_callers_reach_the_duty_phone_in_time(
     stack: ServiceStack, gate: TcpGate
 ) -> None:

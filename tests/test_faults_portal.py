@@ -19,6 +19,7 @@ from sqlalchemy import select
 
 import callcenter.models  # noqa: F401 - the tables
 from callcenter.db import Base
+from callcenter.ivr import prompts
 from callcenter.models import Ticket, TicketRequest
 from callcenter.portal.api import bp as portal_api
 from callcenter.services import Services
@@ -116,7 +117,7 @@ def test_a_failing_then_slow_portal_gets_every_ticket_once_it_recovers(
     for transcript in calls:
         assert transcript.errors == [], transcript.text()
         # The caller did not wait for the portal: the number is promised by SMS.
-        assert any("СМС" in line for line in transcript.heard), transcript.text()
+        assert any(prompts.NUMBER_BY_SMS in line for line in transcript.heard), transcript.text()
     first, second = (t.call_sid for t in calls)
 
     wait_until(

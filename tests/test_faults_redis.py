@@ -18,6 +18,7 @@ from redis import Redis
 from rq import Queue
 from sqlalchemy import func, select
 
+from callcenter.ivr import prompts
 from callcenter.models import Ticket, TicketRequest
 from callcenter.services import Services
 from callcenter.settings import Settings
@@ -100,9 +101,8 @@ def test_a_redis_crash_mid_call_loses_no_caller_and_no_ticket(
     # ... and finishes the new-problem path while Redis is down; two more callers come in,
     # one with a critical server failure (ticket at once, then urgent routing).
     heard = follow_twiml(first, NEW_PROBLEM[1:])
-    assert "Номер заявки и сроки мы пришлём в СМС" in " ".join(heard) or any(
-        "СМС" in line for line in heard
-    ), heard
+    # No worker can make the ticket now: the caller is promised the number by SMS.
+    assert any(prompts.NUMBER_BY_SMS in line for line in heard), heard
     first.hang_up()
     second = simulator.run(
         CallScript(from_number="+79161110002", answers=tuple(map(Answer.press, "211")))
@@ -159,7 +159,7 @@ def test_a_redis_crash_mid_call_loses_no_caller_and_no_ticket(
         assert len(requests_of_call) >= 4, sid
     webhook_lines = [r for r in web_lines if r["msg"].startswith("POST /webhooks/")]
     assert all(r.get("call_sid") in call_sids for r in webhook_lines)
-    assert any("Redis is unavailable" in r["msg"] for r in web_lines)
+    assert any("Redis" in r["msg"] and r["level"] in ("WARNING", "ERROR") for r in web_lines)
     everything = stack.web.log_text() + stack.worker.log_text()
     for caller in ("79161110001", "79161110002", "79161110003"):
         assert caller not in everything

@@ -192,7 +192,7 @@ def test_redis_down_when_the_call_ends_then_flushed_makes_exactly_one_ticket(
 
     services = pipeline()
     result = CliRunner().invoke(main, ["outbox", "flush"], obj=CliContext(services))
-    assert (result.exit_code, result.output) == (0, "1 ticket request(s) submitted\n")
+    assert (result.exit_code, result.stdout) == (0, "1 ticket request(s) submitted\n")
     assert Queue(queue_name, connection=Redis.from_url(services.settings.redis_url)).count == 1
     work_burst(services)
 
@@ -237,7 +237,7 @@ def test_a_rejected_request_is_failed_visible_alerted_and_retried_by_a_superviso
             main, ["outbox", "retry", str(request_id)], obj=CliContext(right)
         )
         assert result.exit_code == 0, result.output
-        assert result.output == f"ticket request {request_id} is pending again and submitted\n"
+        assert result.stdout == f"ticket request {request_id} is pending again and submitted\n"
         work_burst(right)
     finally:
         portal.close()

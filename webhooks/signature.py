@@ -101,6 +101,12 @@ def _signed_for(
     return hmac.compare_digest(expected.encode(), signature.encode())
 
 
+def _has_nul(req: Request) -> bool:
+    if "\x00" in req.full_path:
+        return True
+    return any("\x00" in key or "\x00" in value for key, value in req.form.items(multi=True))
+
+
 def twilio_signed(view: F) -> F:
     """Refuse (403) a request that does not carry Twilio's valid signature."""
 
@@ -117,6 +123,10 @@ def twilio_signed(view: F) -> F:
                 extra={"call_sid": request.form.get("CallSid")},
             )
             return Response("Forbidden: invalid Twilio signature\n", 403, mimetype="text/plain")
+        if _has_nul(request):
+            # Twilio never sends NUL; PostgreSQL cannot store it. Refuse, do not half-store.
+            log.warning("refused %s %s: NUL byte in the parameters", request.method, request.path)
+            return Response("Bad Request: NUL byte in the parameters\n", 400, mimetype="text/plain")
         return view(*args, **kwargs)
 
     return cast(F, checked)

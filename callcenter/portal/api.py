@@ -118,7 +118,17 @@ def _authorise() -> ResponseReturnValue | None:
         )
         response.headers["WWW-Authenticate"] = 'Bearer realm="portal"'
         return response
+    if _carries_nul():
+        return error_response(400, "bad_request", "NUL characters are not allowed")
     return None
+
+
+def _carries_nul() -> bool:
+    """A NUL anywhere (path, query, headers we read, JSON body): PostgreSQL cannot store it."""
+    if "\x00" in request.full_path or "\x00" in request.headers.get(IDEMPOTENCY_HEADER, ""):
+        return True
+    body = request.get_data(cache=True)
+    return b"\x00" in body or b"\\u0000" in body
 
 
 # ---------------------------------------------------------------- tickets
