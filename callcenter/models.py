@@ -357,10 +357,15 @@ def _clip_to_column_lengths(_mapper: object, _connection: object, target: Base) 
     never longer than their column: PostgreSQL refuses an over-long value where SQLite would
     keep it, and a caller must not lose a step because a parameter was odd."""
     for column in target.__table__.columns:
-        length = getattr(column.type, "length", None)
-        if not length or not isinstance(column.type, String):
-            continue
         value = getattr(target, column.key, None)
+        if isinstance(column.type, Integer) and isinstance(value, int):
+            # A SequenceNumber or duration beyond PostgreSQL's integer is not Twilio's.
+            if not -(2**31) <= value < 2**31:
+                setattr(target, column.key, None)
+            continue
+        length = getattr(column.type, "length", None)
+        if not length or not isinstance(column.type, String) or column.unique:
+            continue  # never clip a key: a clipped CallSid could name another call
         if isinstance(value, str) and len(value) > length:
             setattr(target, column.key, value[:length])
 

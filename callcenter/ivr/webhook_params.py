@@ -24,6 +24,9 @@ def _required(form: Mapping[str, str], *names: str) -> None:
     missing = [name for name in names if not (form.get(name) or "").strip()]
     if missing:
         raise MalformedWebhook(f"not a Twilio voice webhook: missing {', '.join(missing)}")
+    if len(form["CallSid"].strip()) > 64:
+        # Twilio's SIDs are 34 characters; the column keeps 64. Longer is not Twilio.
+        raise MalformedWebhook("not a Twilio voice webhook: CallSid is too long")
 
 
 def _int(raw: str | None) -> int | None:
