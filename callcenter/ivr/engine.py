@@ -267,6 +267,14 @@ def _gather(
     return (gather, Redirect(action))
 
 
+# Steps that take a free-form answer (ticket number or plates): their prompt and hints.
+_FREE_ANSWERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "critical": (prompts.CRITICAL_NUMBER, flow.NUMBER_HINTS),
+    "stolen_vehicles": (prompts.STOLEN_VEHICLES, flow.PLATE_HINTS),
+    "status_number": (prompts.STATUS_NUMBER, flow.NUMBER_HINTS),
+}
+
+
 def _prompt(state: CallState, ctx: StepContext) -> Reply:
     step = state.step
     if step in ("start", "main_menu"):
@@ -307,37 +315,14 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
         )
     if step == "ticket_wait":
         return (Pause(POLL_PAUSE_SECONDS), Redirect(step_path(state)))
+    if step in _FREE_ANSWERS:
+        text, hints = _FREE_ANSWERS[step]
+        # A number or plate of any length, ended with "#" (just "#": none).
+        return _gather(state, [text], num_digits=None, finish_on_key="#", timeout=8, hints=hints)
     if step == "ticket_done":
         menu_text = prompts.TICKET_DONE_MENU if state.resolved and state.announcement else ""
         texts = [*state.announcement, menu_text or prompts.CONNECTING_OPTION]
         return _gather(state, texts, speech=False)
-    if step == "critical":
-        return _gather(
-            state,
-            [prompts.CRITICAL_NUMBER],
-            num_digits=None,
-            finish_on_key="#",
-            timeout=8,
-            hints=flow.NUMBER_HINTS,
-        )
-    if step == "stolen_vehicles":
-        return _gather(
-            state,
-            [prompts.STOLEN_VEHICLES],
-            num_digits=None,
-            finish_on_key="#",
-            timeout=8,
-            hints=flow.PLATE_HINTS,
-        )
-    if step == "status_number":
-        return _gather(
-            state,
-            [prompts.STATUS_NUMBER],
-            num_digits=None,
-            finish_on_key="#",
-            timeout=8,
-            hints=flow.NUMBER_HINTS,
-        )
     if step == "status_done":
         return _gather(state, [*state.announcement, prompts.STATUS_DONE_MENU], speech=False)
     if step == "status_unavailable":
