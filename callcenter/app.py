@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, g
+from flask import Flask, Request, current_app, g
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 from sqlalchemy.orm import Session
 
 from callcenter.services import Services
@@ -27,6 +28,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         JSON_AS_ASCII=False,
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.session_interface = _NoSessionForMachines()
     app.extensions["callcenter"] = services
 
     from callcenter.logs import configure_logging
@@ -59,6 +61,19 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     return app
 
 
+class _NoSessionForMachines(SecureCookieSessionInterface):
+    """Twilio, the JSON API and the probes carry no session cookie: they get Flask's null
+    session instead of a cookie session (whose signer is built per request)."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        if request.path.startswith(MACHINE_PATHS):
+            return self.null_session_class()
+        return super().open_session(app, request)
+
+
+MACHINE_PATHS = ("/webhooks/", "/api/", "/portal/api/", "/healthz", "/readyz", "/metrics")
+
+
 def _instrument(app: Flask) -> None:
     """Per request: the call it belongs to for every log line, one access line, and the
     webhook latency histogram by endpoint.
@@ -72,6 +87,7 @@ def _instrument(app: Flask) -> None:
 
     from flask import Response, request
 
+    from callcenter.db_deadline import WEBHOOK_DATABASE_SECONDS, guard_of
     from callcenter.logs import bind_call_sid, unbind_call_sid
     from callcenter.metrics import WEBHOOK_LATENCY
 
@@ -90,10 +106,16 @@ def _instrument(app: Flask) -> None:
         )
         return sid.strip()[:64] or None
 
+    deadline = guard_of(app.extensions["callcenter"].engine)
+
     @app.before_request
     def _start_request() -> None:
         g.started = time.perf_counter()
         g.log_token = bind_call_sid(call_sid_of_request())
+        if deadline is not None and request.path.startswith("/webhooks/"):
+            # Twilio waits 15 s: a hung database must fail the step well before that, so
+            # the caller hears the fallback (see callcenter.db_deadline).
+            deadline.start(WEBHOOK_DATABASE_SECONDS)
 
     @app.after_request
     def _access_line(response: Response) -> Response:
@@ -122,6 +144,8 @@ def _instrument(app: Flask) -> None:
         token = g.pop("log_token", None)
         if token is not None:
             unbind_call_sid(token)
+        if deadline is not None:
+            deadline.clear()
 
 
 def _warn_about_roster(svc: Services) -> None:

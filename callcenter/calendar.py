@@ -119,7 +119,7 @@ def parse_calendar_data(raw: Any, source: str) -> CalendarData:
 def _parse_year(key: object, entry: object, problems: list[str]) -> DecreeYear | None:
     if isinstance(key, int) and not isinstance(key, bool):
         year = key
-    elif isinstance(key, str) and key.strip().isdigit():
+    elif isinstance(key, str) and key.strip().isascii() and key.strip().isdigit():
         year = int(key)
     else:
         problems.append(f"years: {key!r} is not a year")

@@ -15,13 +15,13 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, insert, inspect, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, inspect, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from callcenter.clock import as_utc
-from callcenter.models import Call, CallEvent, Contact
+from callcenter.models import Call, CallEvent, Contact, clipped_value
 from callcenter.phones import classify, normalise
 
 # Twilio's call statuses; these five end a call and are never followed by another.
@@ -80,6 +80,67 @@ def lock_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
     return session.scalars(_LOCK_ROW, {"sid": call_sid}).one_or_none()
 
 
+@dataclass(frozen=True, slots=True)
+class LockedCall:
+    """What an IVR step reads of its call, from the locked row: the step's hot path loads
+    these ten columns instead of an ORM object of forty (a third of a step's CPU)."""
+
+    id: int
+    call_sid: str
+    state: dict[str, Any]
+    category: str | None
+    topic: str | None
+    vehicles: list[str]
+    caller_kind: str
+    caller_e164: str | None
+    contact_id: int | None
+    organisation_id: int | None
+
+
+_STEP_COLUMNS = tuple(_calls.c[name] for name in LockedCall.__slots__)
+_LOCK_STEP_SQLITE = (
+    update(_calls)
+    .where(_calls.c.call_sid == bindparam("sid"))
+    .values(updated_at=bindparam("now", type_=_calls.c.updated_at.type))
+    .returning(*_STEP_COLUMNS)
+)
+_LOCK_STEP_ROW = (
+    select(*_STEP_COLUMNS)
+    .where(_calls.c.call_sid == bindparam("sid"))
+    .with_for_update(key_share=True)
+)
+
+
+def lock_call_for_step(
+    connection: Connection, call_sid: str, *, now: datetime
+) -> LockedCall | None:
+    """`lock_call` for an IVR step: the same lock, the columns a step reads, no ORM object.
+    None when the call has no row yet."""
+    if connection.dialect.name == "sqlite":
+        row = connection.execute(_LOCK_STEP_SQLITE, {"sid": call_sid, "now": now}).first()
+    else:
+        row = connection.execute(_LOCK_STEP_ROW, {"sid": call_sid}).first()
+    if row is None:
+        return None
+    values = row._asdict()
+    values["state"] = values["state"] or {}
+    values["vehicles"] = list(values["vehicles"] or ())
+    return LockedCall(**values)
+
+
+# No VALUES: the SET clause comes from the parameters' keys, so one statement (and one cached
+# compilation per set of columns) serves every step instead of a new statement per call.
+_UPDATE_CALL = update(_calls).where(_calls.c.id == bindparam("call_id_"))
+
+
+def update_call(connection: Connection, call_id: int, values: dict[str, Any]) -> None:
+    """Write `values` (column keys) to the call's locked row with one Core UPDATE, each value
+    clipped to its column as the ORM's listener would."""
+    params = {key: clipped_value(_calls.c[key], value) for key, value in values.items()}
+    params["call_id_"] = call_id
+    connection.execute(_UPDATE_CALL, params)
+
+
 def get_or_create_call(
     session: Session,
     call_sid: str,
@@ -134,7 +195,7 @@ def _directory_lookup(session: Session, e164: str) -> Contact | None:
     return find_contact(session, e164)
 
 
-def caller_facts(call: Call, *, sms_foreign: bool = False) -> CallerFacts:
+def caller_facts(call: Call | LockedCall, *, sms_foreign: bool = False) -> CallerFacts:
     """SMS reach a Russian mobile, or any number when `sms_foreign` is set."""
     if call.caller_kind == "mobile":
         reachable = True
@@ -231,10 +292,24 @@ def append_event(
         return
     if session.new:
         session.flush()
-    session.execute(
+    insert_event(session.connection(), call.id, kind, at, step, digits, speech, **detail)
+
+
+def insert_event(
+    connection: Connection,
+    call_id: int,
+    kind: str,
+    at: datetime,
+    step: str | None = None,
+    digits: str | None = None,
+    speech: str | None = None,
+    **detail: Any,
+) -> None:
+    """One event row for a call that is already written, with a Core INSERT."""
+    connection.execute(
         _INSERT_EVENT,
         {
-            "call_id": call.id,
+            "call_id": call_id,
             "at": at,
             "kind": kind[:40],
             "step": step[:60] if step else step,

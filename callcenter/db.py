@@ -62,8 +62,11 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
             cur.close()
 
         return engine
-    kwargs.setdefault("pool_pre_ping", True)
-    if database_url.startswith("postgresql"):
+    postgres = database_url.startswith("postgresql")
+    # On PostgreSQL the liveness check of a pooled connection runs in `db_deadline`'s
+    # checkout handler instead, where a request's deadline can cut a ping that hangs.
+    kwargs.setdefault("pool_pre_ping", not postgres)
+    if postgres:
         # PostgreSQL's JIT spends ~0.7 s compiling the console's counting queries that
         # then run in ~0.1 s; our queries are short, index-driven OLTP: never worth it.
         # A server that accepts connections but never answers (hung, or a path that drops
@@ -83,7 +86,12 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
                 "tcp_user_timeout": PG_CONNECT_TIMEOUT * 2000,
             },
         )
-    return create_engine(database_url, **kwargs)
+    engine = create_engine(database_url, **kwargs)
+    if postgres:
+        from callcenter.db_deadline import guard
+
+        guard(engine)
+    return engine
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:

@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    ColumnElement,
     Date,
     ForeignKey,
     Index,
@@ -352,22 +353,29 @@ class User(Base):
 Index("ix_calls_outcome_started", Call.outcome, Call.started_at)
 
 
-def _clip_to_column_lengths(_mapper: object, _connection: object, target: Base) -> None:
-    """Twilio's free-text parameters (statuses, digits, caller IDs) are stored as sent, but
+def clipped_value(column: ColumnElement[Any], value: Any) -> Any:
+    """`value` as it may be stored in `column`.
+
+    Twilio's free-text parameters (statuses, digits, caller IDs) are stored as sent, but
     never longer than their column: PostgreSQL refuses an over-long value where SQLite would
     keep it, and a caller must not lose a step because a parameter was odd."""
+    if isinstance(column.type, Integer) and isinstance(value, int):
+        # A SequenceNumber or duration beyond PostgreSQL's integer is not Twilio's.
+        return value if -(2**31) <= value < 2**31 else None
+    length = getattr(column.type, "length", None)
+    if not length or not isinstance(column.type, String) or column.unique:
+        return value  # never clip a key: a clipped CallSid could name another call
+    if isinstance(value, str) and len(value) > length:
+        return value[:length]
+    return value
+
+
+def _clip_to_column_lengths(_mapper: object, _connection: object, target: Base) -> None:
     for column in target.__table__.columns:
         value = getattr(target, column.key, None)
-        if isinstance(column.type, Integer) and isinstance(value, int):
-            # A SequenceNumber or duration beyond PostgreSQL's integer is not Twilio's.
-            if not -(2**31) <= value < 2**31:
-                setattr(target, column.key, None)
-            continue
-        length = getattr(column.type, "length", None)
-        if not length or not isinstance(column.type, String) or column.unique:
-            continue  # never clip a key: a clipped CallSid could name another call
-        if isinstance(value, str) and len(value) > length:
-            setattr(target, column.key, value[:length])
+        clipped = clipped_value(column, value)
+        if clipped is not value:
+            setattr(target, column.key, clipped)
 
 
 for _model in (Call, CallEvent):

@@ -538,7 +538,7 @@ def _parse_rules(
         order = 1
         raw_order = _scalar(fields.get("order"), problems, "order")
         if raw_order is not None:
-            if raw_order.isdigit() and 1 <= int(raw_order) <= 99:
+            if raw_order.isascii() and raw_order.isdigit() and 1 <= int(raw_order) <= 99:
                 order = int(raw_order)
             else:
                 problems.add(fields["order"], f"bad order {raw_order!r}: a number 1-99")

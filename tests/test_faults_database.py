@@ -229,16 +229,8 @@ def test_with_the_database_gone_callers_reach_the_duty_phone_and_nothing_is_drop
     http.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "known gap (issue 7, open): a pooled PostgreSQL connection to a server that stops "
-        "answering blocks the webhook past Twilio's 15 s; needs a per-request database "
-        "deadline. Strict: this test fails the run once the gap is closed, to drop the mark."
-    ),
-)
 def test_a_database_that_hangs_still_lets_callers_reach_the_duty_phone_in_time(
-    stack: ServiceStack, gate: TcpGate
+    stack: ServiceStack, gate: TcpGate, db: Services
 ) -> None:
     """A database that stops answering (a frozen server, a path that drops packets) is
     worse than one that is down: nothing fails, everything waits. Twilio waits 15 s for a
@@ -258,8 +250,33 @@ def test_a_database_that_hangs_still_lets_callers_reach_the_duty_phone_in_time(
         gate.restore()
     assert answer is not None and elapsed < TWILIO_TIMEOUT_SECONDS, (
         f"the step answered after {elapsed:.1f} s (Twilio gives up at 15 s): a pooled "
-        "connection to a database that stopped answering blocks the webhook, as nothing "
-        "bounds a query's wait (pool_pre_ping and the queries have no client-side timeout)"
+        "connection to a database that stopped answering must be cut by the request's "
+        "database deadline (callcenter.db_deadline)"
     )
     assert_apology_then_duty_phone(answer)
+
+    # The step's event was not dropped: the store hung too, so it went to the spool, and
+    # once the database answers again the worker's sweep puts it into the call log.
+    wait_until(
+        lambda: (caller.call_sid, "step_error")
+        in {(e["params"].get("CallSid"), e["kind"]) for e in spooled(stack)}
+        or "fallback_step_error" in kinds_of(db, caller.call_sid),
+        timeout=20,
+        what="the step's event in the spool",
+        on_timeout=stack.logs,
+    )
+    # The web process is not stuck behind the cut connections: the next call is served.
+    later = TwilioCall(http, caller="+79161110032")
+    assert tags(later.start())[-1] == "Redirect"
+    wait_until(
+        lambda: "fallback_step_error" in kinds_of(db, caller.call_sid),
+        timeout=SWEEP_WAIT_SECONDS,
+        what="the sweep to replay the spooled event",
+        on_timeout=stack.logs,
+    )
     http.close()
+
+
+def kinds_of(db: Services, call_sid: str) -> list[str]:
+    call = call_of(db, call_sid)
+    return [e["kind"] for e in call["events"]] if call else []

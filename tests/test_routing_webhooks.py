@@ -658,3 +658,11 @@ def test_forged_requests_are_refused(client: FlaskClient) -> None:
             f"/webhooks/voice/route/{path}", data=params, headers={"X-Twilio-Signature": "forged"}
         )
         assert response.status_code == 403, path
+
+
+def test_a_leg_status_without_its_leg_is_a_plain_400(client: FlaskClient) -> None:
+    params = fixture("redirect", CallStatus="completed")
+    response = signed_post(client, f"{BASE}/leg-status?call=CA1", params)
+    assert response.status_code == 400
+    assert response.mimetype == "text/plain"
+    assert response.get_data(as_text=True) == "leg and CallStatus are required\n"

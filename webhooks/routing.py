@@ -170,7 +170,7 @@ def leg_status() -> Response:
     call_sid, position = _leg_args()
     form = request.form
     if position is None or not form.get("CallStatus"):
-        return Response("leg and CallStatus are required", status=400)
+        return Response("leg and CallStatus are required\n", status=400, mimetype="text/plain")
     status = routing.LegStatus(
         status=form["CallStatus"],
         child_call_sid=form.get("CallSid") or None,
@@ -267,12 +267,12 @@ def _leg_args() -> tuple[str, int | None]:
 
 
 def _int_arg(name: str) -> int | None:
-    raw = request.args.get(name, "")
-    return int(raw) if raw.isdigit() else None
+    return _int_or_none(request.args.get(name))
 
 
 def _int_or_none(raw: str | None) -> int | None:
-    return int(raw) if raw and raw.isdigit() else None
+    # ASCII digits only: str.isdigit() also admits "²" and other digits int() refuses.
+    return int(raw) if raw and raw.isascii() and raw.isdigit() and len(raw) < 10 else None
 
 
 def _bool_or_none(raw: str | None) -> bool | None:

@@ -16,10 +16,12 @@ the fallback's apology and the duty phone, and the error is logged.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from flask import Blueprint, Response, request
 
 from callcenter.app import services
+from callcenter.db_deadline import WEBHOOK_DATABASE_SECONDS, guard_of
 from callcenter.errors import MalformedWebhook
 from callcenter.ivr import conversation
 from callcenter.ivr.fallback import apology_reply, dial_result_reply, voicemail_reply
@@ -31,6 +33,7 @@ from callcenter.ivr.webhook_params import (
     VoiceWebhook,
     status_callback_from_form,
 )
+from callcenter.services import Services
 from webhooks.signature import twilio_signed
 
 log = logging.getLogger(__name__)
@@ -138,7 +141,18 @@ def _keep_later(kind: str, response: Response | None = None, **extra: str) -> No
     if response is None:
         keep_fallback_event(svc, record)
     else:
-        response.call_on_close(lambda: keep_fallback_event(svc, record))
+        response.call_on_close(lambda: _keep_bounded(svc, record))
+
+
+def _keep_bounded(svc: Services, record: dict[str, Any]) -> None:
+    """After the response: the request's database deadline is over, but a hung database
+    must not hold the thread either (the event is spooled when the store fails)."""
+    deadline = guard_of(svc.engine)
+    if deadline is None:
+        keep_fallback_event(svc, record)
+        return
+    with deadline.within(WEBHOOK_DATABASE_SECONDS):
+        keep_fallback_event(svc, record)
 
 
 def _twiml(xml: str) -> Response:

@@ -183,7 +183,7 @@ def _edit_contact(contact_id: int | None) -> ResponseReturnValue:
         name=values["name"],
         phones=values["phones"],
         email=values["email"],
-        organisation_id=int(org_raw) if org_raw.isdigit() else None,
+        organisation_id=int(org_raw) if org_raw.isascii() and org_raw.isdigit() else None,
         new_organisation=values["new_organisation"],
     )
     try:

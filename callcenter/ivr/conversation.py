@@ -12,6 +12,7 @@ Flask-free: the views in `webhooks.voice` parse the form and call these.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, select
+from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
 from callcenter import calls
@@ -82,25 +83,102 @@ def one_writer(engine: Engine) -> Iterator[None]:
 
 
 def answer(services: Services, webhook: VoiceWebhook) -> str:
-    """Run one IVR step of the call and return the TwiML for the caller."""
+    """Run one IVR step of the call and return the TwiML for the caller.
+
+    Most steps (a menu answer, a repeat, a poll for the ticket number) only move the call's
+    state and remember an answer: those run on the hot path, Core statements on the locked
+    row's columns. The first webhook of a call (caller identification) and the steps that
+    open a ticket or keep a recording go through the ORM.
+    """
     now = services.clock()
-    with one_writer(services.engine), transaction(services.sessions) as session:
-        call, created = calls.get_or_create_call(
-            session, webhook.call_sid, now=now, caller_raw=webhook.caller, line_raw=webhook.line
-        )
-        state = CallState.from_json(call.state)
-        ctx = _context(services, session, call, now)
-        result = advance(state, webhook.event, ctx)
-        submit = _apply(services, session, call, result.actions, now)
-        # Merge: other owners keep their keys in the same JSON (routing, recording_sids).
-        calls.save_state(session, call, {**(call.state or {}), **result.state.to_json()}, now=now)
-        _log_step(session, call, webhook, result, now, created)
+    submit: list[int] = []
+    with one_writer(services.engine), _StepTransaction(services) as tx:
+        locked = calls.lock_call_for_step(tx.connection, webhook.call_sid, now=now)
+        if locked is None:
+            session = tx.session
+            call, created = calls.get_or_create_call(
+                session, webhook.call_sid, now=now, caller_raw=webhook.caller, line_raw=webhook.line
+            )
+            state = CallState.from_json(call.state)
+            result = advance(state, webhook.event, _context(services, tx, call, now))
+            submit = _apply_to_orm(services, session, call, result, now)
+            _log_step(tx, call, webhook, result, now, created)
+        else:
+            state = CallState.from_json(locked.state)
+            result = advance(state, webhook.event, _context(services, tx, locked, now))
+            remembered = [action for action in result.actions if isinstance(action, Remember)]
+            if len(remembered) == len(result.actions):
+                changes: dict[str, Any] = {
+                    action.field: _remembered(action) for action in remembered
+                }
+                # Merge: other owners keep their keys in the same JSON (routing, recordings).
+                changes["state"] = {**locked.state, **result.state.to_json()}
+                changes["updated_at"] = now
+                calls.update_call(tx.connection, locked.id, changes)
+                _log_step(tx, locked.id, webhook, result, now, False)
+            else:
+                call = tx.session.get_one(Call, locked.id)
+                submit = _apply_to_orm(services, tx.session, call, result, now)
+                _log_step(tx, call, webhook, result, now, False)
     queue_ticket_jobs(services, submit, webhook.call_sid)
     settings = services.settings
     return render(result.reply, voice=settings.tts_voice, public_base_url=settings.public_base_url)
 
 
-def _context(services: Services, session: Session, call: Call, now: datetime) -> StepContext:
+class _StepTransaction:
+    """A step's transaction: a Core connection, and an ORM session on it only for the
+    steps that need one (building a session costs as much as the hot path's statements).
+
+    The session joins the connection's transaction: its commit flushes and leaves the
+    COMMIT to the connection, so the call, its event and any ticket request still commit
+    (or roll back) as one.
+    """
+
+    def __init__(self, services: Services) -> None:
+        self._services = services
+        self._session: Session | None = None
+        self.connection: Connection
+
+    def __enter__(self) -> _StepTransaction:
+        self._begin = self._services.engine.begin()
+        self.connection = self._begin.__enter__()
+        return self
+
+    @property
+    def session(self) -> Session:
+        if self._session is None:
+            self._session = self._services.sessions(bind=self.connection)
+        return self._session
+
+    def __exit__(self, *exc: Any) -> bool | None:
+        session = self._session
+        try:
+            if session is not None:
+                if exc[0] is None:
+                    session.commit()  # a flush: the connection commits below
+                session.close()
+        except BaseException:
+            self._begin.__exit__(*sys.exc_info())
+            raise
+        return self._begin.__exit__(*exc)
+
+
+def _apply_to_orm(
+    services: Services, session: Session, call: Call, result: StepResult, now: datetime
+) -> list[int]:
+    submit = _apply(services, session, call, result.actions, now)
+    # Merge: other owners keep their keys in the same JSON (routing, recording_sids).
+    calls.save_state(session, call, {**(call.state or {}), **result.state.to_json()}, now=now)
+    return submit
+
+
+def _remembered(action: Remember) -> Any:
+    return list(action.value) if action.field == "vehicles" else action.value
+
+
+def _context(
+    services: Services, tx: _StepTransaction, call: Call | calls.LockedCall, now: datetime
+) -> StepContext:
     from callcenter.speech import say_deadline, say_digits
 
     facts = calls.caller_facts(call, sms_foreign=services.settings.sms_foreign)
@@ -117,7 +195,7 @@ def _context(services: Services, session: Session, call: Call, now: datetime) ->
             organisation_id=facts.organisation_id,
             sms_reachable=facts.sms_reachable,
         ),
-        lookups=_CallLookups(services, session, call),
+        lookups=_CallLookups(services, tx, call.id, call.call_sid),
         say_digits=say_digits,
         say_deadline=lambda due: say_deadline(due, now),
     )
@@ -133,8 +211,7 @@ def _apply(
     submit: list[int] = []
     for action in actions:
         if isinstance(action, Remember):
-            value = list(action.value) if action.field == "vehicles" else action.value
-            setattr(call, action.field, value)
+            setattr(call, action.field, _remembered(action))
         elif isinstance(action, KeepRecording):
             request_id = _keep_recording(session, call, action.recording, action.kind, now)
             if request_id is not None:
@@ -203,33 +280,34 @@ def queue_ticket_jobs(services: Services, request_ids: list[int], call_sid: str)
 
 
 def _log_step(
-    session: Session,
-    call: Call,
+    tx: _StepTransaction,
+    call: Call | int,
     webhook: VoiceWebhook,
     result: StepResult,
     now: datetime,
     created: bool,
 ) -> None:
+    """The step's event: after the call's pending ORM changes when the ORM holds the call,
+    else (the hot path) with one INSERT by the call's id."""
     event = webhook.event
-    kind = _event_kind(event)
     recording = event.recording
-    calls.append_event(
-        session,
-        call,
-        kind,
-        now,
-        step=event.step or "start",
-        digits=event.digits,
-        speech=event.speech,
-        turn=event.turn,
-        confidence=event.confidence,
-        recording_sid=recording.sid if recording else None,
-        recording_url=recording.url if recording else None,
-        new_call=created or None,
-        next_step=result.state.step,
+    fields: dict[str, Any] = {
+        "step": event.step or "start",
+        "digits": event.digits,
+        "speech": event.speech,
+        "turn": event.turn,
+        "confidence": event.confidence,
+        "recording_sid": recording.sid if recording else None,
+        "recording_url": recording.url if recording else None,
+        "new_call": created or None,
+        "next_step": result.state.step,
         **result.note,
         **webhook.extra,
-    )
+    }
+    if isinstance(call, Call):
+        calls.append_event(tx.session, call, _event_kind(event), now, **fields)
+    else:
+        calls.insert_event(tx.connection, call, _event_kind(event), now, **fields)
 
 
 def _event_kind(event: IvrEvent) -> str:
@@ -244,12 +322,12 @@ def _event_kind(event: IvrEvent) -> str:
     return "gather"
 
 
-def _ticket_request(session: Session, call: Call) -> TicketRequest | None:
-    if call.id is None:
+def _ticket_request(session: Session, call_id: int | None) -> TicketRequest | None:
+    if call_id is None:
         return None
     return session.scalars(
         select(TicketRequest)
-        .where(TicketRequest.call_id == call.id)
+        .where(TicketRequest.call_id == call_id)
         .execution_options(populate_existing=True)
     ).one_or_none()
 
@@ -258,10 +336,13 @@ class _CallLookups:
     """The engine's view of tickets: the portal (bounded in time) and the call's own
     ticket request (read fresh: the job writes its number from another connection)."""
 
-    def __init__(self, services: Services, session: Session, call: Call) -> None:
+    def __init__(
+        self, services: Services, tx: _StepTransaction, call_id: int | None, call_sid: str
+    ) -> None:
         self._services = services
-        self._session = session
-        self._call = call
+        self._tx = tx
+        self._call_id = call_id
+        self._call_sid = call_sid
 
     def ticket(self, number: str) -> TicketLookup:
         portal = self._services.portal
@@ -274,13 +355,13 @@ class _CallLookups:
                 "portal lookup of ticket %s failed: %r",
                 number,
                 exc,
-                extra={"call_sid": self._call.call_sid},
+                extra={"call_sid": self._call_sid},
             )
             return TicketLookup("unavailable")
         return TicketLookup("found", view)
 
     def requested_ticket(self) -> RequestedTicket | None:
-        request = _ticket_request(self._session, self._call)
+        request = _ticket_request(self._tx.session, self._call_id)
         if request is None:
             return None
         draft = request.draft or {}
@@ -372,7 +453,7 @@ def _close(services: Services, session: Session, call: Call, status: str, now: d
     if (
         call.category in flow.TICKET_CATEGORIES
         and not state.resolved
-        and _ticket_request(session, call) is None
+        and _ticket_request(session, call.id) is None
     ):
         call.interrupted = True
         call.outcome = "interrupted"

@@ -587,7 +587,7 @@ def _ticket_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
 def _number_from(event: IvrEvent) -> str | None:
     """A ticket number from keys or speech; None when there is none or it cannot be one."""
     if event.digits:
-        number = "".join(ch for ch in event.digits if ch.isdigit())
+        number = "".join(ch for ch in event.digits if ch in "0123456789")
     elif event.speech:
         number = spoken_digits(event.speech)
     else:

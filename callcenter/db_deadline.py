@@ -1,0 +1,216 @@
+"""A deadline on the database for each webhook: a hung PostgreSQL never holds a caller.
+
+A database that is *down* fails fast (connection refused, a reset), and the webhook answers
+with the fallback. One that *hangs* — a frozen server, a network path that drops every
+packet — fails nothing: the kernel acknowledges what we send, keepalives are answered,
+and psycopg waits for a reply with no timeout of its own. Twilio gives a webhook 15 s.
+
+So every webhook request runs `within(seconds)`: the thread's deadline is registered, and a
+watchdog thread (one per engine, started on first use) shuts down the socket of every
+connection an overdue thread holds. The blocked call then fails as a lost connection —
+SQLAlchemy invalidates it, the pool never hands it out again — and the webhook answers
+with its fallback in time. New connections are bounded by libpq's `connect_timeout`.
+
+Which connections a thread holds comes from the pool's checkout/checkin events. The
+liveness check of a pooled connection ("pre-ping") runs inside our checkout handler, not
+SQLAlchemy's `pool_pre_ping` (which pings before any event fires, where the watchdog could
+not see it): `make_engine` turns that off for the engines this module guards.
+
+SQLite needs none of this (a local file; its busy timeout bounds lock waits).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Engine, event, exc
+
+log = logging.getLogger(__name__)
+
+# A webhook's database work ends within this: Twilio waits 15 s for the answer, and a
+# fresh connection may still take libpq's connect_timeout (db.PG_CONNECT_TIMEOUT, 4 s).
+WEBHOOK_DATABASE_SECONDS = 6.0
+# How often the watchdog looks for overdue requests; a deadline fires at most this late.
+WATCH_INTERVAL_SECONDS = 0.25
+
+
+class DatabaseDeadline:
+    """The deadlines of the threads using one engine's connections."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._lock = threading.Lock()
+        self._deadlines: dict[int, float] = {}  # thread id -> monotonic deadline
+        self._held: dict[int, set[Any]] = {}  # thread id -> DBAPI connections checked out
+        self._holder: dict[int, int] = {}  # id(DBAPI connection) -> thread id
+        self._watchdog: threading.Thread | None = None
+        event.listen(engine, "connect", self._on_connect)
+        event.listen(engine, "checkout", self._on_checkout)
+        event.listen(engine, "checkin", self._on_checkin)
+        event.listen(engine, "close", self._forget)
+        event.listen(engine, "invalidate", self._on_invalidate)
+
+    # ------------------------------------------------------------------ requests
+
+    @contextmanager
+    def within(self, seconds: float) -> Iterator[None]:
+        """The database calls of this thread inside the block fail after `seconds`."""
+        tid = threading.get_ident()
+        with self._lock:
+            self._deadlines[tid] = time.monotonic() + seconds
+            if self._watchdog is None:
+                self._start_watchdog()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._deadlines.pop(tid, None)
+
+    def start(self, seconds: float) -> None:
+        """`within` for code that cannot use a block (a request's before/teardown pair)."""
+        tid = threading.get_ident()
+        with self._lock:
+            self._deadlines[tid] = time.monotonic() + seconds
+            if self._watchdog is None:
+                self._start_watchdog()
+
+    def clear(self) -> None:
+        with self._lock:
+            self._deadlines.pop(threading.get_ident(), None)
+
+    # ------------------------------------------------------------------ pool events
+
+    def _on_connect(self, _dbapi_connection: Any, record: Any) -> None:
+        record.info["fresh"] = True
+
+    def _on_checkout(self, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        tid = threading.get_ident()
+        with self._lock:
+            self._held.setdefault(tid, set()).add(dbapi_connection)
+            self._holder[id(dbapi_connection)] = tid
+        if record.info.pop("fresh", False):
+            return  # just connected: alive by definition
+        # The pre-ping, where the watchdog sees it. Raising DisconnectionError makes the
+        # pool discard this connection and connect a new one (SQLAlchemy's own recipe).
+        try:
+            cursor = dbapi_connection.cursor()
+            try:
+                cursor.execute("SELECT 1")
+            finally:
+                cursor.close()
+        except Exception as error:
+            self._forget(dbapi_connection, record)
+            raise exc.DisconnectionError(f"pre-ping failed: {error!r}") from error
+
+    def _on_checkin(self, dbapi_connection: Any, _record: Any) -> None:
+        if dbapi_connection is not None:
+            self._forget(dbapi_connection, None)
+
+    def _on_invalidate(self, dbapi_connection: Any, record: Any, _error: Any) -> None:
+        if dbapi_connection is not None:
+            self._forget(dbapi_connection, record)
+
+    def _forget(self, dbapi_connection: Any, _record: Any) -> None:
+        with self._lock:
+            tid = self._holder.pop(id(dbapi_connection), None)
+            if tid is not None:
+                held = self._held.get(tid)
+                if held is not None:
+                    held.discard(dbapi_connection)
+                    if not held:
+                        del self._held[tid]
+
+    # ------------------------------------------------------------------ the watchdog
+
+    def _start_watchdog(self) -> None:
+        # A weak reference: the watchdog ends with the engine's deadline object.
+        ref = weakref.ref(self)
+        thread = threading.Thread(
+            target=_watch, args=(ref,), name="db-deadline-watchdog", daemon=True
+        )
+        self._watchdog = thread
+        thread.start()
+
+    def _overdue_connections(self, now: float) -> list[tuple[int, Any]]:
+        with self._lock:
+            return [
+                (tid, connection)
+                for tid, deadline in self._deadlines.items()
+                if deadline <= now
+                for connection in self._held.get(tid, ())
+            ]
+
+    def expire_overdue(self, now: float | None = None) -> int:
+        """Cut the connections of the threads past their deadline; how many were cut."""
+        cut = 0
+        for tid, connection in self._overdue_connections(time.monotonic() if now is None else now):
+            if _shut_down(connection):
+                cut += 1
+                log.error(
+                    "database call over its deadline in thread %s: connection cut "
+                    "(the database hangs?); the request answers with its fallback",
+                    tid,
+                )
+            self._forget(connection, None)
+        return cut
+
+
+_guards: weakref.WeakKeyDictionary[Engine, DatabaseDeadline] = weakref.WeakKeyDictionary()
+_guards_lock = threading.Lock()
+
+
+def guard(engine: Engine) -> DatabaseDeadline:
+    """The engine's deadline keeper, installed on first call (`make_engine` does it for
+    PostgreSQL engines)."""
+    with _guards_lock:
+        keeper = _guards.get(engine)
+        if keeper is None:
+            keeper = _guards[engine] = DatabaseDeadline(engine)
+        return keeper
+
+
+def guard_of(engine: Engine) -> DatabaseDeadline | None:
+    """The engine's deadline keeper, if it has one."""
+    return _guards.get(engine)
+
+
+def _watch(ref: weakref.ReferenceType[DatabaseDeadline]) -> None:
+    while True:
+        time.sleep(WATCH_INTERVAL_SECONDS)
+        deadline = ref()
+        if deadline is None:
+            return
+        try:
+            deadline.expire_overdue()
+        except Exception:  # the watchdog must outlive any one failure
+            log.exception("database deadline watchdog")
+        del deadline
+
+
+def _shut_down(dbapi_connection: Any) -> bool:
+    """Shut the connection's socket down under the thread blocked on it: its wait returns
+    at once, with the connection lost. (psycopg 3: `pgconn.socket` is the descriptor.)"""
+    try:
+        fd = dbapi_connection.pgconn.socket
+    except Exception:  # closed already, or not psycopg
+        return False
+    try:
+        # A socket object over a duplicate of the descriptor: shutdown() acts on the
+        # connection itself, and closing our duplicate leaves psycopg's descriptor alone.
+        with socket.socket(fileno=_dup(fd)) as sock:
+            sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        return False
+    return True
+
+
+def _dup(fd: int) -> int:
+    import os
+
+    return os.dup(fd)
