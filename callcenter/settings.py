@@ -129,6 +129,11 @@ class Settings:
         return None if self.production else LOCAL_SIGNING_TOKEN
 
     @property
+    def sms_configured(self) -> bool:
+        """A Twilio account is set, so SMS can be sent (else the offline telephony)."""
+        return bool(self.twilio_account_sid and self.twilio_auth_token)
+
+    @property
     def jobs_inline(self) -> bool:
         return self.redis_url is None
 

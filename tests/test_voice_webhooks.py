@@ -501,6 +501,34 @@ def test_when_the_number_is_late_the_caller_hears_it_will_come_by_sms(
     assert request is not None and request.ticket_number is None
 
 
+def test_without_a_twilio_account_no_sms_is_promised(
+    make_services: Any, clock: MutableClock
+) -> None:
+    """The embedded default sends no SMS (no Twilio account): a late number is promised
+    through the specialist and the e-mail, never by an SMS that cannot come."""
+    from callcenter.app import create_app
+    from callcenter.settings import LOCAL_SIGNING_TOKEN
+
+    services = make_services(
+        portal_url="http://127.0.0.1:9",
+        portal_token="t",
+        twilio_account_sid=None,
+        twilio_auth_token=None,
+    )
+    client = create_app(services=services).test_client()
+    add_contact(services, KNOWN_MOBILE)
+    # Without an account, webhooks are signed with the local simulator's token.
+    call = TwilioCall(client, caller=KNOWN_MOBILE, token=LOCAL_SIGNING_TOKEN)
+    call.start()
+    for key in ("2", "1", "4", "#"):
+        call.press(key)
+    assert call.record()[0].text == prompts.REGISTERING
+    root = call.follow_redirect()
+    while root.find("Pause") is not None:
+        root = call.follow_redirect()
+    assert [say.text for say in root.iter("Say")][0] == prompts.NUMBER_LATER
+
+
 # ---------------------------------------------------------------- critical failure
 
 

@@ -139,8 +139,10 @@ class TwilioCall:
         caller: str = "+79161234567",
         line: str = "+78002506077",
         call_sid: str | None = None,
+        token: str = TEST_AUTH_TOKEN,
     ) -> None:
         self.client = client
+        self.token = token
         self.call_sid = call_sid or new_call_sid()
         self.caller = caller
         self.line = line
@@ -159,7 +161,7 @@ class TwilioCall:
         )
 
     def _post(self, path: str, params: Mapping[str, str]) -> ET.Element:
-        response = signed_post(self.client, path, params)
+        response = signed_post(self.client, path, params, token=self.token)
         self.twiml = parse_twiml(response)
         self.heard.append(said(self.twiml))
         return self.twiml
@@ -215,7 +217,7 @@ class TwilioCall:
             status, "status_completed"
         )
         params = self.params(name, CallStatus=status, SequenceNumber=str(sequence), **changes)
-        return signed_post(self.client, "/webhooks/voice/status", params)
+        return signed_post(self.client, "/webhooks/voice/status", params, token=self.token)
 
     def hang_up(self, sequence: int = 2, duration: str = "95") -> Any:
         return self.status("completed", sequence, CallDuration=duration)

@@ -193,7 +193,8 @@ def _context(
             vehicles=tuple(call.vehicles or ()),
             known_caller=facts.known,
             organisation_id=facts.organisation_id,
-            sms_reachable=facts.sms_reachable,
+            # Promise an SMS only when one can be sent: a mobile, and a Twilio account.
+            sms_reachable=facts.sms_reachable and services.settings.sms_configured,
         ),
         lookups=_CallLookups(services, tx, call.id, call.call_sid),
         say_digits=say_digits,
