@@ -18,7 +18,7 @@ optional answers are skipped).
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
@@ -74,11 +74,18 @@ class CallState:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> CallState:
-        known = {f.name for f in fields(cls)}
+        known = _STATE_FIELDS
         return cls(**{k: v for k, v in (data or {}).items() if k in known})
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: its deep copy is a measurable part of a webhook's CPU,
+        # and every value here is a scalar or a list of strings.
+        values = {name: getattr(self, name) for name in _STATE_FIELDS}
+        values["announcement"] = list(self.announcement)
+        return values
+
+
+_STATE_FIELDS = tuple(f.name for f in fields(CallState))
 
 
 @dataclass(frozen=True)
