@@ -70,6 +70,9 @@ class Settings:
     # None: the built-in portal in this service's database.
     portal_url: str | None = None
     portal_token: str | None = None
+    # Where a human opens a ticket of the customer's portal: a URL with `{number}`. Unset:
+    # the console shows the number without a link (the REST URL is no page for a human).
+    portal_ticket_url: str | None = None
     # Token the built-in portal's REST API accepts (for the customer's portal team's tests).
     builtin_portal_token: str | None = None
     secret_key: str = "dev-only-not-secret"
@@ -168,6 +171,7 @@ class Settings:
             public_base_url=_opt(e, "PUBLIC_BASE_URL"),
             portal_url=_opt(e, "PORTAL_URL"),
             portal_token=_opt(e, "PORTAL_TOKEN"),
+            portal_ticket_url=_opt(e, "PORTAL_TICKET_URL"),
             builtin_portal_token=_opt(e, "BUILTIN_PORTAL_TOKEN"),
             secret_key=_opt(e, "SECRET_KEY") or cls.secret_key,
             production=production,

@@ -397,8 +397,19 @@ def test_build_portal_is_builtin_by_default_and_http_with_a_portal_url(
     )
     assert isinstance(remote, HttpPortal)
     assert remote.base_url == "https://portal.example/api/v1"
-    assert remote.ticket_url("1042") == "https://portal.example/api/v1/tickets/1042"
+    # The REST resource is no page for a human: no link unless the portal's page is set.
+    assert remote.ticket_url("1042") is None
     remote.close()
+
+    linked = build_portal(
+        make_services(
+            portal_url="https://portal.example/api/v1/",
+            portal_token="t0ken",
+            portal_ticket_url="https://portal.example/tickets/{number}/view",
+        )
+    )
+    assert linked.ticket_url("1042") == "https://portal.example/tickets/1042/view"
+    linked.close()
 
 
 def test_without_a_public_base_url_the_ticket_link_is_relative(services: Services) -> None:

@@ -26,7 +26,11 @@ def build_portal(services: Services) -> Portal:
     if settings.portal_url:
         from callcenter.portal.http import HttpPortal
 
-        return HttpPortal(settings.portal_url, settings.portal_token)
+        return HttpPortal(
+            settings.portal_url,
+            settings.portal_token,
+            ticket_url_template=settings.portal_ticket_url,
+        )
     from callcenter.portal.builtin import BuiltinPortal
 
     return BuiltinPortal(services.sessions, services.clock, base_url=settings.public_base_url)

@@ -54,6 +54,8 @@ class HttpPortal:
         token: str | None,
         timeout: tuple[float, float] = (3.05, 10),
         session: requests.Session | None = None,
+        *,
+        ticket_url_template: str | None = None,
     ) -> None:
         if not base_url.startswith(("http://", "https://")):
             raise ValueError(f"portal base_url must be an http(s) URL, got {base_url!r}")
@@ -63,6 +65,11 @@ class HttpPortal:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
         self._token = token
+        if ticket_url_template is not None and "{number}" not in ticket_url_template:
+            raise ValueError(
+                f"the portal's ticket page URL needs a {{number}}, got {ticket_url_template!r}"
+            )
+        self._ticket_url_template = ticket_url_template
         self._owns_session = session is None
         self._session = session or requests.Session()
 
@@ -119,7 +126,11 @@ class HttpPortal:
         )
 
     def ticket_url(self, number: str) -> str | None:
-        return f"{self.base_url}/tickets/{quote(number, safe='')}"
+        """The ticket's page for a human (PORTAL_TICKET_URL), or None: the REST resource
+        under PORTAL_URL is JSON behind a token, no page to link to."""
+        if self._ticket_url_template is None:
+            return None
+        return self._ticket_url_template.replace("{number}", quote(number, safe=""))
 
     # ------------------------------------------------------------ the wire
 
