@@ -4,8 +4,10 @@
     GET /api/calls/<CallSid>       one call with its legs, events and notes
 
 Tokens come from `callcenter token create NAME`. Missing, unknown or revoked token: 401
-JSON; a bad filter value: 400 JSON naming the parameter; an unknown CallSid: 404 JSON. The
-filters themselves live in `callcenter.calllog_query` (shared with the console).
+JSON; a bad filter value: 400 JSON naming the parameter; an unknown CallSid: 404 JSON; a
+path or method the API does not have: 404 / 405 JSON (after the token check, as for any
+other URL of the API). The filters themselves live in `callcenter.calllog_query` (shared
+with the console).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from urllib.parse import urlencode
 
 from flask import Blueprint, Response, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from callcenter.app import db_session, services
 from callcenter.calllog_json import call_json
@@ -98,3 +101,41 @@ def show_call(call_sid: str) -> ResponseReturnValue:
     if call is None:
         return _error(404, "not_found", f"no call {call_sid!r} in the log")
     return jsonify(call_json(call, lines=services().settings.lines))
+
+
+# ---------------------------------------------------------------- URLs no view serves
+
+
+def _under(path: str, prefix: str) -> bool:
+    return path == prefix or path.startswith(prefix + "/")
+
+
+@bp.app_errorhandler(NotFound)
+@bp.app_errorhandler(MethodNotAllowed)
+def routing_error(exc: HTTPException) -> ResponseReturnValue:
+    """A URL that matches no route (404), or none for its method (405), as JSON under the
+    JSON APIs (this one and the built-in portal's); Flask's own page everywhere else.
+
+    Flask hands routing errors to the app's error handlers only, never to a blueprint's,
+    so this one is registered for the whole app (`app_errorhandler`) and looks at the path.
+    """
+    path = request.path
+    if _under(path, "/portal/api/v1"):
+        from callcenter.portal.api import routing_error as portal_routing_error
+
+        return portal_routing_error()
+    if not _under(path, bp.url_prefix or "/api"):
+        return exc
+    refused = _require_token()
+    if refused is not None:
+        return refused
+    if isinstance(exc, MethodNotAllowed):
+        allowed = sorted(exc.valid_methods or ())
+        response = _error(
+            405,
+            "method_not_allowed",
+            f"{request.method} is not allowed on {path}; use " + ", ".join(allowed),
+        )
+        response.headers["Allow"] = ", ".join(allowed)
+        return response
+    return _error(404, "not_found", f"no endpoint at {path}; see GET /api/calls")

@@ -2,8 +2,9 @@
 
 Two kinds, on purpose:
 - Process-local observations (webhook latency by step) are a Histogram. Under gunicorn
-  with several workers set `PROMETHEUS_MULTIPROC_DIR`; the collector then merges the
-  workers' files (prometheus_client's multiprocess mode).
+  with several workers, `callcenter.gunicorn_conf` sets `PROMETHEUS_MULTIPROC_DIR` before
+  the workers start; `render` then adds up the workers' files (prometheus_client's
+  multiprocess mode), so any worker's scrape reports the whole server.
 - Business figures (calls by category, tickets opened/failed, outbox backlog, urgent calls
   unanswered) are read from the database at scrape time. The database is the one truth
   every web and worker process shares, so these never disagree between processes and

@@ -314,6 +314,39 @@ def test_an_unknown_call_sid_is_404_json(client: FlaskClient, token: str) -> Non
     assert response.get_json() == {"error": "not_found", "message": "no call 'CAnope' in the log"}
 
 
+def test_paths_and_methods_the_api_has_not_answer_json(client: FlaskClient, token: str) -> None:
+    for path in ("/api", "/api/", "/api/nope", "/api/calls/CA1/legs"):
+        response = get(client, path, token)
+        assert (response.status_code, response.get_json()) == (
+            404,
+            {"error": "not_found", "message": f"no endpoint at {path}; see GET /api/calls"},
+        ), path
+    auth = {"Authorization": f"Bearer {token}"}
+    for method in ("POST", "DELETE", "PROPFIND"):
+        response = client.open("/api/calls", method=method, headers=auth)
+        assert response.status_code == 405
+        assert response.headers["Allow"] == "GET, HEAD, OPTIONS"
+        assert response.get_json() == {
+            "error": "method_not_allowed",
+            "message": f"{method} is not allowed on /api/calls; use GET, HEAD, OPTIONS",
+        }
+
+
+def test_the_token_is_checked_before_saying_a_path_does_not_exist(client: FlaskClient) -> None:
+    for method, path in (("GET", "/api/nope"), ("POST", "/api/calls")):
+        response = client.open(path, method=method)
+        assert response.status_code == 401
+        assert response.get_json()["error"] == "unauthorized"
+        assert response.headers["WWW-Authenticate"] == 'Bearer realm="callcenter"'
+
+
+def test_outside_the_api_a_missing_page_is_still_flasks_own(client: FlaskClient) -> None:
+    response = client.get("/apis/calls")
+    assert response.status_code == 404
+    assert response.content_type.startswith("text/html")
+    assert client.post("/healthz").content_type.startswith("text/html")
+
+
 # ---------------------------------------------------------------- filters
 
 

@@ -24,7 +24,7 @@ import requests
 from callcenter.calllog_json import call_json
 from callcenter.calllog_query import get_call
 from callcenter.ivr import prompts
-from callcenter.ivr.spool import spool_path
+from callcenter.ivr.spool import spool_files
 from callcenter.services import Services
 from callcenter.settings import Settings
 from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, _truncate_all
@@ -105,9 +105,8 @@ def assert_apology_then_duty_phone(root: ET.Element) -> None:
 
 def spooled(stack: ServiceStack) -> list[dict[str, Any]]:
     """The events in the spool, including those a replay is working through."""
-    path = spool_path(stack.data_dir)
     lines: list[dict[str, Any]] = []
-    for part in (path.with_suffix(".replaying"), path):
+    for part in spool_files(stack.data_dir):
         try:
             text = part.read_text("utf-8")
         except FileNotFoundError:

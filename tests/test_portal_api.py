@@ -432,6 +432,14 @@ def test_unknown_paths_and_methods_answer_json(offline_api: Api) -> None:
     assert delete.headers["Allow"] == "GET, PATCH"
     listing = api.call("GET", "/tickets")
     assert (listing.status_code, listing.headers["Allow"]) == (405, "POST")
+    # A method no route of the app takes at all: JSON too, with the path's real methods.
+    odd = api.call("PROPFIND", "/tickets/1001")
+    assert (odd.status_code, odd.headers["Allow"]) == (405, "GET, PATCH")
+    assert odd.get_json()["error"]["code"] == "method_not_allowed"
+    nothing = api.call("TRACE", "/nothing")
+    assert (nothing.status_code, nothing.get_json()["error"]["code"]) == (404, "not_found")
+    # The access check comes first, as for every request of the API.
+    assert api.call("PROPFIND", "/tickets/1001", auth=False).status_code == 401
 
 
 def test_a_database_outage_is_a_retryable_503(offline_api: Api) -> None:

@@ -33,6 +33,11 @@ def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", "-")
+            if "control_socket_disable" in self.cfg.settings:
+                # Gunicorn 24+ opens a control socket at one path per user
+                # (~/.gunicorn/gunicorn.ctl): a second server on the host would take it
+                # over. Nothing here uses it.
+                self.cfg.set("control_socket_disable", True)
 
         def load(self) -> Any:
             # Built in the worker process, after gunicorn's fork: connections and the

@@ -184,13 +184,28 @@ def record_phone_duplicate(number: str) -> ResponseReturnValue:
 
 
 # Routing misses under the prefix would otherwise get the app's HTML error pages (Flask
-# never hands routing errors to blueprint handlers); this catch-all keeps them JSON.
+# never hands routing errors to blueprint handlers); this catch-all keeps them JSON, and
+# `routing_error` answers the same for a method not even the catch-all takes.
 _ANY_METHOD = ["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 
 @bp.route("/", defaults={"rest": ""}, methods=_ANY_METHOD)
 @bp.route("/<path:rest>", methods=_ANY_METHOD)
 def no_such_endpoint(rest: str) -> ResponseReturnValue:
+    return _routing_miss()
+
+
+def routing_error() -> ResponseReturnValue:
+    """The answer to a request under the prefix that matched no route at all, for the app's
+    routing error handler (`callcenter.api.routing_error`): as the catch-all's, after the
+    same access check the blueprint's requests get."""
+    refused = _authorise()
+    return refused if refused is not None else _routing_miss()
+
+
+def _routing_miss() -> Response:
+    """404, or 405 naming the methods the path has, for a request no endpoint serves."""
+    catch_all = f"{bp.name}.{no_such_endpoint.__name__}"
     adapter = current_app.create_url_adapter(request)
     allowed = []
     if adapter is not None:
@@ -199,7 +214,7 @@ def no_such_endpoint(rest: str) -> ResponseReturnValue:
                 endpoint, _args = adapter.match(request.path, method=method)
             except HTTPException:
                 continue
-            if endpoint != request.endpoint:
+            if endpoint != catch_all:
                 allowed.append(method)
     if allowed:
         response = error_response(
