@@ -66,6 +66,10 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
     # On PostgreSQL the liveness check of a pooled connection runs in `db_deadline`'s
     # checkout handler instead, where a request's deadline can cut a ping that hangs.
     kwargs.setdefault("pool_pre_ping", not postgres)
+    # Waiting for a free pooled connection is no database call the deadline could cut:
+    # bound it well inside a webhook's 15 s (the pool is larger than a process's threads,
+    # so only leaked or hung connections make anyone wait).
+    kwargs.setdefault("pool_timeout", 5)
     if postgres:
         # PostgreSQL's JIT spends ~0.7 s compiling the console's counting queries that
         # then run in ~0.1 s; our queries are short, index-driven OLTP: never worth it.

@@ -50,6 +50,7 @@ class DatabaseDeadline:
         self._held: dict[int, set[Any]] = {}  # thread id -> DBAPI connections checked out
         self._holder: dict[int, int] = {}  # id(DBAPI connection) -> thread id
         self._watchdog: threading.Thread | None = None
+        self._dialect = engine.dialect
         event.listen(engine, "connect", self._on_connect)
         event.listen(engine, "checkout", self._on_checkout)
         event.listen(engine, "checkin", self._on_checkin)
@@ -99,11 +100,9 @@ class DatabaseDeadline:
         # The pre-ping, where the watchdog sees it. Raising DisconnectionError makes the
         # pool discard this connection and connect a new one (SQLAlchemy's own recipe).
         try:
-            cursor = dbapi_connection.cursor()
-            try:
-                cursor.execute("SELECT 1")
-            finally:
-                cursor.close()
+            # The dialect's own ping: on psycopg it pings in autocommit, so the connection
+            # is handed out idle, not inside a transaction a plain SELECT would open.
+            self._dialect.do_ping(dbapi_connection)
         except Exception as error:
             self._forget(dbapi_connection, record)
             raise exc.DisconnectionError(f"pre-ping failed: {error!r}") from error
@@ -137,28 +136,32 @@ class DatabaseDeadline:
         self._watchdog = thread
         thread.start()
 
-    def _overdue_connections(self, now: float) -> list[tuple[int, Any]]:
-        with self._lock:
-            return [
-                (tid, connection)
-                for tid, deadline in self._deadlines.items()
-                if deadline <= now
-                for connection in self._held.get(tid, ())
-            ]
-
     def expire_overdue(self, now: float | None = None) -> int:
-        """Cut the connections of the threads past their deadline; how many were cut."""
-        cut = 0
-        for tid, connection in self._overdue_connections(time.monotonic() if now is None else now):
-            if _shut_down(connection):
-                cut += 1
-                log.error(
-                    "database call over its deadline in thread %s: connection cut "
-                    "(the database hangs?); the request answers with its fallback",
-                    tid,
-                )
-            self._forget(connection, None)
-        return cut
+        """Cut the connections of the threads past their deadline; how many were cut.
+
+        Under the lock: a connection checked in meanwhile (its thread got its answer) is no
+        longer held, so it is never cut under the next thread it is lent to — the pool's
+        checkin event, which takes the same lock, fires before the pool lends it again."""
+        moment = time.monotonic() if now is None else now
+        cut: list[int] = []
+        with self._lock:
+            for tid, deadline in list(self._deadlines.items()):
+                if deadline > moment:
+                    continue
+                for connection in list(self._held.get(tid, ())):
+                    if self._holder.get(id(connection)) == tid and _shut_down(connection):
+                        cut.append(tid)
+                    self._holder.pop(id(connection), None)
+                    self._held[tid].discard(connection)
+                if not self._held.get(tid, True):
+                    del self._held[tid]
+        for tid in cut:
+            log.error(
+                "database call over its deadline in thread %s: connection cut (the database "
+                "hangs?); the request answers with its fallback",
+                tid,
+            )
+        return len(cut)
 
 
 _guards: weakref.WeakKeyDictionary[Engine, DatabaseDeadline] = weakref.WeakKeyDictionary()

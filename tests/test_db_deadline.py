@@ -3,6 +3,7 @@ answer in time is cut, and the pool goes on with healthy connections."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -45,4 +46,48 @@ def test_sqlite_engines_need_no_deadline(tmp_path: object) -> None:
     try:
         assert guard_of(engine) is None
     finally:
+        engine.dispose()
+
+
+def test_a_pooled_connection_is_handed_out_idle(pg_database_url: str) -> None:
+    """The liveness ping runs in autocommit: a checked-out connection is not inside a
+    transaction, so per-connection options (isolation level) still apply."""
+    engine = make_engine(pg_database_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        with engine.connect() as conn:  # the same connection, pinged on checkout
+            auto = conn.execution_options(isolation_level="AUTOCOMMIT")
+            assert auto.execute(text("show transaction_isolation")).scalar() == "read committed"
+    finally:
+        engine.dispose()
+
+
+def test_an_overdue_thread_that_gave_its_connection_back_cuts_nobody(
+    pg_database_url: str,
+) -> None:
+    """A request past its deadline that got its answer and returned the connection must not
+    have that connection cut under the next request the pool lends it to."""
+    engine = make_engine(pg_database_url, pool_size=1, max_overflow=0)
+    deadline = guard_of(engine)
+    assert deadline is not None
+    returned, finish = threading.Event(), threading.Event()
+
+    def late_request() -> None:
+        with deadline.within(0.0):  # overdue from the start
+            with engine.connect() as conn:
+                conn.execute(text("select 1"))
+            returned.set()  # its connection is back in the pool; the request goes on
+            finish.wait(10)
+
+    thread = threading.Thread(target=late_request)
+    thread.start()
+    try:
+        assert returned.wait(10)
+        with engine.connect() as conn:  # the pool's only connection, lent again
+            assert deadline.expire_overdue() == 0
+            assert conn.execute(text("select 3")).scalar() == 3
+    finally:
+        finish.set()
+        thread.join()
         engine.dispose()

@@ -27,6 +27,7 @@ from sqlalchemy.orm import Session
 from callcenter import calls
 from callcenter.calls import StatusCallback
 from callcenter.db import transaction
+from callcenter.db_deadline import guard_of
 from callcenter.errors import InvalidInput, TicketNotFound
 from callcenter.ivr import flow
 from callcenter.ivr.engine import (
@@ -48,6 +49,7 @@ from callcenter.ivr.engine import (
 from callcenter.ivr.twiml import render
 from callcenter.ivr.webhook_params import RecordingStatus, VoiceWebhook
 from callcenter.models import Call, TicketRequest
+from callcenter.portal.protocol import TicketView
 from callcenter.services import Services
 
 log = logging.getLogger(__name__)
@@ -147,7 +149,10 @@ class _StepTransaction:
     @property
     def session(self) -> Session:
         if self._session is None:
-            self._session = self._services.sessions(bind=self.connection)
+            # rollback_only: the session's commit is a flush, its rollback the whole step's.
+            self._session = self._services.sessions(
+                bind=self.connection, join_transaction_mode="rollback_only"
+            )
         return self._session
 
     def __exit__(self, *exc: Any) -> bool | None:
@@ -347,8 +352,18 @@ class _CallLookups:
 
     def ticket(self, number: str) -> TicketLookup:
         portal = self._services.portal
+        deadline = guard_of(self._services.engine)
+
+        def lookup() -> TicketView:
+            # Its own thread: the request's database deadline does not reach it, and the
+            # built-in portal reads the database.
+            if deadline is None:
+                return portal.get_ticket(number)
+            with deadline.within(PORTAL_LOOKUP_SECONDS):
+                return portal.get_ticket(number)
+
         try:
-            view = _within(PORTAL_LOOKUP_SECONDS, lambda: portal.get_ticket(number))
+            view = _within(PORTAL_LOOKUP_SECONDS, lookup)
         except TicketNotFound:
             return TicketLookup("not_found")
         except Exception as exc:
