@@ -8,6 +8,13 @@ For a ticket that exists:
 - for a critical failure or a stolen vehicle, the staff on duty get an alert SMS.
 For a request that failed: the staff on duty get an alert with the reason.
 
+Two ways to run them: `run_followups`, the follow-ups job (each SMS claimed before Twilio
+is asked; no lock held while Twilio or the portal answers), and `run_local_followups` —
+only when nothing has to leave the database (skips: a landline, a withheld number, no
+Twilio account), in one transaction under the row's lock; otherwise it defers to the
+former. The ticket job tries the local way right after the number, and so does the
+follow-ups job when the draft says nothing will leave (`leaves_database`).
+
 Each step is idempotent on its own (portal entries by dedup key, SMS by `SmsMessage.key`)
 and its outcome is noted in `TicketRequest.followups`, so a re-run does only what is left.
 Transient trouble (portal or Twilio unreachable, a recording Twilio is still processing)
@@ -23,6 +30,7 @@ recipients and outcomes), `failure_alert` (`failure` number, `to`, `sent`), `run
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -58,7 +66,7 @@ from callcenter.phones import classify
 from callcenter.portal.protocol import Portal, TicketDraft
 from callcenter.recordings import Recording
 from callcenter.settings import Settings
-from callcenter.telephony import Telephony, sms_eligibility
+from callcenter.telephony import OfflineTelephony, Telephony, sms_eligibility
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +90,9 @@ class FollowupReport:
     next_attempt_at: datetime | None = None
     # Due at once (a recording arrived while this run worked): submit again.
     again_now: bool = False
+    # `run_local_followups` only: something has to leave this database, nothing was done;
+    # the follow-ups job is to run.
+    deferred: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,47 +132,95 @@ def run_followups(
     """Do what is left of the request's follow-ups. Safe to run twice and concurrently."""
     now = clock()
     with sessions() as session:
-        snap = _snapshot(session, request_id, now)
-        if snap is None:
+        row = session.get(TicketRequest, request_id, options=[joinedload(TicketRequest.call)])
+        if row is None:
+            raise UnknownTicketRequest(f"no ticket request with id {request_id}")
+        if not _due(row, now):
             return FollowupReport(request_id, ["nothing due"])
-        state = dict(snap.state)
-        if snap.status == outbox.DONE and snap.urgent and "alert_to" not in state:
-            # Fixed at the first run, so a roster change never alerts a second set of people.
-            state["alert_to"] = alert_recipients(session, now, calendar, settings)
-        failures = int(state.get("failures", 0))
-        if (
-            snap.status == outbox.FAILED
-            and state.get("failure_alert", {}).get("failure") != failures
-        ):
-            # One alert per failure: a retried request that fails again alerts again.
-            state["failure_alert"] = {
-                "failure": failures,
-                "to": alert_recipients(session, now, calendar, settings),
-                "sent": {},
-            }
+        snap = _snapshot(row, _recordings_of(row.call))
+        state = _state(session, snap, now, calendar, settings)
     run = _Run(sessions, portal, telephony, settings, snap, state, request_id, now)
-    if snap.status == outbox.DONE and snap.number:
-        run.attach_recordings()
-        if not snap.phone_duplicate:
-            run.tell_caller()
-        if snap.urgent:
-            run.alert_on_duty()
-    elif snap.status == outbox.FAILED:
-        run.alert_failure()
+    run.run_steps()
     with sessions() as session, session.begin():
         run.record(session, clock())
     return run.report
 
 
-def _snapshot(session: Session, request_id: int, now: datetime) -> _Snapshot | None:
-    """The request as it stands, or None when none of its follow-ups is due (a replayed
-    job must not run ahead of the backoff)."""
-    row = session.get(TicketRequest, request_id, options=[joinedload(TicketRequest.call)])
-    if row is None:
-        raise UnknownTicketRequest(f"no ticket request with id {request_id}")
+def run_local_followups(
+    *,
+    sessions: sessionmaker[Session],
+    portal: Portal,
+    telephony: Telephony,
+    settings: Settings,
+    calendar: BusinessCalendar,
+    clock: Clock,
+    request_id: int,
+) -> FollowupReport:
+    """The follow-ups at once, when none of them leaves this database: no recording to
+    attach, and no SMS to hand to Twilio (the number cannot take one, or Twilio is not
+    configured, so each is recorded as skipped). Then the whole run is one transaction
+    under the row's lock — what the ticket job does right after the number instead of
+    queueing the follow-ups job.
+
+    Otherwise nothing is written and the report is `deferred`: the follow-ups job does
+    it all, where an SMS is claimed before Twilio is asked (never sent twice) and a slow
+    Twilio or recording download holds up no ticket.
+    """
+    now = clock()
+    with sessions() as session:
+        # The call's main recording comes with the row: a call without one has none.
+        row = outbox.lock_request(
+            session,
+            request_id,
+            options=[joinedload(TicketRequest.call).load_only(Call.recording_sid)],
+        )
+        if row is None:
+            raise UnknownTicketRequest(f"no ticket request with id {request_id}")
+        if not _due(row, now):
+            return FollowupReport(request_id, ["nothing due"])
+        snap = _snapshot(row, _recordings_of(row.call))
+        state = _state(session, snap, now, calendar, settings)
+        run = _Run(sessions, portal, telephony, settings, snap, state, request_id, now)
+        run.local = True
+        try:
+            run.run_steps()
+        except _LeavesDatabase as exc:
+            # Leaving the block without a commit rolls back (and lets go of the row).
+            return FollowupReport(request_id, [f"for the follow-ups job: {exc}"], deferred=True)
+        run.record(session, clock(), row=row)
+        session.commit()
+    return run.report
+
+
+def leaves_database(
+    status: str, draft: Mapping[str, Any], *, settings: Settings, telephony: Telephony
+) -> bool:
+    """Will the follow-ups of a request with this status and stored draft reach Twilio or
+    the portal over the network? Judged from the draft alone, before any lock: True lets
+    the ticket job queue the follow-ups job at once, without a local attempt that would
+    only roll back; False leaves it to `run_local_followups`, which may still defer.
+    Either answer is safe — it only picks the cheaper way."""
+    if status == outbox.DONE and draft.get("recording_url"):
+        return True  # the call's recording, to attach to the ticket
+    if isinstance(telephony, OfflineTelephony):
+        return False
+    if status == outbox.FAILED or draft.get("priority") in URGENT_PRIORITIES:
+        return True  # an alert to the staff on duty
+    return sms_eligibility(classify(draft.get("caller")), settings).ok
+
+
+class _LeavesDatabase(Exception):
+    """A local run met a step that needs Twilio or the portal over the network."""
+
+
+def _due(row: TicketRequest, now: datetime) -> bool:
+    """Is any of the request's follow-ups due (a replayed job must not run ahead of the
+    backoff)?"""
     due = row.next_attempt_at
-    if row.status == outbox.PENDING or due is None or due > now:
-        return None
+    return row.status != outbox.PENDING and due is not None and due <= now
+
+
+def _snapshot(row: TicketRequest, recordings: list[Recording]) -> _Snapshot:
     received = row.draft.get(outbox.RECEIVED_AT)
     return _Snapshot(
         status=row.status,
@@ -170,10 +229,33 @@ def _snapshot(session: Session, request_id: int, now: datetime) -> _Snapshot | N
         stored=dict(row.draft),
         state=dict(row.followups or {}),
         call_id=row.call_id,
-        recordings=_recordings_of(row.call),
+        recordings=recordings,
         received=datetime.fromisoformat(received) if received else None,
         last_error=row.last_error,
     )
+
+
+def _state(
+    session: Session,
+    snap: _Snapshot,
+    now: datetime,
+    calendar: BusinessCalendar,
+    settings: Settings,
+) -> dict[str, Any]:
+    """The follow-ups state this run starts from, with the alerts' recipients fixed."""
+    state = dict(snap.state)
+    if snap.status == outbox.DONE and snap.urgent and "alert_to" not in state:
+        # Fixed at the first run, so a roster change never alerts a second set of people.
+        state["alert_to"] = alert_recipients(session, now, calendar, settings)
+    failures = int(state.get("failures", 0))
+    if snap.status == outbox.FAILED and state.get("failure_alert", {}).get("failure") != failures:
+        # One alert per failure: a retried request that fails again alerts again.
+        state["failure_alert"] = {
+            "failure": failures,
+            "to": alert_recipients(session, now, calendar, settings),
+            "sent": {},
+        }
+    return state
 
 
 def _recordings_of(call: Call | None) -> list[Recording]:
@@ -200,9 +282,22 @@ class _Run:
     # SMS bookkeeping written with the outcome, in one transaction (`record`).
     settlements: list[SmsOutcome] = field(default_factory=list)
     skips: list[dict[str, Any]] = field(default_factory=list)
+    # `run_local_followups`: nothing may leave the database (see `_LeavesDatabase`).
+    local: bool = False
 
     def __post_init__(self) -> None:
         self.report = FollowupReport(self.request_id)
+
+    def run_steps(self) -> None:
+        snap = self.snap
+        if snap.status == outbox.DONE and snap.number:
+            self.attach_recordings()
+            if not snap.phone_duplicate:
+                self.tell_caller()
+            if snap.urgent:
+                self.alert_on_duty()
+        elif snap.status == outbox.FAILED:
+            self.alert_failure()
 
     # ---------------------------------------------------------- recordings
 
@@ -213,6 +308,8 @@ class _Run:
         for rec in self.snap.recordings:
             if rec.sid in done:
                 continue
+            if self.local:
+                raise _LeavesDatabase(f"recording {rec.sid} to attach")
             try:
                 self.portal.add_entry(
                     number,
@@ -308,12 +405,28 @@ class _Run:
         return sent
 
     def _send(self, *, key: str, to: str, body: str) -> SmsOutcome:
+        if self.local:
+            return self._skip_unsendable(key=key, to=to, body=body)
         outcome = send_unsettled(
             self.sessions, self.telephony, key=key, to=to, body=body, now=self.now
         )
         if outcome.fresh:
             self.settlements.append(outcome)
         return outcome
+
+    def _skip_unsendable(self, *, key: str, to: str, body: str) -> SmsOutcome:
+        """A local run's SMS: recorded as skipped when Twilio is not configured (nothing
+        can be sent, so nothing needs claiming first); anything else is for the job."""
+        if not isinstance(self.telephony, OfflineTelephony):
+            raise _LeavesDatabase(f"SMS {key} to send")
+        try:
+            self.telephony.send_sms(to, body)
+        except TelephonyNotConfigured as exc:  # always: it is the offline stand-in
+            reason = str(exc)
+        else:  # pragma: no cover - OfflineTelephony never sends
+            raise _LeavesDatabase(f"SMS {key} was sent by the offline telephony")
+        self.skips.append({"key": key, "to": to, "body": body, "reason": reason})
+        return SmsOutcome(key, SKIPPED, reason)
 
     def _note(self, outcome: SmsOutcome, what: str) -> None:
         reason = f" ({outcome.reason})" if outcome.reason else ""
@@ -323,9 +436,11 @@ class _Run:
 
     # ---------------------------------------------------------- the outcome
 
-    def record(self, session: Session, now: datetime) -> None:
-        """Note what was done and when the rest is due, under the row's lock."""
-        row = outbox.lock_request(session, self.request_id)
+    def record(self, session: Session, now: datetime, row: TicketRequest | None = None) -> None:
+        """Note what was done and when the rest is due, under the row's lock (`row`: the
+        row this session locked already)."""
+        if row is None:
+            row = outbox.lock_request(session, self.request_id)
         if row is None:  # pragma: no cover - rows are never deleted
             return
         # Under the row's lock, so two runs never both record a skip.
@@ -367,8 +482,9 @@ class _Run:
 
     def _recording_arrived(self, session: Session) -> bool:
         """A recording added while this run worked (read under the row's lock, which
-        `intake.add_recording` takes too, so none slips between)."""
-        if self.snap.status != outbox.DONE or self.snap.call_id is None:
+        `intake.add_recording` takes too, so none slips between). A local run held the
+        lock from its start: it saw every recording there is."""
+        if self.local or self.snap.status != outbox.DONE or self.snap.call_id is None:
             return False
         attached = self.state.get("recordings") or {}
         sids = recordings.recording_sids(session, self.snap.call_id)

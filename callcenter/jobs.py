@@ -3,13 +3,25 @@
     webhook transaction: call row + outbox row ──commit──▶ jobs.submit_ticket_request(id)
                                                               │ (Redis down: row stays
                                                               │  pending; the sweep finds it)
-    create_ticket(id) ── portal ──▶ row: done + number ──▶ run_followups(id)
-          │ unavailable: row.next_attempt_at = backoff          recordings, caller SMS, alerts
-          └ rejected / last try: failed ──▶ run_followups(id): on-duty alert
+    create_ticket(id) ── portal ──▶ row: done + number ──▶ follow-ups*
+          │ unavailable: row.next_attempt_at = backoff
+          └ rejected / last try: failed ──▶ follow-ups*: on-duty alert
     sweep_outbox(), every SWEEP_SECONDS ──▶ re-submits every row whose next_attempt_at came
+    retention_purge(), daily ──▶ `callcenter.retention.purge_personal_data`
+
+    * recordings, caller SMS, alerts: in the same job when they stay in the database,
+      else the run_followups(id) job on the follow-ups queue
 
 Jobs are module-level functions of primitive ids, safe to run twice and concurrently: the
-outbox row carries the state and the retry schedule, the portal the idempotency key. RQ's
+outbox row carries the state and the retry schedule, the portal the idempotency key. Every
+log line of a ticket's job carries its CallSid (`callcenter.logs.call_context`).
+
+Follow-ups that leave the database (an SMS through Twilio, a recording to attach) run as
+their own job on the follow-ups queue, so a caller waiting for a number is never queued
+behind them; the ones that do not (SMS recorded as skipped: a landline, a withheld number,
+no Twilio account) are done by the ticket job right after the number, in one transaction
+(`followups.run_local_followups`) — a queued job costs more than the work — unless other
+tickets are waiting: then they too go to the follow-ups queue, after the numbers. RQ's
 own `Retry` is not used on purpose: a retry kept in Redis is lost with Redis's data and
 would fight the row's schedule; the row's `attempts` / `next_attempt_at` survive both a
 worker restart and an empty Redis, and the sweep turns them into jobs.
@@ -21,9 +33,12 @@ Runners (`services.jobs`, built by `build_runner`):
   request id, so a double submit is one job. The sweep is a scheduled RQ job that schedules
   its successor (RQ's scheduler: `callcenter worker`, or `rq worker --with-scheduler`);
   ids per time slot make several workers converge on one chain, and every worker's start,
-  its maintenance and the web side's submits re-seed the chain should Redis lose it.
+  its maintenance and the web side's submits re-seed the chain should Redis lose it. The
+  retention purge is a daily chain of the same kind on the follow-ups queue (slots start
+  at 00:00 UTC, 03:00 in Moscow), seeded by every worker's start and maintenance.
 - `InlineJobRunner` (no REDIS_URL, the embedded default): the same job functions on a small
-  thread pool in the web process, plus a sweep thread. Same code path, no Redis.
+  thread pool in the web process, plus a sweep thread (which also starts the retention
+  purge once a day). Same code path, no Redis.
 
 Why a per-process context instead of passing `Services` to jobs: RQ stores a job as a
 function name and its arguments, and a worker process builds the wiring once; the job
@@ -43,7 +58,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -54,10 +69,14 @@ from redis.retry import Retry
 from rq import Queue, SimpleWorker
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.utils import now as rq_now
+from rq.utils import utcformat
+from sqlalchemy.orm import Session, sessionmaker
 
-from callcenter import followups, outbox, recordings
+from callcenter import followups, outbox, recordings, retention
 from callcenter.db import transaction
 from callcenter.errors import ConfigurationError, QueueUnavailable
+from callcenter.logs import call_context
 
 if TYPE_CHECKING:
     from callcenter.services import Services
@@ -75,6 +94,19 @@ FOLLOWUP_JOB_TIMEOUT = 300
 RESULT_TTL = 60
 FAILURE_TTL = 7 * 24 * 3600
 FOLLOWUPS_SUFFIX = "-followups"
+# The retention purge runs once a slot: a day from 00:00 UTC (03:00 Moscow, a quiet hour).
+PURGE_SECONDS = 24 * 3600
+PURGE_JOB_TIMEOUT = 3600
+# RQ worker timing (`run_worker`). A worker blocks on Redis for WORKER_TTL - 15 s between
+# maintenance checks; maintenance restarts RQ's scheduler (it dies with a Redis that
+# crashed) and re-seeds the sweep and purge chains. RQ's defaults (420 s, 10 min) left
+# the scheduler down for ~7 minutes after a Redis restart; these bring it back within
+# MAINTENANCE_SECONDS of the worker reconnecting — at once when the worker sees Redis lost
+# its data (`PipelineWorker.heartbeat`).
+WORKER_TTL = 45
+MAINTENANCE_SECONDS = 30
+# The longest pause between the worker's tries to reach a Redis that is down (RQ: 60 s).
+RECONNECT_SECONDS = 10.0
 
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
@@ -127,31 +159,117 @@ def using(services: Services) -> Iterator[None]:
 
 
 def create_ticket(request_id: int) -> str | None:
-    """Turn ticket request `request_id` into a portal ticket; returns its number if done."""
+    """Turn ticket request `request_id` into a portal ticket; returns its number if done.
+    Then the follow-ups: done here when they stay in the database, else queued."""
     services = current_services()
-    delivery = outbox.deliver(
-        services.sessions,
-        services.portal,
-        request_id,
-        clock=services.clock,
-        recording_link=partial(recordings.ticket_link, services.settings),
-    )
-    if delivery.status in (outbox.DONE, outbox.FAILED):
-        # Also when another run recorded the outcome: a request re-submitted after its
-        # ticket exists (a recording came in) has follow-ups due; the job checks.
-        services.jobs.submit_followups(request_id)
+    with _one_connection(services) as sessions:
+        state = outbox.read_request(sessions, request_id)
+        with call_context(state.call_sid):
+            delivery = outbox.deliver(
+                sessions,
+                services.portal,
+                request_id,
+                clock=services.clock,
+                recording_link=partial(recordings.ticket_link, services.settings),
+                state=state,
+            )
+            if delivery.status in (outbox.DONE, outbox.FAILED):
+                # Also when another run recorded the outcome: a request re-submitted after
+                # its ticket exists (a recording came in) has follow-ups due; they check.
+                if followups.leaves_database(
+                    delivery.status,
+                    state.draft,
+                    settings=services.settings,
+                    telephony=services.telephony,
+                ) or _tickets_waiting(services):
+                    services.jobs.submit_followups(request_id)
+                else:
+                    _follow_up(services, sessions, request_id)
     return delivery.ticket_number
+
+
+def _tickets_waiting(services: Services) -> bool:
+    """Are other ticket jobs queued (a burst of calls ending)? Then even follow-ups that
+    stay in the database go to their own queue, served once the tickets are: the next
+    caller's number comes first."""
+    runner = services.jobs
+    if not isinstance(runner, RqJobRunner):
+        return False
+    try:
+        return bool(runner.tickets.count)
+    except RedisError:
+        return False  # cannot queue the follow-ups either: do them here
+
+
+@contextmanager
+def _one_connection(services: Services) -> Iterator[sessionmaker[Session]]:
+    """Sessions on one pooled connection for the whole job: its reads and writes take one
+    checkout (and its liveness check) instead of one each. The transactions stay short and
+    separate, each committed as before; the connection is idle between them (across the
+    portal's and Twilio's answers too), holding no lock. One session at a time: a second
+    one opened inside the first would share its transaction."""
+    with services.engine.connect() as connection:
+        yield sessionmaker(connection, expire_on_commit=False)
+
+
+def _follow_up(services: Services, sessions: sessionmaker[Session], request_id: int) -> None:
+    """The request's follow-ups at once if they stay in the database, else their job."""
+    try:
+        report = _local_followups(services, sessions, request_id)
+    except Exception:
+        # The number is recorded: this job has done its part. The follow-ups job tries
+        # again (with its backoff) and fails visibly if it must.
+        log.exception(
+            "ticket request %s: follow-ups failed here; queued as their own job",
+            request_id,
+            extra={"ticket_request_id": request_id},
+        )
+        services.jobs.submit_followups(request_id)
+        return
+    if report.deferred:
+        services.jobs.submit_followups(request_id)
+    _log_followups(report)
+
+
+def _local_followups(
+    services: Services, sessions: sessionmaker[Session], request_id: int
+) -> followups.FollowupReport:
+    return followups.run_local_followups(
+        sessions=sessions,
+        portal=services.portal,
+        telephony=services.telephony,
+        settings=services.settings,
+        calendar=services.calendar,
+        clock=services.clock,
+        request_id=request_id,
+    )
 
 
 def run_followups(request_id: int) -> None:
     """Attach recordings, SMS the caller, alert on-duty staff — whatever is left."""
     services = current_services()
+    with _one_connection(services) as sessions:
+        state = outbox.read_request(sessions, request_id)
+        with call_context(state.call_sid):
+            if not followups.leaves_database(
+                state.status, state.draft, settings=services.settings, telephony=services.telephony
+            ):
+                # Queued while tickets waited (or by the sweep): in one transaction if they
+                # stay in the database after all.
+                report = _local_followups(services, sessions, request_id)
+                if not report.deferred:
+                    _log_followups(report)
+                    return
+            _run_followups(services, sessions, request_id)
+
+
+def _run_followups(services: Services, sessions: sessionmaker[Session], request_id: int) -> None:
     # A recording that came in while a run worked is due at once: run again here (this
-    # job's id is still taken, so re-submitting would be a no-op). Bounded; the sweep
-    # picks up anything left.
+    # job's id is still taken, so re-submitting would be a no-op). Bounded; the sweep picks
+    # up anything left.
     for _round in range(3):
         report = followups.run_followups(
-            sessions=services.sessions,
+            sessions=sessions,
             portal=services.portal,
             telephony=services.telephony,
             settings=services.settings,
@@ -159,14 +277,40 @@ def run_followups(request_id: int) -> None:
             clock=services.clock,
             request_id=request_id,
         )
-        log.info(
-            "ticket request %s follow-ups: %s",
-            request_id,
-            "; ".join(report.notes) or "nothing to do",
-            extra={"ticket_request_id": request_id},
-        )
+        _log_followups(report)
         if not report.again_now:
             return
+
+
+def _log_followups(report: followups.FollowupReport) -> None:
+    log.info(
+        "ticket request %s follow-ups: %s",
+        report.request_id,
+        "; ".join(report.notes) or "nothing to do",
+        extra={"ticket_request_id": report.request_id},
+    )
+
+
+def purge_personal_data(services: Services) -> retention.PurgeReport:
+    """The retention purge as of now, committed (it logs what it did)."""
+    with transaction(services.sessions) as session:
+        return retention.purge_personal_data(
+            session,
+            now=services.clock(),
+            retention_days=services.settings.retention_days,
+            data_dir=services.settings.data_dir,
+        )
+
+
+def retention_purge() -> int:
+    """The daily retention purge; returns how many calls it anonymised. On RQ it schedules
+    the next day's run first, so a purge that fails (visible in RQ's failed jobs and the
+    log) does not end the chain."""
+    services = current_services()
+    runner = services.jobs
+    if isinstance(runner, RqJobRunner):
+        runner.schedule_purge()
+    return purge_personal_data(services).calls_anonymised
 
 
 def replay_fallback_spool(services: Services) -> None:
@@ -408,6 +552,34 @@ class RqJobRunner:
         except RedisError as exc:
             log.warning("could not schedule the outbox sweep: %s", exc)
 
+    def schedule_purge(self, *, now: bool = False) -> None:
+        """Schedule the retention purge for the next day slot (or the current one, `now`:
+        at once, unless that slot's purge ran already). Like the sweep, the job id names
+        the slot, so any number of workers schedule one purge a day; a finished purge is
+        kept for two slots, so a worker restarting the same day does not run it again."""
+        slot = int(time.time() // PURGE_SECONDS) + (0 if now else 1)
+        at = datetime.fromtimestamp(slot * PURGE_SECONDS, UTC)
+        try:
+            # On the follow-ups queue: a long purge must never hold up a ticket.
+            self.followups.enqueue_at(
+                at,
+                retention_purge,
+                job_id=f"{self.queue_name}__retention-purge-{slot}",
+                unique=True,
+                job_timeout=PURGE_JOB_TIMEOUT,
+                result_ttl=PURGE_SECONDS * 2,
+                failure_ttl=FAILURE_TTL,
+            )
+        except DuplicateJobError:
+            pass
+        except RedisError as exc:
+            log.warning("could not schedule the retention purge: %s", exc)
+
+    def seed_chains(self) -> None:
+        """Make sure the sweep and the purge each have their next run scheduled."""
+        self.schedule_sweep()
+        self.schedule_purge()
+
     def _seed_sweep_now_and_then(self) -> None:
         # Cheap insurance for a Redis that lost its data while every worker kept running.
         if time.monotonic() - self._last_seed > SWEEP_SECONDS * 6:
@@ -436,6 +608,8 @@ class InlineJobRunner:
         self._closed = False
         self._stop = threading.Event()
         self._sweep_seconds = sweep_seconds
+        # The day slot (PURGE_SECONDS, by the services' clock) the last purge was started in.
+        self._purged_slot: int | None = None
         # Started at once: rows left pending by a previous process are picked up at start.
         self._sweeper = threading.Thread(
             target=self._sweep_loop, name="callcenter-outbox-sweep", daemon=True
@@ -489,7 +663,17 @@ class InlineJobRunner:
                 self.flush()
             except Exception:
                 log.exception("outbox sweep failed; trying again in %s s", self._sweep_seconds)
+            self._purge_once_a_day()
             self._stop.wait(self._sweep_seconds)
+
+    def _purge_once_a_day(self) -> None:
+        """The retention purge at start, then whenever a new day slot begins (00:00 UTC),
+        on the pool: a long purge holds up neither the sweep nor the jobs' queue keys."""
+        slot = int(self.services.clock().timestamp() // PURGE_SECONDS)
+        if slot != self._purged_slot and self._submit(
+            "retention-purge", purge_personal_data, self.services
+        ):
+            self._purged_slot = slot
 
     def close(self) -> None:
         """Stop the sweep, let running jobs finish (and what they submit), refuse new ones."""
@@ -509,22 +693,76 @@ class InlineJobRunner:
 
 
 class PipelineWorker(SimpleWorker):
-    """RQ's in-process worker, re-seeding the sweep chain at each maintenance round.
+    """RQ's in-process worker, re-seeding the sweep and purge chains at each maintenance
+    round, with fewer Redis round trips per job.
 
     No fork per job: the jobs are short and I/O-bound, and a forked job would open new
     database connections every time; the worker's pool is reused instead.
     """
 
-    sweep_seeder: Callable[[], None] | None = None
+    chain_seeder: Callable[[], None] | None = None
+    # RQ's "result is kept for N seconds" line after every job: nobody reads the results.
+    log_result_lifespan = False
+    max_connection_wait_time = RECONNECT_SECONDS
+    # RQ refreshes the worker's key three times a job, three commands each; one refresh a
+    # second keeps it as alive (its TTL is WORKER_TTL + 60 s) for a fraction of the trips.
+    heartbeat_seconds = 1.0
+    _redis_was_down = False
+    _suspension_checked = float("-inf")
 
     def run_maintenance_tasks(self) -> None:
         super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
-        if self.sweep_seeder is not None:
-            self.sweep_seeder()
+        if self.chain_seeder is not None:
+            self.chain_seeder()
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """RQ's heartbeat; its plain form (no TTL, no pipeline, the one RQ repeats around
+        every job) at most once a `heartbeat_seconds`, in one round trip, and noticing a
+        Redis that lost its data: maintenance runs at once then (RQ's scheduler back, the
+        chains re-seeded) rather than up to MAINTENANCE_SECONDS later."""
+        if timeout is not None or pipeline is not None:
+            super().heartbeat(timeout, pipeline)
+            return
+        at = rq_now()
+        last = self.last_heartbeat
+        if last is not None and (at - last).total_seconds() < self.heartbeat_seconds:
+            return
+        self.last_heartbeat = at
+        ttl = self.worker_ttl + 60
+        try:
+            with self.connection.pipeline(transaction=False) as batch:
+                batch.hset(self.key, "last_heartbeat", utcformat(at))
+                batch.expire(self.key, ttl)
+                batch.expire(self.executions_key, ttl)
+                added, *_ = batch.execute()
+        except RedisError:
+            self._redis_was_down = True
+            raise
+        # `added`: the field was new, so the worker's key had gone with Redis's data.
+        if (added or self._redis_was_down) and self.last_cleaned_at is not None:
+            log.warning("Redis is back; running the worker's maintenance now")
+            self.last_cleaned_at = at - timedelta(seconds=self.maintenance_interval + 1)
+        self._redis_was_down = False
+
+    def check_for_suspension(self, burst: bool) -> None:
+        # RQ asks Redis before every job whether `rq suspend` was run; once a second is
+        # as good an answer for a person typing it, for a fraction of the round trips.
+        at = time.monotonic()
+        if at - self._suspension_checked < self.heartbeat_seconds:
+            return
+        self._suspension_checked = at
+        super().check_for_suspension(burst)
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        # RQ sets "idle" twice between two jobs; the second write changes nothing.
+        if pipeline is None and state == self.get_state():
+            return
+        super().set_state(state, pipeline)
 
 
 def run_worker(services: Services, *, burst: bool = False) -> bool:
-    """Serve the pipeline's queues with RQ's scheduler (the sweep chain runs on it).
+    """Serve the pipeline's queues with RQ's scheduler (the sweep and purge chains run on
+    it).
 
     `burst`: submit whatever is due, work until the queues are empty, stop. Returns True
     when any job was run.
@@ -549,8 +787,14 @@ def run_worker(services: Services, *, burst: bool = False) -> bool:
             runner.flush()
         else:
             runner.schedule_sweep(now=True)
-        worker = PipelineWorker(queues, connection=connection, maintenance_interval=60)
-        worker.sweep_seeder = runner.schedule_sweep
+            runner.schedule_purge(now=True)
+        worker = PipelineWorker(
+            queues,
+            connection=connection,
+            worker_ttl=WORKER_TTL,
+            maintenance_interval=MAINTENANCE_SECONDS,
+        )
+        worker.chain_seeder = runner.seed_chains
         return bool(worker.work(burst=burst, with_scheduler=not burst, logging_level="INFO"))
     except RedisError as exc:
         raise QueueUnavailable(f"Redis: {exc}") from exc

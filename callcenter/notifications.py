@@ -20,8 +20,11 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
+from typing import cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Executable, Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -148,15 +151,10 @@ def skip_once(
     now: datetime,
 ) -> SmsOutcome:
     """Record that message `key` is not sent, and why (logged); idempotent."""
-    with sessions() as session:
-        try:
-            with session.begin():
-                return record_skip(session, key=key, to=to, body=body, reason=reason, now=now)
-        except IntegrityError:
-            # Another run recorded it between our read and our insert.
-            existing = _get(session, key)
-            assert existing is not None
-            return _outcome(existing)
+    # The insert does nothing on a known key (PostgreSQL waits for a racing run's
+    # transaction; SQLite serialises writers), and the row as it stands is the answer.
+    with sessions() as session, session.begin():
+        return record_skip(session, key=key, to=to, body=body, reason=reason, now=now)
 
 
 def record_skip(
@@ -164,17 +162,44 @@ def record_skip(
 ) -> SmsOutcome:
     """`skip_once` in the caller's transaction (which must serialise runs of the same
     message, e.g. by holding the ticket request's lock)."""
-    existing = _get(session, key)
-    if existing is not None:
-        return _outcome(existing)
-    session.add(
-        SmsMessage(
-            key=key, to=to, body=body, status=SKIPPED, reason=reason[:_MAX_REASON], created_at=now
-        )
-    )
-    session.flush()
+    # Insert first (one statement when the message is new, the usual case); a key that is
+    # there already is left as it is.
+    inserted = session.execute(
+        _skip_statement(session.get_bind().dialect.name),
+        {"key": key, "to": to, "body": body, "reason": reason[:_MAX_REASON], "now": now},
+    ).first()
+    if inserted is None:
+        existing = _get(session, key)
+        assert existing is not None
+        if existing.status != RETRY:
+            return _outcome(existing)
+        # Left for another try, which finds it cannot send (no Twilio account any more):
+        # that try's outcome is the skip, as a claimed retry would have settled it.
+        existing.status = SKIPPED
+        existing.reason = reason[:_MAX_REASON]
+        session.flush()
     log.info("SMS %s not sent to %s: %s", key, _mask(to), reason)
     return SmsOutcome(key, SKIPPED, reason)
+
+
+@cache
+def _skip_statement(dialect: str) -> Executable:
+    """INSERT … ON CONFLICT (key) DO NOTHING RETURNING id for a skipped message, built once
+    per dialect (its values are bound at each execution)."""
+    table = cast(Table, SmsMessage.__table__)
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return (
+        insert.values(
+            key=bindparam("key"),
+            to=bindparam("to"),
+            body=bindparam("body"),
+            status=SKIPPED,
+            reason=bindparam("reason"),
+            created_at=bindparam("now", type_=table.c.created_at.type),
+        )
+        .on_conflict_do_nothing(index_elements=[table.c.key])
+        .returning(table.c.id)
+    )
 
 
 def _fresh(

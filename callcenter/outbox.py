@@ -31,11 +31,12 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Insert, select, update
+from sqlalchemy import Insert, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.interfaces import ORMOption
 
 from callcenter.clock import Clock
 from callcenter.errors import (
@@ -156,9 +157,12 @@ def _insert_ignoring_conflicts(session: Session, values: dict[str, Any]) -> Inse
     raise NotImplementedError(f"no conflict-free insert for {dialect}")  # pragma: no cover
 
 
-def lock_request(session: Session, request_id: int) -> TicketRequest | None:
+def lock_request(
+    session: Session, request_id: int, *, options: Sequence[ORMOption] = ()
+) -> TicketRequest | None:
     """The row, locked for writing until the transaction ends (None if there is none),
-    re-read so the caller sees the latest state.
+    re-read so the caller sees the latest state; `options` load related rows with it
+    (e.g. `joinedload(TicketRequest.call)`: only the request's row is locked).
 
     PostgreSQL: SELECT … FOR UPDATE takes the row lock. SQLite has no row locks: a no-op
     UPDATE first takes the database's write lock, which serialises writers.
@@ -172,8 +176,14 @@ def lock_request(session: Session, request_id: int) -> TicketRequest | None:
         )
         if result.rowcount == 0:  # type: ignore[attr-defined]
             return None
-        return session.get(TicketRequest, request_id, populate_existing=True)
-    return session.get(TicketRequest, request_id, populate_existing=True, with_for_update=True)
+        return session.get(TicketRequest, request_id, populate_existing=True, options=options)
+    return session.get(
+        TicketRequest,
+        request_id,
+        populate_existing=True,
+        with_for_update={"of": TicketRequest} if options else True,
+        options=options,
+    )
 
 
 def get_request(session: Session, request_id: int) -> TicketRequest:
@@ -282,6 +292,29 @@ class Delivery:
         return self.recorded and self.status == FAILED
 
 
+@dataclass(frozen=True)
+class RequestState:
+    """What a ticket job reads of its request before anything else (see `read_request`)."""
+
+    request_id: int
+    status: str
+    ticket_number: str | None
+    attempts: int
+    draft: dict[str, Any]
+    call_sid: str  # the idempotency key: the CallSid of the request's call
+
+
+def read_request(sessions: sessionmaker[Session], request_id: int) -> RequestState:
+    """The request as it stands, in one short read (no lock). Raises
+    `UnknownTicketRequest`."""
+    with sessions() as session:
+        found = session.execute(_READ_REQUEST, {"request_id": request_id}).one_or_none()
+    if found is None:
+        raise UnknownTicketRequest(f"no ticket request with id {request_id}")
+    status, number, attempts, draft, key = found
+    return RequestState(request_id, status, number, attempts, draft, key)
+
+
 def deliver(
     sessions: sessionmaker[Session],
     portal: Portal,
@@ -289,30 +322,22 @@ def deliver(
     *,
     clock: Clock,
     recording_link: RecordingLink | None = None,
+    state: RequestState | None = None,
 ) -> Delivery:
     """Ask the portal for the request's ticket (or, for a phone duplicate, mark the named
     ticket) and record the outcome. Safe to run twice and concurrently.
 
+    `state`: the request as the caller just read it (`read_request`), saving the read.
     `PortalRejected` fails the request at once; `PortalUnavailable` — or anything
     unexpected, so a bug cannot loop forever — schedules the next try until the tries run
     out. Errors of the database itself propagate: nothing could be recorded, and the sweep
     will find the row still due.
     """
-    with sessions() as session:
-        # Only the columns needed: this runs once per ticket, on the caller's clock.
-        found = session.execute(
-            select(
-                TicketRequest.status,
-                TicketRequest.ticket_number,
-                TicketRequest.attempts,
-                TicketRequest.draft,
-            ).where(TicketRequest.id == request_id)
-        ).one_or_none()
-    if found is None:
-        raise UnknownTicketRequest(f"no ticket request with id {request_id}")
-    status, number, attempts_seen, stored = found
-    if status != PENDING:
-        return Delivery(request_id, status, number)
+    if state is None or state.request_id != request_id:
+        state = read_request(sessions, request_id)
+    if state.status != PENDING:
+        return Delivery(request_id, state.status, state.ticket_number)
+    stored, attempts_seen = state.draft, state.attempts
     draft = draft_from_json(stored)
     if recording_link is not None and stored.get(RECORDING_SID) and draft.recording_url:
         link = recording_link(stored[RECORDING_SID], draft.recording_url)
@@ -345,22 +370,39 @@ def deliver(
         )
 
 
+# The two statements every ticket runs, built once with their parameters bound at each
+# execution: no per-ticket statement building and cache-key hashing. Core statements on
+# the table (the ORM has no objects to keep in step with them).
+_requests = cast(Table, TicketRequest.__table__)
+# Only the columns `deliver` needs.
+_READ_REQUEST = select(
+    _requests.c.status,
+    _requests.c.ticket_number,
+    _requests.c.attempts,
+    _requests.c.draft,
+    _requests.c.idempotency_key,
+).where(_requests.c.id == bindparam("request_id"))
+_NOW = bindparam("now", type_=_requests.c.updated_at.type)
+_RECORD_TICKET = (
+    update(_requests)
+    .where(_requests.c.id == bindparam("request_id"), _requests.c.status != DONE)
+    .values(
+        status=DONE,
+        ticket_number=bindparam("number"),
+        attempts=_requests.c.attempts + 1,
+        done_at=_NOW,
+        last_error=None,
+        next_attempt_at=_NOW,  # follow-ups are due
+        updated_at=_NOW,
+    )
+)
+
+
 def _record_ticket(session: Session, request_id: int, number: str, now: datetime) -> Delivery:
     """The row takes the number, in one statement (the hot path of the pipeline). A number
     in hand wins even over a failure another run recorded meanwhile: the ticket exists."""
     result = session.execute(
-        update(TicketRequest)
-        .where(TicketRequest.id == request_id, TicketRequest.status != DONE)
-        .values(
-            status=DONE,
-            ticket_number=number,
-            attempts=TicketRequest.attempts + 1,
-            done_at=now,
-            last_error=None,
-            next_attempt_at=now,  # follow-ups are due
-            updated_at=now,
-        )
-        .execution_options(synchronize_session=False)
+        _RECORD_TICKET, {"request_id": request_id, "number": number, "now": now}
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         # Another run of the same request recorded the number first (the same ticket: the

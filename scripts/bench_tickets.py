@@ -16,8 +16,11 @@ What it does:
    written in the same transaction as the number) — what decides whether a caller hears
    the number before hanging up.
 
-The workers run with no Twilio account, so the follow-up SMS are recorded as skipped
-(quickly); the follow-up jobs still run, on their own queue behind the tickets.
+The workers run with no Twilio account, so the follow-up SMS are recorded as skipped;
+follow-ups that stay in the database like that are done by the ticket job itself, right
+after the number (`callcenter.jobs`). `--recordings` gives every call a recorded
+description: attaching it sends the follow-ups to their own job on their own queue, the
+way a real SMS through Twilio does in production — the figures with that job's cost.
 """
 
 from __future__ import annotations
@@ -44,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 from callcenter import jobs  # noqa: E402
 from callcenter.calls import get_or_create_call  # noqa: E402
 from callcenter.db import Base, transaction  # noqa: E402
-from callcenter.intake import open_ticket_request  # noqa: E402
+from callcenter.intake import add_recording, open_ticket_request  # noqa: E402
 from callcenter.models import TicketRequest  # noqa: E402
 from callcenter.services import Services  # noqa: E402
 from callcenter.settings import Settings  # noqa: E402
@@ -62,6 +65,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=4)
     parser.add_argument("--rate", type=float, default=100.0, help="submissions a second")
     parser.add_argument("--seconds", type=float, default=10.0, help="of the latency run")
+    parser.add_argument(
+        "--recordings",
+        action="store_true",
+        help="every call has a recording: the follow-ups run as their own job",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
     args = parser.parse_args(argv)
 
@@ -88,8 +96,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{args.tickets + paced} finished calls in {name} …",
             flush=True,
         )
-        burst_ids = prepare(services, args.tickets)
-        paced_ids = prepare(services, paced)
+        burst_ids = prepare(services, args.tickets, recordings=args.recordings)
+        paced_ids = prepare(services, paced, recordings=args.recordings)
 
         workers = start_workers(args.workers, database_url, args.redis_url, queue_name)
         wait_for_workers(args.redis_url, queue_name, args.workers)
@@ -120,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
 
-        drain_followups(args.redis_url, queue_name)
+        drain_followups(services, burst_ids)
         # The caller waits for the number only; the follow-ups (SMS, recordings) cost the
         # same machine, so their share is reported beside it, not hidden.
         drained = time.time()
@@ -167,8 +175,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         admin.dispose()
 
 
-def prepare(services: Services, count: int) -> list[int]:
-    """Finished calls with their ticket requests, committed as webhooks would leave them.
+def prepare(services: Services, count: int, *, recordings: bool = False) -> list[int]:
+    """Finished calls with their ticket requests, committed as webhooks would leave them
+    (`recordings`: each with its recorded description).
 
     Their first try is set an hour ahead, so the workers' sweep leaves them alone and each
     starts exactly when the benchmark submits it (what a webhook does after its commit).
@@ -190,6 +199,17 @@ def prepare(services: Services, count: int) -> list[int]:
                 call.topic = TOPICS[n % len(TOPICS)]
                 call.product = "studio"
                 call.vehicles = ["А123ВС77"]
+                if recordings:
+                    sid = "RE" + uuid.uuid4().hex
+                    add_recording(
+                        session,
+                        call,
+                        recording_sid=sid,
+                        recording_url=f"https://api.twilio.com/2010-04-01/Recordings/{sid}",
+                        kind="description",
+                        duration=42,
+                        now=now,
+                    )
                 request = open_ticket_request(session, call, now=now, calendar=services.calendar)
                 session.flush()
                 ids.append(request.id)
@@ -250,14 +270,24 @@ def wait_done(services: Services, ids: list[int], timeout: float = 300) -> dict[
         return {request_id: _epoch(done_at) for request_id, done_at in rows if done_at}
 
 
-def drain_followups(redis_url: str, queue_name: str, timeout: float = 120) -> None:
-    """Let the burst's follow-ups finish, so the latency run starts from a quiet system."""
-    redis = Redis.from_url(redis_url)
-    queue = Queue(queue_name + jobs.FOLLOWUPS_SUFFIX, connection=redis)
+def drain_followups(services: Services, ids: list[int], timeout: float = 300) -> None:
+    """Let the burst's follow-ups finish (every request has nothing left due: its SMS
+    recorded, its recording attached), so the latency run starts from a quiet system."""
+    low, high = min(ids), max(ids)
     deadline = time.monotonic() + timeout
-    while queue.count and time.monotonic() < deadline:
+    while time.monotonic() < deadline:
+        with services.sessions() as session:
+            left = session.scalar(
+                select(func.count()).where(
+                    TicketRequest.id >= low,
+                    TicketRequest.id <= high,
+                    TicketRequest.next_attempt_at.is_not(None),
+                )
+            )
+        if not left:
+            return
         time.sleep(0.2)
-    redis.close()
+    raise SystemExit(f"follow-ups of {left} tickets still due after {timeout:.0f} s")
 
 
 def cpu_by_role(workers: list[subprocess.Popen[bytes]]) -> dict[str, float]:

@@ -164,3 +164,29 @@ def test_a_redis_crash_mid_call_loses_no_caller_and_no_ticket(
     for caller in ("79161110001", "79161110002", "79161110003"):
         assert caller not in everything
     assert any(r["logger"].startswith("rq.") for r in worker_lines)
+
+
+def test_after_a_redis_crash_the_worker_makes_the_waiting_tickets_by_itself(
+    stack: ServiceStack, db: Services
+) -> None:
+    """Nobody runs `outbox flush`: the worker notices Redis came back empty, restarts RQ's
+    scheduler and re-seeds the sweep, which finds the ticket request the crash left."""
+    assert stack.redis is not None
+    simulator = Simulator(stack.web.url, TEST_AUTH_TOKEN, public_base_url=TEST_PUBLIC_BASE)
+    stack.redis.kill()
+    caller = simulator.run(
+        CallScript(from_number="+79161110004", answers=tuple(map(Answer.press, "211")))
+    )
+    assert caller.errors == [], caller.text()
+    assert requests_by_status(db) == {"pending": 1}
+
+    stack.redis.start_and_wait()
+    # Well under a minute (RQ's defaults left the scheduler down for ~7 minutes).
+    wait_until(
+        lambda: requests_by_status(db) == {"done": 1},
+        timeout=45,
+        what="the ticket, with no flush",
+        on_timeout=stack.logs,
+    )
+    assert ticket_keys(db) == [caller.call_sid]
+    assert stack.worker.alive, stack.worker.log_tail()

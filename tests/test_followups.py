@@ -21,7 +21,7 @@ from werkzeug.wrappers import Request, Response
 
 from callcenter import outbox, recordings
 from callcenter.db import transaction
-from callcenter.followups import FollowupReport, run_followups
+from callcenter.followups import FollowupReport, leaves_database, run_followups, run_local_followups
 from callcenter.intake import add_recording, mark_phone_duplicate, open_ticket_request
 from callcenter.models import Call, SmsMessage, TicketRequest
 from callcenter.notifications import caller_confirmation
@@ -110,6 +110,19 @@ def create(services: Services, request_id: int) -> str:
 
 def follow_up(services: Services, request_id: int) -> FollowupReport:
     return run_followups(
+        sessions=services.sessions,
+        portal=services.portal,
+        telephony=services.telephony,
+        settings=services.settings,
+        calendar=services.calendar,
+        clock=services.clock,
+        request_id=request_id,
+    )
+
+
+def follow_up_locally(services: Services, request_id: int) -> FollowupReport:
+    """What the ticket job does right after the number (jobs.create_ticket)."""
+    return run_local_followups(
         sessions=services.sessions,
         portal=services.portal,
         telephony=services.telephony,
@@ -454,3 +467,118 @@ def test_a_phone_duplicate_alerts_on_duty_and_does_not_confirm_the_old_ticket_ag
         f"Заявка №{number} продублирована звонком: Диагностика критического сбоя на сервере."
     )
     assert f"ticket-request:{request_id}:caller" not in sms_rows(services)
+
+
+def test_follow_ups_that_stay_in_the_database_are_done_at_once_the_rest_left_for_their_job(
+    twilio: Callable[..., Services], exchanges: list[TwilioExchange], clock: MutableClock
+) -> None:
+    services = twilio()
+    landline = open_request(services, caller=LANDLINE)
+    mobile = open_request(services, caller=CALLER)
+    for request_id in (landline, mobile):
+        create(services, request_id)
+
+    # A landline cannot take an SMS: recorded as skipped, nothing left.
+    done = follow_up_locally(services, landline)
+    assert not done.deferred
+    assert done.notes == ["caller SMS: skipped (landline number, cannot receive SMS)"]
+    assert request_row(services, landline).next_attempt_at is None
+    # A mobile's SMS goes through Twilio: nothing done here, still due for the job.
+    deferred = follow_up_locally(services, mobile)
+    assert deferred.deferred
+    assert deferred.notes == [f"for the follow-ups job: SMS ticket-request:{mobile}:caller to send"]
+    assert request_row(services, mobile).next_attempt_at == clock.now
+    assert sms_rows(services) == {
+        f"ticket-request:{landline}:caller": ("skipped", "landline number, cannot receive SMS")
+    }
+    assert exchanges == []
+
+    follow_up(services, mobile)  # the job
+    assert [m["To"] for m in sms_sent(exchanges)] == [CALLER]
+    # Not due any more: a replay does nothing.
+    assert follow_up_locally(services, mobile).notes == ["nothing due"]
+    assert follow_up_locally(services, landline).notes == ["nothing due"]
+
+
+def test_without_a_twilio_account_every_sms_is_skipped_at_once_but_a_recording_waits(
+    make_services: Callable[..., Services], clock: MutableClock
+) -> None:
+    services = make_services(twilio_account_sid=None, twilio_auth_token=None)
+    request_id = open_request(services, category="critical", topic=None, vehicles=[])
+    create(services, request_id)
+
+    report = follow_up_locally(services, request_id)
+    assert not report.deferred
+    not_configured = "Twilio is not configured (set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)"
+    assert sms_rows(services) == {
+        f"ticket-request:{request_id}:caller": ("skipped", not_configured),
+        # Nobody on the roster: the alert would go to the duty phone.
+        f"ticket-request:{request_id}:alert:{services.settings.duty_phone}": (
+            "skipped",
+            not_configured,
+        ),
+    }
+    row = request_row(services, request_id)
+    assert row.next_attempt_at is None
+    assert row.followups["caller_sms"] == "skipped"
+    assert row.followups["alerts"] == {services.settings.duty_phone: "skipped"}
+
+    # A recording that came in later is attached by the follow-ups job, not here.
+    with transaction(services.sessions) as session:
+        call = session.scalars(select(Call)).one()
+        sid = new_recording_sid()
+        add_recording(
+            session,
+            call,
+            recording_sid=sid,
+            recording_url=RECORDINGS + sid,
+            kind="voicemail",
+            now=services.clock(),
+        )
+    assert follow_up_locally(services, request_id).deferred
+    assert request_row(services, request_id).next_attempt_at == clock.now
+    follow_up(services, request_id)
+    assert [e.attachment_name for e in history(services, row.ticket_number or "")] == [f"{sid}.mp3"]
+
+
+def test_an_sms_left_for_retry_is_skipped_once_twilio_is_gone(
+    twilio: Callable[..., Services], make_services: Callable[..., Services], clock: MutableClock
+) -> None:
+    unreachable = twilio(twilio_api_base_url=closed_port_url())
+    request_id = open_request(unreachable)
+    create(unreachable, request_id)
+    follow_up(unreachable, request_id)
+    key = f"ticket-request:{request_id}:caller"
+    assert sms_rows(unreachable)[key][0] == "retry"
+
+    # The account is removed before the retry: the retry's outcome is a skip.
+    clock.now += timedelta(seconds=10)
+    offline = make_services(twilio_account_sid=None, twilio_auth_token=None)
+    assert not follow_up_locally(offline, request_id).deferred
+    assert sms_rows(offline)[key] == (
+        "skipped",
+        "Twilio is not configured (set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN)",
+    )
+    row = request_row(offline, request_id)
+    assert (row.next_attempt_at, row.followups["caller_sms"]) == (None, "skipped")
+
+
+def test_whether_follow_ups_leave_the_database_is_told_from_the_draft(
+    twilio: Callable[..., Services], make_services: Callable[..., Services]
+) -> None:
+    online = twilio()
+    offline = make_services(twilio_account_sid=None, twilio_auth_token=None)
+
+    def leaves(services: Services, status: str = "done", **draft: object) -> bool:
+        stored = {"caller": CALLER, "priority": "normal", "recording_url": None, **draft}
+        return leaves_database(
+            status, stored, settings=services.settings, telephony=services.telephony
+        )
+
+    assert leaves(online)  # the caller's SMS
+    assert not leaves(online, caller=LANDLINE)
+    assert leaves(online, caller=LANDLINE, priority="critical")  # the on-duty alert
+    assert leaves(online, "failed", caller=LANDLINE)  # the failure alert
+    assert not leaves(offline)
+    assert not leaves(offline, "failed")
+    assert leaves(offline, recording_url=RECORDINGS + new_recording_sid())

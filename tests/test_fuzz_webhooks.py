@@ -241,6 +241,8 @@ def test_signed_webhooks_with_odd_parameters_answer_twiml_or_a_clear_400(
 @example(
     request=("/webhooks/voice/status", {"CallSid": CALL_POOL[1], "CallStatus": "c" * 21}),
 )
+# A NUL in the query string of one of our own action URLs (decoded, it reaches the query).
+@example(request=("/webhooks/voice/route/whisper/answer?call=%00&leg=1", {}))
 def test_signed_webhooks_with_hostile_parameters_answer_twiml_or_a_clear_400(
     client: FlaskClient, error_log: ErrorLog, request: tuple[str, dict[str, str]]
 ) -> None:

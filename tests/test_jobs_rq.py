@@ -4,11 +4,15 @@ the real `twilio` client against Prism — asserting the requests Twilio would h
 
 One path each: created; portal down then back; Redis down when the call ends, then flushed;
 a permanent rejection, visible and retried by a supervisor; a double submit and concurrent
-runs; the sweep on RQ's scheduler; the same jobs in-process without Redis.
+runs; follow-ups in the ticket job or their own; the CallSid on every log line; the sweep
+and the daily retention purge on RQ's scheduler; the same jobs in-process without Redis.
 """
 
 from __future__ import annotations
 
+import io
+import json
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -18,23 +22,27 @@ import pytest
 from click.testing import CliRunner
 from redis import Redis
 from rq import Queue
-from rq.registry import ScheduledJobRegistry
+from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 from sqlalchemy import select
 
 from callcenter import jobs
 from callcenter.cli import main
 from callcenter.cli.context import CliContext
 from callcenter.errors import QueueUnavailable
-from callcenter.models import SmsMessage, TicketRequest
+from callcenter.logs import decorate_handler
+from callcenter.models import Call, SmsMessage, TicketRequest
 from callcenter.services import Services
 from callcenter.telephony import TwilioExchange, TwilioTelephony, build_telephony
 from tests.conftest import TEST_ACCOUNT_SID, MutableClock
 from tests.ticket_pipeline import (
     CALLER,
+    LANDLINE,
     PORTAL_TOKEN,
     LivePortal,
     add_contact,
     closed_port_url,
+    make_call,
+    new_call_sid,
     open_request,
     request_row,
     ticket_count,
@@ -81,6 +89,9 @@ def pipeline(
         for job_id in ScheduledJobRegistry(queue=queue).get_job_ids():
             redis.delete(f"rq:job:{job_id}")
         queue.delete(delete_jobs=True)
+    # Finished jobs, registries, results: everything named after this test's queue.
+    for key in redis.scan_iter(f"rq:*{queue_name}*"):
+        redis.delete(key)
     redis.close()
 
 
@@ -90,6 +101,12 @@ def sms_sent(exchanges: list[TwilioExchange]) -> list[dict[str, str]]:
     sent = [e for e in exchanges if e.path == MESSAGES_PATH and e.status is not None]
     assert all(e.method == "POST" and e.status == 201 for e in sent), sent
     return [e.form for e in sent]
+
+
+def finished(services: Services, queue_name: str) -> list[str]:
+    """Ids of the jobs that ran to the end on this queue (RQ keeps them a minute)."""
+    queue = Queue(queue_name, connection=Redis.from_url(services.settings.redis_url or ""))
+    return sorted(FinishedJobRegistry(queue=queue).get_job_ids())
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
@@ -328,8 +345,11 @@ def test_the_sweep_runs_on_rqs_scheduler_and_schedules_its_successor(
 
     assert request_row(services, request_id).status == "done"
     [successor] = scheduled.get_job_ids()
-    slot = int(seed.rsplit("-", 1)[1])
-    assert successor == f"{queue_name}__outbox-sweep-{slot + 1}"
+    assert successor.startswith(f"{queue_name}__outbox-sweep-")
+    # The slot after the one the sweep ran in: the seed's next, or a later one should a
+    # slot boundary pass before the sweep ran.
+    slot, ran_by = int(seed.rsplit("-", 1)[1]), int(time.time() // jobs.SWEEP_SECONDS)
+    assert slot + 1 <= int(successor.rsplit("-", 1)[1]) <= ran_by + 1
 
 
 def test_without_redis_the_same_jobs_run_in_process(
@@ -394,3 +414,146 @@ def test_any_job_can_be_queued_once_by_id_and_a_dead_redis_says_so(
     no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
     with pytest.raises(QueueUnavailable, match="Redis"):
         no_redis.jobs.enqueue(jobs.run_followups, request_id)
+
+
+def test_follow_ups_that_stay_in_the_database_run_in_the_ticket_job_unless_tickets_wait(
+    pipeline: Callable[..., Services], queue_name: str, exchanges: list[TwilioExchange]
+) -> None:
+    services = pipeline()
+    followups_queue = queue_name + jobs.FOLLOWUPS_SUFFIX
+
+    # A landline's skipped SMS is recorded by its ticket job: no follow-ups job at all.
+    alone = open_request(services, caller=LANDLINE)
+    services.jobs.submit_ticket_request(alone)
+    work_burst(services)
+    assert request_row(services, alone).next_attempt_at is None  # nothing left to do
+    assert finished(services, queue_name) == [f"{queue_name}__ticket-request-{alone}"]
+    assert finished(services, followups_queue) == []
+
+    # Calls ending together: while tickets wait, follow-ups go to their own queue, served
+    # after the numbers; the last ticket, with nobody waiting, does its own. A mobile's SMS
+    # through Twilio is always the follow-ups job's.
+    first, last = open_request(services, caller=LANDLINE), open_request(services, caller=LANDLINE)
+    mobile = open_request(services)
+    for request_id in (first, mobile, last):
+        services.jobs.submit_ticket_request(request_id)
+    work_burst(services)
+    assert finished(services, followups_queue) == sorted(
+        [f"{queue_name}__ticket-followups-{first}", f"{queue_name}__ticket-followups-{mobile}"]
+    )
+    with services.sessions() as session:
+        sms = {m.key: (m.status, m.to) for m in session.scalars(select(SmsMessage))}
+    assert sms == {
+        f"ticket-request:{request_id}:caller": ("skipped", LANDLINE)
+        for request_id in (alone, first, last)
+    } | {f"ticket-request:{mobile}:caller": ("sent", CALLER)}
+    assert [m["To"] for m in sms_sent(exchanges)] == [CALLER]
+    for request_id in (first, mobile, last):
+        row = request_row(services, request_id)
+        assert (row.status, row.next_attempt_at) == ("done", None)
+
+
+def test_every_log_line_of_a_tickets_jobs_names_its_call(
+    pipeline: Callable[..., Services],
+) -> None:
+    stream = io.StringIO()
+    handler = decorate_handler(logging.StreamHandler(stream), json_lines=True)
+    logger = logging.getLogger("callcenter")
+    level = logger.level
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        services = pipeline()
+        sids = {new_call_sid(): caller for caller in (LANDLINE, CALLER)}
+        requests = {
+            sid: open_request(services, sid=sid, caller=caller) for sid, caller in sids.items()
+        }
+        for request_id in requests.values():
+            services.jobs.submit_ticket_request(request_id)
+        work_burst(services)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines and all(line.get("call_sid") in requests for line in lines), lines
+    for sid, request_id in requests.items():
+        of_call = [line["msg"] for line in lines if line["call_sid"] == sid]
+        # The ticket, the SMS outcome, the follow-ups' summary (ticket job or its own).
+        assert any(msg.startswith(f"ticket request {request_id}: ticket №") for msg in of_call)
+        assert any(msg.startswith(f"SMS ticket-request:{request_id}:caller") for msg in of_call)
+        assert any(msg.startswith(f"ticket request {request_id} follow-ups:") for msg in of_call)
+
+
+def test_the_retention_purge_runs_daily_on_rqs_scheduler_one_chain_for_all_workers(
+    pipeline: Callable[..., Services],
+    queue_name: str,
+    clock: MutableClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    services = pipeline()
+    old, recent = new_call_sid(), new_call_sid()
+    with services.sessions() as session, session.begin():
+        make_call(session, now=clock.now - timedelta(days=400), sid=old)
+        make_call(session, now=clock.now - timedelta(days=10), sid=recent)
+    runner = services.jobs
+    assert isinstance(runner, jobs.RqJobRunner)
+    runner.schedule_purge(now=True)  # a worker starting
+    runner.schedule_purge(now=True)  # and a second one: still one purge today
+    scheduled = ScheduledJobRegistry(queue=runner.followups)
+    today = int(time.time() // jobs.PURGE_SECONDS)
+    assert scheduled.get_job_ids() == [f"{queue_name}__retention-purge-{today}"]
+
+    caplog.set_level(logging.INFO, logger="callcenter.retention")
+    jobs.configure(services)
+    try:
+        worker = jobs.PipelineWorker(
+            [runner.tickets, runner.followups], connection=runner.connection
+        )
+        worker.work(burst=True, with_scheduler=True)  # the scheduler moves the due purge
+    finally:
+        jobs.configure(None)
+
+    with services.sessions() as session:
+        calls = {c.call_sid: c for c in session.scalars(select(Call))}
+    assert (calls[old].caller_e164, calls[old].anonymised_at) == (None, clock.now)
+    assert (calls[recent].caller_e164, calls[recent].anonymised_at) == (CALLER, None)
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "callcenter.retention"]
+    cutoff = (services.clock() - timedelta(days=365)).isoformat()
+    assert logged.startswith(f"retention purge: cutoff {cutoff}, 1 calls anonymised")
+    # The run scheduled tomorrow's; a worker restarting today does not purge again.
+    runner.schedule_purge(now=True)
+    runner.schedule_purge()
+    assert scheduled.get_job_ids() == [f"{queue_name}__retention-purge-{today + 1}"]
+    assert runner.followups.count == 0
+
+
+def test_without_redis_the_purge_runs_at_start_and_then_once_a_day(
+    make_services: Callable[..., Services],
+    clock: MutableClock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    services = make_services()
+    first, second = new_call_sid(), new_call_sid()
+    start = clock.now
+    with services.sessions() as session, session.begin():
+        make_call(session, now=start - timedelta(days=400), sid=first)
+        # Exactly at the retention period today: its data goes tomorrow.
+        make_call(session, now=start - timedelta(days=365), sid=second)
+
+    def anonymised(sid: str) -> bool:
+        with services.sessions() as session:
+            call = session.scalars(select(Call).where(Call.call_sid == sid)).one()
+            return call.anonymised_at is not None
+
+    caplog.set_level(logging.INFO, logger="callcenter.retention")
+    runner = jobs.InlineJobRunner(services, sweep_seconds=0.02)
+    try:
+        wait_for(lambda: anonymised(first))
+        clock.now = start + timedelta(days=1)
+        wait_for(lambda: anonymised(second))
+    finally:
+        runner.close()
+    purges = [r.getMessage() for r in caplog.records if r.name == "callcenter.retention"]
+    # Once when the process started, once on the new day: not on every sweep.
+    assert [p.split(",")[1] for p in purges] == [" 1 calls anonymised"] * 2

@@ -102,9 +102,14 @@ def _signed_for(
 
 
 def _has_nul(req: Request) -> bool:
-    if "\x00" in req.full_path:
+    if "\x00" in req.path:
         return True
-    return any("\x00" in key or "\x00" in value for key, value in req.form.items(multi=True))
+    # The query string decoded (`?call=%00` is a NUL once parsed), then the form.
+    return any(
+        "\x00" in key or "\x00" in value
+        for params in (req.args, req.form)
+        for key, value in params.items(multi=True)
+    )
 
 
 def twilio_signed(view: F) -> F:

@@ -4,9 +4,9 @@ Numbers are human-friendly and sequential from 1001, said to callers digit by di
 A new number is the largest one plus one, computed inside the INSERT itself: on SQLite
 that one statement runs under the database write lock, so it is atomic; on PostgreSQL
 creators first take a transaction-scoped advisory lock, so they queue instead of racing.
-The unique indexes on `number` and `idempotency_key` stay the last word: an insert they
-refuse is simply tried again, and the second of two creates with one key finds the
-first one's ticket.
+The unique indexes stay the last word: an insert of a known `idempotency_key` does
+nothing (ON CONFLICT DO NOTHING) and the second of two creates with one key finds the
+first one's ticket; an insert whose `number` was taken meanwhile is simply tried again.
 
 Changes to an existing ticket start by touching its row (`UPDATE … SET updated_at`):
 on PostgreSQL that takes the row lock, on SQLite the database write lock, so a status
@@ -21,10 +21,14 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, insert, literal, select, update
+from sqlalchemy import BindParameter, Executable, bindparam, func, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -108,20 +112,24 @@ class BuiltinPortal:
             raise InvalidTicketData(problems)
         for _attempt in range(NUMBER_ATTEMPTS):
             with self._session() as session:
+                try:
+                    view = self._insert_ticket(session, draft)
+                    if view is not None:
+                        session.commit()
+                        return view, True
+                except IntegrityError:
+                    # Another creator took the number (only on an engine without the
+                    # queue): try again.
+                    session.rollback()
+                    continue
+                # The key is known: that ticket (the insert did nothing).
+                session.rollback()
                 existing = session.scalars(
                     select(Ticket).where(Ticket.idempotency_key == draft.idempotency_key)
                 ).one_or_none()
                 if existing is not None:
                     return self._view(session, existing), False
-                try:
-                    view = self._insert_ticket(session, draft)
-                    session.commit()
-                except IntegrityError:
-                    # The same key committed since we looked (or, on an engine without
-                    # the queue, the same number): look again.
-                    session.rollback()
-                    continue
-                return view, True
+                # Gone again since (never, as tickets are not deleted): try again.
         raise PortalUnavailable(
             f"could not allocate a ticket number in {NUMBER_ATTEMPTS} attempts; try again"
         )
@@ -275,13 +283,15 @@ class BuiltinPortal:
         except OperationalError as exc:
             raise PortalUnavailable(f"the ticket database is unavailable: {exc.orig}") from exc
 
-    def _insert_ticket(self, session: Session, draft: TicketDraft) -> TicketView:
-        """Insert the ticket and its `created` entry; the caller commits.
+    def _insert_ticket(self, session: Session, draft: TicketDraft) -> TicketView | None:
+        """Insert the ticket and its `created` entry; the caller commits. None, and nothing
+        inserted, when a ticket with the draft's idempotency key exists.
 
         Plain INSERTs, the number computed by the database and returned — on PostgreSQL one
         statement for both rows — because there everything from `_queue_for_a_number` to
         the commit holds up every other creator: the fewer round trips in there, the more
-        tickets a second.
+        tickets a second. The statements are built once (`_ticket_statements`); each
+        ticket only binds its values.
         """
         now = as_utc(self._clock())
         values: dict[str, Any] = {
@@ -313,37 +323,17 @@ class BuiltinPortal:
             "attachment_name": "Запись звонка" if draft.recording_url else None,
         }
         postgresql = _queue_for_a_number(session)
-        next_number = select(
-            func.coalesce(func.max(Ticket.number), FIRST_NUMBER - 1) + 1
-        ).scalar_subquery()
-        new_ticket = (
-            insert(Ticket).values(number=next_number, **values).returning(Ticket.id, Ticket.number)
+        statements = _ticket_statements(
+            session.get_bind().dialect.name, tuple(values), tuple(created)
         )
-        if postgresql:
-            # One round trip for both rows while the numbering lock is held: the entry is
-            # inserted by a data-modifying CTE from the ticket's RETURNING.
-            ticket_cte = new_ticket.cte("new_ticket")
-            entry_cte = (
-                insert(TicketEntry)
-                .from_select(
-                    ["ticket_id", *created],
-                    select(
-                        ticket_cte.c.id,
-                        *(
-                            literal(value, TicketEntry.__table__.c[name].type)
-                            for name, value in created.items()
-                        ),
-                    ),
-                )
-                .cte("created_entry")
-            )
-            row = session.execute(
-                select(ticket_cte.c.id, ticket_cte.c.number).add_cte(entry_cte)
-            ).one()
-        else:
+        params = {**values, **{_ENTRY_PARAM + name: value for name, value in created.items()}}
+        # One round trip for both rows on PostgreSQL, while the numbering lock is held.
+        row = session.execute(statements.ticket, params).one_or_none()
+        if row is None:
+            return None
+        if not postgresql:
             # SQLite has no data-modifying CTEs; its write lock is held anyway.
-            row = session.execute(new_ticket).one()
-            session.execute(insert(TicketEntry).values(ticket_id=row.id, **created))
+            session.execute(statements.entry, {"ticket_id": row.id, **params})
         ticket = Ticket(id=row.id, number=row.number, duplicated_by_phone_at=None, **values)
         return self._view_of(ticket, [TicketEntry(ticket_id=row.id, **created)])
 
@@ -419,6 +409,60 @@ class BuiltinPortal:
             call_ref=ticket.call_ref,
             recording_url=ticket.recording_url,
         )
+
+
+# The `created` entry's values are bound as `entry_<column>` (the ticket's are bound by
+# their column names).
+_ENTRY_PARAM = "entry_"
+
+
+@dataclass(frozen=True)
+class _TicketStatements:
+    # Inserts the ticket (PostgreSQL: and its entry) unless its key is known; returns
+    # (id, number), or no row for a known key.
+    ticket: Executable
+    # SQLite: the `created` entry, given `ticket_id`.
+    entry: Executable
+
+
+@cache
+def _ticket_statements(
+    dialect: str, ticket_columns: tuple[str, ...], entry_columns: tuple[str, ...]
+) -> _TicketStatements:
+    """The creating statements for these columns, built once per dialect: SQLAlchemy then
+    finds their compiled form in its cache without rebuilding and re-hashing them for every
+    ticket."""
+
+    def bound(table: Any, name: str, prefix: str = "") -> BindParameter[Any]:
+        return bindparam(prefix + name, type_=table.c[name].type)
+
+    tickets, entries = Ticket.__table__, TicketEntry.__table__
+    next_number = select(
+        func.coalesce(func.max(Ticket.number), FIRST_NUMBER - 1) + 1
+    ).scalar_subquery()
+    insert_ticket = (
+        postgresql_insert(Ticket) if dialect == "postgresql" else sqlite_insert(Ticket)
+    ).values(number=next_number, **{name: bound(tickets, name) for name in ticket_columns})
+    new_ticket = insert_ticket.on_conflict_do_nothing(
+        index_elements=[Ticket.idempotency_key]
+    ).returning(Ticket.id, Ticket.number)
+    entry_values = [bound(entries, name, _ENTRY_PARAM) for name in entry_columns]
+    insert_entry = insert(TicketEntry).values(
+        ticket_id=bindparam("ticket_id", type_=entries.c.ticket_id.type),
+        **dict(zip(entry_columns, entry_values, strict=True)),
+    )
+    if dialect != "postgresql":
+        return _TicketStatements(new_ticket, insert_entry)
+    # The entry is inserted by a data-modifying CTE from the ticket's RETURNING (nothing,
+    # for a known key).
+    ticket_cte = new_ticket.cte("new_ticket")
+    entry_cte = (
+        insert(TicketEntry)
+        .from_select(["ticket_id", *entry_columns], select(ticket_cte.c.id, *entry_values))
+        .cte("created_entry")
+    )
+    both = select(ticket_cte.c.id, ticket_cte.c.number).add_cte(entry_cte)
+    return _TicketStatements(both, insert_entry)
 
 
 def _queue_for_a_number(session: Session) -> bool:
