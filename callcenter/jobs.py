@@ -352,6 +352,18 @@ def retry_ticket_request(services: Services, request_id: int, *, by: str | None 
     return services.jobs.submit_ticket_request(request_id)
 
 
+def queue_due_chain_alerts(services: Services) -> int:
+    """Queue the chain alerts still due (see `routing.calls_with_alerts_due`); how many.
+    Raises `QueueUnavailable` like any submit."""
+    from callcenter.routing import calls_with_alerts_due, chain_alerts_job
+
+    with services.sessions() as session:
+        due = calls_with_alerts_due(session, now=services.clock())
+    for call_id in due:
+        services.jobs.enqueue(chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
+    return len(due)
+
+
 def due_request_ids(services: Services) -> tuple[list[int], list[int]]:
     """(requests whose ticket is due, requests whose follow-ups are due), as of now."""
     now = services.clock()
@@ -489,7 +501,7 @@ class RqJobRunner:
                 job_id=self.followups_job_id(request_id),
                 timeout=FOLLOWUP_JOB_TIMEOUT,
             )
-        return len(tickets) + len(followup_ids)
+        return len(tickets) + len(followup_ids) + queue_due_chain_alerts(self.services)
 
     def _enqueue_once(
         self,
@@ -632,7 +644,7 @@ class InlineJobRunner:
             self.submit_ticket_request(request_id)
         for request_id in followup_ids:
             self.submit_followups(request_id)
-        return len(tickets) + len(followup_ids)
+        return len(tickets) + len(followup_ids) + queue_due_chain_alerts(self.services)
 
     def _submit(self, key: str, func: Callable[..., object], *args: Any) -> bool:
         with self._lock:

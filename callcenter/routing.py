@@ -45,7 +45,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
@@ -779,12 +779,49 @@ def send_chain_alerts(
     ]
 
 
+# How far back the sweep looks for chain alerts still to send: an alert a day late still
+# tells the head of support what happened; older calls are the console's flag alone.
+ALERT_SWEEP_HOURS = 24
+# Chains rung by urgent routing: the categories that route urgently.
+_URGENT_CATEGORIES = ("critical", "stolen")
+
+
+def calls_with_alerts_due(session: Session, *, now: datetime) -> list[int]:
+    """Urgent calls nobody accepted whose chain alerts are not all settled: Redis was down
+    when routing decided to send them, or Twilio stayed out of reach for the whole job.
+    The outbox sweep queues `chain_alerts_job` for each (one job per call id; each SMS is
+    keyed, so none goes twice). An SMS being sent (`sending`) counts as settled."""
+    from callcenter.models import SmsMessage
+    from callcenter.notifications import RETRY
+
+    candidates = session.scalars(
+        select(Call).where(
+            Call.routing_outcome.in_((OUTCOME_NOBODY_ACCEPTED, OUTCOME_CALLER_HUNG_UP)),
+            Call.category.in_(_URGENT_CATEGORIES),
+            Call.started_at >= now - timedelta(hours=ALERT_SWEEP_HOURS),
+        )
+    ).all()
+    due: list[int] = []
+    for call in candidates:
+        keys = [ALERT_KEY.format(call_sid=call.call_sid, number=n) for n in alert_recipients(call)]
+        if not keys:
+            continue
+        settled = set(
+            session.scalars(
+                select(SmsMessage.key).where(SmsMessage.key.in_(keys), SmsMessage.status != RETRY)
+            )
+        )
+        if settled != set(keys):
+            due.append(call.id)
+    return due
+
+
 def chain_alerts_job(call_id: int) -> int:
     """Job: send call `call_id`'s chain alerts; returns how many went out.
 
     Twilio out of reach is retried within the job (after 10 s, then 30 s: an alert is only
     worth something now). Should it stay out of reach, the job fails loudly (the log, RQ's
-    failed registry); the call is flagged for the supervisor either way.
+    failed registry), and the outbox sweep queues it again (`calls_with_alerts_due`).
     """
     from callcenter.errors import TelephonyUnavailable
     from callcenter.jobs import current_services

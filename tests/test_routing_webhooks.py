@@ -666,3 +666,47 @@ def test_a_leg_status_without_its_leg_is_a_plain_400(client: FlaskClient) -> Non
     assert response.status_code == 400
     assert response.mimetype == "text/plain"
     assert response.get_data(as_text=True) == "leg and CallStatus are required\n"
+
+
+def test_chain_alerts_that_could_not_be_queued_are_sent_by_the_sweep(
+    make_services: Any, prism_url: str, clock: MutableClock
+) -> None:
+    """Redis is down when nobody accepts an urgent call: the alerts cannot be queued, yet
+    they are not lost — the outbox sweep finds the call and sends each alert once."""
+    # The web side: its queue is a Redis that is not there.
+    web = make_services(twilio_api_base_url=prism_url, redis_url="redis://127.0.0.1:9/0")
+    load_roster(web)
+    app = create_app(services=web)
+    app.config.update(TESTING=True)
+    sid, _number = handed_over_call(web, category="stolen", topic="stolen_vehicle")
+    twilio = TwilioSide(app.test_client(), clock, sid)
+    tree(twilio.redirect("urgent"))
+    for step in range(1, 5):  # Ivanov, Petrova (mobile, desk), Smirnova
+        twilio.wait(20)
+        offer = tree(twilio.dial_result(step, "no-answer", leg=step, bridged=False))
+    assert offer[1][0] == "Record"  # nobody accepted: the caller is offered a voicemail
+    assert call_row(web, sid).routing_outcome == "nobody_accepted"
+
+    def alerts(svc: Services) -> list[tuple[str | None, str]]:
+        with svc.sessions() as session:
+            rows = session.scalars(
+                select(SmsMessage)
+                .where(SmsMessage.key.startswith(f"chain-alert:{sid}:"))
+                .order_by(SmsMessage.key)
+            ).all()
+            return [(r.to, r.status) for r in rows if r.status != "sending"]
+
+    assert alerts(web) == []  # nothing could be queued
+
+    # Later, a process whose queue works (here the in-process runner) runs the sweep.
+    sweeper = make_services(twilio_api_base_url=prism_url)
+    assert sweeper.jobs.flush() >= 1
+    sent = wait_for(lambda: len(alerts(sweeper)) == 3 and alerts(sweeper), "the swept alerts")
+    assert sent == [(IVANOV, "sent"), (PETROVA, "sent"), (SMIRNOVA, "sent")]
+    # Sent once: the next sweeps find nothing due for this call.
+    from callcenter.routing import calls_with_alerts_due
+
+    with sweeper.sessions() as session:
+        assert calls_with_alerts_due(session, now=clock()) == []
+    sweeper.jobs.flush()
+    assert alerts(sweeper) == sent

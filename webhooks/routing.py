@@ -256,8 +256,11 @@ def _after_commit(svc: Services, outcome: routing.Outcome, call_id: int) -> None
         try:
             svc.jobs.enqueue(routing.chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
         except QueueUnavailable:
-            # The call is flagged for the supervisor either way; say loudly what is missing.
-            log.error("could not queue the chain alerts of call %s: Redis is down", call_id)
+            # Not lost: the outbox sweep finds urgent calls whose alerts are not all sent.
+            log.error(
+                "could not queue the chain alerts of call %s (Redis is down); the sweep will",
+                call_id,
+            )
 
 
 def _leg_args() -> tuple[str, int | None]:
