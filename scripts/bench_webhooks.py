@@ -225,6 +225,25 @@ def play(port: int, requests: list[Prepared]) -> tuple[list[float], int, float, 
     return latencies, errors, start, end
 
 
+def server_cpu_seconds(master_pid: int) -> float | None:
+    """User + system CPU of gunicorn's workers so far (Linux /proc), None elsewhere."""
+    try:
+        children = Path(f"/proc/{master_pid}/task/{master_pid}/children").read_text().split()
+        total = 0
+        for pid in children:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    except OSError:
+        return None
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_per_request(start: float | None, end: float | None, run: Run) -> str:
+    if start is None or end is None or not run.latencies:
+        return "n/a"
+    return f"{(end - start) / len(run.latencies) * 1e6:.0f} µs"
+
+
 def measure(name: str, kind: str, port: int, total: int, concurrency: int) -> Run:
     """`concurrency` client processes, each one caller (or one bare client) in a loop."""
     base = f"http://127.0.0.1:{port}"
@@ -263,8 +282,11 @@ def main() -> int:
             warm = max(20, total // 20)
             measure("warm-up", "ivr", port, warm, args.concurrency)
             measure("warm-up", "bare", port, warm, args.concurrency)
+            before = server_cpu_seconds(server.pid)
             bare = measure("bare Flask TwiML", "bare", port, total, args.concurrency)
+            middle = server_cpu_seconds(server.pid)
             ivr = measure("signed IVR step + DB write", "ivr", port, total, args.concurrency)
+            after = server_cpu_seconds(server.pid)
         finally:
             server.terminate()
             server.wait(timeout=30)
@@ -277,6 +299,12 @@ def main() -> int:
     )
     print(bare.line())
     print(ivr.line())
+    # Where the difference goes: the server's own CPU per request (its workers, from /proc),
+    # whatever the clients sharing the cores cost.
+    print(
+        f"server CPU per request: bare {cpu_per_request(before, middle, bare)}, "
+        f"IVR step {cpu_per_request(middle, after, ivr)}"
+    )
     ratio = ivr.throughput / bare.throughput
     p99_ms = ivr.percentile(0.99) * 1000
     print(
