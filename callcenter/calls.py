@@ -47,23 +47,30 @@ class CallerFacts:
     sms_reachable: bool
 
 
-# Built once: constructing these per webhook costs more CPU than running them. The SQLite
-# form is a Core UPDATE ... RETURNING loaded through the ORM (`from_statement`), which skips
-# the ORM bulk-UPDATE machinery (session synchronisation) that `update(Call)` would run.
+# Built once: constructing these per webhook costs more CPU than running them.
 _calls = cast(Table, Call.__table__)
-_LOCK_SQLITE = (
-    select(Call)
-    .from_statement(
+
+
+def _locking_statements(*columns: Any) -> tuple[Any, Any]:
+    """(SQLite, PostgreSQL) statements that lock a call's row by CallSid and return
+    `columns`. SQLite: an UPDATE ... RETURNING, whose write takes SQLite's lock before
+    anything is read. PostgreSQL: SELECT ... FOR NO KEY UPDATE — we never change the key,
+    and a plain FOR UPDATE would deadlock with the outbox job, whose UPDATE of
+    ticket_requests takes FOR KEY SHARE on this row through the foreign key."""
+    sqlite = (
         update(_calls)
         .where(_calls.c.call_sid == bindparam("sid"))
         .values(updated_at=bindparam("now", type_=_calls.c.updated_at.type))
-        .returning(*_calls.c)
+        .returning(*columns)
     )
-    .execution_options(populate_existing=True)
-)
-# FOR NO KEY UPDATE: we never change the key, and a plain FOR UPDATE would deadlock with the
-# outbox job, whose UPDATE of ticket_requests takes FOR KEY SHARE on this row through the
-# foreign key.
+    postgres = select(*columns).where(_calls.c.call_sid == bindparam("sid"))
+    return sqlite, postgres.with_for_update(key_share=True)
+
+
+# The whole row, loaded through the ORM (`from_statement` on the Core UPDATE spares the ORM
+# bulk-UPDATE machinery that `update(Call)` would run).
+_lock_sqlite, _ = _locking_statements(*_calls.c)
+_LOCK_SQLITE = select(Call).from_statement(_lock_sqlite).execution_options(populate_existing=True)
 _LOCK_ROW = select(Call).where(Call.call_sid == bindparam("sid")).with_for_update(key_share=True)
 
 
@@ -72,8 +79,7 @@ def lock_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
 
     PostgreSQL: `SELECT ... FOR NO KEY UPDATE` locks the row. SQLite has no row locks: two
     transactions that both read first would fail on the second write instead of waiting
-    for each other, so there the first statement is a write (`UPDATE ... RETURNING`), which
-    takes SQLite's write lock before anything is read.
+    for each other, so there the first statement is a write (see `_locking_statements`).
     """
     if session.get_bind().dialect.name == "sqlite":
         return session.scalars(_LOCK_SQLITE, {"sid": call_sid, "now": now}).one_or_none()
@@ -98,17 +104,7 @@ class LockedCall:
 
 
 _STEP_COLUMNS = tuple(_calls.c[name] for name in LockedCall.__slots__)
-_LOCK_STEP_SQLITE = (
-    update(_calls)
-    .where(_calls.c.call_sid == bindparam("sid"))
-    .values(updated_at=bindparam("now", type_=_calls.c.updated_at.type))
-    .returning(*_STEP_COLUMNS)
-)
-_LOCK_STEP_ROW = (
-    select(*_STEP_COLUMNS)
-    .where(_calls.c.call_sid == bindparam("sid"))
-    .with_for_update(key_share=True)
-)
+_LOCK_STEP_SQLITE, _LOCK_STEP_ROW = _locking_statements(*_STEP_COLUMNS)
 
 
 def lock_call_for_step(
@@ -235,22 +231,12 @@ def record_event(
         at=at,
         kind=kind,
         step=step,
-        digits=digits[:60] if digits else digits,
+        digits=digits,  # clipped to its column by the models' listener
         speech=speech,
         detail={k: v for k, v in detail.items() if v is not None},
     )
     session.add(event)
     return event
-
-
-_SAVE_STATE = (
-    update(_calls)
-    .where(_calls.c.id == bindparam("call_id"))
-    .values(
-        state=bindparam("new_state", type_=_calls.c.state.type),
-        updated_at=bindparam("now", type_=_calls.c.updated_at.type),
-    )
-)
 
 
 def save_state(session: Session, call: Call, state: dict[str, Any], *, now: datetime) -> None:
@@ -264,12 +250,13 @@ def save_state(session: Session, call: Call, state: dict[str, Any], *, now: date
         call.state = state
         call.updated_at = now
         return
-    session.execute(_SAVE_STATE, {"call_id": call.id, "new_state": state, "now": now})
+    update_call(session.connection(), call.id, {"state": state, "updated_at": now})
     set_committed_value(call, "state", state)
     set_committed_value(call, "updated_at", now)
 
 
-_INSERT_EVENT = insert(cast(Table, CallEvent.__table__))
+_events = cast(Table, CallEvent.__table__)
+_INSERT_EVENT = insert(_events)
 
 
 def append_event(
@@ -311,9 +298,10 @@ def insert_event(
         {
             "call_id": call_id,
             "at": at,
-            "kind": kind[:40],
-            "step": step[:60] if step else step,
-            "digits": digits[:60] if digits else digits,
+            # Clipped to their columns, as the ORM's listener does for `record_event`.
+            "kind": clipped_value(_events.c.kind, kind),
+            "step": clipped_value(_events.c.step, step),
+            "digits": clipped_value(_events.c.digits, digits),
             "speech": speech,
             "detail": {k: v for k, v in detail.items() if v is not None},
         },

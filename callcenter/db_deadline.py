@@ -22,6 +22,7 @@ SQLite needs none of this (a local file; its busy timeout bounds lock waits).
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -47,37 +48,22 @@ class DatabaseDeadline:
     def __init__(self, engine: Engine) -> None:
         self._lock = threading.Lock()
         self._deadlines: dict[int, float] = {}  # thread id -> monotonic deadline
-        self._held: dict[int, set[Any]] = {}  # thread id -> DBAPI connections checked out
-        self._holder: dict[int, int] = {}  # id(DBAPI connection) -> thread id
+        # id(DBAPI connection) -> (the connection, the thread that checked it out)
+        self._held: dict[int, tuple[Any, int]] = {}
         self._watchdog: threading.Thread | None = None
         self._dialect = engine.dialect
         event.listen(engine, "connect", self._on_connect)
         event.listen(engine, "checkout", self._on_checkout)
         event.listen(engine, "checkin", self._on_checkin)
-        event.listen(engine, "close", self._forget)
+        event.listen(engine, "close", self._on_checkin)
         event.listen(engine, "invalidate", self._on_invalidate)
 
     # ------------------------------------------------------------------ requests
 
-    @contextmanager
-    def within(self, seconds: float) -> Iterator[None]:
-        """The database calls of this thread inside the block fail after `seconds`."""
-        tid = threading.get_ident()
-        with self._lock:
-            self._deadlines[tid] = time.monotonic() + seconds
-            if self._watchdog is None:
-                self._start_watchdog()
-        try:
-            yield
-        finally:
-            with self._lock:
-                self._deadlines.pop(tid, None)
-
     def start(self, seconds: float) -> None:
-        """`within` for code that cannot use a block (a request's before/teardown pair)."""
-        tid = threading.get_ident()
+        """This thread's database calls fail once `seconds` have passed, until `clear`."""
         with self._lock:
-            self._deadlines[tid] = time.monotonic() + seconds
+            self._deadlines[threading.get_ident()] = time.monotonic() + seconds
             if self._watchdog is None:
                 self._start_watchdog()
 
@@ -85,16 +71,23 @@ class DatabaseDeadline:
         with self._lock:
             self._deadlines.pop(threading.get_ident(), None)
 
+    @contextmanager
+    def within(self, seconds: float) -> Iterator[None]:
+        """`start` … `clear` around a block."""
+        self.start(seconds)
+        try:
+            yield
+        finally:
+            self.clear()
+
     # ------------------------------------------------------------------ pool events
 
     def _on_connect(self, _dbapi_connection: Any, record: Any) -> None:
         record.info["fresh"] = True
 
     def _on_checkout(self, dbapi_connection: Any, record: Any, _proxy: Any) -> None:
-        tid = threading.get_ident()
         with self._lock:
-            self._held.setdefault(tid, set()).add(dbapi_connection)
-            self._holder[id(dbapi_connection)] = tid
+            self._held[id(dbapi_connection)] = (dbapi_connection, threading.get_ident())
         if record.info.pop("fresh", False):
             return  # just connected: alive by definition
         # The pre-ping, where the watchdog sees it. Raising DisconnectionError makes the
@@ -104,26 +97,20 @@ class DatabaseDeadline:
             # is handed out idle, not inside a transaction a plain SELECT would open.
             self._dialect.do_ping(dbapi_connection)
         except Exception as error:
-            self._forget(dbapi_connection, record)
+            self._forget(dbapi_connection)
             raise exc.DisconnectionError(f"pre-ping failed: {error!r}") from error
 
     def _on_checkin(self, dbapi_connection: Any, _record: Any) -> None:
         if dbapi_connection is not None:
-            self._forget(dbapi_connection, None)
+            self._forget(dbapi_connection)
 
-    def _on_invalidate(self, dbapi_connection: Any, record: Any, _error: Any) -> None:
+    def _on_invalidate(self, dbapi_connection: Any, _record: Any, _error: Any) -> None:
         if dbapi_connection is not None:
-            self._forget(dbapi_connection, record)
+            self._forget(dbapi_connection)
 
-    def _forget(self, dbapi_connection: Any, _record: Any) -> None:
+    def _forget(self, dbapi_connection: Any) -> None:
         with self._lock:
-            tid = self._holder.pop(id(dbapi_connection), None)
-            if tid is not None:
-                held = self._held.get(tid)
-                if held is not None:
-                    held.discard(dbapi_connection)
-                    if not held:
-                        del self._held[tid]
+            self._held.pop(id(dbapi_connection), None)
 
     # ------------------------------------------------------------------ the watchdog
 
@@ -145,16 +132,12 @@ class DatabaseDeadline:
         moment = time.monotonic() if now is None else now
         cut: list[int] = []
         with self._lock:
-            for tid, deadline in list(self._deadlines.items()):
-                if deadline > moment:
-                    continue
-                for connection in list(self._held.get(tid, ())):
-                    if self._holder.get(id(connection)) == tid and _shut_down(connection):
+            overdue = {tid for tid, deadline in self._deadlines.items() if deadline <= moment}
+            for key, (connection, tid) in list(self._held.items()):
+                if tid in overdue:
+                    del self._held[key]
+                    if _shut_down(connection):
                         cut.append(tid)
-                    self._holder.pop(id(connection), None)
-                    self._held[tid].discard(connection)
-                if not self._held.get(tid, True):
-                    del self._held[tid]
         for tid in cut:
             log.error(
                 "database call over its deadline in thread %s: connection cut (the database "
@@ -183,6 +166,18 @@ def guard_of(engine: Engine) -> DatabaseDeadline | None:
     return _guards.get(engine)
 
 
+@contextmanager
+def bounded(engine: Engine, seconds: float) -> Iterator[None]:
+    """`within(seconds)` on the engine's deadline keeper; nothing for an engine without one
+    (SQLite)."""
+    keeper = guard_of(engine)
+    if keeper is None:
+        yield
+        return
+    with keeper.within(seconds):
+        yield
+
+
 def _watch(ref: weakref.ReferenceType[DatabaseDeadline]) -> None:
     while True:
         time.sleep(WATCH_INTERVAL_SECONDS)
@@ -206,14 +201,8 @@ def _shut_down(dbapi_connection: Any) -> bool:
     try:
         # A socket object over a duplicate of the descriptor: shutdown() acts on the
         # connection itself, and closing our duplicate leaves psycopg's descriptor alone.
-        with socket.socket(fileno=_dup(fd)) as sock:
+        with socket.socket(fileno=os.dup(fd)) as sock:
             sock.shutdown(socket.SHUT_RDWR)
     except OSError:
         return False
     return True
-
-
-def _dup(fd: int) -> int:
-    import os
-
-    return os.dup(fd)

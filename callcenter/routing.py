@@ -801,19 +801,18 @@ def calls_with_alerts_due(session: Session, *, now: datetime) -> list[int]:
             Call.started_at >= now - timedelta(hours=ALERT_SWEEP_HOURS),
         )
     ).all()
-    due: list[int] = []
-    for call in candidates:
-        keys = [ALERT_KEY.format(call_sid=call.call_sid, number=n) for n in alert_recipients(call)]
-        if not keys:
-            continue
-        settled = set(
-            session.scalars(
-                select(SmsMessage.key).where(SmsMessage.key.in_(keys), SmsMessage.status != RETRY)
-            )
+    keys = {
+        call.id: {ALERT_KEY.format(call_sid=call.call_sid, number=number) for number in numbers}
+        for call in candidates
+        if (numbers := alert_recipients(call))
+    }
+    wanted = set().union(*keys.values())  # one query for every candidate's alerts
+    settled = set(
+        session.scalars(
+            select(SmsMessage.key).where(SmsMessage.key.in_(wanted), SmsMessage.status != RETRY)
         )
-        if settled != set(keys):
-            due.append(call.id)
-    return due
+    )
+    return [call_id for call_id, mine in keys.items() if mine - settled]
 
 
 def chain_alerts_job(call_id: int) -> int:

@@ -21,7 +21,7 @@ from typing import Any
 from flask import Blueprint, Response, request
 
 from callcenter.app import services
-from callcenter.db_deadline import WEBHOOK_DATABASE_SECONDS, guard_of
+from callcenter.db_deadline import WEBHOOK_DATABASE_SECONDS, bounded
 from callcenter.errors import MalformedWebhook
 from callcenter.ivr import conversation
 from callcenter.ivr.fallback import apology_reply, dial_result_reply, voicemail_reply
@@ -147,11 +147,7 @@ def _keep_later(kind: str, response: Response | None = None, **extra: str) -> No
 def _keep_bounded(svc: Services, record: dict[str, Any]) -> None:
     """After the response: the request's database deadline is over, but a hung database
     must not hold the thread either (the event is spooled when the store fails)."""
-    deadline = guard_of(svc.engine)
-    if deadline is None:
-        keep_fallback_event(svc, record)
-        return
-    with deadline.within(WEBHOOK_DATABASE_SECONDS):
+    with bounded(svc.engine, WEBHOOK_DATABASE_SECONDS):
         keep_fallback_event(svc, record)
 
 

@@ -12,7 +12,6 @@ Flask-free: the views in `webhooks.voice` parse the form and call these.
 from __future__ import annotations
 
 import logging
-import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from sqlalchemy.orm import Session
 from callcenter import calls
 from callcenter.calls import StatusCallback
 from callcenter.db import transaction
-from callcenter.db_deadline import guard_of
+from callcenter.db_deadline import bounded
 from callcenter.errors import InvalidInput, TicketNotFound
 from callcenter.ivr import flow
 from callcenter.ivr.engine import (
@@ -94,7 +93,7 @@ def answer(services: Services, webhook: VoiceWebhook) -> str:
     """
     now = services.clock()
     submit: list[int] = []
-    with one_writer(services.engine), _StepTransaction(services) as tx:
+    with one_writer(services.engine), _StepTransaction.begin(services) as tx:
         locked = calls.lock_call_for_step(tx.connection, webhook.call_sid, now=now)
         if locked is None:
             session = tx.session
@@ -113,8 +112,7 @@ def answer(services: Services, webhook: VoiceWebhook) -> str:
                 changes: dict[str, Any] = {
                     action.field: _remembered(action) for action in remembered
                 }
-                # Merge: other owners keep their keys in the same JSON (routing, recordings).
-                changes["state"] = {**locked.state, **result.state.to_json()}
+                changes["state"] = _merged_state(locked.state, result)
                 changes["updated_at"] = now
                 calls.update_call(tx.connection, locked.id, changes)
                 _log_step(tx, locked.id, webhook, result, now, False)
@@ -131,50 +129,50 @@ class _StepTransaction:
     """A step's transaction: a Core connection, and an ORM session on it only for the
     steps that need one (building a session costs as much as the hot path's statements).
 
-    The session joins the connection's transaction: its commit flushes and leaves the
-    COMMIT to the connection, so the call, its event and any ticket request still commit
-    (or roll back) as one.
+    The session joins the connection's transaction (rollback_only: its commit is a flush,
+    its rollback the whole step's), so the call, its event and any ticket request commit
+    or roll back as one, with the connection.
     """
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, connection: Connection) -> None:
         self._services = services
+        self.connection = connection
         self._session: Session | None = None
-        self.connection: Connection
-
-    def __enter__(self) -> _StepTransaction:
-        self._begin = self._services.engine.begin()
-        self.connection = self._begin.__enter__()
-        return self
 
     @property
     def session(self) -> Session:
         if self._session is None:
-            # rollback_only: the session's commit is a flush, its rollback the whole step's.
             self._session = self._services.sessions(
                 bind=self.connection, join_transaction_mode="rollback_only"
             )
         return self._session
 
-    def __exit__(self, *exc: Any) -> bool | None:
-        session = self._session
-        try:
-            if session is not None:
-                if exc[0] is None:
-                    session.commit()  # a flush: the connection commits below
-                session.close()
-        except BaseException:
-            self._begin.__exit__(*sys.exc_info())
-            raise
-        return self._begin.__exit__(*exc)
+    @classmethod
+    @contextmanager
+    def begin(cls, services: Services) -> Iterator[_StepTransaction]:
+        with services.engine.begin() as connection:
+            tx = cls(services, connection)
+            try:
+                yield tx
+                if tx._session is not None:
+                    tx._session.commit()  # a flush: the connection commits on the way out
+            finally:
+                if tx._session is not None:
+                    tx._session.close()
 
 
 def _apply_to_orm(
     services: Services, session: Session, call: Call, result: StepResult, now: datetime
 ) -> list[int]:
     submit = _apply(services, session, call, result.actions, now)
-    # Merge: other owners keep their keys in the same JSON (routing, recording_sids).
-    calls.save_state(session, call, {**(call.state or {}), **result.state.to_json()}, now=now)
+    calls.save_state(session, call, _merged_state(call.state, result), now=now)
     return submit
+
+
+def _merged_state(stored: dict[str, Any] | None, result: StepResult) -> dict[str, Any]:
+    """The IVR's state over the stored JSON: other owners keep their keys in it (routing,
+    recording SIDs)."""
+    return {**(stored or {}), **result.state.to_json()}
 
 
 def _remembered(action: Remember) -> Any:
@@ -352,14 +350,12 @@ class _CallLookups:
 
     def ticket(self, number: str) -> TicketLookup:
         portal = self._services.portal
-        deadline = guard_of(self._services.engine)
+        engine = self._services.engine
 
         def lookup() -> TicketView:
             # Its own thread: the request's database deadline does not reach it, and the
             # built-in portal reads the database.
-            if deadline is None:
-                return portal.get_ticket(number)
-            with deadline.within(PORTAL_LOOKUP_SECONDS):
+            with bounded(engine, PORTAL_LOOKUP_SECONDS):
                 return portal.get_ticket(number)
 
         try:
