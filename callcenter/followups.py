@@ -133,12 +133,10 @@ def run_followups(
     now = clock()
     with sessions() as session:
         row = session.get(TicketRequest, request_id, options=[joinedload(TicketRequest.call)])
-        if row is None:
-            raise UnknownTicketRequest(f"no ticket request with id {request_id}")
-        if not _due(row, now):
+        started = _start(session, row, request_id, now, calendar, settings)
+        if started is None:
             return FollowupReport(request_id, ["nothing due"])
-        snap = _snapshot(row, _recordings_of(row.call))
-        state = _state(session, snap, now, calendar, settings)
+        snap, state = started
     run = _Run(sessions, portal, telephony, settings, snap, state, request_id, now)
     run.run_steps()
     with sessions() as session, session.begin():
@@ -174,12 +172,10 @@ def run_local_followups(
             request_id,
             options=[joinedload(TicketRequest.call).load_only(Call.recording_sid)],
         )
-        if row is None:
-            raise UnknownTicketRequest(f"no ticket request with id {request_id}")
-        if not _due(row, now):
+        started = _start(session, row, request_id, now, calendar, settings)
+        if started is None:
             return FollowupReport(request_id, ["nothing due"])
-        snap = _snapshot(row, _recordings_of(row.call))
-        state = _state(session, snap, now, calendar, settings)
+        snap, state = started
         run = _Run(sessions, portal, telephony, settings, snap, state, request_id, now)
         run.local = True
         try:
@@ -220,7 +216,25 @@ def _due(row: TicketRequest, now: datetime) -> bool:
     return row.status != outbox.PENDING and due is not None and due <= now
 
 
-def _snapshot(row: TicketRequest, recordings: list[Recording]) -> _Snapshot:
+def _start(
+    session: Session,
+    row: TicketRequest | None,
+    request_id: int,
+    now: datetime,
+    calendar: BusinessCalendar,
+    settings: Settings,
+) -> tuple[_Snapshot, dict[str, Any]] | None:
+    """The run's snapshot and starting state (the row read with its call); None when
+    nothing is due."""
+    if row is None:
+        raise UnknownTicketRequest(f"no ticket request with id {request_id}")
+    if not _due(row, now):
+        return None
+    snap = _snapshot(row)
+    return snap, _state(session, snap, now, calendar, settings)
+
+
+def _snapshot(row: TicketRequest) -> _Snapshot:
     received = row.draft.get(outbox.RECEIVED_AT)
     return _Snapshot(
         status=row.status,
@@ -229,7 +243,7 @@ def _snapshot(row: TicketRequest, recordings: list[Recording]) -> _Snapshot:
         stored=dict(row.draft),
         state=dict(row.followups or {}),
         call_id=row.call_id,
-        recordings=recordings,
+        recordings=_recordings_of(row.call),
         received=datetime.fromisoformat(received) if received else None,
         last_error=row.last_error,
     )

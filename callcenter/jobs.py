@@ -547,45 +547,63 @@ class RqJobRunner:
         """Schedule the sweep for the next slot (or the current one, `now`). Slots are
         SWEEP_SECONDS wide and the job id names the slot, so every scheduler of a slot
         schedules the same one job."""
-        slot = int(time.time() // SWEEP_SECONDS) + (0 if now else 1)
-        at = datetime.fromtimestamp(slot * SWEEP_SECONDS, UTC)
-        try:
-            self.tickets.enqueue_at(
-                at,
-                sweep_outbox,
-                job_id=f"{self.queue_name}__outbox-sweep-{slot}",
-                unique=True,
-                job_timeout=TICKET_JOB_TIMEOUT,
-                result_ttl=SWEEP_SECONDS * 6,
-                failure_ttl=SWEEP_SECONDS * 60,
-            )
-        except DuplicateJobError:
-            pass
-        except RedisError as exc:
-            log.warning("could not schedule the outbox sweep: %s", exc)
+        self._schedule_slot(
+            "outbox sweep",
+            self.tickets,
+            sweep_outbox,
+            SWEEP_SECONDS,
+            now=now,
+            job_timeout=TICKET_JOB_TIMEOUT,
+            result_ttl=SWEEP_SECONDS * 6,
+            failure_ttl=SWEEP_SECONDS * 60,
+        )
 
     def schedule_purge(self, *, now: bool = False) -> None:
         """Schedule the retention purge for the next day slot (or the current one, `now`:
         at once, unless that slot's purge ran already). Like the sweep, the job id names
         the slot, so any number of workers schedule one purge a day; a finished purge is
         kept for two slots, so a worker restarting the same day does not run it again."""
-        slot = int(time.time() // PURGE_SECONDS) + (0 if now else 1)
-        at = datetime.fromtimestamp(slot * PURGE_SECONDS, UTC)
+        # On the follow-ups queue: a long purge must never hold up a ticket.
+        self._schedule_slot(
+            "retention purge",
+            self.followups,
+            retention_purge,
+            PURGE_SECONDS,
+            now=now,
+            job_timeout=PURGE_JOB_TIMEOUT,
+            result_ttl=PURGE_SECONDS * 2,
+            failure_ttl=FAILURE_TTL,
+        )
+
+    def _schedule_slot(
+        self,
+        what: str,
+        queue: Queue,
+        func: Callable[[], object],
+        seconds: int,
+        *,
+        now: bool,
+        job_timeout: int,
+        result_ttl: int,
+        failure_ttl: int,
+    ) -> None:
+        """One job of a chain at the start of the next `seconds`-wide slot (or the current
+        one, `now`); its id names the slot, so schedulers of one slot make one job."""
+        slot = int(time.time() // seconds) + (0 if now else 1)
         try:
-            # On the follow-ups queue: a long purge must never hold up a ticket.
-            self.followups.enqueue_at(
-                at,
-                retention_purge,
-                job_id=f"{self.queue_name}__retention-purge-{slot}",
+            queue.enqueue_at(
+                datetime.fromtimestamp(slot * seconds, UTC),
+                func,
+                job_id=f"{self.queue_name}__{what.replace(' ', '-')}-{slot}",
                 unique=True,
-                job_timeout=PURGE_JOB_TIMEOUT,
-                result_ttl=PURGE_SECONDS * 2,
-                failure_ttl=FAILURE_TTL,
+                job_timeout=job_timeout,
+                result_ttl=result_ttl,
+                failure_ttl=failure_ttl,
             )
         except DuplicateJobError:
             pass
         except RedisError as exc:
-            log.warning("could not schedule the retention purge: %s", exc)
+            log.warning("could not schedule the %s: %s", what, exc)
 
     def seed_chains(self) -> None:
         """Make sure the sweep and the purge each have their next run scheduled."""

@@ -141,27 +141,12 @@ def settle(session: Session, outcome: SmsOutcome) -> None:
     )
 
 
-def skip_once(
-    sessions: sessionmaker[Session],
-    *,
-    key: str,
-    to: str | None,
-    body: str,
-    reason: str,
-    now: datetime,
-) -> SmsOutcome:
-    """Record that message `key` is not sent, and why (logged); idempotent."""
-    # The insert does nothing on a known key (PostgreSQL waits for a racing run's
-    # transaction; SQLite serialises writers), and the row as it stands is the answer.
-    with sessions() as session, session.begin():
-        return record_skip(session, key=key, to=to, body=body, reason=reason, now=now)
-
-
 def record_skip(
     session: Session, *, key: str, to: str | None, body: str, reason: str, now: datetime
 ) -> SmsOutcome:
-    """`skip_once` in the caller's transaction (which must serialise runs of the same
-    message, e.g. by holding the ticket request's lock)."""
+    """Record that message `key` is not sent, and why (logged); idempotent. In the
+    caller's transaction, which must serialise runs of the same message (e.g. by holding
+    the ticket request's lock)."""
     # Insert first (one statement when the message is new, the usual case); a key that is
     # there already is left as it is.
     inserted = session.execute(

@@ -322,7 +322,7 @@ class BuiltinPortal:
             "attachment_url": draft.recording_url,
             "attachment_name": "Запись звонка" if draft.recording_url else None,
         }
-        postgresql = _queue_for_a_number(session)
+        _queue_for_a_number(session)
         statements = _ticket_statements(
             session.get_bind().dialect.name, tuple(values), tuple(created)
         )
@@ -331,7 +331,7 @@ class BuiltinPortal:
         row = session.execute(statements.ticket, params).one_or_none()
         if row is None:
             return None
-        if not postgresql:
+        if statements.entry is not None:
             # SQLite has no data-modifying CTEs; its write lock is held anyway.
             session.execute(statements.entry, {"ticket_id": row.id, **params})
         ticket = Ticket(id=row.id, number=row.number, duplicated_by_phone_at=None, **values)
@@ -421,8 +421,8 @@ class _TicketStatements:
     # Inserts the ticket (PostgreSQL: and its entry) unless its key is known; returns
     # (id, number), or no row for a known key.
     ticket: Executable
-    # SQLite: the `created` entry, given `ticket_id`.
-    entry: Executable
+    # SQLite: the `created` entry, given `ticket_id` (None: the ticket's statement does it).
+    entry: Executable | None
 
 
 @cache
@@ -462,16 +462,13 @@ def _ticket_statements(
         .cte("created_entry")
     )
     both = select(ticket_cte.c.id, ticket_cte.c.number).add_cte(entry_cte)
-    return _TicketStatements(both, insert_entry)
+    return _TicketStatements(both, None)
 
 
-def _queue_for_a_number(session: Session) -> bool:
-    """On PostgreSQL, wait for other creators to commit (released at commit/rollback).
-    Returns whether the database is PostgreSQL."""
-    if session.get_bind().dialect.name != "postgresql":
-        return False
-    session.execute(select(func.pg_advisory_xact_lock(NUMBERING_LOCK)))
-    return True
+def _queue_for_a_number(session: Session) -> None:
+    """On PostgreSQL, wait for other creators to commit (released at commit/rollback)."""
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(select(func.pg_advisory_xact_lock(NUMBERING_LOCK)))
 
 
 def _parse_number(number: str) -> int:
