@@ -23,6 +23,7 @@ from callcenter.app import db_session, services
 from callcenter.calllog_json import call_json
 from callcenter.calllog_query import CallFilter, PageRequest, get_call, search_calls
 from callcenter.errors import InvalidFilter
+from callcenter.portal import api as portal_api
 from callcenter.tokens import verify_token
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -120,10 +121,8 @@ def routing_error(exc: HTTPException) -> ResponseReturnValue:
     so this one is registered for the whole app (`app_errorhandler`) and looks at the path.
     """
     path = request.path
-    if _under(path, "/portal/api/v1"):
-        from callcenter.portal.api import routing_error as portal_routing_error
-
-        return portal_routing_error()
+    if _under(path, portal_api.PREFIX):
+        return portal_api.routing_error()
     if not _under(path, bp.url_prefix or "/api"):
         return exc
     refused = _require_token()

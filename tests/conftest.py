@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from flask import Flask
@@ -26,6 +26,9 @@ from callcenter.clock import Clock, fixed_clock
 from callcenter.db import Base
 from callcenter.services import Services
 from callcenter.settings import Settings
+
+if TYPE_CHECKING:
+    from tests.processes import ServiceStack
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
@@ -187,6 +190,51 @@ def redis_url() -> Iterator[str]:
 @pytest.fixture
 def queue_name() -> str:
     return f"cc-test-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def start_stack(
+    tmp_path: Path, pg_database_url: str, prism_url: str
+) -> Iterator[Callable[..., ServiceStack]]:
+    """Start the Procfile's `web` and `worker` (`tests.processes.ServiceStack`) against this
+    run's PostgreSQL, emptied first, and Prism; stopped at teardown whatever the test did.
+    `start_stack(directory=..., database_url=..., worker=False, SETTING="value", ...)`."""
+    from tests.processes import ServiceStack
+
+    started: list[ServiceStack] = []
+
+    def start(
+        *,
+        directory: Path | None = None,
+        database_url: str | None = None,
+        worker: bool = True,
+        **settings: str | None,
+    ) -> ServiceStack:
+        _truncate_all(pg_database_url)
+        stack = ServiceStack(
+            directory or tmp_path,
+            database_url=database_url or pg_database_url,
+            auth_token=TEST_AUTH_TOKEN,
+            account_sid=TEST_ACCOUNT_SID,
+            public_base_url=TEST_PUBLIC_BASE,
+            twilio_api_base_url=prism_url,
+            **settings,
+        )
+        started.append(stack)
+        return stack.start(worker=worker)
+
+    yield start
+    for stack in started:
+        stack.stop()
+
+
+@pytest.fixture
+def db(pg_database_url: str, tmp_path: Path) -> Iterator[Services]:
+    """The test's own view of the run's PostgreSQL database (what a supervisor would
+    query), next to a `start_stack` service."""
+    svc = Services.from_settings(Settings(database_url=pg_database_url, data_dir=tmp_path))
+    yield svc
+    svc.close()
 
 
 PRISM_BIN = ROOT / ".cache" / "prism" / "node_modules" / ".bin" / "prism"

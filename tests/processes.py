@@ -752,9 +752,7 @@ class ServiceStack:
             if process is None:
                 continue
             try:
-                t = time.monotonic()
                 process.stop()
-                print("STOP", process.name, time.monotonic() - t)
             except BaseException as exc:  # noqa: BLE001 - stop the others all the same
                 errors.append(exc)
         if errors:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import json
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -27,7 +26,7 @@ from callcenter.ivr import prompts
 from callcenter.ivr.spool import spool_files
 from callcenter.services import Services
 from callcenter.settings import Settings
-from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, _truncate_all
+from tests.conftest import TEST_ACCOUNT_SID
 from tests.processes import HttpClient, ServiceStack, TcpGate, wait_until
 from tests.twilio_requests import TwilioCall, fixture, new_call_sid, parse_twiml, signed_post
 
@@ -57,22 +56,9 @@ def gate() -> Iterator[TcpGate]:
 
 @pytest.fixture
 def stack(
-    tmp_path: Path, pg_database_url: str, prism_url: str, gate: TcpGate
-) -> Iterator[ServiceStack]:
-    _truncate_all(pg_database_url)
-    stack = ServiceStack(
-        tmp_path,
-        database_url=through(gate, pg_database_url),
-        auth_token=TEST_AUTH_TOKEN,
-        account_sid=TEST_ACCOUNT_SID,
-        public_base_url=TEST_PUBLIC_BASE,
-        twilio_api_base_url=prism_url,
-        DUTY_PHONE=DUTY_PHONE,
-    )
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+    start_stack: Callable[..., ServiceStack], pg_database_url: str, gate: TcpGate
+) -> ServiceStack:
+    return start_stack(database_url=through(gate, pg_database_url), DUTY_PHONE=DUTY_PHONE)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ counted on the portal's side, by idempotency key.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -26,7 +26,7 @@ from callcenter.services import Services
 from callcenter.settings import Settings
 from callcenter.simulator import Simulator
 from callcenter.simulator_script import Answer, CallScript
-from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, _truncate_all
+from tests.conftest import TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
 from tests.processes import FlakyPortal, ServiceStack, wait_until
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.prism]
@@ -59,32 +59,12 @@ def portal(tmp_path: Path) -> Iterator[tuple[FlakyPortal, Services]]:
 @pytest.fixture
 def stack(
     tmp_path: Path,
-    pg_database_url: str,
-    prism_url: str,
+    start_stack: Callable[..., ServiceStack],
     portal: tuple[FlakyPortal, Services],
-) -> Iterator[ServiceStack]:
-    _truncate_all(pg_database_url)
-    stack = ServiceStack(
-        tmp_path / "service",
-        database_url=pg_database_url,
-        auth_token=TEST_AUTH_TOKEN,
-        account_sid=TEST_ACCOUNT_SID,
-        public_base_url=TEST_PUBLIC_BASE,
-        twilio_api_base_url=prism_url,
-        PORTAL_URL=portal[0].api_url,
-        PORTAL_TOKEN=PORTAL_TOKEN,
+) -> ServiceStack:
+    return start_stack(
+        directory=tmp_path / "service", PORTAL_URL=portal[0].api_url, PORTAL_TOKEN=PORTAL_TOKEN
     )
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
-
-
-@pytest.fixture
-def db(pg_database_url: str, tmp_path: Path) -> Iterator[Services]:
-    svc = Services.from_settings(Settings(database_url=pg_database_url, data_dir=tmp_path))
-    yield svc
-    svc.close()
 
 
 def outbox(db: Services) -> dict[str, tuple[str, str | None, int]]:

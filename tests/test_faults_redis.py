@@ -9,8 +9,7 @@ The test run's PostgreSQL database holds the calls; the built-in portal the tick
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 import requests
@@ -21,10 +20,9 @@ from sqlalchemy import func, select
 from callcenter.ivr import prompts
 from callcenter.models import Ticket, TicketRequest
 from callcenter.services import Services
-from callcenter.settings import Settings
 from callcenter.simulator import Simulator
 from callcenter.simulator_script import Answer, CallScript
-from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, _truncate_all
+from tests.conftest import TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
 from tests.processes import HttpClient, ServiceStack, follow_twiml, wait_until
 from tests.twilio_requests import TwilioCall
 
@@ -34,28 +32,8 @@ NEW_PROBLEM = ("keys:2", "keys:1", "keys:1", "say:А123ВС77", "say:Иван П
 
 
 @pytest.fixture
-def stack(tmp_path: Path, pg_database_url: str, prism_url: str) -> Iterator[ServiceStack]:
-    _truncate_all(pg_database_url)
-    stack = ServiceStack(
-        tmp_path,
-        database_url=pg_database_url,
-        auth_token=TEST_AUTH_TOKEN,
-        account_sid=TEST_ACCOUNT_SID,
-        public_base_url=TEST_PUBLIC_BASE,
-        twilio_api_base_url=prism_url,
-    )
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
-
-
-@pytest.fixture
-def db(pg_database_url: str, tmp_path: Path) -> Iterator[Services]:
-    """This test's view of the shared database (what a supervisor would query)."""
-    svc = Services.from_settings(Settings(database_url=pg_database_url, data_dir=tmp_path))
-    yield svc
-    svc.close()
+def stack(start_stack: Callable[..., ServiceStack]) -> ServiceStack:
+    return start_stack()
 
 
 def requests_by_status(db: Services) -> dict[str, int]:

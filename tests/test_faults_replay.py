@@ -23,8 +23,7 @@ from __future__ import annotations
 import json
 import threading
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -35,8 +34,7 @@ from callcenter.calllog_json import call_json
 from callcenter.calllog_query import get_call
 from callcenter.models import Ticket
 from callcenter.services import Services
-from callcenter.settings import Settings
-from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, _truncate_all
+from tests.conftest import TEST_ACCOUNT_SID
 from tests.processes import HttpClient, ServiceStack
 from tests.twilio_requests import (
     TwilioCall,
@@ -72,30 +70,10 @@ class RecordingClient(HttpClient):
 
 
 @pytest.fixture
-def stack(tmp_path: Path, pg_database_url: str, prism_url: str) -> Iterator[ServiceStack]:
-    _truncate_all(pg_database_url)
-    stack = ServiceStack(
-        tmp_path,
-        database_url=pg_database_url,
-        auth_token=TEST_AUTH_TOKEN,
-        account_sid=TEST_ACCOUNT_SID,
-        public_base_url=TEST_PUBLIC_BASE,
-        twilio_api_base_url=prism_url,
-        # Polls bounded by count (4), not by the wall clock, so both calls poll alike.
-        TICKET_WAIT_SECONDS="8",
-    )
-    try:
-        # No worker while the calls run: the tickets come after, from a burst worker.
-        yield stack.start(worker=False)
-    finally:
-        stack.stop()
-
-
-@pytest.fixture
-def db(pg_database_url: str, tmp_path: Path) -> Iterator[Services]:
-    svc = Services.from_settings(Settings(database_url=pg_database_url, data_dir=tmp_path))
-    yield svc
-    svc.close()
+def stack(start_stack: Callable[..., ServiceStack]) -> ServiceStack:
+    # No worker while the calls run: the tickets come after, from a burst worker. Polls
+    # bounded by count (4), not by the wall clock, so both calls poll alike.
+    return start_stack(worker=False, TICKET_WAIT_SECONDS="8")
 
 
 def status_params(call: TwilioCall, status: str, sequence: int) -> dict[str, str]:

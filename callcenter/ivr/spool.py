@@ -161,15 +161,19 @@ def spool(data_dir: Path, record: dict[str, Any]) -> None:
     """Append `record` (given an id if it has none) to the spool."""
     if not record.get("id"):
         record = {"id": uuid.uuid4().hex, **record}
-    line = json.dumps(record, ensure_ascii=False) + "\n"
+    _append(data_dir, [record])
+
+
+def _append(data_dir: Path, records: list[dict[str, Any]]) -> None:
+    text = "".join(json.dumps(record, ensure_ascii=False) + "\n" for record in records)
     directory = spool_dir(data_dir)
     with _spool_lock(directory, fcntl.LOCK_SH):
-        # One write of one line with O_APPEND: lines from several processes never mix.
+        # One write with O_APPEND: lines from several processes never mix.
         fd = os.open(
             directory / SPOOL_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600
         )
         try:
-            os.write(fd, line.encode("utf-8"))
+            os.write(fd, text.encode("utf-8"))
         finally:
             os.close(fd)
 
@@ -322,14 +326,18 @@ def replay_spool(services: Services) -> tuple[int, int]:
     if not directory.is_dir():
         return 0, 0
     _remove_orphan_journals(directory)
+    # All claimed first: what this replay puts back in the spool is the next replay's.
+    claims = list(_claims(directory))
     stored = left = 0
-    for claim in _claims(directory):
-        try:
-            claim_stored, claim_left = _replay(services, claim)
-        finally:
+    database_down = False
+    try:
+        for claim in claims:
+            claim_stored, claim_left, database_down = _replay(services, claim, database_down)
+            stored += claim_stored
+            left += claim_left
+    finally:
+        for claim in claims:
             claim.close()  # after a failure: the claim stays, a later replay takes it over
-        stored += claim_stored
-        left += claim_left
     return stored, left
 
 
@@ -344,7 +352,8 @@ def _claims(directory: Path) -> Iterator[_Claim]:
         yield fresh
 
 
-def _replay(services: Services, claim: _Claim) -> tuple[int, int]:
+def _replay(services: Services, claim: _Claim, database_down: bool) -> tuple[int, int, bool]:
+    """(stored, left, database down); with the database down, the claim goes back untried."""
     data_dir = services.settings.data_dir
     done_path = claim.done_path
     try:
@@ -352,7 +361,7 @@ def _replay(services: Services, claim: _Claim) -> tuple[int, int]:
     except FileNotFoundError:
         finished = set()
     stored = left = 0
-    database_down = False
+    untried: list[dict[str, Any]] = []
     with done_path.open("a", encoding="utf-8") as journal:
         for raw in claim.file.read().decode("utf-8", errors="replace").splitlines():
             if not raw.strip():
@@ -373,20 +382,25 @@ def _replay(services: Services, claim: _Claim) -> tuple[int, int]:
             if record_id in finished:
                 continue
             if database_down:
+                untried.append(record)
+                finished.add(record_id)  # journaled once the batch is back in the spool
+                continue
+            try:
+                store_fallback_event(services, record)
+                stored += 1
+            except Exception as exc:
+                log.error("spooled fallback event %s still not stored: %r", record_id, exc)
+                database_down = isinstance(exc, OperationalError)
                 spool(data_dir, record)
                 left += 1
-            else:
-                try:
-                    store_fallback_event(services, record)
-                    stored += 1
-                except Exception as exc:
-                    log.error("spooled fallback event %s still not stored: %r", record_id, exc)
-                    database_down = isinstance(exc, OperationalError)
-                    spool(data_dir, record)
-                    left += 1
             _journal(journal, finished, record_id)
+        if untried:
+            _append(data_dir, untried)  # one write for the rest of the claim
+            journal.write("".join(record["id"] + "\n" for record in untried))
+            journal.flush()
+            left += len(untried)
     claim.finish()
-    return stored, left
+    return stored, left, database_down
 
 
 def _journal(journal: IO[str], finished: set[str], record_id: str) -> None:

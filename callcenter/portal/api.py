@@ -30,7 +30,8 @@ from callcenter.portal import wire
 from callcenter.portal.builtin import BuiltinPortal
 from callcenter.portal.protocol import TicketView
 
-bp = Blueprint("portal_api", __name__, url_prefix="/portal/api/v1")
+PREFIX = "/portal/api/v1"
+bp = Blueprint("portal_api", __name__, url_prefix=PREFIX)
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
