@@ -42,4 +42,15 @@ if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium
 fi
 
+# The shared folder (Twilio's OpenAPI description, the regulation) sits next to the
+# checkout; a clone made elsewhere (a CI scratch directory) finds it next to the local
+# repository it was cloned from.
+if [ -z "${SHARED_DIR:-}" ] && [ ! -d ../shared ]; then
+  origin=$(git remote get-url origin 2>/dev/null || true)
+  if [ -n "$origin" ] && [ -d "$origin/../shared" ]; then
+    SHARED_DIR=$(cd "$origin/../shared" && pwd)
+    export SHARED_DIR
+  fi
+fi
+
 exec .venv/bin/pytest "$@"

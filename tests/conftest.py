@@ -31,7 +31,9 @@ if TYPE_CHECKING:
     from tests.processes import ServiceStack
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
+# The customer's shared, read-only folder (Twilio's OpenAPI description, the regulation):
+# next to the checkout, or where SHARED_DIR says (scripts/test.sh finds it for a clone).
+SHARED = Path(os.environ.get("SHARED_DIR") or ROOT.parent / "shared")
 TWILIO_SPEC = SHARED / "twilio" / "twilio_api_v2010.json"
 
 PG_ADMIN_URL = os.environ.get(
