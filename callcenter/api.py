@@ -6,7 +6,7 @@
 Tokens come from `callcenter token create NAME`. Missing, unknown or revoked token: 401
 JSON; a bad filter value: 400 JSON naming the parameter; an unknown CallSid: 404 JSON; a
 path or method the API does not have: 404 / 405 JSON (after the token check, as for any
-other URL of the API). The filters themselves live in `callcenter.calllog_query` (shared
+other URL of the API). The filters themselves live in `callcenter.calllog.query` (shared
 with the console).
 """
 
@@ -19,12 +19,12 @@ from flask import Blueprint, Response, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
-from callcenter.app import db_session, services
-from callcenter.calllog_json import call_json
-from callcenter.calllog_query import CallFilter, PageRequest, get_call, search_calls
+from callcenter.access.tokens import verify_token
+from callcenter.calllog.query import CallFilter, PageRequest, get_call, search_calls
+from callcenter.calllog.serialize import call_json
 from callcenter.errors import InvalidFilter
 from callcenter.portal import api as portal_api
-from callcenter.tokens import verify_token
+from callcenter.web import db_session, services
 
 bp = Blueprint("api", __name__, url_prefix="/api")
 
@@ -67,7 +67,7 @@ def _bad_filter(exc: InvalidFilter) -> ResponseReturnValue:
 
 
 def _known_topics() -> Collection[str]:
-    from callcenter.regulation import TOPICS
+    from callcenter.regulation.topics import TOPICS
 
     return set(TOPICS)
 

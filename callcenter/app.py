@@ -3,13 +3,24 @@
 from __future__ import annotations
 
 import logging
+import time
 
-from flask import Flask, Request, current_app, g
+from flask import Flask, Request, Response, g, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
-from sqlalchemy.orm import Session
 
+from callcenter.api import bp as api_bp
+from callcenter.console import bp as console_bp
+from callcenter.db.deadline import WEBHOOK_DATABASE_SECONDS, guard_of
+from callcenter.health import bp as health_bp
+from callcenter.logs import bind_call_sid, configure_logging, unbind_call_sid
+from callcenter.metrics import WEBHOOK_LATENCY
+from callcenter.portal.api import bp as portal_api_bp
+from callcenter.routing.roster import roster_health
 from callcenter.services import Services
 from callcenter.settings import Settings
+from callcenter.web import EXTENSION, close_db_session
+from webhooks.routing import bp as routing_bp
+from webhooks.voice import bp as voice_bp
 
 log = logging.getLogger(__name__)
 
@@ -29,18 +40,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.session_interface = _NoSessionForMachines()
-    app.extensions["callcenter"] = services
-
-    from callcenter.logs import configure_logging
+    app.extensions[EXTENSION] = services
 
     configure_logging(settings)
-
-    from callcenter.api import bp as api_bp
-    from callcenter.console import bp as console_bp
-    from callcenter.health import bp as health_bp
-    from callcenter.portal.api import bp as portal_api_bp
-    from webhooks.routing import bp as routing_bp
-    from webhooks.voice import bp as voice_bp
 
     app.register_blueprint(voice_bp)
     app.register_blueprint(routing_bp)
@@ -49,14 +51,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(console_bp)
     app.register_blueprint(health_bp)
 
-    _instrument(app)
+    _instrument(app, services)
     _warn_about_roster(services)
 
-    @app.teardown_appcontext
-    def _close_session(_exc: BaseException | None) -> None:
-        session: Session | None = g.pop("db_session", None)
-        if session is not None:
-            session.close()
+    app.teardown_appcontext(close_db_session)
 
     return app
 
@@ -74,7 +72,7 @@ class _NoSessionForMachines(SecureCookieSessionInterface):
 MACHINE_PATHS = ("/webhooks/", "/api/", "/portal/api/", "/healthz", "/readyz", "/metrics")
 
 
-def _instrument(app: Flask) -> None:
+def _instrument(app: Flask, services: Services) -> None:
     """Per request: the call it belongs to for every log line, one access line, and the
     webhook latency histogram by endpoint.
 
@@ -83,14 +81,6 @@ def _instrument(app: Flask) -> None:
     that names a call (`/api/calls/<call_sid>`). Reading the form here costs nothing
     extra: the signature check reads it anyway.
     """
-    import time
-
-    from flask import Response, request
-
-    from callcenter.db_deadline import WEBHOOK_DATABASE_SECONDS, guard_of
-    from callcenter.logs import bind_call_sid, unbind_call_sid
-    from callcenter.metrics import WEBHOOK_LATENCY
-
     access = logging.getLogger("callcenter.http")
 
     def call_sid_of_request() -> str | None:
@@ -106,7 +96,7 @@ def _instrument(app: Flask) -> None:
         )
         return sid.strip()[:64] or None
 
-    deadline = guard_of(app.extensions["callcenter"].engine)
+    deadline = guard_of(services.engine)
 
     @app.before_request
     def _start_request() -> None:
@@ -114,7 +104,7 @@ def _instrument(app: Flask) -> None:
         g.log_token = bind_call_sid(call_sid_of_request())
         if deadline is not None and request.path.startswith("/webhooks/"):
             # Twilio waits 15 s: a hung database must fail the step well before that, so
-            # the caller hears the fallback (see callcenter.db_deadline).
+            # the caller hears the fallback (see callcenter.db.deadline).
             deadline.start(WEBHOOK_DATABASE_SECONDS)
 
     @app.after_request
@@ -150,8 +140,6 @@ def _instrument(app: Flask) -> None:
 
 def _warn_about_roster(svc: Services) -> None:
     """An empty or broken roster is a loud warning at start-up (calls go to DUTY_PHONE)."""
-    from callcenter.roster import roster_health
-
     try:
         with svc.sessions() as session:
             warnings = roster_health(session, svc.clock(), svc.calendar)
@@ -162,17 +150,3 @@ def _warn_about_roster(svc: Services) -> None:
         log.warning(
             "ROSTER: %s (calls fall back to DUTY_PHONE %s)", warning, svc.settings.duty_phone
         )
-
-
-def services() -> Services:
-    """The Services of the app handling the current request."""
-    svc: Services = current_app.extensions["callcenter"]
-    return svc
-
-
-def db_session() -> Session:
-    """One session per request, closed at teardown."""
-    if "db_session" not in g:
-        g.db_session = services().sessions()
-    session: Session = g.db_session
-    return session

@@ -6,7 +6,7 @@ from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
-from callcenter.app import services
+from callcenter.web import services
 
 bp = Blueprint("health", __name__)
 
@@ -42,7 +42,7 @@ def readyz() -> ResponseReturnValue:
         checks["redis"] = "ok (not used: jobs run in-process)"
     warnings: list[str] = []
     if checks["database"] == "ok":
-        from callcenter.roster import Roster, roster_health
+        from callcenter.routing.roster import Roster, roster_health
 
         with svc.sessions() as session:
             empty = not Roster.load(session).people

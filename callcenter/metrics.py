@@ -27,7 +27,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from callcenter.models import Call, TicketRequest
+from callcenter.db.models import Call, TicketRequest
 
 WEBHOOK_LATENCY = Histogram(
     "callcenter_webhook_seconds",

@@ -18,10 +18,10 @@ from callcenter.db import make_engine, make_session_factory
 from callcenter.settings import Settings
 
 if TYPE_CHECKING:
-    from callcenter.calendar import BusinessCalendar
-    from callcenter.jobs import JobRunner
     from callcenter.portal.protocol import Portal
-    from callcenter.telephony import Telephony
+    from callcenter.regulation.calendar import BusinessCalendar
+    from callcenter.telephony.client import Telephony
+    from callcenter.tickets.jobs import JobRunner
 
 
 @dataclass(eq=False)
@@ -44,7 +44,7 @@ class Services:
 
     @cached_property
     def calendar(self) -> BusinessCalendar:
-        from callcenter.calendar import BusinessCalendar
+        from callcenter.regulation.calendar import BusinessCalendar
 
         return BusinessCalendar.from_settings(self.settings)
 
@@ -56,13 +56,13 @@ class Services:
 
     @cached_property
     def telephony(self) -> Telephony:
-        from callcenter.telephony import build_telephony
+        from callcenter.telephony.client import build_telephony
 
         return build_telephony(self.settings)
 
     @cached_property
     def jobs(self) -> JobRunner:
-        from callcenter.jobs import build_runner
+        from callcenter.tickets.jobs import build_runner
 
         return build_runner(self)
 

@@ -205,13 +205,13 @@ def main() -> int:
 
     from sqlalchemy import create_engine, text
 
-    import callcenter.models  # noqa: F401 - the tables
+    import callcenter.db.models  # noqa: F401 - the tables
+    from callcenter.access.users import create_user
     from callcenter.app import create_app
     from callcenter.clock import fixed_clock
     from callcenter.db import Base, transaction
     from callcenter.services import Services
     from callcenter.settings import Settings
-    from callcenter.users import create_user
 
     name = f"cc_bench_console_{os.getpid()}"
     admin = create_engine(args.admin_url, isolation_level="AUTOCOMMIT")

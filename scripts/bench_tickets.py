@@ -18,7 +18,7 @@ What it does:
 
 The workers run with no Twilio account, so the follow-up SMS are recorded as skipped;
 follow-ups that stay in the database like that are done by the ticket job itself, right
-after the number (`callcenter.jobs`). `--recordings` gives every call a recorded
+after the number (`callcenter.tickets.jobs`). `--recordings` gives every call a recorded
 description: attaching it sends the follow-ups to their own job on their own queue, the
 way a real SMS through Twilio does in production — the figures with that job's cost.
 """
@@ -44,13 +44,13 @@ from sqlalchemy import create_engine, func, select, text
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from callcenter import jobs  # noqa: E402
-from callcenter.calls import get_or_create_call  # noqa: E402
+from callcenter.calls.store import get_or_create_call  # noqa: E402
 from callcenter.db import Base, transaction  # noqa: E402
-from callcenter.intake import add_recording, open_ticket_request  # noqa: E402
-from callcenter.models import TicketRequest  # noqa: E402
+from callcenter.db.models import TicketRequest  # noqa: E402
 from callcenter.services import Services  # noqa: E402
 from callcenter.settings import Settings  # noqa: E402
+from callcenter.tickets import jobs  # noqa: E402
+from callcenter.tickets.intake import add_recording, open_ticket_request  # noqa: E402
 
 TOPICS = ("system_reports", "data_update", "accounts_access", "critical_server_failure")
 

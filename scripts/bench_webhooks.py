@@ -51,7 +51,7 @@ def serve_app() -> Any:
     from flask import Flask, Response
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-    import callcenter.models  # noqa: F401 - the tables
+    import callcenter.db.models  # noqa: F401 - the tables
     from callcenter.app import create_app
     from callcenter.db import Base
     from callcenter.services import Services

@@ -211,7 +211,7 @@ class Stack:
 def start_stack(args: argparse.Namespace, directory: Path, twilio: TwilioStandIn) -> Stack:
     from sqlalchemy import create_engine, text
 
-    import callcenter.models  # noqa: F401 - the tables
+    import callcenter.db.models  # noqa: F401 - the tables
     from callcenter.db import Base
 
     name = f"cc_load_{os.getpid()}_{uuid.uuid4().hex[:6]}"
@@ -717,7 +717,7 @@ def ticket_outcome(database_url: str, ticketed: Iterable[str]) -> dict[str, Any]
     """
     from sqlalchemy import create_engine, func, select
 
-    from callcenter.models import Call, Ticket, TicketRequest
+    from callcenter.db.models import Call, Ticket, TicketRequest
 
     engine = create_engine(database_url)
     try:

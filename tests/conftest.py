@@ -21,7 +21,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
-import callcenter.models  # noqa: F401
+import callcenter.db.models  # noqa: F401
 from callcenter.clock import Clock, fixed_clock
 from callcenter.db import Base
 from callcenter.services import Services
@@ -86,9 +86,7 @@ def _truncate_all(url: str) -> None:
     with engine.begin() as conn:
         for table in reversed(Base.metadata.sorted_tables):
             conn.execute(table.delete())
-        for (seq,) in conn.execute(
-            text("SELECT sequence_name FROM information_schema.sequences")
-        ):
+        for (seq,) in conn.execute(text("SELECT sequence_name FROM information_schema.sequences")):
             conn.execute(text(f'ALTER SEQUENCE "{seq}" RESTART WITH 1'))
 
 
@@ -147,9 +145,7 @@ def services(settings: Settings, clock: Clock) -> Iterator[Services]:
 
 
 @pytest.fixture
-def make_services(
-    settings: Settings, clock: Clock
-) -> Iterator[Any]:
+def make_services(settings: Settings, clock: Clock) -> Iterator[Any]:
     """Build Services with changed settings: make_services(redis_url=..., portal_url=...)."""
     built: list[Services] = []
 

@@ -23,12 +23,12 @@ from typing import Any
 from flask.testing import FlaskClient
 from sqlalchemy.orm import Session
 
+from callcenter.access.users import create_user
 from callcenter.db import transaction
-from callcenter.models import Call, CallEvent, DialLeg, TicketRequest
-from callcenter.outbox import draft_to_json
+from callcenter.db.models import Call, CallEvent, DialLeg, TicketRequest
 from callcenter.portal.protocol import TicketDraft
 from callcenter.services import Services
-from callcenter.users import create_user
+from callcenter.tickets.outbox import draft_to_json
 from tests.conftest import DEFAULT_NOW
 
 PASSWORD = "correct horse battery"

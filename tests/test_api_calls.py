@@ -13,10 +13,10 @@ from flask.testing import FlaskClient
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
-from callcenter.calllog_query import CallFilter, PageRequest, iter_calls, search_calls
+from callcenter.access.tokens import create_token, revoke_token
+from callcenter.calllog.query import CallFilter, PageRequest, iter_calls, search_calls
 from callcenter.db import transaction
-from callcenter.errors import InvalidFilter
-from callcenter.models import (
+from callcenter.db.models import (
     Call,
     CallEvent,
     CallNote,
@@ -25,8 +25,8 @@ from callcenter.models import (
     Organisation,
     TicketRequest,
 )
+from callcenter.errors import InvalidFilter
 from callcenter.services import Services
-from callcenter.tokens import create_token, revoke_token
 from tests.conftest import DEFAULT_NOW
 
 T0 = DEFAULT_NOW.astimezone(UTC)  # Thu 2025-11-27 08:00 UTC = 11:00 Moscow

@@ -10,13 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callcenter.calendar import (
+from callcenter.clock import MOSCOW
+from callcenter.errors import ConfigurationError
+from callcenter.regulation.calendar import (
     SHIPPED_CALENDAR,
     BusinessCalendar,
     load_calendar_data,
 )
-from callcenter.clock import MOSCOW
-from callcenter.errors import ConfigurationError
 from callcenter.settings import Settings
 
 # The official production calendars (five-day week), typed out from the government decrees

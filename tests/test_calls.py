@@ -9,10 +9,10 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import select
 
-from callcenter import calls
-from callcenter.calls import StatusCallback, parse_twilio_timestamp
+from callcenter.calls import store as calls
+from callcenter.calls.store import StatusCallback, parse_twilio_timestamp
 from callcenter.db import transaction
-from callcenter.models import Call, CallEvent, Contact, ContactPhone, Organisation
+from callcenter.db.models import Call, CallEvent, Contact, ContactPhone, Organisation
 from callcenter.services import Services
 from tests.twilio_requests import database_url, sqlite_template  # noqa: F401 - fixtures
 

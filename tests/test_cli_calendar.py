@@ -11,7 +11,7 @@ from click.testing import CliRunner, Result
 from sqlalchemy.orm import Session
 
 from callcenter.cli import main
-from callcenter.models import Organisation
+from callcenter.db.models import Organisation
 from callcenter.services import Services
 from tests.test_calendar import OFFICIAL_CALENDARS
 

@@ -14,11 +14,11 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from callcenter.access.users import MAX_USER_FAILURES, set_password
 from callcenter.console.auth import IDLE_TIMEOUT
 from callcenter.db import transaction
-from callcenter.models import Call, TicketRequest
+from callcenter.db.models import Call, TicketRequest
 from callcenter.services import Services
-from callcenter.users import MAX_USER_FAILURES, set_password
 from tests.conftest import MutableClock
 from tests.console_helpers import (
     PASSWORD,

@@ -24,11 +24,11 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from callcenter.calllog_query import CallFilter, PageRequest, search_calls
-from callcenter.calllog_review import call_problems
-from callcenter.csv_export import EXPORT_OPTIONS
+from callcenter.calllog.csv_export import EXPORT_OPTIONS
+from callcenter.calllog.query import CallFilter, PageRequest, search_calls
+from callcenter.calllog.review import call_problems
 from callcenter.db import transaction
-from callcenter.models import Call, CallNote, DialLeg, TicketRequest
+from callcenter.db.models import Call, CallNote, DialLeg, TicketRequest
 from callcenter.services import Services
 from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 from tests.console_helpers import (

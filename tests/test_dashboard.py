@@ -6,7 +6,7 @@ from datetime import date, timedelta
 
 import pytest
 
-from callcenter.dashboard import Period, figures
+from callcenter.calllog.dashboard import Period, figures
 from callcenter.db import transaction
 from callcenter.errors import InvalidFilter
 from callcenter.services import Services

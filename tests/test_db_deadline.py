@@ -11,7 +11,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import DBAPIError
 
 from callcenter.db import make_engine
-from callcenter.db_deadline import guard_of
+from callcenter.db.deadline import guard_of
 
 pytestmark = pytest.mark.postgres
 

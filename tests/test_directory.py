@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from callcenter.cli import main
 from callcenter.cli.context import CliContext
 from callcenter.db import transaction
-from callcenter.directory import (
+from callcenter.db.models import Contact, ContactPhone, Organisation
+from callcenter.directory.contacts import (
     ImportReport,
     export_rows,
     find_contact,
@@ -28,9 +29,8 @@ from callcenter.directory import (
     import_directory,
     inn_problem,
 )
+from callcenter.directory.phones import classify
 from callcenter.errors import ImportRejected
-from callcenter.models import Contact, ContactPhone, Organisation
-from callcenter.phones import classify
 from callcenter.services import Services
 
 FIXTURES = Path(__file__).parent / "fixtures" / "directory"

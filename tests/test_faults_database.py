@@ -20,8 +20,8 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 
-from callcenter.calllog_json import call_json
-from callcenter.calllog_query import get_call
+from callcenter.calllog.query import get_call
+from callcenter.calllog.serialize import call_json
 from callcenter.ivr import prompts
 from callcenter.ivr.spool import spool_files
 from callcenter.services import Services
@@ -236,16 +236,18 @@ def test_a_database_that_hangs_still_lets_callers_reach_the_duty_phone_in_time(
     assert answer is not None and elapsed < TWILIO_TIMEOUT_SECONDS, (
         f"the step answered after {elapsed:.1f} s (Twilio gives up at 15 s): a pooled "
         "connection to a database that stopped answering must be cut by the request's "
-        "database deadline (callcenter.db_deadline)"
+        "database deadline (callcenter.db.deadline)"
     )
     assert_apology_then_duty_phone(answer)
 
     # The step's event was not dropped: the store hung too, so it went to the spool, and
     # once the database answers again the worker's sweep puts it into the call log.
     wait_until(
-        lambda: (caller.call_sid, "step_error")
-        in {(e["params"].get("CallSid"), e["kind"]) for e in spooled(stack)}
-        or "fallback_step_error" in kinds_of(db, caller.call_sid),
+        lambda: (
+            (caller.call_sid, "step_error")
+            in {(e["params"].get("CallSid"), e["kind"]) for e in spooled(stack)}
+            or "fallback_step_error" in kinds_of(db, caller.call_sid)
+        ),
         timeout=20,
         what="the step's event in the spool",
         on_timeout=stack.logs,

@@ -17,15 +17,15 @@ import pytest
 from flask import Flask
 from sqlalchemy import select
 
-import callcenter.models  # noqa: F401 - the tables
+import callcenter.db.models  # noqa: F401 - the tables
 from callcenter.db import Base
+from callcenter.db.models import Ticket, TicketRequest
 from callcenter.ivr import prompts
-from callcenter.models import Ticket, TicketRequest
 from callcenter.portal.api import bp as portal_api
 from callcenter.services import Services
 from callcenter.settings import Settings
-from callcenter.simulator import Simulator
-from callcenter.simulator_script import Answer, CallScript
+from callcenter.simulator.script import Answer, CallScript
+from callcenter.simulator.twilio import Simulator
 from tests.conftest import TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
 from tests.processes import FlakyPortal, ServiceStack, wait_until
 

@@ -17,11 +17,11 @@ from redis import Redis
 from rq import Queue
 from sqlalchemy import func, select
 
+from callcenter.db.models import Ticket, TicketRequest
 from callcenter.ivr import prompts
-from callcenter.models import Ticket, TicketRequest
 from callcenter.services import Services
-from callcenter.simulator import Simulator
-from callcenter.simulator_script import Answer, CallScript
+from callcenter.simulator.script import Answer, CallScript
+from callcenter.simulator.twilio import Simulator
 from tests.conftest import TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
 from tests.processes import HttpClient, ServiceStack, follow_twiml, wait_until
 from tests.twilio_requests import TwilioCall

@@ -30,9 +30,9 @@ from urllib.parse import urlsplit
 import pytest
 from sqlalchemy import func, select
 
-from callcenter.calllog_json import call_json
-from callcenter.calllog_query import get_call
-from callcenter.models import Ticket
+from callcenter.calllog.query import get_call
+from callcenter.calllog.serialize import call_json
+from callcenter.db.models import Ticket
 from callcenter.services import Services
 from tests.conftest import TEST_ACCOUNT_SID
 from tests.processes import HttpClient, ServiceStack

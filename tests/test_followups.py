@@ -19,16 +19,22 @@ from sqlalchemy import select
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from callcenter import outbox, recordings
+from callcenter.calls import recordings
 from callcenter.db import transaction
-from callcenter.followups import FollowupReport, leaves_database, run_followups, run_local_followups
-from callcenter.intake import add_recording, mark_phone_duplicate, open_ticket_request
-from callcenter.models import Call, SmsMessage, TicketRequest
-from callcenter.notifications import caller_confirmation
+from callcenter.db.models import Call, SmsMessage, TicketRequest
 from callcenter.portal.protocol import TicketDraft, TicketEntryView
-from callcenter.roster import import_roster
+from callcenter.routing.roster import import_roster
 from callcenter.services import Services
-from callcenter.telephony import TwilioExchange, TwilioTelephony, build_telephony
+from callcenter.telephony.client import TwilioExchange, TwilioTelephony, build_telephony
+from callcenter.tickets import outbox
+from callcenter.tickets.followups import (
+    FollowupReport,
+    leaves_database,
+    run_followups,
+    run_local_followups,
+)
+from callcenter.tickets.intake import add_recording, mark_phone_duplicate, open_ticket_request
+from callcenter.tickets.notifications import caller_confirmation
 from tests.conftest import TEST_ACCOUNT_SID, TEST_PUBLIC_BASE, MutableClock
 from tests.ticket_pipeline import (
     CALLER,

@@ -23,14 +23,14 @@ from hypothesis import HealthCheck, Phase, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from callcenter import calls
-from callcenter.calllog_query import CATEGORIES, OUTCOMES, PAGE_PARAMS, PARAM_NAMES
+from callcenter.access.tokens import create_token
+from callcenter.calllog.query import CATEGORIES, OUTCOMES, PAGE_PARAMS, PARAM_NAMES
+from callcenter.calls import store as calls
 from callcenter.db import transaction
 from callcenter.portal.protocol import TicketDraft
-from callcenter.regulation import TOPICS
+from callcenter.regulation.topics import TOPICS
 from callcenter.services import Services
 from callcenter.settings import Settings
-from callcenter.tokens import create_token
 from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
 from tests.twilio_requests import database_url  # noqa: F401 - fixture override
 
@@ -63,7 +63,7 @@ def settings(database_url: str, tmp_path: Path) -> Settings:  # noqa: F811
 @pytest.fixture
 def api_token(services: Services) -> str:
     """A token for /api/calls, and a few calls for it to list (events, a ticket request)."""
-    from callcenter.intake import open_ticket_request
+    from callcenter.tickets.intake import open_ticket_request
 
     now = services.clock()
     with transaction(services.sessions) as session:

@@ -5,8 +5,8 @@ from __future__ import annotations
 from flask.testing import FlaskClient
 
 from callcenter.app import create_app
-from callcenter.models import Call
-from callcenter.roster import import_roster
+from callcenter.db.models import Call
+from callcenter.routing.roster import import_roster
 from callcenter.services import Services
 from tests.conftest import ROOT
 

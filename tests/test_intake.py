@@ -12,19 +12,19 @@ from datetime import datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from callcenter import outbox
+from callcenter.calls.recordings import call_recordings
 from callcenter.db import transaction
+from callcenter.db.models import Call, CallEvent, Ticket, TicketRequest
 from callcenter.errors import InvalidInput, NotTicketable
-from callcenter.intake import (
+from callcenter.services import Services
+from callcenter.tickets import outbox
+from callcenter.tickets.intake import (
     UNCHOSEN_TOPIC,
     add_recording,
     mark_phone_duplicate,
     open_ticket_request,
     ticketable,
 )
-from callcenter.models import Call, CallEvent, Ticket, TicketRequest
-from callcenter.recordings import call_recordings
-from callcenter.services import Services
 from tests.conftest import MutableClock
 from tests.ticket_pipeline import (
     CALLER,

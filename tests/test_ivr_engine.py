@@ -9,7 +9,6 @@ from datetime import datetime
 
 import pytest
 
-from callcenter.calendar import BusinessCalendar
 from callcenter.ivr import prompts
 from callcenter.ivr.engine import (
     CallFacts,
@@ -27,7 +26,8 @@ from callcenter.ivr.engine import (
 )
 from callcenter.ivr.reply import Gather, Hangup, Pause, Record, Redirect, Say
 from callcenter.portal.protocol import TicketView
-from callcenter.speech import say_deadline, say_digits
+from callcenter.regulation.calendar import BusinessCalendar
+from callcenter.regulation.speech import say_deadline, say_digits
 
 NOW = datetime.fromisoformat("2025-11-27T11:00:00+03:00")
 DUE = datetime.fromisoformat("2025-12-01T18:00:00+03:00")

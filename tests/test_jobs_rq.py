@@ -25,14 +25,14 @@ from rq import Queue
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 from sqlalchemy import select
 
-from callcenter import jobs
 from callcenter.cli import main
 from callcenter.cli.context import CliContext
+from callcenter.db.models import Call, SmsMessage, TicketRequest
 from callcenter.errors import QueueUnavailable
 from callcenter.logs import decorate_handler
-from callcenter.models import Call, SmsMessage, TicketRequest
 from callcenter.services import Services
-from callcenter.telephony import TwilioExchange, TwilioTelephony, build_telephony
+from callcenter.telephony.client import TwilioExchange, TwilioTelephony, build_telephony
+from callcenter.tickets import jobs
 from tests.conftest import TEST_ACCOUNT_SID, MutableClock
 from tests.ticket_pipeline import (
     CALLER,
@@ -504,7 +504,7 @@ def test_the_retention_purge_runs_daily_on_rqs_scheduler_one_chain_for_all_worke
     today = int(time.time() // jobs.PURGE_SECONDS)
     assert scheduled.get_job_ids() == [f"{queue_name}__retention-purge-{today}"]
 
-    caplog.set_level(logging.INFO, logger="callcenter.retention")
+    caplog.set_level(logging.INFO, logger="callcenter.calls.retention")
     jobs.configure(services)
     try:
         worker = jobs.PipelineWorker(
@@ -518,7 +518,7 @@ def test_the_retention_purge_runs_daily_on_rqs_scheduler_one_chain_for_all_worke
         calls = {c.call_sid: c for c in session.scalars(select(Call))}
     assert (calls[old].caller_e164, calls[old].anonymised_at) == (None, clock.now)
     assert (calls[recent].caller_e164, calls[recent].anonymised_at) == (CALLER, None)
-    [logged] = [r.getMessage() for r in caplog.records if r.name == "callcenter.retention"]
+    [logged] = [r.getMessage() for r in caplog.records if r.name == "callcenter.calls.retention"]
     cutoff = (services.clock() - timedelta(days=365)).isoformat()
     assert logged.startswith(f"retention purge: cutoff {cutoff}, 1 calls anonymised")
     # The run scheduled tomorrow's; a worker restarting today does not purge again.
@@ -546,7 +546,7 @@ def test_without_redis_the_purge_runs_at_start_and_then_once_a_day(
             call = session.scalars(select(Call).where(Call.call_sid == sid)).one()
             return call.anonymised_at is not None
 
-    caplog.set_level(logging.INFO, logger="callcenter.retention")
+    caplog.set_level(logging.INFO, logger="callcenter.calls.retention")
     runner = jobs.InlineJobRunner(services, sweep_seconds=0.02)
     try:
         wait_for(lambda: anonymised(first))
@@ -554,6 +554,6 @@ def test_without_redis_the_purge_runs_at_start_and_then_once_a_day(
         wait_for(lambda: anonymised(second))
     finally:
         runner.close()
-    purges = [r.getMessage() for r in caplog.records if r.name == "callcenter.retention"]
+    purges = [r.getMessage() for r in caplog.records if r.name == "callcenter.calls.retention"]
     # Once when the process started, once on the new day: not on every sweep.
     assert [p.split(",")[1] for p in purges] == [" 1 calls anonymised"] * 2

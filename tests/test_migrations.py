@@ -12,7 +12,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import create_engine, inspect, text
 
 from callcenter.db import Base
-from callcenter.migrate import upgrade
+from callcenter.db.migrate import upgrade
 from tests.conftest import PG_ADMIN_URL
 
 

@@ -13,13 +13,13 @@ from datetime import datetime, timedelta
 import pytest
 from click.testing import CliRunner
 
-from callcenter import outbox
 from callcenter.cli import main
 from callcenter.cli.context import CliContext
 from callcenter.db import transaction
 from callcenter.errors import TicketRequestNotRetryable, UnknownTicketRequest
 from callcenter.portal.protocol import TicketDraft
 from callcenter.services import Services
+from callcenter.tickets import outbox
 from tests.conftest import MutableClock
 from tests.ticket_pipeline import closed_port_url, open_request, request_row, ticket_count
 

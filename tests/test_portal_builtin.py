@@ -13,6 +13,7 @@ import pytest
 from sqlalchemy import func, select
 
 from callcenter.db import make_engine, make_session_factory
+from callcenter.db.models import Ticket, TicketEntry
 from callcenter.errors import (
     InvalidStatusChange,
     InvalidTicketData,
@@ -20,7 +21,6 @@ from callcenter.errors import (
     PortalUnavailable,
     TicketNotFound,
 )
-from callcenter.models import Ticket, TicketEntry
 from callcenter.portal import build_portal
 from callcenter.portal.builtin import BuiltinPortal
 from callcenter.portal.http import HttpPortal

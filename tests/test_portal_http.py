@@ -25,6 +25,7 @@ from sqlalchemy import func, select
 from werkzeug.serving import make_server
 
 from callcenter.app import create_app
+from callcenter.db.models import Ticket
 from callcenter.errors import (
     InvalidStatusChange,
     InvalidTicketData,
@@ -32,7 +33,6 @@ from callcenter.errors import (
     PortalUnavailable,
     TicketNotFound,
 )
-from callcenter.models import Ticket
 from callcenter.portal.http import HttpPortal
 from callcenter.portal.protocol import TicketDraft
 from callcenter.services import Services

@@ -26,15 +26,15 @@ from werkzeug.wrappers import Request, Response
 from callcenter.cli import main as callcenter_cli
 from callcenter.cli.context import CliContext
 from callcenter.errors import ConfigurationError
-from callcenter.provisioning import (
+from callcenter.services import Services
+from callcenter.settings import Settings
+from callcenter.telephony.client import TwilioExchange, TwilioTelephony, build_telephony
+from callcenter.telephony.provisioning import (
     NumberWebhooks,
     Outcome,
     provision_from_settings,
     provision_numbers,
 )
-from callcenter.services import Services
-from callcenter.settings import Settings
-from callcenter.telephony import TwilioExchange, TwilioTelephony, build_telephony
 from tests.conftest import (
     ROOT,
     TEST_ACCOUNT_SID,

@@ -7,11 +7,11 @@ from datetime import UTC, datetime
 
 import pytest
 
-from callcenter.calendar import BusinessCalendar
 from callcenter.clock import MOSCOW
+from callcenter.db.models import Organisation
 from callcenter.errors import InvalidInput, UnknownProduct, UnknownTopic
-from callcenter.models import Organisation
-from callcenter.regulation import (
+from callcenter.regulation.calendar import BusinessCalendar
+from callcenter.regulation.topics import (
     NON_URGENT_TOPICS,
     PRODUCTS,
     STAGE_ONE_DAYS,
@@ -167,7 +167,7 @@ def test_nonsense_contract_days_fall_back_to_the_regulation_and_are_logged(
     org = Organisation(
         id=7, name="ООО «Одуванчик»", stage_one_days=0, topic_days={"consultation": "ten"}
     )
-    with caplog.at_level(logging.WARNING, logger="callcenter.regulation"):
+    with caplog.at_level(logging.WARNING, logger="callcenter.regulation.topics"):
         due = deadlines("consultation", msk("2025-12-01T11:00"), CAL, organisation=org)
     assert due.first_stage_due == msk("2025-12-02T11:00")
     assert due.resolution_due == msk("2025-12-08T11:00")

@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from callcenter.models import Call, CallEvent, SmsMessage, Ticket
-from callcenter.retention import purge_personal_data
+from callcenter.calls.retention import purge_personal_data
+from callcenter.db.models import Call, CallEvent, SmsMessage, Ticket
 from callcenter.services import Services
 
 NOW = datetime.fromisoformat("2026-11-26T12:00:00+00:00")
@@ -33,9 +33,7 @@ def _call(sid: str, started: datetime, recording_sid: str | None = None) -> Call
     )
 
 
-def test_old_calls_lose_personal_data_new_ones_keep_it(
-    services: Services, tmp_path: Path
-) -> None:
+def test_old_calls_lose_personal_data_new_ones_keep_it(services: Services, tmp_path: Path) -> None:
     recordings = tmp_path / "recordings"
     recordings.mkdir()
     (recordings / "RE-old.mp3").write_bytes(b"old audio")
@@ -63,9 +61,7 @@ def test_old_calls_lose_personal_data_new_ones_keep_it(
         )
 
     with services.sessions.begin() as session:
-        report = purge_personal_data(
-            session, now=NOW, retention_days=365, data_dir=tmp_path
-        )
+        report = purge_personal_data(session, now=NOW, retention_days=365, data_dir=tmp_path)
     assert (report.calls_anonymised, report.recording_files_deleted) == (1, 1)
     assert (report.tickets_anonymised, report.sms_anonymised) == (1, 1)
     assert not (recordings / "RE-old.mp3").exists()

@@ -15,9 +15,9 @@ from callcenter.cli.context import CliContext
 from callcenter.cli.roster import roster as roster_cli
 from callcenter.clock import MOSCOW
 from callcenter.db import transaction
+from callcenter.db.models import Shift, Staff
 from callcenter.errors import ImportRejected
-from callcenter.models import Shift, Staff
-from callcenter.roster import (
+from callcenter.routing.roster import (
     Roster,
     alert_numbers,
     import_roster,

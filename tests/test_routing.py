@@ -12,15 +12,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from callcenter import routing
-from callcenter.calls import get_or_create_call
+from callcenter.calls.store import get_or_create_call
 from callcenter.clock import MOSCOW
 from callcenter.db import transaction
-from callcenter.models import Call, DialLeg, SmsMessage, TicketRequest
-from callcenter.roster import OnDuty, Person, import_roster
+from callcenter.db.models import Call, DialLeg, SmsMessage, TicketRequest
+from callcenter.routing import chain as routing
+from callcenter.routing.roster import OnDuty, Person, import_roster
 from callcenter.services import Services
 from callcenter.settings import Settings
-from callcenter.telephony import TwilioTelephony
+from callcenter.telephony.client import TwilioTelephony
 from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 
 NOW = datetime(2025, 11, 27, 11, 0, tzinfo=MOSCOW)

@@ -22,12 +22,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from callcenter import outbox
 from callcenter.app import create_app
-from callcenter.calls import get_or_create_call
+from callcenter.calls.store import get_or_create_call
 from callcenter.db import transaction
-from callcenter.intake import open_ticket_request
-from callcenter.models import (
+from callcenter.db.models import (
     Call,
     CallEvent,
     Contact,
@@ -38,9 +36,11 @@ from callcenter.models import (
     Ticket,
     TicketRequest,
 )
-from callcenter.roster import import_roster
+from callcenter.regulation.speech import say_digits
+from callcenter.routing.roster import import_roster
 from callcenter.services import Services
-from callcenter.speech import say_digits
+from callcenter.tickets import outbox
+from callcenter.tickets.intake import open_ticket_request
 from tests.conftest import TEST_ACCOUNT_SID, TEST_PUBLIC_BASE, MutableClock
 from tests.twilio_requests import fixture, signed_post
 
@@ -704,7 +704,7 @@ def test_chain_alerts_that_could_not_be_queued_are_sent_by_the_sweep(
     sent = wait_for(lambda: len(alerts(sweeper)) == 3 and alerts(sweeper), "the swept alerts")
     assert sent == [(IVANOV, "sent"), (PETROVA, "sent"), (SMIRNOVA, "sent")]
     # Sent once: the next sweeps find nothing due for this call.
-    from callcenter.routing import calls_with_alerts_due
+    from callcenter.routing.chain import calls_with_alerts_due
 
     with sweeper.sessions() as session:
         assert calls_with_alerts_due(session, now=clock()) == []

@@ -24,17 +24,26 @@ from flask import Flask, Response, request
 from twilio.request_validator import RequestValidator
 from werkzeug.serving import BaseWSGIServer, make_server
 
+from callcenter.access.tokens import create_token
 from callcenter.app import create_app
-from callcenter.calllog_json import call_json
-from callcenter.calllog_query import get_call
+from callcenter.calllog.query import get_call
+from callcenter.calllog.serialize import call_json
 from callcenter.cli.context import CliContext
 from callcenter.cli.simulate import simulate
 from callcenter.clock import fixed_clock
 from callcenter.db import transaction
+from callcenter.db.models import Call, Contact, ContactPhone, Organisation, TicketRequest
 from callcenter.errors import InvalidInput, SimulationError
-from callcenter.models import Call, Contact, ContactPhone, Organisation, TicketRequest
+from callcenter.regulation.speech import say_digits
 from callcenter.services import Services
-from callcenter.simulator import (
+from callcenter.simulator.script import (
+    Answer,
+    CallScript,
+    DialResult,
+    parse_answer_tokens,
+    parse_dial_results,
+)
+from callcenter.simulator.twilio import (
     SIMULATOR_ACCOUNT_SID,
     TWILIO_APPLICATION_ERROR,
     HttpCallLog,
@@ -44,15 +53,6 @@ from callcenter.simulator import (
     new_sid,
     wait_for_call,
 )
-from callcenter.simulator_script import (
-    Answer,
-    CallScript,
-    DialResult,
-    parse_answer_tokens,
-    parse_dial_results,
-)
-from callcenter.speech import say_digits
-from callcenter.tokens import create_token
 from tests.conftest import DEFAULT_NOW, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
 
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")

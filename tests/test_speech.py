@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time
 import pytest
 
 from callcenter.clock import MOSCOW
-from callcenter.speech import (
+from callcenter.regulation.speech import (
     format_deadline_short,
     on_weekday,
     preposition_v,

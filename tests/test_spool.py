@@ -23,8 +23,9 @@ import pytest
 from sqlalchemy import create_engine, select, text
 from sqlalchemy.pool import NullPool
 
-from callcenter import calls
+from callcenter.calls import store as calls
 from callcenter.db import transaction
+from callcenter.db.models import Call, CallEvent, TicketRequest
 from callcenter.ivr.spool import (
     SPOOL_FILE,
     UNREADABLE_FILE,
@@ -35,7 +36,6 @@ from callcenter.ivr.spool import (
     spool_files,
     store_fallback_event,
 )
-from callcenter.models import Call, CallEvent, TicketRequest
 from callcenter.services import Services
 from callcenter.settings import Settings
 from tests.processes import VENV_BIN, ManagedProcess, run_cli, service_env, wait_until

@@ -21,6 +21,7 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
+from callcenter.directory.phones import classify
 from callcenter.errors import (
     ConfigurationError,
     TelephonyError,
@@ -28,9 +29,8 @@ from callcenter.errors import (
     TelephonyRejected,
     TelephonyUnavailable,
 )
-from callcenter.phones import classify
 from callcenter.settings import Settings
-from callcenter.telephony import (
+from callcenter.telephony.client import (
     OfflineTelephony,
     TwilioExchange,
     TwilioTelephony,

@@ -8,13 +8,19 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import select
 
+from callcenter.access.tokens import (
+    create_token,
+    hash_token,
+    list_tokens,
+    revoke_token,
+    verify_token,
+)
 from callcenter.cli.context import CliContext
 from callcenter.cli.tokens import token as token_command
 from callcenter.db import transaction
+from callcenter.db.models import ApiToken
 from callcenter.errors import InvalidInput, TokenNameTaken, UnknownApiToken
-from callcenter.models import ApiToken
 from callcenter.services import Services
-from callcenter.tokens import create_token, hash_token, list_tokens, revoke_token, verify_token
 from tests.conftest import DEFAULT_NOW
 
 

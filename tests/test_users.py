@@ -9,20 +9,7 @@ from click.testing import CliRunner
 from sqlalchemy import select
 from werkzeug.security import check_password_hash
 
-from callcenter.cli import main
-from callcenter.cli.context import CliContext
-from callcenter.db import transaction
-from callcenter.errors import (
-    InvalidInput,
-    LoginFailed,
-    LoginLocked,
-    UnknownUser,
-    UserNameTaken,
-    WeakPassword,
-)
-from callcenter.models import User
-from callcenter.services import Services
-from callcenter.users import (
+from callcenter.access.users import (
     LOCK_DURATION,
     MAX_USER_FAILURES,
     AddressThrottle,
@@ -31,6 +18,19 @@ from callcenter.users import (
     password_problem,
     set_password,
 )
+from callcenter.cli import main
+from callcenter.cli.context import CliContext
+from callcenter.db import transaction
+from callcenter.db.models import User
+from callcenter.errors import (
+    InvalidInput,
+    LoginFailed,
+    LoginLocked,
+    UnknownUser,
+    UserNameTaken,
+    WeakPassword,
+)
+from callcenter.services import Services
 from tests.conftest import DEFAULT_NOW, MutableClock
 
 GOOD = "correct horse battery"

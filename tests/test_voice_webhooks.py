@@ -17,11 +17,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from callcenter.db import transaction
+from callcenter.db.models import Call, CallEvent, Contact, ContactPhone, Organisation, TicketRequest
 from callcenter.ivr import prompts
-from callcenter.models import Call, CallEvent, Contact, ContactPhone, Organisation, TicketRequest
 from callcenter.portal.protocol import TicketDraft
+from callcenter.regulation.speech import say_digits
 from callcenter.services import Services
-from callcenter.speech import say_digits
 from tests.conftest import TEST_PUBLIC_BASE, MutableClock
 from tests.twilio_requests import (  # noqa: F401 - database_url and sqlite_template are fixtures
     TwilioCall,

@@ -17,9 +17,9 @@ from flask import Flask
 from sqlalchemy import select
 
 from callcenter.app import create_app
+from callcenter.db.models import Call, CallEvent, TicketRequest
 from callcenter.ivr import prompts
 from callcenter.ivr.spool import replay_spool, spool_path
-from callcenter.models import Call, CallEvent, TicketRequest
 from callcenter.services import Services
 from callcenter.settings import Settings
 from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, MutableClock
@@ -232,7 +232,7 @@ def test_spooled_events_are_replayed_once_the_database_is_back(
 
 def test_the_outbox_sweep_replays_the_spool_by_itself(services: Services) -> None:
     from callcenter.ivr.spool import spool
-    from callcenter.jobs import replay_fallback_spool
+    from callcenter.tickets.jobs import replay_fallback_spool
 
     record = {
         "kind": "status",

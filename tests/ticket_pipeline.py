@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
-from callcenter import jobs
-from callcenter.calls import get_or_create_call
+from callcenter.calls.store import get_or_create_call
 from callcenter.db import transaction
-from callcenter.intake import open_ticket_request
-from callcenter.models import Call, Contact, ContactPhone, Organisation, Ticket, TicketRequest
+from callcenter.db.models import Call, Contact, ContactPhone, Organisation, Ticket, TicketRequest
 from callcenter.services import Services
+from callcenter.tickets import jobs
+from callcenter.tickets.intake import open_ticket_request
 
 CALLER = "+79161234567"  # a Russian mobile
 LANDLINE = "+74951234567"

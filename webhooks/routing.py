@@ -11,7 +11,7 @@ URLs in the TwiML below:
     POST /voicemail                 the caller's message after nobody took the call
 
 Each view checks the signature, parses the form, calls one function of
-`callcenter.routing` on the locked call row, commits, starts the follow-up work and returns
+`callcenter.routing.chain` on the locked call row, commits, starts the follow-up work and returns
 TwiML. A caller never hears an error: if anything fails, they are apologised to and put
 through to the duty phone from the settings.
 """
@@ -29,15 +29,15 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 from twilio.twiml.voice_response import VoiceResponse
 
-from callcenter import routing
-from callcenter.app import db_session, services
-from callcenter.calls import lock_call, parse_twilio_timestamp
+from callcenter.calls.store import lock_call, parse_twilio_timestamp
+from callcenter.db.models import Call
 from callcenter.errors import QueueUnavailable
 from callcenter.ivr import prompts
 from callcenter.ivr.twiml import CONTENT_TYPE, LANGUAGE, absolute
-from callcenter.models import Call
+from callcenter.routing import chain as routing
 from callcenter.services import Services
 from callcenter.settings import Settings
+from callcenter.web import db_session, services
 from webhooks.signature import twilio_signed
 
 log = logging.getLogger(__name__)
@@ -401,7 +401,7 @@ def whisper_text(said: routing.Whisper) -> str:
 
 
 def _say_digits(number: str) -> str:
-    from callcenter.speech import say_digits
+    from callcenter.regulation.speech import say_digits
 
     try:
         return say_digits(number)

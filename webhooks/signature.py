@@ -32,7 +32,7 @@ from twilio.request_validator import (
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wsgi import get_current_url
 
-from callcenter.app import services
+from callcenter.web import services
 
 log = logging.getLogger(__name__)
 

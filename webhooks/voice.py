@@ -20,8 +20,7 @@ from typing import Any
 
 from flask import Blueprint, Response, request
 
-from callcenter.app import services
-from callcenter.db_deadline import WEBHOOK_DATABASE_SECONDS, bounded
+from callcenter.db.deadline import WEBHOOK_DATABASE_SECONDS, bounded
 from callcenter.errors import MalformedWebhook
 from callcenter.ivr import conversation
 from callcenter.ivr.fallback import apology_reply, dial_result_reply, voicemail_reply
@@ -34,6 +33,7 @@ from callcenter.ivr.webhook_params import (
     status_callback_from_form,
 )
 from callcenter.services import Services
+from callcenter.web import services
 from webhooks.signature import twilio_signed
 
 log = logging.getLogger(__name__)

@@ -8,11 +8,11 @@ from datetime import date, datetime, timedelta
 import click
 from babel.dates import get_month_names
 
-from callcenter.calendar import NORM_HOURS_PER_DAY, BusinessCalendar, ProductionYear
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import MOSCOW
 from callcenter.errors import ConfigurationError, UnknownTopic
-from callcenter.regulation import TOPICS, deadlines, get_topic
+from callcenter.regulation.calendar import NORM_HOURS_PER_DAY, BusinessCalendar, ProductionYear
+from callcenter.regulation.topics import TOPICS, deadlines, get_topic
 
 
 def _calendar(cli: CliContext) -> BusinessCalendar:
@@ -40,7 +40,7 @@ def calendar_command(cli: CliContext, year: int, as_json: bool) -> None:
     if not summary.has_short_day_data:
         click.echo(
             f"warning: no data on {year}'s shortened pre-holiday days; add them to the file "
-            "named by CALENDAR_OVERRIDES_FILE (see callcenter/data/"
+            "named by CALENDAR_OVERRIDES_FILE (see callcenter/regulation/data/"
             "calendar_overrides.example.yaml)",
             err=True,
         )
@@ -161,7 +161,7 @@ def deadline_command(
     received = _parse_received(received_text)
     organisation = None
     if org_id is not None:
-        from callcenter.models import Organisation
+        from callcenter.db.models import Organisation
 
         services = cli.services
         # A command is the last thing its process does with the database: let go of it.

@@ -10,9 +10,9 @@ import click
 
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.db import transaction
-from callcenter.directory import export_rows, identify_caller, import_csv, list_directory
+from callcenter.directory.contacts import export_rows, identify_caller, import_csv, list_directory
+from callcenter.directory.phones import classify
 from callcenter.errors import ImportRejected
-from callcenter.phones import classify
 
 # Exit codes: 0 done, 1 not found (`find`), 2 bad input (click's own usage errors use 2 too).
 NOT_FOUND = 1

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import click
 
-from callcenter import outbox as outbox_rows
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import to_moscow
 from callcenter.errors import InvalidInput, QueueUnavailable
-from callcenter.jobs import InlineJobRunner, retry_ticket_request
+from callcenter.tickets import outbox as outbox_rows
+from callcenter.tickets.jobs import InlineJobRunner, retry_ticket_request
 
 _ERROR_WIDTH = 60
 

@@ -10,7 +10,7 @@ import click
 
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.errors import ConfigurationError, TelephonyNotConfigured
-from callcenter.provisioning import provision_from_settings
+from callcenter.telephony.provisioning import provision_from_settings
 
 EXIT_ATTENTION = 1
 EXIT_CONFIGURATION = 2

@@ -12,7 +12,7 @@ from callcenter.cli.context import CliContext, pass_cli
 @pass_cli
 def purge(cli: CliContext, days: int | None) -> None:
     """Anonymise calls older than the retention period (numbers, names, recordings)."""
-    from callcenter.retention import purge_personal_data
+    from callcenter.calls.retention import purge_personal_data
 
     svc = cli.services
     retention = days if days is not None else svc.settings.retention_days

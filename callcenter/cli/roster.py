@@ -11,7 +11,7 @@ from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import MOSCOW, to_moscow
 from callcenter.db import transaction
 from callcenter.errors import ImportRejected
-from callcenter.roster import (
+from callcenter.routing.roster import (
     OnDuty,
     Person,
     Roster,

@@ -19,7 +19,7 @@ def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
 
     from callcenter.app import create_app
-    from callcenter.migrate import upgrade
+    from callcenter.db.migrate import upgrade
 
     services = cli.services
     if services.settings.database_url.startswith("sqlite"):
@@ -58,8 +58,8 @@ def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
 def worker(cli: CliContext, burst: bool) -> None:
     """Run the RQ job worker (with the scheduler) for the ticket pipeline."""
     from callcenter.errors import ConfigurationError
-    from callcenter.jobs import run_worker
     from callcenter.logs import configure_logging
+    from callcenter.tickets.jobs import run_worker
 
     # Before RQ sets up its own handler: its lines then come out in the service's shape.
     configure_logging(cli.services.settings)
@@ -79,7 +79,7 @@ def db() -> None:
 @pass_cli
 def db_upgrade(cli: CliContext, revision: str) -> None:
     """Apply the Alembic migrations."""
-    from callcenter.migrate import upgrade
+    from callcenter.db.migrate import upgrade
 
     upgrade(cli.services.settings.database_url, revision)
     click.echo(f"database at {revision}")

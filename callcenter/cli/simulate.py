@@ -4,7 +4,7 @@
     callcenter simulate --press 3 '#' --dial-result no-answer,accepted
     callcenter simulate --press 2 --hangup-after 2
 
-The core is `callcenter.simulator.Simulator`; this command only reads options, prints the
+The core is `callcenter.simulator.twilio.Simulator`; this command only reads options, prints the
 conversation as it happens and then the call record with its ticket.
 """
 
@@ -18,12 +18,18 @@ from typing import Any
 import click
 from sqlalchemy.exc import SQLAlchemyError
 
-from callcenter.calllog_json import call_json
-from callcenter.calllog_query import get_call
+from callcenter.calllog.query import get_call
+from callcenter.calllog.serialize import call_json
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.errors import InvalidInput, SimulationError
 from callcenter.services import Services
-from callcenter.simulator import (
+from callcenter.simulator.script import (
+    CallScript,
+    parse_answer_tokens,
+    parse_dial_results,
+    parse_record_seconds,
+)
+from callcenter.simulator.twilio import (
     SIMULATOR_ACCOUNT_SID,
     CallLogReader,
     HttpCallLog,
@@ -31,12 +37,6 @@ from callcenter.simulator import (
     Simulator,
     format_call_summary,
     wait_for_call,
-)
-from callcenter.simulator_script import (
-    CallScript,
-    parse_answer_tokens,
-    parse_dial_results,
-    parse_record_seconds,
 )
 
 

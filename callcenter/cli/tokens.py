@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
+from callcenter.access.tokens import create_token, list_tokens, revoke_token
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import to_moscow
 from callcenter.db import transaction
 from callcenter.errors import InvalidInput
-from callcenter.tokens import create_token, list_tokens, revoke_token
 
 
 @click.group()

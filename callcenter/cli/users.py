@@ -12,11 +12,17 @@ import sys
 
 import click
 
+from callcenter.access.users import (
+    MIN_PASSWORD_LENGTH,
+    ROLES,
+    create_user,
+    list_users,
+    set_password,
+)
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import to_moscow
 from callcenter.db import transaction
 from callcenter.errors import InvalidInput
-from callcenter.users import MIN_PASSWORD_LENGTH, ROLES, create_user, list_users, set_password
 
 
 def _read_password(from_stdin: bool) -> str:

@@ -34,13 +34,13 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
-from callcenter.app import services
-from callcenter.calllog_words import moscow
+from callcenter.access.users import AddressThrottle, ConsoleUser, authenticate, password_stamp
+from callcenter.calllog.words import moscow
 from callcenter.clock import as_utc
 from callcenter.console import bp
+from callcenter.db.models import User
 from callcenter.errors import LoginFailed, LoginLocked
-from callcenter.models import User
-from callcenter.users import AddressThrottle, ConsoleUser, authenticate, password_stamp
+from callcenter.web import services
 
 IDLE_TIMEOUT = timedelta(hours=12)
 # The last-seen time is rewritten at most this often (each rewrite is a new cookie).

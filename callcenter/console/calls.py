@@ -28,9 +28,9 @@ from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from callcenter import calllog_words as words
-from callcenter.app import services
-from callcenter.calllog_query import (
+from callcenter.calllog import words
+from callcenter.calllog.csv_export import EXPORT_OPTIONS, csv_chunks, export_filename
+from callcenter.calllog.query import (
     CATEGORIES,
     OUTCOMES,
     CallFilter,
@@ -38,24 +38,24 @@ from callcenter.calllog_query import (
     get_call,
     search_calls,
 )
-from callcenter.calllog_review import (
+from callcenter.calllog.review import (
     NO_TICKET,
     NOT_CALLED_BACK,
     URGENT_UNANSWERED,
     call_problems,
 )
-from callcenter.calllog_timeline import category_sentence, timeline
-from callcenter.calls import record_event
+from callcenter.calllog.timeline import category_sentence, timeline
+from callcenter.calls.recordings import Recording, call_recordings
+from callcenter.calls.store import record_event
 from callcenter.console import bp
 from callcenter.console.auth import require_user
 from callcenter.console.common import portal_link, roster_warnings
-from callcenter.csv_export import EXPORT_OPTIONS, csv_chunks, export_filename
 from callcenter.db import transaction
+from callcenter.db.models import Call, CallNote, DialLeg, TicketRequest
 from callcenter.errors import InvalidFilter, InvalidInput
-from callcenter.models import Call, CallNote, DialLeg, TicketRequest
 from callcenter.portal.protocol import TicketView
-from callcenter.recordings import Recording, call_recordings
-from callcenter.regulation import TOPICS
+from callcenter.regulation.topics import TOPICS
+from callcenter.web import services
 
 log = logging.getLogger(__name__)
 
@@ -341,7 +341,7 @@ def _back(call_sid: str) -> ResponseReturnValue:
 @bp.post("/calls/<call_sid>/retry")
 def retry_ticket(call_sid: str) -> ResponseReturnValue:
     """Ask the portal again for a failed ticket (the outbox's retry, then the job)."""
-    from callcenter.jobs import retry_ticket_request
+    from callcenter.tickets.jobs import retry_ticket_request
 
     svc = services()
     user = require_user()
@@ -366,7 +366,7 @@ def retry_ticket(call_sid: str) -> ResponseReturnValue:
 @bp.post("/calls/<call_sid>/open-ticket")
 def open_ticket(call_sid: str) -> ResponseReturnValue:
     """Open the ticket a ticketed call never got (the pipeline's own function)."""
-    from callcenter.intake import open_ticket_request
+    from callcenter.tickets.intake import open_ticket_request
 
     svc = services()
     user = require_user()

@@ -7,8 +7,8 @@ import time
 
 from flask import current_app
 
-from callcenter.app import services
-from callcenter.roster import roster_health
+from callcenter.routing.roster import roster_health
+from callcenter.web import services
 
 # The roster's health (a week of half-hours, ~0.1 s) is worked out at most this often per
 # process; an import through the console refreshes it at once.

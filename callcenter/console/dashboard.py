@@ -1,6 +1,6 @@
 """`/console/dashboard`: today's figures and a chosen period's, with charts.
 
-The figures are `callcenter.dashboard`'s; this view picks the period from the form
+The figures are `callcenter.calllog.dashboard`'s; this view picks the period from the form
 (`from`, `to`; the last 30 days by default), lays out the charts and links every figure
 to the log filtered the same way.
 """
@@ -15,14 +15,14 @@ from babel.numbers import format_decimal, format_percent
 from flask import render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from callcenter import calllog_words as words
-from callcenter.app import services
+from callcenter.calllog import words
+from callcenter.calllog.dashboard import Figures, Period, figures
 from callcenter.clock import to_moscow
 from callcenter.console import bp
 from callcenter.console.charts import columns, rows
 from callcenter.console.common import roster_warnings
-from callcenter.dashboard import Figures, Period, figures
 from callcenter.errors import InvalidFilter
+from callcenter.web import services
 
 
 @bp.get("/dashboard")

@@ -16,8 +16,7 @@ from flask import Response, abort, flash, redirect, render_template, request, ur
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from callcenter.app import services
-from callcenter.calllog_words import phone_display, topic_title
+from callcenter.calllog.words import phone_display, topic_title
 from callcenter.console import bp
 from callcenter.console.common import roster_warnings
 from callcenter.console.directory_forms import (
@@ -28,7 +27,8 @@ from callcenter.console.directory_forms import (
     save_organisation,
 )
 from callcenter.db import transaction
-from callcenter.directory import (
+from callcenter.db.models import Contact, Organisation
+from callcenter.directory.contacts import (
     TOPIC_SLUGS,
     ImportReport,
     export_rows,
@@ -36,7 +36,7 @@ from callcenter.directory import (
     list_directory,
 )
 from callcenter.errors import ImportRejected, InvalidForm
-from callcenter.models import Contact, Organisation
+from callcenter.web import services
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 

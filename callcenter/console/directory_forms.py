@@ -16,16 +16,16 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from callcenter.directory import (
+from callcenter.db.models import Call, Contact, ContactPhone, Organisation
+from callcenter.directory.contacts import (
     MAX_OVERRIDE_DAYS,
     TOPIC_SLUGS,
     email_problem,
     inn_problem,
     phone_problem,
 )
+from callcenter.directory.phones import classify
 from callcenter.errors import InvalidForm
-from callcenter.models import Call, Contact, ContactPhone, Organisation
-from callcenter.phones import classify
 
 _PHONE_SEPARATORS = re.compile(r"[\n,;|]+")
 

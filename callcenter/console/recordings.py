@@ -22,16 +22,16 @@ from flask import Response, abort, send_file
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from callcenter import recordings
-from callcenter.app import services
+from callcenter.calls import recordings
 from callcenter.console import bp
+from callcenter.db.models import Call, CallEvent
 from callcenter.errors import (
     InvalidInput,
     TelephonyError,
     TelephonyNotConfigured,
     TelephonyUnavailable,
 )
-from callcenter.models import Call, CallEvent
+from callcenter.web import services
 
 log = logging.getLogger(__name__)
 

@@ -12,15 +12,15 @@ from datetime import datetime
 from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
-from callcenter import calllog_words as words
-from callcenter.app import services
+from callcenter.calllog import words
 from callcenter.clock import MOSCOW, to_moscow
 from callcenter.console import bp
 from callcenter.console.common import forget_roster_warnings
 from callcenter.console.roster_text import roster_yaml
 from callcenter.db import transaction
 from callcenter.errors import ImportRejected
-from callcenter.roster import Roster, describe_rule, import_roster, roster_health
+from callcenter.routing.roster import Roster, describe_rule, import_roster, roster_health
+from callcenter.web import services
 
 MAX_ROSTER_BYTES = 512 * 1024
 DUTY_TITLES = {

@@ -16,8 +16,8 @@ from datetime import date, timedelta
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from callcenter.models import Shift, Staff
-from callcenter.roster import AWAY, DATE, DAYS_OFF, HEAD, WEEKDAYS, WORKING_DAYS
+from callcenter.db.models import Shift, Staff
+from callcenter.routing.roster import AWAY, DATE, DAYS_OFF, HEAD, WEEKDAYS, WORKING_DAYS
 
 HEADER = (
     "# График дежурств: сохраните, чтобы заменить график целиком.\n"

@@ -13,12 +13,12 @@ from flask import render_template
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
 
-from callcenter import calllog_words as words
-from callcenter.app import services
+from callcenter.calllog import words
 from callcenter.console import bp
 from callcenter.console.common import roster_warnings
+from callcenter.db.models import Call, TicketRequest
 from callcenter.errors import PortalError, TicketNotFound
-from callcenter.models import Call, TicketRequest
+from callcenter.web import services
 
 log = logging.getLogger(__name__)
 

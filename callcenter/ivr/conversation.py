@@ -23,10 +23,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, select
 from sqlalchemy.orm import Session
 
-from callcenter import calls
-from callcenter.calls import StatusCallback
+from callcenter.calls import store as calls
+from callcenter.calls.store import StatusCallback
 from callcenter.db import transaction
-from callcenter.db_deadline import bounded
+from callcenter.db.deadline import bounded
+from callcenter.db.models import Call, TicketRequest
 from callcenter.errors import InvalidInput, TicketNotFound
 from callcenter.ivr import flow
 from callcenter.ivr.engine import (
@@ -47,7 +48,6 @@ from callcenter.ivr.engine import (
 )
 from callcenter.ivr.twiml import render
 from callcenter.ivr.webhook_params import RecordingStatus, VoiceWebhook
-from callcenter.models import Call, TicketRequest
 from callcenter.portal.protocol import TicketView
 from callcenter.services import Services
 
@@ -182,7 +182,7 @@ def _remembered(action: Remember) -> Any:
 def _context(
     services: Services, tx: _StepTransaction, call: Call | calls.LockedCall, now: datetime
 ) -> StepContext:
-    from callcenter.speech import say_deadline, say_digits
+    from callcenter.regulation.speech import say_deadline, say_digits
 
     facts = calls.caller_facts(call, sms_foreign=services.settings.sms_foreign)
     return StepContext(
@@ -210,7 +210,7 @@ def _apply(
 ) -> list[int]:
     """Apply the engine's actions to the call in this transaction; ticket request ids to
     queue after commit."""
-    from callcenter import intake
+    from callcenter.tickets import intake
 
     submit: list[int] = []
     for action in actions:
@@ -249,7 +249,7 @@ def _keep_recording(
 ) -> int | None:
     """Keep a recording on the call (idempotent by SID); the request id to re-queue when the
     ticket already exists (the job attaches it), else None."""
-    from callcenter import intake
+    from callcenter.tickets import intake
 
     try:
         request = intake.add_recording(
@@ -452,7 +452,7 @@ def record_status(services: Services, callback: StatusCallback) -> CallEnd | Non
 def _close(services: Services, session: Session, call: Call, status: str, now: datetime) -> CallEnd:
     """Decide a finished call's outcome. Nothing the caller said is lost: a call that chose
     a ticketed path but hung up before its ticket still gets one, marked interrupted."""
-    from callcenter import intake
+    from callcenter.tickets import intake
 
     if call.outcome != "in_progress":
         return CallEnd(call.outcome)

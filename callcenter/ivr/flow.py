@@ -15,9 +15,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 
-from callcenter import regulation
 from callcenter.ivr import prompts
 from callcenter.ivr.spoken import spoken_digits, tokens
+from callcenter.regulation import topics as regulation
 
 REPEAT_KEY = "*"
 

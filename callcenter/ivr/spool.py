@@ -50,11 +50,11 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from callcenter import calls
+from callcenter.calls import store as calls
 from callcenter.db import transaction
+from callcenter.db.models import CallEvent
 from callcenter.errors import InvalidInput
 from callcenter.ivr.conversation import queue_ticket_jobs
-from callcenter.models import CallEvent
 from callcenter.services import Services
 
 log = logging.getLogger(__name__)
@@ -182,9 +182,9 @@ def store_fallback_event(services: Services, record: Mapping[str, Any]) -> None:
     """Put one fallback event into the call log. A voicemail left through the fallback
     becomes a callback request: a ticket on the consultation topic unless the call had
     chosen another path. An event whose id the call log already has is not stored again."""
-    from callcenter import intake
     from callcenter.ivr.conversation import record_recording, record_status
     from callcenter.ivr.webhook_params import RecordingStatus, status_callback_from_form
+    from callcenter.tickets import intake
 
     params: Mapping[str, str] = record.get("params", {})
     call_sid = params.get("CallSid")

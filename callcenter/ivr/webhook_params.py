@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from callcenter.calls import StatusCallback, parse_twilio_timestamp
+from callcenter.calls.store import StatusCallback, parse_twilio_timestamp
 from callcenter.errors import MalformedWebhook
 from callcenter.ivr.engine import IvrEvent, RecordingRef
 

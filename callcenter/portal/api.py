@@ -17,7 +17,6 @@ from flask import Blueprint, Response, current_app, jsonify, request, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException
 
-from callcenter.app import services
 from callcenter.errors import (
     InvalidStatusChange,
     InvalidTicketData,
@@ -29,6 +28,7 @@ from callcenter.portal import tickets as rules
 from callcenter.portal import wire
 from callcenter.portal.builtin import BuiltinPortal
 from callcenter.portal.protocol import TicketView
+from callcenter.web import services
 
 PREFIX = "/portal/api/v1"
 bp = Blueprint("portal_api", __name__, url_prefix=PREFIX)

@@ -33,13 +33,13 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.clock import Clock, as_utc
+from callcenter.db.models import Ticket, TicketEntry
 from callcenter.errors import (
     InvalidStatusChange,
     InvalidTicketData,
     PortalUnavailable,
     TicketNotFound,
 )
-from callcenter.models import Ticket, TicketEntry
 from callcenter.portal import tickets as rules
 from callcenter.portal.protocol import TicketDraft, TicketEntryView, TicketView
 

@@ -1,0 +1,1 @@
+"""The call log as supervisors read it: query, JSON, timeline, review rules, figures, CSV."""

@@ -1,0 +1,390 @@
+"""A call's path replayed in Russian: one line per logged event, as the call page shows it.
+
+The IVR logs one `CallEvent` per webhook (kind `incoming`, `gather`, `silence`, `record`,
+`poll`; `step` the menu it answered, `digits`/`speech` what the caller did, `detail.result`
+what the step made of it), and routing, intake and status callbacks log their own kinds.
+`timeline(call)` turns them into sentences. Unknown kinds still appear, under their code,
+so nothing a later release logs is hidden from a supervisor.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from callcenter.calllog.words import (
+    category_title,
+    leg_result_title,
+    product_title,
+    topic_title,
+)
+from callcenter.db.models import Call, CallEvent, DialLeg
+
+# Kinds of the quiet plumbing a supervisor rarely needs (shown dimmed).
+MINOR = "minor"
+NORMAL = "normal"
+WARNING = "warning"
+GOOD = "good"
+
+MAIN_MENU_CHOICES: Mapping[str, str] = {
+    "consultation": "консультация",
+    "new_problem": "новая проблема",
+    "critical": "критический сбой сервера",
+    "stolen": "угон транспортного средства",
+    "status": "статус заявки",
+    "specialist": "соединить со специалистом",
+}
+STEP_TITLES: Mapping[str, str] = {
+    "start": "Приветствие",
+    "main_menu": "Главное меню",
+    "topic": "Выбор темы",
+    "product": "Выбор продукта",
+    "vehicles": "Госномер ТС",
+    "caller_name": "Имя и организация",
+    "description": "Описание проблемы",
+    "ticket_wait": "Ожидание номера заявки",
+    "ticket_done": "Номер заявки назван",
+    "critical": "Номер заявки о сбое",
+    "stolen_vehicles": "Госномер угнанного ТС",
+    "status_number": "Номер заявки для статуса",
+    "status_done": "Статус заявки",
+    "status_unavailable": "Статус недоступен",
+    "routed": "Соединение",
+}
+STATUS_TITLES: Mapping[str, str] = {
+    "queued": "в очереди",
+    "initiated": "начат",
+    "ringing": "звонит",
+    "in-progress": "идёт разговор",
+    "answered": "отвечен",
+    "completed": "завершён",
+    "busy": "занято",
+    "failed": "ошибка",
+    "no-answer": "без ответа",
+    "canceled": "отменён",
+}
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    text: str
+    tone: str = NORMAL  # minor / normal / warning / good
+    kind: str = ""
+
+
+def timeline(call: Call) -> list[TimelineEntry]:
+    """The call's events in order, in Russian. Reads `call.events` and `call.legs`."""
+    legs = {leg.position: leg for leg in call.legs}
+    entries: list[TimelineEntry] = []
+    for event in sorted(call.events, key=lambda e: (e.at, e.id or 0)):
+        describe = _DESCRIBERS.get(event.kind) or (
+            _fallback if event.kind.startswith("fallback_") else _generic
+        )
+        text, tone = describe(event, legs)
+        if text:
+            entries.append(TimelineEntry(event.at, text, tone, event.kind))
+    return entries
+
+
+# ---------------------------------------------------------------- what the caller did
+
+Described = tuple[str, str]
+
+
+def _answer(event: CallEvent) -> str:
+    if event.digits and event.digits not in ("hangup",):
+        return f"нажал «{event.digits}»"
+    if event.speech:
+        return f"сказал «{event.speech}»"
+    return "ответил"
+
+
+def _step(event: CallEvent) -> str:
+    return STEP_TITLES.get(event.step or "", event.step or "IVR")
+
+
+def _detail(event: CallEvent) -> dict[str, Any]:
+    return dict(event.detail or {})
+
+
+def _incoming(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    detail = _detail(event)
+    text = "Звонок поступил, приветствие"
+    if detail.get("after_hours"):
+        text += " (нерабочее время: предупреждение о сроках)"
+    return text, NORMAL
+
+
+def _gather(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    detail = _detail(event)
+    result = detail.get("result")
+    step = _step(event)
+    said = _answer(event)
+    exhausted = detail.get("exhausted")
+    if exhausted:
+        return f"{step}: {_silence_or_invalid(exhausted, event)} третий раз — дальше", WARNING
+    if result == "chose":
+        if "choice" in detail:
+            choice = str(detail["choice"])
+            return f"{step}: {said} — {MAIN_MENU_CHOICES.get(choice, choice)}", NORMAL
+        if "topic" in detail:
+            return f"{step}: {said} — {topic_title(str(detail['topic']))}", NORMAL
+        if "product" in detail:
+            return f"{step}: {said} — {product_title(str(detail['product']))}", NORMAL
+    simple: Mapping[str, tuple[str, str]] = {
+        "to_specialist": ("просит специалиста", NORMAL),
+        "repeat": ("просит повторить", MINOR),
+        "repeated": ("повтор меню", MINOR),
+        "topic_unchosen": ("тема не выбрана", NORMAL),
+        "product_unknown": ("продукт не знает", NORMAL),
+        "unparsed": ("госномер не распознан", WARNING),
+        "name_skipped": ("имя не названо", NORMAL),
+        "no_description": ("описание не записано", WARNING),
+        "ticket_pending": ("номер не успел прийти — придёт в SMS", WARNING),
+        "waiting": ("ждём номер заявки", MINOR),
+        "goodbye": ("прощание", MINOR),
+        "another": ("другая заявка", NORMAL),
+        "unavailable": ("портал недоступен", WARNING),
+        "new_ticket": ("номера заявки нет — открывается новая", NORMAL),
+        "no_input_expected": ("ответ не ожидался", MINOR),
+    }
+    if result in ("silence", "invalid"):
+        retry = detail.get("retry")
+        again = f", повтор {retry}" if retry else ""
+        return f"{step}: {_silence_or_invalid(str(result), event)}{again}", WARNING
+    if result == "vehicles":
+        plates = ", ".join(str(p) for p in detail.get("plates") or []) or "—"
+        return f"{step}: {said} — госномер {plates}", NORMAL
+    if result == "recorded":
+        hung = " (абонент положил трубку)" if detail.get("hangup") else ""
+        return f"{step}: записано описание{hung}", NORMAL
+    if result == "ticket_number":
+        return f"Абоненту назван номер заявки №{detail.get('number')}", GOOD
+    if result == "duplicate":
+        return (
+            f"{step}: {said} — заявка №{detail.get('number')}, отмечается дублирование звонком",
+            NORMAL,
+        )
+    if result == "status":
+        return (
+            f"{step}: {said} — заявка №{detail.get('number')}, статус «{detail.get('status')}»",
+            NORMAL,
+        )
+    if result == "refused":
+        why = "чужая организация" if detail.get("found") else "не найдена"
+        return f"{step}: {said} — заявка №{detail.get('number')} {why}, статус не назван", WARNING
+    if isinstance(result, str) and result in simple:
+        words, tone = simple[result]
+        if event.digits or event.speech:
+            return f"{step}: {said} — {words}", tone
+        return f"{step}: {words}", tone
+    if event.step == "caller_name" and event.speech:
+        return f"{step}: назвался «{event.speech}»", NORMAL
+    return f"{step}: {said}", NORMAL
+
+
+def _silence_or_invalid(result: str, event: CallEvent) -> str:
+    if result == "silence":
+        return "тишина"
+    return f"непонятный ответ ({_answer(event)})"
+
+
+def _record(event: CallEvent, legs: Mapping[int, DialLeg]) -> Described:
+    return _gather(event, legs)
+
+
+def _poll(event: CallEvent, legs: Mapping[int, DialLeg]) -> Described:
+    text, tone = _gather(event, legs)
+    return text, tone
+
+
+# ---------------------------------------------------------------- the pipeline
+
+
+def _ticket_requested(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    if _detail(event).get("interrupted"):
+        return "Звонок прерван — заявка создаётся по собранным данным", WARNING
+    return "Запрошено создание заявки на портале", NORMAL
+
+
+def _phone_duplicate(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    number = _detail(event).get("ticket_number")
+    return f"Заявка №{number}: отмечено дублирование звонком, приоритет повышен", NORMAL
+
+
+def _recording(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    detail = _detail(event)
+    kind = detail.get("recording_kind")
+    what = "голосовое сообщение" if kind == "voicemail" else "описание проблемы"
+    seconds = detail.get("duration")
+    length = f" ({int(seconds) // 60}:{int(seconds) % 60:02d})" if isinstance(seconds, int) else ""
+    return f"Сохранена запись: {what}{length}", NORMAL
+
+
+def _recording_refused(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    return f"Запись не принята: {_detail(event).get('reason', '')}", WARNING
+
+
+def _abandoned(_event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    return "Абонент положил трубку до выбора в меню", WARNING
+
+
+def _status(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    detail = _detail(event)
+    status = str(detail.get("status", ""))
+    words = STATUS_TITLES.get(status, status)
+    if event.kind == "status_ignored":
+        return f"Статус звонка «{words}» пришёл повторно или с опозданием — не применён", MINOR
+    seconds = detail.get("duration")
+    length = f", длительность {seconds} с" if seconds is not None else ""
+    return f"Статус звонка: {words}{length}", MINOR
+
+
+def _called_back(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    by = _detail(event).get("by")
+    return f"Отмечено: абоненту перезвонили{f' ({by})' if by else ''}", GOOD
+
+
+# ---------------------------------------------------------------- routing
+
+
+def _who(position: Any, legs: Mapping[int, DialLeg]) -> str:
+    try:
+        leg = legs.get(int(position))
+    except (TypeError, ValueError):
+        leg = None
+    if leg is None:
+        return f"участник {position}"
+    return leg.staff_name or leg.number
+
+
+def _leg_position(event: CallEvent) -> str:
+    step = event.step or ""
+    return step.removeprefix("leg ").strip() if step.startswith("leg ") else step
+
+
+def _routing_start(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    detail = _detail(event)
+    kind = "срочный звонок, цепочка дежурных" if event.step == "urgent" else "консультация"
+    tail = " (график пуст — дежурный телефон)" if detail.get("duty_phone") else ""
+    return f"Соединение: {kind}{tail}", NORMAL
+
+
+def _dial(event: CallEvent, legs: Mapping[int, DialLeg]) -> Described:
+    positions = _detail(event).get("legs") or []
+    names = ", ".join(_who(p, legs) for p in positions) or "—"
+    return f"Вызываем: {names}", NORMAL
+
+
+def _whisper(event: CallEvent, legs: Mapping[int, DialLeg]) -> Described:
+    who = _who(_leg_position(event), legs)
+    if event.kind == "whisper_refused":
+        return f"{who}: подсказка не проиграна (вызов уже не нужен)", MINOR
+    return f"{who} снял трубку: подсказка о звонке", MINOR
+
+
+def _leg_answer(event: CallEvent, legs: Mapping[int, DialLeg]) -> Described:
+    who = _who(_leg_position(event), legs)
+    detail = _detail(event)
+    if event.kind == "leg_accepted":
+        seconds = detail.get("seconds")
+        after = f" через {seconds} с" if seconds is not None else ""
+        return f"{who} принял звонок (нажал 1){after}", GOOD
+    if event.kind == "leg_declined":
+        return f"{who} отклонил звонок", WARNING
+    if event.kind == "leg_too_late":
+        return f"{who} нажал 1, но звонок уже принят другим", MINOR
+    return f"{who}: неверная клавиша ({event.digits or '—'})", WARNING
+
+
+def _leg_status(event: CallEvent, legs: Mapping[int, DialLeg]) -> Described:
+    who = _who(_leg_position(event), legs)
+    status = str(_detail(event).get("status", ""))
+    return f"{who}: {STATUS_TITLES.get(status, status)}", MINOR
+
+
+def _dial_result(event: CallEvent, legs: Mapping[int, DialLeg]) -> Described:
+    detail = _detail(event)
+    if event.kind == "dial_result_ignored":
+        return "Повторный результат вызова — не применён", MINOR
+    results = detail.get("results") or {}
+    parts = [f"{_who(p, legs)} — {leg_result_title(str(r)).lower()}" for p, r in results.items()]
+    return "Итог вызова: " + ("; ".join(parts) or str(detail.get("status", "—"))), NORMAL
+
+
+def _nobody(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    if event.kind == "nobody_accepted":
+        return "Никто из цепочки не принял звонок: SMS-оповещения, звонок отмечен", WARNING
+    if event.kind == "nobody_answered":
+        return "Специалисты не ответили: предложено голосовое сообщение", WARNING
+    if event.kind == "accepted_not_bridged":
+        return "Специалист принял, но соединение не состоялось", WARNING
+    return "Абонент положил трубку, не дождавшись специалиста", WARNING
+
+
+def _voicemail(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    if _detail(event).get("left"):
+        return "Абонент оставил голосовое сообщение", NORMAL
+    return "Голосовое сообщение не оставлено", WARNING
+
+
+def _fallback(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    what = event.kind.removeprefix("fallback_")
+    return f"Резервный сценарий (сбой сервиса): {what}", WARNING
+
+
+def _generic(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    parts = [event.kind]
+    if event.step:
+        parts.append(event.step)
+    if event.digits:
+        parts.append(f"клавиши «{event.digits}»")
+    if event.speech:
+        parts.append(f"речь «{event.speech}»")
+    return " · ".join(parts), MINOR
+
+
+_DESCRIBERS: dict[str, Callable[[CallEvent, Mapping[int, DialLeg]], Described]] = {
+    "incoming": _incoming,
+    "gather": _gather,
+    "silence": _gather,
+    "record": _record,
+    "poll": _poll,
+    "ticket_requested": _ticket_requested,
+    "phone_duplicate": _phone_duplicate,
+    "recording_added": _recording,
+    "recording_refused": _recording_refused,
+    "recording_status": lambda _e, _l: ("", MINOR),  # recording_added says it better
+    "abandoned": _abandoned,
+    "status": _status,
+    "status_ignored": _status,
+    "called_back": _called_back,
+    "routing_start": _routing_start,
+    "dial": _dial,
+    "whisper": _whisper,
+    "whisper_refused": _whisper,
+    "leg_accepted": _leg_answer,
+    "leg_declined": _leg_answer,
+    "leg_refused": _leg_answer,
+    "leg_too_late": _leg_answer,
+    "leg_status": _leg_status,
+    "leg_status_unknown": _leg_status,
+    "dial_result": _dial_result,
+    "dial_result_ignored": _dial_result,
+    "nobody_accepted": _nobody,
+    "nobody_answered": _nobody,
+    "accepted_not_bridged": _nobody,
+    "caller_hung_up": _nobody,
+    "voicemail": _voicemail,
+}
+
+
+def category_sentence(call: Call) -> str:
+    """`Новая проблема · Актуализация данных в системе` — the call's choice, for headings."""
+    parts = [category_title(call.category)]
+    if call.topic and call.category not in ("critical", "stolen"):
+        parts.append(topic_title(call.topic))
+    return " · ".join(parts)

@@ -1,0 +1,1 @@
+"""The call: its row and events, recordings, retention."""

@@ -1,0 +1,397 @@
+"""The call log: one `Call` row per CallSid and one `CallEvent` per webhook.
+
+Every Twilio webhook of a call goes through `lock_call` first, so two requests for the same
+call (a retried webhook, a status callback racing an IVR step) are applied one after the
+other, never interleaved. Status callbacks are applied order-safely by
+`apply_status_callback`: Twilio gives no ordering guarantee, so a duplicate or late callback
+is logged but never rewinds a call, and a finished call stays finished.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, bindparam, insert, inspect, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from callcenter.clock import as_utc
+from callcenter.db.models import Call, CallEvent, Contact, clipped_value
+from callcenter.directory.phones import classify, normalise
+
+# Twilio's call statuses; these five end a call and are never followed by another.
+TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
+# Where a status sits in a call's life, for callbacks that carry no SequenceNumber.
+_STATUS_RANK = {
+    "queued": 0,
+    "initiated": 1,
+    "ringing": 2,
+    "in-progress": 3,
+    "answered": 3,
+}
+_TERMINAL_RANK = 4
+
+
+@dataclass(frozen=True)
+class CallerFacts:
+    """What the IVR knows about who is calling (from the caller ID and the directory)."""
+
+    known: bool
+    contact_id: int | None
+    organisation_id: int | None
+    sms_reachable: bool
+
+
+# Built once: constructing these per webhook costs more CPU than running them.
+_calls = cast(Table, Call.__table__)
+
+
+def _locking_statements(*columns: Any) -> tuple[Any, Any]:
+    """(SQLite, PostgreSQL) statements that lock a call's row by CallSid and return
+    `columns`. SQLite: an UPDATE ... RETURNING, whose write takes SQLite's lock before
+    anything is read. PostgreSQL: SELECT ... FOR NO KEY UPDATE — we never change the key,
+    and a plain FOR UPDATE would deadlock with the outbox job, whose UPDATE of
+    ticket_requests takes FOR KEY SHARE on this row through the foreign key."""
+    sqlite = (
+        update(_calls)
+        .where(_calls.c.call_sid == bindparam("sid"))
+        .values(updated_at=bindparam("now", type_=_calls.c.updated_at.type))
+        .returning(*columns)
+    )
+    postgres = select(*columns).where(_calls.c.call_sid == bindparam("sid"))
+    return sqlite, postgres.with_for_update(key_share=True)
+
+
+# The whole row, loaded through the ORM (`from_statement` on the Core UPDATE spares the ORM
+# bulk-UPDATE machinery that `update(Call)` would run).
+_lock_sqlite, _ = _locking_statements(*_calls.c)
+_LOCK_SQLITE = select(Call).from_statement(_lock_sqlite).execution_options(populate_existing=True)
+_LOCK_ROW = select(Call).where(Call.call_sid == bindparam("sid")).with_for_update(key_share=True)
+
+
+def lock_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
+    """The call's row, locked until the transaction ends; None when there is none yet.
+
+    PostgreSQL: `SELECT ... FOR NO KEY UPDATE` locks the row. SQLite has no row locks: two
+    transactions that both read first would fail on the second write instead of waiting
+    for each other, so there the first statement is a write (see `_locking_statements`).
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        return session.scalars(_LOCK_SQLITE, {"sid": call_sid, "now": now}).one_or_none()
+    return session.scalars(_LOCK_ROW, {"sid": call_sid}).one_or_none()
+
+
+@dataclass(frozen=True, slots=True)
+class LockedCall:
+    """What an IVR step reads of its call, from the locked row: the step's hot path loads
+    these ten columns instead of an ORM object of forty (a third of a step's CPU)."""
+
+    id: int
+    call_sid: str
+    state: dict[str, Any]
+    category: str | None
+    topic: str | None
+    vehicles: list[str]
+    caller_kind: str
+    caller_e164: str | None
+    contact_id: int | None
+    organisation_id: int | None
+
+
+_STEP_COLUMNS = tuple(_calls.c[name] for name in LockedCall.__slots__)
+_LOCK_STEP_SQLITE, _LOCK_STEP_ROW = _locking_statements(*_STEP_COLUMNS)
+
+
+def lock_call_for_step(
+    connection: Connection, call_sid: str, *, now: datetime
+) -> LockedCall | None:
+    """`lock_call` for an IVR step: the same lock, the columns a step reads, no ORM object.
+    None when the call has no row yet."""
+    if connection.dialect.name == "sqlite":
+        row = connection.execute(_LOCK_STEP_SQLITE, {"sid": call_sid, "now": now}).first()
+    else:
+        row = connection.execute(_LOCK_STEP_ROW, {"sid": call_sid}).first()
+    if row is None:
+        return None
+    values = row._asdict()
+    values["state"] = values["state"] or {}
+    values["vehicles"] = list(values["vehicles"] or ())
+    return LockedCall(**values)
+
+
+# No VALUES: the SET clause comes from the parameters' keys, so one statement (and one cached
+# compilation per set of columns) serves every step instead of a new statement per call.
+_UPDATE_CALL = update(_calls).where(_calls.c.id == bindparam("call_id_"))
+
+
+def update_call(connection: Connection, call_id: int, values: dict[str, Any]) -> None:
+    """Write `values` (column keys) to the call's locked row with one Core UPDATE, each value
+    clipped to its column as the ORM's listener would."""
+    params = {key: clipped_value(_calls.c[key], value) for key, value in values.items()}
+    params["call_id_"] = call_id
+    connection.execute(_UPDATE_CALL, params)
+
+
+def get_or_create_call(
+    session: Session,
+    call_sid: str,
+    *,
+    now: datetime,
+    caller_raw: str | None,
+    line_raw: str | None,
+    find_contact: Any = None,
+) -> tuple[Call, bool]:
+    """The locked row of `call_sid`, created (caller identified) on the first webhook.
+
+    Returns (call, created). `find_contact(session, e164) -> Contact | None` identifies the
+    caller; it defaults to the directory's lookup. Two first webhooks racing each other
+    both end with the one row: the loser of the insert re-reads the winner's.
+    """
+    call = lock_call(session, call_sid, now=now)
+    if call is not None:
+        return call, False
+    caller = classify(caller_raw)
+    call = Call(
+        call_sid=call_sid,
+        line=normalise(line_raw) or (line_raw or None),
+        caller_raw=caller_raw,
+        caller_e164=caller.e164,
+        caller_kind=caller.kind,
+        vehicles=[],
+        state={},
+        outcome="in_progress",
+        started_at=now,
+        updated_at=now,
+    )
+    if caller.e164 is not None:
+        lookup = find_contact if find_contact is not None else _directory_lookup
+        contact: Contact | None = lookup(session, caller.e164)
+        if contact is not None:
+            call.contact_id = contact.id
+            call.organisation_id = contact.organisation_id
+    try:
+        with session.begin_nested():
+            session.add(call)
+    except IntegrityError:
+        existing = lock_call(session, call_sid, now=now)
+        if existing is None:  # pragma: no cover - the unique key said it exists
+            raise
+        return existing, False
+    return call, True
+
+
+def _directory_lookup(session: Session, e164: str) -> Contact | None:
+    from callcenter.directory.contacts import find_contact
+
+    return find_contact(session, e164)
+
+
+def caller_facts(call: Call | LockedCall, *, sms_foreign: bool = False) -> CallerFacts:
+    """SMS reach a Russian mobile, or any number when `sms_foreign` is set."""
+    if call.caller_kind == "mobile":
+        reachable = True
+    elif call.caller_e164 is None:
+        reachable = False
+    elif call.caller_kind == "foreign":
+        reachable = sms_foreign
+    else:  # a SIP trunk passing the real number on, a landline
+        reachable = _is_russian_mobile(call.caller_e164)
+    return CallerFacts(
+        known=call.contact_id is not None,
+        contact_id=call.contact_id,
+        organisation_id=call.organisation_id,
+        sms_reachable=reachable,
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _is_russian_mobile(e164: str) -> bool:
+    # Asked on every IVR step of the call; parsing the number is the costly part.
+    return classify(e164).is_russian_mobile
+
+
+def record_event(
+    session: Session,
+    call: Call,
+    kind: str,
+    at: datetime,
+    step: str | None = None,
+    digits: str | None = None,
+    speech: str | None = None,
+    **detail: Any,
+) -> CallEvent:
+    """Append one event to the call's path (what a supervisor replays)."""
+    event = CallEvent(
+        call=call,
+        at=at,
+        kind=kind,
+        step=step,
+        digits=digits,  # clipped to its column by the models' listener
+        speech=speech,
+        detail={k: v for k, v in detail.items() if v is not None},
+    )
+    session.add(event)
+    return event
+
+
+def save_state(session: Session, call: Call, state: dict[str, Any], *, now: datetime) -> None:
+    """Store the call's IVR state (and `updated_at`) on its locked row.
+
+    Most steps change nothing else on the row; those are written with one Core UPDATE and
+    the loaded object is told its new values, which spares the unit of work's flush. A step
+    that changed other columns (an answer remembered) goes through the ORM as a whole.
+    """
+    if call.id is None or inspect(call).modified:
+        call.state = state
+        call.updated_at = now
+        return
+    update_call(session.connection(), call.id, {"state": state, "updated_at": now})
+    set_committed_value(call, "state", state)
+    set_committed_value(call, "updated_at", now)
+
+
+_events = cast(Table, CallEvent.__table__)
+_INSERT_EVENT = insert(_events)
+
+
+def append_event(
+    session: Session,
+    call: Call,
+    kind: str,
+    at: datetime,
+    step: str | None = None,
+    digits: str | None = None,
+    speech: str | None = None,
+    **detail: Any,
+) -> None:
+    """`record_event` for the hot path of a webhook: the same row, written at once with a
+    Core INSERT instead of an ORM object flushed by the unit of work (a third of a step's
+    CPU). Events still pending in the session are flushed first, so the path keeps the
+    order in which it was recorded.
+    """
+    if call.id is None:  # a call not written yet: the unit of work orders the two inserts
+        record_event(session, call, kind, at, step, digits, speech, **detail)
+        return
+    if session.new:
+        session.flush()
+    insert_event(session.connection(), call.id, kind, at, step, digits, speech, **detail)
+
+
+def insert_event(
+    connection: Connection,
+    call_id: int,
+    kind: str,
+    at: datetime,
+    step: str | None = None,
+    digits: str | None = None,
+    speech: str | None = None,
+    **detail: Any,
+) -> None:
+    """One event row for a call that is already written, with a Core INSERT."""
+    connection.execute(
+        _INSERT_EVENT,
+        {
+            "call_id": call_id,
+            "at": at,
+            # Clipped to their columns, as the ORM's listener does for `record_event`.
+            "kind": clipped_value(_events.c.kind, kind),
+            "step": clipped_value(_events.c.step, step),
+            "digits": clipped_value(_events.c.digits, digits),
+            "speech": speech,
+            "detail": {k: v for k, v in detail.items() if v is not None},
+        },
+    )
+
+
+@dataclass(frozen=True)
+class StatusCallback:
+    """One call status callback, as Twilio sent it."""
+
+    call_sid: str
+    status: str
+    sequence: int | None = None
+    timestamp: datetime | None = None
+    duration: int | None = None
+    caller_raw: str | None = None
+    line_raw: str | None = None
+
+
+@dataclass(frozen=True)
+class StatusChange:
+    """What `apply_status_callback` did: `applied` False for a duplicate or late callback;
+    `ended` True when this callback is the one that finished the call."""
+
+    applied: bool
+    ended: bool
+    reason: str
+
+
+def parse_twilio_timestamp(raw: str | None) -> datetime | None:
+    """Twilio's `Timestamp` (RFC 2822, "Thu, 27 Nov 2025 08:00:05 +0000"), or None."""
+    if not raw:
+        return None
+    try:
+        return as_utc(parsedate_to_datetime(raw))
+    except (TypeError, ValueError, IndexError):
+        return None
+
+
+def _rank(status: str | None) -> int:
+    if status is None:
+        return -1
+    if status in TERMINAL_STATUSES:
+        return _TERMINAL_RANK
+    return _STATUS_RANK.get(status, 0)
+
+
+def apply_status_callback(
+    session: Session, call: Call, callback: StatusCallback, *, now: datetime
+) -> StatusChange:
+    """Apply a status callback to a locked call row, order-safely, and log it.
+
+    - A finished call (`completed`, `busy`, `failed`, `no-answer`, `canceled`) is never
+      changed by a later callback, whatever its SequenceNumber.
+    - With SequenceNumbers on both sides, an older or equal one is a late or duplicated
+      callback: logged, not applied. Without them (the number-level status callback sends
+      none), the callback's Timestamp and then the status's place in a call's life decide.
+    """
+    stored_rank = _rank(call.twilio_status)
+    new_rank = _rank(callback.status)
+    reason = ""
+    if call.twilio_status in TERMINAL_STATUSES:
+        reason = "duplicate" if callback.status == call.twilio_status else "after_end"
+    elif callback.sequence is not None and call.status_sequence is not None:
+        if callback.sequence <= call.status_sequence:
+            reason = "duplicate" if callback.sequence == call.status_sequence else "late"
+    elif new_rank < stored_rank:
+        reason = "late"
+    applied = reason == ""
+    record_event(
+        session,
+        call,
+        "status" if applied else "status_ignored",
+        callback.timestamp or now,
+        status=callback.status,
+        sequence=callback.sequence,
+        duration=callback.duration,
+        reason=reason or None,
+    )
+    if not applied:
+        return StatusChange(applied=False, ended=False, reason=reason)
+    call.twilio_status = callback.status
+    if callback.sequence is not None:
+        call.status_sequence = callback.sequence
+    call.updated_at = now
+    ended = callback.status in TERMINAL_STATUSES
+    if ended:
+        call.ended_at = callback.timestamp or now
+        if callback.duration is not None:
+            call.duration_seconds = callback.duration
+        elif call.started_at is not None:
+            call.duration_seconds = max(0, int((call.ended_at - call.started_at).total_seconds()))
+    return StatusChange(applied=True, ended=ended, reason="applied")

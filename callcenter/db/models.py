@@ -1,0 +1,383 @@
+"""The data model: directory, calls and their events, the ticket outbox, the built-in
+portal's tickets, the roster, console users and API tokens.
+
+All times are aware UTC (see `UTCDateTime`). Per-call IVR state lives on `Call.state`,
+keyed by CallSid, so any web process can serve any step of a call.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    ColumnElement,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    event,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from callcenter.db import Base, UTCDateTime
+
+# ---------------------------------------------------------------- directory
+
+
+class Organisation(Base):
+    __tablename__ = "organisations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    inn: Mapped[str | None] = mapped_column(String(12), unique=True)
+    # "Unless the contract says otherwise": business days for stage one, and per topic slug.
+    stage_one_days: Mapped[int | None] = mapped_column(Integer)
+    topic_days: Mapped[dict[str, int]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    contacts: Mapped[list[Contact]] = relationship(back_populates="organisation")
+
+
+class Contact(Base):
+    __tablename__ = "contacts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    email: Mapped[str | None] = mapped_column(String(300))
+    organisation_id: Mapped[int] = mapped_column(ForeignKey("organisations.id"), index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    organisation: Mapped[Organisation] = relationship(back_populates="contacts")
+    phones: Mapped[list[ContactPhone]] = relationship(
+        back_populates="contact", cascade="all, delete-orphan"
+    )
+
+
+class ContactPhone(Base):
+    __tablename__ = "contact_phones"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    contact_id: Mapped[int] = mapped_column(ForeignKey("contacts.id", ondelete="CASCADE"))
+    # One number belongs to one contact: a lookup must be unambiguous.
+    e164: Mapped[str] = mapped_column(String(20), unique=True)
+
+    contact: Mapped[Contact] = relationship(back_populates="phones")
+
+
+# ---------------------------------------------------------------- calls
+
+
+class Call(Base):
+    """One row per call, keyed by Twilio's CallSid."""
+
+    __tablename__ = "calls"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_sid: Mapped[str] = mapped_column(String(64), unique=True)
+    line: Mapped[str | None] = mapped_column(String(40), index=True)  # E.164 of To/Called
+    caller_raw: Mapped[str | None] = mapped_column(String(120))
+    caller_e164: Mapped[str | None] = mapped_column(String(20), index=True)
+    # mobile / landline / withheld / sip / client / foreign / invalid
+    caller_kind: Mapped[str] = mapped_column(String(20), default="invalid")
+    contact_id: Mapped[int | None] = mapped_column(ForeignKey("contacts.id"))
+    organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
+    # Name and company as the caller said them (unknown callers), transcribed if available.
+    caller_said_name: Mapped[str | None] = mapped_column(Text)
+    # consultation / incident / critical / stolen / status / abandoned (None while undecided)
+    category: Mapped[str | None] = mapped_column(String(20), index=True)
+    topic: Mapped[str | None] = mapped_column(String(40), index=True)
+    product: Mapped[str | None] = mapped_column(String(40))
+    vehicles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The IVR's per-call state: current step, retries, collected answers.
+    state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    recording_sid: Mapped[str | None] = mapped_column(String(64))
+    recording_url: Mapped[str | None] = mapped_column(Text)
+    recording_duration: Mapped[int | None] = mapped_column(Integer)
+    # Twilio's call status and the SequenceNumber it came with (order-safe updates).
+    twilio_status: Mapped[str | None] = mapped_column(String(20))
+    status_sequence: Mapped[int | None] = mapped_column(Integer)
+    # in_progress / completed / interrupted / abandoned / failed
+    outcome: Mapped[str] = mapped_column(String(30), default="in_progress", index=True)
+    # connected / no_answer / voicemail / not_routed ... (routing's word)
+    routing_outcome: Mapped[str | None] = mapped_column(String(30))
+    interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
+    flagged: Mapped[bool] = mapped_column(Boolean, default=False, index=True)
+    flag_reason: Mapped[str | None] = mapped_column(Text)
+    called_back_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    called_back_by: Mapped[str | None] = mapped_column(String(120))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duration_seconds: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Set by the retention purge: numbers, names and recordings removed (personal data law).
+    anonymised_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    contact: Mapped[Contact | None] = relationship()
+    organisation: Mapped[Organisation | None] = relationship()
+    events: Mapped[list[CallEvent]] = relationship(
+        back_populates="call", order_by="CallEvent.id", cascade="all, delete-orphan"
+    )
+    ticket_request: Mapped[TicketRequest | None] = relationship(back_populates="call")
+    legs: Mapped[list[DialLeg]] = relationship(
+        back_populates="call", order_by="DialLeg.id", cascade="all, delete-orphan"
+    )
+    notes: Mapped[list[CallNote]] = relationship(
+        back_populates="call", order_by="CallNote.id", cascade="all, delete-orphan"
+    )
+
+
+class CallEvent(Base):
+    """One event per webhook (and per domain action), so a supervisor can replay the path."""
+
+    __tablename__ = "call_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(40))
+    step: Mapped[str | None] = mapped_column(String(60))
+    digits: Mapped[str | None] = mapped_column(String(60))
+    speech: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+    call: Mapped[Call] = relationship(back_populates="events")
+
+
+class CallNote(Base):
+    __tablename__ = "call_notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    author: Mapped[str] = mapped_column(String(120))
+    text: Mapped[str] = mapped_column(Text)
+
+    call: Mapped[Call] = relationship(back_populates="notes")
+
+
+# ---------------------------------------------------------------- the ticket outbox
+
+
+class TicketRequest(Base):
+    """The outbox: written in the same transaction as the call; a job makes the ticket.
+
+    status: pending (waiting for a job), done (portal gave a number), failed (rejected or
+    out of tries; a supervisor may retry). `call_id` is unique: one call, one ticket.
+    """
+
+    __tablename__ = "ticket_requests"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int | None] = mapped_column(
+        ForeignKey("calls.id", ondelete="SET NULL"), unique=True
+    )
+    # Sent to the portal as the idempotency key (normally the CallSid).
+    idempotency_key: Mapped[str] = mapped_column(String(100), unique=True)
+    draft: Mapped[dict[str, Any]] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(20), default="pending", index=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime, index=True)
+    ticket_number: Mapped[str | None] = mapped_column(String(40), index=True)
+    # Follow-ups done (keys: recording, sms, alert) so re-runs never repeat them.
+    followups: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+    call: Mapped[Call | None] = relationship(back_populates="ticket_request")
+
+
+class SmsMessage(Base):
+    """Every SMS we send or skip, keyed so a re-run job never sends twice."""
+
+    __tablename__ = "sms_messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(120), unique=True)
+    to: Mapped[str | None] = mapped_column(String(40))
+    body: Mapped[str] = mapped_column(Text)
+    # sent / skipped / failed / retry / sending (see callcenter.tickets.notifications)
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    twilio_sid: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+# ---------------------------------------------------------------- built-in portal
+
+
+class Ticket(Base):
+    """A ticket of the built-in portal (embedded default)."""
+
+    __tablename__ = "portal_tickets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Human-friendly sequential number, as said to callers.
+    number: Mapped[int] = mapped_column(Integer, unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(100), unique=True)
+    topic: Mapped[str] = mapped_column(String(40))
+    product: Mapped[str | None] = mapped_column(String(40))
+    vehicles: Mapped[list[str]] = mapped_column(JSON, default=list)
+    contact_name: Mapped[str | None] = mapped_column(String(300))
+    contact_id: Mapped[int | None] = mapped_column(Integer)
+    organisation_name: Mapped[str | None] = mapped_column(String(300))
+    organisation_id: Mapped[int | None] = mapped_column(Integer, index=True)
+    caller: Mapped[str | None] = mapped_column(String(120))
+    description: Mapped[str] = mapped_column(Text, default="")
+    call_ref: Mapped[str | None] = mapped_column(String(64))
+    recording_url: Mapped[str | None] = mapped_column(Text)
+    priority: Mapped[str] = mapped_column(String(20), default="normal")
+    # Новая / В работе / Решена / Закрыта
+    status: Mapped[str] = mapped_column(String(20), default="Новая")
+    first_stage_due: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    resolution_due: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    duplicated_by_phone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    history: Mapped[list[TicketEntry]] = relationship(
+        back_populates="ticket", order_by="TicketEntry.id", cascade="all, delete-orphan"
+    )
+
+
+class TicketEntry(Base):
+    """A ticket's chronological history: comments, attachments, status changes."""
+
+    __tablename__ = "portal_ticket_entries"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ticket_id: Mapped[int] = mapped_column(
+        ForeignKey("portal_tickets.id", ondelete="CASCADE"), index=True
+    )
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+    kind: Mapped[str] = mapped_column(String(30))  # created / comment / attachment / ...
+    author: Mapped[str | None] = mapped_column(String(120))
+    text: Mapped[str | None] = mapped_column(Text)
+    attachment_url: Mapped[str | None] = mapped_column(Text)
+    attachment_name: Mapped[str | None] = mapped_column(String(300))
+    # Idempotency for add-comment/attachment retries.
+    dedup_key: Mapped[str | None] = mapped_column(String(120), unique=True)
+
+    ticket: Mapped[Ticket] = relationship(back_populates="history")
+
+
+# ---------------------------------------------------------------- roster and routing
+
+
+class Staff(Base):
+    __tablename__ = "staff"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(60), unique=True)  # stable id from roster.yaml
+    name: Mapped[str] = mapped_column(String(200))
+    role: Mapped[str] = mapped_column(String(20))  # specialist / head
+    phones: Mapped[list[str]] = mapped_column(JSON, default=list)
+    sms: Mapped[str | None] = mapped_column(String(20))
+    active: Mapped[bool] = mapped_column(Boolean, default=True)
+
+
+class Shift(Base):
+    """A weekly pattern (weekdays/working_days) or a dated duty, in Moscow local time."""
+
+    __tablename__ = "shifts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    staff_id: Mapped[int] = mapped_column(ForeignKey("staff.id", ondelete="CASCADE"), index=True)
+    # consultation / urgent / both
+    duty: Mapped[str] = mapped_column(String(20), default="both")
+    # "working_days", "mon,tue,...", or "date"
+    pattern: Mapped[str] = mapped_column(String(60))
+    on_date: Mapped[date | None] = mapped_column(Date)
+    start_local: Mapped[str] = mapped_column(String(5))  # "09:30"
+    end_local: Mapped[str] = mapped_column(String(5))  # "18:00"; earlier than start → overnight
+    # Position in the urgent chain (1 = first).
+    chain_order: Mapped[int] = mapped_column(Integer, default=1)
+
+
+class DialLeg(Base):
+    """One person rung for one call: who, when, the result, time to answer."""
+
+    __tablename__ = "dial_legs"
+    __table_args__ = (UniqueConstraint("call_id", "position"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    staff_key: Mapped[str | None] = mapped_column(String(60))
+    staff_name: Mapped[str | None] = mapped_column(String(200))
+    number: Mapped[str] = mapped_column(String(40))
+    child_call_sid: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # ringing / no-answer / busy / failed / declined / accepted / canceled
+    result: Mapped[str] = mapped_column(String(20), default="ringing")
+
+    call: Mapped[Call] = relationship(back_populates="legs")
+
+
+# ---------------------------------------------------------------- access
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class User(Base):
+    """A console user: supervisor (everything) or specialist (read-only log)."""
+
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    role: Mapped[str] = mapped_column(String(20))
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0)
+    locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+Index("ix_calls_outcome_started", Call.outcome, Call.started_at)
+
+
+def clipped_value(column: ColumnElement[Any], value: Any) -> Any:
+    """`value` as it may be stored in `column`.
+
+    Twilio's free-text parameters (statuses, digits, caller IDs) are stored as sent, but
+    never longer than their column: PostgreSQL refuses an over-long value where SQLite would
+    keep it, and a caller must not lose a step because a parameter was odd."""
+    if isinstance(column.type, Integer) and isinstance(value, int):
+        # A SequenceNumber or duration beyond PostgreSQL's integer is not Twilio's.
+        return value if -(2**31) <= value < 2**31 else None
+    length = getattr(column.type, "length", None)
+    if not length or not isinstance(column.type, String) or column.unique:
+        return value  # never clip a key: a clipped CallSid could name another call
+    if isinstance(value, str) and len(value) > length:
+        return value[:length]
+    return value
+
+
+def _clip_to_column_lengths(_mapper: object, _connection: object, target: Base) -> None:
+    for column in target.__table__.columns:
+        value = getattr(target, column.key, None)
+        clipped = clipped_value(column, value)
+        if clipped is not value:
+            setattr(target, column.key, clipped)
+
+
+for _model in (Call, CallEvent):
+    event.listen(_model, "before_insert", _clip_to_column_lengths)
+    event.listen(_model, "before_update", _clip_to_column_lengths)

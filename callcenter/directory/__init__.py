@@ -1,0 +1,1 @@
+"""Who calls: organisations, contacts and their phone numbers."""

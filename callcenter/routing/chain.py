@@ -1,0 +1,839 @@
+"""On-duty routing: the dial plans and the escalation chain, as a state machine on the call.
+
+Once the IVR decides a caller needs a person it redirects the call here; from then on
+every Twilio request of the call (dial results, the whisper on each staff phone, its key
+press, each leg's status callbacks, the voicemail) goes through one of the functions
+below, which read and write the call row only. All per-call state lives in
+`Call.state["routing"]`, so any web process can serve any step:
+
+    kind      "consultation" or "urgent"
+    steps     the frozen plan: steps[i] is one <Dial>; each leg is {leg, key, name,
+              number, sms}. `leg` is the DialLeg position, unique within the call.
+    step      the step being dialled (1-based)
+    phase     dialing → done (a leg accepted) | voicemail → done
+    accepted  the accepted leg's position, once someone pressed 1
+
+Consultations: during working hours one step rings every consultation specialist on
+duty at once (the first to accept takes the call); after hours the duty specialist.
+Urgent calls (critical server failure, stolen vehicle): one leg per step, each ringing
+`settings.dial_leg_timeout` seconds, in chain order, then the head of support.
+Nobody in the roster: the duty phone from the settings, so a caller always reaches a
+number.
+
+Acceptance: every leg first hears a whisper (`<Number url>`: topic, ticket, client,
+"press 1") and the call is bridged only after the key press. A mobile's voicemail
+"answers" a call too, and after the whisper ends in `<Hangup>` Twilio reports the Dial
+with `DialCallStatus=completed` (the leg was answered, then ended) or, for a leg that
+never answered, `no-answer`/`busy`/`failed`. None of these tells a person from a
+voicemail, so the chain never trusts `DialCallStatus` for acceptance: only the whisper's
+own key press, stored on the leg (`DialLeg.result = "accepted"`), counts.
+
+Idempotency: a dial result names its step in the URL (`?step=N`); a duplicated or
+replayed one, or one for a step that is no longer current, changes nothing and gets the
+current state's TwiML again. Leg status callbacks only log (they never advance the chain)
+and are applied so that a duplicate or late one changes nothing.
+
+Nobody accepted (urgent): the call is flagged for the supervisor, every person in the
+chain gets one SMS alert (keyed per call and number in `SmsMessage`), and the caller is
+told so and may leave a voicemail, attached to the ticket. An unanswered consultation
+becomes a callback ticket (topic consultation) at once; a voicemail, if left, is attached.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from callcenter.calls.store import TERMINAL_STATUSES, record_event
+from callcenter.db.models import Call, DialLeg
+from callcenter.routing.roster import OnDuty, Person, on_duty
+
+if TYPE_CHECKING:
+    from callcenter.regulation.calendar import BusinessCalendar
+    from callcenter.settings import Settings
+    from callcenter.telephony.client import Telephony
+    from callcenter.tickets.notifications import SmsOutcome
+
+log = logging.getLogger(__name__)
+
+CONSULTATION = "consultation"
+URGENT = "urgent"
+KINDS = (CONSULTATION, URGENT)
+URGENT_CATEGORIES = frozenset({"critical", "stolen"})
+
+DIALING = "dialing"
+VOICEMAIL = "voicemail"
+DONE = "done"
+
+# Twilio rings at most ten <Number>s of one <Dial> at once.
+MAX_SIMULTANEOUS = 10
+VOICEMAIL_MAX_SECONDS = 180
+
+# DialLeg.result values.
+RINGING = "ringing"
+ACCEPTED = "accepted"
+DECLINED = "declined"
+NOT_ACCEPTED = "not-accepted"  # answered (a person or a voicemail) but 1 was never pressed
+NO_ANSWER = "no-answer"
+BUSY = "busy"
+FAILED = "failed"
+CANCELED = "canceled"
+
+# Call.routing_outcome values.
+OUTCOME_CONNECTED = "connected"
+OUTCOME_NOBODY_ACCEPTED = "nobody_accepted"
+OUTCOME_NO_ANSWER = "no_answer"
+OUTCOME_VOICEMAIL = "voicemail"
+OUTCOME_CALLER_HUNG_UP = "caller_hung_up"
+
+ALERT_KEY = "chain-alert:{call_sid}:{number}"
+# Seconds to wait before each try at sending the chain alerts.
+ALERT_RETRY_DELAYS = (0, 10, 30)
+
+# What a leg's own final status says, when the leg was neither accepted nor declined.
+_LEG_RESULT = {
+    "completed": NOT_ACCEPTED,
+    "answered": NOT_ACCEPTED,
+    "in-progress": NOT_ACCEPTED,
+    "no-answer": NO_ANSWER,
+    "busy": BUSY,
+    "failed": FAILED,
+    "canceled": CANCELED,
+}
+_FINAL_RESULTS = frozenset({ACCEPTED, DECLINED, NOT_ACCEPTED, NO_ANSWER, BUSY, FAILED, CANCELED})
+
+
+# ---------------------------------------------------------------- plans
+
+
+@dataclass(frozen=True)
+class Target:
+    """One number to ring, and whose it is (None for the settings' duty phone)."""
+
+    staff_key: str | None
+    staff_name: str | None
+    number: str
+    sms: str | None = None
+
+
+def _targets(person: Person) -> list[Target]:
+    return [Target(person.key, person.name, phone, person.sms) for phone in person.phones]
+
+
+def _duty_phone(settings: Settings) -> Target:
+    return Target(None, None, settings.duty_phone, None)
+
+
+def consultation_plan(duty: OnDuty, settings: Settings) -> list[list[Target]]:
+    """One step: everyone on consultation duty at once (working hours), or the duty
+    specialist (after hours); the duty phone when the roster has nobody."""
+    if duty.working_time and duty.consultation:
+        people: Sequence[Person] = duty.consultation
+    else:
+        specialist = duty.duty_specialist
+        people = (specialist,) if specialist is not None else ()
+    targets = [t for person in people for t in _targets(person)][:MAX_SIMULTANEOUS]
+    return [targets or [_duty_phone(settings)]]
+
+
+def urgent_plan(duty: OnDuty, settings: Settings) -> list[list[Target]]:
+    """One step per phone: the urgent chain in order, then the head of support; the duty
+    phone when the roster has nobody."""
+    steps = [[t] for person in duty.escalation for t in _targets(person)]
+    return steps or [[_duty_phone(settings)]]
+
+
+# ---------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class LegTarget:
+    position: int
+    number: str
+
+
+@dataclass(frozen=True)
+class DialLegs:
+    """Ring these legs (one <Dial>); the dial result comes back for `step`."""
+
+    step: int
+    legs: tuple[LegTarget, ...]
+    timeout: int
+    # True from the second step on: the caller is told the call moves on.
+    moving_on: bool = False
+
+
+@dataclass(frozen=True)
+class OfferVoicemail:
+    """Nobody took the call: say so and record a message."""
+
+    kind: str
+    ticket_number: str | None
+
+
+@dataclass(frozen=True)
+class Goodbye:
+    """The routing is over: `reason` is connected, voicemail, no_message or caller_gone."""
+
+    reason: str
+
+
+Decision = DialLegs | OfferVoicemail | Goodbye
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A decision plus the work to start once the transaction has committed."""
+
+    decision: Decision
+    submit_requests: tuple[int, ...] = ()
+    send_alerts: bool = False
+
+
+@dataclass(frozen=True)
+class LegStatus:
+    """One status callback of a dialled leg (`<Number statusCallback>`)."""
+
+    status: str
+    child_call_sid: str | None = None
+    timestamp: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Whisper:
+    """What the person answering a leg hears, or None: hang the leg up at once."""
+
+    topic: str
+    ticket_number: str | None
+    client: str | None
+    vehicles: tuple[str, ...] = ()
+
+
+# ---------------------------------------------------------------- state helpers
+
+
+def routing_state(call: Call) -> dict[str, Any] | None:
+    state = (call.state or {}).get("routing")
+    return dict(state) if isinstance(state, Mapping) else None
+
+
+def _save(call: Call, routing: dict[str, Any]) -> None:
+    # A new dict: JSON columns only notice assignment, not in-place changes.
+    call.state = {**(call.state or {}), "routing": routing}
+
+
+def _legs(session: Session, call: Call) -> dict[int, DialLeg]:
+    rows = session.scalars(
+        select(DialLeg).where(DialLeg.call_id == call.id).order_by(DialLeg.position)
+    )
+    return {leg.position: leg for leg in rows}
+
+
+def _step_positions(routing: Mapping[str, Any], step: int) -> list[int]:
+    steps: list[list[dict[str, Any]]] = routing["steps"]
+    if not 1 <= step <= len(steps):
+        return []
+    return [int(leg["leg"]) for leg in steps[step - 1]]
+
+
+def _dial(routing: Mapping[str, Any], settings: Settings) -> DialLegs:
+    step = int(routing["step"])
+    legs = tuple(
+        LegTarget(int(leg["leg"]), str(leg["number"])) for leg in routing["steps"][step - 1]
+    )
+    return DialLegs(step, legs, settings.dial_leg_timeout, moving_on=step > 1)
+
+
+def _ticket_number(call: Call) -> str | None:
+    request = call.ticket_request
+    return request.ticket_number if request is not None else None
+
+
+def current(call: Call, settings: Settings) -> Decision:
+    """The TwiML decision for the call's stored state (a replayed or stray request)."""
+    routing = routing_state(call)
+    if routing is None:
+        return Goodbye("caller_gone")
+    if routing["phase"] == DIALING:
+        return _dial(routing, settings)
+    if routing["phase"] == VOICEMAIL:
+        return OfferVoicemail(routing["kind"], _ticket_number(call))
+    return Goodbye(str(routing.get("end", "connected")))
+
+
+# ---------------------------------------------------------------- starting
+
+
+def start(
+    session: Session,
+    call: Call,
+    kind: str,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+    settings: Settings,
+) -> Outcome:
+    """Begin routing a (locked) call: resolve who is on duty now and dial the first step.
+
+    A second start (Twilio retried the redirect) returns the current state's decision.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown routing kind {kind!r}")
+    existing = routing_state(call)
+    if existing is not None:
+        return Outcome(current(call, settings))
+    duty = on_duty(session, now, calendar)
+    plan = (
+        consultation_plan(duty, settings) if kind == CONSULTATION else urgent_plan(duty, settings)
+    )
+    position = 0
+    steps: list[list[dict[str, Any]]] = []
+    for step_targets in plan:
+        legs = []
+        for target in step_targets:
+            position += 1
+            legs.append(
+                {
+                    "leg": position,
+                    "key": target.staff_key,
+                    "name": target.staff_name,
+                    "number": target.number,
+                    "sms": target.sms,
+                }
+            )
+        steps.append(legs)
+    routing: dict[str, Any] = {
+        "kind": kind,
+        "steps": steps,
+        "step": 1,
+        "phase": DIALING,
+        "accepted": None,
+        "started_at": now.isoformat(),
+        "working_time": duty.working_time,
+    }
+    _save(call, routing)
+    record_event(
+        session,
+        call,
+        "routing_start",
+        now,
+        step=kind,
+        legs=position,
+        steps=len(steps),
+        duty_phone=all(leg["key"] is None for s in steps for leg in s) or None,
+    )
+    _open_step(session, call, routing, now)
+    return Outcome(_dial(routing, settings))
+
+
+def _open_step(session: Session, call: Call, routing: Mapping[str, Any], now: datetime) -> None:
+    """Log the legs of the current step as rung now (once, however often it is asked)."""
+    step = int(routing["step"])
+    existing = _legs(session, call)
+    for leg in routing["steps"][step - 1]:
+        position = int(leg["leg"])
+        if position in existing:
+            continue
+        session.add(
+            DialLeg(
+                call_id=call.id,
+                position=position,
+                staff_key=leg["key"],
+                staff_name=leg["name"],
+                number=leg["number"],
+                started_at=now,
+                result=RINGING,
+            )
+        )
+    session.flush()
+    record_event(
+        session,
+        call,
+        "dial",
+        now,
+        step=f"step {step}",
+        legs=[int(leg["leg"]) for leg in routing["steps"][step - 1]],
+        numbers=[leg["number"] for leg in routing["steps"][step - 1]],
+    )
+
+
+# ---------------------------------------------------------------- the whisper
+
+
+def whisper(session: Session, call: Call, position: int, *, now: datetime) -> Whisper | None:
+    """The announcement for leg `position`, or None when that leg must not be connected
+    (not the current step any more, someone else accepted, the routing is over)."""
+    routing = routing_state(call)
+    if (
+        routing is None
+        or routing["phase"] != DIALING
+        or routing.get("accepted") is not None
+        or position not in _step_positions(routing, int(routing["step"]))
+    ):
+        record_event(session, call, "whisper_refused", now, step=f"leg {position}")
+        return None
+    leg = _legs(session, call).get(position)
+    if leg is not None and leg.answered_at is None:
+        leg.answered_at = now
+    record_event(session, call, "whisper", now, step=f"leg {position}")
+    return Whisper(
+        topic=call.category or routing["kind"],
+        ticket_number=_ticket_number(call),
+        client=_client_name(call),
+        vehicles=tuple(call.vehicles or ()),
+    )
+
+
+def _client_name(call: Call) -> str | None:
+    if call.organisation is not None:
+        return call.organisation.name
+    if call.contact is not None:
+        return call.contact.name
+    return call.caller_said_name or None
+
+
+def whisper_answer(
+    session: Session, call: Call, position: int, digits: str, *, now: datetime
+) -> bool:
+    """The key pressed on leg `position` after the whisper: True to bridge the call.
+
+    "1" accepts (only while this leg's step is current and nobody else accepted); any
+    other key declines.
+    """
+    routing = routing_state(call)
+    leg = _legs(session, call).get(position)
+    live = (
+        routing is not None
+        and routing["phase"] == DIALING
+        and position in _step_positions(routing, int(routing["step"]))
+    )
+    if routing is None or leg is None or not live:
+        record_event(session, call, "leg_refused", now, step=f"leg {position}", digits=digits)
+        return False
+    if routing.get("accepted") not in (None, position):
+        record_event(session, call, "leg_too_late", now, step=f"leg {position}", digits=digits)
+        if leg.result == RINGING:
+            leg.result = CANCELED
+        return False
+    if digits.strip() != "1":
+        if leg.result == RINGING:
+            leg.result = DECLINED
+        record_event(session, call, "leg_declined", now, step=f"leg {position}", digits=digits)
+        return False
+    leg.result = ACCEPTED
+    if leg.answered_at is None:
+        leg.answered_at = now
+    routing["accepted"] = position
+    _save(call, routing)
+    call.routing_outcome = OUTCOME_CONNECTED
+    record_event(
+        session,
+        call,
+        "leg_accepted",
+        now,
+        step=f"leg {position}",
+        digits=digits,
+        staff=leg.staff_key,
+        seconds=time_to_answer(leg),
+    )
+    return True
+
+
+def time_to_answer(leg: DialLeg) -> int | None:
+    """Seconds from ringing to answering a leg, when it was answered."""
+    if leg.answered_at is None:
+        return None
+    return max(0, int((leg.answered_at - leg.started_at).total_seconds()))
+
+
+# ---------------------------------------------------------------- leg status callbacks
+
+
+def leg_status(
+    session: Session, call: Call, position: int, status: LegStatus, *, now: datetime
+) -> None:
+    """Log one status callback of a leg. Never advances the chain; duplicates and late
+    callbacks change nothing (a final result is never overwritten, except that a
+    result guessed from the dial result is refined by the leg's own busy/failed)."""
+    leg = _legs(session, call).get(position)
+    if leg is None:
+        record_event(session, call, "leg_status_unknown", now, step=f"leg {position}")
+        return
+    at = status.timestamp or now
+    if status.child_call_sid and not leg.child_call_sid:
+        leg.child_call_sid = status.child_call_sid
+    if status.status in ("in-progress", "answered") and (
+        leg.answered_at is None or at < leg.answered_at
+    ):
+        # Twilio's own timestamp beats the moment the whisper was fetched.
+        leg.answered_at = at
+    if status.status in TERMINAL_STATUSES:
+        if leg.ended_at is None:
+            leg.ended_at = at
+        if leg.result == RINGING:
+            leg.result = _LEG_RESULT[status.status]
+        elif leg.result in (NO_ANSWER, CANCELED) and status.status in (BUSY, FAILED):
+            leg.result = status.status
+    record_event(session, call, "leg_status", at, step=f"leg {position}", status=status.status)
+
+
+# ---------------------------------------------------------------- dial results
+
+
+def dial_finished(
+    session: Session,
+    call: Call,
+    step: int,
+    *,
+    dial_status: str,
+    dial_call_sid: str | None,
+    call_status: str | None,
+    bridged: bool | None = None,
+    now: datetime,
+    calendar: BusinessCalendar,
+    settings: Settings,
+) -> Outcome:
+    """A <Dial> of step `step` ended: connected, next step, or nobody accepted.
+
+    `call_status` is the caller's own CallStatus (a final one: the caller hung up).
+    `bridged` is Twilio's DialBridged when sent: a leg that pressed 1 but was never
+    bridged (it hung up straight after) does not count as connected.
+    """
+    routing = routing_state(call)
+    if routing is None or routing["phase"] != DIALING or step != int(routing["step"]):
+        record_event(
+            session, call, "dial_result_ignored", now, step=f"step {step}", status=dial_status
+        )
+        return Outcome(current(call, settings))
+    legs = _legs(session, call)
+    positions = _step_positions(routing, step)
+    for position in positions:
+        leg = legs.get(position)
+        if leg is not None:
+            _settle(leg, dial_status, dial_call_sid, single=len(positions) == 1, now=now)
+    record_event(
+        session,
+        call,
+        "dial_result",
+        now,
+        step=f"step {step}",
+        status=dial_status,
+        bridged=bridged,
+        results={str(p): legs[p].result for p in positions if p in legs},
+    )
+    accepted = routing.get("accepted")
+    if accepted is not None and int(accepted) in positions:
+        if bridged is not False:
+            routing.update(phase=DONE, end="connected")
+            _save(call, routing)
+            call.routing_outcome = OUTCOME_CONNECTED
+            return Outcome(Goodbye("connected"))
+        record_event(session, call, "accepted_not_bridged", now, step=f"leg {accepted}")
+        dropped = legs.get(int(accepted))
+        if dropped is not None:
+            dropped.result = NOT_ACCEPTED
+        routing["accepted"] = None
+        _save(call, routing)
+        call.routing_outcome = None
+    caller_gone = call_status in TERMINAL_STATUSES
+    if caller_gone:
+        return _caller_gone(session, call, routing, now=now, calendar=calendar)
+    if step < len(routing["steps"]):
+        routing["step"] = step + 1
+        _save(call, routing)
+        _open_step(session, call, routing, now)
+        return Outcome(_dial(routing, settings))
+    return _nobody_accepted(session, call, routing, now=now, calendar=calendar)
+
+
+def _settle(
+    leg: DialLeg, dial_status: str, dial_call_sid: str | None, *, single: bool, now: datetime
+) -> None:
+    """Give a still-ringing leg its result from the dial result."""
+    if leg.result != RINGING:
+        if leg.ended_at is None and leg.result in _FINAL_RESULTS and leg.result != ACCEPTED:
+            leg.ended_at = now
+        return
+    if single or (dial_call_sid and leg.child_call_sid == dial_call_sid):
+        status = dial_status
+    elif dial_status in ("completed", "answered"):
+        # Another phone of the same <Dial> answered; Twilio hung this one up.
+        status = "canceled"
+    else:
+        status = dial_status
+    result = _LEG_RESULT.get(status, FAILED)
+    if result == NO_ANSWER and leg.answered_at is not None:
+        result = NOT_ACCEPTED
+    leg.result = result
+    if leg.ended_at is None:
+        leg.ended_at = now
+
+
+def _chain_names(session: Session, call: Call) -> str:
+    names: list[str] = []
+    for leg in _legs(session, call).values():
+        name = leg.staff_name or leg.number
+        if name not in names:
+            names.append(name)
+    return ", ".join(names)
+
+
+def _nobody_accepted(
+    session: Session,
+    call: Call,
+    routing: dict[str, Any],
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+) -> Outcome:
+    routing.update(phase=VOICEMAIL)
+    _save(call, routing)
+    if routing["kind"] == URGENT:
+        call.routing_outcome = OUTCOME_NOBODY_ACCEPTED
+        call.flagged = True
+        call.flag_reason = (
+            "Никто из дежурных не принял срочный звонок. Обзвонены: "
+            + _chain_names(session, call)
+            + ". Всем в цепочке отправляется SMS."
+        )
+        record_event(session, call, "nobody_accepted", now, step=URGENT)
+        return Outcome(OfferVoicemail(URGENT, _ticket_number(call)), send_alerts=True)
+    call.routing_outcome = OUTCOME_NO_ANSWER
+    record_event(session, call, "nobody_answered", now, step=CONSULTATION)
+    request_id = _open_callback(session, call, now=now, calendar=calendar)
+    return Outcome(OfferVoicemail(CONSULTATION, None), submit_requests=(request_id,))
+
+
+def _caller_gone(
+    session: Session,
+    call: Call,
+    routing: dict[str, Any],
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+) -> Outcome:
+    """The caller hung up while the chain was ringing: nobody must forget them."""
+    routing.update(phase=DONE, end="caller_gone")
+    _save(call, routing)
+    call.routing_outcome = OUTCOME_CALLER_HUNG_UP
+    call.flagged = True
+    record_event(session, call, "caller_hung_up", now, step=routing["kind"])
+    if routing["kind"] == URGENT:
+        call.flag_reason = (
+            "Звонивший положил трубку, пока звонок искал дежурного. Обзвонены: "
+            + _chain_names(session, call)
+            + ". Перезвоните клиенту; всем в цепочке отправляется SMS."
+        )
+        return Outcome(Goodbye("caller_gone"), send_alerts=True)
+    call.flag_reason = "Консультация: звонивший не дождался ответа специалиста. Перезвоните."
+    request_id = _open_callback(session, call, now=now, calendar=calendar)
+    return Outcome(Goodbye("caller_gone"), submit_requests=(request_id,))
+
+
+def _open_callback(
+    session: Session, call: Call, *, now: datetime, calendar: BusinessCalendar
+) -> int:
+    """An unanswered consultation becomes a callback ticket (topic consultation)."""
+    from callcenter.tickets.intake import open_ticket_request
+
+    if not call.topic:
+        call.topic = CONSULTATION
+    request = open_ticket_request(session, call, now=now, calendar=calendar)
+    session.flush()
+    return request.id
+
+
+# ---------------------------------------------------------------- voicemail
+
+
+def voicemail(
+    session: Session,
+    call: Call,
+    *,
+    recording_sid: str | None,
+    recording_url: str | None,
+    duration: int | None = None,
+    now: datetime,
+    settings: Settings,
+) -> Outcome:
+    """The caller's message after nobody took the call (none: the caller kept silent).
+
+    Attached to the call's ticket (the urgent ticket, or the consultation's callback
+    ticket); the returned outcome submits that ticket request so the pipeline attaches it.
+    A repeated request changes nothing.
+    """
+    routing = routing_state(call)
+    if routing is None:
+        return Outcome(Goodbye("caller_gone"))
+    if routing["phase"] != VOICEMAIL:
+        return Outcome(current(call, settings))
+    submit: tuple[int, ...] = ()
+    recorded = bool(recording_url and recording_sid)
+    if recording_url and recording_sid:
+        from callcenter.tickets.intake import add_recording
+
+        request = add_recording(
+            session,
+            call,
+            recording_sid=recording_sid,
+            recording_url=recording_url,
+            kind="voicemail",
+            duration=duration,
+            now=now,
+        )
+        if request is not None:
+            submit = (request.id,)
+        if routing["kind"] == CONSULTATION:
+            call.routing_outcome = OUTCOME_VOICEMAIL
+    end = "voicemail" if recorded else "no_message"
+    routing.update(phase=DONE, end=end, voicemail=recording_sid if recorded else None)
+    _save(call, routing)
+    record_event(
+        session,
+        call,
+        "voicemail",
+        now,
+        step=routing["kind"],
+        recording=recording_sid,
+        left=recorded,
+    )
+    return Outcome(Goodbye(end), submit_requests=submit)
+
+
+# ---------------------------------------------------------------- SMS alerts
+
+
+def alert_recipients(call: Call) -> list[str]:
+    """Every SMS number of the chain as it was rung for this call (once each)."""
+    routing = routing_state(call) or {}
+    numbers: list[str] = []
+    for step in routing.get("steps", []):
+        for leg in step:
+            number = leg.get("sms") or (leg["number"] if leg.get("key") is None else None)
+            if number and number not in numbers:
+                numbers.append(number)
+    return numbers
+
+
+def alert_text(call: Call) -> str:
+    from callcenter.ivr import prompts
+
+    ticket = _ticket_number(call)
+    return prompts.ROUTING_ALERT_SMS.format(
+        topic=topic_title(call.category),
+        ticket=(
+            prompts.ROUTING_TICKET.format(number=ticket)
+            if ticket
+            else prompts.ROUTING_TICKET_PENDING
+        ),
+        client=_client_name(call) or prompts.ROUTING_CLIENT_UNKNOWN,
+        caller=call.caller_e164 or prompts.ROUTING_CALLER_HIDDEN,
+    )
+
+
+def topic_title(category: str | None) -> str:
+    from callcenter.ivr import prompts
+
+    return {
+        "critical": prompts.ROUTING_TOPIC_CRITICAL,
+        "stolen": prompts.ROUTING_TOPIC_STOLEN,
+    }.get(category or "", prompts.ROUTING_TOPIC_CONSULTATION)
+
+
+def send_chain_alerts(
+    sessions: sessionmaker[Session], telephony: Telephony, call_id: int, *, now: datetime
+) -> list[SmsOutcome]:
+    """Send the "nobody accepted" SMS to every member of the call's chain, once each.
+
+    Run by a job after the routing transaction committed, so the text carries what is
+    known by then (the ticket number, usually). Each message is keyed per call and number
+    (`SmsMessage.key`), so a re-run never sends one twice; an outcome of `retry` (Twilio
+    unreachable) is for the job to try again.
+    """
+    from callcenter.tickets.notifications import send_once
+
+    with sessions() as session:
+        call = session.get(Call, call_id)
+        if call is None:
+            return []
+        recipients = alert_recipients(call)
+        body = alert_text(call)
+        call_sid = call.call_sid
+    return [
+        send_once(
+            sessions,
+            telephony,
+            key=ALERT_KEY.format(call_sid=call_sid, number=number),
+            to=number,
+            body=body,
+            now=now,
+        )
+        for number in recipients
+    ]
+
+
+# How far back the sweep looks for chain alerts still to send: an alert a day late still
+# tells the head of support what happened; older calls are the console's flag alone.
+ALERT_SWEEP_HOURS = 24
+# Chains rung by urgent routing: the categories that route urgently.
+_URGENT_CATEGORIES = ("critical", "stolen")
+
+
+def calls_with_alerts_due(session: Session, *, now: datetime) -> list[int]:
+    """Urgent calls nobody accepted whose chain alerts are not all settled: Redis was down
+    when routing decided to send them, or Twilio stayed out of reach for the whole job.
+    The outbox sweep queues `chain_alerts_job` for each (one job per call id; each SMS is
+    keyed, so none goes twice). An SMS being sent (`sending`) counts as settled."""
+    from callcenter.db.models import SmsMessage
+    from callcenter.tickets.notifications import RETRY
+
+    candidates = session.scalars(
+        select(Call).where(
+            Call.routing_outcome.in_((OUTCOME_NOBODY_ACCEPTED, OUTCOME_CALLER_HUNG_UP)),
+            Call.category.in_(_URGENT_CATEGORIES),
+            Call.started_at >= now - timedelta(hours=ALERT_SWEEP_HOURS),
+        )
+    ).all()
+    keys = {
+        call.id: {ALERT_KEY.format(call_sid=call.call_sid, number=number) for number in numbers}
+        for call in candidates
+        if (numbers := alert_recipients(call))
+    }
+    wanted = set().union(*keys.values())  # one query for every candidate's alerts
+    settled = set(
+        session.scalars(
+            select(SmsMessage.key).where(SmsMessage.key.in_(wanted), SmsMessage.status != RETRY)
+        )
+    )
+    return [call_id for call_id, mine in keys.items() if mine - settled]
+
+
+def chain_alerts_job(call_id: int) -> int:
+    """Job: send call `call_id`'s chain alerts; returns how many went out.
+
+    Twilio out of reach is retried within the job (after 10 s, then 30 s: an alert is only
+    worth something now). Should it stay out of reach, the job fails loudly (the log, RQ's
+    failed registry), and the outbox sweep queues it again (`calls_with_alerts_due`).
+    """
+    from callcenter.errors import TelephonyUnavailable
+    from callcenter.tickets.jobs import current_services
+    from callcenter.tickets.notifications import RETRY, SENT
+
+    services = current_services()
+    unsent: list[str] = []
+    for delay in ALERT_RETRY_DELAYS:
+        time.sleep(delay)
+        outcomes = send_chain_alerts(
+            services.sessions, services.telephony, call_id, now=services.clock()
+        )
+        unsent = [o.key for o in outcomes if o.status == RETRY]
+        if not unsent:
+            return sum(1 for o in outcomes if o.status == SENT)
+    raise TelephonyUnavailable(f"chain alerts not sent: {', '.join(unsent)}")

@@ -1,0 +1,1 @@
+"""Twilio's REST API: SMS, recordings, calls, number provisioning."""

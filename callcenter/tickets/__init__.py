@@ -1,0 +1,1 @@
+"""The ticket pipeline: intake, the outbox, jobs, follow-ups and notifications."""

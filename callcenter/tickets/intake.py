@@ -1,0 +1,363 @@
+"""Intake: what a finished (or interrupted) call leaves behind for the ticket pipeline.
+
+Domain actions, no Flask. Each runs inside the caller's transaction (the webhook's, with the
+call row locked) and never commits; after the commit the caller hands the returned request
+to `services.jobs.submit_ticket_request(request.id)`. Opening a ticket itself never happens
+inside a webhook: these functions only write the outbox row (`callcenter.tickets.outbox`).
+
+- `open_ticket_request`: the call's ticket request, built from what the caller chose and
+  said (topic, product, vehicles, who they are, the recording), with the regulation's
+  deadlines. Idempotent per call: the same row every time; a pending one takes the newer
+  draft, a done one never changes.
+- `add_recording`: a recording of the call (description or voicemail), stored on the call
+  and attached to the ticket once there is one.
+- `mark_phone_duplicate`: the critical path with an existing ticket number — the job tells
+  the portal the ticket was duplicated by phone (the regulation's requirement) and raises
+  its priority.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+import phonenumbers
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from callcenter.calls.recordings import RECORDING_EVENT, call_recordings, check_recording
+from callcenter.calls.store import record_event
+from callcenter.clock import system_clock, to_moscow
+from callcenter.db.models import Call, TicketRequest
+from callcenter.directory.phones import classify
+from callcenter.errors import InvalidInput, NotTicketable
+from callcenter.portal.protocol import TicketDraft
+from callcenter.regulation.calendar import BusinessCalendar
+from callcenter.regulation.topics import NON_URGENT_TOPICS, PRODUCTS, TOPICS, deadlines
+from callcenter.tickets import outbox
+
+CRITICAL_TOPIC = "critical_server_failure"
+STOLEN_TOPIC = "stolen_vehicle"
+CONSULTATION_TOPIC = "consultation"
+
+# The IVR's category of a call → the topic it implies when none was chosen from a menu.
+_CATEGORY_TOPICS = {
+    "critical": CRITICAL_TOPIC,
+    "stolen": STOLEN_TOPIC,
+    "consultation": CONSULTATION_TOPIC,  # a voicemail callback: the IVR decides when
+}
+# Categories that never make a ticket: a status query, a call abandoned before any choice.
+_NOT_TICKETED = {"status", "abandoned"}
+
+# A caller who chose "new problem" and hung up before the topic menu still gets a ticket
+# (nothing they started is lost). It is filed under the non-urgent topic with the strictest
+# deadline, so a specialist who reclassifies it can only relax the deadline, never miss it.
+UNCHOSEN_TOPIC = min(
+    (t for t in NON_URGENT_TOPICS if t.slug != CONSULTATION_TOPIC), key=lambda t: t.max_days
+).slug
+
+PRIORITIES = {CRITICAL_TOPIC: "critical", STOLEN_TOPIC: "high"}
+
+_TICKET_NUMBER = re.compile(r"[0-9]{1,12}")
+
+
+def ticketable(call: Call) -> bool:
+    """Does the regulation want a ticket for this call (as far as it got)?"""
+    return call.topic is not None or (
+        call.category is not None and call.category not in _NOT_TICKETED
+    )
+
+
+def open_ticket_request(
+    session: Session,
+    call: Call,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+    interrupted: bool = False,
+) -> TicketRequest:
+    """The call's ticket request (the outbox row), created or refreshed; not committed.
+
+    Raises `NotTicketable` for a call with nothing to ticket (no path chosen, a status
+    query). A request already marked as a phone duplicate stays one.
+    """
+    draft = ticket_draft(call, calendar=calendar, interrupted=interrupted or call.interrupted)
+    existing = _request_of(session, call)
+    extra: dict[str, Any] = {}
+    if existing is not None and existing.draft.get(outbox.DUPLICATE_OF):
+        extra[outbox.DUPLICATE_OF] = existing.draft[outbox.DUPLICATE_OF]
+    return outbox.put_request(
+        session,
+        call_id=call.id,
+        idempotency_key=call.call_sid,
+        draft=_stored(call, draft, interrupted=interrupted or call.interrupted, **extra),
+        now=now,
+    )
+
+
+def mark_phone_duplicate(
+    session: Session,
+    call: Call,
+    ticket_number: str,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar | None = None,
+) -> TicketRequest:
+    """Record that the caller duplicated ticket `ticket_number` by phone (critical path).
+
+    A job then calls the portal's `record_phone_duplicate` (time, caller, call) and the
+    priority goes up. Should the portal not know the number, the job opens a critical
+    ticket instead, so the failure is on a ticket either way; the draft for that case is
+    built here, with deadlines from `calendar` (the shipped calendar when not given).
+    """
+    number = re.sub(r"[\s#*№-]", "", ticket_number or "")
+    if not _TICKET_NUMBER.fullmatch(number):
+        raise InvalidInput(f"a ticket number is 1 to 12 digits, got {ticket_number!r}")
+    draft = ticket_draft(
+        call,
+        calendar=calendar or BusinessCalendar.shipped(),
+        topic=CRITICAL_TOPIC,
+        duplicate_of=number,
+    )
+    return outbox.put_request(
+        session,
+        call_id=call.id,
+        idempotency_key=call.call_sid,
+        draft=_stored(call, draft, interrupted=call.interrupted, duplicate_of=number),
+        now=now,
+    )
+
+
+def add_recording(
+    session: Session,
+    call: Call,
+    *,
+    recording_sid: str,
+    recording_url: str,
+    kind: str,
+    duration: int | None = None,
+    now: datetime | None = None,
+) -> TicketRequest | None:
+    """Store a recording of the call; returns the call's ticket request, if any.
+
+    Idempotent by recording SID. The description (or the first recording) becomes the
+    call's main recording. When the ticket already exists the request's follow-ups become
+    due again, so the attach job picks the new recording up: submit the returned request
+    after the commit. `kind` is "description" or "voicemail".
+    """
+    check_recording(recording_sid, recording_url, kind)
+    at = now or system_clock()
+    if any(r.sid == recording_sid for r in call_recordings(call)):
+        return _request_of(session, call)
+    record_event(
+        session,
+        call,
+        RECORDING_EVENT,
+        at,
+        sid=recording_sid,
+        url=recording_url,
+        recording_kind=kind,
+        duration=duration,
+    )
+    if call.recording_sid is None or kind == "description":
+        call.recording_sid = recording_sid
+        call.recording_url = recording_url
+        if duration is not None:
+            call.recording_duration = duration
+    sids = list(call.state.get("recording_sids") or [])
+    if recording_sid not in sids:
+        # The retention purge deletes the local copies of every SID listed here.
+        call.state = {**call.state, "recording_sids": [*sids, recording_sid]}
+    call.updated_at = at
+
+    existing = _request_of(session, call)
+    if existing is None:
+        return None
+    request = outbox.lock_request(session, existing.id)
+    if request is None:  # pragma: no cover - deleted between the two statements
+        return None
+    if request.status == outbox.PENDING:
+        if call.recording_sid == recording_sid:
+            request.draft = {
+                **request.draft,
+                "recording_url": recording_url,
+                outbox.RECORDING_SID: recording_sid,
+            }
+    else:
+        request.next_attempt_at = at  # follow-ups due: attach it to the ticket
+    request.updated_at = at
+    return request
+
+
+# ---------------------------------------------------------------- the draft
+
+
+def ticket_draft(
+    call: Call,
+    *,
+    calendar: BusinessCalendar,
+    interrupted: bool = False,
+    topic: str | None = None,
+    duplicate_of: str | None = None,
+) -> TicketDraft:
+    """What the portal gets for this call."""
+    slug, chosen = _topic_of(call, topic)
+    vehicles = tuple(v for v in (call.vehicles or []) if v and v.strip())
+    due = deadlines(
+        slug,
+        received=call.started_at,
+        calendar=calendar,
+        organisation=call.organisation,
+        vehicles=len(vehicles),
+    )
+    contact = call.contact
+    organisation = call.organisation
+    return TicketDraft(
+        topic=slug,
+        description=describe_call(
+            call,
+            topic=slug,
+            chosen=chosen,
+            interrupted=interrupted,
+            duplicate_of=duplicate_of,
+        ),
+        idempotency_key=call.call_sid,
+        product=_product_title(call.product),
+        vehicles=vehicles,
+        contact_name=contact.name if contact else _blank_to_none(call.caller_said_name),
+        contact_id=contact.id if contact else None,
+        organisation_name=organisation.name if organisation else None,
+        organisation_id=organisation.id if organisation else None,
+        caller=call.caller_e164 or _blank_to_none(call.caller_raw),
+        call_ref=call.call_sid,
+        recording_url=call.recording_url,
+        priority=PRIORITIES.get(slug, "normal"),
+        first_stage_due=due.first_stage_due,
+        resolution_due=due.resolution_due,
+    )
+
+
+def describe_call(
+    call: Call,
+    *,
+    topic: str,
+    chosen: bool = True,
+    interrupted: bool = False,
+    duplicate_of: str | None = None,
+) -> str:
+    """The ticket's description, in Russian, from what the caller chose and said."""
+    started = to_moscow(call.started_at)
+    caller = classify(call.caller_e164 or call.caller_raw)
+    lines: list[str] = []
+    if duplicate_of:
+        lines.append(
+            f"Повторный звонок по заявке №{duplicate_of}: заявка продублирована звонком "
+            "в техническую поддержку, как требует регламент для критических сбоев."
+        )
+    if caller.e164 is not None:
+        source = f" с номера {caller.display}"
+    elif caller.kind == "withheld":
+        source = ", номер абонента скрыт"
+    else:
+        source = f", номер абонента: {caller.display}"
+    lines.append(
+        f"Звонок на линию {_line_label(call.line)} {started:%d.%m.%Y} в {started:%H:%M} (МСК)"
+        f"{source}."
+    )
+    if call.contact is not None:
+        who = call.contact.name
+        if call.organisation is not None:
+            who += f", {call.organisation.name}"
+        lines.append(f"Абонент: {who}.")
+    elif call.caller_said_name and call.caller_said_name.strip():
+        lines.append(
+            f"Абонент не найден в справочнике, представился: «{call.caller_said_name.strip()}»."
+        )
+    else:
+        lines.append("Абонент не найден в справочнике.")
+    title = TOPICS[topic].title
+    if chosen:
+        lines.append(f"Тема: {title}.")
+    else:
+        lines.append(
+            f"Тема: абонент не успел её выбрать; заявка заведена как «{title}» — "
+            "уточните тему у абонента."
+        )
+    lines.append(f"Продукт: {_product_title(call.product) or 'не указан'}.")
+    vehicles = [v for v in (call.vehicles or []) if v and v.strip()]
+    if vehicles:
+        lines.append("ТС: " + ", ".join(vehicles) + ".")
+    if topic == CONSULTATION_TOPIC:
+        lines.append("Обратный звонок: абонент не дождался специалиста и оставил сообщение.")
+    if call.recording_url or call_recordings(call):
+        lines.append("Описание проблемы — в записи звонка, приложенной к заявке.")
+    if interrupted:
+        lines.append(
+            "Звонок прерван до конца меню: заявка открыта с тем, что абонент успел сообщить."
+        )
+    return "\n".join(lines)
+
+
+def _stored(call: Call, draft: TicketDraft, *, interrupted: bool, **extra: Any) -> dict[str, Any]:
+    stored = outbox.draft_to_json(
+        draft,
+        **{
+            outbox.RECEIVED_AT: call.started_at.isoformat(),
+            "interrupted": interrupted,
+            **extra,
+        },
+    )
+    if call.recording_sid and draft.recording_url:
+        stored[outbox.RECORDING_SID] = call.recording_sid
+    return stored
+
+
+def _topic_of(call: Call, forced: str | None) -> tuple[str, bool]:
+    """(topic slug, chosen by the caller?)."""
+    if forced is not None:
+        return forced, True
+    if call.topic:
+        if call.topic not in TOPICS:
+            raise InvalidInput(f"call {call.call_sid} has an unknown topic {call.topic!r}")
+        return call.topic, True
+    category = call.category
+    if category in _CATEGORY_TOPICS:
+        return _CATEGORY_TOPICS[category], True
+    if category is None or category in _NOT_TICKETED:
+        raise NotTicketable(
+            f"call {call.call_sid} has nothing to ticket (category {category!r}, no topic): "
+            "it is logged for a callback instead"
+        )
+    return UNCHOSEN_TOPIC, False
+
+
+def _product_title(product: str | None) -> str | None:
+    if not product:
+        return None
+    if product in PRODUCTS:
+        return PRODUCTS[product].title
+    titles = {p.title for p in PRODUCTS.values()}
+    return product if product in titles else None
+
+
+def _line_label(line: str | None) -> str:
+    """ "8 (800) 250-60-77": the line as people write it."""
+    if not line:
+        return "(неизвестна)"
+    try:
+        number = phonenumbers.parse(line, "RU")
+    except phonenumbers.NumberParseException:
+        return line
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.NATIONAL))
+
+
+def _blank_to_none(value: str | None) -> str | None:
+    return value.strip() if value and value.strip() else None
+
+
+def _request_of(session: Session, call: Call) -> TicketRequest | None:
+    session.flush()
+    return session.scalars(
+        select(TicketRequest).where(TicketRequest.call_id == call.id)
+    ).one_or_none()

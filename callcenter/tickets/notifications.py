@@ -1,0 +1,304 @@
+"""SMS the pipeline sends: the caller's confirmation, on-duty alerts — each at most once.
+
+Every message has a key (`ticket-request:{id}:caller`, `…:alert:{number}`, …) and a row in
+`SmsMessage`. The row is claimed (inserted as `sending`, committed) *before* Twilio is
+asked, so two jobs racing for the same message cannot both send it: the second insert hits
+the unique key and backs off. Outcomes:
+
+    sent      Twilio took it (its Message SID is kept)
+    skipped   never sent, with the reason (a landline, a withheld number, no Twilio account)
+    retry     Twilio was unreachable; the next follow-up run claims it again
+    failed    Twilio refused it for good (e.g. not a mobile number); shown with the reason
+    sending   claimed, outcome unknown (the process died mid-request): never re-sent,
+              because a duplicate SMS is worse than a missing one we can see
+
+Texts are Russian and use `callcenter.regulation.speech` for dates ("до 18:00 01.12.2025").
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import cast
+
+from sqlalchemy import Executable, Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from callcenter.clock import to_moscow
+from callcenter.db.models import SmsMessage
+from callcenter.directory.phones import classify
+from callcenter.errors import (
+    TelephonyError,
+    TelephonyNotConfigured,
+    TelephonyRejected,
+    TelephonyUnavailable,
+)
+from callcenter.portal.protocol import TicketDraft
+from callcenter.regulation.calendar import BusinessCalendar
+from callcenter.regulation.speech import format_deadline_short
+from callcenter.regulation.topics import TOPICS
+from callcenter.routing.roster import alert_numbers
+from callcenter.settings import Settings
+from callcenter.telephony.client import Telephony
+
+log = logging.getLogger(__name__)
+
+SENT = "sent"
+SKIPPED = "skipped"
+RETRY = "retry"
+FAILED = "failed"
+SENDING = "sending"
+# Outcomes that end a message's story (nothing more will be tried).
+SETTLED = frozenset({SENT, SKIPPED, FAILED, SENDING})
+
+_MAX_REASON = 300
+
+
+@dataclass(frozen=True)
+class SmsOutcome:
+    key: str
+    status: str
+    reason: str | None = None
+    sid: str | None = None
+    # This run produced the outcome (it still has to be written down, see `settle`);
+    # False: found as another run left it.
+    fresh: bool = False
+
+    @property
+    def settled(self) -> bool:
+        return self.status in SETTLED
+
+
+def send_once(
+    sessions: sessionmaker[Session],
+    telephony: Telephony,
+    *,
+    key: str,
+    to: str,
+    body: str,
+    now: datetime,
+) -> SmsOutcome:
+    """Send `body` to `to` unless the message `key` was already sent, skipped or refused.
+
+    A `retry` outcome (Twilio unreachable) is for the caller to schedule again.
+    """
+    outcome = send_unsettled(sessions, telephony, key=key, to=to, body=body, now=now)
+    if outcome.fresh:
+        with sessions() as session, session.begin():
+            settle(session, outcome)
+    return outcome
+
+
+def send_unsettled(
+    sessions: sessionmaker[Session],
+    telephony: Telephony,
+    *,
+    key: str,
+    to: str,
+    body: str,
+    now: datetime,
+) -> SmsOutcome:
+    """`send_once` without writing the outcome: the caller `settle`s a fresh one in its own
+    transaction (one commit for a job's whole bookkeeping). The claim is committed here,
+    before Twilio is asked — that is what keeps two runs from both sending."""
+    claimed = _claim(sessions, key=key, to=to, body=body, now=now)
+    if isinstance(claimed, SmsOutcome):
+        return claimed
+    try:
+        sid = telephony.send_sms(to, body)
+    except TelephonyNotConfigured as exc:
+        return _fresh(key, SKIPPED, reason=str(exc))
+    except TelephonyUnavailable as exc:
+        return _fresh(key, RETRY, reason=str(exc))
+    except TelephonyRejected as exc:
+        return _fresh(key, FAILED, reason=str(exc))
+    except TelephonyError as exc:
+        # Twilio may have taken it (e.g. it answered without a SID): do not send again.
+        return _fresh(key, FAILED, reason=str(exc))
+    except Exception as exc:
+        with sessions() as session, session.begin():
+            settle(session, _fresh(key, FAILED, reason=f"{exc.__class__.__name__}: {exc}"))
+        raise
+    log.info("SMS %s sent to %s", key, _mask(to))
+    return _fresh(key, SENT, sid=sid)
+
+
+def settle(session: Session, outcome: SmsOutcome) -> None:
+    """Write a fresh outcome of `send_unsettled` (in the caller's transaction)."""
+    session.execute(
+        update(SmsMessage)
+        .where(SmsMessage.key == outcome.key)
+        .values(
+            status=outcome.status,
+            reason=outcome.reason[:_MAX_REASON] if outcome.reason else None,
+            twilio_sid=outcome.sid,
+        )
+        .execution_options(synchronize_session=False)
+    )
+
+
+def record_skip(
+    session: Session, *, key: str, to: str | None, body: str, reason: str, now: datetime
+) -> SmsOutcome:
+    """Record that message `key` is not sent, and why (logged); idempotent. In the
+    caller's transaction, which must serialise runs of the same message (e.g. by holding
+    the ticket request's lock)."""
+    # Insert first (one statement when the message is new, the usual case); a key that is
+    # there already is left as it is.
+    inserted = session.execute(
+        _skip_statement(session.get_bind().dialect.name),
+        {"key": key, "to": to, "body": body, "reason": reason[:_MAX_REASON], "now": now},
+    ).first()
+    if inserted is None:
+        existing = _get(session, key)
+        assert existing is not None
+        if existing.status != RETRY:
+            return _outcome(existing)
+        # Left for another try, which finds it cannot send (no Twilio account any more):
+        # that try's outcome is the skip, as a claimed retry would have settled it.
+        existing.status = SKIPPED
+        existing.reason = reason[:_MAX_REASON]
+        session.flush()
+    log.info("SMS %s not sent to %s: %s", key, _mask(to), reason)
+    return SmsOutcome(key, SKIPPED, reason)
+
+
+@cache
+def _skip_statement(dialect: str) -> Executable:
+    """INSERT … ON CONFLICT (key) DO NOTHING RETURNING id for a skipped message, built once
+    per dialect (its values are bound at each execution)."""
+    table = cast(Table, SmsMessage.__table__)
+    insert = postgresql.insert(table) if dialect == "postgresql" else sqlite.insert(table)
+    return (
+        insert.values(
+            key=bindparam("key"),
+            to=bindparam("to"),
+            body=bindparam("body"),
+            status=SKIPPED,
+            reason=bindparam("reason"),
+            created_at=bindparam("now", type_=table.c.created_at.type),
+        )
+        .on_conflict_do_nothing(index_elements=[table.c.key])
+        .returning(table.c.id)
+    )
+
+
+def _fresh(
+    key: str, status: str, *, reason: str | None = None, sid: str | None = None
+) -> SmsOutcome:
+    if status == SKIPPED:
+        log.info("SMS %s not sent: %s", key, reason)
+    elif status != SENT:
+        log.warning("SMS %s: %s (%s)", key, status, reason)
+    return SmsOutcome(key, status, reason, sid, fresh=True)
+
+
+def _claim(
+    sessions: sessionmaker[Session], *, key: str, to: str, body: str, now: datetime
+) -> SmsOutcome | None:
+    """None when this run owns the message now; else what became of it."""
+    with sessions() as session:
+        try:
+            with session.begin():
+                session.add(SmsMessage(key=key, to=to, body=body, status=SENDING, created_at=now))
+            return None
+        except IntegrityError:
+            pass
+        with session.begin():
+            # A message left for retry is taken over by exactly one run.
+            taken = session.execute(
+                update(SmsMessage)
+                .where(SmsMessage.key == key, SmsMessage.status == RETRY)
+                .values(status=SENDING, to=to, body=body)
+                .execution_options(synchronize_session=False)
+            )
+            if taken.rowcount == 1:  # type: ignore[attr-defined]
+                return None
+            existing = _get(session, key)
+            assert existing is not None
+            return _outcome(existing)
+
+
+def _get(session: Session, key: str) -> SmsMessage | None:
+    return session.scalars(select(SmsMessage).where(SmsMessage.key == key)).one_or_none()
+
+
+def _outcome(row: SmsMessage) -> SmsOutcome:
+    return SmsOutcome(row.key, row.status, row.reason, row.twilio_sid)
+
+
+def _mask(number: str | None) -> str:
+    """Numbers in logs keep their last two digits only (personal data)."""
+    if not number:
+        return "-"
+    return "*" * max(len(number) - 2, 0) + number[-2:]
+
+
+# ---------------------------------------------------------------- who and what
+
+
+def alert_recipients(
+    session: Session, at: datetime, calendar: BusinessCalendar, settings: Settings
+) -> list[str]:
+    """SMS numbers of the staff on duty at `at` (urgent chain, then the head of support);
+    the duty phone from the settings when the roster has nobody with an SMS number."""
+    numbers: list[str] = []
+    for number in alert_numbers(session, at, calendar, settings):
+        if number and number not in numbers:
+            numbers.append(number)
+    return numbers or [settings.duty_phone]
+
+
+def caller_confirmation(number: str, draft: TicketDraft) -> str:
+    """ "Заявка №1042 зарегистрирована. Тема: …. Срок решения: до 18:00 01.12.2025." """
+    parts = [f"Заявка №{number} зарегистрирована.", f"Тема: {_topic_title(draft.topic)}."]
+    if draft.first_stage_due is not None and draft.first_stage_due != draft.resolution_due:
+        parts.append(f"Первый ответ: {format_deadline_short(draft.first_stage_due)}.")
+    if draft.resolution_due is not None:
+        parts.append(f"Срок решения: {format_deadline_short(draft.resolution_due)}.")
+    else:
+        parts.append("Срок решения: по согласованию с вами.")
+    return " ".join(parts)
+
+
+def urgent_alert(number: str, draft: TicketDraft, *, duplicate: bool = False) -> str:
+    """The on-duty alert for a critical failure or a stolen vehicle."""
+    head = f"Заявка №{number} продублирована звонком" if duplicate else f"Срочная заявка №{number}"
+    parts = [f"{head}: {_topic_title(draft.topic)}."]
+    who = ", ".join(p for p in (draft.organisation_name, draft.contact_name) if p)
+    caller = classify(draft.caller).display if draft.caller else None
+    if who or caller:
+        parts.append(", ".join(p for p in (who, caller) if p) + ".")
+    if draft.vehicles:
+        parts.append("ТС: " + ", ".join(draft.vehicles) + ".")
+    if draft.resolution_due is not None:
+        parts.append(f"Решить {format_deadline_short(draft.resolution_due)}.")
+    return " ".join(parts)
+
+
+def failure_alert(
+    request_id: int, draft: TicketDraft, received: datetime | None, error: str
+) -> str:
+    """The on-duty alert for a ticket request the portal did not take."""
+    caller = classify(draft.caller)
+    if caller.e164 is not None:
+        source = f"с {caller.display}"
+    elif caller.kind == "withheld":
+        source = "со скрытого номера"
+    else:
+        source = "с неизвестного номера"
+    when = f" {to_moscow(received):%d.%m.%Y %H:%M}" if received else ""
+    reason = error if len(error) <= 160 else error[:159] + "…"
+    return (
+        f"Заявка по звонку{when} {source} ({_topic_title(draft.topic)}) не создана: {reason}. "
+        f"Повторить: callcenter outbox retry {request_id} или в консоли."
+    )
+
+
+def _topic_title(slug: str) -> str:
+    topic = TOPICS.get(slug)
+    return topic.title if topic else slug

@@ -1,0 +1,497 @@
+"""The ticket outbox: a ticket request is written in the same transaction as the call; a
+job turns it into a portal ticket.
+
+A row's life::
+
+    pending ──portal gives a number──▶ done ──follow-ups (recordings, SMS, alerts)
+      │ ▲
+      │ └── portal unavailable, tries left: attempts += 1, next_attempt_at = now + backoff
+      └──▶ failed  (rejected by the portal, or the last try failed; on-duty staff alerted)
+             └── supervisor: `callcenter outbox retry ID` ──▶ pending
+
+`next_attempt_at` says when the next job for the row is due: for a pending row, the next
+try at creating the ticket; for a done or failed row, its outstanding follow-ups; None when
+nothing is due. The retry schedule lives in the row, not in Redis, so it survives a worker
+restart and Redis losing its data: a periodic sweep (`due_ticket_ids`, `due_followup_ids`)
+re-submits whatever is due.
+
+The same CallSid never yields two tickets: the row is unique per call and per idempotency
+key (the CallSid), and the portal is asked with that key, so a job that runs twice, or two
+workers running the same request at once, get the same ticket back. Rows are never locked
+across a portal call (on SQLite the built-in portal writes to the same database file, and a
+write lock held over the call would stall it); outcomes are written in a short transaction
+that re-checks the state: a ticket number by one conditional UPDATE (a number in hand always
+wins), a failure under the row's lock (`lock_request`), counted once however many runs saw
+it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, fields, replace
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from sqlalchemy import Insert, Table, bindparam, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.interfaces import ORMOption
+
+from callcenter.clock import Clock
+from callcenter.db.models import TicketRequest
+from callcenter.errors import (
+    PortalRejected,
+    PortalUnavailable,
+    TicketNotFound,
+    TicketRequestNotRetryable,
+    UnknownTicketRequest,
+)
+from callcenter.portal.protocol import Portal, TicketDraft, TicketView
+
+log = logging.getLogger(__name__)
+
+PENDING = "pending"
+DONE = "done"
+FAILED = "failed"
+STATUSES = (PENDING, DONE, FAILED)
+
+# Seconds to wait after the n-th failed try (the last value repeats): from seconds, for a
+# portal restarting, to an hour, for an outage. After the last one the request fails and a
+# person is told; a supervisor can retry it at any time.
+RETRY_DELAYS: tuple[int, ...] = (10, 30, 120, 600, 1800, 3600, 3600, 3600)
+MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
+
+# Keys of `TicketRequest.draft` beyond the `TicketDraft` fields.
+DUPLICATE_OF = "duplicate_of"  # the caller named an existing ticket (critical path)
+RECEIVED_AT = "received_at"  # when the call started: what the deadlines count from
+RECORDING_SID = "recording_sid"
+
+_DRAFT_FIELDS = {f.name for f in fields(TicketDraft)}
+_DATETIME_FIELDS = ("first_stage_due", "resolution_due")
+
+
+def retry_delay(attempts: int) -> timedelta:
+    """How long to wait after `attempts` failed tries (1 = the first try failed)."""
+    if attempts < 1:
+        raise ValueError(f"attempts must be at least 1, got {attempts}")
+    return timedelta(seconds=RETRY_DELAYS[min(attempts, len(RETRY_DELAYS)) - 1])
+
+
+# ---------------------------------------------------------------- the draft as JSON
+
+
+def draft_to_json(draft: TicketDraft, **extra: Any) -> dict[str, Any]:
+    """A `TicketDraft` as the JSON kept in `TicketRequest.draft` (ISO datetimes)."""
+    data = asdict(draft)
+    data["vehicles"] = list(draft.vehicles)
+    for name in _DATETIME_FIELDS:
+        value = data[name]
+        data[name] = value.isoformat() if value is not None else None
+    data.update(extra)
+    return data
+
+
+def draft_from_json(data: Mapping[str, Any]) -> TicketDraft:
+    """The `TicketDraft` kept in a request; keys that are not draft fields are ignored."""
+    values = {k: v for k, v in data.items() if k in _DRAFT_FIELDS}
+    values["vehicles"] = tuple(values.get("vehicles") or ())
+    for name in _DATETIME_FIELDS:
+        raw = values.get(name)
+        values[name] = datetime.fromisoformat(raw) if raw else None
+    return TicketDraft(**values)
+
+
+# ---------------------------------------------------------------- writing and reading rows
+
+
+def put_request(
+    session: Session,
+    *,
+    call_id: int,
+    idempotency_key: str,
+    draft: dict[str, Any],
+    now: datetime,
+) -> TicketRequest:
+    """The call's ticket request, created if missing, in the caller's transaction.
+
+    Safe against two webhooks of the same call racing: the insert does nothing on a
+    conflict (PostgreSQL waits for the other transaction, SQLite serialises writers) and the
+    row is read back. A pending or failed row takes the newer draft; a done one never
+    changes (its ticket exists).
+    """
+    session.flush()
+    values = {
+        "call_id": call_id,
+        "idempotency_key": idempotency_key,
+        "draft": draft,
+        "status": PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "followups": {},
+        "created_at": now,
+        "updated_at": now,
+    }
+    session.execute(_insert_ignoring_conflicts(session, values))
+    row = session.scalars(
+        select(TicketRequest)
+        .where(
+            (TicketRequest.call_id == call_id) | (TicketRequest.idempotency_key == idempotency_key)
+        )
+        .execution_options(populate_existing=True)
+    ).first()
+    if row is None:  # pragma: no cover - the insert or the conflicting row guarantees one
+        raise RuntimeError(f"ticket request for call {call_id} vanished")
+    if row.status != DONE and row.draft != draft:
+        row.draft = draft
+        row.updated_at = now
+    return row
+
+
+def _insert_ignoring_conflicts(session: Session, values: dict[str, Any]) -> Insert:
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(TicketRequest).values(**values).on_conflict_do_nothing()
+    if dialect == "sqlite":
+        return sqlite.insert(TicketRequest).values(**values).on_conflict_do_nothing()
+    raise NotImplementedError(f"no conflict-free insert for {dialect}")  # pragma: no cover
+
+
+def lock_request(
+    session: Session, request_id: int, *, options: Sequence[ORMOption] = ()
+) -> TicketRequest | None:
+    """The row, locked for writing until the transaction ends (None if there is none),
+    re-read so the caller sees the latest state; `options` load related rows with it
+    (e.g. `joinedload(TicketRequest.call)`: only the request's row is locked).
+
+    PostgreSQL: SELECT … FOR UPDATE takes the row lock. SQLite has no row locks: a no-op
+    UPDATE first takes the database's write lock, which serialises writers.
+    """
+    if session.get_bind().dialect.name == "sqlite":
+        result = session.execute(
+            update(TicketRequest)
+            .where(TicketRequest.id == request_id)
+            .values(updated_at=TicketRequest.updated_at)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 0:  # type: ignore[attr-defined]
+            return None
+        return session.get(TicketRequest, request_id, populate_existing=True, options=options)
+    return session.get(
+        TicketRequest,
+        request_id,
+        populate_existing=True,
+        with_for_update={"of": TicketRequest} if options else True,
+        options=options,
+    )
+
+
+def get_request(session: Session, request_id: int) -> TicketRequest:
+    row = session.get(TicketRequest, request_id)
+    if row is None:
+        raise UnknownTicketRequest(f"no ticket request with id {request_id}")
+    return row
+
+
+def due_ticket_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
+    """Pending requests whose next try has come, oldest first."""
+    return list(
+        session.scalars(
+            select(TicketRequest.id)
+            .where(
+                TicketRequest.status == PENDING,
+                TicketRequest.next_attempt_at.is_(None) | (TicketRequest.next_attempt_at <= now),
+            )
+            .order_by(TicketRequest.next_attempt_at, TicketRequest.id)
+            .limit(limit)
+        )
+    )
+
+
+def due_followup_ids(session: Session, now: datetime, limit: int = 500) -> list[int]:
+    """Done or failed requests with follow-ups due (recordings, SMS, alerts)."""
+    return list(
+        session.scalars(
+            select(TicketRequest.id)
+            .where(
+                TicketRequest.status.in_((DONE, FAILED)),
+                TicketRequest.next_attempt_at <= now,
+            )
+            .order_by(TicketRequest.next_attempt_at, TicketRequest.id)
+            .limit(limit)
+        )
+    )
+
+
+def list_requests(
+    session: Session, *, status: str | None = None, limit: int = 100
+) -> Sequence[TicketRequest]:
+    """Newest first; `status` one of pending / done / failed."""
+    if status is not None and status not in STATUSES:
+        raise ValueError(f"status must be one of {', '.join(STATUSES)}, got {status!r}")
+    query = select(TicketRequest).order_by(TicketRequest.id.desc()).limit(limit)
+    if status is not None:
+        query = query.where(TicketRequest.status == status)
+    return session.scalars(query).all()
+
+
+def retry_request(
+    session: Session, request_id: int, *, now: datetime, by: str | None = None
+) -> TicketRequest:
+    """A supervisor's retry of a failed request: pending again, due now, tries from zero.
+
+    The caller commits, then submits the request. The last error stays visible until the
+    next try replaces it; each retry is noted in `followups["retries"]`.
+    """
+    row = lock_request(session, request_id)
+    if row is None:
+        raise UnknownTicketRequest(f"no ticket request with id {request_id}")
+    if row.status != FAILED:
+        what = (
+            f"it already has ticket №{row.ticket_number}"
+            if row.status == DONE
+            else "it is still pending (a job will try it)"
+        )
+        raise TicketRequestNotRetryable(
+            f"ticket request {request_id} cannot be retried: {what}; only failed ones can"
+        )
+    row.status = PENDING
+    row.attempts = 0
+    row.next_attempt_at = now
+    row.updated_at = now
+    followups = dict(row.followups or {})
+    followups["retries"] = [*followups.get("retries", []), {"at": now.isoformat(), "by": by}]
+    row.followups = followups
+    return row
+
+
+# ---------------------------------------------------------------- turning a row into a ticket
+
+# `(recording_sid, twilio_url) -> the URL the ticket carries` (see `callcenter.calls.recordings`).
+RecordingLink = Callable[[str, str], str]
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """What one run of `deliver` found or did."""
+
+    request_id: int
+    status: str  # the row's status afterwards
+    ticket_number: str | None = None
+    # True when this run wrote the outcome (a ticket, a scheduled retry, or a failure).
+    recorded: bool = False
+    error: str | None = None
+    next_attempt_at: datetime | None = None
+
+    @property
+    def created(self) -> bool:
+        return self.recorded and self.status == DONE
+
+    @property
+    def failed(self) -> bool:
+        return self.recorded and self.status == FAILED
+
+
+@dataclass(frozen=True)
+class RequestState:
+    """What a ticket job reads of its request before anything else (see `read_request`)."""
+
+    request_id: int
+    status: str
+    ticket_number: str | None
+    attempts: int
+    draft: dict[str, Any]
+    call_sid: str  # the idempotency key: the CallSid of the request's call
+
+
+def read_request(sessions: sessionmaker[Session], request_id: int) -> RequestState:
+    """The request as it stands, in one short read (no lock). Raises
+    `UnknownTicketRequest`."""
+    with sessions() as session:
+        found = session.execute(_READ_REQUEST, {"request_id": request_id}).one_or_none()
+    if found is None:
+        raise UnknownTicketRequest(f"no ticket request with id {request_id}")
+    status, number, attempts, draft, key = found
+    return RequestState(request_id, status, number, attempts, draft, key)
+
+
+def deliver(
+    sessions: sessionmaker[Session],
+    portal: Portal,
+    request_id: int,
+    *,
+    clock: Clock,
+    recording_link: RecordingLink | None = None,
+    state: RequestState | None = None,
+) -> Delivery:
+    """Ask the portal for the request's ticket (or, for a phone duplicate, mark the named
+    ticket) and record the outcome. Safe to run twice and concurrently.
+
+    `state`: the request as the caller just read it (`read_request`), saving the read.
+    `PortalRejected` fails the request at once; `PortalUnavailable` — or anything
+    unexpected, so a bug cannot loop forever — schedules the next try until the tries run
+    out. Errors of the database itself propagate: nothing could be recorded, and the sweep
+    will find the row still due.
+    """
+    if state is None or state.request_id != request_id:
+        state = read_request(sessions, request_id)
+    if state.status != PENDING:
+        return Delivery(request_id, state.status, state.ticket_number)
+    stored, attempts_seen = state.draft, state.attempts
+    draft = draft_from_json(stored)
+    if recording_link is not None and stored.get(RECORDING_SID) and draft.recording_url:
+        link = recording_link(stored[RECORDING_SID], draft.recording_url)
+        draft = replace(draft, recording_url=link)
+
+    view: TicketView | None = None
+    error: str | None = None
+    permanent = False
+    try:
+        view = _ask_portal(portal, draft, stored)
+    except PortalRejected as exc:
+        error, permanent = f"portal rejected the ticket: {exc}", True
+    except PortalUnavailable as exc:
+        error = f"portal unavailable: {exc}"
+    except Exception as exc:  # noqa: BLE001 - see the docstring: retried, then visible
+        log.exception("ticket request %s: unexpected error from the portal", request_id)
+        error = f"unexpected error: {exc.__class__.__name__}: {exc}"
+
+    now = clock()
+    with sessions() as session, session.begin():
+        if view is not None:
+            return _record_ticket(session, request_id, view.number, now)
+        return _record_failure(
+            session,
+            request_id,
+            attempts_seen=attempts_seen,
+            error=error or "no reason given",
+            permanent=permanent,
+            now=now,
+        )
+
+
+# The two statements every ticket runs, built once with their parameters bound at each
+# execution: no per-ticket statement building and cache-key hashing. Core statements on
+# the table (the ORM has no objects to keep in step with them).
+_requests = cast(Table, TicketRequest.__table__)
+# Only the columns `deliver` needs.
+_READ_REQUEST = select(
+    _requests.c.status,
+    _requests.c.ticket_number,
+    _requests.c.attempts,
+    _requests.c.draft,
+    _requests.c.idempotency_key,
+).where(_requests.c.id == bindparam("request_id"))
+_NOW = bindparam("now", type_=_requests.c.updated_at.type)
+_RECORD_TICKET = (
+    update(_requests)
+    .where(_requests.c.id == bindparam("request_id"), _requests.c.status != DONE)
+    .values(
+        status=DONE,
+        ticket_number=bindparam("number"),
+        attempts=_requests.c.attempts + 1,
+        done_at=_NOW,
+        last_error=None,
+        next_attempt_at=_NOW,  # follow-ups are due
+        updated_at=_NOW,
+    )
+)
+
+
+def _record_ticket(session: Session, request_id: int, number: str, now: datetime) -> Delivery:
+    """The row takes the number, in one statement (the hot path of the pipeline). A number
+    in hand wins even over a failure another run recorded meanwhile: the ticket exists."""
+    result = session.execute(
+        _RECORD_TICKET, {"request_id": request_id, "number": number, "now": now}
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        # Another run of the same request recorded the number first (the same ticket: the
+        # portal knows the idempotency key).
+        row = get_request(session, request_id)
+        return Delivery(request_id, row.status, row.ticket_number)
+    log.info(
+        "ticket request %s: ticket №%s",
+        request_id,
+        number,
+        extra={"ticket_request_id": request_id, "ticket_number": number},
+    )
+    return Delivery(request_id, DONE, number, recorded=True, next_attempt_at=now)
+
+
+def _record_failure(
+    session: Session,
+    request_id: int,
+    *,
+    attempts_seen: int,
+    error: str,
+    permanent: bool,
+    now: datetime,
+) -> Delivery:
+    row = lock_request(session, request_id)
+    if row is None:
+        raise UnknownTicketRequest(f"no ticket request with id {request_id}")
+    if row.status != PENDING or row.attempts != attempts_seen:
+        # Another run of the same request got here first and recorded its outcome.
+        return Delivery(request_id, row.status, row.ticket_number)
+    row.attempts += 1
+    row.updated_at = now
+    extra = {"ticket_request_id": request_id}
+    if permanent or row.attempts >= MAX_ATTEMPTS:
+        row.status = FAILED
+        row.last_error = error
+        row.next_attempt_at = now  # the on-duty alert is due
+        followups = dict(row.followups or {})
+        followups["failures"] = int(followups.get("failures", 0)) + 1
+        row.followups = followups
+        log.error(
+            "ticket request %s failed after %d tries: %s",
+            request_id,
+            row.attempts,
+            error,
+            extra=extra,
+        )
+    else:
+        row.last_error = error
+        row.next_attempt_at = now + retry_delay(row.attempts)
+        log.warning(
+            "ticket request %s: try %d failed (%s); next try at %s",
+            request_id,
+            row.attempts,
+            error,
+            row.next_attempt_at.isoformat(),
+            extra=extra,
+        )
+    return Delivery(
+        request_id,
+        row.status,
+        row.ticket_number,
+        recorded=True,
+        error=row.last_error,
+        next_attempt_at=row.next_attempt_at,
+    )
+
+
+def _ask_portal(portal: Portal, draft: TicketDraft, stored: Mapping[str, Any]) -> TicketView:
+    number = stored.get(DUPLICATE_OF)
+    if not number:
+        return portal.create_ticket(draft)
+    received = stored.get(RECEIVED_AT)
+    try:
+        return portal.record_phone_duplicate(
+            str(number),
+            at=datetime.fromisoformat(received) if received else _required(draft.first_stage_due),
+            caller=draft.caller,
+            call_ref=draft.call_ref,
+        )
+    except TicketNotFound:
+        # The caller named a ticket the portal does not know (a slip of the finger): a
+        # critical failure must still end up on a ticket, so open one that says so.
+        log.warning("phone duplicate: ticket №%s not found; opening a new ticket", number)
+        note = f"Названная абонентом заявка №{number} на портале не найдена."
+        return portal.create_ticket(replace(draft, description=f"{note}\n{draft.description}"))
+
+
+def _required(value: datetime | None) -> datetime:
+    if value is None:  # pragma: no cover - intake always stores received_at
+        raise ValueError("a phone duplicate needs the time of the call")
+    return value
