@@ -82,7 +82,8 @@ class Settings:
     # An operator's data file with a new year's decree (days off, working weekends, short days).
     calendar_overrides_file: Path | None = None
     tts_voice: str = "Polly.Tatyana"
-    support_name: str = "техническая поддержка SKAI"
+    # Said by the TTS voice: "SKAI" in Cyrillic, as a person says it.
+    support_name: str = "техподдержка Скай"
     # Where a caller goes when the roster is empty or the database is down.
     duty_phone: str = "+78126077741"
     # Number SMS are sent from (one of ours).

@@ -76,7 +76,7 @@ def context(tickets: Tickets | None = None, now: datetime = NOW, **facts: object
     return StepContext(
         now=now,
         calendar=BusinessCalendar.shipped(),
-        support_name="техническая поддержка SKAI",
+        support_name="техподдержка Скай",
         ticket_wait_seconds=8,
         call=CallFacts(**facts),  # type: ignore[arg-type]
         lookups=tickets or Tickets(),
@@ -110,10 +110,10 @@ def test_the_start_greets_and_asks_the_main_menu() -> None:
     result = advance(CallState(), IvrEvent("start"), context())
 
     assert result.state.step == "main_menu" and result.state.turn == 1
-    assert result.reply[0] == Say(
-        prompts.GREETING.format(support_name="техническая поддержка SKAI")
-    )
     gather = gather_of(result.reply)
+    # The greeting is inside the <Gather>: a key pressed during it already acts.
+    assert result.reply[0] is gather
+    assert gather.prompt[0] == Say(prompts.GREETING.format(support_name="техподдержка Скай"))
     assert (gather.action, gather.num_digits, gather.speech) == (
         "/webhooks/voice/step/main_menu?t=1",
         1,
@@ -126,7 +126,7 @@ def test_the_start_greets_and_asks_the_main_menu() -> None:
 def test_on_a_holiday_the_greeting_adds_the_working_hours() -> None:
     holiday = datetime.fromisoformat("2026-01-05T12:00:00+03:00")
     result = advance(CallState(), IvrEvent("start"), context(now=holiday))
-    assert Say(prompts.AFTER_HOURS) in result.reply
+    assert Say(prompts.AFTER_HOURS) in gather_of(result.reply).prompt
     assert result.note["after_hours"] is True
 
 
@@ -137,7 +137,6 @@ def test_on_a_holiday_the_greeting_adds_the_working_hours() -> None:
         (("3", None), "critical", "critical"),
         (("4", None), "stolen", "stolen_vehicles"),
         (("5", None), "status", "status_number"),
-        ((None, "критический сбой сервера"), "critical", "critical"),
         ((None, "хочу узнать статус заявки"), "status", "status_number"),
         ((None, "два"), "incident", "topic"),
     ],
@@ -184,7 +183,7 @@ def test_optional_answers_are_skipped_after_two_retries() -> None:
 
 def test_a_topic_never_chosen_is_left_to_the_ticket_pipeline() -> None:
     state = at("topic", turn=2, retries=2)
-    result = advance(state, press(state, "9"), context())
+    result = advance(state, press(state, "8"), context())
     assert result.state.step == "product"
     assert not any(isinstance(a, Remember) and a.field == "topic" for a in result.actions)
 
@@ -346,3 +345,75 @@ def test_state_survives_json() -> None:
     state = at("status_done", turn=3, announcement=["a", "b"], asked_number="1042")
     assert CallState.from_json(state.to_json()) == state
     assert CallState.from_json({"step": "topic", "unknown_key": 1}) == CallState(step="topic")
+
+
+# ---------------------------------------------------------------- issue 12: acting at once
+
+
+def test_a_critical_choice_said_aloud_is_confirmed_keys_are_not() -> None:
+    state = at("main_menu")
+    said = advance(state, speak(state, "критический сбой сервера"), context())
+    assert said.state.step == "confirm_urgent" and said.actions == ()
+    assert gather_of(said.reply).prompt == (Say(prompts.CONFIRM_CRITICAL),)
+
+    confirmed = advance(said.state, press(said.state, "1"), context())
+    assert confirmed.state.step == "critical"
+    assert Remember("category", "critical") in confirmed.actions
+
+    denied = advance(said.state, speak(said.state, "нет"), context())
+    assert denied.state.step == "main_menu" and denied.actions == ()
+
+
+def test_a_question_about_the_server_is_a_consultation_not_an_alarm() -> None:
+    state = at("main_menu")
+    result = advance(state, speak(state, "вопрос по серверу"), context())
+    assert result.state.route == "consultation"
+    assert Remember("category", "consultation") in result.actions
+
+
+@pytest.mark.parametrize("answer", [None, "нет", "заявки нет", "нету", "оператор", "0"])
+def test_no_ticket_on_the_critical_path_goes_urgent_at_once(answer: str | None) -> None:
+    """Silence — and "#" alone, which Twilio delivers as nothing
+    (https://www.twilio.com/docs/voice/twiml/gather) — or a spoken no: no re-prompt."""
+    state = at("critical", turn=2)
+    event = press(state, answer) if answer in (None, "0") else speak(state, answer or "")
+    result = advance(state, event, context())
+    assert result.actions == (OpenTicket(),)
+    assert result.reply == (
+        Say(prompts.CONNECTING_URGENT),
+        Redirect("/webhooks/voice/route/urgent"),
+    )
+
+
+def test_the_plate_step_skips_on_silence_and_never_stores_keys_or_failures() -> None:
+    state = at("vehicles", turn=5)
+    skipped = advance(state, silence(state), context())
+    assert skipped.actions == (Remember("vehicles", []),)
+    assert skipped.reply[0] == Say(prompts.VEHICLES_SKIPPED)
+
+    repeat = advance(state, press(state, "*"), context())
+    assert repeat.state.step == "vehicles" and repeat.actions == ()
+
+    misheard = advance(state, speak(state, "н е з н а ю"), context())
+    assert misheard.reply[0] == Say(prompts.NOT_UNDERSTOOD) and misheard.actions == ()
+    state = misheard.state
+    for _ in range(2):
+        state = advance(state, speak(state, "н е з н а ю"), context()).state
+    assert state.step == "caller_name"
+
+
+@pytest.mark.parametrize("step", ["topic", "product", "vehicles", "caller_name", "status_number"])
+def test_zero_reaches_a_specialist_and_nine_the_main_menu_everywhere(step: str) -> None:
+    state = at(step, turn=3)
+    for event in (press(state, "0"), speak(state, "соедините с оператором")):
+        result = advance(replace(state), event, context(category="incident"))
+        assert (result.state.step, result.state.route) == ("routed", "consultation")
+        assert result.reply[0] == Say(prompts.CONNECTING)
+    for event in (press(state, "9"), speak(state, "главное меню")):
+        result = advance(replace(state), event, context())
+        assert result.state.step == "main_menu"
+        assert gather_of(result.reply).prompt == (Say(prompts.MAIN_MENU),)
+    assert (
+        Say(prompts.NAVIGATION)
+        in gather_of(advance(state, IvrEvent("start"), context()).reply).prompt
+    )

@@ -34,6 +34,7 @@ from callcenter.clock import fixed_clock
 from callcenter.db import transaction
 from callcenter.db.models import Call, Contact, ContactPhone, Organisation, TicketRequest
 from callcenter.errors import InvalidInput, SimulationError
+from callcenter.ivr import prompts
 from callcenter.regulation.speech import say_digits
 from callcenter.services import Services
 from callcenter.simulator.script import (
@@ -53,7 +54,7 @@ from callcenter.simulator.twilio import (
     new_sid,
     wait_for_call,
 )
-from tests.conftest import DEFAULT_NOW, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
+from tests.conftest import DEFAULT_NOW, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, MutableClock
 
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 PUBLIC = TEST_PUBLIC_BASE
@@ -153,6 +154,8 @@ def kinds(transcript: Transcript) -> list[str]:
 def test_a_menu_answered_by_keys_is_posted_exactly_as_twilio_would(
     twiml: TwimlPages, sim: Simulator
 ) -> None:
+    """Gather with input="dtmf speech" and numDigits="1": the action gets Digits, FinishedOnKey
+    and msg (https://www.twilio.com/docs/voice/twiml/gather#action)."""
     twiml.pages[VOICE] = doc(
         say("Здравствуйте, это техническая поддержка."),
         '<Gather input="dtmf speech" action="menu" method="POST" numDigits="1" language="ru-RU">',
@@ -217,6 +220,9 @@ def test_a_menu_answered_by_keys_is_posted_exactly_as_twilio_would(
 
 
 def test_speech_the_finish_key_and_num_digits(twiml: TwimlPages, sim: Simulator) -> None:
+    """The finish key ends input and is not part of Digits; numDigits ends it too, later keys
+    are lost (https://www.twilio.com/docs/voice/twiml/gather#finishonkey,
+    https://www.twilio.com/docs/voice/twiml/gather#numdigits)."""
     twiml.pages[VOICE] = doc(
         '<Gather input="speech" action="/vehicle" language="ru-RU">',
         say("Назовите номер машины."),
@@ -247,6 +253,9 @@ def test_speech_the_finish_key_and_num_digits(twiml: TwimlPages, sim: Simulator)
 def test_no_input_falls_through_unless_action_on_empty_result(
     twiml: TwimlPages, sim: Simulator
 ) -> None:
+    """No input — timeout, or only the finish key — goes on to the next verb without the
+    action, unless actionOnEmptyResult="true"
+    (https://www.twilio.com/docs/voice/twiml/gather#actiononemptyresult)."""
     twiml.pages[VOICE] = doc(
         '<Gather input="dtmf" action="/never">',
         say("Нажмите что-нибудь."),
@@ -269,9 +278,12 @@ def test_no_input_falls_through_unless_action_on_empty_result(
         "Всё ещё не слышу.",
         "Соединяю со специалистом.",
     ]
-    # Only the finish key: an empty result, posted because actionOnEmptyResult is true.
+    # Only the finish key: an empty result, posted because actionOnEmptyResult is true,
+    # which carries no Digits — nothing tells it from silence
+    # (https://www.twilio.com/docs/voice/twiml/gather#actiononemptyresult).
     empty = twiml.form_of("/empty")
-    assert (empty["Digits"], empty["FinishedOnKey"]) == ("", "#")
+    assert "Digits" not in empty and "FinishedOnKey" not in empty
+    assert empty["msg"] == "Gather End"
     assert 'клавиши не принимаются этим <Gather input="speech">' in t.text()
 
 
@@ -291,6 +303,8 @@ def test_an_exhausted_script_is_silence_and_a_document_that_runs_out_ends_the_ca
 
 
 def test_a_recording_is_posted_with_its_status_callback(twiml: TwimlPages, sim: Simulator) -> None:
+    """Record posts RecordingUrl/Sid/Duration and Digits (the key that ended it, "#" included,
+    unlike Gather) to its action (https://www.twilio.com/docs/voice/twiml/record#finishonkey)."""
     twiml.pages[VOICE] = doc(
         say("Опишите проблему после сигнала."),
         '<Record action="/recorded" method="POST" maxLength="180" finishOnKey="#" '
@@ -328,6 +342,8 @@ def test_a_recording_is_posted_with_its_status_callback(twiml: TwimlPages, sim: 
 def test_an_empty_recording_posts_nothing_and_falls_through(
     twiml: TwimlPages, sim: Simulator
 ) -> None:
+    """A silent recording requests no action and goes on with the next verb
+    (https://www.twilio.com/docs/voice/twiml/record#action)."""
     twiml.pages[VOICE] = doc(
         '<Record action="/recorded" recordingStatusCallback="/recording-status"/>',
         say("Вы ничего не сказали."),
@@ -429,6 +445,10 @@ def leg_statuses(twiml: TwimlPages, leg: int) -> list[tuple[str, str]]:
 
 
 def test_the_first_leg_accepts_after_the_whisper(routing: TwimlPages, sim: Simulator) -> None:
+    """Dial action with DialCallStatus/DialCallSid/DialCallDuration/DialBridged
+    (https://www.twilio.com/docs/voice/twiml/dial#action); the Number url whisper runs on the
+    answered leg before the parties are connected, with its statusCallbackEvent events
+    (https://www.twilio.com/docs/voice/twiml/number#url)."""
     t = sim.run(CallScript(dial_results=("accepted",), talk_seconds=60))
 
     assert routing.paths()[:8] == [
@@ -545,6 +565,8 @@ def test_numbers_dialled_together_the_first_to_answer_wins(
 def test_a_whisper_that_does_not_hang_up_connects_even_a_voicemail(
     twiml: TwimlPages, sim: Simulator
 ) -> None:
+    """A whisper that ends without <Hangup> connects the call
+    (https://www.twilio.com/docs/voice/twiml/number#url)."""
     twiml.pages[VOICE] = doc(
         '<Dial action="/dial">', '<Number url="/careless">+79990000001</Number>', "</Dial>"
     )
@@ -990,3 +1012,68 @@ def test_end_to_end_a_critical_failure_rings_the_duty_phone_and_plays_each_react
     assert [r.params["DialBridged"] for r in taken.requests_of("dial-action")] == ["true"]
     assert taken.call["urgent_unanswered"] is False
     assert taken.call["legs"][-1]["result"] == "accepted"
+
+
+def test_status_callbacks_may_come_late_and_out_of_order(
+    routing: TwimlPages, sim: Simulator
+) -> None:
+    """Status callbacks are asynchronous: only SequenceNumber orders them
+    (https://www.twilio.com/docs/voice/api/call-resource#statuscallback). With
+    `late_callbacks` a leg's events arrive after the Dial action, newest first."""
+    sim.run(CallScript(dial_results=("accepted",), late_callbacks=True))
+
+    paths = routing.paths()
+    assert paths.index("/dial?step=1") < paths.index("/leg-status?leg=1")
+    assert leg_statuses(routing, 1) == [
+        ("completed", "3"),
+        ("in-progress", "2"),
+        ("ringing", "1"),
+        ("initiated", "0"),
+    ]
+
+
+def test_the_speech_before_the_first_ring_and_before_the_caller_could_act(
+    twiml: TwimlPages, sim: Simulator
+) -> None:
+    twiml.pages[VOICE] = doc(
+        say("Двенадцать букв"),  # 15 characters nobody can interrupt
+        '<Gather numDigits="1" action="/go">',
+        say("Нажмите 1."),
+        "</Gather>",
+    )
+    twiml.pages["/go"] = doc(
+        say("Соединяю."), '<Dial timeout="5"><Number>+79990000001</Number></Dial>'
+    )
+
+    t = sim.run(CallScript(answers=(Answer.press("1"),), dial_results=("no-answer",)))
+
+    assert t.speech.before_ring == len("Двенадцать букв") + len("Нажмите 1.") + len("Соединяю.")
+    assert t.speech.blind == [len("Двенадцать букв"), len("Соединяю.")]
+    assert "до первого гудка: 34 символов" in "\n".join(t.speech.summary())
+
+
+def test_end_to_end_a_night_critical_call_reaches_the_first_ring_in_under_450_characters(
+    live: tuple[Services, str], clock: MutableClock
+) -> None:
+    """Pressing 3, then nothing, at night: greeting, hours notice, menu, the ticket-number
+    question and "connecting" — under 450 characters before the first ring, printed in the
+    command's summary."""
+    svc, url = live
+    clock.now = datetime.fromisoformat("2025-11-27T02:30:00+03:00")
+
+    result = CliRunner().invoke(
+        simulate,
+        ["--url", url, "--public-url", PUBLIC, "--auth-token", TEST_AUTH_TOKEN]
+        + ["--press", "3", "--silence", "--dial-result", "accepted", "--wait", "0"],
+        obj=CliContext(svc),
+    )
+
+    assert result.exit_code == 0, result.output
+    heard = [line for line in result.stdout.splitlines() if line.startswith("АВТООТВЕТЧИК")]
+    assert any(prompts.AFTER_HOURS in line for line in heard)
+    [figure] = re.findall(r"до первого гудка: (\d+) символов", result.stdout)
+    assert int(figure) < 450
+    assert "речь, когда ответить было нельзя:" in result.stdout
+    # The caller never heard "Извините" (no re-prompt) before the ring.
+    before_ring = result.stdout.split("набор")[0]
+    assert "Извините" not in before_ring

@@ -178,10 +178,30 @@ class TwilioCall:
     def gather_action(self) -> str:
         return self._only("Gather").attrib["action"]
 
-    def press(self, digits: str) -> ET.Element:
-        """Answer the current `<Gather>` with keys (a finishing "#" is not sent, as Twilio)."""
-        action = self.gather_action()
-        return self._post(action, self.params("gather_digits", Digits=digits.rstrip("#")))
+    def press(self, keys: str) -> ET.Element:
+        """Answer the current `<Gather>` with keys, as Twilio's <Gather> documents
+        (https://www.twilio.com/docs/voice/twiml/gather): input ends at the finish key
+        (default "#"), which is never part of `Digits`, or once `numDigits` keys are in;
+        no digits at all (only the finish key) is no input — Twilio goes on to the next
+        verb, or with `actionOnEmptyResult="true"` posts an empty result to the action."""
+        gather = self._only("Gather")
+        finish = gather.attrib.get("finishOnKey", "#")
+        limit = int(gather.attrib.get("numDigits", "0"))
+        digits, finished_on = "", ""
+        for key in keys:
+            if finish and key in finish:
+                finished_on = key
+                break
+            digits += key
+            if limit and len(digits) >= limit:
+                break
+        if not digits:
+            if gather.attrib.get("actionOnEmptyResult") == "true":
+                empty = self.params("gather_digits", Digits=None, FinishedOnKey=None)
+                return self._post(gather.attrib["action"], empty)
+            return self.silence()
+        params = self.params("gather_digits", Digits=digits, FinishedOnKey=finished_on)
+        return self._post(gather.attrib["action"], params)
 
     def say(self, text: str, confidence: str = "0.87") -> ET.Element:
         action = self.gather_action()

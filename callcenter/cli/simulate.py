@@ -74,6 +74,11 @@ class LocalCallLog:
 @click.option("--record-seconds", default="20", show_default=True, help="E.g. 20 or 20,0.")
 @click.option("--talk-seconds", default=60, show_default=True, type=int)
 @click.option("--hangup-after", type=int, help="Hang up at the first question after N requests.")
+@click.option(
+    "--late-callbacks",
+    is_flag=True,
+    help="Dialled numbers' status callbacks come after the Dial action, newest first.",
+)
 @click.option("--api-token", envvar="CALLCENTER_API_TOKEN", help="Bearer token to read /api/calls.")
 @click.option("--wait", "wait_seconds", default=10.0, show_default=True, help="Wait for ticket.")
 @click.option("--real-time", is_flag=True, help="Really sleep through <Pause> (up to 10 s).")
@@ -93,6 +98,7 @@ def simulate(
     record_seconds: str,
     talk_seconds: int,
     hangup_after: int | None,
+    late_callbacks: bool,
     api_token: str | None,
     wait_seconds: float,
     real_time: bool,
@@ -114,6 +120,7 @@ def simulate(
             record_seconds=parse_record_seconds(record_seconds),
             talk_seconds=talk_seconds,
             hangup_after=hangup_after,
+            late_callbacks=late_callbacks,
         )
     except InvalidInput as exc:
         raise click.UsageError(str(exc)) from None
@@ -147,6 +154,9 @@ def simulate(
             for key in sorted(sent.params):
                 click.echo(f"      {key}={sent.params[key]}")
 
+    click.echo("")
+    for text in transcript.speech.summary():
+        click.echo(text)
     click.echo("")
     call = _read_call(cli, url, api_token, transcript.call_sid, wait_seconds)
     if call is not None:

@@ -12,7 +12,14 @@ saying the current step again; it never advances the call twice.
 
 Never stranding a caller: silence or an unusable answer is said so and asked again, twice;
 after that the step's exhausted rule moves on (the main menu connects a specialist,
-optional answers are skipped).
+optional answers are skipped). Where silence has an obvious meaning it acts at once: no
+ticket number on the critical path is "no ticket", no plate on a new problem is "no plate".
+In every menu and free-answer step 0 (or «оператор») reaches a specialist and 9 (or
+«главное меню») returns to the main menu.
+
+What Twilio delivers (https://www.twilio.com/docs/voice/twiml/gather): the finish key is
+never part of `Digits`, and the finish key pressed alone is no input at all — the same as
+silence. No step asks for a key that Twilio does not deliver.
 """
 
 from __future__ import annotations
@@ -69,6 +76,8 @@ class CallState:
     polls: int = 0
     # Ticket number the caller asked about (status path), for "try again".
     asked_number: str | None = None
+    # A main-menu choice recognised from speech, waiting for the caller's "yes".
+    pending_choice: str | None = None
     # What the last announcement said, for "*" (repeat).
     announcement: list[str] = field(default_factory=list)
 
@@ -99,8 +108,8 @@ class RecordingRef:
 class IvrEvent:
     """One webhook of the call, as the engine sees it.
 
-    `digits` is None when Twilio sent no `Digits` at all (silence: the `<Redirect>` after a
-    `<Gather>`) and "" when the caller pressed only the finishing key (#).
+    `digits` is None when Twilio sent no keys: silence (the `<Redirect>` after a `<Gather>`,
+    or its empty result) and the finishing key pressed alone look the same.
     """
 
     kind: Literal["start", "step"]
@@ -113,7 +122,7 @@ class IvrEvent:
 
     @property
     def silent(self) -> bool:
-        return self.digits is None and not self.speech and self.recording is None
+        return not self.digits and not self.speech and self.recording is None
 
 
 @dataclass(frozen=True)
@@ -218,7 +227,7 @@ def advance(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
             return _greet(state, ctx)
         # Twilio retried the incoming webhook: the caller is still at the start.
         if state.step == "main_menu" and state.retries == 0:
-            return StepResult(state, (), (*_greeting(ctx), *_prompt(state, ctx)), _n("repeated"))
+            return StepResult(state, (), _main_menu_prompt(state, ctx, greet=True), _n("repeated"))
         return StepResult(state, (), _prompt(state, ctx), _n("repeated"))
     if event.step != state.step or event.turn != state.turn:
         return StepResult(
@@ -274,38 +283,53 @@ def _gather(
     return (gather, Redirect(action))
 
 
-# Steps that take a free-form answer (ticket number or plates): their prompt and hints.
-_FREE_ANSWERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "critical": (prompts.CRITICAL_NUMBER, flow.NUMBER_HINTS),
-    "stolen_vehicles": (prompts.STOLEN_VEHICLES, flow.PLATE_HINTS),
-    "status_number": (prompts.STATUS_NUMBER, flow.NUMBER_HINTS),
+# Steps that take a free-form answer (ticket number or plates): their prompt, hints and
+# whether the navigation keys are said (the critical path keeps its prompt short: 0 there
+# goes straight to the on-duty specialist anyway).
+_FREE_ANSWERS: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "critical": (prompts.CRITICAL_NUMBER, flow.NUMBER_HINTS, False),
+    "stolen_vehicles": (prompts.STOLEN_VEHICLES, flow.PLATE_HINTS, False),
+    "status_number": (prompts.STATUS_NUMBER, flow.NUMBER_HINTS, True),
 }
+
+
+def _main_menu_prompt(state: CallState, ctx: StepContext, *, greet: bool = False) -> Reply:
+    lead = _greeting(ctx) if greet else []
+    return _gather(state, [*lead, prompts.MAIN_MENU], hints=flow.MAIN_MENU.hints)
 
 
 def _prompt(state: CallState, ctx: StepContext) -> Reply:
     step = state.step
     if step in ("start", "main_menu"):
-        menu = flow.MAIN_MENU
-        return _gather(state, [prompts.MAIN_MENU], hints=menu.hints)
+        return _main_menu_prompt(state, ctx)
+    if step == "confirm_urgent":
+        text = (
+            prompts.CONFIRM_STOLEN
+            if state.pending_choice == flow.STOLEN
+            else prompts.CONFIRM_CRITICAL
+        )
+        return _gather(state, [text], hints=flow.CONFIRM_MENU.hints)
     if step == "topic":
         menu = flow.topic_menu()
         text = prompts.TOPIC_MENU.format(options=menu.options_text())
-        return _gather(state, [text], hints=menu.hints)
+        return _gather(state, [text, prompts.NAVIGATION], hints=menu.hints)
     if step == "product":
         menu = flow.product_menu()
         text = prompts.PRODUCT_MENU.format(options=menu.options_text())
-        return _gather(state, [text], hints=menu.hints)
+        return _gather(state, [text, prompts.NAVIGATION], hints=menu.hints)
     if step == "vehicles":
         return _gather(
             state,
-            [prompts.VEHICLES],
+            [prompts.VEHICLES, prompts.NAVIGATION],
             num_digits=None,
             finish_on_key="#",
             timeout=7,
             hints=flow.PLATE_HINTS,
         )
     if step == "caller_name":
-        return _gather(state, [prompts.CALLER_NAME], num_digits=None, finish_on_key="#")
+        return _gather(
+            state, [prompts.CALLER_NAME, prompts.NAVIGATION], num_digits=None, finish_on_key="#"
+        )
     if step == "description":
         action = step_path(state)
         return (
@@ -323,9 +347,10 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
     if step == "ticket_wait":
         return (Pause(POLL_PAUSE_SECONDS), Redirect(step_path(state)))
     if step in _FREE_ANSWERS:
-        text, hints = _FREE_ANSWERS[step]
-        # A number or plate of any length, ended with "#" (just "#": none).
-        return _gather(state, [text], num_digits=None, finish_on_key="#", timeout=8, hints=hints)
+        text, hints, navigation = _FREE_ANSWERS[step]
+        texts = [text, prompts.NAVIGATION] if navigation else [text]
+        # A number or plate of any length, ended with "#" (nothing typed: silence).
+        return _gather(state, texts, num_digits=None, finish_on_key="#", timeout=5, hints=hints)
     if step == "ticket_done":
         menu_text = prompts.TICKET_DONE_MENU if state.resolved and state.announcement else ""
         texts = [*state.announcement, menu_text or prompts.CONNECTING_OPTION]
@@ -383,17 +408,35 @@ def _goodbye(state: CallState) -> Reply:
 # ------------------------------------------------------------------ greeting and main menu
 
 
-def _greeting(ctx: StepContext) -> tuple[Verb, ...]:
-    said: list[Verb] = [Say(prompts.GREETING.format(support_name=ctx.support_name))]
+def _greeting(ctx: StepContext) -> list[str]:
+    said = [prompts.GREETING.format(support_name=ctx.support_name)]
     if not ctx.calendar.is_working_time(ctx.now):
-        said.append(Say(prompts.AFTER_HOURS))
-    return tuple(said)
+        said.append(prompts.AFTER_HOURS)
+    return said
 
 
 def _greet(state: CallState, ctx: StepContext) -> StepResult:
     after_hours = not ctx.calendar.is_working_time(ctx.now)
-    reply = _ask(state, "main_menu", ctx, _greeting(ctx))
+    state.step = "main_menu"
+    state.retries = 0
+    state.turn += 1
+    reply = _main_menu_prompt(state, ctx, greet=True)
     return StepResult(state, (), reply, _n("greeted", after_hours=after_hours))
+
+
+def _navigate(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult | None:
+    """0 / «оператор» → a specialist, 9 / «главное меню» → the main menu; else None."""
+    where = flow.navigation(event.digits, event.speech)
+    if where == flow.SPECIALIST:
+        actions: tuple[Action, ...] = ()
+        if ctx.call.category is None:
+            actions = (Remember("category", "consultation"),)
+        reply = _route(state, "consultation", (Say(prompts.CONNECTING),))
+        return StepResult(state, actions, reply, _n("to_specialist", by="navigation"))
+    if where == flow.MAIN:
+        state.pending_choice = None
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _n("main_menu"))
+    return None
 
 
 def _to_specialist(state: CallState, ctx: StepContext) -> StepResult:
@@ -410,7 +453,33 @@ def _main_menu(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResul
         return StepResult(state, (), _ask(state, "main_menu", ctx), _n("repeat"))
     if not isinstance(choice, flow.Choice) or choice.value is None:
         return _retry(state, event, ctx, _to_specialist)
-    path = flow.PATHS[choice.value]
+    if choice.value in flow.CONFIRMED_BY_VOICE and not event.digits:
+        # Recognised from speech: a misheard word must not wake the on-duty specialist.
+        state.pending_choice = choice.value
+        reply = _ask(state, "confirm_urgent", ctx)
+        return StepResult(state, (), reply, _n("confirm", choice=choice.value))
+    return _choose(state, choice.value, ctx)
+
+
+def _confirm_urgent(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    navigated = _navigate(state, event, ctx)
+    if navigated is not None:
+        return navigated
+    answer = flow.CONFIRM_MENU.match(event.digits, event.speech)
+    if answer == flow.REPEAT_KEY:
+        return StepResult(state, (), _ask(state, "confirm_urgent", ctx), _n("repeat"))
+    if isinstance(answer, flow.Choice) and answer.value == flow.YES and state.pending_choice:
+        choice, state.pending_choice = state.pending_choice, None
+        return _choose(state, choice, ctx)
+    if isinstance(answer, flow.Choice) and answer.value == flow.NO:
+        state.pending_choice = None
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _n("not_confirmed"))
+    return _retry(state, event, ctx, _to_specialist)
+
+
+def _choose(state: CallState, value: str, ctx: StepContext) -> StepResult:
+    choice_value = value
+    path = flow.PATHS[choice_value]
     actions: list[Action] = [Remember("category", path.category)]
     if path.topic is not None:
         actions.append(Remember("topic", path.topic))
@@ -418,13 +487,16 @@ def _main_menu(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResul
         reply = _route(state, path.route, (Say(prompts.CONNECTING),))
     else:
         reply = _ask(state, path.first_step or "main_menu", ctx)
-    return StepResult(state, tuple(actions), reply, _n("chose", choice=choice.value))
+    return StepResult(state, tuple(actions), reply, _n("chose", choice=choice_value))
 
 
 # ------------------------------------------------------------------ new problem
 
 
 def _topic(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    navigated = _navigate(state, event, ctx)
+    if navigated is not None:
+        return navigated
     choice = flow.topic_menu().match(event.digits, event.speech)
     if choice == flow.REPEAT_KEY:
         return StepResult(state, (), _ask(state, "topic", ctx), _n("repeat"))
@@ -442,6 +514,9 @@ def _topic(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
 
 
 def _product(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    navigated = _navigate(state, event, ctx)
+    if navigated is not None:
+        return navigated
     choice = flow.product_menu().match(event.digits, event.speech)
     if choice == flow.REPEAT_KEY:
         return StepResult(state, (), _ask(state, "product", ctx), _n("repeat"))
@@ -458,14 +533,15 @@ def _product(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
 
 
 def _read_vehicles(event: IvrEvent) -> list[str] | None:
-    """Plates from the answer; [] for "no number" (#); None when nothing usable was said."""
+    """Plates from the answer; None when nothing usable was typed or said.
+
+    Only digits typed on the keypad count ("*" or "0" alone are keys, not a plate), and
+    only what reads as a plate when spoken: a failed recognition is never stored."""
     if event.digits:
-        return [event.digits]
+        digits = "".join(ch for ch in event.digits if ch in "0123456789")
+        return [digits] if digits.strip("0") else None
     if event.speech:
-        plates = parse_plates(event.speech)
-        return plates or None
-    if event.digits == "":
-        return []
+        return parse_plates(event.speech) or None
     return None
 
 
@@ -481,21 +557,31 @@ def _after_vehicles(state: CallState, ctx: StepContext, preface: tuple[Verb, ...
 
 
 def _vehicles(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    navigated = _navigate(state, event, ctx)
+    if navigated is not None:
+        return navigated
+    if event.digits == flow.REPEAT_KEY:
+        return StepResult(state, (), _ask(state, "vehicles", ctx), _n("repeat"))
+    if event.silent:
+        # The prompt says "if no number is needed, just wait": silence is the answer.
+        reply = _after_vehicles(state, ctx, _noted([]))
+        return StepResult(state, (Remember("vehicles", []),), reply, _n("vehicles", plates=[]))
     plates = _read_vehicles(event)
     if plates is None:
 
-        def keep_as_said(state: CallState, ctx: StepContext) -> StepResult:
-            # What could not be read as a plate is kept as said; a person reads it.
-            said = [event.speech.strip()] if event.speech else []
-            actions = (Remember("vehicles", said),) if said else ()
-            return StepResult(state, actions, _after_vehicles(state, ctx, ()), _n("unparsed"))
+        def without_plate(state: CallState, ctx: StepContext) -> StepResult:
+            reply = _after_vehicles(state, ctx, _noted([]))
+            return StepResult(state, (), reply, _n("unparsed"))
 
-        return _retry(state, event, ctx, keep_as_said)
+        return _retry(state, event, ctx, without_plate)
     reply = _after_vehicles(state, ctx, _noted(plates))
     return StepResult(state, (Remember("vehicles", plates),), reply, _n("vehicles", plates=plates))
 
 
 def _caller_name(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    navigated = _navigate(state, event, ctx)
+    if navigated is not None:
+        return navigated
     if event.speech:
         reply = _ask(state, "description", ctx, (Say(prompts.CALLER_NAME_THANKS),))
         return StepResult(state, (Remember("caller_said_name", event.speech.strip()),), reply)
@@ -503,8 +589,6 @@ def _caller_name(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
     def skip(state: CallState, ctx: StepContext) -> StepResult:
         return StepResult(state, (), _ask(state, "description", ctx), _n("name_skipped"))
 
-    if event.digits == "":
-        return skip(state, ctx)
     return _retry(state, event, ctx, skip)
 
 
@@ -581,6 +665,8 @@ def _ticket_wait(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
 
 
 def _ticket_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    if event.digits == "9":
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _n("main_menu"))
     if event.digits == flow.REPEAT_KEY and state.announcement:
         return StepResult(state, (), _ask(state, "ticket_done", ctx), _n("repeat"))
     if event.digits == "0":
@@ -609,13 +695,17 @@ def _urgent(state: CallState, said: tuple[Verb, ...]) -> Reply:
 def _critical_new(state: CallState, ctx: StepContext) -> StepResult:
     state.resolved = True
     actions: tuple[Action, ...] = () if _has_ticket(ctx) else (OpenTicket(),)
-    reply = _urgent(state, (Say(prompts.CRITICAL_NEW),))
-    return StepResult(state, actions, reply, _n("new_ticket"))
+    return StepResult(state, actions, _urgent(state, ()), _n("new_ticket"))
 
 
 def _critical(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
-    if event.digits == "":
+    # Silence ("#" alone is silence to Twilio), 0, «нет», «заявки нет»: no ticket, at once.
+    wants_person = flow.navigation(event.digits, event.speech) == flow.SPECIALIST
+    if event.silent or wants_person or flow.says_no(event.speech):
         return _critical_new(state, ctx)
+    navigated = _navigate(state, event, ctx)
+    if navigated is not None:
+        return navigated
     number = _number_from(event)
     if number is None:
         return _retry(state, event, ctx, _critical_new)
@@ -639,20 +729,27 @@ def _critical(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult
 
 
 def _stolen_vehicles(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    if flow.navigation(event.digits, event.speech) == flow.SPECIALIST:
+        # A specialist: on this path, the on-duty one, at once.
+        return _stolen_open(state, ctx, [])
+    navigated = _navigate(state, event, ctx)
+    if navigated is not None:
+        return navigated
+    if event.digits == flow.REPEAT_KEY:
+        return StepResult(state, (), _ask(state, "stolen_vehicles", ctx), _n("repeat"))
     plates = _read_vehicles(event)
-
-    def open_ticket(state: CallState, ctx: StepContext, plates: list[str]) -> StepResult:
-        state.resolved = True
-        actions: list[Action] = [Remember("vehicles", plates)] if plates else []
-        if not _has_ticket(ctx):
-            actions.append(OpenTicket())
-        reply = _urgent(state, (*_noted(plates), Say(prompts.STOLEN_NEW)))
-        return StepResult(state, tuple(actions), reply, _n("vehicles", plates=plates))
-
     if plates is None:
-        said = [event.speech.strip()] if event.speech else []
-        return _retry(state, event, ctx, lambda s, c: open_ticket(s, c, said))
-    return open_ticket(state, ctx, plates)
+        return _retry(state, event, ctx, lambda s, c: _stolen_open(s, c, []))
+    return _stolen_open(state, ctx, plates)
+
+
+def _stolen_open(state: CallState, ctx: StepContext, plates: list[str]) -> StepResult:
+    state.resolved = True
+    actions: list[Action] = [Remember("vehicles", plates)] if plates else []
+    if not _has_ticket(ctx):
+        actions.append(OpenTicket())
+    reply = _urgent(state, (*_noted(plates), Say(prompts.STOLEN_NEW)))
+    return StepResult(state, tuple(actions), reply, _n("vehicles", plates=plates))
 
 
 # ------------------------------------------------------------------ ticket status
@@ -686,6 +783,9 @@ def _status_answer(state: CallState, ctx: StepContext, number: str) -> StepResul
 
 
 def _status_number(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    navigated = _navigate(state, event, ctx)
+    if navigated is not None:
+        return navigated
     number = _number_from(event)
     if number is None:
         return _retry(state, event, ctx, _to_specialist)
@@ -693,6 +793,8 @@ def _status_number(state: CallState, event: IvrEvent, ctx: StepContext) -> StepR
 
 
 def _status_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    if event.digits == "9":
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _n("main_menu"))
     if event.digits == flow.REPEAT_KEY:
         return StepResult(state, (), _ask(state, "status_done", ctx), _n("repeat"))
     if event.digits == "1":
@@ -711,6 +813,7 @@ def _status_unavailable(state: CallState, event: IvrEvent, ctx: StepContext) -> 
 
 _HANDLERS: dict[str, Callable[[CallState, IvrEvent, StepContext], StepResult]] = {
     "main_menu": _main_menu,
+    "confirm_urgent": _confirm_urgent,
     "topic": _topic,
     "product": _product,
     "vehicles": _vehicles,

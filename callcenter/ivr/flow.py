@@ -94,7 +94,8 @@ MAIN_MENU = Menu(
     choices=(
         Choice("1", CONSULTATION, words=("консультац", "вопрос")),
         Choice("2", NEW_PROBLEM, words=("нов", "проблем", "неисправ", "ошибк")),
-        Choice("3", CRITICAL, words=("критич", "сбой", "сервер", "авари")),
+        # Not "сервер": «вопрос по серверу» is a consultation, not a night alarm.
+        Choice("3", CRITICAL, words=("критич", "сбой", "авари")),
         Choice("4", STOLEN, words=("угон", "угна", "украл", "краж")),
         Choice("5", STATUS, words=("статус", "состояни", "узнать")),
         Choice("0", SPECIALIST, words=("специалист", "оператор", "человек", "сотрудник")),
@@ -110,6 +111,49 @@ MAIN_MENU = Menu(
     ),
     priority=(CRITICAL, STOLEN, STATUS, SPECIALIST, CONSULTATION, NEW_PROBLEM),
 )
+
+
+# Main-menu choices that wake the on-duty specialist: confirmed when said, not when keyed.
+CONFIRMED_BY_VOICE = frozenset({CRITICAL, STOLEN})
+
+YES = "yes"
+NO = "no"
+CONFIRM_MENU = Menu(
+    name="confirm_urgent",
+    choices=(
+        Choice("1", YES, words=("да", "верно", "подтвержда", "конечно", "угу")),
+        Choice("2", NO, words=("нет", "не", "неверно", "отмен")),
+    ),
+    hints=("да", "нет"),
+    priority=(NO, YES),
+)
+
+# Navigation from every menu and free-answer step.
+MAIN = "main_menu"
+NAVIGATION_KEYS: Mapping[str, str] = {"0": SPECIALIST, "9": MAIN}
+_SPECIALIST_WORDS = ("оператор", "специалист", "человек", "сотрудник")
+_NO_WORDS = frozenset({"нет", "нету", "не", "отсутствует"})
+
+
+def navigation(digits: str | None, speech: str | None) -> str | None:
+    """SPECIALIST for 0 or «оператор», MAIN for 9 or «главное меню», else None."""
+    if digits:
+        return NAVIGATION_KEYS.get(digits)
+    if not speech:
+        return None
+    words = tokens(speech)
+    if any(word.startswith(stem) for stem in _SPECIALIST_WORDS for word in words):
+        return SPECIALIST
+    if any(word.startswith("главн") for word in words) and any(
+        word.startswith("меню") for word in words
+    ):
+        return MAIN
+    return None
+
+
+def says_no(speech: str | None) -> bool:
+    """«нет», «заявки нет», «нету»: a spoken no (a number said aloud is not)."""
+    return bool(speech) and any(word in _NO_WORDS for word in tokens(speech or ""))
 
 
 @dataclass(frozen=True)

@@ -62,8 +62,8 @@ def _render(reply: Reply, voice: str, public_base_url: str | None) -> str:
                 attrs["num_digits"] = verb.num_digits
             if verb.finish_on_key is not None:
                 attrs["finish_on_key"] = verb.finish_on_key
-                # "Just press #" is an answer (skip): without this, Twilio does not post
-                # an empty result to the action and falls through as if it were silence.
+                # Nothing typed (silence, or "#" alone: Twilio never delivers the finish
+                # key) comes to the action at once, with no Digits: the step sees silence.
                 attrs["action_on_empty_result"] = True
             if verb.speech:
                 attrs["language"] = LANGUAGE

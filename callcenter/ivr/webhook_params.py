@@ -69,7 +69,8 @@ class VoiceWebhook:
             kind="start" if step is None else "step",
             step=step,
             turn=_int(turn),
-            digits=form.get("Digits"),
+            # An empty Digits is no input (Twilio never counts the finish key as one).
+            digits=form.get("Digits") or None,
             speech=(form.get("SpeechResult") or "").strip() or None,
             confidence=_float(form.get("Confidence")),
             recording=recording,

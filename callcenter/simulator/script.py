@@ -99,6 +99,8 @@ class CallScript:
     # The caller hangs up at the first question after this many requests for the call.
     hangup_after: int | None = None
     speech_confidence: float = 0.9
+    # Dialled numbers' status callbacks arrive after the Dial's action, newest first.
+    late_callbacks: bool = False
 
     def __post_init__(self) -> None:
         for result in self.dial_results:

@@ -8,8 +8,10 @@ returned TwiML executed verb by verb —
   really sleeping is optional);
 * `<Gather>` takes the script's next answer (keys → `Digits`, speech → `SpeechResult` and
   `Confidence`) and posts it to the `action` (resolved against the current URL, default the
-  current URL, with the verb's method). No input — silence, or only the finish key — falls
-  through to the verbs after the Gather, as Twilio does, unless `actionOnEmptyResult="true"`;
+  current URL, with the verb's method). The finish key is never part of `Digits`. No
+  input — silence, or only the finish key — falls through to the verbs after the Gather,
+  as Twilio does, unless `actionOnEmptyResult="true"` (then the action gets an empty
+  result, no `Digits`: the same as silence);
   keys on a speech-only Gather (and speech on a keys-only one) are not heard;
 * `<Record>` posts `RecordingUrl`, `RecordingSid`, `RecordingDuration` and `Digits` to its
   action and then the `recordingStatusCallback` (`RecordingStatus=completed`); an empty
@@ -20,7 +22,9 @@ returned TwiML executed verb by verb —
   person from the script: whoever answers first hears the `<Number url>` whisper as a child
   call (`Direction=outbound-dial`, `ParentCallSid`) and reacts (`accepted` presses 1,
   `voicemail` never presses anything, `declined` hangs up), the `<Number statusCallback>`
-  events are posted, and then the Dial `action` with `DialCallStatus`, `DialCallSid`,
+  events are posted (or, with `late_callbacks`, held back and posted after the Dial
+  action, newest first: Twilio does not promise their order), and then the Dial `action`
+  with `DialCallStatus`, `DialCallSid`,
   `DialCallDuration` and `DialBridged`. A whisper that runs to its end without hanging up
   bridges the call — whoever answered, a voicemail included — exactly as on Twilio.
 
@@ -68,8 +72,8 @@ SIMULATOR_ACCOUNT_SID = "AC" + "c0ffee00" * 4
 USER_AGENT = "TwilioProxy/1.1 (callcenter simulator)"
 # Twilio's apology when our service answers with an error or not with TwiML.
 TWILIO_APPLICATION_ERROR = "We are sorry, an application error has occurred. Goodbye."
-# A speaker reads about 14 characters a second; only used for the virtual call clock.
-_CHARS_PER_SECOND = 14
+# A speaker reads about 14 characters a second: the virtual call clock and the speech figures.
+CHARS_PER_SECOND = 14
 
 Who = Literal["service", "caller", "whisper", "callee", "note", "error"]
 
@@ -112,6 +116,57 @@ class SentRequest:
 
 
 @dataclass
+class SpeechCount:
+    """How much the caller had to listen to: characters of `<Say>` on the caller's leg.
+
+    `before_ring`: from the first word to the first `<Dial>` (None: nothing was dialled).
+    `blind`: each stretch of speech heard outside a `<Gather>`, when no key or word could
+    act, counted up to the next chance to answer (or the end of the call).
+    """
+
+    total: int = 0
+    before_ring: int | None = None
+    blind: list[int] = field(default_factory=list)
+    _stretch: int = 0
+
+    def count(self, chars: int, *, can_act: bool) -> None:
+        self.total += chars
+        if not can_act:
+            self._stretch += chars
+
+    def may_act(self) -> None:
+        if self._stretch:
+            self.blind.append(self._stretch)
+        self._stretch = 0
+
+    def ring(self) -> None:
+        if self.before_ring is None:
+            self.before_ring = self.total
+
+    def close(self) -> None:
+        self.may_act()
+
+    @staticmethod
+    def seconds(chars: int) -> float:
+        return chars / CHARS_PER_SECOND
+
+    def summary(self) -> list[str]:
+        """The figures in a few Russian lines for the terminal."""
+        out = [f"Речь автоответчика: {self.total} символов (~{self.seconds(self.total):.0f} с)"]
+        if self.before_ring is not None:
+            out.append(
+                f"  до первого гудка: {self.before_ring} символов "
+                f"(~{self.seconds(self.before_ring):.0f} с)"
+            )
+        blind = " + ".join(f"{self.seconds(n):.0f} с" for n in self.blind) or "0 с"
+        out.append(
+            f"  речь, когда ответить было нельзя: {blind}, всего "
+            f"~{self.seconds(sum(self.blind)):.0f} с"
+        )
+        return out
+
+
+@dataclass
 class Transcript:
     call_sid: str
     lines: list[Line] = field(default_factory=list)
@@ -124,6 +179,7 @@ class Transcript:
     duration_seconds: int = 0
     # The call record from the call log (see `CallLogReader`), when fetched.
     call: dict[str, Any] | None = None
+    speech: SpeechCount = field(default_factory=lambda: SpeechCount())
 
     @property
     def heard(self) -> list[str]:
@@ -305,6 +361,8 @@ class _CallRun:
         self.transcript = Transcript(call_sid=call_sid)
         self.caller = _Leg("caller", call_sid, self._caller_params(call_sid))
         self.final_status = "completed"
+        # Status callbacks the script makes arrive late (`CallScript.late_callbacks`).
+        self.late: list[tuple[_Leg, str, str, str, dict[str, str]]] = []
 
     # ------------------------------------------------------------ the call
 
@@ -328,6 +386,7 @@ class _CallRun:
         if ended.reason == "error":
             self.say(TWILIO_APPLICATION_ERROR)
         self.transcript.ended_by = ended.reason
+        self.transcript.speech.close()
         self.post_final_status()
         return self.transcript
 
@@ -380,12 +439,14 @@ class _CallRun:
 
     # ------------------------------------------------------------ what is heard
 
-    def play_say(self, leg: _Leg, verb: ET.Element) -> None:
+    def play_say(self, leg: _Leg, verb: ET.Element, *, can_act: bool = False) -> None:
         text = " ".join((verb.text or "").split())
         loops = _int(verb.get("loop"), 1)
         shown = text if loops == 1 else f"{text} (×{loops if loops > 0 else '∞'})"
         self.hear(leg, shown)
-        self.elapsed += max(1, len(text) // _CHARS_PER_SECOND) * max(loops, 1)
+        if leg.role == "caller":
+            self.transcript.speech.count(len(text) * max(loops, 1), can_act=can_act)
+        self.elapsed += max(1, len(text) // CHARS_PER_SECOND) * max(loops, 1)
 
     def play_play(self, leg: _Leg, verb: ET.Element) -> None:
         if verb.get("digits"):
@@ -406,11 +467,14 @@ class _CallRun:
     def gather(self, leg: _Leg, verb: ET.Element, current: str) -> _Step:
         for child in verb:
             if child.tag == "Say":
-                self.play_say(leg, child)
+                # Inside a <Gather> a key pressed or a word said interrupts the prompt.
+                self.play_say(leg, child, can_act=True)
             elif child.tag == "Play":
                 self.play_play(leg, child)
             elif child.tag == "Pause":
                 self.play_pause(leg, child)
+        if leg.role == "caller":
+            self.transcript.speech.may_act()
         answer = self.next_input(leg)
         if answer.kind == "hangup":
             # A hang-up during a Gather ends the call: Twilio requests no action.
@@ -425,9 +489,13 @@ class _CallRun:
             )
             if dropped:
                 self.note(f"клавиши {dropped} после конца ввода не учтены", leg)
-            if digits or finished_on:
+            # The finish key is never part of Digits, and a finish key pressed alone is
+            # no input at all: nothing distinguishes it from silence.
+            if digits:
                 params["Digits"] = digits
                 params["FinishedOnKey"] = finished_on
+            elif finished_on:
+                self.note(f"только {finished_on} — для Twilio это пустой ввод", leg)
             empty = digits == ""
         elif answer.kind == "speech" and "speech" in inputs:
             params["SpeechResult"] = answer.value
@@ -563,6 +631,7 @@ class _CallRun:
             self.warn(f"<Dial> with {', '.join(unsupported) or 'nothing to dial'} is not simulated")
             return None
         timeout = _int(verb.get("timeout"), 30)
+        self.transcript.speech.ring()
         caller_id = verb.get("callerId") or self.script.from_number
         hangs_up = self.caller_hangs_up_now()
         legs: list[_DialledLeg] = []
@@ -632,6 +701,7 @@ class _CallRun:
         self.note(f"итог набора: DialCallStatus={status}" + (", соединено" if bridged else ""), leg)
         action = verb.get("action")
         if not action:
+            self.post_late_callbacks()
             return _Stop("caller-hangup") if hangs_up else None
         params = {
             "DialCallStatus": status,
@@ -644,6 +714,7 @@ class _CallRun:
         step = self.fetch(
             leg, "dial-action", urljoin(current, action), verb.get("method", "POST"), params
         )
+        self.post_late_callbacks()
         return _Stop("caller-hangup") if hangs_up else step
 
     def whisper(self, d: _DialledLeg) -> bool:
@@ -682,13 +753,24 @@ class _CallRun:
         if event == "completed":
             params["CallDuration"] = str(duration)
             params["Duration"] = str(math.ceil(duration / 60))
-        self.post(
+        request = (
             d.leg,
             "number-status",
             urljoin(d.current, callback),
             d.noun.get("statusCallbackMethod", "POST"),
             params,
         )
+        if self.script.late_callbacks:
+            self.late.append(request)
+        else:
+            self.post(*request)
+
+    def post_late_callbacks(self) -> None:
+        """Callbacks held back by the script: after the Dial's action, newest first
+        (Twilio sends them asynchronously; only SequenceNumber tells their order)."""
+        late, self.late = self.late, []
+        for request in reversed(late):
+            self.post(*request)
 
     # ------------------------------------------------------------ the end
 
