@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 MOSCOW = ZoneInfo("Europe/Moscow")
@@ -22,6 +23,15 @@ def fixed_clock(at: datetime) -> Clock:
         raise ValueError("fixed_clock needs a timezone-aware datetime")
     frozen = at.astimezone(UTC)
     return lambda: frozen
+
+
+def running_clock(start: datetime, monotonic: Callable[[], float] = time.monotonic) -> Clock:
+    """A clock that says `start` now and then runs: a night or a holiday to play through
+    (the `CALLCENTER_CLOCK` setting)."""
+    if start.tzinfo is None:
+        raise ValueError("running_clock needs a timezone-aware datetime")
+    origin, base = monotonic(), start.astimezone(UTC)
+    return lambda: base + timedelta(seconds=monotonic() - origin)
 
 
 def to_moscow(at: datetime) -> datetime:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from callcenter.clock import Clock, system_clock
+from callcenter.clock import Clock, running_clock, system_clock
 from callcenter.db import make_engine, make_session_factory
 from callcenter.settings import Settings
 
@@ -32,7 +32,11 @@ class Services:
     clock: Clock = field(default=system_clock)
 
     @classmethod
-    def from_settings(cls, settings: Settings, clock: Clock = system_clock) -> Services:
+    def from_settings(cls, settings: Settings, clock: Clock | None = None) -> Services:
+        """Without a `clock`: the system's, or one running from `CALLCENTER_CLOCK`."""
+        if clock is None:
+            start = settings.clock_start
+            clock = running_clock(start) if start is not None else system_clock
         if settings.database_url.startswith("sqlite:///"):
             path = settings.database_url.removeprefix("sqlite:///")
             if path and path != ":memory:":

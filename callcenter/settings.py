@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
 
 from callcenter.errors import ConfigurationError
@@ -36,6 +37,22 @@ def _bool(value: str | None, default: bool = False) -> bool:
     if v in {"0", "false", "no", "off"}:
         return False
     raise ConfigurationError(f"expected a yes/no value, got {value!r}")
+
+
+def _instant(env: Mapping[str, str], name: str) -> datetime | None:
+    raw = _opt(env, name)
+    if raw is None:
+        return None
+    try:
+        at = datetime.fromisoformat(raw)
+    except ValueError:
+        at = None
+    if at is None or at.tzinfo is None:
+        raise ConfigurationError(
+            f"{name} must be a moment with its UTC offset, e.g. 2026-11-03T17:30:00+03:00; "
+            f"got {raw!r}"
+        )
+    return at
 
 
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -96,6 +113,9 @@ class Settings:
     ticket_wait_seconds: int = 8
     retention_days: int = 365
     log_json: bool = False
+    # CALLCENTER_CLOCK: the service's clock starts at this instant and runs (demonstrations
+    # and tests of a night, a holiday, a short day); never in production.
+    clock_start: datetime | None = None
 
     def __post_init__(self) -> None:
         if self.recording_mode not in {"download", "link"}:
@@ -124,6 +144,8 @@ class Settings:
                 raise ConfigurationError(
                     "VALIDATE_TWILIO_SIGNATURES cannot be switched off in production mode"
                 )
+            if self.clock_start is not None:
+                raise ConfigurationError("CALLCENTER_CLOCK cannot be set in production mode")
 
     @property
     def webhook_signing_token(self) -> str | None:
@@ -189,4 +211,5 @@ class Settings:
             ticket_wait_seconds=_int(e, "TICKET_WAIT_SECONDS", cls.ticket_wait_seconds),
             retention_days=_int(e, "RETENTION_DAYS", cls.retention_days),
             log_json=_bool(e.get("LOG_JSON"), production),
+            clock_start=_instant(e, "CALLCENTER_CLOCK"),
         )

@@ -1,7 +1,12 @@
 from __future__ import annotations
 
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
 import pytest
 
+from callcenter.clock import running_clock
 from callcenter.errors import ConfigurationError
 from callcenter.settings import Settings
 
@@ -71,3 +76,54 @@ def test_a_fresh_clone_signs_webhooks_with_the_local_token_production_never() ->
         "DATABASE_URL": "postgresql+psycopg://u@h/db",
     }
     assert Settings.from_env(env).webhook_signing_token == "real-token"
+
+
+def test_callcenter_clock_starts_the_services_clock_at_that_instant_and_lets_it_run(
+    tmp_path: Path,
+) -> None:
+    from callcenter.services import Services
+
+    env = {
+        "CALLCENTER_CLOCK": "2026-11-03T17:30:00+03:00",
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'c.db'}",
+    }
+    settings = Settings.from_env(env)
+    assert settings.clock_start == datetime(2026, 11, 3, 14, 30, tzinfo=UTC)
+    services = Services.from_settings(settings)
+    try:
+        first = services.clock()
+        assert timedelta(0) <= first - settings.clock_start < timedelta(seconds=5)
+        deadline = time.monotonic() + 5
+        while services.clock() == first and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert services.clock() > first  # it runs
+    finally:
+        services.close()
+    assert Settings.from_env({}).clock_start is None
+
+
+def test_a_running_clock_moves_with_the_monotonic_time() -> None:
+    ticks = [100.0]
+    clock = running_clock(datetime(2026, 1, 5, 9, 0, tzinfo=UTC), monotonic=lambda: ticks[0])
+    assert clock() == datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
+    ticks[0] += 90.5
+    assert clock() == datetime(2026, 1, 5, 9, 1, 30, 500000, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("raw", ["2026-11-03T17:30:00", "tomorrow"])
+def test_callcenter_clock_needs_a_moment_with_its_offset(raw: str) -> None:
+    with pytest.raises(ConfigurationError, match="CALLCENTER_CLOCK"):
+        Settings.from_env({"CALLCENTER_CLOCK": raw})
+
+
+def test_callcenter_clock_is_refused_in_production() -> None:
+    with pytest.raises(ConfigurationError, match="CALLCENTER_CLOCK cannot be set in production"):
+        Settings(
+            production=True,
+            twilio_account_sid="AC1",
+            twilio_auth_token="t",
+            public_base_url="https://x",
+            secret_key="s",
+            database_url="postgresql+psycopg://u@h/db",
+            clock_start=datetime(2026, 11, 3, 14, 30, tzinfo=UTC),
+        )

@@ -22,6 +22,7 @@ from callcenter.ivr import prompts
 from callcenter.portal.protocol import TicketDraft
 from callcenter.regulation.speech import say_digits
 from callcenter.services import Services
+from callcenter.settings import Settings
 from tests.conftest import TEST_PUBLIC_BASE, MutableClock
 from tests.twilio_requests import (  # noqa: F401 - database_url and sqlite_template are fixtures
     TwilioCall,
@@ -841,3 +842,19 @@ def test_a_failing_step_still_answers_with_an_apology_and_the_duty_phone(
     assert dial.text == services.settings.duty_phone
     assert dial.attrib["action"] == f"{TEST_PUBLIC_BASE}/webhooks/voice/fallback/dial-result"
     wait_for(lambda: any(e.kind == "fallback_step_error" for e in events(services, call.call_sid)))
+
+
+def test_callcenter_clock_plays_a_short_pre_holiday_evening(settings: Settings) -> None:
+    """CALLCENTER_CLOCK=2026-11-03T17:30:00+03:00 (the short day before 4 November, work
+    ends at 17:00): the service built from the settings alone greets with the hours notice."""
+    from callcenter.app import create_app
+    from callcenter.web import EXTENSION
+
+    for moment, after_hours in (("17:30", True), ("12:00", False)):
+        start = datetime.fromisoformat(f"2026-11-03T{moment}:00+03:00")
+        app = create_app(settings.with_(clock_start=start))
+        try:
+            root = TwilioCall(app.test_client()).start()
+            assert (prompts.AFTER_HOURS in said(root)) is after_hours
+        finally:
+            app.extensions[EXTENSION].close()

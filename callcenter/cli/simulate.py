@@ -139,6 +139,8 @@ def simulate(
         token,
         public_base_url=public_url,
         account_sid=account_sid,
+        # The service's clock (CALLCENTER_CLOCK when set): Timestamps match its moment.
+        clock=cli.services.clock,
         sleep=time.sleep if real_time else None,
         on_line=show,
     )
