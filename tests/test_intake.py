@@ -248,6 +248,33 @@ def test_a_voicemail_callback_is_a_consultation_ticket(services: Services) -> No
     assert "Описание проблемы — в записи звонка, приложенной к заявке." in draft.description
 
 
+def test_a_new_problem_on_the_consultation_topic_is_not_called_a_missed_callback(
+    services: Services,
+) -> None:
+    now = services.clock()
+    with transaction(services.sessions) as session:
+        call = make_call(session, now=now, category="incident", topic="consultation")
+        request_id = open_ticket_request(session, call, now=now, calendar=services.calendar).id
+
+    draft = outbox.draft_from_json(request_row(services, request_id).draft)
+    assert draft.topic == "consultation"
+    assert "не дождался специалиста" not in draft.description
+
+
+def test_a_typed_number_stays_in_the_description_on_every_refresh(services: Services) -> None:
+    now = services.clock()
+    with transaction(services.sessions) as session:
+        call = make_call(
+            session, now=now, category="critical", topic="critical_server_failure", vehicles=[]
+        )
+        open_ticket_request(session, call, now=now, calendar=services.calendar, typed_number="77")
+        request_id = open_ticket_request(session, call, now=now, calendar=services.calendar).id
+
+    draft = outbox.draft_from_json(request_row(services, request_id).draft)
+    assert "Абонент набрал номер заявки №77" in draft.description
+    assert draft.priority == "critical"
+
+
 def test_recordings_are_kept_on_the_call_once_each_and_go_into_the_pending_draft(
     services: Services,
 ) -> None:

@@ -262,9 +262,9 @@ def test_a_failed_ticket_request_stops_the_wait_at_once() -> None:
 
 
 def test_the_critical_path_with_a_known_ticket_duplicates_it_and_goes_urgent() -> None:
-    tickets = Tickets(portal={"1042": view("1042", None)})
+    tickets = Tickets(portal={"1042": view("1042", 7)})
     state = at("critical", turn=2)
-    result = advance(state, press(state, "1042"), context(tickets))
+    result = advance(state, press(state, "1042"), context(tickets, organisation_id=7))
 
     assert result.actions == (MarkPhoneDuplicate("1042"),)
     assert result.reply[-1] == Redirect("/webhooks/voice/route/urgent")
@@ -416,4 +416,23 @@ def test_zero_reaches_a_specialist_and_nine_the_main_menu_everywhere(step: str) 
     assert (
         Say(prompts.NAVIGATION)
         in gather_of(advance(state, IvrEvent("start"), context()).reply).prompt
+    )
+
+
+@pytest.mark.parametrize(("caller_organisation", "retries"), [(8, 0), (None, 0), (7, 1)])
+def test_a_ticket_number_that_is_not_the_callers_opens_a_new_critical_ticket(
+    caller_organisation: int | None, retries: int
+) -> None:
+    """Another organisation's ticket, an unknown caller, or a number still not found on the
+    second try: a new critical ticket naming the typed number; nothing is duplicated."""
+    tickets = Tickets(portal={"1042": view("1042", 7)})
+    state = at("critical", turn=2, retries=retries)
+    number = "1042" if retries == 0 else "5555"
+    result = advance(
+        state, press(state, number), context(tickets, organisation_id=caller_organisation)
+    )
+    assert result.actions == (OpenTicket(typed_number=number),)
+    assert result.reply == (
+        Say(prompts.CONNECTING_URGENT),
+        Redirect("/webhooks/voice/route/urgent"),
     )

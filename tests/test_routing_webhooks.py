@@ -588,9 +588,9 @@ def test_consultation_after_hours_rings_the_duty_specialist(
     sid, _ = handed_over_call(routed, category="consultation", topic=None)
     twilio = TwilioSide(client, clock, sid)
     assert tree(twilio.redirect("consultation")) == [dial(1, sid, (1, SIDOROV))]
-    # Consultations hear the whisper too.
+    # Consultations hear the whisper too; a consultation has no ticket to wait for.
     assert tree(twilio.answer(1, SIDOROV))[0][2] == [
-        say("Консультация, номер заявки уточняется, ООО Ромашка. Нажмите 1, чтобы принять звонок.")
+        say("Консультация, без заявки, ООО Ромашка. Нажмите 1, чтобы принять звонок.")
     ]
 
 

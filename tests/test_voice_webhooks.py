@@ -16,8 +16,18 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
+from callcenter.calllog.query import get_call
+from callcenter.calllog.review import NOT_CALLED_BACK, call_problems
 from callcenter.db import transaction
-from callcenter.db.models import Call, CallEvent, Contact, ContactPhone, Organisation, TicketRequest
+from callcenter.db.models import (
+    Call,
+    CallEvent,
+    Contact,
+    ContactPhone,
+    Organisation,
+    SmsMessage,
+    TicketRequest,
+)
 from callcenter.ivr import prompts
 from callcenter.portal.protocol import TicketDraft
 from callcenter.regulation.speech import say_digits
@@ -569,13 +579,15 @@ def test_critical_failure_without_a_ticket_opens_one_at_once_and_goes_urgent(
 def test_critical_failure_with_an_existing_ticket_marks_it_duplicated_by_phone(
     client: FlaskClient, services: Services
 ) -> None:
-    number = portal_ticket(services, organisation_id=None, key="CA-earlier")
-    call = TwilioCall(client)
+    organisation_id = add_contact(services, KNOWN_MOBILE)
+    number = portal_ticket(services, organisation_id=organisation_id, key="CA-earlier")
+    call = TwilioCall(client, caller=KNOWN_MOBILE)
     call.start()
     call.press("3")
     root = call.press(number + "#")
 
     assert root[0].text == prompts.CRITICAL_DUPLICATED.format(number=say_digits(number))
+    assert root[0].text.startswith("Звонок по заявке номер ")
     assert root[2].text == ROUTE_URGENT
     request = ticket_request(services, call.call_sid)
     assert request is not None and request.draft["duplicate_of"] == number
@@ -585,6 +597,24 @@ def test_critical_failure_with_an_existing_ticket_marks_it_duplicated_by_phone(
     assert "phone_duplicate" in kinds
     call.hang_up()
     assert call_row(services, call.call_sid).outcome == "completed"
+
+
+def test_another_organisations_ticket_is_not_duplicated_a_new_one_names_the_number(
+    client: FlaskClient, services: Services
+) -> None:
+    add_contact(services, KNOWN_MOBILE)
+    number = portal_ticket(services, organisation_id=None, key="CA-other")
+    call = TwilioCall(client, caller=KNOWN_MOBILE)
+    call.start()
+    call.press("3")
+    root = call.press(number + "#")
+
+    assert [say.text for say in root.iter("Say")] == [prompts.CONNECTING_URGENT]
+    request = ticket_request(services, call.call_sid)
+    assert request is not None and not request.draft.get("duplicate_of")
+    assert request.draft["priority"] == "critical"
+    assert f"Абонент набрал номер заявки №{number}" in request.draft["description"]
+    assert services.portal.get_ticket(number).duplicated_by_phone_at is None
 
 
 def test_an_unknown_ticket_number_is_said_and_asked_again(
@@ -717,12 +747,68 @@ def test_a_hang_up_before_any_choice_is_logged_as_abandoned_for_a_callback(
     assert [e.kind for e in events(services, call.call_sid)][-2:] == ["status", "abandoned"]
 
 
+def test_a_hang_up_before_the_topic_opens_no_ticket_and_waits_for_a_callback(
+    client: FlaskClient, services: Services
+) -> None:
+    call = TwilioCall(client)
+    call.start()
+    call.press("2")
+    call.hang_up(duration="12")
+
+    row = call_row(services, call.call_sid)
+    assert (row.category, row.outcome, row.interrupted) == ("incident", "abandoned", False)
+    assert ticket_request(services, call.call_sid) is None
+    assert [e.kind for e in events(services, call.call_sid)][-1] == "abandoned_after_choice"
+    with services.sessions() as session:
+        assert session.scalars(select(SmsMessage)).all() == []
+        logged = get_call(session, call.call_sid)
+        assert logged is not None
+        problems = call_problems(logged)
+    assert problems == [NOT_CALLED_BACK]
+
+
+@pytest.mark.parametrize(("key", "topic"), [("3", "критический сбой"), ("4", "угон")])
+def test_an_urgent_hang_up_before_a_word_sends_one_sms_to_the_on_duty_specialist(
+    client: FlaskClient, services: Services, key: str, topic: str
+) -> None:
+    call = TwilioCall(client, caller=KNOWN_MOBILE)
+    call.start()
+    call.press(key)
+    call.hang_up(duration="9")
+
+    row = call_row(services, call.call_sid)
+    assert row.outcome == "abandoned"
+    assert ticket_request(services, call.call_sid) is None
+
+    def sms() -> list[SmsMessage]:
+        with services.sessions() as session:
+            return list(session.scalars(select(SmsMessage)))
+
+    [message] = wait_for(sms)
+    assert message.to == services.settings.duty_phone  # nobody on the roster
+    assert message.body.startswith("SKAI ТП: пропущен срочный звонок")
+    assert f"перезвоните {KNOWN_MOBILE}" in message.body
+    assert topic in message.body.lower()
+
+
+def test_a_withheld_urgent_hang_up_sends_no_sms(client: FlaskClient, services: Services) -> None:
+    call = TwilioCall(client, caller="anonymous")
+    call.start()
+    call.press("3")
+    call.hang_up(duration="9")
+
+    assert call_row(services, call.call_sid).outcome == "abandoned"
+    with services.sessions() as session:
+        assert session.scalars(select(SmsMessage)).all() == []
+
+
 def test_duplicated_and_out_of_order_status_callbacks_never_rewind_a_finished_call(
     client: FlaskClient, services: Services
 ) -> None:
     call = TwilioCall(client)
     call.start()
     call.press("2")
+    call.press("6")
     assert call.status("in-progress", 1).status_code == 204
     assert call.hang_up(sequence=3).status_code == 204
     assert call.status("ringing", 0).status_code == 204  # late

@@ -385,11 +385,13 @@ def emergency(settings: Settings) -> VoiceResponse:
 
 
 def whisper_text(said: routing.Whisper) -> str:
-    ticket = (
-        prompts.ROUTING_TICKET.format(number=said.ticket_number)
-        if said.ticket_number
-        else prompts.ROUTING_TICKET_PENDING
-    )
+    if said.ticket_number:
+        ticket = prompts.ROUTING_TICKET.format(number=said.ticket_number)
+    elif said.topic in ("critical", "stolen"):
+        ticket = prompts.ROUTING_TICKET_PENDING
+    else:
+        # A consultation opens no ticket: "pending" would send the specialist looking.
+        ticket = prompts.ROUTING_TICKET_NONE
     text = prompts.ROUTING_WHISPER.format(
         topic=routing.topic_title(said.topic),
         ticket=ticket,

@@ -53,7 +53,8 @@ def call_problems(call: Call) -> list[Problem]:
     found: list[Problem] = []
     finished = call.outcome != "in_progress"
     request = call.ticket_request
-    if call.category in TICKETED_CATEGORIES and finished:
+    # Hung up after choosing, before saying anything: a callback, not a missing ticket.
+    if call.category in TICKETED_CATEGORIES and finished and call.outcome != "abandoned":
         if request is None:
             found.append(NO_TICKET)
         elif request.status == "failed":
@@ -71,8 +72,10 @@ def call_problems(call: Call) -> list[Problem]:
 def _not_served(call: Call) -> bool:
     if call.outcome == "in_progress":
         return False
-    return call.category == "abandoned" or (
-        call.category == "consultation" and call.routing_outcome in NOT_SERVED_ROUTING
+    return (
+        call.category == "abandoned"
+        or call.outcome == "abandoned"
+        or (call.category == "consultation" and call.routing_outcome in NOT_SERVED_ROUTING)
     )
 
 
@@ -92,13 +95,19 @@ def needs_attention() -> ColumnElement[bool]:
     accepted = exists(
         select(DialLeg.id).where(DialLeg.call_id == Call.id, DialLeg.result == "accepted")
     )
-    ticket_missing = and_(Call.category.in_(TICKETED_CATEGORIES), finished, not_(has_ticket))
+    ticket_missing = and_(
+        Call.category.in_(TICKETED_CATEGORIES),
+        finished,
+        Call.outcome != "abandoned",
+        not_(has_ticket),
+    )
     urgent_unanswered = and_(Call.category.in_(URGENT_CATEGORIES), finished, not_(accepted))
     not_served = and_(
         finished,
         Call.caller_e164.is_not(None),
         or_(
             Call.category == "abandoned",
+            Call.outcome == "abandoned",
             and_(
                 Call.category == "consultation",
                 Call.routing_outcome.in_(NOT_SERVED_ROUTING),

@@ -222,7 +222,13 @@ def _apply(
                 submit.append(request_id)
         elif isinstance(action, OpenTicket):
             session.flush()
-            request = intake.open_ticket_request(session, call, now=now, calendar=services.calendar)
+            request = intake.open_ticket_request(
+                session,
+                call,
+                now=now,
+                calendar=services.calendar,
+                typed_number=action.typed_number,
+            )
             session.flush()
             submit.append(request.id)
             calls.record_event(session, call, "ticket_requested", now, request_id=request.id)
@@ -426,6 +432,9 @@ class CallEnd:
 
     outcome: str
     ticket_request_id: int | None = None
+    # An urgent call hung up before a word, from a number we can call back: the on-duty
+    # specialist gets one SMS (queued after commit).
+    missed_urgent_call_id: int | None = None
 
 
 def record_status(services: Services, callback: StatusCallback) -> CallEnd | None:
@@ -446,7 +455,20 @@ def record_status(services: Services, callback: StatusCallback) -> CallEnd | Non
         end = _close(services, session, call, callback.status, now) if change.ended else None
     if end is not None and end.ticket_request_id is not None:
         queue_ticket_jobs(services, [end.ticket_request_id], callback.call_sid)
+    if end is not None and end.missed_urgent_call_id is not None:
+        _queue_missed_urgent_sms(services, end.missed_urgent_call_id, callback.call_sid)
     return end
+
+
+def _queue_missed_urgent_sms(services: Services, call_id: int, call_sid: str) -> None:
+    from callcenter.routing.chain import MISSED_URGENT_KEY, missed_urgent_sms_job
+
+    try:
+        services.jobs.enqueue(
+            missed_urgent_sms_job, call_id, job_id=MISSED_URGENT_KEY.format(call_sid=call_sid)
+        )
+    except Exception:
+        log.exception("could not queue the missed urgent call SMS", extra={"call_sid": call_sid})
 
 
 def _close(services: Services, session: Session, call: Call, status: str, now: datetime) -> CallEnd:
@@ -462,6 +484,14 @@ def _close(services: Services, session: Session, call: Call, status: str, now: d
         call.outcome = "failed" if status == "failed" else "abandoned"
         calls.record_event(session, call, "abandoned", now, step=state.step)
         return CallEnd(call.outcome)
+    if not state.resolved and _nothing_said_after_choice(call, state):
+        # Chose a path, then hung up before saying anything it needs: no ticket, no SMS to
+        # the caller; logged for a callback. An urgent one from a number we can call back
+        # also tells the on-duty specialist.
+        call.outcome = "abandoned"
+        calls.record_event(session, call, "abandoned_after_choice", now, step=state.step)
+        urgent = call.category in URGENT_AFTER_CHOICE and call.caller_e164 is not None
+        return CallEnd(call.outcome, missed_urgent_call_id=call.id if urgent else None)
     if (
         call.category in flow.TICKET_CATEGORIES
         and not state.resolved
@@ -480,6 +510,19 @@ def _close(services: Services, session: Session, call: Call, status: str, now: d
         return CallEnd(call.outcome, request.id)
     call.outcome = "completed"
     return CallEnd(call.outcome)
+
+
+# The first step of each path where nothing has been said yet, per category.
+_FIRST_QUESTION = {"incident": "topic", "critical": "critical", "stolen": "stolen_vehicles"}
+URGENT_AFTER_CHOICE = frozenset({"critical", "stolen"})
+
+
+def _nothing_said_after_choice(call: Call, state: CallState) -> bool:
+    """Hung up at the path's first question: a new problem before its topic, a critical
+    failure or a stolen vehicle before any answer."""
+    if call.category == "incident":
+        return call.topic is None and state.step == "topic"
+    return _FIRST_QUESTION.get(call.category or "") == state.step
 
 
 def record_recording(services: Services, status: RecordingStatus, kind: str) -> None:

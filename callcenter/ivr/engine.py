@@ -196,7 +196,8 @@ class KeepRecording:
 
 @dataclass(frozen=True)
 class OpenTicket:
-    pass
+    # A ticket number the caller typed that is not their organisation's (critical path).
+    typed_number: str | None = None
 
 
 @dataclass(frozen=True)
@@ -710,10 +711,23 @@ def _critical(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult
     if number is None:
         return _retry(state, event, ctx, _critical_new)
     lookup = ctx.lookups.ticket(number)
-    if lookup.outcome == "not_found":
+    if lookup.outcome == "not_found" and state.retries == 0:
+        # A typing slip is likely: one more try, then a new ticket naming the number.
         message = prompts.CRITICAL_NOT_FOUND.format(number=ctx.say_digits(number))
         return _retry(state, event, ctx, _critical_new, message=message)
-    # Found, or the portal is slow: the job checks the number when it records the duplicate.
+    mine = (
+        lookup.view is not None
+        and ctx.call.organisation_id is not None
+        and lookup.view.organisation_id == ctx.call.organisation_id
+    )
+    if lookup.outcome != "unavailable" and not mine:
+        # Only the caller's own organisation's ticket is duplicated; otherwise a new
+        # critical ticket, with the number the caller typed in its description.
+        state.resolved = True
+        actions = () if _has_ticket(ctx) else (OpenTicket(typed_number=number),)
+        note = _n("new_ticket", typed=number, found=lookup.view is not None)
+        return StepResult(state, actions, _urgent(state, ()), note)
+    # Theirs, or the portal is slow: the job checks the number when it records the duplicate.
     state.resolved = True
     state.duplicate_of = number
     said = (Say(prompts.CRITICAL_DUPLICATED.format(number=ctx.say_digits(number))),)

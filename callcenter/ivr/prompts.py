@@ -145,6 +145,7 @@ ROUTING_TOPIC_STOLEN = "Угон транспортного средства"
 ROUTING_TOPIC_CONSULTATION = "Консультация"
 ROUTING_TICKET = "заявка {number}"
 ROUTING_TICKET_PENDING = "номер заявки уточняется"
+ROUTING_TICKET_NONE = "без заявки"
 ROUTING_CLIENT_UNKNOWN = "клиент не определён"
 ROUTING_CALLER_HIDDEN = "номер скрыт"
 ROUTING_WHISPER_CONNECTING = "Соединяю."
@@ -170,3 +171,6 @@ ROUTING_ALERT_SMS = (
     "SKAI ТП: срочный звонок не принят. {topic}, {ticket}, {client}, тел. {caller}. "
     "Перезвоните клиенту."
 )
+
+# The one SMS the on-duty specialist gets when an urgent caller hung up before a word.
+MISSED_URGENT_SMS = "SKAI ТП: пропущен срочный звонок ({topic}), перезвоните {caller}."

@@ -53,7 +53,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.calls.store import TERMINAL_STATUSES, record_event
 from callcenter.db.models import Call, DialLeg
-from callcenter.routing.roster import OnDuty, Person, on_duty
+from callcenter.routing.roster import OnDuty, Person, WorkCalendar, on_duty
 
 if TYPE_CHECKING:
     from callcenter.regulation.calendar import BusinessCalendar
@@ -837,3 +837,66 @@ def chain_alerts_job(call_id: int) -> int:
         if not unsent:
             return sum(1 for o in outcomes if o.status == SENT)
     raise TelephonyUnavailable(f"chain alerts not sent: {', '.join(unsent)}")
+
+
+# ---------------------------------------------------------------- a missed urgent call
+
+MISSED_URGENT_KEY = "missed-urgent:{call_sid}"
+
+
+def send_missed_urgent_sms(
+    sessions: sessionmaker[Session],
+    telephony: Telephony,
+    call_id: int,
+    *,
+    now: datetime,
+    calendar: WorkCalendar,
+    duty_phone: str | None,
+) -> SmsOutcome | None:
+    """One SMS to the on-duty specialist (the head of the urgent chain now, else the duty
+    phone) about an urgent call hung up before a word: not a ticket, not the whole chain.
+    Keyed per call, so a re-run never sends it twice."""
+    from callcenter.ivr import prompts
+    from callcenter.tickets.notifications import send_once
+
+    with sessions() as session:
+        call = session.get(Call, call_id)
+        if call is None or call.caller_e164 is None:
+            return None
+        chain = on_duty(session, now, calendar).urgent_chain
+        to = next((p.sms for p in chain if p.sms), None) or duty_phone
+        body = prompts.MISSED_URGENT_SMS.format(
+            topic=topic_title(call.category), caller=call.caller_e164
+        )
+        call_sid = call.call_sid
+    if not to:
+        return None
+    return send_once(
+        sessions,
+        telephony,
+        key=MISSED_URGENT_KEY.format(call_sid=call_sid),
+        to=to,
+        body=body,
+        now=now,
+    )
+
+
+def missed_urgent_sms_job(call_id: int) -> bool:
+    """Job: the missed urgent call SMS; True when it went out. Twilio out of reach fails
+    the job loudly (RQ's failed registry) rather than pretending it was sent."""
+    from callcenter.errors import TelephonyUnavailable
+    from callcenter.tickets.jobs import current_services
+    from callcenter.tickets.notifications import RETRY, SENT
+
+    services = current_services()
+    outcome = send_missed_urgent_sms(
+        services.sessions,
+        services.telephony,
+        call_id,
+        now=services.clock(),
+        calendar=services.calendar,
+        duty_phone=services.settings.duty_phone,
+    )
+    if outcome is not None and outcome.status == RETRY:
+        raise TelephonyUnavailable(f"missed urgent call SMS not sent: {outcome.reason}")
+    return outcome is not None and outcome.status == SENT

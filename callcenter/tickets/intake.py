@@ -60,6 +60,8 @@ UNCHOSEN_TOPIC = min(
 PRIORITIES = {CRITICAL_TOPIC: "critical", STOLEN_TOPIC: "high"}
 
 _TICKET_NUMBER = re.compile(r"[0-9]{1,12}")
+# Kept in the request's draft: a ticket number the caller typed that is not theirs.
+TYPED_NUMBER = "typed_number"
 
 
 def ticketable(call: Call) -> bool:
@@ -76,17 +78,25 @@ def open_ticket_request(
     now: datetime,
     calendar: BusinessCalendar,
     interrupted: bool = False,
+    typed_number: str | None = None,
 ) -> TicketRequest:
     """The call's ticket request (the outbox row), created or refreshed; not committed.
 
     Raises `NotTicketable` for a call with nothing to ticket (no path chosen, a status
-    query). A request already marked as a phone duplicate stays one.
+    query). A request already marked as a phone duplicate stays one. `typed_number`: a
+    ticket number the caller typed that is not their organisation's (critical path); it
+    goes into the description and stays there on every refresh.
     """
-    draft = ticket_draft(call, calendar=calendar, interrupted=interrupted or call.interrupted)
     existing = _request_of(session, call)
     extra: dict[str, Any] = {}
     if existing is not None and existing.draft.get(outbox.DUPLICATE_OF):
         extra[outbox.DUPLICATE_OF] = existing.draft[outbox.DUPLICATE_OF]
+    typed = typed_number or (existing.draft.get(TYPED_NUMBER) if existing is not None else None)
+    if typed:
+        extra[TYPED_NUMBER] = typed
+    draft = ticket_draft(
+        call, calendar=calendar, interrupted=interrupted or call.interrupted, typed_number=typed
+    )
     return outbox.put_request(
         session,
         call_id=call.id,
@@ -200,6 +210,7 @@ def ticket_draft(
     interrupted: bool = False,
     topic: str | None = None,
     duplicate_of: str | None = None,
+    typed_number: str | None = None,
 ) -> TicketDraft:
     """What the portal gets for this call."""
     slug, chosen = _topic_of(call, topic)
@@ -221,6 +232,7 @@ def ticket_draft(
             chosen=chosen,
             interrupted=interrupted,
             duplicate_of=duplicate_of,
+            typed_number=typed_number,
         ),
         idempotency_key=call.call_sid,
         product=_product_title(call.product),
@@ -245,6 +257,7 @@ def describe_call(
     chosen: bool = True,
     interrupted: bool = False,
     duplicate_of: str | None = None,
+    typed_number: str | None = None,
 ) -> str:
     """The ticket's description, in Russian, from what the caller chose and said."""
     started = to_moscow(call.started_at)
@@ -254,6 +267,11 @@ def describe_call(
         lines.append(
             f"Повторный звонок по заявке №{duplicate_of}: заявка продублирована звонком "
             "в техническую поддержку, как требует регламент для критических сбоев."
+        )
+    if typed_number:
+        lines.append(
+            f"Абонент набрал номер заявки №{typed_number}: среди заявок его организации "
+            "такой нет, поэтому открыта новая заявка."
         )
     if caller.e164 is not None:
         source = f" с номера {caller.display}"
@@ -288,7 +306,9 @@ def describe_call(
     vehicles = [v for v in (call.vehicles or []) if v and v.strip()]
     if vehicles:
         lines.append("ТС: " + ", ".join(vehicles) + ".")
-    if topic == CONSULTATION_TOPIC:
+    if topic == CONSULTATION_TOPIC and call.category == "consultation":
+        # Only a consultation call becomes a callback ticket; a new problem filed under the
+        # consultation topic was described by the caller, not left waiting.
         lines.append("Обратный звонок: абонент не дождался специалиста и оставил сообщение.")
     if call.recording_url or call_recordings(call):
         lines.append("Описание проблемы — в записи звонка, приложенной к заявке.")
