@@ -358,7 +358,10 @@ def test_new_problem_end_to_end_the_caller_hears_the_ticket_number(
     assert plates_gather.attrib["timeout"] == "7"
     assert "$OOV_CLASS_ALPHANUMERIC_SEQUENCE" in plates_gather.attrib["hints"]
     name = call.say("А 123 ВС 77 и в456ор178")
-    assert name[0].text == "Записала: А 1 2 3 В С 7 7, В 4 5 6 О Р 1 7 8."
+    assert name[0].text == (
+        "Записала: а, один, два, три, вэ, эс, семь, семь; "
+        "вэ, четыре, пять, шесть, о, эр, один, семь, восемь."
+    )
     assert_menu_gather(name, "caller_name", 5, num_digits=None)
     description = call.say("Пётр Сидоров, компания Вектор")
     assert tags(description) == ["Say", "Say", "Record", "Redirect"]
@@ -455,7 +458,7 @@ def test_vehicle_digits_typed_on_the_keypad_are_kept(
     call = start_new_problem(client)
     root = call.press("12377#")
 
-    assert root[0].text == "Записала: 1 2 3 7 7."
+    assert root[0].text == "Записала: один, два, три, семь, семь."
     assert_menu_gather(root, "caller_name", 5, num_digits=None)
     assert call_row(services, call.call_sid).vehicles == ["12377"]
 
@@ -644,7 +647,7 @@ def test_stolen_vehicle_opens_a_ticket_with_the_plate_and_goes_urgent(
     root = call.say("эм пятьсот пятьдесят пять эн эс сто девяносто девять")
 
     assert tags(root) == ["Say", "Say", "Say", "Redirect"]
-    assert root[0].text == "Записала: М 5 5 5 Н С 1 9 9."
+    assert root[0].text == "Записала: эм, пять, пять, пять, эн, эс, один, девять, девять."
     assert root[1].text == prompts.STOLEN_NEW
     assert root[3].text == ROUTE_URGENT
     row = call_row(services, call.call_sid)

@@ -33,6 +33,7 @@ from callcenter.calls.store import lock_call, parse_twilio_timestamp
 from callcenter.db.models import Call
 from callcenter.errors import QueueUnavailable
 from callcenter.ivr import prompts
+from callcenter.ivr.plates import spoken_plate
 from callcenter.ivr.twiml import CONTENT_TYPE, LANGUAGE, absolute
 from callcenter.routing import chain as routing
 from callcenter.services import Services
@@ -398,7 +399,8 @@ def whisper_text(said: routing.Whisper) -> str:
         client=said.client or prompts.ROUTING_CLIENT_UNKNOWN,
     )
     if said.vehicles:
-        text += " " + prompts.ROUTING_WHISPER_VEHICLES.format(plates=", ".join(said.vehicles))
+        plates = "; ".join(map(spoken_plate, said.vehicles))
+        text += " " + prompts.ROUTING_WHISPER_VEHICLES.format(plates=plates)
     return text + " " + prompts.ROUTING_WHISPER_PRESS_1
 
 

@@ -549,7 +549,7 @@ def _read_vehicles(event: IvrEvent) -> list[str] | None:
 def _noted(plates: list[str]) -> tuple[Verb, ...]:
     if not plates:
         return (Say(prompts.VEHICLES_SKIPPED),)
-    return (Say(prompts.VEHICLES_NOTED.format(plates=", ".join(map(spoken_plate, plates)))),)
+    return (Say(prompts.VEHICLES_NOTED.format(plates="; ".join(map(spoken_plate, plates)))),)
 
 
 def _after_vehicles(state: CallState, ctx: StepContext, preface: tuple[Verb, ...]) -> Reply:

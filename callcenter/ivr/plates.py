@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import re
 
+from num2words import num2words
+
 from callcenter.ivr.spoken import spoken_number_groups
 
 PLATE_LETTERS = "АВЕКМНОРСТУХ"
@@ -74,6 +76,33 @@ def _chunks(words: list[str]) -> list[str]:
     return chunks
 
 
+# How each plate letter is named aloud when read back (the TTS voice would otherwise read
+# "В" as the preposition and "С" as a syllable).
+_SAID_LETTERS = {
+    "А": "а",
+    "В": "вэ",
+    "Е": "е",
+    "К": "ка",
+    "М": "эм",
+    "Н": "эн",
+    "О": "о",
+    "Р": "эр",
+    "С": "эс",
+    "Т": "тэ",
+    "У": "у",
+    "Х": "ха",
+}
+
+
 def spoken_plate(plate: str) -> str:
-    """A plate as the IVR reads it back: letters and digit groups apart ("А 1 2 3 В С 7 7")."""
-    return " ".join(plate)
+    """A plate as the IVR reads it back, one sign at a time in words:
+    "А123ВС77" → "а, один, два, три, вэ, эс, семь, семь"."""
+    said = []
+    for sign in plate:
+        if sign.isdigit():
+            said.append(num2words(int(sign), lang="ru"))
+        elif sign.upper() in _SAID_LETTERS:
+            said.append(_SAID_LETTERS[sign.upper()])
+        elif sign.strip():
+            said.append(sign.lower())
+    return ", ".join(said)
