@@ -126,7 +126,10 @@ def test_the_start_greets_and_asks_the_main_menu() -> None:
 def test_on_a_holiday_the_greeting_adds_the_working_hours() -> None:
     holiday = datetime.fromisoformat("2026-01-05T12:00:00+03:00")
     result = advance(CallState(), IvrEvent("start"), context(now=holiday))
-    assert Say(prompts.AFTER_HOURS) in gather_of(result.reply).prompt
+    # 5 January 2026 is a holiday: work resumes on Monday the 12th.
+    resumes = "в понедельник, двенадцатого января, в девять тридцать по московскому времени"
+    said = Say(prompts.AFTER_HOURS.format(resumes=resumes))
+    assert said in gather_of(result.reply).prompt
     assert result.note["after_hours"] is True
 
 

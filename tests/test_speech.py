@@ -120,3 +120,15 @@ def test_say_number() -> None:
 )
 def test_v_becomes_vo_before_two_consonants(word: str, preposition: str) -> None:
     assert preposition_v(word) == preposition
+
+
+def test_a_moment_is_said_in_words_in_the_right_case() -> None:
+    from callcenter.regulation.speech import say_clock, say_moment, say_ordinal_day
+
+    resumes = datetime.fromisoformat("2026-11-05T09:30:00+03:00")
+    assert say_moment(resumes) == (
+        "в четверг, пятого ноября, в девять тридцать по московскому времени"
+    )
+    assert say_ordinal_day(date(2026, 2, 23)) == "двадцать третьего февраля"
+    assert say_clock(datetime.fromisoformat("2026-01-01T18:00:00+03:00")) == "восемнадцать часов"
+    assert say_clock(datetime.fromisoformat("2026-01-01T21:00:00+03:00")) == ("двадцать один час")

@@ -43,6 +43,7 @@ from callcenter.ivr.reply import (
 )
 from callcenter.ivr.spoken import spoken_digits
 from callcenter.portal.protocol import TicketView
+from callcenter.regulation.speech import say_moment
 
 MAX_RETRIES = 2
 POLL_PAUSE_SECONDS = 2
@@ -166,6 +167,8 @@ class Lookups(Protocol):
 class WorkingHours(Protocol):
     def is_working_time(self, at: datetime) -> bool: ...
 
+    def next_window_start(self, at: datetime) -> datetime: ...
+
 
 @dataclass(frozen=True)
 class StepContext:
@@ -177,6 +180,8 @@ class StepContext:
     lookups: Lookups
     say_digits: Callable[[str], str]
     say_deadline: Callable[[datetime], str]
+    # A moment in words, Moscow time ("в четверг, пятого ноября, в девять тридцать ...").
+    say_moment: Callable[[datetime], str] = say_moment
 
 
 # Actions: what the caller of `advance` must do to the call, in order.
@@ -412,7 +417,8 @@ def _goodbye(state: CallState) -> Reply:
 def _greeting(ctx: StepContext) -> list[str]:
     said = [prompts.GREETING.format(support_name=ctx.support_name)]
     if not ctx.calendar.is_working_time(ctx.now):
-        said.append(prompts.AFTER_HOURS)
+        resumes = ctx.say_moment(ctx.calendar.next_window_start(ctx.now))
+        said.append(prompts.AFTER_HOURS.format(resumes=resumes))
     return said
 
 

@@ -116,3 +116,32 @@ def say_digits(digits: str) -> str:
     if not words:
         raise ValueError(f"no digits to read in {digits!r}")
     return " ".join(words)
+
+
+def say_ordinal_day(d: date) -> str:
+    """ "пятого ноября", "двадцать третьего февраля": the day as an ordinal in the genitive,
+    all in words (a TTS voice reads "5 ноября" as "пять ноября")."""
+    words = str(num2words(d.day, lang="ru", to="ordinal")).split()
+    parsed = _morph().parse(words[-1])[0]
+    inflected = parsed.inflect({"gent", "masc"}) or parsed.inflect({"gent"})
+    if inflected is not None:
+        words[-1] = inflected.word
+    return f"{' '.join(words)} {format_date(d, 'MMMM', locale=LOCALE)}"
+
+
+def say_clock(at: datetime | time) -> str:
+    """ "девять тридцать", "восемнадцать часов": a time of day in words."""
+    if isinstance(at, datetime):
+        at = _moscow(at).time()
+    hours = str(num2words(at.hour, lang="ru"))
+    if at.minute:
+        return f"{hours} {num2words(at.minute, lang='ru')}"
+    hour_word = _morph().parse("час")[0].make_agree_with_number(at.hour)
+    return f"{hours} {hour_word.word if hour_word is not None else 'часов'}"
+
+
+def say_moment(at: datetime) -> str:
+    """ "в четверг, пятого ноября, в девять тридцать по московскому времени"."""
+    local = _moscow(at)
+    day = local.date()
+    return f"{on_weekday(day)}, {say_ordinal_day(day)}, в {say_clock(local)} по московскому времени"
