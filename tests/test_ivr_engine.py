@@ -241,7 +241,8 @@ def test_the_wait_announces_the_number_and_deadlines_once_it_exists() -> None:
         prompts.RESOLUTION_BY_AGREEMENT,
         prompts.TICKET_DONE_MENU,
     ]
-    assert (gather.speech, gather.num_digits) == (False, 1)
+    # End menus understand speech as the main menu does.
+    assert (gather.speech, gather.num_digits) == (True, 1)
 
 
 def test_the_wait_is_bounded_by_the_pauses_even_when_the_clock_stands_still() -> None:
@@ -439,3 +440,24 @@ def test_a_ticket_number_that_is_not_the_callers_opens_a_new_critical_ticket(
         Say(prompts.CONNECTING_URGENT),
         Redirect("/webhooks/voice/route/urgent"),
     )
+
+
+@pytest.mark.parametrize(
+    ("said", "step", "route"),
+    [
+        ("соедините со специалистом", "routed", "consultation"),
+        ("повторите", "ticket_done", None),
+        ("главное меню", "main_menu", None),
+        ("нет, спасибо", "ended", None),
+    ],
+)
+def test_the_end_menu_understands_speech(said: str, step: str, route: str | None) -> None:
+    state = at("ticket_done", turn=9, resolved=True, announcement=["Номер заявки: один."])
+    result = advance(state, speak(state, said), context())
+    assert (result.state.step, result.state.route) == (step, route)
+
+
+def test_the_status_end_menu_takes_another_ticket_by_voice() -> None:
+    state = at("status_done", turn=3, announcement=["Заявка один."])
+    result = advance(state, speak(state, "другую заявку"), context())
+    assert result.state.step == "status_number"

@@ -393,7 +393,7 @@ def test_new_problem_end_to_end_the_caller_hears_the_ticket_number(
     request = ticket_request(services, call.call_sid)
     assert request is not None and request.status == "done" and request.ticket_number
     number = request.ticket_number
-    gather = assert_menu_gather(heard, "ticket_done", 8, speech=False)
+    gather = assert_menu_gather(heard, "ticket_done", 8)
     texts = [say.text for say in gather]
     assert texts[0] == prompts.TICKET_NUMBER.format(number=say_digits(number))
     assert texts[1] == "Специалист ответит вам до 11:00 в пятницу, 28 ноября."
@@ -521,7 +521,7 @@ def test_when_the_number_is_late_the_caller_hears_it_will_come_by_sms(
         prompts.NUMBER_BY_SMS,
         prompts.CONNECTING_OPTION,
     ]
-    assert_menu_gather(root, "ticket_done", 11, speech=False)
+    assert_menu_gather(root, "ticket_done", 11)
     routed = call.press("0")
     assert routed[1].text == ROUTE_CONSULTATION
     request = ticket_request(services, call.call_sid)
@@ -676,7 +676,7 @@ def test_status_of_the_callers_own_ticket_is_said_with_its_deadline(
     )
     root = call.say(f"заявка {number}")
 
-    gather = assert_menu_gather(root, "status_done", 3, speech=False)
+    gather = assert_menu_gather(root, "status_done", 3)
     assert [say.text for say in gather] == [
         f"Заявка {say_digits(number)}. Статус: Новая.",
         "Срок решения — до 18:00 в понедельник, 1 декабря.",
@@ -696,7 +696,7 @@ def test_status_of_another_organisations_ticket_is_politely_refused(
     call.press("5")
     root = call.press(number + "#")
 
-    gather = assert_menu_gather(root, "status_done", 3, speech=False)
+    gather = assert_menu_gather(root, "status_done", 3)
     assert [say.text for say in gather] == [prompts.STATUS_REFUSED, prompts.STATUS_DONE_MENU]
     unknown = call.press("1")
     assert_menu_gather(unknown, "status_number", 4, num_digits=None)
@@ -714,7 +714,7 @@ def test_status_when_the_portal_is_down_offers_a_specialist(make_services: Any) 
     call.press("5")
     root = call.press("1042#")
 
-    gather = assert_menu_gather(root, "status_unavailable", 3, speech=False)
+    gather = assert_menu_gather(root, "status_unavailable", 3)
     assert [say.text for say in gather] == [prompts.STATUS_UNAVAILABLE]
     routed = call.silence()
     assert tags(routed) == ["Say", "Redirect"] and routed[1].text == ROUTE_CONSULTATION

@@ -360,11 +360,12 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
     if step == "ticket_done":
         menu_text = prompts.TICKET_DONE_MENU if state.resolved and state.announcement else ""
         texts = [*state.announcement, menu_text or prompts.CONNECTING_OPTION]
-        return _gather(state, texts, speech=False)
+        return _gather(state, texts, hints=flow.END_MENU_HINTS)
     if step == "status_done":
-        return _gather(state, [*state.announcement, prompts.STATUS_DONE_MENU], speech=False)
+        texts = [*state.announcement, prompts.STATUS_DONE_MENU]
+        return _gather(state, texts, hints=flow.END_MENU_HINTS)
     if step == "status_unavailable":
-        return _gather(state, [prompts.STATUS_UNAVAILABLE], speech=False)
+        return _gather(state, [prompts.STATUS_UNAVAILABLE], hints=flow.END_MENU_HINTS)
     if step == "routed":
         return (Redirect(ROUTE_PATHS[state.route or "consultation"]),)
     return (Hangup(),)
@@ -672,11 +673,12 @@ def _ticket_wait(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
 
 
 def _ticket_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
-    if event.digits == "9":
+    key = flow.end_menu_key(event.digits, event.speech)
+    if key == "9":
         return StepResult(state, (), _ask(state, "main_menu", ctx), _n("main_menu"))
-    if event.digits == flow.REPEAT_KEY and state.announcement:
+    if key == flow.REPEAT_KEY and state.announcement:
         return StepResult(state, (), _ask(state, "ticket_done", ctx), _n("repeat"))
-    if event.digits == "0":
+    if key == "0":
         return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))
     return StepResult(state, (), _goodbye(state), _n("goodbye"))
 
@@ -813,19 +815,20 @@ def _status_number(state: CallState, event: IvrEvent, ctx: StepContext) -> StepR
 
 
 def _status_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
-    if event.digits == "9":
+    key = flow.end_menu_key(event.digits, event.speech)
+    if key == "9":
         return StepResult(state, (), _ask(state, "main_menu", ctx), _n("main_menu"))
-    if event.digits == flow.REPEAT_KEY:
+    if key == flow.REPEAT_KEY:
         return StepResult(state, (), _ask(state, "status_done", ctx), _n("repeat"))
-    if event.digits == "1":
+    if key == "1":
         return StepResult(state, (), _ask(state, "status_number", ctx), _n("another"))
-    if event.digits == "0":
+    if key == "0":
         return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))
     return StepResult(state, (), _goodbye(state), _n("goodbye"))
 
 
 def _status_unavailable(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
-    if event.digits == "1" and state.asked_number:
+    if flow.end_menu_key(event.digits, event.speech) == "1" and state.asked_number:
         return _status_answer(state, ctx, state.asked_number)
     # "0", silence or anything else: a person answers; the caller is never left alone.
     return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))

@@ -156,6 +156,30 @@ def says_no(speech: str | None) -> bool:
     return bool(speech) and any(word in _NO_WORDS for word in tokens(speech or ""))
 
 
+# The menus at the end of a path (ticket said, status said) understand speech too.
+END_MENU_HINTS = ("повторить", "специалист", "другая заявка", "ещё раз", "главное меню")
+_AGAIN_WORDS = ("друг", "ещ", "снова", "попроб")
+
+
+def end_menu_key(digits: str | None, speech: str | None) -> str | None:
+    """The key an end-menu answer stands for: "*" (repeat), "0", "9", "1" (another ticket,
+    try again), or None (goodbye)."""
+    if digits:
+        return digits
+    if not speech:
+        return None
+    where = navigation(None, speech)
+    if where is not None:
+        return "0" if where == SPECIALIST else "9"
+    words = tokens(speech)
+    if any(word.startswith("повтор") for word in words):
+        return REPEAT_KEY
+    if any(word.startswith(stem) for stem in _AGAIN_WORDS for word in words):
+        return "1"
+    said = spoken_digits(speech)
+    return said if len(said) == 1 else None
+
+
 @dataclass(frozen=True)
 class Path:
     """What a main-menu choice starts: the call's category and topic, then either the
