@@ -17,10 +17,9 @@ from __future__ import annotations
 # The greeting, the recording notice and the hours notice are said inside the main menu's
 # <Gather>: a key pressed during them already acts.
 GREETING = "Здравствуйте! Это {support_name}, разговор записывается."
-AFTER_HOURS = (
-    "Сейчас нерабочее время. Настройки выполняем в рабочие дни с девяти тридцати "
-    "до восемнадцати по московскому времени."
-)
+# {resumes}: when configuration work resumes, in words ("в четверг, пятого ноября, в девять
+# тридцать по московскому времени"), right for a night, a holiday or a short day.
+AFTER_HOURS = "Сейчас нерабочее время. Настройка — {resumes}."
 
 # ------------------------------------------------------------------ main menu
 
@@ -88,7 +87,7 @@ GOODBYE = "Спасибо за обращение. До свидания!"
 
 # Silence, "#" alone (Twilio delivers nothing) or a spoken "нет" mean "no ticket", at once.
 CRITICAL_NUMBER = (
-    "Если по этому сбою есть заявка, наберите её номер и решётку. Если нет, оставайтесь на линии."
+    "Есть заявка по этому сбою — наберите её номер и решётку. Нет — оставайтесь на линии."
 )
 CRITICAL_DUPLICATED = (
     "Звонок по заявке номер {number} принят, заявке присвоен критический приоритет."
