@@ -46,7 +46,7 @@ def callback(status: str, sequence: int | None, seconds: int = 0, **more: object
 
 def apply(services: Services, cb: StatusCallback) -> calls.StatusChange:
     with transaction(services.sessions) as session:
-        call = calls.lock_call(session, SID, now=NOW)
+        call = calls.load_locked_call(session, SID, now=NOW)
         assert call is not None
         return calls.apply_status_callback(session, call, cb, now=NOW)
 
@@ -94,7 +94,7 @@ def test_callers_without_a_number_are_never_looked_up(
 def test_events_keep_the_path_in_order(services: Services) -> None:
     create(services)
     with transaction(services.sessions) as session:
-        call = calls.lock_call(session, SID, now=NOW)
+        call = calls.load_locked_call(session, SID, now=NOW)
         assert call is not None
         calls.record_event(session, call, "gather", NOW, step="main_menu", digits="2", result="x")
         calls.record_event(session, call, "gather", NOW, step="topic", speech="отчёты", none=None)
@@ -164,7 +164,7 @@ def test_concurrent_webhooks_of_one_call_wait_for_each_other(services: Services)
     def bump() -> None:
         started.wait()
         with transaction(services.sessions) as session:
-            call = calls.lock_call(session, SID, now=NOW)
+            call = calls.load_locked_call(session, SID, now=NOW)
             assert call is not None
             count = int(call.state.get("count", 0))
             threading.Event().wait(0.05)  # widen the window a lost update would need

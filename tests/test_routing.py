@@ -117,7 +117,7 @@ def step(services: Services, call_id: int, action: str, **kwargs: object) -> rou
         call = session.get(Call, call_id)
         assert call is not None
         common: dict[str, object] = {"now": now}
-        if action in ("start", "dial_finished"):
+        if action in ("begin_routing", "dial_finished"):
             common.update(calendar=services.calendar, settings=services.settings)
         if action == "voicemail":
             common.update(settings=services.settings)
@@ -144,8 +144,8 @@ def load_office(services: Services) -> None:
 def test_routing_starts_once(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="critical", topic=None)
-    first = step(services, call_id, "start", kind=routing.URGENT)
-    again = step(services, call_id, "start", kind=routing.URGENT)
+    first = step(services, call_id, "begin_routing", kind=routing.URGENT)
+    again = step(services, call_id, "begin_routing", kind=routing.URGENT)
     assert (
         first.decision
         == again.decision
@@ -157,7 +157,7 @@ def test_routing_starts_once(services: Services) -> None:
 def test_a_key_press_that_never_bridged_does_not_count(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="critical", topic=None)
-    step(services, call_id, "start", kind=routing.URGENT)
+    step(services, call_id, "begin_routing", kind=routing.URGENT)
     with transaction(services.sessions) as session:
         call = session.get(Call, call_id)
         assert call is not None
@@ -182,7 +182,7 @@ def test_a_key_press_that_never_bridged_does_not_count(services: Services) -> No
 def test_leg_callbacks_count_in_any_order_and_only_once(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="consultation", topic=None)
-    step(services, call_id, "start", kind=routing.CONSULTATION)
+    step(services, call_id, "begin_routing", kind=routing.CONSULTATION)
     at = NOW + timedelta(seconds=30)
 
     def callback(position: int, status: str, seconds: int) -> None:
@@ -230,7 +230,7 @@ def test_leg_callbacks_count_in_any_order_and_only_once(services: Services) -> N
 def test_the_whisper_names_an_unknown_caller_by_what_they_said(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="critical", topic=None, said="Сергей, ООО Лютик")
-    step(services, call_id, "start", kind=routing.URGENT)
+    step(services, call_id, "begin_routing", kind=routing.URGENT)
     with transaction(services.sessions) as session:
         call = session.get(Call, call_id)
         assert call is not None
@@ -243,7 +243,7 @@ def test_the_whisper_names_an_unknown_caller_by_what_they_said(services: Service
 def test_silence_instead_of_a_message_ends_politely(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="critical", topic="critical_server_failure")
-    step(services, call_id, "start", kind=routing.URGENT)
+    step(services, call_id, "begin_routing", kind=routing.URGENT)
     for n in (1, 2, 3, 4):
         outcome = step(
             services,
@@ -267,7 +267,7 @@ def test_silence_instead_of_a_message_ends_politely(services: Services) -> None:
 def test_a_consultation_caller_who_hangs_up_gets_a_callback_ticket(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="consultation", topic=None)
-    step(services, call_id, "start", kind=routing.CONSULTATION)
+    step(services, call_id, "begin_routing", kind=routing.CONSULTATION)
     outcome = step(
         services,
         call_id,
@@ -308,7 +308,7 @@ def test_chain_alerts_are_sent_once_and_retried_when_twilio_is_unreachable(
 ) -> None:
     load_office(services)
     call_id = new_call(services, category="stolen", topic=None)
-    step(services, call_id, "start", kind=routing.URGENT)
+    step(services, call_id, "begin_routing", kind=routing.URGENT)
     for n in (1, 2, 3, 4):
         step(
             services,

@@ -636,11 +636,17 @@ def test_an_empty_roster_sends_callers_to_the_duty_phone(
 def test_a_call_routing_does_not_know_still_reaches_the_duty_phone(
     routed: Services, client: FlaskClient, clock: MutableClock
 ) -> None:
+    duty_phone = routed.settings.duty_phone
     twilio = TwilioSide(client, clock, "CA" + "0" * 32)
+    # The one emergency reply: the duty phone, then a voicemail if nobody answers there.
+    dial_result = TEST_PUBLIC_BASE + "/webhooks/voice/fallback/dial-result"
     assert tree(twilio.redirect("urgent")) == [
         say("Извините, у нас техническая неполадка. Соединяю вас с дежурным специалистом."),
-        ("Dial", {"timeout": "40"}, routed.settings.duty_phone),
+        ("Dial", {"action": dial_result, "method": "POST", "timeout": "25"}, duty_phone),
     ]
+    nobody = fixture("dial_action", CallSid=twilio.sid, DialCallStatus="no-answer")
+    voicemail = tree(signed_post(client, dial_result, nobody))
+    assert [verb[0] for verb in voicemail] == ["Say", "Record", "Say", "Hangup"]
 
 
 def test_forged_requests_are_refused(client: FlaskClient) -> None:

@@ -15,10 +15,9 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, inspect, select, update
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
 
 from callcenter.clock import as_utc
 from callcenter.db.models import Call, CallEvent, Contact, clipped_value
@@ -67,29 +66,10 @@ def _locking_statements(*columns: Any) -> tuple[Any, Any]:
     return sqlite, postgres.with_for_update(key_share=True)
 
 
-# The whole row, loaded through the ORM (`from_statement` on the Core UPDATE spares the ORM
-# bulk-UPDATE machinery that `update(Call)` would run).
-_lock_sqlite, _ = _locking_statements(*_calls.c)
-_LOCK_SQLITE = select(Call).from_statement(_lock_sqlite).execution_options(populate_existing=True)
-_LOCK_ROW = select(Call).where(Call.call_sid == bindparam("sid")).with_for_update(key_share=True)
-
-
-def lock_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
-    """The call's row, locked until the transaction ends; None when there is none yet.
-
-    PostgreSQL: `SELECT ... FOR NO KEY UPDATE` locks the row. SQLite has no row locks: two
-    transactions that both read first would fail on the second write instead of waiting
-    for each other, so there the first statement is a write (see `_locking_statements`).
-    """
-    if session.get_bind().dialect.name == "sqlite":
-        return session.scalars(_LOCK_SQLITE, {"sid": call_sid, "now": now}).one_or_none()
-    return session.scalars(_LOCK_ROW, {"sid": call_sid}).one_or_none()
-
-
 @dataclass(frozen=True, slots=True)
-class LockedCall:
-    """What an IVR step reads of its call, from the locked row: the step's hot path loads
-    these ten columns instead of an ORM object of forty (a third of a step's CPU)."""
+class CallColumns:
+    """The columns of a call's row that a step reads, as the lock returned them: a step
+    loads these ten columns instead of an ORM object of forty (a third of a step's CPU)."""
 
     id: int
     call_sid: str
@@ -103,25 +83,37 @@ class LockedCall:
     organisation_id: int | None
 
 
-_STEP_COLUMNS = tuple(_calls.c[name] for name in LockedCall.__slots__)
-_LOCK_STEP_SQLITE, _LOCK_STEP_ROW = _locking_statements(*_STEP_COLUMNS)
+_STEP_COLUMNS = tuple(_calls.c[name] for name in CallColumns.__slots__)
+_LOCK_SQLITE, _LOCK_POSTGRES = _locking_statements(*_STEP_COLUMNS)
 
 
-def lock_call_for_step(
-    connection: Connection, call_sid: str, *, now: datetime
-) -> LockedCall | None:
-    """`lock_call` for an IVR step: the same lock, the columns a step reads, no ORM object.
-    None when the call has no row yet."""
+def lock_call(connection: Connection, call_sid: str, *, now: datetime) -> CallColumns | None:
+    """Lock the call's row until the transaction ends and return the columns a step reads;
+    None when the call has no row yet.
+
+    PostgreSQL: `SELECT ... FOR NO KEY UPDATE` locks the row. SQLite has no row locks: two
+    transactions that both read first would fail on the second write instead of waiting
+    for each other, so there the first statement is a write (see `_locking_statements`).
+    A step that needs the ORM object loads it by id afterwards (`load_locked_call`).
+    """
     if connection.dialect.name == "sqlite":
-        row = connection.execute(_LOCK_STEP_SQLITE, {"sid": call_sid, "now": now}).first()
+        row = connection.execute(_LOCK_SQLITE, {"sid": call_sid, "now": now}).first()
     else:
-        row = connection.execute(_LOCK_STEP_ROW, {"sid": call_sid}).first()
+        row = connection.execute(_LOCK_POSTGRES, {"sid": call_sid}).first()
     if row is None:
         return None
     values = row._asdict()
     values["state"] = values["state"] or {}
     values["vehicles"] = list(values["vehicles"] or ())
-    return LockedCall(**values)
+    return CallColumns(**values)
+
+
+def load_locked_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
+    """`lock_call`, then the row as an ORM object read fresh (the lock makes it current)."""
+    columns = lock_call(session.connection(), call_sid, now=now)
+    if columns is None:
+        return None
+    return session.get_one(Call, columns.id, populate_existing=True)
 
 
 # No VALUES: the SET clause comes from the parameters' keys, so one statement (and one cached
@@ -152,9 +144,31 @@ def get_or_create_call(
     caller; it defaults to the directory's lookup. Two first webhooks racing each other
     both end with the one row: the loser of the insert re-reads the winner's.
     """
-    call = lock_call(session, call_sid, now=now)
+    call = load_locked_call(session, call_sid, now=now)
     if call is not None:
         return call, False
+    return create_call(
+        session,
+        call_sid,
+        now=now,
+        caller_raw=caller_raw,
+        line_raw=line_raw,
+        find_contact=find_contact,
+    )
+
+
+def create_call(
+    session: Session,
+    call_sid: str,
+    *,
+    now: datetime,
+    caller_raw: str | None,
+    line_raw: str | None,
+    find_contact: Any = None,
+) -> tuple[Call, bool]:
+    """The first webhook of a call whose row the lock did not find: create it (caller
+    identified). Returns (call, created): False when a racing first webhook won the
+    insert, whose row is returned locked."""
     caller = classify(caller_raw)
     call = Call(
         call_sid=call_sid,
@@ -178,7 +192,7 @@ def get_or_create_call(
         with session.begin_nested():
             session.add(call)
     except IntegrityError:
-        existing = lock_call(session, call_sid, now=now)
+        existing = load_locked_call(session, call_sid, now=now)
         if existing is None:  # pragma: no cover - the unique key said it exists
             raise
         return existing, False
@@ -191,7 +205,7 @@ def _directory_lookup(session: Session, e164: str) -> Contact | None:
     return find_contact(session, e164)
 
 
-def caller_facts(call: Call | LockedCall, *, sms_foreign: bool = False) -> CallerFacts:
+def caller_facts(call: Call | CallColumns, *, sms_foreign: bool = False) -> CallerFacts:
     """SMS reach a Russian mobile, or any number when `sms_foreign` is set."""
     if call.caller_kind == "mobile":
         reachable = True
@@ -215,53 +229,13 @@ def _is_russian_mobile(e164: str) -> bool:
     return classify(e164).is_russian_mobile
 
 
-def record_event(
-    session: Session,
-    call: Call,
-    kind: str,
-    at: datetime,
-    step: str | None = None,
-    digits: str | None = None,
-    speech: str | None = None,
-    **detail: Any,
-) -> CallEvent:
-    """Append one event to the call's path (what a supervisor replays)."""
-    event = CallEvent(
-        call=call,
-        at=at,
-        kind=kind,
-        step=step,
-        digits=digits,  # clipped to its column by the models' listener
-        speech=speech,
-        detail={k: v for k, v in detail.items() if v is not None},
-    )
-    session.add(event)
-    return event
-
-
-def save_state(session: Session, call: Call, state: dict[str, Any], *, now: datetime) -> None:
-    """Store the call's IVR state (and `updated_at`) on its locked row.
-
-    Most steps change nothing else on the row; those are written with one Core UPDATE and
-    the loaded object is told its new values, which spares the unit of work's flush. A step
-    that changed other columns (an answer remembered) goes through the ORM as a whole.
-    """
-    if call.id is None or inspect(call).modified:
-        call.state = state
-        call.updated_at = now
-        return
-    update_call(session.connection(), call.id, {"state": state, "updated_at": now})
-    set_committed_value(call, "state", state)
-    set_committed_value(call, "updated_at", now)
-
-
 _events = cast(Table, CallEvent.__table__)
 _INSERT_EVENT = insert(_events)
 
 
-def append_event(
-    session: Session,
-    call: Call,
+def record_event(
+    db: Session | Connection,
+    call: Call | int,
     kind: str,
     at: datetime,
     step: str | None = None,
@@ -269,36 +243,26 @@ def append_event(
     speech: str | None = None,
     **detail: Any,
 ) -> None:
-    """`record_event` for the hot path of a webhook: the same row, written at once with a
-    Core INSERT instead of an ORM object flushed by the unit of work (a third of a step's
-    CPU). Events still pending in the session are flushed first, so the path keeps the
-    order in which it was recorded.
+    """Append one event to the call's path (what a supervisor replays), with one Core
+    INSERT — an ORM object flushed by the unit of work costs a third of a step's CPU.
+
+    `call` is the ORM object (through its session) or the id of a written row (through a
+    connection or a session). Changes still pending in the session are flushed first, so
+    the call exists and the path keeps the order in which it was recorded.
     """
-    if call.id is None:  # a call not written yet: the unit of work orders the two inserts
-        record_event(session, call, kind, at, step, digits, speech, **detail)
-        return
-    if session.new:
-        session.flush()
-    insert_event(session.connection(), call.id, kind, at, step, digits, speech, **detail)
-
-
-def insert_event(
-    connection: Connection,
-    call_id: int,
-    kind: str,
-    at: datetime,
-    step: str | None = None,
-    digits: str | None = None,
-    speech: str | None = None,
-    **detail: Any,
-) -> None:
-    """One event row for a call that is already written, with a Core INSERT."""
+    if isinstance(db, Session):
+        if db.new or (isinstance(call, Call) and call.id is None):
+            db.flush()
+        connection = db.connection()
+    else:
+        connection = db
+    call_id = call.id if isinstance(call, Call) else call
     connection.execute(
         _INSERT_EVENT,
         {
             "call_id": call_id,
             "at": at,
-            # Clipped to their columns, as the ORM's listener does for `record_event`.
+            # Clipped to their columns, as the ORM's listener does for its objects.
             "kind": clipped_value(_events.c.kind, kind),
             "step": clipped_value(_events.c.step, step),
             "digits": clipped_value(_events.c.digits, digits),

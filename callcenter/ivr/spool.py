@@ -51,10 +51,10 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from callcenter.calls import store as calls
+from callcenter.calls.step_cycle import StepCycle, submit_ticket_requests
 from callcenter.db import transaction
 from callcenter.db.models import CallEvent
 from callcenter.errors import InvalidInput
-from callcenter.ivr.conversation import queue_ticket_jobs
 from callcenter.services import Services
 
 log = logging.getLogger(__name__)
@@ -190,12 +190,13 @@ def store_fallback_event(services: Services, record: Mapping[str, Any]) -> None:
     call_sid = params.get("CallSid")
     if not call_sid:
         return
+    cycle = StepCycle(services.engine, services.sessions, services.clock, lambda: services.jobs)
     if record["kind"] == "status":
-        record_status(services, status_callback_from_form(params))
+        record_status(cycle, status_callback_from_form(params), calendar=services.calendar)
         return
     if record["kind"] == "recording_status":
         kind = record.get("recording_kind", "description")
-        record_recording(services, RecordingStatus.from_form(params), kind)
+        record_recording(cycle, RecordingStatus.from_form(params), kind)
         return
     at = datetime.fromisoformat(record["at"])
     event_kind = f"fallback_{record['kind']}"
@@ -237,7 +238,7 @@ def store_fallback_event(services: Services, record: Mapping[str, Any]) -> None:
                 session.flush()
                 request_id = request.id
     if request_id is not None:
-        queue_ticket_jobs(services, [request_id], call_sid)
+        submit_ticket_requests(services.jobs, [request_id], call_sid)
 
 
 def _in_call_log(session: Session, call_id: int, event_kind: str, record_id: str) -> bool:

@@ -256,7 +256,7 @@ def _ticket_number(call: Call) -> str | None:
     return request.ticket_number if request is not None else None
 
 
-def current(call: Call, settings: Settings) -> Decision:
+def stored_decision(call: Call, settings: Settings) -> Decision:
     """The TwiML decision for the call's stored state (a replayed or stray request)."""
     routing = routing_state(call)
     if routing is None:
@@ -271,7 +271,7 @@ def current(call: Call, settings: Settings) -> Decision:
 # ---------------------------------------------------------------- starting
 
 
-def start(
+def begin_routing(
     session: Session,
     call: Call,
     kind: str,
@@ -288,7 +288,7 @@ def start(
         raise ValueError(f"unknown routing kind {kind!r}")
     existing = routing_state(call)
     if existing is not None:
-        return Outcome(current(call, settings))
+        return Outcome(stored_decision(call, settings))
     duty = on_duty(session, now, calendar)
     plan = (
         consultation_plan(duty, settings) if kind == CONSULTATION else urgent_plan(duty, settings)
@@ -511,7 +511,7 @@ def dial_finished(
         record_event(
             session, call, "dial_result_ignored", now, step=f"step {step}", status=dial_status
         )
-        return Outcome(current(call, settings))
+        return Outcome(stored_decision(call, settings))
     legs = _legs(session, call)
     positions = _step_positions(routing, step)
     for position in positions:
@@ -673,7 +673,7 @@ def voicemail(
     if routing is None:
         return Outcome(Goodbye("caller_gone"))
     if routing["phase"] != VOICEMAIL:
-        return Outcome(current(call, settings))
+        return Outcome(stored_decision(call, settings))
     submit: tuple[int, ...] = ()
     recorded = bool(recording_url and recording_sid)
     if recording_url and recording_sid:

@@ -1,0 +1,127 @@
+"""What the caller and the dialled people hear during routing, as a `Reply` (the one
+renderer, `callcenter.ivr.twiml`, turns it into TwiML).
+
+Every later request of the routing comes back to `webhooks.routing` through the paths
+below:
+
+    /dial?step=N               the <Dial> of step N ended (DialCallStatus, ...)
+    /whisper?call=SID&leg=P    a dialled person answered leg P: what they hear first
+    /whisper/answer?call&leg   their key press (1 accepts)
+    /leg-status?call&leg       leg P's status callbacks (initiated ... completed)
+    /voicemail                 the caller's message after nobody took the call
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from callcenter.ivr import prompts
+from callcenter.ivr.reply import Dial, Gather, Hangup, Number, Record, Redirect, Reply, Say
+from callcenter.routing import chain
+
+PREFIX = "/webhooks/voice/route"
+LEG_EVENTS = "initiated ringing answered completed"
+WHISPER_KEY_TIMEOUT = 6
+VOICEMAIL_STATUS_PATH = "/webhooks/voice/recording-status?kind=voicemail"
+RING_TONE = "ru"
+
+HANG_UP: Reply = (Hangup(),)
+CONNECTING: Reply = (Say(prompts.ROUTING_WHISPER_CONNECTING),)
+# A leg's status callback needs no TwiML; an empty document is what Twilio expects.
+NOTHING: Reply = ()
+
+_GOODBYES = {
+    "connected": prompts.GOODBYE,
+    "voicemail": prompts.ROUTING_MESSAGE_THANKS,
+    "no_message": prompts.ROUTING_NO_MESSAGE,
+}
+
+
+def path(step_path: str, **params: Any) -> str:
+    """A routing path of this service, with its query string."""
+    return PREFIX + step_path + ("?" + urlencode(params) if params else "")
+
+
+def decision_reply(decision: chain.Decision, call_sid: str) -> Reply:
+    """What the caller hears for one routing decision."""
+    if isinstance(decision, chain.DialLegs):
+        dial = Dial(
+            numbers=tuple(
+                Number(
+                    leg.number,
+                    whisper=path("/whisper", call=call_sid, leg=leg.position),
+                    status_callback=path("/leg-status", call=call_sid, leg=leg.position),
+                    status_events=LEG_EVENTS,
+                )
+                for leg in decision.legs
+            ),
+            action=path("/dial", step=decision.step),
+            timeout=decision.timeout,
+            ring_tone=RING_TONE,
+        )
+        return (Say(prompts.ROUTING_NEXT_LEG), dial) if decision.moving_on else (dial,)
+    if isinstance(decision, chain.OfferVoicemail):
+        if decision.kind == chain.URGENT:
+            text = prompts.ROUTING_NOBODY_ACCEPTED
+            if decision.ticket_number:
+                text += " " + prompts.ROUTING_TICKET_NUMBER.format(
+                    number=_say_digits(decision.ticket_number)
+                )
+        else:
+            text = prompts.ROUTING_NO_ANSWER
+        return (
+            Say(text + " " + prompts.ROUTING_LEAVE_MESSAGE),
+            Record(
+                action=path("/voicemail"),
+                max_length=chain.VOICEMAIL_MAX_SECONDS,
+                finish_on_key="#",
+                timeout=10,
+                # The IVR's recording callback keeps it even if this action is never reached.
+                status_callback=VOICEMAIL_STATUS_PATH,
+            ),
+            # An empty recording is not posted; Twilio goes on to here.
+            Redirect(path("/voicemail")),
+        )
+    goodbye = _GOODBYES.get(decision.reason)
+    return ((Say(goodbye),) if goodbye else ()) + HANG_UP
+
+
+def whisper_reply(said: chain.Whisper | None, call_sid: str, position: int) -> Reply:
+    """What the person answering a leg hears: the announcement and "press 1", said twice;
+    then the leg is hung up, as silence (a voicemail, a pocket) is not an answer."""
+    if said is None:
+        return HANG_UP
+    gather = Gather(
+        action=path("/whisper/answer", call=call_sid, leg=position),
+        prompt=(Say(whisper_text(said)),),
+        speech=False,
+        num_digits=1,
+        timeout=WHISPER_KEY_TIMEOUT,
+    )
+    return (gather, gather, *HANG_UP)
+
+
+def whisper_text(said: chain.Whisper) -> str:
+    ticket = (
+        prompts.ROUTING_TICKET.format(number=said.ticket_number)
+        if said.ticket_number
+        else prompts.ROUTING_TICKET_PENDING
+    )
+    text = prompts.ROUTING_WHISPER.format(
+        topic=chain.topic_title(said.topic),
+        ticket=ticket,
+        client=said.client or prompts.ROUTING_CLIENT_UNKNOWN,
+    )
+    if said.vehicles:
+        text += " " + prompts.ROUTING_WHISPER_VEHICLES.format(plates=", ".join(said.vehicles))
+    return text + " " + prompts.ROUTING_WHISPER_PRESS_1
+
+
+def _say_digits(number: str) -> str:
+    from callcenter.regulation.speech import say_digits
+
+    try:
+        return say_digits(number)
+    except ValueError:
+        return number
