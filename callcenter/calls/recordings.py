@@ -5,7 +5,7 @@ A call may have several recordings: the caller's description of the problem (the
 `recording_added` event (detail: `sid`, Twilio's `url`, `recording_kind`, `duration`),
 which is both the call's timeline entry and the list the follow-up job attaches to the
 ticket; `call.recording_sid` / `recording_url` keep the main one (the description, else
-the first) and `call.state["recording_sids"]` lists them all for the retention purge.
+the first) and `call.recording_sids` lists them all for the retention purge.
 
 `RECORDING_MODE`:
 - `link`: the ticket gets Twilio's URL (opening it needs the Twilio account);

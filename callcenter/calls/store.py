@@ -1,6 +1,7 @@
 """The call log: one `Call` row per CallSid and one `CallEvent` per webhook.
 
-Every Twilio webhook of a call goes through `lock_call` first, so two requests for the same
+Every Twilio webhook of a call goes through `lock_call` first (in the step cycle,
+`callcenter.calls.step_cycle`), so two requests for the same
 call (a retried webhook, a status callback racing an IVR step) are applied one after the
 other, never interleaved. Status callbacks are applied order-safely by
 `apply_status_callback`: Twilio gives no ordering guarantee, so a duplicate or late callback
@@ -253,6 +254,10 @@ def record_event(
     if isinstance(db, Session):
         if db.new or (isinstance(call, Call) and call.id is None):
             db.flush()
+        if isinstance(call, Call) and "events" in call.__dict__:
+            # A path already loaded in this session learns of the new row when next read
+            # (`add_recording` reads it to stay idempotent).
+            db.expire(call, ["events"])
         connection = db.connection()
     else:
         connection = db

@@ -1,8 +1,9 @@
 """The data model: directory, calls and their events, the ticket outbox, the built-in
 portal's tickets, the roster, console users and API tokens.
 
-All times are aware UTC (see `UTCDateTime`). Per-call IVR state lives on `Call.state`,
-keyed by CallSid, so any web process can serve any step of a call.
+All times are aware UTC (see `UTCDateTime`). Per-call state lives on the `Call` row (the
+IVR's in `state`, routing's in `routing_state`), keyed by CallSid, so any web process can
+serve any step of a call.
 """
 
 from __future__ import annotations
@@ -94,8 +95,13 @@ class Call(Base):
     topic: Mapped[str | None] = mapped_column(String(40), index=True)
     product: Mapped[str | None] = mapped_column(String(40))
     vehicles: Mapped[list[str]] = mapped_column(JSON, default=list)
-    # The IVR's per-call state: current step, retries, collected answers.
+    # Per-call state, one column per owner (each written by its owner alone):
+    # the IVR's `CallState` (current step, retries, collected answers),
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # on-duty routing's `RoutingState` (None until the call is routed),
+    routing_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # and the SIDs of every recording of the call, for the retention purge.
+    recording_sids: Mapped[list[str]] = mapped_column(JSON, default=list)
     recording_sid: Mapped[str | None] = mapped_column(String(64))
     recording_url: Mapped[str | None] = mapped_column(Text)
     recording_duration: Mapped[int | None] = mapped_column(Integer)

@@ -165,10 +165,10 @@ def add_recording(
         call.recording_url = recording_url
         if duration is not None:
             call.recording_duration = duration
-    sids = list(call.state.get("recording_sids") or [])
+    sids = list(call.recording_sids or [])
     if recording_sid not in sids:
         # The retention purge deletes the local copies of every SID listed here.
-        call.state = {**call.state, "recording_sids": [*sids, recording_sid]}
+        call.recording_sids = [*sids, recording_sid]
     call.updated_at = at
 
     existing = _request_of(session, call)
