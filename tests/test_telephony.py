@@ -21,7 +21,6 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from callcenter.directory.phones import classify
 from callcenter.errors import (
     ConfigurationError,
     TelephonyError,

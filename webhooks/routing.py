@@ -37,6 +37,7 @@ from callcenter.ivr.twiml import CONTENT_TYPE, LANGUAGE, absolute
 from callcenter.routing import chain as routing
 from callcenter.services import Services
 from callcenter.settings import Settings
+from callcenter.tickets.notifications import chain_topic_title
 from callcenter.web import db_session, services
 from webhooks.signature import twilio_signed
 
@@ -391,7 +392,7 @@ def whisper_text(said: routing.Whisper) -> str:
         else prompts.ROUTING_TICKET_PENDING
     )
     text = prompts.ROUTING_WHISPER.format(
-        topic=routing.topic_title(said.topic),
+        topic=chain_topic_title(said.topic),
         ticket=ticket,
         client=said.client or prompts.ROUTING_CLIENT_UNKNOWN,
     )

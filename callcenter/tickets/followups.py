@@ -61,9 +61,9 @@ from callcenter.tickets.notifications import (
     RETRY,
     SKIPPED,
     SmsOutcome,
-    alert_recipients,
     caller_confirmation,
     failure_alert,
+    on_duty_alert_recipients,
     record_skip,
     send_unsettled,
     settle,
@@ -263,13 +263,13 @@ def _state(
     state = dict(snap.state)
     if snap.status == outbox.DONE and snap.urgent and "alert_to" not in state:
         # Fixed at the first run, so a roster change never alerts a second set of people.
-        state["alert_to"] = alert_recipients(session, now, calendar, settings)
+        state["alert_to"] = on_duty_alert_recipients(session, now, calendar, settings)
     failures = int(state.get("failures", 0))
     if snap.status == outbox.FAILED and state.get("failure_alert", {}).get("failure") != failures:
         # One alert per failure: a retried request that fails again alerts again.
         state["failure_alert"] = {
             "failure": failures,
-            "to": alert_recipients(session, now, calendar, settings),
+            "to": on_duty_alert_recipients(session, now, calendar, settings),
             "sent": {},
         }
     return state
