@@ -69,12 +69,14 @@ CATEGORY_RULES: Mapping[Category, CategoryRules] = {
     Category.ABANDONED: CategoryRules(urgent=False, ticket="never"),
 }
 
+# Tuples in the enum's order, so SQL built from them (`Call.category.in_(...)`) is the same
+# statement in every process.
 # Calls that must reach a person at once: the urgent chain, the on-duty alerts.
-URGENT_CATEGORIES = frozenset(c for c, rules in CATEGORY_RULES.items() if rules.urgent)
+URGENT_CATEGORIES = tuple(c for c in Category if CATEGORY_RULES[c].urgent)
 # Calls that must end with a ticket; a finished one without is a problem for the supervisor.
-TICKETED_CATEGORIES = frozenset(c for c, r in CATEGORY_RULES.items() if r.ticket == "always")
+TICKETED_CATEGORIES = tuple(c for c in Category if CATEGORY_RULES[c].ticket == "always")
 # Calls that never make a ticket.
-UNTICKETED_CATEGORIES = frozenset(c for c, r in CATEGORY_RULES.items() if r.ticket == "never")
+UNTICKETED_CATEGORIES = tuple(c for c in Category if CATEGORY_RULES[c].ticket == "never")
 # Category → the topic it implies when none was chosen from a menu.
 CATEGORY_TOPICS: Mapping[Category, str] = {
     c: rules.topic for c, rules in CATEGORY_RULES.items() if rules.topic is not None

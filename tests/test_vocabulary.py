@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from callcenter.directory.phones import classify
+from callcenter.ivr.engine import STEPS
 from callcenter.vocabulary import (
     CATEGORY_RULES,
     CATEGORY_TOPICS,
@@ -16,6 +17,7 @@ from callcenter.vocabulary import (
     Category,
     Outcome,
     Route,
+    Step,
     recording_status_path,
     route_path,
     routing_path,
@@ -50,9 +52,9 @@ def test_the_stored_words_are_unchanged() -> None:
 
 
 def test_what_follows_from_a_category() -> None:
-    assert URGENT_CATEGORIES == {"critical", "stolen"}
-    assert TICKETED_CATEGORIES == {"incident", "critical", "stolen"}
-    assert UNTICKETED_CATEGORIES == {"status", "abandoned"}
+    assert URGENT_CATEGORIES == ("critical", "stolen")
+    assert TICKETED_CATEGORIES == ("incident", "critical", "stolen")
+    assert UNTICKETED_CATEGORIES == ("status", "abandoned")
     assert dict(CATEGORY_TOPICS) == {
         "consultation": "consultation",
         "critical": "critical_server_failure",
@@ -62,6 +64,10 @@ def test_what_follows_from_a_category() -> None:
 
 
 # ------------------------------------------------------------- URLs
+
+
+def test_the_vocabulary_names_every_step_the_ivr_serves() -> None:
+    assert STEPS == set(Step)
 
 
 def test_step_and_routing_urls() -> None:

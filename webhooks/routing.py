@@ -22,7 +22,6 @@ import logging
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeVar
-from urllib.parse import urlencode
 
 from flask import Blueprint, Response, request
 from sqlalchemy.exc import DBAPIError
@@ -38,17 +37,16 @@ from callcenter.routing import chain as routing
 from callcenter.services import Services
 from callcenter.settings import Settings
 from callcenter.tickets.notifications import chain_topic_title
+from callcenter.vocabulary import ROUTE_PREFIX, recording_status_path, routing_path
 from callcenter.web import db_session, services
 from webhooks.signature import twilio_signed
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("routing", __name__, url_prefix="/webhooks/voice/route")
+bp = Blueprint("routing", __name__, url_prefix=ROUTE_PREFIX)
 
-PREFIX = "/webhooks/voice/route"
 LEG_EVENTS = "initiated ringing answered completed"
 WHISPER_KEY_TIMEOUT = 6
-VOICEMAIL_STATUS_PATH = "/webhooks/voice/recording-status?kind=voicemail"
 
 # Deadlock detected, serialization failure: PostgreSQL aborted us; the step can run again.
 RETRIED_SQLSTATES = frozenset({"40P01", "40001"})
@@ -286,8 +284,7 @@ def _bool_or_none(raw: str | None) -> bool | None:
 
 
 def _url(settings: Settings, path: str, **params: Any) -> str:
-    query = "?" + urlencode(params) if params else ""
-    return absolute(PREFIX + path + query, settings.public_base_url)
+    return absolute(routing_path(path, **params), settings.public_base_url)
 
 
 def _say(parent: Any, text: str, settings: Settings) -> None:
@@ -340,7 +337,9 @@ def render(decision: routing.Decision, settings: Settings, call_sid: str) -> Voi
             timeout=10,
             play_beep=True,
             # The IVR's recording callback keeps it even if this action is never reached.
-            recording_status_callback=absolute(VOICEMAIL_STATUS_PATH, settings.public_base_url),
+            recording_status_callback=absolute(
+                recording_status_path("voicemail"), settings.public_base_url
+            ),
             recording_status_callback_method="POST",
         )
         # An empty recording is not posted; Twilio goes on to here.

@@ -24,14 +24,14 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from callcenter.calllog.review import needs_attention
-from callcenter.calllog.serialize import URGENT_CATEGORIES
 from callcenter.clock import MOSCOW
 from callcenter.db.models import Call, Contact, DialLeg, Organisation, TicketRequest
 from callcenter.directory.phones import normalise
 from callcenter.errors import InvalidFilter
+from callcenter.vocabulary import URGENT_CATEGORIES, Category, Outcome
 
-CATEGORIES = ("consultation", "incident", "critical", "stolen", "status", "abandoned")
-OUTCOMES = ("in_progress", "completed", "interrupted", "abandoned", "failed")
+CATEGORIES = tuple(Category)
+OUTCOMES = tuple(Outcome)
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 50
 
@@ -333,7 +333,9 @@ def _conditions(flt: CallFilter, fold: str) -> list[ColumnElement[bool]]:
     if flt.urgent_unanswered is not None:
         accepted = exists().where(DialLeg.call_id == Call.id, DialLeg.result == "accepted")
         urgent = and_(
-            Call.category.in_(URGENT_CATEGORIES), Call.outcome != "in_progress", not_(accepted)
+            Call.category.in_(URGENT_CATEGORIES),
+            Call.outcome != Outcome.IN_PROGRESS,
+            not_(accepted),
         )
         cond.append(urgent if flt.urgent_unanswered else not_(urgent))
     if flt.attention is not None:

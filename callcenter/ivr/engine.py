@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from callcenter import vocabulary
 from callcenter.ivr import flow, prompts
 from callcenter.ivr.plates import parse_plates, spoken_plate
 from callcenter.ivr.reply import (
@@ -36,18 +37,13 @@ from callcenter.ivr.reply import (
 )
 from callcenter.ivr.spoken import spoken_digits
 from callcenter.portal.protocol import TicketView
+from callcenter.vocabulary import Category, Route, Step
 
 MAX_RETRIES = 2
 POLL_PAUSE_SECONDS = 2
 DESCRIPTION_MAX_SECONDS = 180
 # Ticket numbers are at most this long (the portal contract); longer input is a mistake.
 MAX_TICKET_DIGITS = 12
-STEP_PATH = "/webhooks/voice/step/{step}?t={turn}"
-ROUTE_PATHS = {
-    "consultation": "/webhooks/voice/route/consultation",
-    "urgent": "/webhooks/voice/route/urgent",
-}
-RECORDING_STATUS_PATH = "/webhooks/voice/recording-status?kind={kind}"
 
 # ------------------------------------------------------------------ values in and out
 
@@ -59,7 +55,7 @@ class CallState:
     step: str = "start"
     turn: int = 0
     retries: int = 0
-    # Where routing took over ("consultation" / "urgent"), once it has.
+    # Where routing took over (a `Route`), once it has.
     route: str | None = None
     # The path reached its ticket outcome (a ticket request, or a duplicated ticket).
     resolved: bool = False
@@ -247,7 +243,7 @@ def _n(result: str, **more: Any) -> dict[str, Any]:
 
 
 def step_path(state: CallState) -> str:
-    return STEP_PATH.format(step=state.step, turn=state.turn)
+    return vocabulary.step_path(state.step, state.turn)
 
 
 def _gather(
@@ -276,9 +272,9 @@ def _gather(
 
 # Steps that take a free-form answer (ticket number or plates): their prompt and hints.
 _FREE_ANSWERS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "critical": (prompts.CRITICAL_NUMBER, flow.NUMBER_HINTS),
-    "stolen_vehicles": (prompts.STOLEN_VEHICLES, flow.PLATE_HINTS),
-    "status_number": (prompts.STATUS_NUMBER, flow.NUMBER_HINTS),
+    Step.CRITICAL: (prompts.CRITICAL_NUMBER, flow.NUMBER_HINTS),
+    Step.STOLEN_VEHICLES: (prompts.STOLEN_VEHICLES, flow.PLATE_HINTS),
+    Step.STATUS_NUMBER: (prompts.STATUS_NUMBER, flow.NUMBER_HINTS),
 }
 
 
@@ -315,7 +311,7 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
                 max_length=DESCRIPTION_MAX_SECONDS,
                 finish_on_key="#",
                 timeout=10,
-                status_callback=RECORDING_STATUS_PATH.format(kind="description"),
+                status_callback=vocabulary.recording_status_path("description"),
             ),
             # Nothing recorded: Twilio skips the action and goes on here.
             Redirect(action),
@@ -335,7 +331,7 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
     if step == "status_unavailable":
         return _gather(state, [prompts.STATUS_UNAVAILABLE], speech=False)
     if step == "routed":
-        return (Redirect(ROUTE_PATHS[state.route or "consultation"]),)
+        return (Redirect(vocabulary.route_path(state.route or Route.CONSULTATION)),)
     return (Hangup(),)
 
 
@@ -371,7 +367,7 @@ def _route(state: CallState, route: str, preface: tuple[Verb, ...]) -> Reply:
     state.step = "routed"
     state.route = route
     state.turn += 1
-    return (*preface, Redirect(ROUTE_PATHS[route]))
+    return (*preface, Redirect(vocabulary.route_path(route)))
 
 
 def _goodbye(state: CallState) -> Reply:
@@ -399,8 +395,8 @@ def _greet(state: CallState, ctx: StepContext) -> StepResult:
 def _to_specialist(state: CallState, ctx: StepContext) -> StepResult:
     actions: tuple[Action, ...] = ()
     if ctx.call.category is None:
-        actions = (Remember("category", "consultation"),)
-    reply = _route(state, "consultation", (Say(prompts.TOO_MANY_TRIES),))
+        actions = (Remember("category", Category.CONSULTATION),)
+    reply = _route(state, Route.CONSULTATION, (Say(prompts.TOO_MANY_TRIES),))
     return StepResult(state, actions, reply, _n("to_specialist"))
 
 
@@ -584,7 +580,7 @@ def _ticket_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
     if event.digits == flow.REPEAT_KEY and state.announcement:
         return StepResult(state, (), _ask(state, "ticket_done", ctx), _n("repeat"))
     if event.digits == "0":
-        return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))
+        return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
     return StepResult(state, (), _goodbye(state), _n("goodbye"))
 
 
@@ -603,7 +599,7 @@ def _number_from(event: IvrEvent) -> str | None:
 
 
 def _urgent(state: CallState, said: tuple[Verb, ...]) -> Reply:
-    return _route(state, "urgent", (*said, Say(prompts.CONNECTING_URGENT)))
+    return _route(state, Route.URGENT, (*said, Say(prompts.CONNECTING_URGENT)))
 
 
 def _critical_new(state: CallState, ctx: StepContext) -> StepResult:
@@ -698,7 +694,7 @@ def _status_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
     if event.digits == "1":
         return StepResult(state, (), _ask(state, "status_number", ctx), _n("another"))
     if event.digits == "0":
-        return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))
+        return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
     return StepResult(state, (), _goodbye(state), _n("goodbye"))
 
 
@@ -706,23 +702,23 @@ def _status_unavailable(state: CallState, event: IvrEvent, ctx: StepContext) -> 
     if event.digits == "1" and state.asked_number:
         return _status_answer(state, ctx, state.asked_number)
     # "0", silence or anything else: a person answers; the caller is never left alone.
-    return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))
+    return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
 
 
 _HANDLERS: dict[str, Callable[[CallState, IvrEvent, StepContext], StepResult]] = {
-    "main_menu": _main_menu,
-    "topic": _topic,
-    "product": _product,
-    "vehicles": _vehicles,
-    "caller_name": _caller_name,
-    "description": _description,
-    "ticket_wait": _ticket_wait,
-    "ticket_done": _ticket_done,
-    "critical": _critical,
-    "stolen_vehicles": _stolen_vehicles,
-    "status_number": _status_number,
-    "status_done": _status_done,
-    "status_unavailable": _status_unavailable,
+    Step.MAIN_MENU: _main_menu,
+    Step.TOPIC: _topic,
+    Step.PRODUCT: _product,
+    Step.VEHICLES: _vehicles,
+    Step.CALLER_NAME: _caller_name,
+    Step.DESCRIPTION: _description,
+    Step.TICKET_WAIT: _ticket_wait,
+    Step.TICKET_DONE: _ticket_done,
+    Step.CRITICAL: _critical,
+    Step.STOLEN_VEHICLES: _stolen_vehicles,
+    Step.STATUS_NUMBER: _status_number,
+    Step.STATUS_DONE: _status_done,
+    Step.STATUS_UNAVAILABLE: _status_unavailable,
 }
 
-STEPS = frozenset({"start", *_HANDLERS, "routed", "ended"})
+STEPS = frozenset({Step.START, *_HANDLERS, Step.ROUTED, Step.ENDED})

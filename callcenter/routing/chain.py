@@ -58,6 +58,7 @@ from callcenter.routing.roster import OnDuty, Person, on_duty
 # For `chain_alerts_job` below (and its callers, who find it here): the chain alerts are
 # notifications now; the job goes to the jobs module.
 from callcenter.tickets.notifications import send_chain_alerts
+from callcenter.vocabulary import CONSULTATION_TOPIC, Route
 
 if TYPE_CHECKING:
     from callcenter.regulation.calendar import BusinessCalendar
@@ -65,8 +66,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONSULTATION = "consultation"
-URGENT = "urgent"
+CONSULTATION = Route.CONSULTATION
+URGENT = Route.URGENT
 KINDS = (CONSULTATION, URGENT)
 
 DIALING = "dialing"
@@ -646,7 +647,7 @@ def _open_callback(
     from callcenter.tickets.intake import open_ticket_request
 
     if not call.topic:
-        call.topic = CONSULTATION
+        call.topic = CONSULTATION_TOPIC
     request = open_ticket_request(session, call, now=now, calendar=calendar)
     session.flush()
     return request.id
