@@ -17,7 +17,8 @@ from callcenter.clock import MOSCOW
 from callcenter.db import transaction
 from callcenter.db.models import Call, DialLeg, SmsMessage, TicketRequest
 from callcenter.routing import chain as routing
-from callcenter.routing.roster import OnDuty, Person, import_roster
+from callcenter.routing.roster import OnDuty, Person
+from callcenter.routing.roster_import import import_roster
 from callcenter.services import Services
 from callcenter.settings import Settings
 from callcenter.telephony.client import TwilioTelephony

@@ -37,7 +37,7 @@ from callcenter.db.models import (
     TicketRequest,
 )
 from callcenter.regulation.speech import say_digits
-from callcenter.routing.roster import import_roster
+from callcenter.routing.roster_import import import_roster
 from callcenter.services import Services
 from callcenter.tickets import outbox
 from callcenter.tickets.intake import open_ticket_request
