@@ -214,15 +214,17 @@ def advance(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
             return _greet(state, ctx)
         # Twilio retried the incoming webhook: the caller is still at the start.
         if state.step == "main_menu" and state.retries == 0:
-            return StepResult(state, (), (*_greeting(ctx), *_prompt(state, ctx)), _n("repeated"))
-        return StepResult(state, (), _prompt(state, ctx), _n("repeated"))
+            return StepResult(
+                state, (), (*_greeting(ctx), *_prompt(state, ctx)), _event_note("repeated")
+            )
+        return StepResult(state, (), _prompt(state, ctx), _event_note("repeated"))
     if event.step != state.step or event.turn != state.turn:
         return StepResult(
             state, (), _prompt(state, ctx), {"result": "stale", "current": state.step}
         )
     handler = _HANDLERS.get(state.step)
     if handler is None:
-        return StepResult(state, (), _prompt(state, ctx), _n("no_input_expected"))
+        return StepResult(state, (), _prompt(state, ctx), _event_note("no_input_expected"))
     return handler(state, event, ctx)
 
 
@@ -235,7 +237,8 @@ def _has_ticket(ctx: StepContext) -> bool:
     return ctx.lookups.requested_ticket() is not None
 
 
-def _n(result: str, **more: Any) -> dict[str, Any]:
+def _event_note(result: str, **more: Any) -> dict[str, Any]:
+    """What the engine made of the event, for the call's event log (`StepResult.note`)."""
     return {"result": result, **more}
 
 
@@ -360,7 +363,9 @@ def _retry(
     state.retries += 1
     state.turn += 1
     said = message or (prompts.NOT_HEARD if event.silent else prompts.NOT_UNDERSTOOD)
-    return StepResult(state, (), (Say(said), *_prompt(state, ctx)), _n(result, retry=state.retries))
+    return StepResult(
+        state, (), (Say(said), *_prompt(state, ctx)), _event_note(result, retry=state.retries)
+    )
 
 
 def _route(state: CallState, route: str, preface: tuple[Verb, ...]) -> Reply:
@@ -389,7 +394,7 @@ def _greeting(ctx: StepContext) -> tuple[Verb, ...]:
 def _greet(state: CallState, ctx: StepContext) -> StepResult:
     after_hours = not ctx.calendar.is_working_time(ctx.now)
     reply = _ask(state, "main_menu", ctx, _greeting(ctx))
-    return StepResult(state, (), reply, _n("greeted", after_hours=after_hours))
+    return StepResult(state, (), reply, _event_note("greeted", after_hours=after_hours))
 
 
 def _to_specialist(state: CallState, ctx: StepContext) -> StepResult:
@@ -397,13 +402,13 @@ def _to_specialist(state: CallState, ctx: StepContext) -> StepResult:
     if ctx.call.category is None:
         actions = (Remember("category", Category.CONSULTATION),)
     reply = _route(state, Route.CONSULTATION, (Say(prompts.TOO_MANY_TRIES),))
-    return StepResult(state, actions, reply, _n("to_specialist"))
+    return StepResult(state, actions, reply, _event_note("to_specialist"))
 
 
 def _main_menu(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
     choice = flow.MAIN_MENU.match(event.digits, event.speech)
     if choice == flow.REPEAT_KEY:
-        return StepResult(state, (), _ask(state, "main_menu", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("repeat"))
     if not isinstance(choice, flow.Choice) or choice.value is None:
         return _retry(state, event, ctx, _to_specialist)
     path = flow.PATHS[choice.value]
@@ -414,7 +419,7 @@ def _main_menu(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResul
         reply = _route(state, path.route, (Say(prompts.CONNECTING),))
     else:
         reply = _ask(state, path.first_step or "main_menu", ctx)
-    return StepResult(state, tuple(actions), reply, _n("chose", choice=choice.value))
+    return StepResult(state, tuple(actions), reply, _event_note("chose", choice=choice.value))
 
 
 # ------------------------------------------------------------------ new problem
@@ -423,33 +428,38 @@ def _main_menu(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResul
 def _topic(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
     choice = flow.topic_menu().match(event.digits, event.speech)
     if choice == flow.REPEAT_KEY:
-        return StepResult(state, (), _ask(state, "topic", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "topic", ctx), _event_note("repeat"))
     if not isinstance(choice, flow.Choice) or choice.value is None:
 
         def fallback(state: CallState, ctx: StepContext) -> StepResult:
             # No topic: the ticket pipeline files it under its "unchosen" topic.
-            return StepResult(state, (), _ask(state, "product", ctx), _n("topic_unchosen"))
+            return StepResult(state, (), _ask(state, "product", ctx), _event_note("topic_unchosen"))
 
         return _retry(state, event, ctx, fallback)
     reply = _ask(state, "product", ctx)
     return StepResult(
-        state, (Remember("topic", choice.value),), reply, _n("chose", topic=choice.value)
+        state, (Remember("topic", choice.value),), reply, _event_note("chose", topic=choice.value)
     )
 
 
 def _product(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
     choice = flow.product_menu().match(event.digits, event.speech)
     if choice == flow.REPEAT_KEY:
-        return StepResult(state, (), _ask(state, "product", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "product", ctx), _event_note("repeat"))
     if not isinstance(choice, flow.Choice):
 
         def unknown(state: CallState, ctx: StepContext) -> StepResult:
-            return StepResult(state, (), _ask(state, "vehicles", ctx), _n("product_unknown"))
+            return StepResult(
+                state, (), _ask(state, "vehicles", ctx), _event_note("product_unknown")
+            )
 
         return _retry(state, event, ctx, unknown)
     reply = _ask(state, "vehicles", ctx)
     return StepResult(
-        state, (Remember("product", choice.value),), reply, _n("chose", product=choice.value)
+        state,
+        (Remember("product", choice.value),),
+        reply,
+        _event_note("chose", product=choice.value),
     )
 
 
@@ -484,11 +494,15 @@ def _vehicles(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult
             # What could not be read as a plate is kept as said; a person reads it.
             said = [event.speech.strip()] if event.speech else []
             actions = (Remember("vehicles", said),) if said else ()
-            return StepResult(state, actions, _after_vehicles(state, ctx, ()), _n("unparsed"))
+            return StepResult(
+                state, actions, _after_vehicles(state, ctx, ()), _event_note("unparsed")
+            )
 
         return _retry(state, event, ctx, keep_as_said)
     reply = _after_vehicles(state, ctx, _noted(plates))
-    return StepResult(state, (Remember("vehicles", plates),), reply, _n("vehicles", plates=plates))
+    return StepResult(
+        state, (Remember("vehicles", plates),), reply, _event_note("vehicles", plates=plates)
+    )
 
 
 def _caller_name(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
@@ -497,7 +511,7 @@ def _caller_name(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
         return StepResult(state, (Remember("caller_said_name", event.speech.strip()),), reply)
 
     def skip(state: CallState, ctx: StepContext) -> StepResult:
-        return StepResult(state, (), _ask(state, "description", ctx), _n("name_skipped"))
+        return StepResult(state, (), _ask(state, "description", ctx), _event_note("name_skipped"))
 
     if event.digits == "":
         return skip(state, ctx)
@@ -523,11 +537,11 @@ def _description(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
     if event.recording is not None:
         keep = (KeepRecording(event.recording, "description"),)
         return _open_and_wait(
-            state, ctx, keep, _n("recorded", hangup=event.digits == "hangup" or None)
+            state, ctx, keep, _event_note("recorded", hangup=event.digits == "hangup" or None)
         )
 
     def without(state: CallState, ctx: StepContext) -> StepResult:
-        return _open_and_wait(state, ctx, (), _n("no_description"))
+        return _open_and_wait(state, ctx, (), _event_note("no_description"))
 
     if state.retries >= 1:
         return without(state, ctx)
@@ -565,23 +579,23 @@ def _ticket_wait(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
     if ticket is not None and ticket.number is not None:
         state.announcement = _announce(state, ctx, ticket)
         reply = _ask(state, "ticket_done", ctx)
-        return StepResult(state, (), reply, _n("ticket_number", number=ticket.number))
+        return StepResult(state, (), reply, _event_note("ticket_number", number=ticket.number))
     if (ticket is not None and ticket.failed) or budget_spent:
         state.announcement = []
         message = _announce(state, ctx, None)
         reply = _ask(state, "ticket_done", ctx, tuple(Say(text) for text in message))
-        return StepResult(state, (), reply, _n("ticket_pending", polls=state.polls))
+        return StepResult(state, (), reply, _event_note("ticket_pending", polls=state.polls))
     state.polls += 1
     state.turn += 1
-    return StepResult(state, (), _prompt(state, ctx), _n("waiting", polls=state.polls))
+    return StepResult(state, (), _prompt(state, ctx), _event_note("waiting", polls=state.polls))
 
 
 def _ticket_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
     if event.digits == flow.REPEAT_KEY and state.announcement:
-        return StepResult(state, (), _ask(state, "ticket_done", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "ticket_done", ctx), _event_note("repeat"))
     if event.digits == "0":
         return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
-    return StepResult(state, (), _goodbye(state), _n("goodbye"))
+    return StepResult(state, (), _goodbye(state), _event_note("goodbye"))
 
 
 # ------------------------------------------------------------------ critical failure
@@ -606,7 +620,7 @@ def _critical_new(state: CallState, ctx: StepContext) -> StepResult:
     state.resolved = True
     actions: tuple[Action, ...] = () if _has_ticket(ctx) else (OpenTicket(),)
     reply = _urgent(state, (Say(prompts.CRITICAL_NEW),))
-    return StepResult(state, actions, reply, _n("new_ticket"))
+    return StepResult(state, actions, reply, _event_note("new_ticket"))
 
 
 def _critical(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
@@ -627,7 +641,7 @@ def _critical(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult
         state,
         (MarkPhoneDuplicate(number),),
         _urgent(state, said),
-        _n("duplicate", number=number, portal=lookup.outcome),
+        _event_note("duplicate", number=number, portal=lookup.outcome),
     )
 
 
@@ -643,7 +657,7 @@ def _stolen_vehicles(state: CallState, event: IvrEvent, ctx: StepContext) -> Ste
         if not _has_ticket(ctx):
             actions.append(OpenTicket())
         reply = _urgent(state, (*_noted(plates), Say(prompts.STOLEN_NEW)))
-        return StepResult(state, tuple(actions), reply, _n("vehicles", plates=plates))
+        return StepResult(state, tuple(actions), reply, _event_note("vehicles", plates=plates))
 
     if plates is None:
         said = [event.speech.strip()] if event.speech else []
@@ -658,7 +672,9 @@ def _status_answer(state: CallState, ctx: StepContext, number: str) -> StepResul
     state.asked_number = number
     lookup = ctx.lookups.ticket(number)
     if lookup.outcome == "unavailable":
-        return StepResult(state, (), _ask(state, "status_unavailable", ctx), _n("unavailable"))
+        return StepResult(
+            state, (), _ask(state, "status_unavailable", ctx), _event_note("unavailable")
+        )
     view = lookup.view
     mine = (
         view is not None
@@ -668,7 +684,7 @@ def _status_answer(state: CallState, ctx: StepContext, number: str) -> StepResul
     if view is None or not mine:
         # Not found and not theirs sound the same: a caller learns nothing about others.
         state.announcement = [prompts.STATUS_REFUSED]
-        note = _n("refused", number=number, found=view is not None)
+        note = _event_note("refused", number=number, found=view is not None)
     else:
         said = [prompts.STATUS_ANSWER.format(number=ctx.say_digits(number), status=view.status)]
         if view.resolution_due is not None:
@@ -677,7 +693,7 @@ def _status_answer(state: CallState, ctx: StepContext, number: str) -> StepResul
         else:
             said.append(prompts.RESOLUTION_BY_AGREEMENT)
         state.announcement = said
-        note = _n("status", number=number, status=view.status)
+        note = _event_note("status", number=number, status=view.status)
     return StepResult(state, (), _ask(state, "status_done", ctx), note)
 
 
@@ -690,12 +706,12 @@ def _status_number(state: CallState, event: IvrEvent, ctx: StepContext) -> StepR
 
 def _status_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
     if event.digits == flow.REPEAT_KEY:
-        return StepResult(state, (), _ask(state, "status_done", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "status_done", ctx), _event_note("repeat"))
     if event.digits == "1":
-        return StepResult(state, (), _ask(state, "status_number", ctx), _n("another"))
+        return StepResult(state, (), _ask(state, "status_number", ctx), _event_note("another"))
     if event.digits == "0":
         return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
-    return StepResult(state, (), _goodbye(state), _n("goodbye"))
+    return StepResult(state, (), _goodbye(state), _event_note("goodbye"))
 
 
 def _status_unavailable(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
