@@ -22,7 +22,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from callcenter.clock import as_utc
 from callcenter.db.models import Call, CallEvent, Contact, clipped_value
 from callcenter.directory.phones import classify, normalise
-from callcenter.vocabulary import sms_reach
+from callcenter.vocabulary import Outcome, sms_reach
 
 # Twilio's call statuses; these five end a call and are never followed by another.
 TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
@@ -164,7 +164,7 @@ def get_or_create_call(
         caller_kind=caller.kind,
         vehicles=[],
         state={},
-        outcome="in_progress",
+        outcome=Outcome.IN_PROGRESS,
         started_at=now,
         updated_at=now,
     )
