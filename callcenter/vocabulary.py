@@ -155,7 +155,7 @@ STEP_PREFIX = VOICE_PREFIX + "/step"
 ROUTE_PREFIX = VOICE_PREFIX + "/route"
 
 RecordingKind = Literal["description", "voicemail"]
-RECORDING_KINDS: frozenset[str] = frozenset({"description", "voicemail"})
+RECORDING_KINDS: tuple[RecordingKind, ...] = ("description", "voicemail")
 
 
 def step_path(step: str, turn: int) -> str:
@@ -169,9 +169,12 @@ def route_path(route: str) -> str:
     return f"{ROUTE_PREFIX}/{Route(route)}"
 
 
+# What routing's own TwiML sends Twilio back to, under the route prefix.
+ROUTING_ACTIONS = ("/dial", "/whisper", "/whisper/answer", "/leg-status", "/voicemail")
+
+
 def routing_path(action: str, **params: object) -> str:
-    """A routing step's URL (`/dial`, `/whisper`, `/whisper/answer`, `/leg-status`,
-    `/voicemail` under the route prefix) with its query."""
+    """A routing step's URL (one of `ROUTING_ACTIONS`) with its query."""
     query = "?" + urlencode(params) if params else ""
     return ROUTE_PREFIX + action + query
 

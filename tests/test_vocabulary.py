@@ -4,12 +4,19 @@ the one rule for who may get an SMS."""
 from __future__ import annotations
 
 import pytest
+from flask import Flask
 
 from callcenter.directory.phones import classify
 from callcenter.ivr.engine import STEPS
 from callcenter.vocabulary import (
     CATEGORY_RULES,
     CATEGORY_TOPICS,
+    FALLBACK_DIAL_RESULT_PATH,
+    FALLBACK_PATH,
+    FALLBACK_VOICEMAIL_PATH,
+    INCOMING_PATH,
+    ROUTING_ACTIONS,
+    STATUS_PATH,
     TICKETED_CATEGORIES,
     UNTICKETED_CATEGORIES,
     URGENT_CATEGORIES,
@@ -68,6 +75,25 @@ def test_what_follows_from_a_category() -> None:
 
 def test_the_vocabulary_names_every_step_the_ivr_serves() -> None:
     assert STEPS == set(Step)
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_every_url_the_vocabulary_names_is_a_twilio_webhook(app: Flask) -> None:
+    urls = app.url_map.bind("hotline.example")
+    paths = [
+        INCOMING_PATH,
+        STATUS_PATH,
+        FALLBACK_PATH,
+        FALLBACK_DIAL_RESULT_PATH,
+        FALLBACK_VOICEMAIL_PATH,
+        recording_status_path("description"),
+        step_path(Step.MAIN_MENU, 1),
+        *(route_path(route) for route in Route),
+        *(routing_path(action) for action in ROUTING_ACTIONS),
+    ]
+    for path in paths:
+        endpoint, _ = urls.match(path.split("?")[0], method="POST")
+        assert endpoint.split(".")[0] in ("voice", "routing"), path
 
 
 def test_step_and_routing_urls() -> None:
