@@ -94,10 +94,6 @@ TOPIC_PRIORITIES: Mapping[str, str] = {
 URGENT_PRIORITIES = frozenset(TOPIC_PRIORITIES.values())
 
 
-def is_urgent(category: str | None) -> bool:
-    return category in URGENT_CATEGORIES
-
-
 # ------------------------------------------------------------------ outcomes
 
 
