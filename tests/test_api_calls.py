@@ -611,10 +611,10 @@ def test_a_filter_reads_back_from_its_own_params() -> None:
         "q": "Ромашка",
         "page": "2",
     }
-    flt = CallFilter.from_params(params, known_topics={"data_update"})
-    assert flt.lines == ("+78002506077",)
-    assert flt.categories == ("critical", "stolen")
-    assert CallFilter.from_params(flt.to_params()) == flt
+    call_filter = CallFilter.from_params(params, known_topics={"data_update"})
+    assert call_filter.lines == ("+78002506077",)
+    assert call_filter.categories == ("critical", "stolen")
+    assert CallFilter.from_params(call_filter.to_params()) == call_filter
     assert CallFilter.from_params({"category": " ", "q": ""}) == CallFilter()
     with pytest.raises(InvalidFilter) as exc:
         CallFilter.from_params({"page": "1", "sort": "asc"})

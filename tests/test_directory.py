@@ -20,15 +20,8 @@ from callcenter.cli import main
 from callcenter.cli.context import CliContext
 from callcenter.db import transaction
 from callcenter.db.models import Contact, ContactPhone, Organisation
-from callcenter.directory.contacts import (
-    ImportReport,
-    export_rows,
-    find_contact,
-    identify_caller,
-    import_csv,
-    import_directory,
-    inn_problem,
-)
+from callcenter.directory.contacts import find_contact, identify_caller, inn_problem
+from callcenter.directory.importer import ImportReport, export_rows, import_csv, import_directory
 from callcenter.directory.phones import classify
 from callcenter.errors import ImportRejected
 from callcenter.services import Services

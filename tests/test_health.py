@@ -6,7 +6,7 @@ from flask.testing import FlaskClient
 
 from callcenter.app import create_app
 from callcenter.db.models import Call
-from callcenter.routing.roster import import_roster
+from callcenter.routing.roster_import import import_roster
 from callcenter.services import Services
 from tests.conftest import ROOT
 

@@ -17,10 +17,12 @@ from callcenter.clock import MOSCOW
 from callcenter.db import transaction
 from callcenter.db.models import Call, DialLeg, SmsMessage, TicketRequest
 from callcenter.routing import chain as routing
-from callcenter.routing.roster import OnDuty, Person, import_roster
+from callcenter.routing.roster import OnDuty, Person
+from callcenter.routing.roster_import import import_roster
 from callcenter.services import Services
 from callcenter.settings import Settings
 from callcenter.telephony.client import TwilioTelephony
+from callcenter.tickets.notifications import send_chain_alerts
 from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 
 NOW = datetime(2025, 11, 27, 11, 0, tzinfo=MOSCOW)
@@ -322,13 +324,13 @@ def test_chain_alerts_are_sent_once_and_retried_when_twilio_is_unreachable(
     unreachable = TwilioTelephony(
         TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, f"http://127.0.0.1:{closed_port()}", timeout=2
     )
-    first = routing.send_chain_alerts(services.sessions, unreachable, call_id, now=NOW)
+    first = send_chain_alerts(services.sessions, unreachable, call_id, now=NOW)
     assert [o.status for o in first] == ["retry", "retry", "retry"]
 
     twilio = TwilioTelephony(TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, prism_url)
-    second = routing.send_chain_alerts(services.sessions, twilio, call_id, now=NOW)
+    second = send_chain_alerts(services.sessions, twilio, call_id, now=NOW)
     assert [o.status for o in second] == ["sent", "sent", "sent"]
-    third = routing.send_chain_alerts(services.sessions, twilio, call_id, now=NOW)
+    third = send_chain_alerts(services.sessions, twilio, call_id, now=NOW)
     assert [o.status for o in third] == ["sent", "sent", "sent"]  # what they were; not resent
 
     with services.sessions() as session:

@@ -24,13 +24,14 @@ from callcenter.routing.webhook_params import (
     LegStatusReport,
     VoicemailLeft,
 )
+from callcenter.vocabulary import ROUTE_PREFIX
 from callcenter.web import services
 from webhooks.serving import bad_request, step_cycle, twiml
 from webhooks.signature import twilio_signed
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("routing", __name__, url_prefix="/webhooks/voice/route")
+bp = Blueprint("routing", __name__, url_prefix=ROUTE_PREFIX)
 
 
 @bp.post("/consultation")

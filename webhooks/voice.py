@@ -32,15 +32,14 @@ from callcenter.ivr.webhook_params import (
     status_callback_from_form,
 )
 from callcenter.services import Services
+from callcenter.vocabulary import RECORDING_KINDS, VOICE_PREFIX
 from callcenter.web import services
 from webhooks.serving import bad_request, step_cycle, twiml
 from webhooks.signature import twilio_signed
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("voice", __name__, url_prefix="/webhooks/voice")
-
-RECORDING_KINDS = frozenset({"description", "voicemail"})
+bp = Blueprint("voice", __name__, url_prefix=VOICE_PREFIX)
 
 
 @bp.post("/incoming")

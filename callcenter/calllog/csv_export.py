@@ -1,6 +1,6 @@
 """The call log as CSV for Excel: UTF-8 with a BOM, `;`-separated, Russian headers.
 
-`csv_chunks(sessions, flt, lines=...)` yields the file in pieces while it reads the log
+`csv_chunks(sessions, call_filter, lines=...)` yields the file in pieces while it reads the log
 with `calllog_query.iter_calls` (keyset pages of 500), so an export of 100 000 calls is
 streamed, never built in memory. The same `CallFilter` as the console's log page and
 `/api/calls`: the export is exactly what the supervisor filtered.
@@ -107,17 +107,17 @@ def call_row(call: Call, lines: Mapping[str, str]) -> list[str | int]:
     return [safe_cell(read(call, lines)) for _, read in COLUMNS]
 
 
-def export_filename(flt: CallFilter, now: datetime) -> str:
+def export_filename(call_filter: CallFilter, now: datetime) -> str:
     """`calls_2025-11-01_2025-11-27.csv`: the period when the filter has one."""
     today = to_moscow(now).date().isoformat()
-    first = flt.date_from.isoformat() if flt.date_from else None
-    last = flt.date_to.isoformat() if flt.date_to else today
+    first = call_filter.date_from.isoformat() if call_filter.date_from else None
+    last = call_filter.date_to.isoformat() if call_filter.date_to else today
     return f"calls_{first}_{last}.csv" if first else f"calls_{last}.csv"
 
 
 def csv_chunks(
     sessions: sessionmaker[Session],
-    flt: CallFilter,
+    call_filter: CallFilter,
     *,
     lines: Mapping[str, str],
     chunk_rows: int = CHUNK_ROWS,
@@ -131,7 +131,7 @@ def csv_chunks(
     yield _drain(buffer)
     with sessions() as session:
         pending = 0
-        for call in iter_calls(session, flt, batch=chunk_rows, options=EXPORT_OPTIONS):
+        for call in iter_calls(session, call_filter, batch=chunk_rows, options=EXPORT_OPTIONS):
             writer.writerow(call_row(call, lines))
             pending += 1
             if pending >= chunk_rows:

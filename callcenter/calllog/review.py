@@ -21,12 +21,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
 
-from callcenter.calllog.serialize import URGENT_CATEGORIES, is_urgent_unanswered
+from callcenter.calllog.serialize import is_urgent_unanswered
 from callcenter.db.models import Call, TicketRequest
+from callcenter.vocabulary import TICKETED_CATEGORIES, URGENT_CATEGORIES, Category, Outcome
 
-# Categories whose calls must end with a ticket (the regulation: every request but a
-# consultation; a status enquiry is about an existing ticket).
-TICKETED_CATEGORIES = ("incident", "critical", "stolen")
 # Consultations that reached nobody and left no message: the caller waits for a call.
 NOT_SERVED_ROUTING = ("no_answer", "caller_hung_up", "nobody_accepted")
 
@@ -51,7 +49,7 @@ def call_problems(call: Call) -> list[Problem]:
     Reads `call.ticket_request` and `call.legs`: load them with the call.
     """
     found: list[Problem] = []
-    finished = call.outcome != "in_progress"
+    finished = call.outcome != Outcome.IN_PROGRESS
     request = call.ticket_request
     if call.category in TICKETED_CATEGORIES and finished:
         if request is None:
@@ -69,10 +67,10 @@ def call_problems(call: Call) -> list[Problem]:
 
 
 def _not_served(call: Call) -> bool:
-    if call.outcome == "in_progress":
+    if call.outcome == Outcome.IN_PROGRESS:
         return False
-    return call.category == "abandoned" or (
-        call.category == "consultation" and call.routing_outcome in NOT_SERVED_ROUTING
+    return call.category == Category.ABANDONED or (
+        call.category == Category.CONSULTATION and call.routing_outcome in NOT_SERVED_ROUTING
     )
 
 
@@ -81,7 +79,7 @@ def needs_attention() -> ColumnElement[bool]:
     sub-queries on the ticket request and the legs; no join needed)."""
     from callcenter.db.models import DialLeg
 
-    finished = Call.outcome != "in_progress"
+    finished = Call.outcome != Outcome.IN_PROGRESS
     has_ticket = exists(
         select(TicketRequest.id).where(
             TicketRequest.call_id == Call.id,
@@ -98,9 +96,9 @@ def needs_attention() -> ColumnElement[bool]:
         finished,
         Call.caller_e164.is_not(None),
         or_(
-            Call.category == "abandoned",
+            Call.category == Category.ABANDONED,
             and_(
-                Call.category == "consultation",
+                Call.category == Category.CONSULTATION,
                 Call.routing_outcome.in_(NOT_SERVED_ROUTING),
             ),
         ),

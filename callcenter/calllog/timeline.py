@@ -21,6 +21,7 @@ from callcenter.calllog.words import (
     topic_title,
 )
 from callcenter.db.models import Call, CallEvent, DialLeg
+from callcenter.vocabulary import URGENT_CATEGORIES, Step
 
 # Kinds of the quiet plumbing a supervisor rarely needs (shown dimmed).
 MINOR = "minor"
@@ -37,21 +38,21 @@ MAIN_MENU_CHOICES: Mapping[str, str] = {
     "specialist": "соединить со специалистом",
 }
 STEP_TITLES: Mapping[str, str] = {
-    "start": "Приветствие",
-    "main_menu": "Главное меню",
-    "topic": "Выбор темы",
-    "product": "Выбор продукта",
-    "vehicles": "Госномер ТС",
-    "caller_name": "Имя и организация",
-    "description": "Описание проблемы",
-    "ticket_wait": "Ожидание номера заявки",
-    "ticket_done": "Номер заявки назван",
-    "critical": "Номер заявки о сбое",
-    "stolen_vehicles": "Госномер угнанного ТС",
-    "status_number": "Номер заявки для статуса",
-    "status_done": "Статус заявки",
-    "status_unavailable": "Статус недоступен",
-    "routed": "Соединение",
+    Step.START: "Приветствие",
+    Step.MAIN_MENU: "Главное меню",
+    Step.TOPIC: "Выбор темы",
+    Step.PRODUCT: "Выбор продукта",
+    Step.VEHICLES: "Госномер ТС",
+    Step.CALLER_NAME: "Имя и организация",
+    Step.DESCRIPTION: "Описание проблемы",
+    Step.TICKET_WAIT: "Ожидание номера заявки",
+    Step.TICKET_DONE: "Номер заявки назван",
+    Step.CRITICAL: "Номер заявки о сбое",
+    Step.STOLEN_VEHICLES: "Госномер угнанного ТС",
+    Step.STATUS_NUMBER: "Номер заявки для статуса",
+    Step.STATUS_DONE: "Статус заявки",
+    Step.STATUS_UNAVAILABLE: "Статус недоступен",
+    Step.ROUTED: "Соединение",
 }
 STATUS_TITLES: Mapping[str, str] = {
     "queued": "в очереди",
@@ -385,6 +386,6 @@ _DESCRIBERS: dict[str, Callable[[CallEvent, Mapping[int, DialLeg]], Described]] 
 def category_sentence(call: Call) -> str:
     """`Новая проблема · Актуализация данных в системе` — the call's choice, for headings."""
     parts = [category_title(call.category)]
-    if call.topic and call.category not in ("critical", "stolen"):
+    if call.topic and call.category not in URGENT_CATEGORIES:
         parts.append(topic_title(call.topic))
     return " · ".join(parts)

@@ -10,7 +10,6 @@ is logged but never rewinds a call, and a finished call stays finished.
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import parsedate_to_datetime
@@ -23,6 +22,7 @@ from sqlalchemy.orm import Session
 from callcenter.clock import as_utc
 from callcenter.db.models import Call, CallEvent, Contact, clipped_value
 from callcenter.directory.phones import classify, normalise
+from callcenter.vocabulary import Outcome, sms_reach
 
 # Twilio's call statuses; these five end a call and are never followed by another.
 TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
@@ -179,7 +179,7 @@ def create_call(
         caller_kind=caller.kind,
         vehicles=[],
         state={},
-        outcome="in_progress",
+        outcome=Outcome.IN_PROGRESS,
         started_at=now,
         updated_at=now,
     )
@@ -207,27 +207,14 @@ def _directory_lookup(session: Session, e164: str) -> Contact | None:
 
 
 def caller_facts(call: Call | CallColumns, *, sms_foreign: bool = False) -> CallerFacts:
-    """SMS reach a Russian mobile, or any number when `sms_foreign` is set."""
-    if call.caller_kind == "mobile":
-        reachable = True
-    elif call.caller_e164 is None:
-        reachable = False
-    elif call.caller_kind == "foreign":
-        reachable = sms_foreign
-    else:  # a SIP trunk passing the real number on, a landline
-        reachable = _is_russian_mobile(call.caller_e164)
+    """Who is calling, and whether an SMS can reach them (`vocabulary.sms_reach`, the rule
+    the follow-ups send by)."""
     return CallerFacts(
         known=call.contact_id is not None,
         contact_id=call.contact_id,
         organisation_id=call.organisation_id,
-        sms_reachable=reachable,
+        sms_reachable=sms_reach(call.caller_kind, call.caller_e164, sms_foreign=sms_foreign).ok,
     )
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_russian_mobile(e164: str) -> bool:
-    # Asked on every IVR step of the call; parsing the number is the costly part.
-    return classify(e164).is_russian_mobile
 
 
 _events = cast(Table, CallEvent.__table__)

@@ -10,7 +10,8 @@ import click
 
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.db import transaction
-from callcenter.directory.contacts import export_rows, identify_caller, import_csv, list_directory
+from callcenter.directory.contacts import identify_caller, list_directory
+from callcenter.directory.importer import export_rows, import_csv
 from callcenter.directory.phones import classify
 from callcenter.errors import ImportRejected
 

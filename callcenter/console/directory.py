@@ -1,6 +1,6 @@
 """`/console/directory`: organisations and contacts — view, search, import, edit.
 
-Import and export are the directory's own (`directory.import_directory`, all or nothing,
+Import and export are the directory's own (`directory.importer.import_directory`, all or nothing,
 problems by line; `export_rows`, the import format); single edits are
 `directory_forms`. A rejected upload or form is shown again with every problem, and the
 form keeps what was typed.
@@ -28,13 +28,8 @@ from callcenter.console.directory_forms import (
 )
 from callcenter.db import transaction
 from callcenter.db.models import Contact, Organisation
-from callcenter.directory.contacts import (
-    TOPIC_SLUGS,
-    ImportReport,
-    export_rows,
-    import_directory,
-    list_directory,
-)
+from callcenter.directory.contacts import TOPIC_SLUGS, list_directory
+from callcenter.directory.importer import ImportReport, export_rows, import_directory
 from callcenter.errors import ImportRejected, InvalidForm
 from callcenter.web import services
 

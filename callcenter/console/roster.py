@@ -1,7 +1,7 @@
 """`/console/roster`: who is on duty now (or at a chosen moment), the roster's warnings,
 and the roster itself — edited as YAML in the page or uploaded as a file.
 
-Saving goes through `roster.import_roster` (all or nothing, problems by line); a rejected
+Saving goes through `roster_import.import_roster` (all or nothing, problems by line); a rejected
 roster is shown again as it was typed, with the problems beside it, and nothing changes.
 """
 
@@ -19,7 +19,8 @@ from callcenter.console.common import forget_roster_warnings
 from callcenter.console.roster_text import roster_yaml
 from callcenter.db import transaction
 from callcenter.errors import ImportRejected
-from callcenter.routing.roster import Roster, describe_rule, import_roster, roster_health
+from callcenter.routing.roster import Roster, describe_rule, roster_health
+from callcenter.routing.roster_import import import_roster
 from callcenter.web import services
 
 MAX_ROSTER_BYTES = 512 * 1024

@@ -27,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from callcenter.db import Base, UTCDateTime
+from callcenter.vocabulary import Outcome
 
 # ---------------------------------------------------------------- directory
 
@@ -109,7 +110,7 @@ class Call(Base):
     twilio_status: Mapped[str | None] = mapped_column(String(20))
     status_sequence: Mapped[int | None] = mapped_column(Integer)
     # in_progress / completed / interrupted / abandoned / failed
-    outcome: Mapped[str] = mapped_column(String(30), default="in_progress", index=True)
+    outcome: Mapped[str] = mapped_column(String(30), default=Outcome.IN_PROGRESS, index=True)
     # connected / no_answer / voicemail / not_routed ... (routing's word)
     routing_outcome: Mapped[str | None] = mapped_column(String(30))
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)

@@ -29,7 +29,6 @@ from callcenter.calls.store import CallColumns, StatusCallback
 from callcenter.db.deadline import bounded
 from callcenter.db.models import Call, TicketRequest
 from callcenter.errors import InvalidInput, TicketNotFound
-from callcenter.ivr import flow
 from callcenter.ivr.engine import (
     Action,
     CallFacts,
@@ -51,6 +50,7 @@ from callcenter.ivr.webhook_params import RecordingStatus, VoiceWebhook
 from callcenter.portal.protocol import Portal, TicketView
 from callcenter.regulation.calendar import BusinessCalendar
 from callcenter.settings import Settings
+from callcenter.vocabulary import TICKETED_CATEGORIES, Category, Outcome
 
 log = logging.getLogger(__name__)
 
@@ -410,21 +410,21 @@ def _close(
     a ticketed path but hung up before its ticket still gets one, marked interrupted."""
     from callcenter.tickets import intake
 
-    if call.outcome != "in_progress":
+    if call.outcome != Outcome.IN_PROGRESS:
         return CallEnd(call.outcome)
     state = CallState.from_json(call.state)
     if call.category is None:
-        call.category = "abandoned"
-        call.outcome = "failed" if status == "failed" else "abandoned"
+        call.category = Category.ABANDONED
+        call.outcome = Outcome.FAILED if status == "failed" else Outcome.ABANDONED
         calls.record_event(session, call, "abandoned", now, step=state.step)
         return CallEnd(call.outcome)
     if (
-        call.category in flow.TICKET_CATEGORIES
+        call.category in TICKETED_CATEGORIES
         and not state.resolved
         and _ticket_request(session, call.id) is None
     ):
         call.interrupted = True
-        call.outcome = "interrupted"
+        call.outcome = Outcome.INTERRUPTED
         session.flush()
         request = intake.open_ticket_request(
             session, call, now=now, calendar=calendar, interrupted=True
@@ -434,7 +434,7 @@ def _close(
             session, call, "ticket_requested", now, request_id=request.id, interrupted=True
         )
         return CallEnd(call.outcome, request.id)
-    call.outcome = "completed"
+    call.outcome = Outcome.COMPLETED
     return CallEnd(call.outcome)
 
 

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from callcenter.ivr import prompts
 from callcenter.ivr.reply import Dial, Hangup, Number, Record, Reply, Say
+from callcenter.vocabulary import FALLBACK_DIAL_RESULT_PATH, FALLBACK_VOICEMAIL_PATH
 
-FALLBACK_PATH = "/webhooks/voice/fallback"
-DIAL_RESULT_PATH = "/webhooks/voice/fallback/dial-result"
-VOICEMAIL_PATH = "/webhooks/voice/fallback/voicemail"
 DUTY_DIAL_TIMEOUT = 25
 VOICEMAIL_MAX_SECONDS = 180
 # DialCallStatus values that mean somebody talked to the caller.
@@ -26,7 +24,7 @@ def apology_reply(duty_phone: str) -> Reply:
     """Apology, then the duty phone; the dial's result decides about a voicemail."""
     return (
         Say(prompts.APOLOGY),
-        Dial((Number(duty_phone),), action=DIAL_RESULT_PATH, timeout=DUTY_DIAL_TIMEOUT),
+        Dial((Number(duty_phone),), action=FALLBACK_DIAL_RESULT_PATH, timeout=DUTY_DIAL_TIMEOUT),
     )
 
 
@@ -36,7 +34,7 @@ def dial_result_reply(dial_status: str | None) -> Reply:
     return (
         Say(prompts.FALLBACK_VOICEMAIL),
         Record(
-            action=VOICEMAIL_PATH,
+            action=FALLBACK_VOICEMAIL_PATH,
             max_length=VOICEMAIL_MAX_SECONDS,
             finish_on_key="#",
             timeout=10,

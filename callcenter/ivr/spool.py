@@ -56,6 +56,7 @@ from callcenter.db import transaction
 from callcenter.db.models import CallEvent
 from callcenter.errors import InvalidInput
 from callcenter.services import Services
+from callcenter.vocabulary import CATEGORY_TOPICS, Category
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +217,9 @@ def store_fallback_event(services: Services, record: Mapping[str, Any]) -> None:
         detail = {k: v for k, v in params.items() if k not in ("CallSid", "From", "To", "Called")}
         calls.record_event(session, call, event_kind, at, fallback_id=record_id, **detail)
         if record["kind"] == "voicemail" and params.get("RecordingUrl"):
-            if call.category is None or call.category == "consultation":
-                call.category = "consultation"
-                call.topic = call.topic or "consultation"
+            if call.category is None or call.category == Category.CONSULTATION:
+                call.category = Category.CONSULTATION
+                call.topic = call.topic or CATEGORY_TOPICS[Category.CONSULTATION]
             call.routing_outcome = "voicemail"
             url = params["RecordingUrl"]
             # Twilio's RecordingUrl ends in the RecordingSid; older fallbacks send only it.

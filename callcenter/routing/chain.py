@@ -46,28 +46,30 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from callcenter.calls.store import TERMINAL_STATUSES, record_event
 from callcenter.db.models import Call, DialLeg
 from callcenter.routing.roster import OnDuty, Person, on_duty
 
+# For `chain_alerts_job` below (and its callers, who find it here): the chain alerts are
+# notifications now; the job goes to the jobs module.
+from callcenter.tickets.notifications import send_chain_alerts
+from callcenter.vocabulary import CONSULTATION_TOPIC, Route
+
 if TYPE_CHECKING:
     from callcenter.regulation.calendar import BusinessCalendar
     from callcenter.settings import Settings
-    from callcenter.telephony.client import Telephony
-    from callcenter.tickets.notifications import SmsOutcome
 
 log = logging.getLogger(__name__)
 
-CONSULTATION = "consultation"
-URGENT = "urgent"
+CONSULTATION = Route.CONSULTATION
+URGENT = Route.URGENT
 KINDS = (CONSULTATION, URGENT)
-URGENT_CATEGORIES = frozenset({"critical", "stolen"})
 
 DIALING = "dialing"
 VOICEMAIL = "voicemail"
@@ -94,7 +96,6 @@ OUTCOME_NO_ANSWER = "no_answer"
 OUTCOME_VOICEMAIL = "voicemail"
 OUTCOME_CALLER_HUNG_UP = "caller_hung_up"
 
-ALERT_KEY = "chain-alert:{call_sid}:{number}"
 # Seconds to wait before each try at sending the chain alerts.
 ALERT_RETRY_DELAYS = (0, 10, 30)
 
@@ -454,12 +455,14 @@ def whisper(session: Session, call: Call, position: int, *, now: datetime) -> Wh
     return Whisper(
         topic=call.category or routing.kind,
         ticket_number=_ticket_number(call),
-        client=_client_name(call),
+        client=client_name(call),
         vehicles=tuple(call.vehicles or ()),
     )
 
 
-def _client_name(call: Call) -> str | None:
+def client_name(call: Call) -> str | None:
+    """Who the call is from, as the staff know them: the organisation, the contact, or
+    the name the caller gave."""
     if call.organisation is not None:
         return call.organisation.name
     if call.contact is not None:
@@ -708,7 +711,7 @@ def _open_callback(
     from callcenter.tickets.intake import open_ticket_request
 
     if not call.topic:
-        call.topic = CONSULTATION
+        call.topic = CONSULTATION_TOPIC
     request = open_ticket_request(session, call, now=now, calendar=calendar)
     session.flush()
     return request.id
@@ -769,114 +772,6 @@ def voicemail(
         left=recorded,
     )
     return Outcome(Goodbye(end), submit_requests=submit)
-
-
-# ---------------------------------------------------------------- SMS alerts
-
-
-def alert_recipients(call: Call) -> list[str]:
-    """Every SMS number of the chain as it was rung for this call (once each)."""
-    routing = routing_state(call)
-    numbers: list[str] = []
-    for step in routing.steps if routing is not None else ():
-        for leg in step:
-            number = leg.sms or (leg.number if leg.key is None else None)
-            if number and number not in numbers:
-                numbers.append(number)
-    return numbers
-
-
-def alert_text(call: Call) -> str:
-    from callcenter.ivr import prompts
-
-    ticket = _ticket_number(call)
-    return prompts.ROUTING_ALERT_SMS.format(
-        topic=topic_title(call.category),
-        ticket=(
-            prompts.ROUTING_TICKET.format(number=ticket)
-            if ticket
-            else prompts.ROUTING_TICKET_PENDING
-        ),
-        client=_client_name(call) or prompts.ROUTING_CLIENT_UNKNOWN,
-        caller=call.caller_e164 or prompts.ROUTING_CALLER_HIDDEN,
-    )
-
-
-def topic_title(category: str | None) -> str:
-    from callcenter.ivr import prompts
-
-    return {
-        "critical": prompts.ROUTING_TOPIC_CRITICAL,
-        "stolen": prompts.ROUTING_TOPIC_STOLEN,
-    }.get(category or "", prompts.ROUTING_TOPIC_CONSULTATION)
-
-
-def send_chain_alerts(
-    sessions: sessionmaker[Session], telephony: Telephony, call_id: int, *, now: datetime
-) -> list[SmsOutcome]:
-    """Send the "nobody accepted" SMS to every member of the call's chain, once each.
-
-    Run by a job after the routing transaction committed, so the text carries what is
-    known by then (the ticket number, usually). Each message is keyed per call and number
-    (`SmsMessage.key`), so a re-run never sends one twice; an outcome of `retry` (Twilio
-    unreachable) is for the job to try again.
-    """
-    from callcenter.tickets.notifications import send_once
-
-    with sessions() as session:
-        call = session.get(Call, call_id)
-        if call is None:
-            return []
-        recipients = alert_recipients(call)
-        body = alert_text(call)
-        call_sid = call.call_sid
-    return [
-        send_once(
-            sessions,
-            telephony,
-            key=ALERT_KEY.format(call_sid=call_sid, number=number),
-            to=number,
-            body=body,
-            now=now,
-        )
-        for number in recipients
-    ]
-
-
-# How far back the sweep looks for chain alerts still to send: an alert a day late still
-# tells the head of support what happened; older calls are the console's flag alone.
-ALERT_SWEEP_HOURS = 24
-# Chains rung by urgent routing: the categories that route urgently.
-_URGENT_CATEGORIES = ("critical", "stolen")
-
-
-def calls_with_alerts_due(session: Session, *, now: datetime) -> list[int]:
-    """Urgent calls nobody accepted whose chain alerts are not all settled: Redis was down
-    when routing decided to send them, or Twilio stayed out of reach for the whole job.
-    The outbox sweep queues `chain_alerts_job` for each (one job per call id; each SMS is
-    keyed, so none goes twice). An SMS being sent (`sending`) counts as settled."""
-    from callcenter.db.models import SmsMessage
-    from callcenter.tickets.notifications import RETRY
-
-    candidates = session.scalars(
-        select(Call).where(
-            Call.routing_outcome.in_((OUTCOME_NOBODY_ACCEPTED, OUTCOME_CALLER_HUNG_UP)),
-            Call.category.in_(_URGENT_CATEGORIES),
-            Call.started_at >= now - timedelta(hours=ALERT_SWEEP_HOURS),
-        )
-    ).all()
-    keys = {
-        call.id: {ALERT_KEY.format(call_sid=call.call_sid, number=number) for number in numbers}
-        for call in candidates
-        if (numbers := alert_recipients(call))
-    }
-    wanted = set().union(*keys.values())  # one query for every candidate's alerts
-    settled = set(
-        session.scalars(
-            select(SmsMessage.key).where(SmsMessage.key.in_(wanted), SmsMessage.status != RETRY)
-        )
-    )
-    return [call_id for call_id, mine in keys.items() if mine - settled]
 
 
 def chain_alerts_job(call_id: int) -> int:

@@ -13,17 +13,14 @@ below:
 
 from __future__ import annotations
 
-from typing import Any
-from urllib.parse import urlencode
-
 from callcenter.ivr import prompts
 from callcenter.ivr.reply import Dial, Gather, Hangup, Number, Record, Redirect, Reply, Say
 from callcenter.routing import chain
+from callcenter.tickets.notifications import chain_topic_title
+from callcenter.vocabulary import recording_status_path, routing_path
 
-PREFIX = "/webhooks/voice/route"
 LEG_EVENTS = "initiated ringing answered completed"
 WHISPER_KEY_TIMEOUT = 6
-VOICEMAIL_STATUS_PATH = "/webhooks/voice/recording-status?kind=voicemail"
 RING_TONE = "ru"
 
 HANG_UP: Reply = (Hangup(),)
@@ -38,11 +35,6 @@ _GOODBYES = {
 }
 
 
-def path(step_path: str, **params: Any) -> str:
-    """A routing path of this service, with its query string."""
-    return PREFIX + step_path + ("?" + urlencode(params) if params else "")
-
-
 def decision_reply(decision: chain.Decision, call_sid: str) -> Reply:
     """What the caller hears for one routing decision."""
     if isinstance(decision, chain.DialLegs):
@@ -50,13 +42,13 @@ def decision_reply(decision: chain.Decision, call_sid: str) -> Reply:
             numbers=tuple(
                 Number(
                     leg.number,
-                    whisper=path("/whisper", call=call_sid, leg=leg.position),
-                    status_callback=path("/leg-status", call=call_sid, leg=leg.position),
+                    whisper=routing_path("/whisper", call=call_sid, leg=leg.position),
+                    status_callback=routing_path("/leg-status", call=call_sid, leg=leg.position),
                     status_events=LEG_EVENTS,
                 )
                 for leg in decision.legs
             ),
-            action=path("/dial", step=decision.step),
+            action=routing_path("/dial", step=decision.step),
             timeout=decision.timeout,
             ring_tone=RING_TONE,
         )
@@ -73,15 +65,15 @@ def decision_reply(decision: chain.Decision, call_sid: str) -> Reply:
         return (
             Say(text + " " + prompts.ROUTING_LEAVE_MESSAGE),
             Record(
-                action=path("/voicemail"),
+                action=routing_path("/voicemail"),
                 max_length=chain.VOICEMAIL_MAX_SECONDS,
                 finish_on_key="#",
                 timeout=10,
                 # The IVR's recording callback keeps it even if this action is never reached.
-                status_callback=VOICEMAIL_STATUS_PATH,
+                status_callback=recording_status_path("voicemail"),
             ),
             # An empty recording is not posted; Twilio goes on to here.
-            Redirect(path("/voicemail")),
+            Redirect(routing_path("/voicemail")),
         )
     goodbye = _GOODBYES.get(decision.reason)
     return ((Say(goodbye),) if goodbye else ()) + HANG_UP
@@ -93,7 +85,7 @@ def whisper_reply(said: chain.Whisper | None, call_sid: str, position: int) -> R
     if said is None:
         return HANG_UP
     gather = Gather(
-        action=path("/whisper/answer", call=call_sid, leg=position),
+        action=routing_path("/whisper/answer", call=call_sid, leg=position),
         prompt=(Say(whisper_text(said)),),
         speech=False,
         num_digits=1,
@@ -109,7 +101,7 @@ def whisper_text(said: chain.Whisper) -> str:
         else prompts.ROUTING_TICKET_PENDING
     )
     text = prompts.ROUTING_WHISPER.format(
-        topic=chain.topic_title(said.topic),
+        topic=chain_topic_title(said.topic),
         ticket=ticket,
         client=said.client or prompts.ROUTING_CLIENT_UNKNOWN,
     )

@@ -32,18 +32,15 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-import phonenumbers
 import requests
-from phonenumbers import PhoneNumberType
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
-from callcenter.directory.phones import classify
 from callcenter.errors import (
     ConfigurationError,
     TelephonyError,
@@ -545,71 +542,3 @@ def build_telephony(settings: Settings, *, on_exchange: ExchangeHook | None = No
         sms_from=settings.sms_from,
         on_exchange=on_exchange,
     )
-
-
-# ----------------------------------------------------------------- SMS policy
-
-
-class CallerLike(Protocol):
-    """What the SMS policy reads of a caller (`callcenter.directory.phones.CallerId`)."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def e164(self) -> str | None: ...
-
-
-class SmsEligibility(NamedTuple):
-    ok: bool
-    reason: str
-
-
-# Foreign numbers of these types cannot take an SMS.
-_NO_SMS_TYPES = {
-    PhoneNumberType.FIXED_LINE: "a foreign landline",
-    PhoneNumberType.TOLL_FREE: "a foreign toll-free number",
-    PhoneNumberType.PREMIUM_RATE: "a foreign premium-rate number",
-    PhoneNumberType.SHARED_COST: "a foreign shared-cost number",
-}
-
-
-def sms_eligibility(caller: CallerLike, settings: Settings) -> SmsEligibility:
-    """May the caller get an SMS, and why (or why not)? Pure: reads only its arguments.
-
-    Russian mobiles always; numbers abroad only with `SMS_FOREIGN` (cost and delivery are
-    the operator's call) and never when they are plainly not mobiles; never landlines,
-    toll-free numbers, withheld callers, or SIP/client callers without a number. A SIP
-    caller that carries a number is judged by that number.
-    """
-    kind, e164 = caller.kind, caller.e164
-    if kind in ("sip", "client"):
-        if e164 is None:
-            return SmsEligibility(False, f"{kind} caller without a phone number")
-        kind = classify(e164).kind
-    if kind == "withheld":
-        return SmsEligibility(False, "caller ID withheld")
-    if e164 is None or kind == "invalid":
-        return SmsEligibility(False, "not a valid phone number")
-    if kind == "mobile":
-        return SmsEligibility(True, "Russian mobile number")
-    if kind == "landline":
-        return SmsEligibility(False, "landline number, cannot receive SMS")
-    if kind == "tollfree":
-        return SmsEligibility(False, "toll-free number, cannot receive SMS")
-    if kind == "foreign":
-        if not settings.sms_foreign:
-            return SmsEligibility(False, "number outside Russia (SMS_FOREIGN is off)")
-        not_mobile = _foreign_non_mobile(e164)
-        if not_mobile:
-            return SmsEligibility(False, f"{not_mobile}, cannot receive SMS")
-        return SmsEligibility(True, "number outside Russia (SMS_FOREIGN is on)")
-    return SmsEligibility(False, f"unknown kind of caller {kind!r}")
-
-
-def _foreign_non_mobile(e164: str) -> str | None:
-    try:
-        number = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return "an unreadable number"
-    return _NO_SMS_TYPES.get(phonenumbers.number_type(number))

@@ -354,9 +354,10 @@ def retry_ticket_request(services: Services, request_id: int, *, by: str | None 
 
 
 def queue_due_chain_alerts(services: Services) -> int:
-    """Queue the chain alerts still due (see `routing.calls_with_alerts_due`); how many.
-    Raises `QueueUnavailable` like any submit."""
-    from callcenter.routing.chain import calls_with_alerts_due, chain_alerts_job
+    """Queue the chain alerts still due (see `notifications.calls_with_alerts_due`); how
+    many. Raises `QueueUnavailable` like any submit."""
+    from callcenter.routing.chain import chain_alerts_job
+    from callcenter.tickets.notifications import calls_with_alerts_due
 
     with services.sessions() as session:
         due = calls_with_alerts_due(session, now=services.clock())
