@@ -2,7 +2,7 @@
 # Sets up everything the test suite talks to, then runs it all:
 #   .venv with the service and dev tools; Redis and PostgreSQL (started if not up);
 #   Prism (Twilio's API mock) from the npm registry; Debian's Chromium for browser tests.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k calendar).
+# Extra arguments go to pytest (e.g. scripts/test.sh -k calendar; --no-cov to skip coverage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -53,4 +53,6 @@ if [ -z "${SHARED_DIR:-}" ] && [ ! -d ../shared ]; then
   fi
 fi
 
-exec .venv/bin/pytest "$@"
+# Branch coverage of the service's code, printed at the end (files at 100% left out).
+exec .venv/bin/pytest --cov=callcenter --cov=webhooks --cov-branch \
+  --cov-report=term:skip-covered "$@"
