@@ -47,6 +47,9 @@ from tests.ticket_pipeline import (
     request_row,
 )
 
+# The SMS ledger's ON CONFLICT insert differs per dialect.
+pytestmark = pytest.mark.both_databases
+
 MESSAGES_PATH = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages.json"
 RECORDINGS = f"https://api.twilio.com/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Recordings/"
 AUDIO = Path(__file__).parent / "fixtures" / "audio" / "silence.mp3"

@@ -36,6 +36,9 @@ from tests.ticket_pipeline import (
     tickets,
 )
 
+# The outbox row's ON CONFLICT insert and racing webhooks differ per dialect.
+pytestmark = pytest.mark.both_databases
+
 MSK = "+03:00"
 RECORDING_URL = "https://api.twilio.com/2010-04-01/Accounts/AC0123/Recordings/"
 

@@ -25,6 +25,9 @@ from callcenter.telephony.client import TwilioTelephony
 from callcenter.tickets.notifications import send_chain_alerts
 from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 
+# Leg callbacks in any order (row locks) and alerts sent once (ON CONFLICT): per dialect.
+pytestmark = pytest.mark.both_databases
+
 NOW = datetime(2025, 11, 27, 11, 0, tzinfo=MOSCOW)
 SETTINGS = Settings(duty_phone="+79990000000")
 

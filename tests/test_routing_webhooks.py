@@ -9,7 +9,6 @@ Prism serving Twilio's OpenAPI description; tickets to the built-in portal.
 
 from __future__ import annotations
 
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -299,16 +298,6 @@ def event_kinds(services: Services, sid: str) -> list[str]:
         )
 
 
-def wait_for(condition: Any, what: str, seconds: float = 15) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 # ---------------------------------------------------------------- urgent chain
 
 
@@ -394,7 +383,11 @@ def test_a_voicemail_answering_is_not_an_answer(
     assert (call.routing_outcome, call.flagged) == ("connected", False)
 
 
-def test_nobody_accepts(routed: Services, client: FlaskClient, clock: MutableClock) -> None:
+@pytest.mark.both_databases  # row locks and alerts sent once (ON CONFLICT) per dialect
+def test_nobody_accepts(
+    routed: Services, client: FlaskClient, clock: MutableClock, run_jobs_at_once: Any
+) -> None:
+    run_jobs_at_once(routed)
     load_roster(routed)
     sid, number = handed_over_call(routed, category="critical", topic="critical_server_failure")
     twilio = TwilioSide(client, clock, sid)
@@ -475,7 +468,7 @@ def test_nobody_accepts(routed: Services, client: FlaskClient, clock: MutableClo
         f"SKAI ТП: срочный звонок не принят. Критический сбой сервера, заявка {number}, "
         f"ООО Ромашка, тел. {CALLER}. Перезвоните клиенту."
     )
-    sent = wait_for(lambda: len(alerts()) == 3 and alerts(), "three chain alerts")
+    sent = alerts()
     assert sent == [
         (IVANOV, "sent", body),
         (PETROVA, "sent", body),
@@ -528,8 +521,9 @@ def test_the_caller_hanging_up_mid_chain_is_flagged_for_a_callback(
 
 
 def test_consultation_rings_everyone_at_once_then_takes_a_callback(
-    routed: Services, client: FlaskClient, clock: MutableClock
+    routed: Services, client: FlaskClient, clock: MutableClock, run_jobs_at_once: Any
 ) -> None:
+    run_jobs_at_once(routed)
     load_roster(routed)
     sid, _ = handed_over_call(routed, category="consultation", topic=None)
     twilio = TwilioSide(client, clock, sid)
@@ -570,7 +564,8 @@ def test_consultation_rings_everyone_at_once_then_takes_a_callback(
         with routed.sessions() as session:
             return session.scalars(select(Ticket).where(Ticket.call_ref == sid)).one_or_none()
 
-    made = wait_for(ticket, "the callback ticket")
+    made = ticket()
+    assert made is not None
     assert made.topic == "consultation"
     assert made.organisation_name == "ООО Ромашка"
     with routed.sessions() as session:
@@ -594,6 +589,7 @@ def test_consultation_after_hours_rings_the_duty_specialist(
     ]
 
 
+@pytest.mark.both_databases  # row locks and alerts sent once (ON CONFLICT) per dialect
 def test_first_to_accept_a_simultaneous_ring_takes_the_call(
     routed: Services, client: FlaskClient, clock: MutableClock
 ) -> None:
@@ -674,8 +670,9 @@ def test_a_leg_status_without_its_leg_is_a_plain_400(client: FlaskClient) -> Non
     assert response.get_data(as_text=True) == "leg and CallStatus are required\n"
 
 
+@pytest.mark.both_databases  # row locks and alerts sent once (ON CONFLICT) per dialect
 def test_chain_alerts_that_could_not_be_queued_are_sent_by_the_sweep(
-    make_services: Any, prism_url: str, clock: MutableClock
+    make_services: Any, prism_url: str, clock: MutableClock, run_jobs_at_once: Any
 ) -> None:
     """Redis is down when nobody accepts an urgent call: the alerts cannot be queued, yet
     they are not lost — the outbox sweep finds the call and sends each alert once."""
@@ -704,10 +701,11 @@ def test_chain_alerts_that_could_not_be_queued_are_sent_by_the_sweep(
 
     assert alerts(web) == []  # nothing could be queued
 
-    # Later, a process whose queue works (here the in-process runner) runs the sweep.
+    # Later, a process whose queue works (here one that runs each job at once) sweeps.
     sweeper = make_services(twilio_api_base_url=prism_url)
+    run_jobs_at_once(sweeper)
     assert sweeper.jobs.flush() >= 1
-    sent = wait_for(lambda: len(alerts(sweeper)) == 3 and alerts(sweeper), "the swept alerts")
+    sent = alerts(sweeper)
     assert sent == [(IVANOV, "sent"), (PETROVA, "sent"), (SMIRNOVA, "sent")]
     # Sent once: the next sweeps find nothing due for this call.
     from callcenter.tickets.notifications import calls_with_alerts_due

@@ -23,15 +23,7 @@ from callcenter.portal.protocol import TicketDraft
 from callcenter.regulation.speech import say_digits
 from callcenter.services import Services
 from tests.conftest import TEST_PUBLIC_BASE, MutableClock
-from tests.twilio_requests import (  # noqa: F401 - database_url and sqlite_template are fixtures
-    TwilioCall,
-    database_url,
-    fixture,
-    parse_twiml,
-    said,
-    signed_post,
-    sqlite_template,
-)
+from tests.twilio_requests import TwilioCall, fixture, parse_twiml, said, signed_post
 
 VOICE = "Polly.Tatyana"
 STEP = f"{TEST_PUBLIC_BASE}/webhooks/voice/step"
@@ -199,6 +191,7 @@ def test_after_hours_the_caller_hears_the_working_hours_and_is_still_registered(
     assert call_row(services, call.call_sid).outcome == "in_progress"
 
 
+@pytest.mark.both_databases  # the step's row lock and JSON state per dialect
 def test_a_replayed_incoming_webhook_greets_again_without_a_second_call(
     client: FlaskClient, services: Services
 ) -> None:
@@ -318,6 +311,8 @@ def test_the_menu_understands_speech(client: FlaskClient, services: Services) ->
 # ---------------------------------------------------------------- new problem
 
 
+@pytest.mark.both_databases  # the step's row lock and JSON state per dialect
+@pytest.mark.usefixtures("sync_jobs")
 def test_new_problem_end_to_end_the_caller_hears_the_ticket_number(
     client: FlaskClient, services: Services
 ) -> None:
@@ -361,8 +356,8 @@ def test_new_problem_end_to_end_the_caller_hears_the_ticket_number(
     assert registering[0].text == prompts.REGISTERING
     assert registering[1].text == f"{STEP}/ticket_wait?t=7"
 
-    # Twilio follows the redirect; the ticket job runs in-process meanwhile.
-    wait_for(lambda: (ticket_request(services, call.call_sid) or TicketRequest()).ticket_number)
+    # The ticket job ran once the recording's step committed (a real runner: meanwhile).
+    assert (ticket_request(services, call.call_sid) or TicketRequest()).ticket_number
     heard = call.follow_redirect()
     request = ticket_request(services, call.call_sid)
     assert request is not None and request.status == "done" and request.ticket_number
@@ -554,6 +549,7 @@ def test_critical_failure_without_a_ticket_opens_one_at_once_and_goes_urgent(
     assert request.draft["priority"] == "critical"
 
 
+@pytest.mark.usefixtures("sync_jobs")
 def test_critical_failure_with_an_existing_ticket_marks_it_duplicated_by_phone(
     client: FlaskClient, services: Services
 ) -> None:
@@ -567,7 +563,7 @@ def test_critical_failure_with_an_existing_ticket_marks_it_duplicated_by_phone(
     assert root[2].text == ROUTE_URGENT
     request = ticket_request(services, call.call_sid)
     assert request is not None and request.draft["duplicate_of"] == number
-    wait_for(lambda: services.portal.get_ticket(number).duplicated_by_phone_at)
+    assert services.portal.get_ticket(number).duplicated_by_phone_at
     assert services.portal.get_ticket(number).priority == "critical"
     kinds = [e.kind for e in events(services, call.call_sid)]
     assert "phone_duplicate" in kinds
@@ -675,6 +671,7 @@ def test_status_when_the_portal_is_down_offers_a_specialist(make_services: Any) 
 # ---------------------------------------------------------------- hang-ups
 
 
+@pytest.mark.usefixtures("sync_jobs")
 def test_a_hang_up_mid_new_problem_still_opens_the_ticket_marked_interrupted(
     client: FlaskClient, services: Services
 ) -> None:
@@ -689,7 +686,7 @@ def test_a_hang_up_mid_new_problem_still_opens_the_ticket_marked_interrupted(
     assert row.duration_seconds == 31
     request = ticket_request(services, call.call_sid)
     assert request is not None and request.draft["interrupted"] is True
-    wait_for(lambda: (ticket_request(services, call.call_sid) or TicketRequest()).ticket_number)
+    assert (ticket_request(services, call.call_sid) or TicketRequest()).ticket_number
 
 
 def test_a_hang_up_before_any_choice_is_logged_as_abandoned_for_a_callback(
@@ -705,6 +702,7 @@ def test_a_hang_up_before_any_choice_is_logged_as_abandoned_for_a_callback(
     assert [e.kind for e in events(services, call.call_sid)][-2:] == ["status", "abandoned"]
 
 
+@pytest.mark.both_databases  # the step's row lock and JSON state per dialect
 def test_duplicated_and_out_of_order_status_callbacks_never_rewind_a_finished_call(
     client: FlaskClient, services: Services
 ) -> None:
@@ -775,6 +773,7 @@ def test_odd_caller_ids_are_logged_as_such_and_served_like_anyone(
 # ---------------------------------------------------------------- replays and failures
 
 
+@pytest.mark.both_databases  # the step's row lock and JSON state per dialect
 def test_a_replayed_gather_does_not_advance_the_call_twice(
     client: FlaskClient, services: Services
 ) -> None:
