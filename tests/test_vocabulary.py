@@ -77,7 +77,6 @@ def test_the_vocabulary_names_every_step_the_ivr_serves() -> None:
     assert STEPS == set(Step)
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 def test_every_url_the_vocabulary_names_is_a_twilio_webhook(app: Flask) -> None:
     urls = app.url_map.bind("hotline.example")
     paths = [
