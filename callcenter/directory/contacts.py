@@ -59,6 +59,7 @@ from callcenter.db.models import Contact, ContactPhone, Organisation
 from callcenter.directory.phones import TWILIO_WITHHELD_NUMBERS, CallerId, classify
 from callcenter.errors import ImportRejected
 from callcenter.regulation.topics import TOPICS
+from callcenter.spreadsheet import read_cell
 
 # The topics a contract may override, in the regulation's order.
 TOPIC_SLUGS: tuple[str, ...] = tuple(TOPICS)
@@ -218,6 +219,10 @@ def import_directory(
     now: datetime,
     topic_slugs: Collection[str] = TOPIC_SLUGS,
 ) -> ImportReport:
+    if b"\x00" in data:
+        # No spreadsheet writes NUL, and PostgreSQL cannot store it in text.
+        line = data[: data.index(b"\x00")].count(b"\n") + 1
+        raise ImportRejected([(line, "a NUL character: not a text file")])
     sheet = _read_sheet(data, topic_slugs)
     plan = _plan(session, sheet)
     # One report, by line, each problem once, in the order found within a line.
@@ -384,7 +389,8 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
         previous_end = reader.line_num
         if not record:
             continue
-        yield start, record
+        # A cell our export guarded against formulas ('=..., '+7...) reads back as it was.
+        yield start, [read_cell(cell) for cell in record]
 
 
 def _columns(header: list[str], line: int, topic_slugs: Collection[str]) -> list[str]:
