@@ -188,12 +188,12 @@ def _guard() -> ResponseReturnValue | None:
             return _refuse(401, "Нужно войти в консоль.")
     if changes and not _csrf_ok():
         return _refuse(400, "Форма устарела или отправлена не из консоли. Обновите страницу.")
-    if _has_nul():
-        return _refuse(400, "В запросе недопустимый символ (NUL). Исправьте введённые данные.")
     if changes and endpoint not in POST_FOR_EVERYONE:
         user = current_user()
         if user is None or not user.can_edit:
             return _refuse(403, "Это действие доступно только руководителю (supervisor).")
+    if _has_nul():
+        return _refuse(400, "В запросе недопустимый символ (NUL). Исправьте введённые данные.")
     return None
 
 

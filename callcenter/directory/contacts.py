@@ -219,10 +219,6 @@ def import_directory(
     now: datetime,
     topic_slugs: Collection[str] = TOPIC_SLUGS,
 ) -> ImportReport:
-    if b"\x00" in data:
-        # No spreadsheet writes NUL, and PostgreSQL cannot store it in text.
-        line = data[: data.index(b"\x00")].count(b"\n") + 1
-        raise ImportRejected([(line, "a NUL character: not a text file")])
     sheet = _read_sheet(data, topic_slugs)
     plan = _plan(session, sheet)
     # One report, by line, each problem once, in the order found within a line.
@@ -328,6 +324,10 @@ def _read_sheet(data: bytes, topic_slugs: Collection[str]) -> _Sheet:
     text = _decode(data)
     if text is None:
         raise ImportRejected([(1, "the file is neither UTF-8 nor Windows-1251 text")])
+    if "\x00" in text:
+        # No spreadsheet writes NUL, and PostgreSQL cannot store it in text.
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ImportRejected([(line, "a NUL character: not a text file")])
     records = _records(text)
     try:
         header_line, header = next(records)
