@@ -343,6 +343,12 @@ class MaskedStream:
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
 
+    @property
+    def unmasked(self) -> IO[str]:
+        """The stream underneath, for what must be printed exactly (a new token's secret,
+        which a run of digits could otherwise look like a number in)."""
+        return self._stream
+
     def write(self, text: str) -> int:
         self._stream.write(mask_phone_numbers(text))
         return len(text)

@@ -277,6 +277,25 @@ def test_3_a_supervisor_signs_a_user_out_everywhere(app: Flask, services: Servic
     assert head.get("/console/").status_code == 200
 
 
+def test_3_a_new_password_or_the_cli_ends_every_session(app: Flask, services: Services) -> None:
+    add_user(services, "head", "supervisor")
+    browser = app.test_client()
+    login(browser, "head")
+    result = CliRunner().invoke(main, ["user", "sign-out", "head"], obj=CliContext(services))
+    assert result.exit_code == 0, result.output
+    assert "every console session of head is signed out" in result.stdout
+    assert browser.get("/console/", headers=HTML).status_code == 302
+    login(browser, "head")
+    new = CliRunner().invoke(
+        main,
+        ["user", "passwd", "head", "--password-stdin"],
+        obj=CliContext(services),
+        input="a brand new passphrase\n",
+    )
+    assert new.exit_code == 0, new.output
+    assert browser.get("/console/", headers=HTML).status_code == 302
+
+
 # ------------------------------------------- 4. the directory export writes no formulas
 
 HOSTILE_DIRECTORY = (
