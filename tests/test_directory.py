@@ -478,7 +478,10 @@ def test_export_imports_back_unchanged(services: Services, tmp_path: Path) -> No
 
 
 def _run(services: Services, *args: str) -> Result:
-    return CliRunner().invoke(main, list(args), obj=CliContext(services), catch_exceptions=False)
+    # Numbers in full: these tests read the directory's own phones (masked by default).
+    return CliRunner().invoke(
+        main, ["--unmasked", *args], obj=CliContext(services), catch_exceptions=False
+    )
 
 
 def test_cli_import_find_and_list(services: Services) -> None:

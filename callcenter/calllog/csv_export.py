@@ -8,15 +8,14 @@ streamed, never built in memory. The same `CallFilter` as the console's log page
 Why the BOM and `;`: Russian Excel opens a double-clicked CSV in the system code page with
 the locale's list separator, which is `;` (`,` is the decimal comma); the BOM makes it read
 UTF-8. Times are `dd.mm.yyyy hh:mm:ss` Moscow time, which Excel takes for dates. Russian
-numbers are written `8 (916) 123-45-67`, which Excel keeps as text; any other cell that
-starts like a formula (`=`, `+`, `-`, `@`) gets a leading apostrophe, so a caller's name
-or a note can never run as a formula in the supervisor's spreadsheet.
+numbers are written `8 (916) 123-45-67`, which Excel keeps as text. Every row goes through
+`callcenter.spreadsheet.CsvWriter`, the one CSV writer of every export: a cell that starts
+like a formula gets a leading apostrophe, so a caller's name or a note can never run as a
+formula in the supervisor's spreadsheet, and fields with separators are quoted.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 
@@ -38,9 +37,8 @@ from callcenter.calllog.words import (
 )
 from callcenter.clock import to_moscow
 from callcenter.db.models import Call
+from callcenter.spreadsheet import CsvWriter, safe_cell
 
-BOM = "\ufeff"
-DELIMITER = ";"
 # Rows per chunk handed to the web server.
 CHUNK_ROWS = 500
 # Only what the columns read: no events or notes.
@@ -50,7 +48,6 @@ EXPORT_OPTIONS: tuple[LoaderOption, ...] = (
     joinedload(Call.ticket_request),
     selectinload(Call.legs),
 )
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 Column = tuple[str, Callable[[Call, Mapping[str, str]], str | int | None]]
 
@@ -92,17 +89,6 @@ COLUMNS: tuple[Column, ...] = (
 HEADERS: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
 
 
-def safe_cell(value: str | int | None) -> str | int:
-    """A value a spreadsheet shows as it is (no formula, no number mangling)."""
-    if value is None:
-        return ""
-    if isinstance(value, int):
-        return value
-    if value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def call_row(call: Call, lines: Mapping[str, str]) -> list[str | int]:
     return [safe_cell(read(call, lines)) for _, read in COLUMNS]
 
@@ -124,25 +110,16 @@ def csv_chunks(
 ) -> Iterator[bytes]:
     """The export, piece by piece: the BOM and headers first, then `chunk_rows` rows at a
     time. Opens its own session, so it may outlive the request that started it."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=DELIMITER, lineterminator="\r\n")
-    buffer.write(BOM)
-    writer.writerow(HEADERS)
-    yield _drain(buffer)
+    writer = CsvWriter()
+    writer.row(HEADERS)
+    yield writer.take()
     with sessions() as session:
         pending = 0
         for call in iter_calls(session, call_filter, batch=chunk_rows, options=EXPORT_OPTIONS):
-            writer.writerow(call_row(call, lines))
+            writer.row(call_row(call, lines))
             pending += 1
             if pending >= chunk_rows:
-                yield _drain(buffer)
+                yield writer.take()
                 pending = 0
     if pending:
-        yield _drain(buffer)
-
-
-def _drain(buffer: io.StringIO) -> bytes:
-    data = buffer.getvalue().encode("utf-8")
-    buffer.seek(0)
-    buffer.truncate()
-    return data
+        yield writer.take()

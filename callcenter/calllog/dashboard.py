@@ -31,7 +31,7 @@ from sqlalchemy.orm import Session
 
 from callcenter.calllog.review import needs_attention
 from callcenter.calllog.words import CATEGORY_TITLES, line_title, topic_title
-from callcenter.clock import MOSCOW, to_moscow
+from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range, to_moscow
 from callcenter.db.models import Call, DialLeg, TicketRequest
 from callcenter.errors import InvalidFilter
 from callcenter.vocabulary import TICKETED_CATEGORIES, URGENT_CATEGORIES, Category, Outcome
@@ -82,9 +82,14 @@ def _day(field: str, raw: str | None) -> date | None:
     if raw is None or not raw.strip():
         return None
     try:
-        return date.fromisoformat(raw.strip())
+        day = date.fromisoformat(raw.strip())
     except ValueError:
         raise InvalidFilter(field, f"{raw!r} is not a date (YYYY-MM-DD)") from None
+    if not day_in_range(day):
+        raise InvalidFilter(
+            field, f"{raw!r} is out of range ({EARLIEST_DAY.year}–{LATEST_DAY.year})"
+        )
+    return day
 
 
 @dataclass(frozen=True)

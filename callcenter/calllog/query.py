@@ -24,7 +24,7 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from callcenter.calllog.review import needs_attention
-from callcenter.clock import MOSCOW
+from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range
 from callcenter.db.models import Call, Contact, DialLeg, Organisation, TicketRequest
 from callcenter.directory.phones import normalise
 from callcenter.errors import InvalidFilter
@@ -390,9 +390,14 @@ def _split(raw: str) -> list[str]:
 
 def _parse_date(param: str, raw: str) -> date:
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise InvalidFilter(param, f"{raw!r} is not a date (YYYY-MM-DD, Moscow)") from None
+    if not day_in_range(day):
+        raise InvalidFilter(
+            param, f"{raw!r} is out of range ({EARLIEST_DAY.year}–{LATEST_DAY.year})"
+        )
+    return day
 
 
 def _parse_bool(param: str, raw: str) -> bool:

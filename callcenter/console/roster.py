@@ -13,7 +13,7 @@ from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from callcenter.calllog import words
-from callcenter.clock import MOSCOW, to_moscow
+from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range, to_moscow
 from callcenter.console import bp
 from callcenter.console.common import forget_roster_warnings
 from callcenter.console.roster_text import roster_yaml
@@ -45,7 +45,12 @@ def _at() -> tuple[datetime, str | None]:
     try:
         at = datetime.fromisoformat(raw)
     except ValueError:
-        return now, f"«{raw}» — не дата и время; показано текущее дежурство."
+        return now, f"«{raw[:40]}» — не дата и время; показано текущее дежурство."
+    if not day_in_range(at.date()):
+        return now, (
+            f"«{raw[:40]}» — дата вне допустимого диапазона "
+            f"({EARLIEST_DAY.year}–{LATEST_DAY.year}); показано текущее дежурство."
+        )
     return (at if at.tzinfo else at.replace(tzinfo=MOSCOW)), None
 
 
@@ -87,7 +92,7 @@ def _roster_page(
         problems=problems,
         warnings=warnings,
     )
-    return (page, 400) if problems else page
+    return (page, 400) if problems or at_error else page
 
 
 @bp.post("/roster")

@@ -355,6 +355,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Every console session carries the generation it was signed in under; logging out,
+    # a new password or "sign out everywhere" bumps it, which ends every copy of them.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 Index("ix_calls_outcome_started", Call.outcome, Call.started_at)

@@ -64,6 +64,7 @@ from callcenter.directory.contacts import (
 )
 from callcenter.directory.phones import classify
 from callcenter.errors import ImportRejected
+from callcenter.spreadsheet import read_cell
 
 
 @dataclass(frozen=True)
@@ -217,6 +218,10 @@ def _read_sheet(data: bytes, topic_slugs: Collection[str]) -> _Sheet:
     text = _decode(data)
     if text is None:
         raise ImportRejected([(1, "the file is neither UTF-8 nor Windows-1251 text")])
+    if "\x00" in text:
+        # No spreadsheet writes NUL, and PostgreSQL cannot store it in text.
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise ImportRejected([(line, "a NUL character: not a text file")])
     records = _records(text)
     try:
         header_line, header = next(records)
@@ -278,7 +283,8 @@ def _records(text: str) -> Iterator[tuple[int, list[str]]]:
         previous_end = reader.line_num
         if not record:
             continue
-        yield start, record
+        # A cell our export guarded against formulas ('=..., '+7...) reads back as it was.
+        yield start, [read_cell(cell) for cell in record]
 
 
 def _columns(header: list[str], line: int, topic_slugs: Collection[str]) -> list[str]:

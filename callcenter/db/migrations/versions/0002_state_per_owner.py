@@ -1,6 +1,6 @@
 """state per owner: routing's state and the recording SIDs move out of calls.state
 
-Revision ID: 0002_h_step
+Revision ID: 0002
 Revises: 0001
 Create Date: 2026-12-06 04:30:00
 
@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = '0002_h_step'
+revision: str = '0002'
 down_revision: str | None = '0001'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
