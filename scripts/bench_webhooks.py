@@ -51,9 +51,15 @@ def serve_app() -> Any:
     from flask import Flask, Response
     from werkzeug.middleware.dispatcher import DispatcherMiddleware
 
-    import callcenter.db.models  # noqa: F401 - the tables
     from callcenter.app import create_app
-    from callcenter.db import Base
+
+    try:
+        import callcenter.db.models  # noqa: F401 - the tables
+        from callcenter.db import Base
+    except ImportError:  # the layout before the packages, for before/after figures
+        import callcenter.models  # noqa: F401
+
+        from callcenter.db import Base
     from callcenter.services import Services
     from callcenter.settings import Settings
 
