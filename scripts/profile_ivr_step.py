@@ -60,7 +60,7 @@ except ImportError:
 import bench_webhooks  # noqa: E402 - after the path
 
 BASE = "http://127.0.0.1:8000"
-PROJECT = Path(importlib.import_module("callcenter").__file__ or ".").resolve().parent.parent
+PROJECT = bench_webhooks.ROOT
 # What Twilio's callers dial from: the numbers of the example directory, in turn.
 DIRECTORY_CALLERS = (
     "+79161234567",
