@@ -78,10 +78,31 @@ def test_a_caller_in_the_directory_is_identified_by_any_spelling(services: Servi
         contact = Contact(name="Иванова Мария", organisation_id=org.id, created_at=NOW)
         contact.phones.append(ContactPhone(e164="+79161234567"))
         session.add(contact)
+        session.flush()
+        ids = (contact.id, org.id)
     create(services, caller="8 916 123-45-67")
 
     row = load(services)
     assert row.contact_id is not None and row.organisation_id is not None
+    assert (row.contact_id, row.organisation_id) == ids
+
+
+def test_a_new_calls_row_is_written_on_in_the_same_transaction(services: Services) -> None:
+    """The first webhook's step changes the row it has just created (its answer, an event)
+    before the transaction commits; both reach the database."""
+    with transaction(services.sessions) as session:
+        call, created = calls.get_or_create_call(
+            session, SID, now=NOW, caller_raw="+79161234567", line_raw="+78002506077"
+        )
+        call.category = "consultation"
+        calls.record_event(session, call, "incoming", NOW, step="main_menu")
+    assert created
+
+    row = load(services)
+    assert (row.category, row.caller_kind, row.outcome) == ("consultation", "mobile", "in_progress")
+    with services.sessions() as session:
+        kinds = session.scalars(select(CallEvent.kind).where(CallEvent.call_id == row.id))
+        assert list(kinds) == ["incoming"]
 
 
 @pytest.mark.parametrize("caller", [None, "anonymous", "client:bob", "sip:x@y.example"])
