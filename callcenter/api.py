@@ -75,11 +75,11 @@ def _known_topics() -> Collection[str]:
 @bp.get("/calls")
 def list_calls() -> ResponseReturnValue:
     params = {key: request.args.get(key, "") for key in request.args}
-    flt = CallFilter.from_params(params, known_topics=_known_topics())
+    call_filter = CallFilter.from_params(params, known_topics=_known_topics())
     page = PageRequest.from_params(params)
-    found = search_calls(db_session(), flt, page)
+    found = search_calls(db_session(), call_filter, page)
     lines = services().settings.lines
-    query = flt.to_params()
+    query = call_filter.to_params()
 
     def link(number: int) -> str:
         params = {**query, "page": str(number), "per_page": str(page.per_page)}

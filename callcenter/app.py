@@ -18,7 +18,7 @@ from callcenter.portal.api import bp as portal_api_bp
 from callcenter.routing.roster import roster_health
 from callcenter.services import Services
 from callcenter.settings import Settings
-from callcenter.web import EXTENSION, close_db_session
+from callcenter.web import EXTENSION, close_db_session, init_security
 from webhooks.routing import bp as routing_bp
 from webhooks.voice import bp as voice_bp
 
@@ -50,6 +50,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(portal_api_bp)
     app.register_blueprint(console_bp)
     app.register_blueprint(health_bp)
+    init_security(app, settings)
 
     _instrument(app, services)
     _warn_about_roster(services)

@@ -4,12 +4,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 MOSCOW = ZoneInfo("Europe/Moscow")
 
 Clock = Callable[[], datetime]
+
+# The days a filter, a period or a moment asked for may name: the service's calls all lie
+# well inside. Outside, a date is an input error (0001-01-01 or 9999-12-31 would overflow
+# when turned into a Moscow midnight in UTC, or a day after it).
+EARLIEST_DAY = date(2000, 1, 1)
+LATEST_DAY = date(2099, 12, 31)
+
+
+def day_in_range(day: date) -> bool:
+    return EARLIEST_DAY <= day <= LATEST_DAY
 
 
 def system_clock() -> datetime:

@@ -29,13 +29,10 @@ CallCenterError
 │   └── TelephonyRejected       permanent: Twilio said no (4xx); carries status, code
 ├── QueueUnavailable        Redis is down; the outbox keeps the work
 ├── LoginFailed             wrong console user name or password (which one is not said)
-│   └── LoginLocked         too many failures: refused until `until`, password unchecked
 └── SimulationError         the call simulator could not go on (service refused, bad TwiML)
 """
 
 from __future__ import annotations
-
-from datetime import datetime
 
 
 class CallCenterError(Exception):
@@ -179,15 +176,6 @@ class WeakPassword(InvalidInput):
 class LoginFailed(CallCenterError):
     """A console login was refused: the message never says whether the name or the
     password was wrong."""
-
-
-class LoginLocked(LoginFailed):
-    """Too many failed logins for this user or from this address: refused until `until`
-    without looking at the password."""
-
-    def __init__(self, until: datetime) -> None:
-        self.until = until
-        super().__init__(f"too many failed logins; try again after {until.isoformat()}")
 
 
 class InvalidForm(InvalidInput):

@@ -14,7 +14,8 @@ and `/metrics` (`callcenter.metrics.render`) adds up the files. The hooks:
 - `child_exit`: a worker is gone (crashed, restarted); `mark_process_dead` retires its
   live gauges. Its counters and histograms stay counted: requests it served happened.
 
-Bind address, workers, threads and timeouts stay on the Procfile's command line.
+Bind address, workers, threads and timeouts stay on the Procfile's command line; the
+request line and header limits are here (`REQUEST_LIMITS`, also used by `callcenter serve`).
 """
 
 from __future__ import annotations
@@ -32,6 +33,19 @@ ENV = "PROMETHEUS_MULTIPROC_DIR"
 # second server on the host (another release, a test stack) would take it over. Nothing
 # here uses it. (A setting older gunicorns do not know is ignored in a config file.)
 control_socket_disable = True
+
+# Bounded requests, before the app sees them: Twilio's request lines carry a few query
+# parameters (< 1 KB) and its headers are a dozen; the console's cookies are small. A
+# longer line or more or larger headers get gunicorn's 400 without reaching a worker's
+# memory (the body itself is bounded by the app's MAX_CONTENT_LENGTH).
+REQUEST_LIMITS = {
+    "limit_request_line": 4094,
+    "limit_request_fields": 60,
+    "limit_request_field_size": 8190,
+}
+limit_request_line = REQUEST_LIMITS["limit_request_line"]
+limit_request_fields = REQUEST_LIMITS["limit_request_fields"]
+limit_request_field_size = REQUEST_LIMITS["limit_request_field_size"]
 
 # The directory this master made (and removes on exit); None when it was configured.
 _made: Path | None = None

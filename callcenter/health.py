@@ -17,9 +17,26 @@ def healthz() -> ResponseReturnValue:
     return jsonify(status="ok")
 
 
+def _holds_api_token() -> bool:
+    from flask import request
+
+    from callcenter.access.tokens import verify_token
+
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not presented.strip():
+        return False
+    with services().sessions() as session:
+        return verify_token(session, presented.strip()) is not None
+
+
 @bp.get("/readyz")
 def readyz() -> ResponseReturnValue:
-    """Database and Redis reachable, roster not empty: this instance can take calls."""
+    """Database and Redis reachable, roster not empty: this instance can take calls.
+
+    Anyone (a load balancer) gets ready / not ready and each check's name with ok/error;
+    the details — exception names, the roster's warnings with people's names — need an API
+    token (`Authorization: Bearer`), as the call log does.
+    """
     svc = services()
     checks: dict[str, str] = {}
     try:
@@ -51,9 +68,13 @@ def readyz() -> ResponseReturnValue:
         # missing SMS numbers are warnings: calls still reach the duty phone.
         checks["roster"] = "error: empty" if empty else "ok"
     ready = all(v.startswith("ok") for v in checks.values())
-    return jsonify(status="ready" if ready else "not ready", checks=checks, warnings=warnings), (
-        200 if ready else 503
-    )
+    status = 200 if ready else 503
+    if not _holds_api_token():
+        brief = {name: "ok" if v.startswith("ok") else "error" for name, v in checks.items()}
+        return jsonify(status="ready" if ready else "not ready", checks=brief), status
+    return jsonify(
+        status="ready" if ready else "not ready", checks=checks, warnings=warnings
+    ), status
 
 
 @bp.get("/metrics")

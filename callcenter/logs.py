@@ -223,11 +223,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(payload, ensure_ascii=False, default=str)
 
 
+# A newline (or any control character but tab) in a logged value — a request path, a form
+# field — would start what looks like a new log line of its own: shown escaped instead.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def escape_controls(text: str) -> str:
+    """`text` on one line: `\n` → `\\n`, other control characters → `\\xNN`."""
+    if _CONTROL.search(text) is None:
+        return text
+    return _CONTROL.sub(
+        lambda m: {"\n": "\\n", "\r": "\\r"}.get(m.group(0), f"\\x{ord(m.group(0)):02x}"), text
+    )
+
+
 class PlainFormatter(logging.Formatter):
-    """`2025-11-27 11:00:00,123 INFO callcenter.x [CA…]: message` for a developer."""
+    """`2025-11-27 11:00:00,123 INFO callcenter.x [CA…]: message` for a developer.
+
+    The message is kept on its line (control characters escaped), so nothing logged can
+    forge a line; a traceback, added after it, keeps its own lines."""
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s%(call)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 - logging's name
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
     def format(self, record: logging.LogRecord) -> str:
         call_sid = getattr(record, "call_sid", None) or _call_sid.get()
@@ -310,6 +331,52 @@ def configure_logging(settings: Settings, stream: IO[str] | None = None) -> logg
         if logger.level == logging.NOTSET or logger.level > logging.INFO:
             logger.setLevel(logging.INFO)
     return handler
+
+
+# ---------------------------------------------------------------- command-line output
+
+
+class MaskedStream:
+    """A text stream that masks phone numbers in everything written through it: the
+    `callcenter` command's output unless `--unmasked` is given."""
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    @property
+    def unmasked(self) -> IO[str]:
+        """The stream underneath, for what must be printed exactly (a new token's secret,
+        which a run of digits could otherwise look like a number in)."""
+        return self._stream
+
+    def write(self, text: str) -> int:
+        self._stream.write(mask_phone_numbers(text))
+        return len(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return self._stream.isatty()
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+
+@contextmanager
+def masked_output() -> Iterator[None]:
+    """stdout and stderr masked for the duration (the CLI's output and its log lines)."""
+    saved = sys.stdout, sys.stderr
+    sys.stdout = MaskedStream(saved[0])
+    sys.stderr = MaskedStream(saved[1])
+    try:
+        yield
+    finally:
+        sys.stdout, sys.stderr = saved
 
 
 # ---------------------------------------------------------------- gunicorn

@@ -28,6 +28,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.db.models import Call, TicketRequest
+from callcenter.vocabulary import URGENT_CATEGORIES
 
 WEBHOOK_LATENCY = Histogram(
     "callcenter_webhook_seconds",
@@ -82,7 +83,7 @@ class DatabaseCollector(Collector):
                     select(func.count())
                     .select_from(Call)
                     .where(
-                        Call.category.in_(("critical", "stolen")),
+                        Call.category.in_(URGENT_CATEGORIES),
                         Call.routing_outcome == "nobody_accepted",
                         Call.called_back_at.is_(None),
                     )

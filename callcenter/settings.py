@@ -21,6 +21,10 @@ DEFAULT_DATA_DIR = Path("var")
 # start without TWILIO_AUTH_TOKEN, so this can never guard a real line.
 LOCAL_SIGNING_TOKEN = "local-simulator-token"
 
+# Production refuses shorter secrets (SECRET_KEY, tokens): 32 random characters are out
+# of reach of guessing; "x" or a word is not.
+MIN_SECRET_LENGTH = 32
+
 # The regulation's two lines (section II.3), E.164.
 DEFAULT_LINES = {
     "+78002506077": "8 (800) 250-60-77",
@@ -116,6 +120,9 @@ class Settings:
     # CALLCENTER_CLOCK: the service's clock starts at this instant and runs (demonstrations
     # and tests of a night, a holiday, a short day); never in production.
     clock_start: datetime | None = None
+    # How many reverse proxies (load balancer, ingress) stand in front of the service: only
+    # that many X-Forwarded-* hops are believed (client address, scheme, host); 0: none.
+    trusted_proxies: int = 0
 
     def __post_init__(self) -> None:
         if self.recording_mode not in {"download", "link"}:
@@ -146,6 +153,25 @@ class Settings:
                 )
             if self.clock_start is not None:
                 raise ConfigurationError("CALLCENTER_CLOCK cannot be set in production mode")
+            short = [
+                name
+                for name, value in (
+                    ("SECRET_KEY", self.secret_key),
+                    ("BUILTIN_PORTAL_TOKEN", self.builtin_portal_token),
+                )
+                if value is not None and len(value) < MIN_SECRET_LENGTH
+            ]
+            if short:
+                raise ConfigurationError(
+                    f"production mode needs secrets of at least {MIN_SECRET_LENGTH} characters: "
+                    + ", ".join(short)
+                    + " too short; generate one with: "
+                    + 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+                )
+        if self.trusted_proxies < 0:
+            raise ConfigurationError(
+                f"TRUSTED_PROXIES must be 0 or more, got {self.trusted_proxies}"
+            )
 
     @property
     def webhook_signing_token(self) -> str | None:
@@ -212,4 +238,5 @@ class Settings:
             retention_days=_int(e, "RETENTION_DAYS", cls.retention_days),
             log_json=_bool(e.get("LOG_JSON"), production),
             clock_start=_instant(e, "CALLCENTER_CLOCK"),
+            trusted_proxies=_int(e, "TRUSTED_PROXIES", cls.trusted_proxies),
         )

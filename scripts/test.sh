@@ -2,7 +2,8 @@
 # Sets up everything the test suite talks to, then runs it all:
 #   .venv with the service and dev tools; Redis and PostgreSQL (started if not up);
 #   Prism (Twilio's API mock) from the npm registry; Debian's Chromium for browser tests.
-# Extra arguments go to pytest (e.g. scripts/test.sh -k calendar).
+# Extra arguments go to pytest (e.g. scripts/test.sh -k calendar; -n 0 --no-cov for one
+# process without coverage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -53,4 +54,9 @@ if [ -z "${SHARED_DIR:-}" ] && [ ! -d ../shared ]; then
   fi
 fi
 
-exec .venv/bin/pytest "$@"
+# One test process per CPU (pytest-xdist; `-n 0` runs in this process): the slowest tests
+# wait on real processes, ports and timeouts, and overlap well. Each process has its own
+# PostgreSQL database, Prism and queue names. Branch coverage of the service's code from
+# all of them is printed at the end (files at 100% left out).
+exec .venv/bin/pytest -n auto --cov=callcenter --cov=webhooks --cov-branch \
+  --cov-report=term:skip-covered "$@"

@@ -1,8 +1,20 @@
 """Shared fixtures: real SQLite and PostgreSQL, real Redis, the app built from test settings.
 
-Every database test runs twice, on SQLite and on PostgreSQL (`database_url` is
-parametrized). Each pytest run gets its own PostgreSQL database and its own RQ queue names,
-so concurrent runs never see each other's data.
+Which database a test gets (`database_url`, parametrized here and nowhere else):
+
+- SQLite, by default: what a test specifies does not depend on the dialect.
+- SQLite and PostgreSQL, for tests marked `both_databases` (a module's `pytestmark`, or a
+  test's own mark): where the two dialects run different SQL or behave differently —
+  row locks and concurrent writers, ON CONFLICT inserts, JSON columns, NUL bytes, Cyrillic
+  case folding, the call log's streamed export. When in doubt, a test is marked.
+- PostgreSQL only, for tests marked `postgres` (the fault tests, the database deadline).
+
+Every test that runs on PostgreSQL carries the `postgres` mark, so `-m "not postgres"` runs
+without the server. `--all-databases` runs every database test on both, as a check that
+nothing dialect-dependent hides in an unmarked test.
+
+Each pytest run gets its own PostgreSQL database and its own RQ queue names, so concurrent
+runs never see each other's data.
 """
 
 from __future__ import annotations
@@ -26,6 +38,7 @@ from callcenter.clock import Clock, fixed_clock
 from callcenter.db import Base
 from callcenter.services import Services
 from callcenter.settings import Settings
+from tests.job_runner import SynchronousJobRunner
 
 if TYPE_CHECKING:
     from tests.processes import ServiceStack
@@ -90,9 +103,37 @@ def _truncate_all(url: str) -> None:
             conn.execute(text(f'ALTER SEQUENCE "{seq}" RESTART WITH 1'))
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--all-databases",
+        action="store_true",
+        help="run every database test on SQLite and on PostgreSQL, not only the marked ones",
+    )
+
+
+def databases_for(definition: pytest.FunctionDefinition, config: pytest.Config) -> list[str]:
+    """The databases a test runs on (see the module docstring)."""
+    if definition.get_closest_marker("postgres") is not None:
+        return ["postgres"]
+    if definition.get_closest_marker("both_databases") or config.getoption("all_databases"):
+        return ["sqlite", "postgres"]
+    return ["sqlite"]
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "database_url" not in metafunc.fixturenames:
+        return
+    # A run on PostgreSQL carries the `postgres` mark whichever way it got there.
+    params = [
+        pytest.param(name, marks=pytest.mark.postgres) if name == "postgres" else name
+        for name in databases_for(metafunc.definition, metafunc.config)
+    ]
+    metafunc.parametrize("database_url", params, indirect=True)
+
+
+@pytest.fixture
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """Each database test runs on SQLite and on PostgreSQL, from empty tables."""
+    """The test's database from empty tables: SQLite unless marked (module docstring)."""
     if request.param == "sqlite":
         template: Path = request.getfixturevalue("sqlite_template")
         target = tmp_path / "test.db"
@@ -157,6 +198,33 @@ def make_services(settings: Settings, clock: Clock) -> Iterator[Any]:
     yield make
     for svc in built:
         svc.close()
+
+
+@pytest.fixture
+def run_jobs_at_once() -> Iterator[Callable[[Services], SynchronousJobRunner]]:
+    """`run_jobs_at_once(services)`: from now on `services` runs each job at once, in the
+    thread that submits it (`tests/job_runner.py`), so a test asserts on what the job did
+    instead of polling for it. Fails the test if any of those jobs raised."""
+    runners: list[SynchronousJobRunner] = []
+
+    def install(services: Services) -> SynchronousJobRunner:
+        if "jobs" in services.__dict__:
+            services.jobs.close()
+        runner = SynchronousJobRunner(services)
+        services.jobs = runner  # type: ignore[misc]  # the cached property's slot
+        runners.append(runner)
+        return runner
+
+    yield install
+    failures = [failure for runner in runners for failure in runner.failures]
+    assert not failures, f"jobs raised: {failures}"
+
+
+@pytest.fixture
+def sync_jobs(services: Services, run_jobs_at_once: Any) -> SynchronousJobRunner:
+    """The test's `services` runs its jobs synchronously (see `run_jobs_at_once`)."""
+    runner: SynchronousJobRunner = run_jobs_at_once(services)
+    return runner
 
 
 @pytest.fixture

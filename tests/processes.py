@@ -714,7 +714,7 @@ class ServiceStack:
             "TWILIO_API_BASE_URL": twilio_api_base_url,
             "CALLCENTER_DATA_DIR": str(self.data_dir),
             "CALLCENTER_ENV": "production",
-            "SECRET_KEY": "fault-test-secret",
+            "SECRET_KEY": "fault-test-secret-of-forty-characters-long",
             "LOG_JSON": "1",
             # Keep a caller on the line no longer than needed in tests that wait for it.
             "TICKET_WAIT_SECONDS": "4",

@@ -142,6 +142,7 @@ def test_no_token_bad_token_and_revoked_token_get_401_json(
 # ---------------------------------------------------------------- one call
 
 
+@pytest.mark.both_databases  # JSON columns read back per dialect
 def test_a_call_with_events_legs_and_a_ticket_as_json(
     services: Services, client: FlaskClient, token: str
 ) -> None:
@@ -434,6 +435,7 @@ ALL_NEWEST_FIRST = [
 ]
 
 
+@pytest.mark.both_databases  # stored times compared per dialect
 @pytest.mark.usefixtures("log")
 def test_each_filter(client: FlaskClient, token: str) -> None:
     assert sids(client, token, "") == ALL_NEWEST_FIRST
@@ -478,6 +480,7 @@ def test_each_filter(client: FlaskClient, token: str) -> None:
     ]
 
 
+@pytest.mark.both_databases  # Cyrillic case folding per dialect
 @pytest.mark.usefixtures("log")
 def test_search_by_number_in_any_spelling_ticket_or_name(client: FlaskClient, token: str) -> None:
     assert sids(client, token, "q=8 (903) 111-22-33") == ["CAhungup"]
@@ -563,6 +566,7 @@ def test_next_link_keeps_the_filters(client: FlaskClient, token: str) -> None:
 # ---------------------------------------------------------------- the query module
 
 
+@pytest.mark.both_databases  # the statements per dialect
 @pytest.mark.usefixtures("log")
 def test_a_page_costs_a_fixed_number_of_queries(services: Services) -> None:
     statements: list[str] = []
@@ -587,6 +591,7 @@ def test_a_page_costs_a_fixed_number_of_queries(services: Services) -> None:
     assert len(statements) == 5, statements
 
 
+@pytest.mark.both_databases  # streamed reads per dialect
 @pytest.mark.usefixtures("log")
 def test_the_export_stream_walks_every_call_in_batches(services: Services) -> None:
     with services.sessions() as session:
@@ -611,10 +616,10 @@ def test_a_filter_reads_back_from_its_own_params() -> None:
         "q": "Ромашка",
         "page": "2",
     }
-    flt = CallFilter.from_params(params, known_topics={"data_update"})
-    assert flt.lines == ("+78002506077",)
-    assert flt.categories == ("critical", "stolen")
-    assert CallFilter.from_params(flt.to_params()) == flt
+    call_filter = CallFilter.from_params(params, known_topics={"data_update"})
+    assert call_filter.lines == ("+78002506077",)
+    assert call_filter.categories == ("critical", "stolen")
+    assert CallFilter.from_params(call_filter.to_params()) == call_filter
     assert CallFilter.from_params({"category": " ", "q": ""}) == CallFilter()
     with pytest.raises(InvalidFilter) as exc:
         CallFilter.from_params({"page": "1", "sort": "asc"})

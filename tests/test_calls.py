@@ -14,7 +14,9 @@ from callcenter.calls.store import StatusCallback, parse_twilio_timestamp
 from callcenter.db import transaction
 from callcenter.db.models import Call, CallEvent, Contact, ContactPhone, Organisation
 from callcenter.services import Services
-from tests.twilio_requests import database_url, sqlite_template  # noqa: F401 - fixtures
+
+# Row locks, concurrent webhooks of one call and racing first webhooks: per dialect.
+pytestmark = pytest.mark.both_databases
 
 SID = "CA" + "7" * 32
 NOW = datetime.fromisoformat("2025-11-27T11:00:00+03:00")
@@ -46,7 +48,7 @@ def callback(status: str, sequence: int | None, seconds: int = 0, **more: object
 
 def apply(services: Services, cb: StatusCallback) -> calls.StatusChange:
     with transaction(services.sessions) as session:
-        call = calls.lock_call(session, SID, now=NOW)
+        call = calls.load_locked_call(session, SID, now=NOW)
         assert call is not None
         return calls.apply_status_callback(session, call, cb, now=NOW)
 
@@ -76,10 +78,31 @@ def test_a_caller_in_the_directory_is_identified_by_any_spelling(services: Servi
         contact = Contact(name="Иванова Мария", organisation_id=org.id, created_at=NOW)
         contact.phones.append(ContactPhone(e164="+79161234567"))
         session.add(contact)
+        session.flush()
+        ids = (contact.id, org.id)
     create(services, caller="8 916 123-45-67")
 
     row = load(services)
     assert row.contact_id is not None and row.organisation_id is not None
+    assert (row.contact_id, row.organisation_id) == ids
+
+
+def test_a_new_calls_row_is_written_on_in_the_same_transaction(services: Services) -> None:
+    """The first webhook's step changes the row it has just created (its answer, an event)
+    before the transaction commits; both reach the database."""
+    with transaction(services.sessions) as session:
+        call, created = calls.get_or_create_call(
+            session, SID, now=NOW, caller_raw="+79161234567", line_raw="+78002506077"
+        )
+        call.category = "consultation"
+        calls.record_event(session, call, "incoming", NOW, step="main_menu")
+    assert created
+
+    row = load(services)
+    assert (row.category, row.caller_kind, row.outcome) == ("consultation", "mobile", "in_progress")
+    with services.sessions() as session:
+        kinds = session.scalars(select(CallEvent.kind).where(CallEvent.call_id == row.id))
+        assert list(kinds) == ["incoming"]
 
 
 @pytest.mark.parametrize("caller", [None, "anonymous", "client:bob", "sip:x@y.example"])
@@ -94,7 +117,7 @@ def test_callers_without_a_number_are_never_looked_up(
 def test_events_keep_the_path_in_order(services: Services) -> None:
     create(services)
     with transaction(services.sessions) as session:
-        call = calls.lock_call(session, SID, now=NOW)
+        call = calls.load_locked_call(session, SID, now=NOW)
         assert call is not None
         calls.record_event(session, call, "gather", NOW, step="main_menu", digits="2", result="x")
         calls.record_event(session, call, "gather", NOW, step="topic", speech="отчёты", none=None)
@@ -164,7 +187,7 @@ def test_concurrent_webhooks_of_one_call_wait_for_each_other(services: Services)
     def bump() -> None:
         started.wait()
         with transaction(services.sessions) as session:
-            call = calls.lock_call(session, SID, now=NOW)
+            call = calls.load_locked_call(session, SID, now=NOW)
             assert call is not None
             count = int(call.state.get("count", 0))
             threading.Event().wait(0.05)  # widen the window a lost update would need

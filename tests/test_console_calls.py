@@ -14,7 +14,6 @@ import io
 import itertools
 import re
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -123,6 +122,7 @@ def test_the_log_shows_every_call_newest_first_with_problem_rows_labelled(
     )
 
 
+@pytest.mark.both_databases  # Cyrillic case folding, stored times, streaming: per dialect
 @pytest.mark.parametrize(
     ("query", "expected"),
     [
@@ -181,6 +181,7 @@ def test_pages_of_fifty_with_links_that_keep_the_filter(
     assert 'rel="next"' not in third and 'rel="prev"' in third
 
 
+@pytest.mark.both_databases  # Cyrillic case folding, stored times, streaming: per dialect
 def test_the_problems_filter_agrees_with_the_row_labels(services: Services) -> None:
     """Every combination that decides a problem, as SQL (the filter) and as Python (the
     labels): the two must select the same calls."""
@@ -319,6 +320,7 @@ def test_csv_export_is_the_filtered_log_for_excel(services: Services, head: Flas
     assert rows[3][5] == '\'=HYPERLINK("http://evil.example","Нажми")'
 
 
+@pytest.mark.both_databases  # Cyrillic case folding, stored times, streaming: per dialect
 def test_a_large_export_is_streamed_in_pieces(services: Services, head: FlaskClient) -> None:
     with transaction(services.sessions) as session:
         for n in range(1234):
@@ -415,16 +417,7 @@ def test_an_unknown_call_is_404(services: Services, head: FlaskClient) -> None:
 # ---------------------------------------------------------------- actions
 
 
-def wait_for(condition: Any, seconds: float = 20.0) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("condition not met within the deadline")
-
-
+@pytest.mark.usefixtures("sync_jobs")
 def test_retry_a_failed_ticket_until_it_is_done(services: Services, head: FlaskClient) -> None:
     sample_log(services)
     token = csrf_of(head)
@@ -436,7 +429,8 @@ def test_retry_a_failed_ticket_until_it_is_done(services: Services, head: FlaskC
         state = head.get(f"/console/calls/{NAMES.failed}/ticket.json").get_json()
         return state if state["state"] == "done" else None
 
-    state = wait_for(done)
+    state = done()
+    assert state is not None
     assert state["number"] == "1002"
     page = text_of(get_page(head, f"/console/calls/{NAMES.failed}"))
     assert "Заявка отправлена на портал повторно." in page
@@ -454,6 +448,7 @@ def test_retry_a_failed_ticket_until_it_is_done(services: Services, head: FlaskC
     assert "Повтор невозможен" in text_of(get_page(head, f"/console/calls/{NAMES.failed}"))
 
 
+@pytest.mark.usefixtures("sync_jobs")
 def test_open_the_ticket_a_call_never_got(services: Services, head: FlaskClient) -> None:
     sample_log(services)
     page = get_page(head, f"/console/calls/{NAMES.no_ticket}")
@@ -463,7 +458,7 @@ def test_open_the_ticket_a_call_never_got(services: Services, head: FlaskClient)
     def number() -> Any:
         return head.get(f"/console/calls/{NAMES.no_ticket}/ticket.json").get_json()["number"]
 
-    assert wait_for(number) == "1002"
+    assert number() == "1002"
     rows = log_rows(get_page(head, "/console/"))
     assert rows[NAMES.no_ticket][0] == ""
     assert "№1002" in rows[NAMES.no_ticket][1]
@@ -673,6 +668,7 @@ def test_events_of_every_kind_read_as_sentences(services: Services, head: FlaskC
         assert line in page, line
 
 
+@pytest.mark.both_databases  # Cyrillic case folding, stored times, streaming: per dialect
 def test_dates_in_the_log_are_moscow_time(services: Services, head: FlaskClient) -> None:
     with transaction(services.sessions) as session:
         add_call(session, "CA-night", at(-11 * 60 + 1), category="consultation", topic=None)

@@ -12,6 +12,9 @@ from callcenter.errors import InvalidFilter
 from callcenter.services import Services
 from tests.console_helpers import LINE_800, LINE_812, add_call, at, sample_log
 
+# Moscow-day periods compare stored times, which each dialect stores its own way.
+pytestmark = pytest.mark.both_databases
+
 LINES = {LINE_800: "8 (800) 250-60-77", LINE_812: "8 (812) 607-77-41"}
 TODAY = date(2025, 11, 27)
 

@@ -20,10 +20,11 @@ from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from callcenter.calls import recordings
+from callcenter.calls.store import caller_facts
 from callcenter.db import transaction
 from callcenter.db.models import Call, SmsMessage, TicketRequest
 from callcenter.portal.protocol import TicketDraft, TicketEntryView
-from callcenter.routing.roster import import_roster
+from callcenter.routing.roster_import import import_roster
 from callcenter.services import Services
 from callcenter.telephony.client import TwilioExchange, TwilioTelephony, build_telephony
 from callcenter.tickets import outbox
@@ -45,6 +46,9 @@ from tests.ticket_pipeline import (
     open_request,
     request_row,
 )
+
+# The SMS ledger's ON CONFLICT insert differs per dialect.
+pytestmark = pytest.mark.both_databases
 
 MESSAGES_PATH = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages.json"
 RECORDINGS = f"https://api.twilio.com/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Recordings/"
@@ -217,6 +221,46 @@ def test_only_a_mobile_gets_the_sms_and_every_skip_says_why(
     create(abroad, request_id)
     follow_up(abroad, request_id)
     assert sms_sent(exchanges)[-1]["To"] == "+4915112345679"
+
+
+# Callers for whom the IVR's promise and the follow-ups could part ways: SMS abroad on
+# and off, a foreign landline, SIP trunks passing Russian and foreign numbers on.
+SMS_CALLERS = (
+    CALLER,
+    LANDLINE,
+    "anonymous",
+    "+4915112345678",  # a German mobile
+    "+442071234567",  # a London landline
+    "sip:+79161234568@trunk.example",
+    "sip:+4915112345670@trunk.example",
+    "sip:alice@pbx.example",
+)
+
+
+@pytest.mark.parametrize("sms_foreign", [False, True])
+def test_the_ivr_promises_an_sms_to_exactly_the_callers_who_then_get_one(
+    twilio: Callable[..., Services], exchanges: list[TwilioExchange], sms_foreign: bool
+) -> None:
+    """What the IVR tells a caller waiting for the number ("it will come by SMS", "you will
+    get an SMS too") must be what the follow-ups then do."""
+    services = twilio(sms_foreign=sms_foreign)
+    promised: dict[str, bool] = {}
+    texted: dict[str, bool] = {}
+    for caller in SMS_CALLERS:
+        request_id = open_request(services, caller=caller)
+        with services.sessions() as session:
+            call = session.scalars(
+                select(Call).join(TicketRequest).where(TicketRequest.id == request_id)
+            ).one()
+            promised[caller] = caller_facts(call, sms_foreign=sms_foreign).sms_reachable
+        create(services, request_id)
+        follow_up(services, request_id)
+        status, _ = sms_rows(services)[f"ticket-request:{request_id}:caller"]
+        texted[caller] = status == "sent"
+
+    assert promised == texted
+    assert texted[CALLER] and not texted[LANDLINE] and not texted["+442071234567"]
+    assert texted["+4915112345678"] == sms_foreign
 
 
 def test_an_urgent_ticket_alerts_the_staff_on_duty_once(

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from flask.testing import FlaskClient
 
+from callcenter.access.tokens import create_token
 from callcenter.app import create_app
+from callcenter.db import transaction
 from callcenter.db.models import Call
-from callcenter.routing.roster import import_roster
+from callcenter.routing.roster_import import import_roster
 from callcenter.services import Services
 from tests.conftest import ROOT
 
@@ -19,10 +21,17 @@ def test_healthz_answers_without_touching_anything(client: FlaskClient) -> None:
     assert response.get_json() == {"status": "ok"}
 
 
+def token_of(services: Services) -> dict[str, str]:
+    """The details of /readyz need an API token (anonymous callers get the status only)."""
+    with transaction(services.sessions) as session:
+        secret = create_token(session, "probe", now=services.clock()).secret
+    return {"Authorization": f"Bearer {secret}"}
+
+
 def test_readyz_is_unready_with_an_empty_roster_then_ready(
     client: FlaskClient, services: Services
 ) -> None:
-    response = client.get("/readyz")
+    response = client.get("/readyz", headers=token_of(services))
     assert response.status_code == 503
     body = response.get_json()
     assert body["checks"]["database"] == "ok"
@@ -40,7 +49,7 @@ def test_readyz_reports_redis_down(make_services: object, services: Services) ->
     with services.sessions.begin() as session:
         import_roster(session, EXAMPLE_ROSTER)
     svc = make_services(redis_url="redis://127.0.0.1:1/0")  # type: ignore[operator]
-    response = create_app(services=svc).test_client().get("/readyz")
+    response = create_app(services=svc).test_client().get("/readyz", headers=token_of(svc))
     assert response.status_code == 503
     checks = response.get_json()["checks"]
     assert checks["database"] == "ok"

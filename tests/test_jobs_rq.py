@@ -265,6 +265,7 @@ def test_a_rejected_request_is_failed_visible_alerted_and_retried_by_a_superviso
     assert [m["To"] for m in sms_sent(exchanges)] == [right.settings.duty_phone, CALLER]
 
 
+@pytest.mark.both_databases  # ON CONFLICT per dialect
 def test_a_double_submit_is_one_job_and_a_replay_makes_no_second_ticket_or_sms(
     pipeline: Callable[..., Services], queue_name: str, exchanges: list[TwilioExchange]
 ) -> None:
@@ -287,6 +288,7 @@ def test_a_double_submit_is_one_job_and_a_replay_makes_no_second_ticket_or_sms(
     assert [m["To"] for m in sms_sent(exchanges)] == [CALLER]
 
 
+@pytest.mark.both_databases  # concurrent runs: row locks
 def test_concurrent_runs_of_one_request_make_one_ticket(
     pipeline: Callable[..., Services], exchanges: list[TwilioExchange]
 ) -> None:

@@ -24,7 +24,7 @@ from callcenter.logs import (
     mask_phone_numbers,
 )
 from callcenter.settings import Settings
-from tests.twilio_requests import TwilioCall, database_url, fixture, signed_post  # noqa: F401
+from tests.twilio_requests import TwilioCall, fixture, signed_post
 
 CALLER = "+79161234567"
 MASKED = "+7916***4567"

@@ -20,10 +20,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from callcenter.settings import Settings
 from tests.processes import Gunicorn, service_env, wait_until
-from tests.twilio_requests import (  # noqa: F401 - database_url and sqlite_template are fixtures
-    database_url,
-    sqlite_template,
-)
 
 WEBHOOK = "/webhooks/voice/status"
 STEP = "voice.status"  # the histogram's label for that webhook

@@ -23,6 +23,9 @@ from callcenter.tickets import outbox
 from tests.conftest import MutableClock
 from tests.ticket_pipeline import closed_port_url, open_request, request_row, ticket_count
 
+# ON CONFLICT inserts and FOR UPDATE claims differ per dialect.
+pytestmark = pytest.mark.both_databases
+
 
 def deliver(services: Services, request_id: int) -> outbox.Delivery:
     return outbox.deliver(services.sessions, services.portal, request_id, clock=services.clock)

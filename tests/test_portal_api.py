@@ -266,6 +266,7 @@ def test_a_missing_or_wrong_token_is_refused(offline_api: Api) -> None:
 # ---------------------------------------------------------------- create
 
 
+@pytest.mark.both_databases  # ON CONFLICT per dialect
 def test_create_answers_201_then_replays_200_with_the_same_ticket(api: Api) -> None:
     created = api.create(draft_body())
     assert created.status_code == 201
@@ -353,6 +354,7 @@ def test_get_a_ticket_or_a_json_404(api: Api) -> None:
         assert response.get_json()["error"]["code"] == "ticket_not_found"
 
 
+@pytest.mark.both_databases  # ON CONFLICT per dialect
 def test_entries_are_added_once_per_key_in_order(api: Api, clock: MutableClock) -> None:
     api.create(draft_body())
     clock.now = datetime.fromisoformat("2025-11-27T11:30:00+03:00")
@@ -384,6 +386,7 @@ def test_entries_are_added_once_per_key_in_order(api: Api, clock: MutableClock) 
     assert missing.status_code == 404
 
 
+@pytest.mark.both_databases  # ON CONFLICT per dialect
 def test_a_phone_duplicate_makes_the_ticket_critical_once(api: Api) -> None:
     api.create(draft_body(topic="critical_failure"))
     body = {"at": "2025-11-27T09:15:00Z", "caller": "+79161234567", "call_ref": "CA-77"}

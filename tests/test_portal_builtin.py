@@ -28,6 +28,9 @@ from callcenter.portal.protocol import TicketDraft
 from callcenter.services import Services
 from tests.conftest import TEST_PUBLIC_BASE, MutableClock
 
+# ON CONFLICT, the numbering lock and concurrent writers differ per dialect.
+pytestmark = pytest.mark.both_databases
+
 MSK = "+03:00"
 
 

@@ -111,6 +111,7 @@ def test_create_read_and_replay_through_http(portal: HttpPortal, served: Served)
     assert served.tickets() == 1
 
 
+@pytest.mark.both_databases  # concurrent creates: ON CONFLICT
 def test_concurrent_retries_of_one_call_make_one_ticket(portal: HttpPortal, served: Served) -> None:
     numbers = run_in_threads(6, lambda _i: portal.create_ticket(draft("CA-race")).number)
     assert set(numbers) == {"1001"}

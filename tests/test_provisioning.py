@@ -324,7 +324,10 @@ def cli_services(tmp_path: Path, prism_url: str) -> Iterator[Callable[..., Servi
 
 
 def run_cli(services: Services, *args: str) -> Any:
-    return CliRunner().invoke(callcenter_cli, ["provision", *args], obj=CliContext(services))
+    # Our own lines' numbers in full (the command's output is masked by default).
+    return CliRunner().invoke(
+        callcenter_cli, ["--unmasked", "provision", *args], obj=CliContext(services)
+    )
 
 
 def test_cli_dry_run_reports_and_sends_no_update(

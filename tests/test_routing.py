@@ -17,11 +17,16 @@ from callcenter.clock import MOSCOW
 from callcenter.db import transaction
 from callcenter.db.models import Call, DialLeg, SmsMessage, TicketRequest
 from callcenter.routing import chain as routing
-from callcenter.routing.roster import OnDuty, Person, import_roster
+from callcenter.routing.roster import OnDuty, Person
+from callcenter.routing.roster_import import import_roster
 from callcenter.services import Services
 from callcenter.settings import Settings
 from callcenter.telephony.client import TwilioTelephony
+from callcenter.tickets.notifications import send_chain_alerts
 from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
+
+# Leg callbacks in any order (row locks) and alerts sent once (ON CONFLICT): per dialect.
+pytestmark = pytest.mark.both_databases
 
 NOW = datetime(2025, 11, 27, 11, 0, tzinfo=MOSCOW)
 SETTINGS = Settings(duty_phone="+79990000000")
@@ -117,7 +122,7 @@ def step(services: Services, call_id: int, action: str, **kwargs: object) -> rou
         call = session.get(Call, call_id)
         assert call is not None
         common: dict[str, object] = {"now": now}
-        if action in ("start", "dial_finished"):
+        if action in ("begin_routing", "dial_finished"):
             common.update(calendar=services.calendar, settings=services.settings)
         if action == "voicemail":
             common.update(settings=services.settings)
@@ -144,8 +149,8 @@ def load_office(services: Services) -> None:
 def test_routing_starts_once(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="critical", topic=None)
-    first = step(services, call_id, "start", kind=routing.URGENT)
-    again = step(services, call_id, "start", kind=routing.URGENT)
+    first = step(services, call_id, "begin_routing", kind=routing.URGENT)
+    again = step(services, call_id, "begin_routing", kind=routing.URGENT)
     assert (
         first.decision
         == again.decision
@@ -157,7 +162,7 @@ def test_routing_starts_once(services: Services) -> None:
 def test_a_key_press_that_never_bridged_does_not_count(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="critical", topic=None)
-    step(services, call_id, "start", kind=routing.URGENT)
+    step(services, call_id, "begin_routing", kind=routing.URGENT)
     with transaction(services.sessions) as session:
         call = session.get(Call, call_id)
         assert call is not None
@@ -182,7 +187,7 @@ def test_a_key_press_that_never_bridged_does_not_count(services: Services) -> No
 def test_leg_callbacks_count_in_any_order_and_only_once(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="consultation", topic=None)
-    step(services, call_id, "start", kind=routing.CONSULTATION)
+    step(services, call_id, "begin_routing", kind=routing.CONSULTATION)
     at = NOW + timedelta(seconds=30)
 
     def callback(position: int, status: str, seconds: int) -> None:
@@ -230,7 +235,7 @@ def test_leg_callbacks_count_in_any_order_and_only_once(services: Services) -> N
 def test_the_whisper_names_an_unknown_caller_by_what_they_said(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="critical", topic=None, said="Сергей, ООО Лютик")
-    step(services, call_id, "start", kind=routing.URGENT)
+    step(services, call_id, "begin_routing", kind=routing.URGENT)
     with transaction(services.sessions) as session:
         call = session.get(Call, call_id)
         assert call is not None
@@ -243,7 +248,7 @@ def test_the_whisper_names_an_unknown_caller_by_what_they_said(services: Service
 def test_silence_instead_of_a_message_ends_politely(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="critical", topic="critical_server_failure")
-    step(services, call_id, "start", kind=routing.URGENT)
+    step(services, call_id, "begin_routing", kind=routing.URGENT)
     for n in (1, 2, 3, 4):
         outcome = step(
             services,
@@ -267,7 +272,7 @@ def test_silence_instead_of_a_message_ends_politely(services: Services) -> None:
 def test_a_consultation_caller_who_hangs_up_gets_a_callback_ticket(services: Services) -> None:
     load_office(services)
     call_id = new_call(services, category="consultation", topic=None)
-    step(services, call_id, "start", kind=routing.CONSULTATION)
+    step(services, call_id, "begin_routing", kind=routing.CONSULTATION)
     outcome = step(
         services,
         call_id,
@@ -308,7 +313,7 @@ def test_chain_alerts_are_sent_once_and_retried_when_twilio_is_unreachable(
 ) -> None:
     load_office(services)
     call_id = new_call(services, category="stolen", topic=None)
-    step(services, call_id, "start", kind=routing.URGENT)
+    step(services, call_id, "begin_routing", kind=routing.URGENT)
     for n in (1, 2, 3, 4):
         step(
             services,
@@ -322,13 +327,13 @@ def test_chain_alerts_are_sent_once_and_retried_when_twilio_is_unreachable(
     unreachable = TwilioTelephony(
         TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, f"http://127.0.0.1:{closed_port()}", timeout=2
     )
-    first = routing.send_chain_alerts(services.sessions, unreachable, call_id, now=NOW)
+    first = send_chain_alerts(services.sessions, unreachable, call_id, now=NOW)
     assert [o.status for o in first] == ["retry", "retry", "retry"]
 
     twilio = TwilioTelephony(TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, prism_url)
-    second = routing.send_chain_alerts(services.sessions, twilio, call_id, now=NOW)
+    second = send_chain_alerts(services.sessions, twilio, call_id, now=NOW)
     assert [o.status for o in second] == ["sent", "sent", "sent"]
-    third = routing.send_chain_alerts(services.sessions, twilio, call_id, now=NOW)
+    third = send_chain_alerts(services.sessions, twilio, call_id, now=NOW)
     assert [o.status for o in third] == ["sent", "sent", "sent"]  # what they were; not resent
 
     with services.sessions() as session:

@@ -9,7 +9,6 @@ Prism serving Twilio's OpenAPI description; tickets to the built-in portal.
 
 from __future__ import annotations
 
-import time
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -37,12 +36,12 @@ from callcenter.db.models import (
     TicketRequest,
 )
 from callcenter.regulation.speech import say_digits
-from callcenter.routing.roster import import_roster
+from callcenter.routing.roster_import import import_roster
 from callcenter.services import Services
 from callcenter.tickets import outbox
 from callcenter.tickets.intake import open_ticket_request
 from tests.conftest import TEST_ACCOUNT_SID, TEST_PUBLIC_BASE, MutableClock
-from tests.twilio_requests import fixture, signed_post
+from tests.twilio_requests import TwilioCall, fixture, signed_post
 
 ROSTER = Path(__file__).parent / "fixtures" / "roster" / "office.yaml"
 BASE = TEST_PUBLIC_BASE + "/webhooks/voice/route"
@@ -299,16 +298,6 @@ def event_kinds(services: Services, sid: str) -> list[str]:
         )
 
 
-def wait_for(condition: Any, what: str, seconds: float = 15) -> Any:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    pytest.fail(f"timed out waiting for {what}")
-
-
 # ---------------------------------------------------------------- urgent chain
 
 
@@ -394,7 +383,11 @@ def test_a_voicemail_answering_is_not_an_answer(
     assert (call.routing_outcome, call.flagged) == ("connected", False)
 
 
-def test_nobody_accepts(routed: Services, client: FlaskClient, clock: MutableClock) -> None:
+@pytest.mark.both_databases  # row locks and alerts sent once (ON CONFLICT) per dialect
+def test_nobody_accepts(
+    routed: Services, client: FlaskClient, clock: MutableClock, run_jobs_at_once: Any
+) -> None:
+    run_jobs_at_once(routed)
     load_roster(routed)
     sid, number = handed_over_call(routed, category="critical", topic="critical_server_failure")
     twilio = TwilioSide(client, clock, sid)
@@ -475,7 +468,7 @@ def test_nobody_accepts(routed: Services, client: FlaskClient, clock: MutableClo
         f"SKAI ТП: срочный звонок не принят. Критический сбой сервера, заявка {number}, "
         f"ООО Ромашка, тел. {CALLER}. Перезвоните клиенту."
     )
-    sent = wait_for(lambda: len(alerts()) == 3 and alerts(), "three chain alerts")
+    sent = alerts()
     assert sent == [
         (IVANOV, "sent", body),
         (PETROVA, "sent", body),
@@ -528,8 +521,9 @@ def test_the_caller_hanging_up_mid_chain_is_flagged_for_a_callback(
 
 
 def test_consultation_rings_everyone_at_once_then_takes_a_callback(
-    routed: Services, client: FlaskClient, clock: MutableClock
+    routed: Services, client: FlaskClient, clock: MutableClock, run_jobs_at_once: Any
 ) -> None:
+    run_jobs_at_once(routed)
     load_roster(routed)
     sid, _ = handed_over_call(routed, category="consultation", topic=None)
     twilio = TwilioSide(client, clock, sid)
@@ -570,7 +564,8 @@ def test_consultation_rings_everyone_at_once_then_takes_a_callback(
         with routed.sessions() as session:
             return session.scalars(select(Ticket).where(Ticket.call_ref == sid)).one_or_none()
 
-    made = wait_for(ticket, "the callback ticket")
+    made = ticket()
+    assert made is not None
     assert made.topic == "consultation"
     assert made.organisation_name == "ООО Ромашка"
     with routed.sessions() as session:
@@ -594,6 +589,7 @@ def test_consultation_after_hours_rings_the_duty_specialist(
     ]
 
 
+@pytest.mark.both_databases  # row locks and alerts sent once (ON CONFLICT) per dialect
 def test_first_to_accept_a_simultaneous_ring_takes_the_call(
     routed: Services, client: FlaskClient, clock: MutableClock
 ) -> None:
@@ -636,11 +632,17 @@ def test_an_empty_roster_sends_callers_to_the_duty_phone(
 def test_a_call_routing_does_not_know_still_reaches_the_duty_phone(
     routed: Services, client: FlaskClient, clock: MutableClock
 ) -> None:
+    duty_phone = routed.settings.duty_phone
     twilio = TwilioSide(client, clock, "CA" + "0" * 32)
+    # The one emergency reply: the duty phone, then a voicemail if nobody answers there.
+    dial_result = TEST_PUBLIC_BASE + "/webhooks/voice/fallback/dial-result"
     assert tree(twilio.redirect("urgent")) == [
         say("Извините, у нас техническая неполадка. Соединяю вас с дежурным специалистом."),
-        ("Dial", {"timeout": "40"}, routed.settings.duty_phone),
+        ("Dial", {"action": dial_result, "method": "POST", "timeout": "25"}, duty_phone),
     ]
+    nobody = fixture("dial_action", CallSid=twilio.sid, DialCallStatus="no-answer")
+    voicemail = tree(signed_post(client, dial_result, nobody))
+    assert [verb[0] for verb in voicemail] == ["Say", "Record", "Say", "Hangup"]
 
 
 def test_forged_requests_are_refused(client: FlaskClient) -> None:
@@ -668,8 +670,9 @@ def test_a_leg_status_without_its_leg_is_a_plain_400(client: FlaskClient) -> Non
     assert response.get_data(as_text=True) == "leg and CallStatus are required\n"
 
 
+@pytest.mark.both_databases  # row locks and alerts sent once (ON CONFLICT) per dialect
 def test_chain_alerts_that_could_not_be_queued_are_sent_by_the_sweep(
-    make_services: Any, prism_url: str, clock: MutableClock
+    make_services: Any, prism_url: str, clock: MutableClock, run_jobs_at_once: Any
 ) -> None:
     """Redis is down when nobody accepts an urgent call: the alerts cannot be queued, yet
     they are not lost — the outbox sweep finds the call and sends each alert once."""
@@ -698,15 +701,59 @@ def test_chain_alerts_that_could_not_be_queued_are_sent_by_the_sweep(
 
     assert alerts(web) == []  # nothing could be queued
 
-    # Later, a process whose queue works (here the in-process runner) runs the sweep.
+    # Later, a process whose queue works (here one that runs each job at once) sweeps.
     sweeper = make_services(twilio_api_base_url=prism_url)
+    run_jobs_at_once(sweeper)
     assert sweeper.jobs.flush() >= 1
-    sent = wait_for(lambda: len(alerts(sweeper)) == 3 and alerts(sweeper), "the swept alerts")
+    sent = alerts(sweeper)
     assert sent == [(IVANOV, "sent"), (PETROVA, "sent"), (SMIRNOVA, "sent")]
     # Sent once: the next sweeps find nothing due for this call.
-    from callcenter.routing.chain import calls_with_alerts_due
+    from callcenter.tickets.notifications import calls_with_alerts_due
 
     with sweeper.sessions() as session:
         assert calls_with_alerts_due(session, now=clock()) == []
     sweeper.jobs.flush()
     assert alerts(sweeper) == sent
+
+
+@pytest.mark.both_databases  # the SMS claimed once (ON CONFLICT) per dialect
+def test_a_missed_urgent_call_sms_that_could_not_be_queued_is_sent_by_the_sweep(
+    make_services: Any, prism_url: str, clock: MutableClock, run_jobs_at_once: Any
+) -> None:
+    """Redis is down when a caller hangs up on the critical path's first question: the SMS
+    to the head of the urgent chain cannot be queued, yet the sweep sends it, once."""
+    web = make_services(twilio_api_base_url=prism_url, redis_url="redis://127.0.0.1:9/0")
+    load_roster(web)
+    app = create_app(services=web)
+    app.config.update(TESTING=True)
+    call = TwilioCall(app.test_client(), caller=CALLER)
+    call.start()
+    call.press("3")
+    call.hang_up(duration="9")
+    assert call_row(web, call.call_sid).outcome == "abandoned"
+
+    def texts(svc: Services) -> list[tuple[str | None, str, str]]:
+        with svc.sessions() as session:
+            rows = session.scalars(select(SmsMessage)).all()
+            return [(r.to, r.status, r.body) for r in rows]
+
+    assert texts(web) == []  # nothing could be queued
+
+    sweeper = make_services(twilio_api_base_url=prism_url)
+    run_jobs_at_once(sweeper)
+    assert sweeper.jobs.flush() >= 1
+    sent = texts(sweeper)
+    assert sent == [
+        (
+            IVANOV,
+            "sent",
+            f"SKAI ТП: пропущен срочный звонок (Критический сбой сервера), перезвоните {CALLER}.",
+        )
+    ]
+    # Sent once: the next sweeps find nothing due for this call.
+    from callcenter.tickets.notifications import calls_with_missed_urgent_due
+
+    with sweeper.sessions() as session:
+        assert calls_with_missed_urgent_due(session, now=clock()) == []
+    sweeper.jobs.flush()
+    assert texts(sweeper) == sent

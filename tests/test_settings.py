@@ -72,7 +72,7 @@ def test_a_fresh_clone_signs_webhooks_with_the_local_token_production_never() ->
         "TWILIO_ACCOUNT_SID": "AC1",
         "TWILIO_AUTH_TOKEN": "real-token",
         "PUBLIC_BASE_URL": "https://h",
-        "SECRET_KEY": "s",
+        "SECRET_KEY": "s" * 32,
         "DATABASE_URL": "postgresql+psycopg://u@h/db",
     }
     assert Settings.from_env(env).webhook_signing_token == "real-token"

@@ -39,10 +39,9 @@ from callcenter.ivr.spool import (
 from callcenter.services import Services
 from callcenter.settings import Settings
 from tests.processes import VENV_BIN, ManagedProcess, run_cli, service_env, wait_until
-from tests.twilio_requests import (  # noqa: F401 - database_url and sqlite_template are fixtures
-    database_url,
-    sqlite_template,
-)
+
+# Concurrent processes storing each event exactly once: per dialect.
+pytestmark = pytest.mark.both_databases
 
 AT = datetime(2025, 11, 27, 8, 0, tzinfo=UTC)
 RECORDING_SID = "RE" + "a" * 32

@@ -21,7 +21,6 @@ import pytest
 from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
-from callcenter.directory.phones import classify
 from callcenter.errors import (
     ConfigurationError,
     TelephonyError,
@@ -36,7 +35,6 @@ from callcenter.telephony.client import (
     TwilioTelephony,
     build_telephony,
     route_url,
-    sms_eligibility,
 )
 from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 
@@ -507,35 +505,3 @@ def test_a_configured_account_means_the_twilio_adapter(prism_url: str) -> None:
 def test_half_configured_twilio_is_a_clear_error(changes: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigurationError, match=message):
         build_telephony(Settings(**changes))  # type: ignore[arg-type]
-
-
-# ------------------------------------------------------------- SMS policy
-
-
-@pytest.mark.parametrize(
-    ("raw", "sms_foreign", "ok", "reason"),
-    [
-        ("+79161234567", False, True, "Russian mobile"),
-        ("8 (916) 123-45-67", False, True, "Russian mobile"),
-        ("+78126077741", False, False, "landline"),
-        ("+78002506077", False, False, "toll-free"),
-        ("anonymous", False, False, "withheld"),
-        ("+266696687", False, False, "withheld"),
-        (None, False, False, "withheld"),
-        ("sip:alice@pbx.example", False, False, "sip caller without a phone number"),
-        ("client:agent-7", False, False, "client caller without a phone number"),
-        ("sip:+79161234567@trunk.example", False, True, "Russian mobile"),
-        ("sip:+78126077741@trunk.example", False, False, "landline"),
-        ("+4915112345678", False, False, "SMS_FOREIGN is off"),
-        ("+4915112345678", True, True, "SMS_FOREIGN is on"),
-        ("+77012345678", True, True, "SMS_FOREIGN is on"),  # Kazakhstan shares +7
-        ("+493012345678", True, False, "foreign landline"),
-        ("12", False, False, "not a valid phone number"),
-    ],
-)
-def test_sms_eligibility(raw: str | None, sms_foreign: bool, ok: bool, reason: str) -> None:
-    decision = sms_eligibility(classify(raw), Settings(sms_foreign=sms_foreign))
-    assert decision.ok is ok
-    assert reason in decision.reason
-    allowed, why = decision  # a plain (ok, reason) pair for callers that unpack it
-    assert (allowed, why) == (ok, decision.reason)

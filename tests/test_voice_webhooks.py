@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from callcenter.calllog.query import get_call
 from callcenter.calllog.review import NOT_CALLED_BACK, call_problems
+from callcenter.calllog.timeline import timeline
 from callcenter.db import transaction
 from callcenter.db.models import (
     Call,
@@ -34,15 +35,7 @@ from callcenter.regulation.speech import say_digits
 from callcenter.services import Services
 from callcenter.settings import Settings
 from tests.conftest import TEST_PUBLIC_BASE, MutableClock
-from tests.twilio_requests import (  # noqa: F401 - database_url and sqlite_template are fixtures
-    TwilioCall,
-    database_url,
-    fixture,
-    parse_twiml,
-    said,
-    signed_post,
-    sqlite_template,
-)
+from tests.twilio_requests import TwilioCall, fixture, parse_twiml, said, signed_post
 
 VOICE = "Polly.Tatyana"
 STEP = f"{TEST_PUBLIC_BASE}/webhooks/voice/step"
@@ -218,6 +211,7 @@ def test_after_hours_the_caller_hears_the_working_hours_and_is_still_registered(
     assert call_row(services, call.call_sid).outcome == "in_progress"
 
 
+@pytest.mark.both_databases  # the step's row lock and JSON state per dialect
 def test_a_replayed_incoming_webhook_greets_again_without_a_second_call(
     client: FlaskClient, services: Services
 ) -> None:
@@ -341,6 +335,8 @@ def test_the_menu_understands_speech(client: FlaskClient, services: Services) ->
 # ---------------------------------------------------------------- new problem
 
 
+@pytest.mark.both_databases  # the step's row lock and JSON state per dialect
+@pytest.mark.usefixtures("sync_jobs")
 def test_new_problem_end_to_end_the_caller_hears_the_ticket_number(
     client: FlaskClient, services: Services
 ) -> None:
@@ -387,8 +383,8 @@ def test_new_problem_end_to_end_the_caller_hears_the_ticket_number(
     assert registering[0].text == prompts.REGISTERING
     assert registering[1].text == f"{STEP}/ticket_wait?t=7"
 
-    # Twilio follows the redirect; the ticket job runs in-process meanwhile.
-    wait_for(lambda: (ticket_request(services, call.call_sid) or TicketRequest()).ticket_number)
+    # The ticket job ran once the recording's step committed (a real runner: meanwhile).
+    assert (ticket_request(services, call.call_sid) or TicketRequest()).ticket_number
     heard = call.follow_redirect()
     request = ticket_request(services, call.call_sid)
     assert request is not None and request.status == "done" and request.ticket_number
@@ -582,6 +578,7 @@ def test_critical_failure_without_a_ticket_opens_one_at_once_and_goes_urgent(
     assert request.draft["priority"] == "critical"
 
 
+@pytest.mark.usefixtures("sync_jobs")
 def test_critical_failure_with_an_existing_ticket_marks_it_duplicated_by_phone(
     client: FlaskClient, services: Services
 ) -> None:
@@ -597,7 +594,7 @@ def test_critical_failure_with_an_existing_ticket_marks_it_duplicated_by_phone(
     assert root[2].text == ROUTE_URGENT
     request = ticket_request(services, call.call_sid)
     assert request is not None and request.draft["duplicate_of"] == number
-    wait_for(lambda: services.portal.get_ticket(number).duplicated_by_phone_at)
+    assert services.portal.get_ticket(number).duplicated_by_phone_at
     assert services.portal.get_ticket(number).priority == "critical"
     kinds = [e.kind for e in events(services, call.call_sid)]
     assert "phone_duplicate" in kinds
@@ -723,6 +720,7 @@ def test_status_when_the_portal_is_down_offers_a_specialist(make_services: Any) 
 # ---------------------------------------------------------------- hang-ups
 
 
+@pytest.mark.usefixtures("sync_jobs")
 def test_a_hang_up_mid_new_problem_still_opens_the_ticket_marked_interrupted(
     client: FlaskClient, services: Services
 ) -> None:
@@ -737,7 +735,7 @@ def test_a_hang_up_mid_new_problem_still_opens_the_ticket_marked_interrupted(
     assert row.duration_seconds == 31
     request = ticket_request(services, call.call_sid)
     assert request is not None and request.draft["interrupted"] is True
-    wait_for(lambda: (ticket_request(services, call.call_sid) or TicketRequest()).ticket_number)
+    assert (ticket_request(services, call.call_sid) or TicketRequest()).ticket_number
 
 
 def test_a_hang_up_before_any_choice_is_logged_as_abandoned_for_a_callback(
@@ -770,7 +768,9 @@ def test_a_hang_up_before_the_topic_opens_no_ticket_and_waits_for_a_callback(
         logged = get_call(session, call.call_sid)
         assert logged is not None
         problems = call_problems(logged)
+        said_in_log = [entry.text for entry in timeline(logged)]
     assert problems == [NOT_CALLED_BACK]
+    assert "Абонент положил трубку после выбора, ничего не сказав: заявка не открыта" in said_in_log
 
 
 @pytest.mark.parametrize(("key", "topic"), [("3", "критический сбой"), ("4", "угон")])
@@ -808,6 +808,7 @@ def test_a_withheld_urgent_hang_up_sends_no_sms(client: FlaskClient, services: S
         assert session.scalars(select(SmsMessage)).all() == []
 
 
+@pytest.mark.both_databases  # the step's row lock and JSON state per dialect
 def test_duplicated_and_out_of_order_status_callbacks_never_rewind_a_finished_call(
     client: FlaskClient, services: Services
 ) -> None:
@@ -879,6 +880,7 @@ def test_odd_caller_ids_are_logged_as_such_and_served_like_anyone(
 # ---------------------------------------------------------------- replays and failures
 
 
+@pytest.mark.both_databases  # the step's row lock and JSON state per dialect
 def test_a_replayed_gather_does_not_advance_the_call_twice(
     client: FlaskClient, services: Services
 ) -> None:

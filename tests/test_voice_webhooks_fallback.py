@@ -23,13 +23,10 @@ from callcenter.ivr.spool import replay_spool, spool_path
 from callcenter.services import Services
 from callcenter.settings import Settings
 from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, MutableClock
-from tests.twilio_requests import (  # noqa: F401 - database_url and sqlite_template are fixtures
-    database_url,
-    fixture,
-    parse_twiml,
-    signed_post,
-    sqlite_template,
-)
+from tests.twilio_requests import fixture, parse_twiml, signed_post
+
+# Replaying spooled events exactly once into the call log: per dialect.
+pytestmark = pytest.mark.both_databases
 
 VOICE = "Polly.Tatyana"
 DUTY = "+78126077741"

@@ -13,7 +13,6 @@ auth token by `twilio.request_validator.RequestValidator` over the public URL.
 from __future__ import annotations
 
 import json
-import shutil
 import uuid
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
@@ -21,38 +20,11 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-import pytest
-from sqlalchemy import create_engine
 from twilio.request_validator import RequestValidator
 
-from callcenter.db import Base
-from tests.conftest import TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, _truncate_all
+from tests.conftest import TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "twilio"
-
-
-@pytest.fixture(scope="session")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """An empty SQLite database with every table, made once per run."""
-    path = tmp_path_factory.mktemp("sqlite-template") / "empty.db"
-    engine = create_engine(f"sqlite:///{path}")
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    return path
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def database_url(request: pytest.FixtureRequest, tmp_path: Path, sqlite_template: Path) -> str:
-    """conftest's `database_url` (SQLite and PostgreSQL, empty tables), with the SQLite file
-    copied from a template: creating the schema costs most of a second per test on SQLite.
-    Test modules import it to override the shared fixture."""
-    if request.param == "sqlite":
-        path = tmp_path / "test.db"
-        shutil.copyfile(sqlite_template, path)
-        return f"sqlite:///{path}"
-    url: str = request.getfixturevalue("pg_database_url")
-    _truncate_all(url)
-    return url
 
 
 def fixture(name: str, **changes: str | None) -> dict[str, str]:

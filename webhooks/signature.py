@@ -6,9 +6,10 @@ checks it. The URL must be the one Twilio used, not the one this process sees be
 proxy or tunnel:
 
 - with `PUBLIC_BASE_URL` set: that base + the request's path + its query string;
-- without it: the request URL as werkzeug's ProxyFix would rebuild it from the last
-  `X-Forwarded-Proto` / `X-Forwarded-Host` / `X-Forwarded-Port` / `X-Forwarded-Prefix`
-  values (one trusted proxy).
+- without it: the request URL as the app sees it. The `X-Forwarded-*` headers count only
+  through the `TRUSTED_PROXIES` hops the app's ProxyFix believes (see `callcenter.web`);
+  with none configured they are ignored, so a client cannot claim the URL another
+  host's signature was made for.
 
 A missing or wrong signature gets 403 and a log line. `VALIDATE_TWILIO_SIGNATURES=false`
 turns the check off for local experiments; the settings refuse that in production mode.
@@ -29,8 +30,6 @@ from twilio.request_validator import (
     RequestValidator,
     get_signature_algorithm,
 )
-from werkzeug.middleware.proxy_fix import ProxyFix
-from werkzeug.wsgi import get_current_url
 
 from callcenter.web import services
 
@@ -45,20 +44,7 @@ def public_url(req: Request, public_base_url: str | None) -> str:
         url = public_base_url.rstrip("/") + req.path
         query = req.query_string.decode("latin-1")
         return f"{url}?{query}" if query else url
-    seen: dict[str, Any] = {}
-
-    def capture(environ: dict[str, Any], _start_response: Any) -> list[bytes]:
-        seen.update(environ)
-        return []
-
-    # ProxyFix rewrites a copy of the environ exactly as it would for the app.
-    def no_response(*_: Any) -> Callable[[bytes], object]:
-        return lambda _body: None
-
-    ProxyFix(capture, x_for=0, x_proto=1, x_host=1, x_port=1, x_prefix=1)(
-        dict(req.environ), no_response
-    )
-    return get_current_url(seen)
+    return req.url
 
 
 def signature_problem(req: Request) -> str | None:

@@ -26,21 +26,20 @@ from callcenter.ivr import conversation
 from callcenter.ivr.fallback import apology_reply, dial_result_reply, voicemail_reply
 from callcenter.ivr.reply import Reply
 from callcenter.ivr.spool import fallback_record, keep_fallback_event
-from callcenter.ivr.twiml import CONTENT_TYPE, render
 from callcenter.ivr.webhook_params import (
     RecordingStatus,
     VoiceWebhook,
     status_callback_from_form,
 )
 from callcenter.services import Services
+from callcenter.vocabulary import RECORDING_KINDS, VOICE_PREFIX
 from callcenter.web import services
+from webhooks.serving import bad_request, step_cycle, twiml
 from webhooks.signature import twilio_signed
 
 log = logging.getLogger(__name__)
 
-bp = Blueprint("voice", __name__, url_prefix="/webhooks/voice")
-
-RECORDING_KINDS = frozenset({"description", "voicemail"})
+bp = Blueprint("voice", __name__, url_prefix=VOICE_PREFIX)
 
 
 @bp.post("/incoming")
@@ -59,9 +58,11 @@ def _ivr_step(step: str | None, turn: str | None) -> Response:
     try:
         webhook = VoiceWebhook.from_form(request.form, step=step, turn=turn)
     except MalformedWebhook as exc:
-        return _bad_request(exc)
+        return bad_request(exc)
+    svc = services()
+    setting = conversation.IvrSetting(svc.calendar, svc.settings, lambda: svc.portal)
     try:
-        return _twiml(conversation.answer(services(), webhook))
+        return twiml(conversation.answer(step_cycle(svc), webhook, setting))
     except Exception:
         log.exception(
             "IVR step %s failed", step or "incoming", extra={"call_sid": webhook.call_sid}
@@ -75,9 +76,10 @@ def status() -> Response:
     try:
         callback = status_callback_from_form(request.form)
     except MalformedWebhook as exc:
-        return _bad_request(exc)
+        return bad_request(exc)
     try:
-        conversation.record_status(services(), callback)
+        svc = services()
+        conversation.record_status(step_cycle(svc), callback, calendar=svc.calendar)
     except Exception:
         log.exception("status callback not stored", extra={"call_sid": callback.call_sid})
         _keep_later("status")
@@ -93,9 +95,9 @@ def recording_status() -> Response:
         if kind not in RECORDING_KINDS:
             raise MalformedWebhook(f"unknown recording kind {kind!r}")
     except MalformedWebhook as exc:
-        return _bad_request(exc)
+        return bad_request(exc)
     try:
-        conversation.record_recording(services(), recording, kind)
+        conversation.record_recording(step_cycle(services()), recording, kind)
     except Exception:
         log.exception("recording callback not stored", extra={"call_sid": recording.call_sid})
         _keep_later("recording_status", recording_kind=kind)
@@ -126,10 +128,7 @@ def fallback_voicemail() -> Response:
 
 
 def _fallback(kind: str, reply: Reply) -> Response:
-    settings = services().settings
-    response = _twiml(
-        render(reply, voice=settings.tts_voice, public_base_url=settings.public_base_url)
-    )
+    response = twiml(reply)
     _keep_later(kind, response)
     return response
 
@@ -149,12 +148,3 @@ def _keep_bounded(svc: Services, record: dict[str, Any]) -> None:
     must not hold the thread either (the event is spooled when the store fails)."""
     with bounded(svc.engine, WEBHOOK_DATABASE_SECONDS):
         keep_fallback_event(svc, record)
-
-
-def _twiml(xml: str) -> Response:
-    return Response(xml, 200, content_type=CONTENT_TYPE)
-
-
-def _bad_request(exc: MalformedWebhook) -> Response:
-    log.warning("malformed voice webhook %s: %s", request.path, exc)
-    return Response(f"Bad Request: {exc}\n", 400, mimetype="text/plain")

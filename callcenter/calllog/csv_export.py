@@ -1,6 +1,6 @@
 """The call log as CSV for Excel: UTF-8 with a BOM, `;`-separated, Russian headers.
 
-`csv_chunks(sessions, flt, lines=...)` yields the file in pieces while it reads the log
+`csv_chunks(sessions, call_filter, lines=...)` yields the file in pieces while it reads the log
 with `calllog_query.iter_calls` (keyset pages of 500), so an export of 100 000 calls is
 streamed, never built in memory. The same `CallFilter` as the console's log page and
 `/api/calls`: the export is exactly what the supervisor filtered.
@@ -8,15 +8,14 @@ streamed, never built in memory. The same `CallFilter` as the console's log page
 Why the BOM and `;`: Russian Excel opens a double-clicked CSV in the system code page with
 the locale's list separator, which is `;` (`,` is the decimal comma); the BOM makes it read
 UTF-8. Times are `dd.mm.yyyy hh:mm:ss` Moscow time, which Excel takes for dates. Russian
-numbers are written `8 (916) 123-45-67`, which Excel keeps as text; any other cell that
-starts like a formula (`=`, `+`, `-`, `@`) gets a leading apostrophe, so a caller's name
-or a note can never run as a formula in the supervisor's spreadsheet.
+numbers are written `8 (916) 123-45-67`, which Excel keeps as text. Every row goes through
+`callcenter.spreadsheet.CsvWriter`, the one CSV writer of every export: a cell that starts
+like a formula gets a leading apostrophe, so a caller's name or a note can never run as a
+formula in the supervisor's spreadsheet, and fields with separators are quoted.
 """
 
 from __future__ import annotations
 
-import csv
-import io
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 
@@ -38,9 +37,8 @@ from callcenter.calllog.words import (
 )
 from callcenter.clock import to_moscow
 from callcenter.db.models import Call
+from callcenter.spreadsheet import CsvWriter, safe_cell
 
-BOM = "\ufeff"
-DELIMITER = ";"
 # Rows per chunk handed to the web server.
 CHUNK_ROWS = 500
 # Only what the columns read: no events or notes.
@@ -50,7 +48,6 @@ EXPORT_OPTIONS: tuple[LoaderOption, ...] = (
     joinedload(Call.ticket_request),
     selectinload(Call.legs),
 )
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 Column = tuple[str, Callable[[Call, Mapping[str, str]], str | int | None]]
 
@@ -92,57 +89,37 @@ COLUMNS: tuple[Column, ...] = (
 HEADERS: tuple[str, ...] = tuple(name for name, _ in COLUMNS)
 
 
-def safe_cell(value: str | int | None) -> str | int:
-    """A value a spreadsheet shows as it is (no formula, no number mangling)."""
-    if value is None:
-        return ""
-    if isinstance(value, int):
-        return value
-    if value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
-
-
 def call_row(call: Call, lines: Mapping[str, str]) -> list[str | int]:
     return [safe_cell(read(call, lines)) for _, read in COLUMNS]
 
 
-def export_filename(flt: CallFilter, now: datetime) -> str:
+def export_filename(call_filter: CallFilter, now: datetime) -> str:
     """`calls_2025-11-01_2025-11-27.csv`: the period when the filter has one."""
     today = to_moscow(now).date().isoformat()
-    first = flt.date_from.isoformat() if flt.date_from else None
-    last = flt.date_to.isoformat() if flt.date_to else today
+    first = call_filter.date_from.isoformat() if call_filter.date_from else None
+    last = call_filter.date_to.isoformat() if call_filter.date_to else today
     return f"calls_{first}_{last}.csv" if first else f"calls_{last}.csv"
 
 
 def csv_chunks(
     sessions: sessionmaker[Session],
-    flt: CallFilter,
+    call_filter: CallFilter,
     *,
     lines: Mapping[str, str],
     chunk_rows: int = CHUNK_ROWS,
 ) -> Iterator[bytes]:
     """The export, piece by piece: the BOM and headers first, then `chunk_rows` rows at a
     time. Opens its own session, so it may outlive the request that started it."""
-    buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=DELIMITER, lineterminator="\r\n")
-    buffer.write(BOM)
-    writer.writerow(HEADERS)
-    yield _drain(buffer)
+    writer = CsvWriter()
+    writer.row(HEADERS)
+    yield writer.take()
     with sessions() as session:
         pending = 0
-        for call in iter_calls(session, flt, batch=chunk_rows, options=EXPORT_OPTIONS):
-            writer.writerow(call_row(call, lines))
+        for call in iter_calls(session, call_filter, batch=chunk_rows, options=EXPORT_OPTIONS):
+            writer.row(call_row(call, lines))
             pending += 1
             if pending >= chunk_rows:
-                yield _drain(buffer)
+                yield writer.take()
                 pending = 0
     if pending:
-        yield _drain(buffer)
-
-
-def _drain(buffer: io.StringIO) -> bytes:
-    data = buffer.getvalue().encode("utf-8")
-    buffer.seek(0)
-    buffer.truncate()
-    return data
+        yield writer.take()

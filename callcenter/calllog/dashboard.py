@@ -29,12 +29,12 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from callcenter.calllog.review import TICKETED_CATEGORIES, needs_attention
-from callcenter.calllog.serialize import URGENT_CATEGORIES
+from callcenter.calllog.review import needs_attention
 from callcenter.calllog.words import CATEGORY_TITLES, line_title, topic_title
-from callcenter.clock import MOSCOW, to_moscow
+from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range, to_moscow
 from callcenter.db.models import Call, DialLeg, TicketRequest
 from callcenter.errors import InvalidFilter
+from callcenter.vocabulary import TICKETED_CATEGORIES, URGENT_CATEGORIES, Category, Outcome
 
 MAX_PERIOD_DAYS = 366
 DEFAULT_PERIOD_DAYS = 30
@@ -82,9 +82,14 @@ def _day(field: str, raw: str | None) -> date | None:
     if raw is None or not raw.strip():
         return None
     try:
-        return date.fromisoformat(raw.strip())
+        day = date.fromisoformat(raw.strip())
     except ValueError:
         raise InvalidFilter(field, f"{raw!r} is not a date (YYYY-MM-DD)") from None
+    if not day_in_range(day):
+        raise InvalidFilter(
+            field, f"{raw!r} is out of range ({EARLIEST_DAY.year}–{LATEST_DAY.year})"
+        )
+    return day
 
 
 @dataclass(frozen=True)
@@ -162,13 +167,13 @@ def figures(session: Session, period: Period, *, lines: Mapping[str, str]) -> Fi
         has_ticket = number is not None and status != "failed"
         tickets_opened += has_ticket
         tickets_failed += status == "failed"
-        finished = outcome != "in_progress"
+        finished = outcome != Outcome.IN_PROGRESS
         if category in TICKETED_CATEGORIES and finished:
             ticketable += 1
             ticketed += has_ticket
         if category in URGENT_CATEGORIES:
             urgent += 1
-        if category == "abandoned":
+        if category == Category.ABANDONED:
             abandoned += 1
             abandoned_waiting += called_back is None and caller is not None
 

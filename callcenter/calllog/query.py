@@ -24,14 +24,14 @@ from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
 from callcenter.calllog.review import needs_attention
-from callcenter.calllog.serialize import URGENT_CATEGORIES
-from callcenter.clock import MOSCOW
+from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range
 from callcenter.db.models import Call, Contact, DialLeg, Organisation, TicketRequest
 from callcenter.directory.phones import normalise
 from callcenter.errors import InvalidFilter
+from callcenter.vocabulary import URGENT_CATEGORIES, Category, Outcome
 
-CATEGORIES = ("consultation", "incident", "critical", "stolen", "status", "abandoned")
-OUTCOMES = ("in_progress", "completed", "interrupted", "abandoned", "failed")
+CATEGORIES = tuple(Category)
+OUTCOMES = tuple(Outcome)
 MAX_PER_PAGE = 200
 DEFAULT_PER_PAGE = 50
 
@@ -204,17 +204,20 @@ class CallPage:
 
 def search_calls(
     session: Session,
-    flt: CallFilter,
+    call_filter: CallFilter,
     page: PageRequest,
     *,
     options: Sequence[LoaderOption] = CALL_LOAD_OPTIONS,
 ) -> CallPage:
     """One page of matching calls, newest first, with everything `call_json` reads
     (or only the related rows `options` load: the console's log needs fewer)."""
-    conditions = _conditions(flt, _case_fold(session))
-    total = session.scalar(_from_clause(select(func.count(Call.id)), flt).where(*conditions)) or 0
+    conditions = _conditions(call_filter, _case_fold(session))
+    total = (
+        session.scalar(_from_clause(select(func.count(Call.id)), call_filter).where(*conditions))
+        or 0
+    )
     query = (
-        _from_clause(select(Call), flt)
+        _from_clause(select(Call), call_filter)
         .where(*conditions)
         .order_by(Call.started_at.desc(), Call.id.desc())
         .limit(page.per_page)
@@ -227,7 +230,7 @@ def search_calls(
 
 def iter_calls(
     session: Session,
-    flt: CallFilter,
+    call_filter: CallFilter,
     *,
     batch: int = 500,
     options: Sequence[LoaderOption] = CALL_LOAD_OPTIONS,
@@ -237,10 +240,10 @@ def iter_calls(
     Keyset pagination on (started_at, id), so a long export neither holds one huge result
     nor skips or repeats rows when calls arrive meanwhile.
     """
-    conditions = _conditions(flt, _case_fold(session))
+    conditions = _conditions(call_filter, _case_fold(session))
     after: tuple[datetime, int] | None = None
     while True:
-        query = _from_clause(select(Call), flt).where(*conditions)
+        query = _from_clause(select(Call), call_filter).where(*conditions)
         if after is not None:
             started, call_id = after
             query = query.where(
@@ -270,15 +273,19 @@ def get_call(session: Session, call_sid: str) -> Call | None:
 # ---------------------------------------------------------------- the SQL
 
 
-def _needs_ticket_join(flt: CallFilter) -> bool:
-    return flt.has_ticket is not None or flt.ticket_failed is not None or flt.q is not None
+def _needs_ticket_join(call_filter: CallFilter) -> bool:
+    return (
+        call_filter.has_ticket is not None
+        or call_filter.ticket_failed is not None
+        or call_filter.q is not None
+    )
 
 
-def _from_clause(query: Select[Any], flt: CallFilter) -> Select[Any]:
+def _from_clause(query: Select[Any], call_filter: CallFilter) -> Select[Any]:
     # ticket_requests.call_id is unique: the outer join never multiplies calls.
-    if _needs_ticket_join(flt):
+    if _needs_ticket_join(call_filter):
         query = query.outerjoin(TicketRequest, TicketRequest.call_id == Call.id)
-    if flt.q is not None:
+    if call_filter.q is not None:
         query = query.outerjoin(Contact, Contact.id == Call.contact_id).outerjoin(
             Organisation, Organisation.id == Call.organisation_id
         )
@@ -307,40 +314,44 @@ def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
-def _conditions(flt: CallFilter, fold: str) -> list[ColumnElement[bool]]:
+def _conditions(call_filter: CallFilter, fold: str) -> list[ColumnElement[bool]]:
     cond: list[ColumnElement[bool]] = []
-    if flt.date_from is not None:
-        cond.append(Call.started_at >= _moscow_midnight(flt.date_from))
-    if flt.date_to is not None:
-        cond.append(Call.started_at < _moscow_midnight(flt.date_to + timedelta(days=1)))
-    if flt.lines:
-        cond.append(Call.line.in_(flt.lines))
-    if flt.categories:
-        cond.append(Call.category.in_(flt.categories))
-    if flt.topics:
-        cond.append(Call.topic.in_(flt.topics))
-    if flt.outcomes:
-        cond.append(Call.outcome.in_(flt.outcomes))
-    if flt.flagged is not None:
-        cond.append(Call.flagged == flt.flagged)
-    if flt.has_ticket is not None:
+    if call_filter.date_from is not None:
+        cond.append(Call.started_at >= _moscow_midnight(call_filter.date_from))
+    if call_filter.date_to is not None:
+        cond.append(Call.started_at < _moscow_midnight(call_filter.date_to + timedelta(days=1)))
+    if call_filter.lines:
+        cond.append(Call.line.in_(call_filter.lines))
+    if call_filter.categories:
+        cond.append(Call.category.in_(call_filter.categories))
+    if call_filter.topics:
+        cond.append(Call.topic.in_(call_filter.topics))
+    if call_filter.outcomes:
+        cond.append(Call.outcome.in_(call_filter.outcomes))
+    if call_filter.flagged is not None:
+        cond.append(Call.flagged == call_filter.flagged)
+    if call_filter.has_ticket is not None:
         has = TicketRequest.ticket_number.is_not(None)
-        cond.append(has if flt.has_ticket else not_(has))
-    if flt.ticket_failed is not None:
+        cond.append(has if call_filter.has_ticket else not_(has))
+    if call_filter.ticket_failed is not None:
         failed = TicketRequest.status == "failed"
         # No ticket request at all is "not failed" (NULL would drop those rows).
-        cond.append(failed if flt.ticket_failed else or_(TicketRequest.id.is_(None), not_(failed)))
-    if flt.urgent_unanswered is not None:
+        cond.append(
+            failed if call_filter.ticket_failed else or_(TicketRequest.id.is_(None), not_(failed))
+        )
+    if call_filter.urgent_unanswered is not None:
         accepted = exists().where(DialLeg.call_id == Call.id, DialLeg.result == "accepted")
         urgent = and_(
-            Call.category.in_(URGENT_CATEGORIES), Call.outcome != "in_progress", not_(accepted)
+            Call.category.in_(URGENT_CATEGORIES),
+            Call.outcome != Outcome.IN_PROGRESS,
+            not_(accepted),
         )
-        cond.append(urgent if flt.urgent_unanswered else not_(urgent))
-    if flt.attention is not None:
+        cond.append(urgent if call_filter.urgent_unanswered else not_(urgent))
+    if call_filter.attention is not None:
         attention = needs_attention()
-        cond.append(attention if flt.attention else not_(attention))
-    if flt.q is not None:
-        cond.append(_text_search(flt.q, fold))
+        cond.append(attention if call_filter.attention else not_(attention))
+    if call_filter.q is not None:
+        cond.append(_text_search(call_filter.q, fold))
     return cond
 
 
@@ -379,9 +390,14 @@ def _split(raw: str) -> list[str]:
 
 def _parse_date(param: str, raw: str) -> date:
     try:
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise InvalidFilter(param, f"{raw!r} is not a date (YYYY-MM-DD, Moscow)") from None
+    if not day_in_range(day):
+        raise InvalidFilter(
+            param, f"{raw!r} is out of range ({EARLIEST_DAY.year}–{LATEST_DAY.year})"
+        )
+    return day
 
 
 def _parse_bool(param: str, raw: str) -> bool:

@@ -21,12 +21,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
 
-from callcenter.calllog.serialize import URGENT_CATEGORIES, is_urgent_unanswered
+from callcenter.calllog.serialize import is_urgent_unanswered
 from callcenter.db.models import Call, TicketRequest
+from callcenter.vocabulary import TICKETED_CATEGORIES, URGENT_CATEGORIES, Category, Outcome
 
-# Categories whose calls must end with a ticket (the regulation: every request but a
-# consultation; a status enquiry is about an existing ticket).
-TICKETED_CATEGORIES = ("incident", "critical", "stolen")
 # Consultations that reached nobody and left no message: the caller waits for a call.
 NOT_SERVED_ROUTING = ("no_answer", "caller_hung_up", "nobody_accepted")
 
@@ -51,10 +49,10 @@ def call_problems(call: Call) -> list[Problem]:
     Reads `call.ticket_request` and `call.legs`: load them with the call.
     """
     found: list[Problem] = []
-    finished = call.outcome != "in_progress"
+    finished = call.outcome != Outcome.IN_PROGRESS
     request = call.ticket_request
     # Hung up after choosing, before saying anything: a callback, not a missing ticket.
-    if call.category in TICKETED_CATEGORIES and finished and call.outcome != "abandoned":
+    if call.category in TICKETED_CATEGORIES and finished and call.outcome != Outcome.ABANDONED:
         if request is None:
             found.append(NO_TICKET)
         elif request.status == "failed":
@@ -70,12 +68,12 @@ def call_problems(call: Call) -> list[Problem]:
 
 
 def _not_served(call: Call) -> bool:
-    if call.outcome == "in_progress":
+    if call.outcome == Outcome.IN_PROGRESS:
         return False
     return (
-        call.category == "abandoned"
-        or call.outcome == "abandoned"
-        or (call.category == "consultation" and call.routing_outcome in NOT_SERVED_ROUTING)
+        call.category == Category.ABANDONED
+        or call.outcome == Outcome.ABANDONED
+        or (call.category == Category.CONSULTATION and call.routing_outcome in NOT_SERVED_ROUTING)
     )
 
 
@@ -84,7 +82,7 @@ def needs_attention() -> ColumnElement[bool]:
     sub-queries on the ticket request and the legs; no join needed)."""
     from callcenter.db.models import DialLeg
 
-    finished = Call.outcome != "in_progress"
+    finished = Call.outcome != Outcome.IN_PROGRESS
     has_ticket = exists(
         select(TicketRequest.id).where(
             TicketRequest.call_id == Call.id,
@@ -98,7 +96,7 @@ def needs_attention() -> ColumnElement[bool]:
     ticket_missing = and_(
         Call.category.in_(TICKETED_CATEGORIES),
         finished,
-        Call.outcome != "abandoned",
+        Call.outcome != Outcome.ABANDONED,
         not_(has_ticket),
     )
     urgent_unanswered = and_(Call.category.in_(URGENT_CATEGORIES), finished, not_(accepted))
@@ -106,10 +104,10 @@ def needs_attention() -> ColumnElement[bool]:
         finished,
         Call.caller_e164.is_not(None),
         or_(
-            Call.category == "abandoned",
-            Call.outcome == "abandoned",
+            Call.category == Category.ABANDONED,
+            Call.outcome == Outcome.ABANDONED,
             and_(
-                Call.category == "consultation",
+                Call.category == Category.CONSULTATION,
                 Call.routing_outcome.in_(NOT_SERVED_ROUTING),
             ),
         ),

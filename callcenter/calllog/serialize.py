@@ -18,9 +18,8 @@ from typing import Any
 
 from callcenter.clock import to_moscow
 from callcenter.db.models import Call, CallEvent, CallNote, DialLeg
+from callcenter.vocabulary import URGENT_CATEGORIES, Outcome
 
-# Categories whose calls must reach a person (regulation: critical failure, stolen vehicle).
-URGENT_CATEGORIES = ("critical", "stolen")
 # Where the console serves a call's recording (owned by the console blueprint).
 RECORDING_PATH = "/console/calls/{call_sid}/recording"
 
@@ -36,7 +35,7 @@ def is_urgent_unanswered(call: Call) -> bool:
     back. Must agree with `calllog_query`'s `urgent_unanswered` filter."""
     return (
         call.category in URGENT_CATEGORIES
-        and call.outcome != "in_progress"
+        and call.outcome != Outcome.IN_PROGRESS
         and not any(leg.result == "accepted" for leg in call.legs)
     )
 

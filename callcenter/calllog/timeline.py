@@ -21,6 +21,7 @@ from callcenter.calllog.words import (
     topic_title,
 )
 from callcenter.db.models import Call, CallEvent, DialLeg
+from callcenter.vocabulary import ABANDONED_AFTER_CHOICE, URGENT_CATEGORIES, Step
 
 # Kinds of the quiet plumbing a supervisor rarely needs (shown dimmed).
 MINOR = "minor"
@@ -37,21 +38,21 @@ MAIN_MENU_CHOICES: Mapping[str, str] = {
     "specialist": "соединить со специалистом",
 }
 STEP_TITLES: Mapping[str, str] = {
-    "start": "Приветствие",
-    "main_menu": "Главное меню",
-    "topic": "Выбор темы",
-    "product": "Выбор продукта",
-    "vehicles": "Госномер ТС",
-    "caller_name": "Имя и организация",
-    "description": "Описание проблемы",
-    "ticket_wait": "Ожидание номера заявки",
-    "ticket_done": "Номер заявки назван",
-    "critical": "Номер заявки о сбое",
-    "stolen_vehicles": "Госномер угнанного ТС",
-    "status_number": "Номер заявки для статуса",
-    "status_done": "Статус заявки",
-    "status_unavailable": "Статус недоступен",
-    "routed": "Соединение",
+    Step.START: "Приветствие",
+    Step.MAIN_MENU: "Главное меню",
+    Step.TOPIC: "Выбор темы",
+    Step.PRODUCT: "Выбор продукта",
+    Step.VEHICLES: "Госномер ТС",
+    Step.CALLER_NAME: "Имя и организация",
+    Step.DESCRIPTION: "Описание проблемы",
+    Step.TICKET_WAIT: "Ожидание номера заявки",
+    Step.TICKET_DONE: "Номер заявки назван",
+    Step.CRITICAL: "Номер заявки о сбое",
+    Step.STOLEN_VEHICLES: "Госномер угнанного ТС",
+    Step.STATUS_NUMBER: "Номер заявки для статуса",
+    Step.STATUS_DONE: "Статус заявки",
+    Step.STATUS_UNAVAILABLE: "Статус недоступен",
+    Step.ROUTED: "Соединение",
 }
 STATUS_TITLES: Mapping[str, str] = {
     "queued": "в очереди",
@@ -232,6 +233,11 @@ def _abandoned(_event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
     return "Абонент положил трубку до выбора в меню", WARNING
 
 
+def _abandoned_after_choice(_event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    # No ticket was opened on purpose: the supervisor must see why, and that a callback is due.
+    return "Абонент положил трубку после выбора, ничего не сказав: заявка не открыта", WARNING
+
+
 def _status(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
     detail = _detail(event)
     status = str(detail.get("status", ""))
@@ -359,6 +365,7 @@ _DESCRIBERS: dict[str, Callable[[CallEvent, Mapping[int, DialLeg]], Described]] 
     "recording_refused": _recording_refused,
     "recording_status": lambda _e, _l: ("", MINOR),  # recording_added says it better
     "abandoned": _abandoned,
+    ABANDONED_AFTER_CHOICE: _abandoned_after_choice,
     "status": _status,
     "status_ignored": _status,
     "called_back": _called_back,
@@ -385,6 +392,6 @@ _DESCRIBERS: dict[str, Callable[[CallEvent, Mapping[int, DialLeg]], Described]] 
 def category_sentence(call: Call) -> str:
     """`Новая проблема · Актуализация данных в системе` — the call's choice, for headings."""
     parts = [category_title(call.category)]
-    if call.topic and call.category not in ("critical", "stolen"):
+    if call.topic and call.category not in URGENT_CATEGORIES:
         parts.append(topic_title(call.topic))
     return " · ".join(parts)

@@ -17,21 +17,22 @@ from babel.dates import format_datetime
 from callcenter.clock import to_moscow
 from callcenter.directory.phones import classify
 from callcenter.regulation.topics import PRODUCTS, TOPICS
+from callcenter.vocabulary import Category, Outcome
 
 CATEGORY_TITLES: Mapping[str, str] = {
-    "consultation": "Консультация",
-    "incident": "Новая проблема",
-    "critical": "Критический сбой сервера",
-    "stolen": "Угон ТС",
-    "status": "Статус заявки",
-    "abandoned": "Сброшен до выбора",
+    Category.CONSULTATION: "Консультация",
+    Category.INCIDENT: "Новая проблема",
+    Category.CRITICAL: "Критический сбой сервера",
+    Category.STOLEN: "Угон ТС",
+    Category.STATUS: "Статус заявки",
+    Category.ABANDONED: "Сброшен до выбора",
 }
 OUTCOME_TITLES: Mapping[str, str] = {
-    "in_progress": "Идёт",
-    "completed": "Завершён",
-    "interrupted": "Прерван",
-    "abandoned": "Сброшен",
-    "failed": "Не состоялся",
+    Outcome.IN_PROGRESS: "Идёт",
+    Outcome.COMPLETED: "Завершён",
+    Outcome.INTERRUPTED: "Прерван",
+    Outcome.ABANDONED: "Сброшен",
+    Outcome.FAILED: "Не состоялся",
 }
 ROUTING_TITLES: Mapping[str, str] = {
     "connected": "Соединён со специалистом",

@@ -5,7 +5,7 @@ A call may have several recordings: the caller's description of the problem (the
 `recording_added` event (detail: `sid`, Twilio's `url`, `recording_kind`, `duration`),
 which is both the call's timeline entry and the list the follow-up job attaches to the
 ticket; `call.recording_sid` / `recording_url` keep the main one (the description, else
-the first) and `call.state["recording_sids"]` lists them all for the retention purge.
+the first) and `call.recording_sids` lists them all for the retention purge.
 
 `RECORDING_MODE`:
 - `link`: the ticket gets Twilio's URL (opening it needs the Twilio account);
@@ -45,7 +45,9 @@ KIND_LABELS = {
 # Twilio's RecordingSid is RE + 32 hex digits; anything else is refused before it can name
 # a file on disk.
 _SID = re.compile(r"RE[0-9a-fA-F]{32}")
-_URL = re.compile(r"https?://\S+", re.IGNORECASE)
+# Twilio's RecordingUrl: https, a host, a path; nothing a URL parser could read two ways
+# (a backslash ends the host for `requests` but not for `urlsplit`), no userinfo.
+_URL = re.compile(r"https://[A-Za-z0-9.-]+(:[0-9]{1,5})?/[A-Za-z0-9._~/%-]*")
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ def check_recording(sid: str, url: str, kind: str) -> None:
     if not _SID.fullmatch(sid or ""):
         raise InvalidInput(f"recording SID must be 'RE' and 32 hex digits, got {sid!r}")
     if not _URL.fullmatch(url or ""):
-        raise InvalidInput(f"recording URL must be an http(s) URL, got {url!r}")
+        raise InvalidInput(f"recording URL must be a plain https URL, got {url!r}")
     if kind not in KINDS:
         raise InvalidInput(f"recording kind must be one of {', '.join(KINDS)}, got {kind!r}")
 

@@ -44,7 +44,7 @@ def purge_personal_data(
     files = 0
     recordings_dir = data_dir / "recordings"
     for call in calls:
-        for sid in {call.recording_sid, *(call.state.get("recording_sids") or [])}:
+        for sid in {call.recording_sid, *(call.recording_sids or [])}:
             if not sid or not recordings_dir.is_dir():
                 continue
             for path in recordings_dir.glob(f"{sid}.*"):

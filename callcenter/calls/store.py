@@ -1,6 +1,7 @@
 """The call log: one `Call` row per CallSid and one `CallEvent` per webhook.
 
-Every Twilio webhook of a call goes through `lock_call` first, so two requests for the same
+Every Twilio webhook of a call goes through `lock_call` first (in the step cycle,
+`callcenter.calls.step_cycle`), so two requests for the same
 call (a retried webhook, a status callback racing an IVR step) are applied one after the
 other, never interleaved. Status callbacks are applied order-safely by
 `apply_status_callback`: Twilio gives no ordering guarantee, so a duplicate or late callback
@@ -15,14 +16,17 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, insert, inspect, select, update
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
-from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy import Connection, Table, bindparam, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from callcenter.clock import as_utc
 from callcenter.db.models import Call, CallEvent, Contact, clipped_value
+from callcenter.directory.contacts import contact_ref
 from callcenter.directory.phones import classify, normalise
+from callcenter.errors import CallCenterError
+from callcenter.vocabulary import Outcome, sms_reach
 
 # Twilio's call statuses; these five end a call and are never followed by another.
 TERMINAL_STATUSES = frozenset({"completed", "busy", "failed", "no-answer", "canceled"})
@@ -67,29 +71,10 @@ def _locking_statements(*columns: Any) -> tuple[Any, Any]:
     return sqlite, postgres.with_for_update(key_share=True)
 
 
-# The whole row, loaded through the ORM (`from_statement` on the Core UPDATE spares the ORM
-# bulk-UPDATE machinery that `update(Call)` would run).
-_lock_sqlite, _ = _locking_statements(*_calls.c)
-_LOCK_SQLITE = select(Call).from_statement(_lock_sqlite).execution_options(populate_existing=True)
-_LOCK_ROW = select(Call).where(Call.call_sid == bindparam("sid")).with_for_update(key_share=True)
-
-
-def lock_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
-    """The call's row, locked until the transaction ends; None when there is none yet.
-
-    PostgreSQL: `SELECT ... FOR NO KEY UPDATE` locks the row. SQLite has no row locks: two
-    transactions that both read first would fail on the second write instead of waiting
-    for each other, so there the first statement is a write (see `_locking_statements`).
-    """
-    if session.get_bind().dialect.name == "sqlite":
-        return session.scalars(_LOCK_SQLITE, {"sid": call_sid, "now": now}).one_or_none()
-    return session.scalars(_LOCK_ROW, {"sid": call_sid}).one_or_none()
-
-
 @dataclass(frozen=True, slots=True)
-class LockedCall:
-    """What an IVR step reads of its call, from the locked row: the step's hot path loads
-    these ten columns instead of an ORM object of forty (a third of a step's CPU)."""
+class CallColumns:
+    """The columns of a call's row that a step reads, as the lock returned them: a step
+    loads these ten columns instead of an ORM object of forty (a third of a step's CPU)."""
 
     id: int
     call_sid: str
@@ -103,25 +88,37 @@ class LockedCall:
     organisation_id: int | None
 
 
-_STEP_COLUMNS = tuple(_calls.c[name] for name in LockedCall.__slots__)
-_LOCK_STEP_SQLITE, _LOCK_STEP_ROW = _locking_statements(*_STEP_COLUMNS)
+_STEP_COLUMNS = tuple(_calls.c[name] for name in CallColumns.__slots__)
+_LOCK_SQLITE, _LOCK_POSTGRES = _locking_statements(*_STEP_COLUMNS)
 
 
-def lock_call_for_step(
-    connection: Connection, call_sid: str, *, now: datetime
-) -> LockedCall | None:
-    """`lock_call` for an IVR step: the same lock, the columns a step reads, no ORM object.
-    None when the call has no row yet."""
+def lock_call(connection: Connection, call_sid: str, *, now: datetime) -> CallColumns | None:
+    """Lock the call's row until the transaction ends and return the columns a step reads;
+    None when the call has no row yet.
+
+    PostgreSQL: `SELECT ... FOR NO KEY UPDATE` locks the row. SQLite has no row locks: two
+    transactions that both read first would fail on the second write instead of waiting
+    for each other, so there the first statement is a write (see `_locking_statements`).
+    A step that needs the ORM object loads it by id afterwards (`load_locked_call`).
+    """
     if connection.dialect.name == "sqlite":
-        row = connection.execute(_LOCK_STEP_SQLITE, {"sid": call_sid, "now": now}).first()
+        row = connection.execute(_LOCK_SQLITE, {"sid": call_sid, "now": now}).first()
     else:
-        row = connection.execute(_LOCK_STEP_ROW, {"sid": call_sid}).first()
+        row = connection.execute(_LOCK_POSTGRES, {"sid": call_sid}).first()
     if row is None:
         return None
     values = row._asdict()
     values["state"] = values["state"] or {}
     values["vehicles"] = list(values["vehicles"] or ())
-    return LockedCall(**values)
+    return CallColumns(**values)
+
+
+def load_locked_call(session: Session, call_sid: str, *, now: datetime) -> Call | None:
+    """`lock_call`, then the row as an ORM object read fresh (the lock makes it current)."""
+    columns = lock_call(session.connection(), call_sid, now=now)
+    if columns is None:
+        return None
+    return session.get_one(Call, columns.id, populate_existing=True)
 
 
 # No VALUES: the SET clause comes from the parameters' keys, so one statement (and one cached
@@ -152,116 +149,127 @@ def get_or_create_call(
     caller; it defaults to the directory's lookup. Two first webhooks racing each other
     both end with the one row: the loser of the insert re-reads the winner's.
     """
-    call = lock_call(session, call_sid, now=now)
+    call = load_locked_call(session, call_sid, now=now)
     if call is not None:
         return call, False
+    return create_call(
+        session,
+        call_sid,
+        now=now,
+        caller_raw=caller_raw,
+        line_raw=line_raw,
+        find_contact=find_contact,
+    )
+
+
+# A new call's row: INSERT ... ON CONFLICT (call_sid) DO NOTHING RETURNING id, per dialect.
+# A first webhook racing another for the same call inserts nothing and reads the winner's
+# row instead, without the savepoint and the IntegrityError the ORM's INSERT would need.
+_INSERT_CALL = {
+    "sqlite": sqlite_insert(_calls)
+    .on_conflict_do_nothing(index_elements=[_calls.c.call_sid])
+    .returning(_calls.c.id),
+    "postgresql": postgresql_insert(_calls)
+    .on_conflict_do_nothing(index_elements=[_calls.c.call_sid])
+    .returning(_calls.c.id),
+}
+
+
+def _new_call_defaults() -> dict[str, Any]:
+    """Every column of a new row as the ORM's INSERT would write it: the model's default
+    (a fresh list or dict where it is one), else NULL."""
+    values: dict[str, Any] = {}
+    for column in _calls.c:
+        if column.key in ("id", "call_sid"):
+            continue
+        default: Any = column.default
+        if default is None:
+            values[column.key] = None
+        elif default.is_callable:
+            values[column.key] = default.arg(None)  # `list`, `dict`: a new one each time
+        else:
+            values[column.key] = default.arg
+    return values
+
+
+def create_call(
+    session: Session,
+    call_sid: str,
+    *,
+    now: datetime,
+    caller_raw: str | None,
+    line_raw: str | None,
+    find_contact: Any = None,
+) -> tuple[Call, bool]:
+    """The first webhook of a call whose row the lock did not find: create it (caller
+    identified). Returns (call, created): False when a racing first webhook won the
+    insert, whose row is returned locked.
+
+    The row is written with one Core INSERT (the caller looked up with one Core SELECT,
+    unless `find_contact(session, e164) -> Contact | None` is given) and handed to the
+    session as if loaded: the ORM's INSERT, its savepoint and the contact's ORM object cost
+    most of a first webhook's CPU.
+    """
     caller = classify(caller_raw)
-    call = Call(
+    values = _new_call_defaults()
+    values.update(
         call_sid=call_sid,
-        line=normalise(line_raw) or (line_raw or None),
+        line=_line_e164(line_raw) or (line_raw or None),
         caller_raw=caller_raw,
         caller_e164=caller.e164,
         caller_kind=caller.kind,
-        vehicles=[],
-        state={},
-        outcome="in_progress",
+        outcome=Outcome.IN_PROGRESS,
         started_at=now,
         updated_at=now,
     )
     if caller.e164 is not None:
-        lookup = find_contact if find_contact is not None else _directory_lookup
-        contact: Contact | None = lookup(session, caller.e164)
-        if contact is not None:
-            call.contact_id = contact.id
-            call.organisation_id = contact.organisation_id
-    try:
-        with session.begin_nested():
-            session.add(call)
-    except IntegrityError:
-        existing = lock_call(session, call_sid, now=now)
+        if find_contact is None:
+            ref = contact_ref(session, caller.e164)
+            if ref is not None:
+                values.update(contact_id=ref.contact_id, organisation_id=ref.organisation_id)
+        else:
+            contact: Contact | None = find_contact(session, caller.e164)
+            if contact is not None:
+                values.update(contact_id=contact.id, organisation_id=contact.organisation_id)
+    values = {key: clipped_value(_calls.c[key], value) for key, value in values.items()}
+    new_id = session.execute(_INSERT_CALL[session.get_bind().dialect.name], values).scalar()
+    if new_id is None:
+        existing = load_locked_call(session, call_sid, now=now)
         if existing is None:  # pragma: no cover - the unique key said it exists
-            raise
+            raise CallCenterError(f"call {call_sid}: neither inserted nor found")
         return existing, False
+    call = Call(id=new_id, **values)
+    # Persistent with exactly these values, as if just loaded: no SELECT, nothing to flush.
+    make_transient_to_detached(call)
+    session.add(call)
     return call, True
 
 
-def _directory_lookup(session: Session, e164: str) -> Contact | None:
-    from callcenter.directory.contacts import find_contact
+@functools.lru_cache(maxsize=64)
+def _line_e164(line_raw: str | None) -> str | None:
+    # The service has a couple of lines: normalising the same few numbers on every new call
+    # is parsing work for nothing.
+    return normalise(line_raw)
 
-    return find_contact(session, e164)
 
-
-def caller_facts(call: Call | LockedCall, *, sms_foreign: bool = False) -> CallerFacts:
-    """SMS reach a Russian mobile, or any number when `sms_foreign` is set."""
-    if call.caller_kind == "mobile":
-        reachable = True
-    elif call.caller_e164 is None:
-        reachable = False
-    elif call.caller_kind == "foreign":
-        reachable = sms_foreign
-    else:  # a SIP trunk passing the real number on, a landline
-        reachable = _is_russian_mobile(call.caller_e164)
+def caller_facts(call: Call | CallColumns, *, sms_foreign: bool = False) -> CallerFacts:
+    """Who is calling, and whether an SMS can reach them (`vocabulary.sms_reach`, the rule
+    the follow-ups send by)."""
     return CallerFacts(
         known=call.contact_id is not None,
         contact_id=call.contact_id,
         organisation_id=call.organisation_id,
-        sms_reachable=reachable,
+        sms_reachable=sms_reach(call.caller_kind, call.caller_e164, sms_foreign=sms_foreign).ok,
     )
-
-
-@functools.lru_cache(maxsize=1024)
-def _is_russian_mobile(e164: str) -> bool:
-    # Asked on every IVR step of the call; parsing the number is the costly part.
-    return classify(e164).is_russian_mobile
-
-
-def record_event(
-    session: Session,
-    call: Call,
-    kind: str,
-    at: datetime,
-    step: str | None = None,
-    digits: str | None = None,
-    speech: str | None = None,
-    **detail: Any,
-) -> CallEvent:
-    """Append one event to the call's path (what a supervisor replays)."""
-    event = CallEvent(
-        call=call,
-        at=at,
-        kind=kind,
-        step=step,
-        digits=digits,  # clipped to its column by the models' listener
-        speech=speech,
-        detail={k: v for k, v in detail.items() if v is not None},
-    )
-    session.add(event)
-    return event
-
-
-def save_state(session: Session, call: Call, state: dict[str, Any], *, now: datetime) -> None:
-    """Store the call's IVR state (and `updated_at`) on its locked row.
-
-    Most steps change nothing else on the row; those are written with one Core UPDATE and
-    the loaded object is told its new values, which spares the unit of work's flush. A step
-    that changed other columns (an answer remembered) goes through the ORM as a whole.
-    """
-    if call.id is None or inspect(call).modified:
-        call.state = state
-        call.updated_at = now
-        return
-    update_call(session.connection(), call.id, {"state": state, "updated_at": now})
-    set_committed_value(call, "state", state)
-    set_committed_value(call, "updated_at", now)
 
 
 _events = cast(Table, CallEvent.__table__)
 _INSERT_EVENT = insert(_events)
 
 
-def append_event(
-    session: Session,
-    call: Call,
+def record_event(
+    db: Session | Connection,
+    call: Call | int,
     kind: str,
     at: datetime,
     step: str | None = None,
@@ -269,36 +277,30 @@ def append_event(
     speech: str | None = None,
     **detail: Any,
 ) -> None:
-    """`record_event` for the hot path of a webhook: the same row, written at once with a
-    Core INSERT instead of an ORM object flushed by the unit of work (a third of a step's
-    CPU). Events still pending in the session are flushed first, so the path keeps the
-    order in which it was recorded.
+    """Append one event to the call's path (what a supervisor replays), with one Core
+    INSERT — an ORM object flushed by the unit of work costs a third of a step's CPU.
+
+    `call` is the ORM object (through its session) or the id of a written row (through a
+    connection or a session). Changes still pending in the session are flushed first, so
+    the call exists and the path keeps the order in which it was recorded.
     """
-    if call.id is None:  # a call not written yet: the unit of work orders the two inserts
-        record_event(session, call, kind, at, step, digits, speech, **detail)
-        return
-    if session.new:
-        session.flush()
-    insert_event(session.connection(), call.id, kind, at, step, digits, speech, **detail)
-
-
-def insert_event(
-    connection: Connection,
-    call_id: int,
-    kind: str,
-    at: datetime,
-    step: str | None = None,
-    digits: str | None = None,
-    speech: str | None = None,
-    **detail: Any,
-) -> None:
-    """One event row for a call that is already written, with a Core INSERT."""
+    if isinstance(db, Session):
+        if db.new or (isinstance(call, Call) and call.id is None):
+            db.flush()
+        if isinstance(call, Call) and "events" in call.__dict__:
+            # A path already loaded in this session learns of the new row when next read
+            # (`add_recording` reads it to stay idempotent).
+            db.expire(call, ["events"])
+        connection = db.connection()
+    else:
+        connection = db
+    call_id = call.id if isinstance(call, Call) else call
     connection.execute(
         _INSERT_EVENT,
         {
             "call_id": call_id,
             "at": at,
-            # Clipped to their columns, as the ORM's listener does for `record_event`.
+            # Clipped to their columns, as the ORM's listener does for its objects.
             "kind": clipped_value(_events.c.kind, kind),
             "step": clipped_value(_events.c.step, step),
             "digits": clipped_value(_events.c.digits, digits),

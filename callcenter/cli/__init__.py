@@ -26,13 +26,24 @@ _COMMAND_MODULES = (
 
 
 @click.group()
+@click.option(
+    "--unmasked",
+    is_flag=True,
+    help="Show callers' phone numbers in full (masked by default: +7916***4567).",
+)
 @click.pass_context
-def main(ctx: click.Context) -> None:
+def main(ctx: click.Context, unmasked: bool) -> None:
     """SKAI hotline call intake service."""
     if ctx.obj is None:
         # Tests pass their own CliContext(services) in; the real command builds one.
         ctx.obj = CliContext()
     ctx.call_on_close(ctx.obj.close)
+    if not unmasked:
+        # Terminal output is copied into tickets, chats and shell logs: numbers are
+        # masked there as in the service's logs, unless asked for in full.
+        from callcenter.logs import masked_output
+
+        ctx.with_resource(masked_output())
 
 
 for _name in _COMMAND_MODULES:

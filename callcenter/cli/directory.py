@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 
 import click
 
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.db import transaction
-from callcenter.directory.contacts import export_rows, identify_caller, import_csv, list_directory
+from callcenter.directory.contacts import identify_caller, list_directory
+from callcenter.directory.importer import export_rows, import_csv
 from callcenter.directory.phones import classify
 from callcenter.errors import ImportRejected
+from callcenter.spreadsheet import csv_bytes
 
 # Exit codes: 0 done, 1 not found (`find`), 2 bad input (click's own usage errors use 2 too).
 NOT_FOUND = 1
@@ -81,9 +81,9 @@ def list_command(cli: CliContext, as_csv: bool) -> None:
     """Every organisation with its contract overrides, contacts and phones."""
     with transaction(cli.services.sessions) as session:
         if as_csv:
-            out = io.StringIO()
-            csv.writer(out, lineterminator="\n").writerows(export_rows(session))
-            click.echo(out.getvalue(), nl=False)
+            table = export_rows(session)
+            text = csv_bytes(table, delimiter=",", lineterminator="\n", bom=False).decode()
+            click.echo(text, nl=False)
             return
         organisations = list_directory(session)
         if not organisations:

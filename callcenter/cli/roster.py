@@ -16,9 +16,9 @@ from callcenter.routing.roster import (
     Person,
     Roster,
     describe_rule,
-    import_roster,
     roster_health,
 )
+from callcenter.routing.roster_import import import_roster
 
 
 @click.group()

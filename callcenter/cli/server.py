@@ -7,6 +7,7 @@ from typing import Any
 import click
 
 from callcenter.cli.context import CliContext, pass_cli
+from callcenter.gunicorn_conf import REQUEST_LIMITS
 
 
 @click.command()
@@ -33,6 +34,12 @@ def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
             self.cfg.set("threads", threads)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("accesslog", "-")
+            # Gunicorn's own lines, the access log's included, through the service's
+            # formatter and phone-number mask (as the Procfile's --logger-class does).
+            self.cfg.set("logger_class", "callcenter.logs.GunicornLogger")
+            # Bounded request lines and headers (also in callcenter.gunicorn_conf).
+            for name, value in REQUEST_LIMITS.items():
+                self.cfg.set(name, value)
             if "control_socket_disable" in self.cfg.settings:
                 # Gunicorn 24+ opens a control socket at one path per user
                 # (~/.gunicorn/gunicorn.ctl): a second server on the host would take it

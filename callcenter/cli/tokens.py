@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from callcenter.access.tokens import create_token, list_tokens, revoke_token
@@ -27,7 +29,8 @@ def token_create(cli: CliContext, name: str) -> None:
             issued = create_token(session, name, now=services.clock())
     except InvalidInput as exc:
         raise click.ClickException(str(exc)) from None
-    click.echo(issued.secret)
+    # Exactly as issued: never through the number mask of the command's output.
+    click.echo(issued.secret, file=getattr(sys.stdout, "unmasked", sys.stdout))
     click.echo(
         f"API token {issued.name!r} created. It is shown only now: store it safely.\n"
         f"Use it as:  curl -H 'Authorization: Bearer {issued.secret}' "

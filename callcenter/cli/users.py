@@ -1,4 +1,4 @@
-"""`callcenter user create NAME --role supervisor|specialist | list | passwd NAME`.
+"""`callcenter user create NAME --role supervisor|specialist | list | passwd NAME | sign-out NAME`.
 
 Console accounts. The password is asked twice at the terminal (never echoed), or read from
 standard input with `--password-stdin` for scripts (`printf '%s\\n' "$PW" | callcenter user
@@ -16,6 +16,7 @@ from callcenter.access.users import (
     MIN_PASSWORD_LENGTH,
     ROLES,
     create_user,
+    end_sessions,
     list_users,
     set_password,
 )
@@ -106,6 +107,19 @@ def user_passwd(cli: CliContext, name: str, password_stdin: bool) -> None:
     except InvalidInput as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(f"password of {name} changed; its open sessions are signed out")
+
+
+@user.command("sign-out")
+@click.argument("name")
+@pass_cli
+def user_sign_out(cli: CliContext, name: str) -> None:
+    """End every console session of NAME (a lost laptop, a leaver)."""
+    try:
+        with transaction(cli.services.sessions) as session:
+            end_sessions(session, name)
+    except InvalidInput as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"every console session of {name} is signed out")
 
 
 commands: list[click.Command] = [user]

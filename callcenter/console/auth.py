@@ -1,30 +1,32 @@
 """Who may see and do what in the console: login, sessions, CSRF, roles, headers.
 
-- The session cookie (Flask's signed cookie: HttpOnly, SameSite=Lax, Secure in production,
-  set by the app factory) carries the user's id, a fingerprint of the password hash (a
-  new password signs out every other session), the time of the last request (sessions
-  idle for `IDLE_TIMEOUT` end) and the CSRF token.
+- Flask-Login keeps the signed-in user. Its id in the session cookie (Flask's signed
+  cookie: HttpOnly, SameSite=Lax, Secure in production) is `<user id>:<session
+  generation>`; every request loads the user and compares the generation, so logging out,
+  a new password or "sign out everywhere" (each bumps it) ends every copy of the cookie.
+  Sessions idle for `IDLE_TIMEOUT` end too (the time of the last request is in the cookie).
 - Every request to the console but the login page and the static files needs a signed-in
   user: a page request is redirected to the login page, anything else (recording streams,
   JSON, POSTs) gets 401.
-- Every POST needs the session's CSRF token in the form (`csrf_token`) or in the
+- Every POST needs Flask-WTF's CSRF token in the form (`csrf_token`) or in the
   `X-CSRF-Token` header: missing or wrong → 400, before anything else is looked at.
 - Every POST but logging out needs the supervisor role: a specialist gets 403. The rule
   is by method, not by a list of views, so a new action is protected without anyone
   remembering to.
+- Logins are throttled by Flask-Limiter (`callcenter.web`): failed attempts per submitted
+  name and per client address, the same answer whether the name exists or not.
 """
 
 from __future__ import annotations
 
-import hmac
-import secrets
 from datetime import datetime, timedelta
+from typing import Any
 from urllib.parse import urlsplit
 
 from flask import (
+    Flask,
     Response,
-    abort,
-    g,
+    current_app,
     jsonify,
     redirect,
     render_template,
@@ -33,25 +35,30 @@ from flask import (
     url_for,
 )
 from flask.typing import ResponseReturnValue
+from flask_limiter import Limiter
+from flask_login import AnonymousUserMixin, UserMixin, login_user, logout_user
+from flask_login import current_user as _login_current_user
+from flask_wtf import FlaskForm
+from flask_wtf.csrf import CSRFError, generate_csrf
+from wtforms import HiddenField, PasswordField, StringField
+from wtforms.validators import InputRequired, Length
 
-from callcenter.access.users import AddressThrottle, ConsoleUser, authenticate, password_stamp
-from callcenter.calllog.words import moscow
+from callcenter.access.users import ConsoleUser, authenticate, end_sessions
 from callcenter.clock import as_utc
 from callcenter.console import bp
+from callcenter.db import transaction
 from callcenter.db.models import User
-from callcenter.errors import LoginFailed, LoginLocked
-from callcenter.web import services
+from callcenter.errors import LoginFailed, UnknownUser
+from callcenter.web import (
+    LOGIN_LIMIT_PER_ADDRESS,
+    LOGIN_LIMIT_PER_NAME,
+    services,
+)
 
 IDLE_TIMEOUT = timedelta(hours=12)
 # The last-seen time is rewritten at most this often (each rewrite is a new cookie).
 SEEN_RESOLUTION = timedelta(minutes=1)
-CSRF_FIELD = "csrf_token"
-CSRF_HEADER = "X-CSRF-Token"
-
-_USER = "console_user"
-_STAMP = "console_stamp"
 _SEEN = "console_seen"
-_CSRF = "console_csrf"
 
 # Endpoints open without a login, and POSTs open to every signed-in role.
 PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
@@ -62,16 +69,48 @@ CONTENT_SECURITY_POLICY = (
     "script-src 'self'; object-src 'none'; frame-ancestors 'none'; form-action 'self'; "
     "base-uri 'none'"
 )
+TOO_MANY_LOGINS = "Слишком много попыток входа. Подождите минуту и попробуйте снова."
 
 
-def throttle() -> AddressThrottle:
-    """The app's per-address login throttle (one per app, i.e. per process)."""
-    from flask import current_app
+class SignedIn(UserMixin):  # type: ignore[misc]  # flask-login ships no types
+    """Flask-Login's user: the console user and the session generation it signed in under."""
 
-    found: AddressThrottle | None = current_app.extensions.get("console_throttle")
-    if found is None:
-        found = current_app.extensions.setdefault("console_throttle", AddressThrottle())
-    return found
+    def __init__(self, user: ConsoleUser, generation: int) -> None:
+        self.user = user
+        self.generation = generation
+
+    def get_id(self) -> str:
+        return f"{self.user.id}:{self.generation}"
+
+    @property
+    def name(self) -> str:
+        return self.user.name
+
+    @property
+    def can_edit(self) -> bool:
+        return self.user.can_edit
+
+
+class Anonymous(AnonymousUserMixin):  # type: ignore[misc]
+    """Nobody signed in: false in templates (`{% if current_user %}`), may not edit."""
+
+    name = ""
+    can_edit = False
+
+    def __bool__(self) -> bool:
+        return False
+
+
+def load_signed_in(user_id: str) -> SignedIn | None:
+    """Flask-Login's user loader: None (signed out) when the generation moved on."""
+    raw_id, _, raw_generation = user_id.partition(":")
+    if not (raw_id.isdigit() and raw_generation.isdigit()):
+        return None
+    with services().sessions() as db:
+        user = db.get(User, int(raw_id))
+        if user is None or (user.session_generation or 0) != int(raw_generation):
+            return None
+        return SignedIn(ConsoleUser.of(user), user.session_generation or 0)
 
 
 def now() -> datetime:
@@ -80,42 +119,34 @@ def now() -> datetime:
 
 def current_user() -> ConsoleUser | None:
     """The signed-in user of this request, or None."""
-    if "console_user_obj" not in g:
-        g.console_user_obj = _load_user()
-    found: ConsoleUser | None = g.console_user_obj
-    return found
-
-
-def _load_user() -> ConsoleUser | None:
-    user_id = session.get(_USER)
-    if not isinstance(user_id, int):
+    found = _login_current_user
+    if not found or not found.is_authenticated:
         return None
-    seen_raw = session.get(_SEEN)
+    if not _still_active():
+        logout_user()
+        return None
+    user: ConsoleUser = found.user
+    return user
+
+
+def _still_active() -> bool:
+    """The idle timeout: a session unused for `IDLE_TIMEOUT` ends."""
     at = now()
+    seen_raw = session.get(_SEEN)
     try:
-        seen = datetime.fromisoformat(seen_raw) if isinstance(seen_raw, str) else None
+        seen = as_utc(datetime.fromisoformat(seen_raw)) if isinstance(seen_raw, str) else None
     except ValueError:
         seen = None
-    if seen is None or at - as_utc(seen) > IDLE_TIMEOUT:
-        _forget()
-        return None
-    with services().sessions() as db:
-        user = db.get(User, user_id)
-        if user is None or session.get(_STAMP) != password_stamp(user):
-            _forget()
-            return None
-        found = ConsoleUser.of(user)
-    if at - as_utc(seen) >= SEEN_RESOLUTION:
+    if seen is None or at - seen > IDLE_TIMEOUT:
+        return False
+    if at - seen >= SEEN_RESOLUTION:
         session[_SEEN] = at.isoformat()
-    return found
-
-
-def _forget() -> None:
-    for key in (_USER, _STAMP, _SEEN):
-        session.pop(key, None)
+    return True
 
 
 def require_user() -> ConsoleUser:
+    from flask import abort
+
     user = current_user()
     if user is None:  # pragma: no cover - the before_request guard runs first
         abort(401)
@@ -123,17 +154,16 @@ def require_user() -> ConsoleUser:
 
 
 def csrf_token() -> str:
-    token = session.get(_CSRF)
-    if not isinstance(token, str):
-        token = secrets.token_urlsafe(32)
-        session[_CSRF] = token
+    token: str = generate_csrf()
     return token
 
 
 def _csrf_ok() -> bool:
-    expected = session.get(_CSRF)
-    presented = request.form.get(CSRF_FIELD) or request.headers.get(CSRF_HEADER) or ""
-    return isinstance(expected, str) and hmac.compare_digest(expected, presented)
+    try:
+        current_app.extensions["csrf"].protect()
+    except CSRFError:
+        return False
+    return True
 
 
 def _asks_for_html() -> bool:
@@ -162,7 +192,26 @@ def _guard() -> ResponseReturnValue | None:
         user = current_user()
         if user is None or not user.can_edit:
             return _refuse(403, "Это действие доступно только руководителю (supervisor).")
+    if _has_nul():
+        return _refuse(400, "В запросе недопустимый символ (NUL). Исправьте введённые данные.")
     return None
+
+
+def _has_nul() -> bool:
+    """A NUL anywhere in the query, the form or an uploaded file: no browser form or
+    spreadsheet sends one, and PostgreSQL cannot store it (SQLite would): refused on both."""
+    if "\x00" in request.path:
+        return True
+    for params in (request.args, request.form):
+        for key, value in params.items(multi=True):
+            if "\x00" in key or "\x00" in value:
+                return True
+    for upload in request.files.values():
+        data = upload.stream.read()
+        upload.stream.seek(0)
+        if b"\x00" in data:
+            return True
+    return False
 
 
 def _is_stream(path: str) -> bool:
@@ -203,7 +252,9 @@ def _template_globals() -> dict[str, object]:
 def _safe_next(target: str | None) -> str:
     """Only a path inside the console: never an open redirect to another site."""
     default = url_for("console.calls")
-    if not target:
+    if not target or any(ord(char) < 0x20 or ord(char) == 0x7F for char in target):
+        # A CR/LF would split the Location header; other control characters have no
+        # place in a path either.
         return default
     parts = urlsplit(target)
     if parts.scheme or parts.netloc or not parts.path.startswith("/console/"):
@@ -213,66 +264,108 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+class LoginForm(FlaskForm):  # type: ignore[misc]  # flask-wtf ships no types
+    # CSRF is checked for every console POST by the guard above, before any view.
+    class Meta:
+        csrf = False
+
+    name = StringField(validators=[InputRequired(), Length(max=120)])
+    password = PasswordField(validators=[InputRequired(), Length(max=200)])
+    next = HiddenField()
+
+
+def _login_page(form: LoginForm, next_url: str, error: str | None, status: int) -> Response:
+    page = render_template(
+        "console/login.html", form=form, next_url=next_url, error=error, name=form.name.data or ""
+    )
+    return Response(page, status=status)
+
+
+def _attempted_name() -> str:
+    """The per-name throttle's key: the submitted name as a login would read it, whether
+    such a user exists or not (so the throttle tells nothing about which names do)."""
+    return "login-name:" + request.form.get("name", "").strip().casefold()[:120]
+
+
+def _failed(response: Response) -> bool:
+    return response.status_code != 302
+
+
 @bp.route("/login", methods=["GET", "POST"])
 def login() -> ResponseReturnValue:
     next_url = _safe_next(request.values.get("next"))
+    form = LoginForm()
     if request.method == "GET":
         if current_user() is not None:
             return redirect(next_url)
-        return render_template("console/login.html", next_url=next_url, error=None, name="")
-    name = request.form.get("name", "").strip()
-    password = request.form.get("password", "")
-    address = request.remote_addr or "unknown"
-    at = now()
+        return _login_page(form, next_url, None, 200)
+    if not form.validate():
+        return _login_page(form, next_url, "Введите имя пользователя и пароль.", 400)
+    name = (form.name.data or "").strip()
     try:
-        throttle().check(address, at)
-        user = _authenticate(name, password, at)
-    except LoginLocked as exc:
-        message = (
-            "Слишком много неудачных попыток входа. Попробуйте после "
-            f"{moscow(exc.until, 'HH:mm')} (МСК)."
-        )
-        throttle().failed(address, at)
-        return render_template(
-            "console/login.html", next_url=next_url, error=message, name=name
-        ), 429
+        with transaction(services().sessions) as db:
+            user = authenticate(db, name, form.password.data or "", now=now())
+            signed_in = SignedIn(ConsoleUser.of(user), user.session_generation or 0)
     except LoginFailed:
-        throttle().failed(address, at)
-        return render_template(
-            "console/login.html",
-            next_url=next_url,
-            error="Неверное имя пользователя или пароль.",
-            name=name,
-        ), 401
-    throttle().succeeded(address)
+        return _login_page(form, next_url, "Неверное имя пользователя или пароль.", 401)
     # A new session on login: nothing set before it (fixation) survives.
     session.clear()
-    session[_USER] = user.id
-    session[_STAMP] = user.stamp
-    session[_SEEN] = at.isoformat()
-    csrf_token()
+    login_user(signed_in)
+    session[_SEEN] = now().isoformat()
     return redirect(next_url)
 
 
-class _SignedIn:
-    def __init__(self, user: User) -> None:
-        self.id = user.id
-        self.stamp = password_stamp(user)
+def throttle_login(app: Flask, limiter: Limiter) -> None:
+    """Flask-Limiter's limits on failed logins (the app factory calls this once per app)."""
+    limits = limiter.limit
+    view: Any = app.view_functions["console.login"]
+    for limit, key in (
+        (LOGIN_LIMIT_PER_NAME, _attempted_name),
+        (LOGIN_LIMIT_PER_ADDRESS, None),
+    ):
+        view = limits(limit, key_func=key, methods=["POST"], deduct_when=_failed)(view)
+    app.view_functions["console.login"] = view
 
 
-def _authenticate(name: str, password: str, at: datetime) -> _SignedIn:
-    with services().sessions() as db:
-        try:
-            user = authenticate(db, name, password, now=at)
-        except LoginFailed:
-            db.commit()  # the failure counters
-            raise
-        signed_in = _SignedIn(user)
-        db.commit()
-        return signed_in
+def too_many_logins() -> ResponseReturnValue:
+    """The answer once a limit is reached: the same for every name, known or not."""
+    form = LoginForm()
+    response = _login_page(form, _safe_next(request.values.get("next")), TOO_MANY_LOGINS, 429)
+    response.headers["Retry-After"] = "60"
+    return response
 
 
 @bp.post("/logout")
 def logout() -> ResponseReturnValue:
+    """Ends this session and every copy of it (the generation moves on)."""
+    user = current_user()
+    if user is not None:
+        _end_sessions(user.name)
+    logout_user()
     session.clear()
     return redirect(url_for("console.login"))
+
+
+@bp.post("/sign-out-everywhere")
+def sign_out_everywhere() -> ResponseReturnValue:
+    """A supervisor ends every session of a user (a lost laptop, a leaver): `name` in the
+    form, or the supervisor's own when it is blank."""
+    from flask import flash
+
+    me = require_user()
+    name = request.form.get("name", "").strip() or me.name
+    try:
+        _end_sessions(name)
+    except UnknownUser:
+        return _refuse(400, f"Нет пользователя консоли с именем «{name[:120]}».")
+    if name == me.name:
+        logout_user()
+        session.clear()
+        return redirect(url_for("console.login"))
+    flash(f"Все сеансы пользователя {name} завершены.", "success")
+    return redirect(url_for("console.calls"))
+
+
+def _end_sessions(name: str) -> None:
+    with transaction(services().sessions) as db:
+        end_sessions(db, name)

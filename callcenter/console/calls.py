@@ -86,13 +86,13 @@ def calls() -> ResponseReturnValue:
     settings = services().settings
     params = _filter_params()
     try:
-        flt, page = _read_filter()
+        call_filter, page = _read_filter()
     except InvalidFilter as exc:
         return _log_page(CallFilter(), None, params, error=_filter_error(exc)), 400
     with services().sessions() as db:
-        found = search_calls(db, flt, page, options=EXPORT_OPTIONS)
+        found = search_calls(db, call_filter, page, options=EXPORT_OPTIONS)
         rows = [_row(call, settings.lines) for call in found.calls]
-    query = flt.to_params()
+    query = call_filter.to_params()
 
     def page_url(number: int) -> str:
         return url_for("console.calls") + "?" + urlencode({**query, "page": str(number)})
@@ -106,7 +106,7 @@ def calls() -> ResponseReturnValue:
         "prev": page_url(found.page - 1) if found.has_prev else None,
         "next": page_url(found.page + 1) if found.has_next else None,
     }
-    return _log_page(flt, rows, params, pager=pager)
+    return _log_page(call_filter, rows, params, pager=pager)
 
 
 def _filter_error(exc: InvalidFilter) -> str:
@@ -125,7 +125,7 @@ def _filter_error(exc: InvalidFilter) -> str:
 
 
 def _log_page(
-    flt: CallFilter,
+    call_filter: CallFilter,
     rows: list[dict[str, object]] | None,
     params: dict[str, str],
     *,
@@ -133,7 +133,7 @@ def _log_page(
     error: str | None = None,
 ) -> str:
     settings = services().settings
-    export_query = urlencode(flt.to_params())
+    export_query = urlencode(call_filter.to_params())
     return render_template(
         "console/calls.html",
         rows=rows,
@@ -183,16 +183,16 @@ def _row(call: Call, lines: Mapping[str, str]) -> dict[str, object]:
 def export_calls() -> ResponseReturnValue:
     """The filtered log as CSV, streamed (see `csv_export`)."""
     try:
-        flt, _ = _read_filter()
+        call_filter, _ = _read_filter()
     except InvalidFilter as exc:
         return _log_page(CallFilter(), None, _filter_params(), error=_filter_error(exc)), 400
     svc = services()
     user = require_user()
-    log.info("call log exported by %s: %s", user.name, flt.to_params() or "everything")
-    body = csv_chunks(svc.sessions, flt, lines=svc.settings.lines)
+    log.info("call log exported by %s: %s", user.name, call_filter.to_params() or "everything")
+    body = csv_chunks(svc.sessions, call_filter, lines=svc.settings.lines)
     response = Response(stream_with_context(body), mimetype="text/csv")
     response.headers["Content-Type"] = "text/csv; charset=utf-8"
-    filename = export_filename(flt, svc.clock())
+    filename = export_filename(call_filter, svc.clock())
     response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 

@@ -22,6 +22,7 @@ from callcenter.console import bp
 from callcenter.console.charts import columns, rows
 from callcenter.console.common import roster_warnings
 from callcenter.errors import InvalidFilter
+from callcenter.vocabulary import URGENT_CATEGORIES, Category
 from callcenter.web import services
 
 
@@ -94,9 +95,9 @@ def _view(f: Figures) -> dict[str, object]:
             "attention": _log_url(p, attention="true"),
             "tickets": _log_url(p, has_ticket="true"),
             "failed": _log_url(p, ticket_failed="true"),
-            "urgent": _log_url(p, category="critical,stolen"),
+            "urgent": _log_url(p, category=",".join(URGENT_CATEGORIES)),
             "urgent_unanswered": _log_url(p, urgent_unanswered="true"),
-            "abandoned": _log_url(p, category="abandoned"),
+            "abandoned": _log_url(p, category=Category.ABANDONED),
         },
         "by_day": columns(
             [

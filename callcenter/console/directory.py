@@ -1,6 +1,6 @@
 """`/console/directory`: organisations and contacts — view, search, import, edit.
 
-Import and export are the directory's own (`directory.import_directory`, all or nothing,
+Import and export are the directory's own (`directory.importer.import_directory`, all or nothing,
 problems by line; `export_rows`, the import format); single edits are
 `directory_forms`. A rejected upload or form is shown again with every problem, and the
 form keeps what was typed.
@@ -8,8 +8,6 @@ form keeps what was typed.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
@@ -28,14 +26,10 @@ from callcenter.console.directory_forms import (
 )
 from callcenter.db import transaction
 from callcenter.db.models import Contact, Organisation
-from callcenter.directory.contacts import (
-    TOPIC_SLUGS,
-    ImportReport,
-    export_rows,
-    import_directory,
-    list_directory,
-)
+from callcenter.directory.contacts import TOPIC_SLUGS, list_directory
+from callcenter.directory.importer import ImportReport, export_rows, import_directory
 from callcenter.errors import ImportRejected, InvalidForm
+from callcenter.spreadsheet import csv_bytes
 from callcenter.web import services
 
 MAX_UPLOAD_BYTES = 5 * 1024 * 1024
@@ -117,13 +111,11 @@ def _summary(report: ImportReport) -> str:
 
 @bp.get("/directory/export.csv")
 def export_directory() -> ResponseReturnValue:
-    """The directory in its own import format (`;`, UTF-8 with BOM for Excel)."""
+    """The directory in its own import format, through the one CSV writer of every export
+    (formula-like cells neutralised; the importer reads them back unchanged)."""
     with services().sessions() as db:
         table = export_rows(db)
-    buffer = io.StringIO()
-    buffer.write("\ufeff")
-    csv.writer(buffer, delimiter=";", lineterminator="\r\n").writerows(table)
-    response = Response(buffer.getvalue().encode("utf-8"), mimetype="text/csv")
+    response = Response(csv_bytes(table), mimetype="text/csv")
     response.headers["Content-Type"] = "text/csv; charset=utf-8"
     response.headers["Content-Disposition"] = 'attachment; filename="directory.csv"'
     return response

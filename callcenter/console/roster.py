@@ -1,7 +1,7 @@
 """`/console/roster`: who is on duty now (or at a chosen moment), the roster's warnings,
 and the roster itself — edited as YAML in the page or uploaded as a file.
 
-Saving goes through `roster.import_roster` (all or nothing, problems by line); a rejected
+Saving goes through `roster_import.import_roster` (all or nothing, problems by line); a rejected
 roster is shown again as it was typed, with the problems beside it, and nothing changes.
 """
 
@@ -13,13 +13,14 @@ from flask import flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 
 from callcenter.calllog import words
-from callcenter.clock import MOSCOW, to_moscow
+from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range, to_moscow
 from callcenter.console import bp
 from callcenter.console.common import forget_roster_warnings
 from callcenter.console.roster_text import roster_yaml
 from callcenter.db import transaction
 from callcenter.errors import ImportRejected
-from callcenter.routing.roster import Roster, describe_rule, import_roster, roster_health
+from callcenter.routing.roster import Roster, describe_rule, roster_health
+from callcenter.routing.roster_import import import_roster
 from callcenter.web import services
 
 MAX_ROSTER_BYTES = 512 * 1024
@@ -44,7 +45,12 @@ def _at() -> tuple[datetime, str | None]:
     try:
         at = datetime.fromisoformat(raw)
     except ValueError:
-        return now, f"«{raw}» — не дата и время; показано текущее дежурство."
+        return now, f"«{raw[:40]}» — не дата и время; показано текущее дежурство."
+    if not day_in_range(at.date()):
+        return now, (
+            f"«{raw[:40]}» — дата вне допустимого диапазона "
+            f"({EARLIEST_DAY.year}–{LATEST_DAY.year}); показано текущее дежурство."
+        )
     return (at if at.tzinfo else at.replace(tzinfo=MOSCOW)), None
 
 
@@ -86,7 +92,7 @@ def _roster_page(
         problems=problems,
         warnings=warnings,
     )
-    return (page, 400) if problems else page
+    return (page, 400) if problems or at_error else page
 
 
 @bp.post("/roster")

@@ -1,6 +1,6 @@
 """The stored roster written back as roster YAML, for editing in the console (Flask-free).
 
-The roster is replaced as a whole by `roster.import_roster`; to edit it in the browser the
+The roster is replaced as a whole by `roster_import.import_roster`; to edit it in the browser the
 supervisor gets the current roster in the same format (`scripts/examples/roster.yaml`),
 changes it and sends it back through that import. Dated rows the import expanded day by
 day (duties, absences) are folded back into `first..last` ranges.

@@ -1,8 +1,9 @@
 """The data model: directory, calls and their events, the ticket outbox, the built-in
 portal's tickets, the roster, console users and API tokens.
 
-All times are aware UTC (see `UTCDateTime`). Per-call IVR state lives on `Call.state`,
-keyed by CallSid, so any web process can serve any step of a call.
+All times are aware UTC (see `UTCDateTime`). Per-call state lives on the `Call` row (the
+IVR's in `state`, routing's in `routing_state`), keyed by CallSid, so any web process can
+serve any step of a call.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from callcenter.db import Base, UTCDateTime
+from callcenter.vocabulary import Outcome
 
 # ---------------------------------------------------------------- directory
 
@@ -94,8 +96,13 @@ class Call(Base):
     topic: Mapped[str | None] = mapped_column(String(40), index=True)
     product: Mapped[str | None] = mapped_column(String(40))
     vehicles: Mapped[list[str]] = mapped_column(JSON, default=list)
-    # The IVR's per-call state: current step, retries, collected answers.
+    # Per-call state, one column per owner (each written by its owner alone):
+    # the IVR's `CallState` (current step, retries, collected answers),
     state: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # on-duty routing's `RoutingState` (None until the call is routed),
+    routing_state: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # and the SIDs of every recording of the call, for the retention purge.
+    recording_sids: Mapped[list[str]] = mapped_column(JSON, default=list)
     recording_sid: Mapped[str | None] = mapped_column(String(64))
     recording_url: Mapped[str | None] = mapped_column(Text)
     recording_duration: Mapped[int | None] = mapped_column(Integer)
@@ -103,7 +110,7 @@ class Call(Base):
     twilio_status: Mapped[str | None] = mapped_column(String(20))
     status_sequence: Mapped[int | None] = mapped_column(Integer)
     # in_progress / completed / interrupted / abandoned / failed
-    outcome: Mapped[str] = mapped_column(String(30), default="in_progress", index=True)
+    outcome: Mapped[str] = mapped_column(String(30), default=Outcome.IN_PROGRESS, index=True)
     # connected / no_answer / voicemail / not_routed ... (routing's word)
     routing_outcome: Mapped[str | None] = mapped_column(String(30))
     interrupted: Mapped[bool] = mapped_column(Boolean, default=False)
@@ -348,6 +355,9 @@ class User(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     failed_logins: Mapped[int] = mapped_column(Integer, default=0)
     locked_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Every console session carries the generation it was signed in under; logging out,
+    # a new password or "sign out everywhere" bumps it, which ends every copy of them.
+    session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 Index("ix_calls_outcome_started", Call.outcome, Call.started_at)

@@ -1,35 +1,34 @@
-"""Serving one Twilio voice webhook of a call, in one transaction.
+"""The IVR's steps of a call, served by the step cycle (`callcenter.calls.step_cycle`).
 
-`answer` runs one IVR step: lock (or create) the call's row → read its state → the step
-engine → apply the actions (collected answers, recording, ticket request) → save the state
-and one event → commit → queue the ticket job → TwiML. `record_status` and
-`record_recording` do the same for status and recording callbacks; a call that ends
-without reaching its ticket gets one here, marked interrupted.
+`answer` runs one IVR step: on the locked call row (created on the first webhook), the
+step engine decides → the actions are applied (collected answers, recording, ticket
+request) → the state and one event are saved → the cycle commits and queues the ticket
+job → the reply. `record_status` and `record_recording` do the same for status and
+recording callbacks; a call that ends without reaching its ticket gets one here, marked
+interrupted.
 
-Flask-free: the views in `webhooks.voice` parse the form and call these.
+Flask-free: the views in `webhooks.voice` parse the form, build the cycle and call these
+with what each uses (the calendar, the settings, the portal).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import weakref
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, select
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from callcenter.calls import store as calls
-from callcenter.calls.store import StatusCallback
-from callcenter.db import transaction
+from callcenter.calls.step_cycle import StepCycle, StepTransaction
+from callcenter.calls.store import CallColumns, StatusCallback
 from callcenter.db.deadline import bounded
 from callcenter.db.models import Call, TicketRequest
 from callcenter.errors import InvalidInput, TicketNotFound
-from callcenter.ivr import flow
 from callcenter.ivr.engine import (
     Action,
     CallFacts,
@@ -46,10 +45,19 @@ from callcenter.ivr.engine import (
     TicketLookup,
     advance,
 )
-from callcenter.ivr.twiml import render
+from callcenter.ivr.reply import Reply
 from callcenter.ivr.webhook_params import RecordingStatus, VoiceWebhook
-from callcenter.portal.protocol import TicketView
-from callcenter.services import Services
+from callcenter.portal.protocol import Portal, TicketView
+from callcenter.regulation.calendar import BusinessCalendar
+from callcenter.settings import Settings
+from callcenter.vocabulary import (
+    ABANDONED_AFTER_CHOICE,
+    TICKETED_CATEGORIES,
+    URGENT_CATEGORIES,
+    Category,
+    Outcome,
+    Step,
+)
 
 log = logging.getLogger(__name__)
 
@@ -61,118 +69,69 @@ T = TypeVar("T")
 
 # ------------------------------------------------------------------ IVR steps
 
-_writer_locks: weakref.WeakKeyDictionary[Engine, threading.Lock] = weakref.WeakKeyDictionary()
-_writer_locks_guard = threading.Lock()
+
+@dataclass(frozen=True)
+class IvrSetting:
+    """What the IVR's steps use besides the database: the business calendar, the settings
+    (support name, waits, SMS), and the portal for ticket lookups (asked for only when a
+    caller asks about a ticket)."""
+
+    calendar: BusinessCalendar
+    settings: Settings
+    portal: Callable[[], Portal]
 
 
-@contextmanager
-def one_writer(engine: Engine) -> Iterator[None]:
-    """On SQLite, let this process's webhook transactions write one at a time.
-
-    SQLite admits one writer; a second one polls the file lock with growing sleeps (tens of
-    milliseconds each), which puts long tails on webhook latency under concurrent calls.
-    Queueing on a lock hands over as soon as the writer commits. Other processes (a CLI,
-    the RQ worker) still meet at the file lock. PostgreSQL locks rows: nothing to do.
-    """
-    if engine.dialect.name != "sqlite":
-        yield
-        return
-    with _writer_locks_guard:
-        lock = _writer_locks.setdefault(engine, threading.Lock())
-    with lock:
-        yield
-
-
-def answer(services: Services, webhook: VoiceWebhook) -> str:
-    """Run one IVR step of the call and return the TwiML for the caller.
+def answer(cycle: StepCycle, webhook: VoiceWebhook, ivr: IvrSetting) -> Reply:
+    """Run one IVR step of the call and return what the caller hears next.
 
     Most steps (a menu answer, a repeat, a poll for the ticket number) only move the call's
-    state and remember an answer: those run on the hot path, Core statements on the locked
-    row's columns. The first webhook of a call (caller identification) and the steps that
+    state and remember an answer: those write the locked row's columns and one event with
+    Core statements. The first webhook of a call (caller identification) and the steps that
     open a ticket or keep a recording go through the ORM.
     """
-    now = services.clock()
-    submit: list[int] = []
-    with one_writer(services.engine), _StepTransaction.begin(services) as tx:
-        locked = calls.lock_call_for_step(tx.connection, webhook.call_sid, now=now)
-        if locked is None:
-            session = tx.session
-            call, created = calls.get_or_create_call(
-                session, webhook.call_sid, now=now, caller_raw=webhook.caller, line_raw=webhook.line
-            )
-            state = CallState.from_json(call.state)
-            result = advance(state, webhook.event, _context(services, tx, call, now))
-            submit = _apply_to_orm(services, session, call, result, now)
-            _log_step(tx, call, webhook, result, now, created)
-        else:
-            state = CallState.from_json(locked.state)
-            result = advance(state, webhook.event, _context(services, tx, locked, now))
-            remembered = [action for action in result.actions if isinstance(action, Remember)]
-            if len(remembered) == len(result.actions):
-                changes: dict[str, Any] = {
-                    action.field: _remembered(action) for action in remembered
-                }
-                changes["state"] = _merged_state(locked.state, result)
-                changes["updated_at"] = now
-                calls.update_call(tx.connection, locked.id, changes)
-                _log_step(tx, locked.id, webhook, result, now, False)
-            else:
-                call = tx.session.get_one(Call, locked.id)
-                submit = _apply_to_orm(services, tx.session, call, result, now)
-                _log_step(tx, call, webhook, result, now, False)
-    queue_ticket_jobs(services, submit, webhook.call_sid)
-    settings = services.settings
-    return render(result.reply, voice=settings.tts_voice, public_base_url=settings.public_base_url)
+    return cycle.run(webhook.call_sid, lambda tx: _ivr_step(tx, webhook, ivr, cycle.engine))
 
 
-class _StepTransaction:
-    """A step's transaction: a Core connection, and an ORM session on it only for the
-    steps that need one (building a session costs as much as the hot path's statements).
-
-    The session joins the connection's transaction (rollback_only: its commit is a flush,
-    its rollback the whole step's), so the call, its event and any ticket request commit
-    or roll back as one, with the connection.
-    """
-
-    def __init__(self, services: Services, connection: Connection) -> None:
-        self._services = services
-        self.connection = connection
-        self._session: Session | None = None
-
-    @property
-    def session(self) -> Session:
-        if self._session is None:
-            self._session = self._services.sessions(
-                bind=self.connection, join_transaction_mode="rollback_only"
-            )
-        return self._session
-
-    @classmethod
-    @contextmanager
-    def begin(cls, services: Services) -> Iterator[_StepTransaction]:
-        with services.engine.begin() as connection:
-            tx = cls(services, connection)
-            try:
-                yield tx
-                if tx._session is not None:
-                    tx._session.commit()  # a flush: the connection commits on the way out
-            finally:
-                if tx._session is not None:
-                    tx._session.close()
+def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engine: Engine) -> Reply:
+    now = tx.now
+    locked = tx.call
+    if locked is None:
+        call, created = calls.create_call(
+            tx.session, webhook.call_sid, now=now, caller_raw=webhook.caller, line_raw=webhook.line
+        )
+        result = advance(
+            CallState.from_json(call.state), webhook.event, _context(ivr, engine, tx, call, now)
+        )
+        tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
+        _log_step(tx, call, webhook, result, now, created)
+        return result.reply
+    result = advance(
+        CallState.from_json(locked.state), webhook.event, _context(ivr, engine, tx, locked, now)
+    )
+    if all(isinstance(action, Remember) for action in result.actions):
+        changes: dict[str, Any] = {
+            action.field: _remembered(action)
+            for action in result.actions
+            if isinstance(action, Remember)
+        }
+        changes["state"] = result.state.to_json()
+        changes["updated_at"] = now
+        calls.update_call(tx.connection, locked.id, changes)
+        _log_step(tx, locked.id, webhook, result, now, False)
+        return result.reply
+    call = tx.session.get_one(Call, locked.id)
+    tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
+    _log_step(tx, call, webhook, result, now, False)
+    return result.reply
 
 
 def _apply_to_orm(
-    services: Services, session: Session, call: Call, result: StepResult, now: datetime
+    ivr: IvrSetting, session: Session, call: Call, result: StepResult, now: datetime
 ) -> list[int]:
-    submit = _apply(services, session, call, result.actions, now)
-    calls.save_state(session, call, _merged_state(call.state, result), now=now)
+    submit = _apply(ivr, session, call, result.actions, now)
+    call.state = result.state.to_json()
+    call.updated_at = now
     return submit
-
-
-def _merged_state(stored: dict[str, Any] | None, result: StepResult) -> dict[str, Any]:
-    """The IVR's state over the stored JSON: other owners keep their keys in it (routing,
-    recording SIDs)."""
-    return {**(stored or {}), **result.state.to_json()}
 
 
 def _remembered(action: Remember) -> Any:
@@ -180,16 +139,17 @@ def _remembered(action: Remember) -> Any:
 
 
 def _context(
-    services: Services, tx: _StepTransaction, call: Call | calls.LockedCall, now: datetime
+    ivr: IvrSetting, engine: Engine, tx: StepTransaction, call: Call | CallColumns, now: datetime
 ) -> StepContext:
     from callcenter.regulation.speech import say_deadline, say_digits
 
-    facts = calls.caller_facts(call, sms_foreign=services.settings.sms_foreign)
+    settings = ivr.settings
+    facts = calls.caller_facts(call, sms_foreign=settings.sms_foreign)
     return StepContext(
         now=now,
-        calendar=services.calendar,
-        support_name=services.settings.support_name,
-        ticket_wait_seconds=services.settings.ticket_wait_seconds,
+        calendar=ivr.calendar,
+        support_name=settings.support_name,
+        ticket_wait_seconds=settings.ticket_wait_seconds,
         call=CallFacts(
             category=call.category,
             topic=call.topic,
@@ -197,16 +157,16 @@ def _context(
             known_caller=facts.known,
             organisation_id=facts.organisation_id,
             # Promise an SMS only when one can be sent: a mobile, and a Twilio account.
-            sms_reachable=facts.sms_reachable and services.settings.sms_configured,
+            sms_reachable=facts.sms_reachable and settings.sms_configured,
         ),
-        lookups=_CallLookups(services, tx, call.id, call.call_sid),
+        lookups=_CallLookups(ivr.portal, engine, tx, call.id, call.call_sid),
         say_digits=say_digits,
         say_deadline=lambda due: say_deadline(due, now),
     )
 
 
 def _apply(
-    services: Services, session: Session, call: Call, actions: tuple[Action, ...], now: datetime
+    ivr: IvrSetting, session: Session, call: Call, actions: tuple[Action, ...], now: datetime
 ) -> list[int]:
     """Apply the engine's actions to the call in this transaction; ticket request ids to
     queue after commit."""
@@ -226,7 +186,7 @@ def _apply(
                 session,
                 call,
                 now=now,
-                calendar=services.calendar,
+                calendar=ivr.calendar,
                 typed_number=action.typed_number,
             )
             session.flush()
@@ -235,7 +195,7 @@ def _apply(
         elif isinstance(action, MarkPhoneDuplicate):
             session.flush()
             request = intake.mark_phone_duplicate(
-                session, call, action.ticket_number, now=now, calendar=services.calendar
+                session, call, action.ticket_number, now=now, calendar=ivr.calendar
             )
             session.flush()
             submit.append(request.id)
@@ -275,22 +235,8 @@ def _keep_recording(
     return request.id if request is not None else None
 
 
-def queue_ticket_jobs(services: Services, request_ids: list[int], call_sid: str) -> None:
-    """Queue the ticket jobs after commit. Never fails the webhook: a request that could not
-    be queued stays pending in the outbox and the sweep picks it up."""
-    for request_id in request_ids:
-        try:
-            services.jobs.submit_ticket_request(request_id)
-        except Exception:
-            log.exception(
-                "could not queue ticket request %s; the outbox sweep will",
-                request_id,
-                extra={"call_sid": call_sid, "ticket_request_id": request_id},
-            )
-
-
 def _log_step(
-    tx: _StepTransaction,
+    tx: StepTransaction,
     call: Call | int,
     webhook: VoiceWebhook,
     result: StepResult,
@@ -315,9 +261,9 @@ def _log_step(
         **webhook.extra,
     }
     if isinstance(call, Call):
-        calls.append_event(tx.session, call, _event_kind(event), now, **fields)
+        calls.record_event(tx.session, call, _event_kind(event), now, **fields)
     else:
-        calls.insert_event(tx.connection, call, _event_kind(event), now, **fields)
+        calls.record_event(tx.connection, call, _event_kind(event), now, **fields)
 
 
 def _event_kind(event: IvrEvent) -> str:
@@ -347,16 +293,22 @@ class _CallLookups:
     ticket request (read fresh: the job writes its number from another connection)."""
 
     def __init__(
-        self, services: Services, tx: _StepTransaction, call_id: int | None, call_sid: str
+        self,
+        portal: Callable[[], Portal],
+        engine: Engine,
+        tx: StepTransaction,
+        call_id: int | None,
+        call_sid: str,
     ) -> None:
-        self._services = services
+        self._portal = portal
+        self._engine = engine
         self._tx = tx
         self._call_id = call_id
         self._call_sid = call_sid
 
     def ticket(self, number: str) -> TicketLookup:
-        portal = self._services.portal
-        engine = self._services.engine
+        portal = self._portal()
+        engine = self._engine
 
         def lookup() -> TicketView:
             # Its own thread: the request's database deadline does not reach it, and the
@@ -437,113 +389,129 @@ class CallEnd:
     missed_urgent_call_id: int | None = None
 
 
-def record_status(services: Services, callback: StatusCallback) -> CallEnd | None:
+def record_status(
+    cycle: StepCycle, callback: StatusCallback, *, calendar: BusinessCalendar
+) -> CallEnd | None:
     """Apply a call status callback; when it ends the call, close the call's log.
 
     Returns how the call was closed (None when this callback did not end it).
     """
-    now = services.clock()
-    with one_writer(services.engine), transaction(services.sessions) as session:
-        call, _ = calls.get_or_create_call(
-            session,
-            callback.call_sid,
-            now=callback.timestamp or now,
-            caller_raw=callback.caller_raw,
-            line_raw=callback.line_raw,
-        )
-        change = calls.apply_status_callback(session, call, callback, now=now)
-        end = _close(services, session, call, callback.status, now) if change.ended else None
-    if end is not None and end.ticket_request_id is not None:
-        queue_ticket_jobs(services, [end.ticket_request_id], callback.call_sid)
-    if end is not None and end.missed_urgent_call_id is not None:
-        _queue_missed_urgent_sms(services, end.missed_urgent_call_id, callback.call_sid)
-    return end
+
+    def decide(tx: StepTransaction) -> CallEnd | None:
+        session = tx.session
+        call = tx.call_object()
+        if call is None:
+            call, _ = calls.create_call(
+                session,
+                callback.call_sid,
+                now=callback.timestamp or tx.now,
+                caller_raw=callback.caller_raw,
+                line_raw=callback.line_raw,
+            )
+        change = calls.apply_status_callback(session, call, callback, now=tx.now)
+        if not change.ended:
+            return None
+        end = _close(calendar, session, call, callback.status, tx.now)
+        if end.ticket_request_id is not None:
+            tx.submit_ticket_requests([end.ticket_request_id])
+        if end.missed_urgent_call_id is not None:
+            call_id = end.missed_urgent_call_id
+            # Not lost if it cannot be queued: the outbox sweep finds it
+            # (`notifications.calls_with_missed_urgent_due`).
+            tx.after_commit(lambda: _queue_missed_urgent_sms(tx, call_id))
+        return end
+
+    return cycle.run(callback.call_sid, decide)
 
 
-def _queue_missed_urgent_sms(services: Services, call_id: int, call_sid: str) -> None:
-    from callcenter.routing.chain import MISSED_URGENT_KEY, missed_urgent_sms_job
+def _queue_missed_urgent_sms(tx: StepTransaction, call_id: int) -> None:
+    from callcenter.tickets.jobs import queue_missed_urgent_sms
 
-    try:
-        services.jobs.enqueue(
-            missed_urgent_sms_job, call_id, job_id=MISSED_URGENT_KEY.format(call_sid=call_sid)
-        )
-    except Exception:
-        log.exception("could not queue the missed urgent call SMS", extra={"call_sid": call_sid})
+    queue_missed_urgent_sms(tx.jobs(), call_id)
 
 
-def _close(services: Services, session: Session, call: Call, status: str, now: datetime) -> CallEnd:
+def _close(
+    calendar: BusinessCalendar, session: Session, call: Call, status: str, now: datetime
+) -> CallEnd:
     """Decide a finished call's outcome. Nothing the caller said is lost: a call that chose
     a ticketed path but hung up before its ticket still gets one, marked interrupted."""
     from callcenter.tickets import intake
 
-    if call.outcome != "in_progress":
+    if call.outcome != Outcome.IN_PROGRESS:
         return CallEnd(call.outcome)
     state = CallState.from_json(call.state)
     if call.category is None:
-        call.category = "abandoned"
-        call.outcome = "failed" if status == "failed" else "abandoned"
+        call.category = Category.ABANDONED
+        call.outcome = Outcome.FAILED if status == "failed" else Outcome.ABANDONED
         calls.record_event(session, call, "abandoned", now, step=state.step)
         return CallEnd(call.outcome)
     if not state.resolved and _nothing_said_after_choice(call, state):
         # Chose a path, then hung up before saying anything it needs: no ticket, no SMS to
         # the caller; logged for a callback. An urgent one from a number we can call back
         # also tells the on-duty specialist.
-        call.outcome = "abandoned"
-        calls.record_event(session, call, "abandoned_after_choice", now, step=state.step)
-        urgent = call.category in URGENT_AFTER_CHOICE and call.caller_e164 is not None
+        call.outcome = Outcome.ABANDONED
+        calls.record_event(session, call, ABANDONED_AFTER_CHOICE, now, step=state.step)
+        urgent = call.category in URGENT_CATEGORIES and call.caller_e164 is not None
         return CallEnd(call.outcome, missed_urgent_call_id=call.id if urgent else None)
     if (
-        call.category in flow.TICKET_CATEGORIES
+        call.category in TICKETED_CATEGORIES
         and not state.resolved
         and _ticket_request(session, call.id) is None
     ):
         call.interrupted = True
-        call.outcome = "interrupted"
+        call.outcome = Outcome.INTERRUPTED
         session.flush()
         request = intake.open_ticket_request(
-            session, call, now=now, calendar=services.calendar, interrupted=True
+            session, call, now=now, calendar=calendar, interrupted=True
         )
         session.flush()
         calls.record_event(
             session, call, "ticket_requested", now, request_id=request.id, interrupted=True
         )
         return CallEnd(call.outcome, request.id)
-    call.outcome = "completed"
+    call.outcome = Outcome.COMPLETED
     return CallEnd(call.outcome)
 
 
 # The first step of each path where nothing has been said yet, per category.
-_FIRST_QUESTION = {"incident": "topic", "critical": "critical", "stolen": "stolen_vehicles"}
-URGENT_AFTER_CHOICE = frozenset({"critical", "stolen"})
+_FIRST_QUESTION: dict[str, str] = {
+    Category.INCIDENT: Step.TOPIC,
+    Category.CRITICAL: Step.CRITICAL,
+    Category.STOLEN: Step.STOLEN_VEHICLES,
+}
 
 
 def _nothing_said_after_choice(call: Call, state: CallState) -> bool:
     """Hung up at the path's first question: a new problem before its topic, a critical
     failure or a stolen vehicle before any answer."""
-    if call.category == "incident":
-        return call.topic is None and state.step == "topic"
+    if call.category == Category.INCIDENT:
+        return call.topic is None and state.step == Step.TOPIC
     return _FIRST_QUESTION.get(call.category or "") == state.step
 
 
-def record_recording(services: Services, status: RecordingStatus, kind: str) -> None:
+def record_recording(cycle: StepCycle, status: RecordingStatus, kind: str) -> None:
     """A recording status callback: keep the recording on the call (and its ticket)."""
-    now = services.clock()
-    request_id: int | None = None
-    with one_writer(services.engine), transaction(services.sessions) as session:
-        call, _ = calls.get_or_create_call(
-            session, status.call_sid, now=now, caller_raw=None, line_raw=None
-        )
+
+    def decide(tx: StepTransaction) -> None:
+        session = tx.session
+        call = tx.call_object()
+        if call is None:
+            call, _ = calls.create_call(
+                session, status.call_sid, now=tx.now, caller_raw=None, line_raw=None
+            )
         calls.record_event(
             session,
             call,
             "recording_status",
-            now,
+            tx.now,
             status=status.status,
             recording_sid=status.recording.sid,
             duration=status.recording.duration,
             recording_kind=kind,
         )
         if status.status == "completed":
-            request_id = _keep_recording(session, call, status.recording, kind, now)
-    if request_id is not None:
-        queue_ticket_jobs(services, [request_id], status.call_sid)
+            request_id = _keep_recording(session, call, status.recording, kind, tx.now)
+            if request_id is not None:
+                tx.submit_ticket_requests([request_id])
+
+    cycle.run(status.call_sid, decide)

@@ -29,6 +29,7 @@ from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
+from callcenter import vocabulary
 from callcenter.ivr import flow, prompts
 from callcenter.ivr.plates import parse_plates, spoken_plate
 from callcenter.ivr.reply import (
@@ -44,18 +45,13 @@ from callcenter.ivr.reply import (
 from callcenter.ivr.spoken import spoken_digits
 from callcenter.portal.protocol import TicketView
 from callcenter.regulation.speech import say_moment
+from callcenter.vocabulary import Category, Route, Step
 
 MAX_RETRIES = 2
 POLL_PAUSE_SECONDS = 2
 DESCRIPTION_MAX_SECONDS = 180
 # Ticket numbers are at most this long (the portal contract); longer input is a mistake.
 MAX_TICKET_DIGITS = 12
-STEP_PATH = "/webhooks/voice/step/{step}?t={turn}"
-ROUTE_PATHS = {
-    "consultation": "/webhooks/voice/route/consultation",
-    "urgent": "/webhooks/voice/route/urgent",
-}
-RECORDING_STATUS_PATH = "/webhooks/voice/recording-status?kind={kind}"
 
 # ------------------------------------------------------------------ values in and out
 
@@ -67,7 +63,7 @@ class CallState:
     step: str = "start"
     turn: int = 0
     retries: int = 0
-    # Where routing took over ("consultation" / "urgent"), once it has.
+    # Where routing took over (a `Route`), once it has.
     route: str | None = None
     # The path reached its ticket outcome (a ticket request, or a duplicated ticket).
     resolved: bool = False
@@ -233,15 +229,17 @@ def advance(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
             return _greet(state, ctx)
         # Twilio retried the incoming webhook: the caller is still at the start.
         if state.step == "main_menu" and state.retries == 0:
-            return StepResult(state, (), _main_menu_prompt(state, ctx, greet=True), _n("repeated"))
-        return StepResult(state, (), _prompt(state, ctx), _n("repeated"))
+            return StepResult(
+                state, (), _main_menu_prompt(state, ctx, greet=True), _event_note("repeated")
+            )
+        return StepResult(state, (), _prompt(state, ctx), _event_note("repeated"))
     if event.step != state.step or event.turn != state.turn:
         return StepResult(
             state, (), _prompt(state, ctx), {"result": "stale", "current": state.step}
         )
     handler = _HANDLERS.get(state.step)
     if handler is None:
-        return StepResult(state, (), _prompt(state, ctx), _n("no_input_expected"))
+        return StepResult(state, (), _prompt(state, ctx), _event_note("no_input_expected"))
     return handler(state, event, ctx)
 
 
@@ -254,7 +252,8 @@ def _has_ticket(ctx: StepContext) -> bool:
     return ctx.lookups.requested_ticket() is not None
 
 
-def _n(result: str, **more: Any) -> dict[str, Any]:
+def _event_note(result: str, **more: Any) -> dict[str, Any]:
+    """What the engine made of the event, for the call's event log (`StepResult.note`)."""
     return {"result": result, **more}
 
 
@@ -262,7 +261,7 @@ def _n(result: str, **more: Any) -> dict[str, Any]:
 
 
 def step_path(state: CallState) -> str:
-    return STEP_PATH.format(step=state.step, turn=state.turn)
+    return vocabulary.step_path(state.step, state.turn)
 
 
 def _gather(
@@ -293,9 +292,9 @@ def _gather(
 # whether the navigation keys are said (the critical path keeps its prompt short: 0 there
 # goes straight to the on-duty specialist anyway).
 _FREE_ANSWERS: dict[str, tuple[str, tuple[str, ...], bool]] = {
-    "critical": (prompts.CRITICAL_NUMBER, flow.NUMBER_HINTS, False),
-    "stolen_vehicles": (prompts.STOLEN_VEHICLES, flow.PLATE_HINTS, False),
-    "status_number": (prompts.STATUS_NUMBER, flow.NUMBER_HINTS, True),
+    Step.CRITICAL: (prompts.CRITICAL_NUMBER, flow.NUMBER_HINTS, False),
+    Step.STOLEN_VEHICLES: (prompts.STOLEN_VEHICLES, flow.PLATE_HINTS, False),
+    Step.STATUS_NUMBER: (prompts.STATUS_NUMBER, flow.NUMBER_HINTS, True),
 }
 
 
@@ -308,7 +307,7 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
     step = state.step
     if step in ("start", "main_menu"):
         return _main_menu_prompt(state, ctx)
-    if step == "confirm_urgent":
+    if step == Step.CONFIRM_URGENT:
         text = (
             prompts.CONFIRM_STOLEN
             if state.pending_choice == flow.STOLEN
@@ -345,7 +344,7 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
                 max_length=DESCRIPTION_MAX_SECONDS,
                 finish_on_key="#",
                 timeout=10,
-                status_callback=RECORDING_STATUS_PATH.format(kind="description"),
+                status_callback=vocabulary.recording_status_path("description"),
             ),
             # Nothing recorded: Twilio skips the action and goes on here.
             Redirect(action),
@@ -367,7 +366,7 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
     if step == "status_unavailable":
         return _gather(state, [prompts.STATUS_UNAVAILABLE], hints=flow.END_MENU_HINTS)
     if step == "routed":
-        return (Redirect(ROUTE_PATHS[state.route or "consultation"]),)
+        return (Redirect(vocabulary.route_path(state.route or Route.CONSULTATION)),)
     return (Hangup(),)
 
 
@@ -396,14 +395,16 @@ def _retry(
     state.retries += 1
     state.turn += 1
     said = message or (prompts.NOT_HEARD if event.silent else prompts.NOT_UNDERSTOOD)
-    return StepResult(state, (), (Say(said), *_prompt(state, ctx)), _n(result, retry=state.retries))
+    return StepResult(
+        state, (), (Say(said), *_prompt(state, ctx)), _event_note(result, retry=state.retries)
+    )
 
 
 def _route(state: CallState, route: str, preface: tuple[Verb, ...]) -> Reply:
     state.step = "routed"
     state.route = route
     state.turn += 1
-    return (*preface, Redirect(ROUTE_PATHS[route]))
+    return (*preface, Redirect(vocabulary.route_path(route)))
 
 
 def _goodbye(state: CallState) -> Reply:
@@ -429,7 +430,7 @@ def _greet(state: CallState, ctx: StepContext) -> StepResult:
     state.retries = 0
     state.turn += 1
     reply = _main_menu_prompt(state, ctx, greet=True)
-    return StepResult(state, (), reply, _n("greeted", after_hours=after_hours))
+    return StepResult(state, (), reply, _event_note("greeted", after_hours=after_hours))
 
 
 def _navigate(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult | None:
@@ -438,34 +439,34 @@ def _navigate(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult
     if where == flow.SPECIALIST:
         actions: tuple[Action, ...] = ()
         if ctx.call.category is None:
-            actions = (Remember("category", "consultation"),)
-        reply = _route(state, "consultation", (Say(prompts.CONNECTING),))
-        return StepResult(state, actions, reply, _n("to_specialist", by="navigation"))
+            actions = (Remember("category", Category.CONSULTATION),)
+        reply = _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),))
+        return StepResult(state, actions, reply, _event_note("to_specialist", by="navigation"))
     if where == flow.MAIN:
         state.pending_choice = None
-        return StepResult(state, (), _ask(state, "main_menu", ctx), _n("main_menu"))
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("main_menu"))
     return None
 
 
 def _to_specialist(state: CallState, ctx: StepContext) -> StepResult:
     actions: tuple[Action, ...] = ()
     if ctx.call.category is None:
-        actions = (Remember("category", "consultation"),)
-    reply = _route(state, "consultation", (Say(prompts.TOO_MANY_TRIES),))
-    return StepResult(state, actions, reply, _n("to_specialist"))
+        actions = (Remember("category", Category.CONSULTATION),)
+    reply = _route(state, Route.CONSULTATION, (Say(prompts.TOO_MANY_TRIES),))
+    return StepResult(state, actions, reply, _event_note("to_specialist"))
 
 
 def _main_menu(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
     choice = flow.MAIN_MENU.match(event.digits, event.speech)
     if choice == flow.REPEAT_KEY:
-        return StepResult(state, (), _ask(state, "main_menu", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("repeat"))
     if not isinstance(choice, flow.Choice) or choice.value is None:
         return _retry(state, event, ctx, _to_specialist)
     if choice.value in flow.CONFIRMED_BY_VOICE and not event.digits:
         # Recognised from speech: a misheard word must not wake the on-duty specialist.
         state.pending_choice = choice.value
-        reply = _ask(state, "confirm_urgent", ctx)
-        return StepResult(state, (), reply, _n("confirm", choice=choice.value))
+        reply = _ask(state, Step.CONFIRM_URGENT, ctx)
+        return StepResult(state, (), reply, _event_note("confirm", choice=choice.value))
     return _choose(state, choice.value, ctx)
 
 
@@ -475,13 +476,13 @@ def _confirm_urgent(state: CallState, event: IvrEvent, ctx: StepContext) -> Step
         return navigated
     answer = flow.CONFIRM_MENU.match(event.digits, event.speech)
     if answer == flow.REPEAT_KEY:
-        return StepResult(state, (), _ask(state, "confirm_urgent", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, Step.CONFIRM_URGENT, ctx), _event_note("repeat"))
     if isinstance(answer, flow.Choice) and answer.value == flow.YES and state.pending_choice:
         choice, state.pending_choice = state.pending_choice, None
         return _choose(state, choice, ctx)
     if isinstance(answer, flow.Choice) and answer.value == flow.NO:
         state.pending_choice = None
-        return StepResult(state, (), _ask(state, "main_menu", ctx), _n("not_confirmed"))
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("not_confirmed"))
     return _retry(state, event, ctx, _to_specialist)
 
 
@@ -495,7 +496,7 @@ def _choose(state: CallState, value: str, ctx: StepContext) -> StepResult:
         reply = _route(state, path.route, (Say(prompts.CONNECTING),))
     else:
         reply = _ask(state, path.first_step or "main_menu", ctx)
-    return StepResult(state, tuple(actions), reply, _n("chose", choice=choice_value))
+    return StepResult(state, tuple(actions), reply, _event_note("chose", choice=choice_value))
 
 
 # ------------------------------------------------------------------ new problem
@@ -507,17 +508,17 @@ def _topic(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
         return navigated
     choice = flow.topic_menu().match(event.digits, event.speech)
     if choice == flow.REPEAT_KEY:
-        return StepResult(state, (), _ask(state, "topic", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "topic", ctx), _event_note("repeat"))
     if not isinstance(choice, flow.Choice) or choice.value is None:
 
         def fallback(state: CallState, ctx: StepContext) -> StepResult:
             # No topic: the ticket pipeline files it under its "unchosen" topic.
-            return StepResult(state, (), _ask(state, "product", ctx), _n("topic_unchosen"))
+            return StepResult(state, (), _ask(state, "product", ctx), _event_note("topic_unchosen"))
 
         return _retry(state, event, ctx, fallback)
     reply = _ask(state, "product", ctx)
     return StepResult(
-        state, (Remember("topic", choice.value),), reply, _n("chose", topic=choice.value)
+        state, (Remember("topic", choice.value),), reply, _event_note("chose", topic=choice.value)
     )
 
 
@@ -527,16 +528,21 @@ def _product(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
         return navigated
     choice = flow.product_menu().match(event.digits, event.speech)
     if choice == flow.REPEAT_KEY:
-        return StepResult(state, (), _ask(state, "product", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "product", ctx), _event_note("repeat"))
     if not isinstance(choice, flow.Choice):
 
         def unknown(state: CallState, ctx: StepContext) -> StepResult:
-            return StepResult(state, (), _ask(state, "vehicles", ctx), _n("product_unknown"))
+            return StepResult(
+                state, (), _ask(state, "vehicles", ctx), _event_note("product_unknown")
+            )
 
         return _retry(state, event, ctx, unknown)
     reply = _ask(state, "vehicles", ctx)
     return StepResult(
-        state, (Remember("product", choice.value),), reply, _n("chose", product=choice.value)
+        state,
+        (Remember("product", choice.value),),
+        reply,
+        _event_note("chose", product=choice.value),
     )
 
 
@@ -569,21 +575,25 @@ def _vehicles(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult
     if navigated is not None:
         return navigated
     if event.digits == flow.REPEAT_KEY:
-        return StepResult(state, (), _ask(state, "vehicles", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "vehicles", ctx), _event_note("repeat"))
     if event.silent:
         # The prompt says "if no number is needed, just wait": silence is the answer.
         reply = _after_vehicles(state, ctx, _noted([]))
-        return StepResult(state, (Remember("vehicles", []),), reply, _n("vehicles", plates=[]))
+        return StepResult(
+            state, (Remember("vehicles", []),), reply, _event_note("vehicles", plates=[])
+        )
     plates = _read_vehicles(event)
     if plates is None:
 
         def without_plate(state: CallState, ctx: StepContext) -> StepResult:
             reply = _after_vehicles(state, ctx, _noted([]))
-            return StepResult(state, (), reply, _n("unparsed"))
+            return StepResult(state, (), reply, _event_note("unparsed"))
 
         return _retry(state, event, ctx, without_plate)
     reply = _after_vehicles(state, ctx, _noted(plates))
-    return StepResult(state, (Remember("vehicles", plates),), reply, _n("vehicles", plates=plates))
+    return StepResult(
+        state, (Remember("vehicles", plates),), reply, _event_note("vehicles", plates=plates)
+    )
 
 
 def _caller_name(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
@@ -595,7 +605,7 @@ def _caller_name(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
         return StepResult(state, (Remember("caller_said_name", event.speech.strip()),), reply)
 
     def skip(state: CallState, ctx: StepContext) -> StepResult:
-        return StepResult(state, (), _ask(state, "description", ctx), _n("name_skipped"))
+        return StepResult(state, (), _ask(state, "description", ctx), _event_note("name_skipped"))
 
     return _retry(state, event, ctx, skip)
 
@@ -619,11 +629,11 @@ def _description(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
     if event.recording is not None:
         keep = (KeepRecording(event.recording, "description"),)
         return _open_and_wait(
-            state, ctx, keep, _n("recorded", hangup=event.digits == "hangup" or None)
+            state, ctx, keep, _event_note("recorded", hangup=event.digits == "hangup" or None)
         )
 
     def without(state: CallState, ctx: StepContext) -> StepResult:
-        return _open_and_wait(state, ctx, (), _n("no_description"))
+        return _open_and_wait(state, ctx, (), _event_note("no_description"))
 
     if state.retries >= 1:
         return without(state, ctx)
@@ -661,26 +671,26 @@ def _ticket_wait(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
     if ticket is not None and ticket.number is not None:
         state.announcement = _announce(state, ctx, ticket)
         reply = _ask(state, "ticket_done", ctx)
-        return StepResult(state, (), reply, _n("ticket_number", number=ticket.number))
+        return StepResult(state, (), reply, _event_note("ticket_number", number=ticket.number))
     if (ticket is not None and ticket.failed) or budget_spent:
         state.announcement = []
         message = _announce(state, ctx, None)
         reply = _ask(state, "ticket_done", ctx, tuple(Say(text) for text in message))
-        return StepResult(state, (), reply, _n("ticket_pending", polls=state.polls))
+        return StepResult(state, (), reply, _event_note("ticket_pending", polls=state.polls))
     state.polls += 1
     state.turn += 1
-    return StepResult(state, (), _prompt(state, ctx), _n("waiting", polls=state.polls))
+    return StepResult(state, (), _prompt(state, ctx), _event_note("waiting", polls=state.polls))
 
 
 def _ticket_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
     key = flow.end_menu_key(event.digits, event.speech)
     if key == "9":
-        return StepResult(state, (), _ask(state, "main_menu", ctx), _n("main_menu"))
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("main_menu"))
     if key == flow.REPEAT_KEY and state.announcement:
-        return StepResult(state, (), _ask(state, "ticket_done", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "ticket_done", ctx), _event_note("repeat"))
     if key == "0":
-        return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))
-    return StepResult(state, (), _goodbye(state), _n("goodbye"))
+        return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
+    return StepResult(state, (), _goodbye(state), _event_note("goodbye"))
 
 
 # ------------------------------------------------------------------ critical failure
@@ -698,13 +708,13 @@ def _number_from(event: IvrEvent) -> str | None:
 
 
 def _urgent(state: CallState, said: tuple[Verb, ...]) -> Reply:
-    return _route(state, "urgent", (*said, Say(prompts.CONNECTING_URGENT)))
+    return _route(state, Route.URGENT, (*said, Say(prompts.CONNECTING_URGENT)))
 
 
 def _critical_new(state: CallState, ctx: StepContext) -> StepResult:
     state.resolved = True
     actions: tuple[Action, ...] = () if _has_ticket(ctx) else (OpenTicket(),)
-    return StepResult(state, actions, _urgent(state, ()), _n("new_ticket"))
+    return StepResult(state, actions, _urgent(state, ()), _event_note("new_ticket"))
 
 
 def _critical(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
@@ -733,7 +743,7 @@ def _critical(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult
         # critical ticket, with the number the caller typed in its description.
         state.resolved = True
         actions = () if _has_ticket(ctx) else (OpenTicket(typed_number=number),)
-        note = _n("new_ticket", typed=number, found=lookup.view is not None)
+        note = _event_note("new_ticket", typed=number, found=lookup.view is not None)
         return StepResult(state, actions, _urgent(state, ()), note)
     # Theirs, or the portal is slow: the job checks the number when it records the duplicate.
     state.resolved = True
@@ -743,7 +753,7 @@ def _critical(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult
         state,
         (MarkPhoneDuplicate(number),),
         _urgent(state, said),
-        _n("duplicate", number=number, portal=lookup.outcome),
+        _event_note("duplicate", number=number, portal=lookup.outcome),
     )
 
 
@@ -758,7 +768,7 @@ def _stolen_vehicles(state: CallState, event: IvrEvent, ctx: StepContext) -> Ste
     if navigated is not None:
         return navigated
     if event.digits == flow.REPEAT_KEY:
-        return StepResult(state, (), _ask(state, "stolen_vehicles", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "stolen_vehicles", ctx), _event_note("repeat"))
     plates = _read_vehicles(event)
     if plates is None:
         return _retry(state, event, ctx, lambda s, c: _stolen_open(s, c, []))
@@ -771,7 +781,7 @@ def _stolen_open(state: CallState, ctx: StepContext, plates: list[str]) -> StepR
     if not _has_ticket(ctx):
         actions.append(OpenTicket())
     reply = _urgent(state, (*_noted(plates), Say(prompts.STOLEN_NEW)))
-    return StepResult(state, tuple(actions), reply, _n("vehicles", plates=plates))
+    return StepResult(state, tuple(actions), reply, _event_note("vehicles", plates=plates))
 
 
 # ------------------------------------------------------------------ ticket status
@@ -781,7 +791,9 @@ def _status_answer(state: CallState, ctx: StepContext, number: str) -> StepResul
     state.asked_number = number
     lookup = ctx.lookups.ticket(number)
     if lookup.outcome == "unavailable":
-        return StepResult(state, (), _ask(state, "status_unavailable", ctx), _n("unavailable"))
+        return StepResult(
+            state, (), _ask(state, "status_unavailable", ctx), _event_note("unavailable")
+        )
     view = lookup.view
     mine = (
         view is not None
@@ -791,7 +803,7 @@ def _status_answer(state: CallState, ctx: StepContext, number: str) -> StepResul
     if view is None or not mine:
         # Not found and not theirs sound the same: a caller learns nothing about others.
         state.announcement = [prompts.STATUS_REFUSED]
-        note = _n("refused", number=number, found=view is not None)
+        note = _event_note("refused", number=number, found=view is not None)
     else:
         said = [prompts.STATUS_ANSWER.format(number=ctx.say_digits(number), status=view.status)]
         if view.resolution_due is not None:
@@ -800,7 +812,7 @@ def _status_answer(state: CallState, ctx: StepContext, number: str) -> StepResul
         else:
             said.append(prompts.RESOLUTION_BY_AGREEMENT)
         state.announcement = said
-        note = _n("status", number=number, status=view.status)
+        note = _event_note("status", number=number, status=view.status)
     return StepResult(state, (), _ask(state, "status_done", ctx), note)
 
 
@@ -817,38 +829,38 @@ def _status_number(state: CallState, event: IvrEvent, ctx: StepContext) -> StepR
 def _status_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
     key = flow.end_menu_key(event.digits, event.speech)
     if key == "9":
-        return StepResult(state, (), _ask(state, "main_menu", ctx), _n("main_menu"))
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("main_menu"))
     if key == flow.REPEAT_KEY:
-        return StepResult(state, (), _ask(state, "status_done", ctx), _n("repeat"))
+        return StepResult(state, (), _ask(state, "status_done", ctx), _event_note("repeat"))
     if key == "1":
-        return StepResult(state, (), _ask(state, "status_number", ctx), _n("another"))
+        return StepResult(state, (), _ask(state, "status_number", ctx), _event_note("another"))
     if key == "0":
-        return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))
-    return StepResult(state, (), _goodbye(state), _n("goodbye"))
+        return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
+    return StepResult(state, (), _goodbye(state), _event_note("goodbye"))
 
 
 def _status_unavailable(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
     if flow.end_menu_key(event.digits, event.speech) == "1" and state.asked_number:
         return _status_answer(state, ctx, state.asked_number)
     # "0", silence or anything else: a person answers; the caller is never left alone.
-    return StepResult(state, (), _route(state, "consultation", (Say(prompts.CONNECTING),)))
+    return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
 
 
 _HANDLERS: dict[str, Callable[[CallState, IvrEvent, StepContext], StepResult]] = {
-    "main_menu": _main_menu,
-    "confirm_urgent": _confirm_urgent,
-    "topic": _topic,
-    "product": _product,
-    "vehicles": _vehicles,
-    "caller_name": _caller_name,
-    "description": _description,
-    "ticket_wait": _ticket_wait,
-    "ticket_done": _ticket_done,
-    "critical": _critical,
-    "stolen_vehicles": _stolen_vehicles,
-    "status_number": _status_number,
-    "status_done": _status_done,
-    "status_unavailable": _status_unavailable,
+    Step.MAIN_MENU: _main_menu,
+    Step.CONFIRM_URGENT: _confirm_urgent,
+    Step.TOPIC: _topic,
+    Step.PRODUCT: _product,
+    Step.VEHICLES: _vehicles,
+    Step.CALLER_NAME: _caller_name,
+    Step.DESCRIPTION: _description,
+    Step.TICKET_WAIT: _ticket_wait,
+    Step.TICKET_DONE: _ticket_done,
+    Step.CRITICAL: _critical,
+    Step.STOLEN_VEHICLES: _stolen_vehicles,
+    Step.STATUS_NUMBER: _status_number,
+    Step.STATUS_DONE: _status_done,
+    Step.STATUS_UNAVAILABLE: _status_unavailable,
 }
 
-STEPS = frozenset({"start", *_HANDLERS, "routed", "ended"})
+STEPS = frozenset({Step.START, *_HANDLERS, Step.ROUTED, Step.ENDED})

@@ -1,5 +1,6 @@
-"""What a caller hears when the service cannot run the IVR: an apology, the duty phone
-from the settings, and a voicemail if nobody answers.
+"""What a caller hears when the service cannot serve a step (the IVR's or routing's): an
+apology, the duty phone from the settings, and a voicemail if nobody answers — the one
+emergency reply of the service, never a dead end.
 
 These replies need nothing but the settings: no database, no Redis, no portal. They serve
 Twilio's Voice fallback URL (Twilio calls it when the Voice URL fails or times out) and any
@@ -10,11 +11,9 @@ step that fails unexpectedly. What happened is kept afterwards by
 from __future__ import annotations
 
 from callcenter.ivr import prompts
-from callcenter.ivr.reply import Dial, Hangup, Record, Reply, Say
+from callcenter.ivr.reply import Dial, Hangup, Number, Record, Reply, Say
+from callcenter.vocabulary import FALLBACK_DIAL_RESULT_PATH, FALLBACK_VOICEMAIL_PATH
 
-FALLBACK_PATH = "/webhooks/voice/fallback"
-DIAL_RESULT_PATH = "/webhooks/voice/fallback/dial-result"
-VOICEMAIL_PATH = "/webhooks/voice/fallback/voicemail"
 DUTY_DIAL_TIMEOUT = 25
 VOICEMAIL_MAX_SECONDS = 180
 # DialCallStatus values that mean somebody talked to the caller.
@@ -25,7 +24,7 @@ def apology_reply(duty_phone: str) -> Reply:
     """Apology, then the duty phone; the dial's result decides about a voicemail."""
     return (
         Say(prompts.APOLOGY),
-        Dial(duty_phone, action=DIAL_RESULT_PATH, timeout=DUTY_DIAL_TIMEOUT),
+        Dial((Number(duty_phone),), action=FALLBACK_DIAL_RESULT_PATH, timeout=DUTY_DIAL_TIMEOUT),
     )
 
 
@@ -35,7 +34,7 @@ def dial_result_reply(dial_status: str | None) -> Reply:
     return (
         Say(prompts.FALLBACK_VOICEMAIL),
         Record(
-            action=VOICEMAIL_PATH,
+            action=FALLBACK_VOICEMAIL_PATH,
             max_length=VOICEMAIL_MAX_SECONDS,
             finish_on_key="#",
             timeout=10,

@@ -18,6 +18,7 @@ from functools import cache
 from callcenter.ivr import prompts
 from callcenter.ivr.spoken import spoken_digits, tokens
 from callcenter.regulation import topics as regulation
+from callcenter.vocabulary import CATEGORY_TOPICS, Category, Route, Step
 
 REPEAT_KEY = "*"
 
@@ -119,7 +120,7 @@ CONFIRMED_BY_VOICE = frozenset({CRITICAL, STOLEN})
 YES = "yes"
 NO = "no"
 CONFIRM_MENU = Menu(
-    name="confirm_urgent",
+    name=Step.CONFIRM_URGENT,
     choices=(
         Choice("1", YES, words=("да", "верно", "подтвержда", "конечно", "угу")),
         Choice("2", NO, words=("нет", "не", "неверно", "отмен")),
@@ -183,26 +184,30 @@ def end_menu_key(digits: str | None, speech: str | None) -> str | None:
 @dataclass(frozen=True)
 class Path:
     """What a main-menu choice starts: the call's category and topic, then either the
-    first step of the path or a hand-over to routing ("consultation" or "urgent")."""
+    first step of the path or a hand-over to routing."""
 
-    category: str
+    category: Category
     topic: str | None = None
-    first_step: str | None = None
-    route: str | None = None
+    first_step: Step | None = None
+    route: Route | None = None
 
 
 PATHS: Mapping[str, Path] = {
-    CONSULTATION: Path(category="consultation", route="consultation"),
-    SPECIALIST: Path(category="consultation", route="consultation"),
-    NEW_PROBLEM: Path(category="incident", first_step="topic"),
-    CRITICAL: Path(category="critical", topic="critical_server_failure", first_step="critical"),
-    STOLEN: Path(category="stolen", topic="stolen_vehicle", first_step="stolen_vehicles"),
-    STATUS: Path(category="status", first_step="status_number"),
+    CONSULTATION: Path(category=Category.CONSULTATION, route=Route.CONSULTATION),
+    SPECIALIST: Path(category=Category.CONSULTATION, route=Route.CONSULTATION),
+    NEW_PROBLEM: Path(category=Category.INCIDENT, first_step=Step.TOPIC),
+    CRITICAL: Path(
+        category=Category.CRITICAL,
+        topic=CATEGORY_TOPICS[Category.CRITICAL],
+        first_step=Step.CRITICAL,
+    ),
+    STOLEN: Path(
+        category=Category.STOLEN,
+        topic=CATEGORY_TOPICS[Category.STOLEN],
+        first_step=Step.STOLEN_VEHICLES,
+    ),
+    STATUS: Path(category=Category.STATUS, first_step=Step.STATUS_NUMBER),
 }
-
-# Categories whose calls always end with a ticket (the regulation: every phone request but
-# a consultation). A status enquiry asks about a ticket; it is not a new request.
-TICKET_CATEGORIES = frozenset({"incident", "critical", "stolen"})
 
 # ------------------------------------------------------------------ topics and products
 

@@ -50,10 +50,26 @@ class Redirect:
 
 
 @dataclass(frozen=True)
-class Dial:
+class Number:
+    """One phone of a `<Dial>`. `whisper`: what the answering person hears before being
+    bridged (`<Number url>`); `status_callback`: where this leg's progress is posted, for
+    `status_events` (space-separated, as Twilio spells them)."""
+
     number: str
-    action: str
-    timeout: int = 25
+    whisper: str | None = None
+    status_callback: str | None = None
+    status_events: str | None = None
+
+
+@dataclass(frozen=True)
+class Dial:
+    """Ring `numbers` at once; the first to answer takes the call, and Twilio posts the
+    result to `action`. None: Twilio goes on with the next verb of the document."""
+
+    numbers: tuple[Number, ...]
+    action: str | None
+    timeout: int
+    ring_tone: str | None = None
 
 
 @dataclass(frozen=True)

@@ -51,11 +51,12 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from callcenter.calls import store as calls
+from callcenter.calls.step_cycle import StepCycle, submit_ticket_requests
 from callcenter.db import transaction
 from callcenter.db.models import CallEvent
 from callcenter.errors import InvalidInput
-from callcenter.ivr.conversation import queue_ticket_jobs
 from callcenter.services import Services
+from callcenter.vocabulary import CATEGORY_TOPICS, Category
 
 log = logging.getLogger(__name__)
 
@@ -190,12 +191,13 @@ def store_fallback_event(services: Services, record: Mapping[str, Any]) -> None:
     call_sid = params.get("CallSid")
     if not call_sid:
         return
+    cycle = StepCycle(services.engine, services.sessions, services.clock, lambda: services.jobs)
     if record["kind"] == "status":
-        record_status(services, status_callback_from_form(params))
+        record_status(cycle, status_callback_from_form(params), calendar=services.calendar)
         return
     if record["kind"] == "recording_status":
         kind = record.get("recording_kind", "description")
-        record_recording(services, RecordingStatus.from_form(params), kind)
+        record_recording(cycle, RecordingStatus.from_form(params), kind)
         return
     at = datetime.fromisoformat(record["at"])
     event_kind = f"fallback_{record['kind']}"
@@ -215,9 +217,9 @@ def store_fallback_event(services: Services, record: Mapping[str, Any]) -> None:
         detail = {k: v for k, v in params.items() if k not in ("CallSid", "From", "To", "Called")}
         calls.record_event(session, call, event_kind, at, fallback_id=record_id, **detail)
         if record["kind"] == "voicemail" and params.get("RecordingUrl"):
-            if call.category is None or call.category == "consultation":
-                call.category = "consultation"
-                call.topic = call.topic or "consultation"
+            if call.category is None or call.category == Category.CONSULTATION:
+                call.category = Category.CONSULTATION
+                call.topic = call.topic or CATEGORY_TOPICS[Category.CONSULTATION]
             call.routing_outcome = "voicemail"
             url = params["RecordingUrl"]
             # Twilio's RecordingUrl ends in the RecordingSid; older fallbacks send only it.
@@ -237,7 +239,7 @@ def store_fallback_event(services: Services, record: Mapping[str, Any]) -> None:
                 session.flush()
                 request_id = request.id
     if request_id is not None:
-        queue_ticket_jobs(services, [request_id], call_sid)
+        submit_ticket_requests(services.jobs, [request_id], call_sid)
 
 
 def _in_call_log(session: Session, call_id: int, event_kind: str, record_id: str) -> bool:

@@ -1,4 +1,5 @@
-"""Turn an IVR `Reply` into TwiML with `twilio.twiml.voice_response`.
+"""Turn a `Reply` (the IVR's, routing's, the fallback's) into TwiML with
+`twilio.twiml.voice_response`: the one TwiML renderer of the service.
 
 Every `<Say>` and every speech `<Gather>` carries `language="ru-RU"`; the voice is the
 `TTS_VOICE` setting. Every action and redirect is a POST to an absolute URL under
@@ -9,11 +10,22 @@ it requested).
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from twilio.twiml.voice_response import VoiceResponse
 
-from callcenter.ivr.reply import Dial, Gather, Hangup, Pause, Record, Redirect, Reply, Say
+from callcenter.ivr.reply import (
+    Dial,
+    Gather,
+    Hangup,
+    Number,
+    Pause,
+    Record,
+    Redirect,
+    Reply,
+    Say,
+)
 
 LANGUAGE = "ru-RU"
 CONTENT_TYPE = "text/xml; charset=utf-8"
@@ -89,7 +101,33 @@ def _render(reply: Reply, voice: str, public_base_url: str | None) -> str:
         elif isinstance(verb, Redirect):
             response.redirect(url(verb.path), method="POST")
         elif isinstance(verb, Dial):
-            response.dial(verb.number, action=url(verb.action), method="POST", timeout=verb.timeout)
+            _dial(response, verb, url)
         elif isinstance(verb, Hangup):
             response.hangup()
     return str(response.to_xml())
+
+
+def _dial(response: VoiceResponse, verb: Dial, url: Callable[[str], str]) -> None:
+    attrs: dict[str, Any] = {}
+    if verb.action is not None:
+        attrs.update(action=url(verb.action), method="POST")
+    attrs["timeout"] = verb.timeout
+    if verb.ring_tone is not None:
+        attrs["ring_tone"] = verb.ring_tone
+    plain = len(verb.numbers) == 1 and verb.numbers[0] == Number(verb.numbers[0].number)
+    if plain:
+        # One phone with nothing of its own: `<Dial>+7...</Dial>`, as Twilio's examples.
+        response.dial(verb.numbers[0].number, **attrs)
+        return
+    dial = response.dial(**attrs)
+    for number in verb.numbers:
+        number_attrs: dict[str, Any] = {}
+        if number.whisper is not None:
+            number_attrs.update(url=url(number.whisper), method="POST")
+        if number.status_callback is not None:
+            number_attrs.update(
+                status_callback=url(number.status_callback),
+                status_callback_event=number.status_events,
+                status_callback_method="POST",
+            )
+        dial.number(number.number, **number_attrs)

@@ -20,7 +20,8 @@ from callcenter.ivr.engine import IvrEvent, RecordingRef
 _LOGGED = ("CallStatus", "Direction", "ForwardedFrom", "CallerName", "ErrorCode", "ErrorUrl")
 
 
-def _required(form: Mapping[str, str], *names: str) -> None:
+def require(form: Mapping[str, str], *names: str) -> None:
+    """Refuse (`MalformedWebhook`) a form without `names` or with a CallSid Twilio never sends."""
     missing = [name for name in names if not (form.get(name) or "").strip()]
     if missing:
         raise MalformedWebhook(f"not a Twilio voice webhook: missing {', '.join(missing)}")
@@ -29,7 +30,7 @@ def _required(form: Mapping[str, str], *names: str) -> None:
         raise MalformedWebhook("not a Twilio voice webhook: CallSid is too long")
 
 
-def _int(raw: str | None) -> int | None:
+def optional_int(raw: str | None) -> int | None:
     try:
         return int(raw) if raw not in (None, "") else None
     except ValueError:
@@ -57,18 +58,18 @@ class VoiceWebhook:
     def from_form(
         cls, form: Mapping[str, str], *, step: str | None = None, turn: str | None = None
     ) -> VoiceWebhook:
-        _required(form, "CallSid")
+        require(form, "CallSid")
         recording = None
         if form.get("RecordingUrl"):
             recording = RecordingRef(
                 sid=form.get("RecordingSid") or None,
                 url=form["RecordingUrl"],
-                duration=_int(form.get("RecordingDuration")),
+                duration=optional_int(form.get("RecordingDuration")),
             )
         event = IvrEvent(
             kind="start" if step is None else "step",
             step=step,
-            turn=_int(turn),
+            turn=optional_int(turn),
             # An empty Digits is no input (Twilio never counts the finish key as one).
             digits=form.get("Digits") or None,
             speech=(form.get("SpeechResult") or "").strip() or None,
@@ -85,13 +86,13 @@ class VoiceWebhook:
 
 
 def status_callback_from_form(form: Mapping[str, str]) -> StatusCallback:
-    _required(form, "CallSid", "CallStatus")
+    require(form, "CallSid", "CallStatus")
     return StatusCallback(
         call_sid=form["CallSid"].strip(),
         status=form["CallStatus"].strip().lower(),
-        sequence=_int(form.get("SequenceNumber")),
+        sequence=optional_int(form.get("SequenceNumber")),
         timestamp=parse_twilio_timestamp(form.get("Timestamp")),
-        duration=_int(form.get("CallDuration")),
+        duration=optional_int(form.get("CallDuration")),
         caller_raw=form.get("From") or form.get("Caller"),
         line_raw=form.get("To") or form.get("Called"),
     )
@@ -107,13 +108,13 @@ class RecordingStatus:
 
     @classmethod
     def from_form(cls, form: Mapping[str, str]) -> RecordingStatus:
-        _required(form, "CallSid", "RecordingSid", "RecordingUrl", "RecordingStatus")
+        require(form, "CallSid", "RecordingSid", "RecordingUrl", "RecordingStatus")
         return cls(
             call_sid=form["CallSid"].strip(),
             recording=RecordingRef(
                 sid=form["RecordingSid"],
                 url=form["RecordingUrl"],
-                duration=_int(form.get("RecordingDuration")),
+                duration=optional_int(form.get("RecordingDuration")),
             ),
             status=form["RecordingStatus"].strip().lower(),
         )

@@ -4,11 +4,12 @@ Once the IVR decides a caller needs a person it redirects the call here; from th
 every Twilio request of the call (dial results, the whisper on each staff phone, its key
 press, each leg's status callbacks, the voicemail) goes through one of the functions
 below, which read and write the call row only. All per-call state lives in
-`Call.state["routing"]`, so any web process can serve any step:
+`Call.routing_state` (a `RoutingState`; routing is its only writer), so any web process can
+serve any step:
 
     kind      "consultation" or "urgent"
-    steps     the frozen plan: steps[i] is one <Dial>; each leg is {leg, key, name,
-              number, sms}. `leg` is the DialLeg position, unique within the call.
+    steps     the frozen plan: steps[i] is one <Dial> of `PlannedLeg`s (leg, key, name,
+              number, sms). `leg` is the DialLeg position, unique within the call.
     step      the step being dialled (1-based)
     phase     dialing → done (a leg accepted) | voicemail → done
     accepted  the accepted leg's position, once someone pressed 1
@@ -44,29 +45,31 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from callcenter.calls.store import TERMINAL_STATUSES, record_event
 from callcenter.db.models import Call, DialLeg
-from callcenter.routing.roster import OnDuty, Person, WorkCalendar, on_duty
+from callcenter.routing.roster import OnDuty, Person, on_duty
+
+# For `chain_alerts_job` below (and its callers, who find it here): the chain alerts are
+# notifications now; the job goes to the jobs module.
+from callcenter.tickets.notifications import send_chain_alerts
+from callcenter.vocabulary import CONSULTATION_TOPIC, Route
 
 if TYPE_CHECKING:
     from callcenter.regulation.calendar import BusinessCalendar
     from callcenter.settings import Settings
-    from callcenter.telephony.client import Telephony
-    from callcenter.tickets.notifications import SmsOutcome
 
 log = logging.getLogger(__name__)
 
-CONSULTATION = "consultation"
-URGENT = "urgent"
+CONSULTATION = Route.CONSULTATION
+URGENT = Route.URGENT
 KINDS = (CONSULTATION, URGENT)
-URGENT_CATEGORIES = frozenset({"critical", "stolen"})
 
 DIALING = "dialing"
 VOICEMAIL = "voicemail"
@@ -93,7 +96,6 @@ OUTCOME_NO_ANSWER = "no_answer"
 OUTCOME_VOICEMAIL = "voicemail"
 OUTCOME_CALLER_HUNG_UP = "caller_hung_up"
 
-ALERT_KEY = "chain-alert:{call_sid}:{number}"
 # Seconds to wait before each try at sending the chain alerts.
 ALERT_RETRY_DELAYS = (0, 10, 30)
 
@@ -219,14 +221,99 @@ class Whisper:
 # ---------------------------------------------------------------- state helpers
 
 
-def routing_state(call: Call) -> dict[str, Any] | None:
-    state = (call.state or {}).get("routing")
-    return dict(state) if isinstance(state, Mapping) else None
+@dataclass(frozen=True)
+class PlannedLeg:
+    """One phone of the frozen plan. `leg` is the DialLeg position, unique within the call;
+    `key` and `name` are None for the settings' duty phone."""
+
+    leg: int
+    key: str | None
+    name: str | None
+    number: str
+    sms: str | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "leg": self.leg,
+            "key": self.key,
+            "name": self.name,
+            "number": self.number,
+            "sms": self.sms,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> PlannedLeg:
+        return cls(
+            leg=int(raw["leg"]),
+            key=raw.get("key"),
+            name=raw.get("name"),
+            number=str(raw["number"]),
+            sms=raw.get("sms"),
+        )
 
 
-def _save(call: Call, routing: dict[str, Any]) -> None:
-    # A new dict: JSON columns only notice assignment, not in-place changes.
-    call.state = {**(call.state or {}), "routing": routing}
+@dataclass(frozen=True)
+class RoutingState:
+    """Routing's per-call state, stored as JSON on `Call.routing_state`."""
+
+    kind: str
+    steps: tuple[tuple[PlannedLeg, ...], ...]
+    step: int
+    phase: str
+    started_at: str
+    working_time: bool
+    accepted: int | None = None
+    # How a finished routing ended (phase done): connected, voicemail, no_message, caller_gone.
+    end: str | None = None
+    voicemail: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            **self.extra,
+            "kind": self.kind,
+            "steps": [[leg.to_json() for leg in legs] for legs in self.steps],
+            "step": self.step,
+            "phase": self.phase,
+            "accepted": self.accepted,
+            "started_at": self.started_at,
+            "working_time": self.working_time,
+            "end": self.end,
+            "voicemail": self.voicemail,
+        }
+
+    @classmethod
+    def from_json(cls, raw: Mapping[str, Any]) -> RoutingState:
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        accepted = raw.get("accepted")
+        return cls(
+            kind=str(raw["kind"]),
+            steps=tuple(tuple(PlannedLeg.from_json(leg) for leg in legs) for legs in raw["steps"]),
+            step=int(raw["step"]),
+            phase=str(raw["phase"]),
+            started_at=str(raw.get("started_at", "")),
+            working_time=bool(raw.get("working_time", False)),
+            accepted=int(accepted) if accepted is not None else None,
+            end=raw.get("end"),
+            voicemail=raw.get("voicemail"),
+            extra={k: v for k, v in raw.items() if k not in known},
+        )
+
+    def legs_of(self, step: int) -> tuple[PlannedLeg, ...]:
+        """The legs of step `step` (none for a step that is not in the plan)."""
+        return self.steps[step - 1] if 1 <= step <= len(self.steps) else ()
+
+    def positions(self, step: int) -> list[int]:
+        return [leg.leg for leg in self.legs_of(step)]
+
+
+def routing_state(call: Call) -> RoutingState | None:
+    raw = call.routing_state
+    return RoutingState.from_json(raw) if isinstance(raw, Mapping) else None
+
+
+def _save(call: Call, routing: RoutingState) -> None:
+    call.routing_state = routing.to_json()
 
 
 def _legs(session: Session, call: Call) -> dict[int, DialLeg]:
@@ -236,19 +323,9 @@ def _legs(session: Session, call: Call) -> dict[int, DialLeg]:
     return {leg.position: leg for leg in rows}
 
 
-def _step_positions(routing: Mapping[str, Any], step: int) -> list[int]:
-    steps: list[list[dict[str, Any]]] = routing["steps"]
-    if not 1 <= step <= len(steps):
-        return []
-    return [int(leg["leg"]) for leg in steps[step - 1]]
-
-
-def _dial(routing: Mapping[str, Any], settings: Settings) -> DialLegs:
-    step = int(routing["step"])
-    legs = tuple(
-        LegTarget(int(leg["leg"]), str(leg["number"])) for leg in routing["steps"][step - 1]
-    )
-    return DialLegs(step, legs, settings.dial_leg_timeout, moving_on=step > 1)
+def _dial(routing: RoutingState, settings: Settings) -> DialLegs:
+    legs = tuple(LegTarget(leg.leg, leg.number) for leg in routing.legs_of(routing.step))
+    return DialLegs(routing.step, legs, settings.dial_leg_timeout, moving_on=routing.step > 1)
 
 
 def _ticket_number(call: Call) -> str | None:
@@ -256,22 +333,22 @@ def _ticket_number(call: Call) -> str | None:
     return request.ticket_number if request is not None else None
 
 
-def current(call: Call, settings: Settings) -> Decision:
+def stored_decision(call: Call, settings: Settings) -> Decision:
     """The TwiML decision for the call's stored state (a replayed or stray request)."""
     routing = routing_state(call)
     if routing is None:
         return Goodbye("caller_gone")
-    if routing["phase"] == DIALING:
+    if routing.phase == DIALING:
         return _dial(routing, settings)
-    if routing["phase"] == VOICEMAIL:
-        return OfferVoicemail(routing["kind"], _ticket_number(call))
-    return Goodbye(str(routing.get("end", "connected")))
+    if routing.phase == VOICEMAIL:
+        return OfferVoicemail(routing.kind, _ticket_number(call))
+    return Goodbye(routing.end or "connected")
 
 
 # ---------------------------------------------------------------- starting
 
 
-def start(
+def begin_routing(
     session: Session,
     call: Call,
     kind: str,
@@ -288,36 +365,29 @@ def start(
         raise ValueError(f"unknown routing kind {kind!r}")
     existing = routing_state(call)
     if existing is not None:
-        return Outcome(current(call, settings))
+        return Outcome(stored_decision(call, settings))
     duty = on_duty(session, now, calendar)
     plan = (
         consultation_plan(duty, settings) if kind == CONSULTATION else urgent_plan(duty, settings)
     )
     position = 0
-    steps: list[list[dict[str, Any]]] = []
+    steps: list[tuple[PlannedLeg, ...]] = []
     for step_targets in plan:
         legs = []
         for target in step_targets:
             position += 1
             legs.append(
-                {
-                    "leg": position,
-                    "key": target.staff_key,
-                    "name": target.staff_name,
-                    "number": target.number,
-                    "sms": target.sms,
-                }
+                PlannedLeg(position, target.staff_key, target.staff_name, target.number, target.sms)
             )
-        steps.append(legs)
-    routing: dict[str, Any] = {
-        "kind": kind,
-        "steps": steps,
-        "step": 1,
-        "phase": DIALING,
-        "accepted": None,
-        "started_at": now.isoformat(),
-        "working_time": duty.working_time,
-    }
+        steps.append(tuple(legs))
+    routing = RoutingState(
+        kind=kind,
+        steps=tuple(steps),
+        step=1,
+        phase=DIALING,
+        started_at=now.isoformat(),
+        working_time=duty.working_time,
+    )
     _save(call, routing)
     record_event(
         session,
@@ -327,27 +397,26 @@ def start(
         step=kind,
         legs=position,
         steps=len(steps),
-        duty_phone=all(leg["key"] is None for s in steps for leg in s) or None,
+        duty_phone=all(leg.key is None for s in steps for leg in s) or None,
     )
     _open_step(session, call, routing, now)
     return Outcome(_dial(routing, settings))
 
 
-def _open_step(session: Session, call: Call, routing: Mapping[str, Any], now: datetime) -> None:
+def _open_step(session: Session, call: Call, routing: RoutingState, now: datetime) -> None:
     """Log the legs of the current step as rung now (once, however often it is asked)."""
-    step = int(routing["step"])
+    step = routing.step
     existing = _legs(session, call)
-    for leg in routing["steps"][step - 1]:
-        position = int(leg["leg"])
-        if position in existing:
+    for leg in routing.legs_of(step):
+        if leg.leg in existing:
             continue
         session.add(
             DialLeg(
                 call_id=call.id,
-                position=position,
-                staff_key=leg["key"],
-                staff_name=leg["name"],
-                number=leg["number"],
+                position=leg.leg,
+                staff_key=leg.key,
+                staff_name=leg.name,
+                number=leg.number,
                 started_at=now,
                 result=RINGING,
             )
@@ -359,8 +428,8 @@ def _open_step(session: Session, call: Call, routing: Mapping[str, Any], now: da
         "dial",
         now,
         step=f"step {step}",
-        legs=[int(leg["leg"]) for leg in routing["steps"][step - 1]],
-        numbers=[leg["number"] for leg in routing["steps"][step - 1]],
+        legs=routing.positions(step),
+        numbers=[leg.number for leg in routing.legs_of(step)],
     )
 
 
@@ -373,9 +442,9 @@ def whisper(session: Session, call: Call, position: int, *, now: datetime) -> Wh
     routing = routing_state(call)
     if (
         routing is None
-        or routing["phase"] != DIALING
-        or routing.get("accepted") is not None
-        or position not in _step_positions(routing, int(routing["step"]))
+        or routing.phase != DIALING
+        or routing.accepted is not None
+        or position not in routing.positions(routing.step)
     ):
         record_event(session, call, "whisper_refused", now, step=f"leg {position}")
         return None
@@ -384,14 +453,16 @@ def whisper(session: Session, call: Call, position: int, *, now: datetime) -> Wh
         leg.answered_at = now
     record_event(session, call, "whisper", now, step=f"leg {position}")
     return Whisper(
-        topic=call.category or routing["kind"],
+        topic=call.category or routing.kind,
         ticket_number=_ticket_number(call),
-        client=_client_name(call),
+        client=client_name(call),
         vehicles=tuple(call.vehicles or ()),
     )
 
 
-def _client_name(call: Call) -> str | None:
+def client_name(call: Call) -> str | None:
+    """Who the call is from, as the staff know them: the organisation, the contact, or
+    the name the caller gave."""
     if call.organisation is not None:
         return call.organisation.name
     if call.contact is not None:
@@ -411,13 +482,13 @@ def whisper_answer(
     leg = _legs(session, call).get(position)
     live = (
         routing is not None
-        and routing["phase"] == DIALING
-        and position in _step_positions(routing, int(routing["step"]))
+        and routing.phase == DIALING
+        and position in routing.positions(routing.step)
     )
     if routing is None or leg is None or not live:
         record_event(session, call, "leg_refused", now, step=f"leg {position}", digits=digits)
         return False
-    if routing.get("accepted") not in (None, position):
+    if routing.accepted not in (None, position):
         record_event(session, call, "leg_too_late", now, step=f"leg {position}", digits=digits)
         if leg.result == RINGING:
             leg.result = CANCELED
@@ -430,8 +501,7 @@ def whisper_answer(
     leg.result = ACCEPTED
     if leg.answered_at is None:
         leg.answered_at = now
-    routing["accepted"] = position
-    _save(call, routing)
+    _save(call, replace(routing, accepted=position))
     call.routing_outcome = OUTCOME_CONNECTED
     record_event(
         session,
@@ -507,13 +577,13 @@ def dial_finished(
     bridged (it hung up straight after) does not count as connected.
     """
     routing = routing_state(call)
-    if routing is None or routing["phase"] != DIALING or step != int(routing["step"]):
+    if routing is None or routing.phase != DIALING or step != routing.step:
         record_event(
             session, call, "dial_result_ignored", now, step=f"step {step}", status=dial_status
         )
-        return Outcome(current(call, settings))
+        return Outcome(stored_decision(call, settings))
     legs = _legs(session, call)
-    positions = _step_positions(routing, step)
+    positions = routing.positions(step)
     for position in positions:
         leg = legs.get(position)
         if leg is not None:
@@ -528,25 +598,24 @@ def dial_finished(
         bridged=bridged,
         results={str(p): legs[p].result for p in positions if p in legs},
     )
-    accepted = routing.get("accepted")
-    if accepted is not None and int(accepted) in positions:
+    accepted = routing.accepted
+    if accepted is not None and accepted in positions:
         if bridged is not False:
-            routing.update(phase=DONE, end="connected")
-            _save(call, routing)
+            _save(call, replace(routing, phase=DONE, end="connected"))
             call.routing_outcome = OUTCOME_CONNECTED
             return Outcome(Goodbye("connected"))
         record_event(session, call, "accepted_not_bridged", now, step=f"leg {accepted}")
-        dropped = legs.get(int(accepted))
+        dropped = legs.get(accepted)
         if dropped is not None:
             dropped.result = NOT_ACCEPTED
-        routing["accepted"] = None
+        routing = replace(routing, accepted=None)
         _save(call, routing)
         call.routing_outcome = None
     caller_gone = call_status in TERMINAL_STATUSES
     if caller_gone:
         return _caller_gone(session, call, routing, now=now, calendar=calendar)
-    if step < len(routing["steps"]):
-        routing["step"] = step + 1
+    if step < len(routing.steps):
+        routing = replace(routing, step=step + 1)
         _save(call, routing)
         _open_step(session, call, routing, now)
         return Outcome(_dial(routing, settings))
@@ -588,14 +657,13 @@ def _chain_names(session: Session, call: Call) -> str:
 def _nobody_accepted(
     session: Session,
     call: Call,
-    routing: dict[str, Any],
+    routing: RoutingState,
     *,
     now: datetime,
     calendar: BusinessCalendar,
 ) -> Outcome:
-    routing.update(phase=VOICEMAIL)
-    _save(call, routing)
-    if routing["kind"] == URGENT:
+    _save(call, replace(routing, phase=VOICEMAIL))
+    if routing.kind == URGENT:
         call.routing_outcome = OUTCOME_NOBODY_ACCEPTED
         call.flagged = True
         call.flag_reason = (
@@ -614,18 +682,17 @@ def _nobody_accepted(
 def _caller_gone(
     session: Session,
     call: Call,
-    routing: dict[str, Any],
+    routing: RoutingState,
     *,
     now: datetime,
     calendar: BusinessCalendar,
 ) -> Outcome:
     """The caller hung up while the chain was ringing: nobody must forget them."""
-    routing.update(phase=DONE, end="caller_gone")
-    _save(call, routing)
+    _save(call, replace(routing, phase=DONE, end="caller_gone"))
     call.routing_outcome = OUTCOME_CALLER_HUNG_UP
     call.flagged = True
-    record_event(session, call, "caller_hung_up", now, step=routing["kind"])
-    if routing["kind"] == URGENT:
+    record_event(session, call, "caller_hung_up", now, step=routing.kind)
+    if routing.kind == URGENT:
         call.flag_reason = (
             "Звонивший положил трубку, пока звонок искал дежурного. Обзвонены: "
             + _chain_names(session, call)
@@ -644,7 +711,7 @@ def _open_callback(
     from callcenter.tickets.intake import open_ticket_request
 
     if not call.topic:
-        call.topic = CONSULTATION
+        call.topic = CONSULTATION_TOPIC
     request = open_ticket_request(session, call, now=now, calendar=calendar)
     session.flush()
     return request.id
@@ -672,8 +739,8 @@ def voicemail(
     routing = routing_state(call)
     if routing is None:
         return Outcome(Goodbye("caller_gone"))
-    if routing["phase"] != VOICEMAIL:
-        return Outcome(current(call, settings))
+    if routing.phase != VOICEMAIL:
+        return Outcome(stored_decision(call, settings))
     submit: tuple[int, ...] = ()
     recorded = bool(recording_url and recording_sid)
     if recording_url and recording_sid:
@@ -690,129 +757,21 @@ def voicemail(
         )
         if request is not None:
             submit = (request.id,)
-        if routing["kind"] == CONSULTATION:
+        if routing.kind == CONSULTATION:
             call.routing_outcome = OUTCOME_VOICEMAIL
     end = "voicemail" if recorded else "no_message"
-    routing.update(phase=DONE, end=end, voicemail=recording_sid if recorded else None)
-    _save(call, routing)
+    voicemail_sid = recording_sid if recorded else None
+    _save(call, replace(routing, phase=DONE, end=end, voicemail=voicemail_sid))
     record_event(
         session,
         call,
         "voicemail",
         now,
-        step=routing["kind"],
+        step=routing.kind,
         recording=recording_sid,
         left=recorded,
     )
     return Outcome(Goodbye(end), submit_requests=submit)
-
-
-# ---------------------------------------------------------------- SMS alerts
-
-
-def alert_recipients(call: Call) -> list[str]:
-    """Every SMS number of the chain as it was rung for this call (once each)."""
-    routing = routing_state(call) or {}
-    numbers: list[str] = []
-    for step in routing.get("steps", []):
-        for leg in step:
-            number = leg.get("sms") or (leg["number"] if leg.get("key") is None else None)
-            if number and number not in numbers:
-                numbers.append(number)
-    return numbers
-
-
-def alert_text(call: Call) -> str:
-    from callcenter.ivr import prompts
-
-    ticket = _ticket_number(call)
-    return prompts.ROUTING_ALERT_SMS.format(
-        topic=topic_title(call.category),
-        ticket=(
-            prompts.ROUTING_TICKET.format(number=ticket)
-            if ticket
-            else prompts.ROUTING_TICKET_PENDING
-        ),
-        client=_client_name(call) or prompts.ROUTING_CLIENT_UNKNOWN,
-        caller=call.caller_e164 or prompts.ROUTING_CALLER_HIDDEN,
-    )
-
-
-def topic_title(category: str | None) -> str:
-    from callcenter.ivr import prompts
-
-    return {
-        "critical": prompts.ROUTING_TOPIC_CRITICAL,
-        "stolen": prompts.ROUTING_TOPIC_STOLEN,
-    }.get(category or "", prompts.ROUTING_TOPIC_CONSULTATION)
-
-
-def send_chain_alerts(
-    sessions: sessionmaker[Session], telephony: Telephony, call_id: int, *, now: datetime
-) -> list[SmsOutcome]:
-    """Send the "nobody accepted" SMS to every member of the call's chain, once each.
-
-    Run by a job after the routing transaction committed, so the text carries what is
-    known by then (the ticket number, usually). Each message is keyed per call and number
-    (`SmsMessage.key`), so a re-run never sends one twice; an outcome of `retry` (Twilio
-    unreachable) is for the job to try again.
-    """
-    from callcenter.tickets.notifications import send_once
-
-    with sessions() as session:
-        call = session.get(Call, call_id)
-        if call is None:
-            return []
-        recipients = alert_recipients(call)
-        body = alert_text(call)
-        call_sid = call.call_sid
-    return [
-        send_once(
-            sessions,
-            telephony,
-            key=ALERT_KEY.format(call_sid=call_sid, number=number),
-            to=number,
-            body=body,
-            now=now,
-        )
-        for number in recipients
-    ]
-
-
-# How far back the sweep looks for chain alerts still to send: an alert a day late still
-# tells the head of support what happened; older calls are the console's flag alone.
-ALERT_SWEEP_HOURS = 24
-# Chains rung by urgent routing: the categories that route urgently.
-_URGENT_CATEGORIES = ("critical", "stolen")
-
-
-def calls_with_alerts_due(session: Session, *, now: datetime) -> list[int]:
-    """Urgent calls nobody accepted whose chain alerts are not all settled: Redis was down
-    when routing decided to send them, or Twilio stayed out of reach for the whole job.
-    The outbox sweep queues `chain_alerts_job` for each (one job per call id; each SMS is
-    keyed, so none goes twice). An SMS being sent (`sending`) counts as settled."""
-    from callcenter.db.models import SmsMessage
-    from callcenter.tickets.notifications import RETRY
-
-    candidates = session.scalars(
-        select(Call).where(
-            Call.routing_outcome.in_((OUTCOME_NOBODY_ACCEPTED, OUTCOME_CALLER_HUNG_UP)),
-            Call.category.in_(_URGENT_CATEGORIES),
-            Call.started_at >= now - timedelta(hours=ALERT_SWEEP_HOURS),
-        )
-    ).all()
-    keys = {
-        call.id: {ALERT_KEY.format(call_sid=call.call_sid, number=number) for number in numbers}
-        for call in candidates
-        if (numbers := alert_recipients(call))
-    }
-    wanted = set().union(*keys.values())  # one query for every candidate's alerts
-    settled = set(
-        session.scalars(
-            select(SmsMessage.key).where(SmsMessage.key.in_(wanted), SmsMessage.status != RETRY)
-        )
-    )
-    return [call_id for call_id, mine in keys.items() if mine - settled]
 
 
 def chain_alerts_job(call_id: int) -> int:
@@ -839,54 +798,14 @@ def chain_alerts_job(call_id: int) -> int:
     raise TelephonyUnavailable(f"chain alerts not sent: {', '.join(unsent)}")
 
 
-# ---------------------------------------------------------------- a missed urgent call
-
-MISSED_URGENT_KEY = "missed-urgent:{call_sid}"
-
-
-def send_missed_urgent_sms(
-    sessions: sessionmaker[Session],
-    telephony: Telephony,
-    call_id: int,
-    *,
-    now: datetime,
-    calendar: WorkCalendar,
-    duty_phone: str | None,
-) -> SmsOutcome | None:
-    """One SMS to the on-duty specialist (the head of the urgent chain now, else the duty
-    phone) about an urgent call hung up before a word: not a ticket, not the whole chain.
-    Keyed per call, so a re-run never sends it twice."""
-    from callcenter.ivr import prompts
-    from callcenter.tickets.notifications import send_once
-
-    with sessions() as session:
-        call = session.get(Call, call_id)
-        if call is None or call.caller_e164 is None:
-            return None
-        chain = on_duty(session, now, calendar).urgent_chain
-        to = next((p.sms for p in chain if p.sms), None) or duty_phone
-        body = prompts.MISSED_URGENT_SMS.format(
-            topic=topic_title(call.category), caller=call.caller_e164
-        )
-        call_sid = call.call_sid
-    if not to:
-        return None
-    return send_once(
-        sessions,
-        telephony,
-        key=MISSED_URGENT_KEY.format(call_sid=call_sid),
-        to=to,
-        body=body,
-        now=now,
-    )
-
-
 def missed_urgent_sms_job(call_id: int) -> bool:
-    """Job: the missed urgent call SMS; True when it went out. Twilio out of reach fails
-    the job loudly (RQ's failed registry) rather than pretending it was sent."""
+    """Job: the SMS about an urgent call hung up before a word
+    (`notifications.send_missed_urgent_sms`); True when it went out. Twilio out of reach
+    fails the job loudly (RQ's failed registry), and the outbox sweep queues it again
+    (`calls_with_missed_urgent_due`)."""
     from callcenter.errors import TelephonyUnavailable
     from callcenter.tickets.jobs import current_services
-    from callcenter.tickets.notifications import RETRY, SENT
+    from callcenter.tickets.notifications import RETRY, SENT, send_missed_urgent_sms
 
     services = current_services()
     outcome = send_missed_urgent_sms(

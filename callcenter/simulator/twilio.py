@@ -64,6 +64,7 @@ from callcenter.simulator.script import (
     DialResult,
     ScriptCursor,
 )
+from callcenter.vocabulary import FALLBACK_PATH, INCOMING_PATH, STATUS_PATH
 
 API_VERSION = "2010-04-01"
 # Any well-formed account works: the service only checks the signature (made with the
@@ -271,9 +272,9 @@ class Simulator:
         clock: Clock = system_clock,
         sleep: Callable[[float], None] | None = None,
         on_line: Callable[[Line], None] | None = None,
-        voice_path: str = "/webhooks/voice/incoming",
-        status_path: str = "/webhooks/voice/status",
-        fallback_path: str | None = "/webhooks/voice/fallback",
+        voice_path: str = INCOMING_PATH,
+        status_path: str = STATUS_PATH,
+        fallback_path: str | None = FALLBACK_PATH,
         max_requests: int = 300,
         request_timeout: float = 30.0,
     ) -> None:

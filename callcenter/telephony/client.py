@@ -28,22 +28,20 @@ base URL, never to whatever host a recording URL names.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
-import phonenumbers
 import requests
-from phonenumbers import PhoneNumberType
 from twilio.base.exceptions import TwilioException, TwilioRestException, TwilioServiceException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.http.response import Response as TwilioResponse
 from twilio.rest import Client
 
-from callcenter.directory.phones import classify
 from callcenter.errors import (
     ConfigurationError,
     TelephonyError,
@@ -152,6 +150,66 @@ def route_url(url: str, base: SplitResult | None) -> str:
         return url
     path = base.path.rstrip("/") + parts.path
     return urlunsplit((base.scheme, base.netloc, path, parts.query, parts.fragment))
+
+
+TWILIO_API_HOST = "api.twilio.com"
+_RECORDING_PATH = re.compile(
+    r"/2010-04-01/Accounts/(AC[0-9a-fA-F]{32})/Recordings/(RE[0-9a-fA-F]{32})(\.mp3|\.wav)?"
+)
+# What `requests`/urllib3 read differently from `urlsplit` (a backslash ends the host for
+# them), or what has no place in a URL Twilio sends: such a URL is refused, not repaired.
+_UNSAFE_URL_CHARS = re.compile(r"[\\\x00-\x20\x7f]")
+
+log = logging.getLogger(__name__)
+
+
+def credentialed_recording_url(url: str, account_sid: str) -> str:
+    """The URL of a recording's media that may carry the account's credentials, rebuilt
+    from its checked parts: `https://api.twilio.com/2010-04-01/Accounts/<this account>/
+    Recordings/RE…(.mp3|.wav)`. Anything else (another host or account, userinfo, a
+    backslash, control characters, a query) raises `TelephonyRejected` and is logged.
+
+    The host may only be Twilio's: a configured `TWILIO_API_BASE_URL` is applied after this
+    (`route_url`), so a URL naming the stand-in's host is never trusted from a webhook.
+    """
+
+    def refuse(why: str) -> TelephonyRejected:
+        log.warning("recording URL refused, credentials not sent (%s): %r", why, url[:200])
+        return TelephonyRejected(
+            f"not a Twilio recording URL of this account ({why}), credentials not sent: "
+            f"{url[:200]!r}"
+        )
+
+    if _UNSAFE_URL_CHARS.search(url):
+        raise refuse("backslash, space or control character")
+    parts = urlsplit(url)
+    if parts.scheme != "https":
+        raise refuse("not https")
+    if "@" in parts.netloc or parts.username is not None or parts.password is not None:
+        raise refuse("user information in the host part")
+    try:
+        port = parts.port
+    except ValueError:
+        raise refuse("bad port") from None
+    if parts.hostname != TWILIO_API_HOST or port not in (None, 443):
+        raise refuse("host is not api.twilio.com")
+    if parts.query or parts.fragment:
+        raise refuse("query or fragment")
+    found = _RECORDING_PATH.fullmatch(parts.path)
+    if found is None:
+        raise refuse("path is not a recording")
+    if found.group(1) != account_sid:
+        raise refuse("another account")
+    suffix = found.group(3) or ".mp3"
+    return urlunsplit(
+        (
+            "https",
+            TWILIO_API_HOST,
+            f"/2010-04-01/Accounts/{account_sid}/Recordings/{found.group(2)}{suffix}",
+            "",
+            "",
+        )
+    )
 
 
 def _parse_base_url(api_base_url: str | None) -> SplitResult | None:
@@ -369,27 +427,21 @@ class TwilioTelephony:
     # ------------------------------------------------------------ recordings
 
     def fetch_recording(self, recording_url: str) -> tuple[bytes, str]:
-        parts = urlsplit(recording_url.strip())
-        allowed = _is_twilio_host(parts.hostname) or (
-            self._base is not None and parts.netloc == self._base.netloc
-        )
-        if parts.scheme not in ("http", "https") or not allowed:
-            # The URL comes from a webhook form; our credentials go to Twilio only.
-            raise TelephonyRejected(
-                f"not a Twilio recording URL, credentials not sent: {recording_url[:200]!r}"
-            )
-        path = parts.path
-        if not path.endswith((".mp3", ".wav")):
-            path += ".mp3"
-        url = route_url(urlunsplit((parts.scheme, parts.netloc, path, parts.query, "")), self._base)
+        url = route_url(credentialed_recording_url(recording_url, self.account_sid), self._base)
         auth = (self.account_sid, self.auth_token)
         try:
-            response = self._media.get(url, auth=auth, timeout=self.timeout)
+            # A redirect would carry the credentials on to wherever it points: never followed.
+            response = self._media.get(url, auth=auth, timeout=self.timeout, allow_redirects=False)
         except requests.RequestException as exc:
             self._report_media(url, None, str(exc))
             raise TelephonyUnavailable(f"could not download the recording: {exc}") from exc
         self._report_media(url, response.status_code, None)
         status = response.status_code
+        if 300 <= status < 400:
+            raise TelephonyRejected(
+                f"the recording URL redirected (HTTP {status}); not followed with credentials",
+                status=status,
+            )
         if status == 404 or status == 429 or status >= 500:
             raise TelephonyUnavailable(
                 f"recording not available (HTTP {status}); Twilio may still be processing it"
@@ -545,71 +597,3 @@ def build_telephony(settings: Settings, *, on_exchange: ExchangeHook | None = No
         sms_from=settings.sms_from,
         on_exchange=on_exchange,
     )
-
-
-# ----------------------------------------------------------------- SMS policy
-
-
-class CallerLike(Protocol):
-    """What the SMS policy reads of a caller (`callcenter.directory.phones.CallerId`)."""
-
-    @property
-    def kind(self) -> str: ...
-
-    @property
-    def e164(self) -> str | None: ...
-
-
-class SmsEligibility(NamedTuple):
-    ok: bool
-    reason: str
-
-
-# Foreign numbers of these types cannot take an SMS.
-_NO_SMS_TYPES = {
-    PhoneNumberType.FIXED_LINE: "a foreign landline",
-    PhoneNumberType.TOLL_FREE: "a foreign toll-free number",
-    PhoneNumberType.PREMIUM_RATE: "a foreign premium-rate number",
-    PhoneNumberType.SHARED_COST: "a foreign shared-cost number",
-}
-
-
-def sms_eligibility(caller: CallerLike, settings: Settings) -> SmsEligibility:
-    """May the caller get an SMS, and why (or why not)? Pure: reads only its arguments.
-
-    Russian mobiles always; numbers abroad only with `SMS_FOREIGN` (cost and delivery are
-    the operator's call) and never when they are plainly not mobiles; never landlines,
-    toll-free numbers, withheld callers, or SIP/client callers without a number. A SIP
-    caller that carries a number is judged by that number.
-    """
-    kind, e164 = caller.kind, caller.e164
-    if kind in ("sip", "client"):
-        if e164 is None:
-            return SmsEligibility(False, f"{kind} caller without a phone number")
-        kind = classify(e164).kind
-    if kind == "withheld":
-        return SmsEligibility(False, "caller ID withheld")
-    if e164 is None or kind == "invalid":
-        return SmsEligibility(False, "not a valid phone number")
-    if kind == "mobile":
-        return SmsEligibility(True, "Russian mobile number")
-    if kind == "landline":
-        return SmsEligibility(False, "landline number, cannot receive SMS")
-    if kind == "tollfree":
-        return SmsEligibility(False, "toll-free number, cannot receive SMS")
-    if kind == "foreign":
-        if not settings.sms_foreign:
-            return SmsEligibility(False, "number outside Russia (SMS_FOREIGN is off)")
-        not_mobile = _foreign_non_mobile(e164)
-        if not_mobile:
-            return SmsEligibility(False, f"{not_mobile}, cannot receive SMS")
-        return SmsEligibility(True, "number outside Russia (SMS_FOREIGN is on)")
-    return SmsEligibility(False, f"unknown kind of caller {kind!r}")
-
-
-def _foreign_non_mobile(e164: str) -> str | None:
-    try:
-        number = phonenumbers.parse(e164, None)
-    except phonenumbers.NumberParseException:
-        return "an unreadable number"
-    return _NO_SMS_TYPES.get(phonenumbers.number_type(number))

@@ -26,11 +26,12 @@ from urllib.parse import urlsplit
 from callcenter.errors import ConfigurationError, TelephonyError, TelephonyNotConfigured
 from callcenter.settings import Settings
 from callcenter.telephony.client import IncomingNumber, Telephony
+from callcenter.vocabulary import FALLBACK_PATH, INCOMING_PATH, STATUS_PATH
 
 VOICE_PATHS = {
-    "voice_url": "/webhooks/voice/incoming",
-    "voice_fallback_url": "/webhooks/voice/fallback",
-    "status_callback": "/webhooks/voice/status",
+    "voice_url": INCOMING_PATH,
+    "voice_fallback_url": FALLBACK_PATH,
+    "status_callback": STATUS_PATH,
 }
 WEBHOOK_METHOD = "POST"
 

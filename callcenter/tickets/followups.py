@@ -4,7 +4,8 @@ For a ticket that exists:
 - every recording of the call is attached to it (`RECORDING_MODE` link or download, see
   `callcenter.calls.recordings`), in the order they were made;
 - the caller gets an SMS with the number, topic and deadlines — only a phone that can take
-  one (`callcenter.telephony.client.sms_eligibility`); otherwise the skip and its reason are logged;
+  one (`callcenter.vocabulary.sms_reach`, the rule the IVR promises by); otherwise the skip and
+  its reason are logged;
 - for a critical failure or a stolen vehicle, the staff on duty get an alert SMS.
 For a request that failed: the staff on duty get an alert with the reason.
 
@@ -54,20 +55,21 @@ from callcenter.errors import (
 from callcenter.portal.protocol import Portal, TicketDraft
 from callcenter.regulation.calendar import BusinessCalendar
 from callcenter.settings import Settings
-from callcenter.telephony.client import OfflineTelephony, Telephony, sms_eligibility
+from callcenter.telephony.client import OfflineTelephony, Telephony
 from callcenter.tickets import outbox
 from callcenter.tickets.notifications import (
     RETRY,
     SKIPPED,
     SmsOutcome,
-    alert_recipients,
     caller_confirmation,
     failure_alert,
+    on_duty_alert_recipients,
     record_skip,
     send_unsettled,
     settle,
     urgent_alert,
 )
+from callcenter.vocabulary import URGENT_PRIORITIES, sms_reach
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +79,6 @@ AUTHOR = "Телефонная линия"
 MAX_RUNS = outbox.MAX_ATTEMPTS
 
 ATTACHED = "attached"
-URGENT_PRIORITIES = frozenset({"critical", "high"})
 # Written by the outbox itself, never overwritten from a follow-up run's snapshot.
 _OUTBOX_KEYS = frozenset({"failures", "retries"})
 
@@ -203,7 +204,8 @@ def leaves_database(
         return False
     if status == outbox.FAILED or draft.get("priority") in URGENT_PRIORITIES:
         return True  # an alert to the staff on duty
-    return sms_eligibility(classify(draft.get("caller")), settings).ok
+    caller = classify(draft.get("caller"))
+    return sms_reach(caller.kind, caller.e164, sms_foreign=settings.sms_foreign).ok
 
 
 class _LeavesDatabase(Exception):
@@ -261,13 +263,13 @@ def _state(
     state = dict(snap.state)
     if snap.status == outbox.DONE and snap.urgent and "alert_to" not in state:
         # Fixed at the first run, so a roster change never alerts a second set of people.
-        state["alert_to"] = alert_recipients(session, now, calendar, settings)
+        state["alert_to"] = on_duty_alert_recipients(session, now, calendar, settings)
     failures = int(state.get("failures", 0))
     if snap.status == outbox.FAILED and state.get("failure_alert", {}).get("failure") != failures:
         # One alert per failure: a retried request that fails again alerts again.
         state["failure_alert"] = {
             "failure": failures,
-            "to": alert_recipients(session, now, calendar, settings),
+            "to": on_duty_alert_recipients(session, now, calendar, settings),
             "sent": {},
         }
     return state
@@ -367,7 +369,7 @@ class _Run:
         key = f"ticket-request:{self.request_id}:caller"
         body = caller_confirmation(number, self.snap.draft)
         caller = classify(self.snap.draft.caller)
-        eligible = sms_eligibility(caller, self.settings)
+        eligible = sms_reach(caller.kind, caller.e164, sms_foreign=self.settings.sms_foreign)
         if eligible.ok and caller.e164 is not None:
             outcome = self._send(key=key, to=caller.e164, body=body)
         else:

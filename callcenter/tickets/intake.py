@@ -36,19 +36,14 @@ from callcenter.portal.protocol import TicketDraft
 from callcenter.regulation.calendar import BusinessCalendar
 from callcenter.regulation.topics import NON_URGENT_TOPICS, PRODUCTS, TOPICS, deadlines
 from callcenter.tickets import outbox
-
-CRITICAL_TOPIC = "critical_server_failure"
-STOLEN_TOPIC = "stolen_vehicle"
-CONSULTATION_TOPIC = "consultation"
-
-# The IVR's category of a call → the topic it implies when none was chosen from a menu.
-_CATEGORY_TOPICS = {
-    "critical": CRITICAL_TOPIC,
-    "stolen": STOLEN_TOPIC,
-    "consultation": CONSULTATION_TOPIC,  # a voicemail callback: the IVR decides when
-}
-# Categories that never make a ticket: a status query, a call abandoned before any choice.
-_NOT_TICKETED = {"status", "abandoned"}
+from callcenter.vocabulary import (
+    CATEGORY_TOPICS,
+    CONSULTATION_TOPIC,
+    CRITICAL_TOPIC,
+    TOPIC_PRIORITIES,
+    UNTICKETED_CATEGORIES,
+    Category,
+)
 
 # A caller who chose "new problem" and hung up before the topic menu still gets a ticket
 # (nothing they started is lost). It is filed under the non-urgent topic with the strictest
@@ -56,8 +51,6 @@ _NOT_TICKETED = {"status", "abandoned"}
 UNCHOSEN_TOPIC = min(
     (t for t in NON_URGENT_TOPICS if t.slug != CONSULTATION_TOPIC), key=lambda t: t.max_days
 ).slug
-
-PRIORITIES = {CRITICAL_TOPIC: "critical", STOLEN_TOPIC: "high"}
 
 _TICKET_NUMBER = re.compile(r"[0-9]{1,12}")
 # Kept in the request's draft: a ticket number the caller typed that is not theirs.
@@ -67,7 +60,7 @@ TYPED_NUMBER = "typed_number"
 def ticketable(call: Call) -> bool:
     """Does the regulation want a ticket for this call (as far as it got)?"""
     return call.topic is not None or (
-        call.category is not None and call.category not in _NOT_TICKETED
+        call.category is not None and call.category not in UNTICKETED_CATEGORIES
     )
 
 
@@ -175,10 +168,10 @@ def add_recording(
         call.recording_url = recording_url
         if duration is not None:
             call.recording_duration = duration
-    sids = list(call.state.get("recording_sids") or [])
+    sids = list(call.recording_sids or [])
     if recording_sid not in sids:
         # The retention purge deletes the local copies of every SID listed here.
-        call.state = {**call.state, "recording_sids": [*sids, recording_sid]}
+        call.recording_sids = [*sids, recording_sid]
     call.updated_at = at
 
     existing = _request_of(session, call)
@@ -244,7 +237,7 @@ def ticket_draft(
         caller=call.caller_e164 or _blank_to_none(call.caller_raw),
         call_ref=call.call_sid,
         recording_url=call.recording_url,
-        priority=PRIORITIES.get(slug, "normal"),
+        priority=TOPIC_PRIORITIES.get(slug, "normal"),
         first_stage_due=due.first_stage_due,
         resolution_due=due.resolution_due,
     )
@@ -342,9 +335,10 @@ def _topic_of(call: Call, forced: str | None) -> tuple[str, bool]:
             raise InvalidInput(f"call {call.call_sid} has an unknown topic {call.topic!r}")
         return call.topic, True
     category = call.category
-    if category in _CATEGORY_TOPICS:
-        return _CATEGORY_TOPICS[category], True
-    if category is None or category in _NOT_TICKETED:
+    if category is not None and category in CATEGORY_TOPICS:
+        # A consultation's topic: its callback ticket (routing decides when there is one).
+        return CATEGORY_TOPICS[Category(category)], True
+    if category is None or category in UNTICKETED_CATEGORIES:
         raise NotTicketable(
             f"call {call.call_sid} has nothing to ticket (category {category!r}, no topic): "
             "it is logged for a callback instead"

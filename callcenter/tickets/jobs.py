@@ -354,15 +354,35 @@ def retry_ticket_request(services: Services, request_id: int, *, by: str | None 
 
 
 def queue_due_chain_alerts(services: Services) -> int:
-    """Queue the chain alerts still due (see `routing.calls_with_alerts_due`); how many.
-    Raises `QueueUnavailable` like any submit."""
-    from callcenter.routing.chain import calls_with_alerts_due, chain_alerts_job
+    """Queue the chain alerts still due (see `notifications.calls_with_alerts_due`); how
+    many. Raises `QueueUnavailable` like any submit."""
+    from callcenter.routing.chain import chain_alerts_job
+    from callcenter.tickets.notifications import calls_with_alerts_due
 
     with services.sessions() as session:
         due = calls_with_alerts_due(session, now=services.clock())
     for call_id in due:
         services.jobs.enqueue(chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
     return len(due)
+
+
+def queue_due_missed_urgent_sms(services: Services) -> int:
+    """Queue the missed urgent call SMS still due (`notifications.calls_with_missed_urgent_due`);
+    how many. Raises `QueueUnavailable` like any submit."""
+    from callcenter.tickets.notifications import calls_with_missed_urgent_due
+
+    with services.sessions() as session:
+        due = calls_with_missed_urgent_due(session, now=services.clock())
+    for call_id in due:
+        queue_missed_urgent_sms(services.jobs, call_id)
+    return len(due)
+
+
+def queue_missed_urgent_sms(jobs: JobRunner, call_id: int) -> None:
+    """Queue the SMS about urgent call `call_id` hung up before a word (one job per call)."""
+    from callcenter.routing.chain import missed_urgent_sms_job
+
+    jobs.enqueue(missed_urgent_sms_job, call_id, job_id=f"missed-urgent:{call_id}")
 
 
 def due_request_ids(services: Services) -> tuple[list[int], list[int]]:
@@ -502,7 +522,12 @@ class RqJobRunner:
                 job_id=self.followups_job_id(request_id),
                 timeout=FOLLOWUP_JOB_TIMEOUT,
             )
-        return len(tickets) + len(followup_ids) + queue_due_chain_alerts(self.services)
+        return (
+            len(tickets)
+            + len(followup_ids)
+            + queue_due_chain_alerts(self.services)
+            + queue_due_missed_urgent_sms(self.services)
+        )
 
     def _enqueue_once(
         self,
@@ -663,7 +688,12 @@ class InlineJobRunner:
             self.submit_ticket_request(request_id)
         for request_id in followup_ids:
             self.submit_followups(request_id)
-        return len(tickets) + len(followup_ids) + queue_due_chain_alerts(self.services)
+        return (
+            len(tickets)
+            + len(followup_ids)
+            + queue_due_chain_alerts(self.services)
+            + queue_due_missed_urgent_sms(self.services)
+        )
 
     def _submit(self, key: str, func: Callable[..., object], *args: Any) -> bool:
         with self._lock:

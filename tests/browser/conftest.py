@@ -3,9 +3,9 @@
 The app is served by werkzeug's `make_server` in a thread: the same WSGI app, real HTTP,
 real cookies. The browser is the system one (`/usr/bin/chromium`), never a download.
 
-These tests run on SQLite only: the console's queries are the ones the other console
-tests already run on both databases, and a second browser pass would double the slowest
-tests of the suite for no new coverage.
+These tests run on SQLite (the shared `database_url`'s default): the console's
+dialect-dependent queries are specified by the tests marked `both_databases`, and a second
+browser pass would double the slowest tests of the suite for no new coverage.
 """
 
 from __future__ import annotations
@@ -17,10 +17,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
-from sqlalchemy import create_engine
 from werkzeug.serving import make_server
 
-from callcenter.db import Base
 from tests.conftest import ROOT
 
 CHROMIUM = "/usr/bin/chromium"
@@ -35,16 +33,6 @@ CHROMIUM_ARGS = [
     "--autoplay-policy=no-user-gesture-required",
 ]
 SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
-
-
-@pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    """SQLite only for the browser tests (see the module docstring)."""
-    url = f"sqlite:///{tmp_path / 'browser.db'}"
-    engine = create_engine(url)
-    Base.metadata.create_all(engine)
-    engine.dispose()
-    return url
 
 
 @pytest.fixture

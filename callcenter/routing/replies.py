@@ -1,0 +1,123 @@
+"""What the caller and the dialled people hear during routing, as a `Reply` (the one
+renderer, `callcenter.ivr.twiml`, turns it into TwiML).
+
+Every later request of the routing comes back to `webhooks.routing` through the paths
+below:
+
+    /dial?step=N               the <Dial> of step N ended (DialCallStatus, ...)
+    /whisper?call=SID&leg=P    a dialled person answered leg P: what they hear first
+    /whisper/answer?call&leg   their key press (1 accepts)
+    /leg-status?call&leg       leg P's status callbacks (initiated ... completed)
+    /voicemail                 the caller's message after nobody took the call
+"""
+
+from __future__ import annotations
+
+from callcenter.ivr import prompts
+from callcenter.ivr.plates import spoken_plate
+from callcenter.ivr.reply import Dial, Gather, Hangup, Number, Record, Redirect, Reply, Say
+from callcenter.routing import chain
+from callcenter.tickets.notifications import chain_topic_title
+from callcenter.vocabulary import URGENT_CATEGORIES, recording_status_path, routing_path
+
+LEG_EVENTS = "initiated ringing answered completed"
+WHISPER_KEY_TIMEOUT = 6
+RING_TONE = "ru"
+
+HANG_UP: Reply = (Hangup(),)
+CONNECTING: Reply = (Say(prompts.ROUTING_WHISPER_CONNECTING),)
+# A leg's status callback needs no TwiML; an empty document is what Twilio expects.
+NOTHING: Reply = ()
+
+_GOODBYES = {
+    "connected": prompts.GOODBYE,
+    "voicemail": prompts.ROUTING_MESSAGE_THANKS,
+    "no_message": prompts.ROUTING_NO_MESSAGE,
+}
+
+
+def decision_reply(decision: chain.Decision, call_sid: str) -> Reply:
+    """What the caller hears for one routing decision."""
+    if isinstance(decision, chain.DialLegs):
+        dial = Dial(
+            numbers=tuple(
+                Number(
+                    leg.number,
+                    whisper=routing_path("/whisper", call=call_sid, leg=leg.position),
+                    status_callback=routing_path("/leg-status", call=call_sid, leg=leg.position),
+                    status_events=LEG_EVENTS,
+                )
+                for leg in decision.legs
+            ),
+            action=routing_path("/dial", step=decision.step),
+            timeout=decision.timeout,
+            ring_tone=RING_TONE,
+        )
+        return (Say(prompts.ROUTING_NEXT_LEG), dial) if decision.moving_on else (dial,)
+    if isinstance(decision, chain.OfferVoicemail):
+        if decision.kind == chain.URGENT:
+            text = prompts.ROUTING_NOBODY_ACCEPTED
+            if decision.ticket_number:
+                text += " " + prompts.ROUTING_TICKET_NUMBER.format(
+                    number=_say_digits(decision.ticket_number)
+                )
+        else:
+            text = prompts.ROUTING_NO_ANSWER
+        return (
+            Say(text + " " + prompts.ROUTING_LEAVE_MESSAGE),
+            Record(
+                action=routing_path("/voicemail"),
+                max_length=chain.VOICEMAIL_MAX_SECONDS,
+                finish_on_key="#",
+                timeout=10,
+                # The IVR's recording callback keeps it even if this action is never reached.
+                status_callback=recording_status_path("voicemail"),
+            ),
+            # An empty recording is not posted; Twilio goes on to here.
+            Redirect(routing_path("/voicemail")),
+        )
+    goodbye = _GOODBYES.get(decision.reason)
+    return ((Say(goodbye),) if goodbye else ()) + HANG_UP
+
+
+def whisper_reply(said: chain.Whisper | None, call_sid: str, position: int) -> Reply:
+    """What the person answering a leg hears: the announcement and "press 1", said twice;
+    then the leg is hung up, as silence (a voicemail, a pocket) is not an answer."""
+    if said is None:
+        return HANG_UP
+    gather = Gather(
+        action=routing_path("/whisper/answer", call=call_sid, leg=position),
+        prompt=(Say(whisper_text(said)),),
+        speech=False,
+        num_digits=1,
+        timeout=WHISPER_KEY_TIMEOUT,
+    )
+    return (gather, gather, *HANG_UP)
+
+
+def whisper_text(said: chain.Whisper) -> str:
+    if said.ticket_number:
+        ticket = prompts.ROUTING_TICKET.format(number=said.ticket_number)
+    elif said.topic in URGENT_CATEGORIES:
+        ticket = prompts.ROUTING_TICKET_PENDING
+    else:
+        # A consultation opens no ticket: "pending" would send the specialist looking.
+        ticket = prompts.ROUTING_TICKET_NONE
+    text = prompts.ROUTING_WHISPER.format(
+        topic=chain_topic_title(said.topic),
+        ticket=ticket,
+        client=said.client or prompts.ROUTING_CLIENT_UNKNOWN,
+    )
+    if said.vehicles:
+        plates = "; ".join(map(spoken_plate, said.vehicles))
+        text += " " + prompts.ROUTING_WHISPER_VEHICLES.format(plates=plates)
+    return text + " " + prompts.ROUTING_WHISPER_PRESS_1
+
+
+def _say_digits(number: str) -> str:
+    from callcenter.regulation.speech import say_digits
+
+    try:
+        return say_digits(number)
+    except ValueError:
+        return number

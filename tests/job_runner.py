@@ -1,0 +1,103 @@
+"""A job runner for tests that only need a job to have run: `SynchronousJobRunner`.
+
+It keeps the `JobRunner` protocol (`callcenter.tickets.jobs`) and runs the same job
+functions as the real runners, each at once in the thread that submits it — for a webhook,
+right after its transaction committed, before the test client has the reply. A test then
+asserts on the outcome instead of polling for it.
+
+Like a queue, and like the real runners:
+- a job submitted by a running job (the ticket job queueing its follow-ups) runs after
+  that job, not inside it;
+- a key already waiting or running is one job (`submit_*` twice, `enqueue(job_id=...)`).
+
+A job that raises is recorded in `failures` (the real runners log it and leave the row to
+the sweep); the `sync_jobs` fixture fails the test at teardown if any did, so an error in a
+job never hides behind an assertion that happens to hold.
+
+Tests of the runners themselves (RQ on a real Redis, the in-process thread pool and its
+sweep) keep the real runners.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from callcenter.services import Services
+from callcenter.tickets import jobs
+
+log = logging.getLogger(__name__)
+
+
+class SynchronousJobRunner:
+    """Runs each submitted job at once, in order, in the submitting thread."""
+
+    def __init__(self, services: Services) -> None:
+        self.services = services
+        self.failures: list[tuple[str, BaseException]] = []
+        self.ran: list[str] = []
+        self._lock = threading.Lock()
+        self._waiting: deque[tuple[str, Callable[..., object], tuple[Any, ...]]] = deque()
+        self._keys: set[str] = set()
+        self._draining = False
+
+    def submit_ticket_request(self, request_id: int) -> bool:
+        self._submit(f"ticket-request:{request_id}", jobs.create_ticket, request_id)
+        return True
+
+    def submit_followups(self, request_id: int) -> bool:
+        self._submit(f"ticket-followups:{request_id}", jobs.run_followups, request_id)
+        return True
+
+    def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
+        self._submit(job_id or uuid.uuid4().hex, func, *args)
+
+    def flush(self) -> int:
+        """What the sweep does: submit everything due now; returns how many."""
+        tickets, followup_ids = jobs.due_request_ids(self.services)
+        for request_id in tickets:
+            self.submit_ticket_request(request_id)
+        for request_id in followup_ids:
+            self.submit_followups(request_id)
+        return (
+            len(tickets)
+            + len(followup_ids)
+            + jobs.queue_due_chain_alerts(self.services)
+            + jobs.queue_due_missed_urgent_sms(self.services)
+        )
+
+    def close(self) -> None:
+        """Nothing runs in the background: every job ended before its submit returned."""
+
+    def _submit(self, key: str, func: Callable[..., object], *args: Any) -> None:
+        with self._lock:
+            if key in self._keys:
+                return
+            self._keys.add(key)
+            self._waiting.append((key, func, args))
+            if self._draining:
+                return  # submitted by a running job (or another thread): runs after it
+            self._draining = True
+        self._drain()
+
+    def _drain(self) -> None:
+        while True:
+            with self._lock:
+                if not self._waiting:
+                    self._draining = False
+                    return
+                key, func, args = self._waiting.popleft()
+            try:
+                with jobs.using(self.services):
+                    func(*args)
+            except Exception as exc:
+                log.exception("job %s failed", key)
+                self.failures.append((key, exc))
+            finally:
+                with self._lock:
+                    self._keys.discard(key)
+                    self.ran.append(key)
