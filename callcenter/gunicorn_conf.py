@@ -27,6 +27,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import multiprocess
+
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Gunicorn 24+ opens a control socket at one path per user (~/.gunicorn/gunicorn.ctl): a
@@ -74,8 +76,6 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
-    from prometheus_client import multiprocess
-
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
     server.log.info("metrics: worker %s gone, its counts stay", worker.pid)
 
