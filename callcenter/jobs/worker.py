@@ -131,8 +131,14 @@ class PipelineWorker(SimpleWorker):
         self.chain_seeder = chain_seeder
         # A person (SIGTERM, SIGINT) asked this worker to stop: `run_worker` ends too.
         self.stop_requested = False
+        # Why RQ's loop ended when Redis stopped answering (`RedisLost`), for the log.
+        self.redis_lost: str | None = None
         self._redis_was_down = False
         self._suspension_checked = float("-inf")
+
+    def _lost(self, exc: RedisError) -> RedisLost:
+        self.redis_lost = str(exc) or exc.__class__.__name__
+        return RedisLost(self.redis_lost)
 
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
         if isinstance(job, ServicesJob):
@@ -147,7 +153,7 @@ class PipelineWorker(SimpleWorker):
         try:
             super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
         except RedisError as exc:
-            raise RedisLost(str(exc)) from exc
+            raise self._lost(exc) from exc
         if self.chain_seeder is not None:
             self.chain_seeder()
 
@@ -174,10 +180,10 @@ class PipelineWorker(SimpleWorker):
                 added, *_ = batch.execute()
         except RedisError as exc:
             self._redis_was_down = True
-            raise RedisLost(str(exc)) from exc
+            raise self._lost(exc) from exc
         # `added`: the field was new, so the worker's key had gone with Redis's data.
         if (added or self._redis_was_down) and self.last_cleaned_at is not None:
-            log.warning("Redis is back; running the worker's maintenance now")
+            log.warning("the worker's key had gone from Redis; running its maintenance now")
             self.last_cleaned_at = at - timedelta(seconds=self.maintenance_interval + 1)
         self._redis_was_down = False
 
@@ -191,7 +197,7 @@ class PipelineWorker(SimpleWorker):
         try:
             super().check_for_suspension(burst)
         except RedisError as exc:
-            raise RedisLost(str(exc)) from exc
+            raise self._lost(exc) from exc
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         # RQ sets "idle" twice between two jobs; the second write changes nothing.
@@ -200,7 +206,7 @@ class PipelineWorker(SimpleWorker):
         try:
             super().set_state(state, pipeline)
         except RedisError as exc:
-            raise RedisLost(str(exc)) from exc
+            raise self._lost(exc) from exc
 
     def teardown(self) -> None:
         try:
@@ -303,26 +309,25 @@ def run_worker(services: Services, *, burst: bool = False) -> bool:
 class _Round(NamedTuple):
     worked: bool  # any job was run
     stop: bool  # a burst ended, or a person asked the worker to stop
+    lost: str | None  # why Redis was given up on, if it was
 
 
 def _work_forever(services: Services, runner: RqJobRunner, connection: Redis) -> bool:
     watch = RedisWatch(connection)
     worked = False
     while True:
+        watch.wait_until_up()
         try:
-            watch.wait_until_up()
             outcome = _work_once(services, runner, connection, burst=False)
-        except StopRequested:
-            return worked  # a signal while waiting for Redis
-        except (RedisError, QueueUnavailable) as exc:
+        except QueueUnavailable as exc:
             watch.lost(exc)
             continue
         worked = worked or outcome.worked
         if outcome.stop:
             return worked
-        # RQ's loop ended without a stop request: Redis went away (or RQ quit on an
-        # error it logged). Wait for Redis, then a fresh worker and scheduler.
-        watch.lost("the worker's connection failed")
+        # RQ's loop ended without a stop request: Redis stopped answering (or RQ quit on
+        # an error it logged). Wait for Redis, then a fresh worker and scheduler.
+        watch.lost(outcome.lost or "RQ's work loop ended")
 
 
 def _work_once(
@@ -354,6 +359,7 @@ def _work_once(
             # between rounds a signal ends the process as usual.
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)
-    except RedisError as exc:
+    except (RedisError, RedisLost) as exc:
+        # RedisLost outside RQ's loop (its start-up): the same outage.
         raise QueueUnavailable(f"Redis: {exc}") from exc
-    return _Round(worked, stop=burst or worker.stop_requested)
+    return _Round(worked, stop=burst or worker.stop_requested, lost=worker.redis_lost)
