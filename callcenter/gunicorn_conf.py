@@ -27,8 +27,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from prometheus_client import multiprocess
-
 ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 # Gunicorn 24+ opens a control socket at one path per user (~/.gunicorn/gunicorn.ctl): a
@@ -76,6 +74,10 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
+    # Imported here, not at the top: prometheus-client picks its (multiprocess) mode when
+    # first imported, and this file is read before `on_starting` sets ENV.
+    from prometheus_client import multiprocess
+
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]
     server.log.info("metrics: worker %s gone, its counts stay", worker.pid)
 

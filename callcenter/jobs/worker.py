@@ -19,7 +19,7 @@
   itself never talks to the database.
 
 `PipelineWorker` overrides a few of RQ's methods (see `RQ_INTERNALS`); pyproject pins rq to
-the range they were written against, and `tests/test_worker_rq_internals.py` fails loudly
+the range they were written against, and `tests/test_jobs_worker.py` fails loudly
 if rq changes them.
 """
 

@@ -1,4 +1,5 @@
-"""The rq internals `callcenter.jobs.worker` overrides are still what it was written against.
+"""`callcenter.jobs.worker`: the rq internals it overrides are still what it was written
+against, and its wait for a Redis that is away.
 
 pyproject pins rq to a range; this fails loudly, naming the method or attribute, when an rq
 release inside or outside that range renames, drops or re-shapes one of them — before a
@@ -10,16 +11,20 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import logging
+import threading
 import tomllib
 from collections.abc import Callable
 from importlib.metadata import version
+from pathlib import Path
 from typing import Any
 
+import pytest
 from redis import Redis
 from rq import Queue
 
-from callcenter.jobs.worker import RQ_INTERNALS, PipelineWorker, ServicesJob
-from tests.processes import ROOT
+from callcenter.jobs.worker import RQ_INTERNALS, PipelineWorker, RedisWatch, ServicesJob
+from tests.processes import ROOT, RedisServer, wait_until
 
 
 def _shape(func: Callable[..., Any]) -> str:
@@ -76,3 +81,34 @@ def test_the_worker_really_overrides_them() -> None:
         overridden = {n.split("(", 1)[0] for n in names if "(" in n} - {"get_state"}
         for name in overridden:
             assert name in vars(mine), f"{mine.__name__} does not override {name}"
+
+
+@pytest.mark.redis
+def test_the_worker_says_once_per_change_that_redis_is_lost_still_away_and_back(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`RedisWatch`, the worker's wait for Redis, against a real redis-server that is not
+    there yet: one "lost", a "still away" per period (here shortened), one "back"."""
+    server = RedisServer(tmp_path)
+    connection = Redis.from_url(server.url, socket_connect_timeout=0.5)
+    watch = RedisWatch(connection, max_pause=0.2, still_away_seconds=0.5)
+    caplog.set_level(logging.INFO, logger="callcenter.jobs.worker")
+    waiting = threading.Thread(target=watch.wait_until_up)
+    try:
+        waiting.start()
+
+        def states() -> list[str]:
+            return [r.getMessage().split(" (")[0].split(" after ")[0] for r in caplog.records]
+
+        wait_until(lambda: states().count("Redis still away") >= 2, timeout=30, what="two")
+        assert waiting.is_alive()
+        server.start_and_wait()
+        waiting.join(timeout=30)
+        assert not waiting.is_alive()
+    finally:
+        server.stop()
+        connection.close()
+    seen = states()
+    assert seen[0] == "Redis lost" and seen[-1] == "Redis is back", seen
+    assert set(seen[1:-1]) == {"Redis still away"}, seen
+    assert watch.away_since is None
