@@ -325,9 +325,14 @@ def _work_forever(services: Services, runner: RqJobRunner, connection: Redis) ->
         worked = worked or outcome.worked
         if outcome.stop:
             return worked
-        # RQ's loop ended without a stop request: Redis stopped answering (or RQ quit on
-        # an error it logged). Wait for Redis, then a fresh worker and scheduler.
-        watch.lost(outcome.lost or "RQ's work loop ended")
+        # RQ's loop ended without a stop request. Redis stopped answering: wait for it,
+        # then a fresh worker and scheduler. RQ quit on an error of its own (it logged
+        # it): a fresh worker after a pause, so a repeating error does not spin.
+        if outcome.lost is not None:
+            watch.lost(outcome.lost)
+        else:
+            log.error("RQ's work loop ended; a fresh worker in %g s", RECONNECT_SECONDS)
+            time.sleep(RECONNECT_SECONDS)
 
 
 def _work_once(
