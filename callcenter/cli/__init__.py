@@ -8,6 +8,7 @@ import importlib
 import click
 
 from callcenter.cli.context import CliContext
+from callcenter.logs import masked_output
 
 # Modules that each export `commands: list[click.Command]`.
 _COMMAND_MODULES = (
@@ -41,8 +42,6 @@ def main(ctx: click.Context, unmasked: bool) -> None:
     if not unmasked:
         # Terminal output is copied into tickets, chats and shell logs: numbers are
         # masked there as in the service's logs, unless asked for in full.
-        from callcenter.logs import masked_output
-
         ctx.with_resource(masked_output())
 
 

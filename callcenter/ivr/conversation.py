@@ -49,7 +49,10 @@ from callcenter.ivr.reply import Reply
 from callcenter.ivr.webhook_params import RecordingStatus, VoiceWebhook
 from callcenter.portal.protocol import Portal, TicketView
 from callcenter.regulation.calendar import BusinessCalendar
+from callcenter.regulation.speech import say_deadline, say_digits
 from callcenter.settings import Settings
+from callcenter.tickets import intake
+from callcenter.tickets.notifications import MISSED_URGENT_JOB, missed_urgent_sms_job
 from callcenter.vocabulary import (
     ABANDONED_AFTER_CHOICE,
     TICKETED_CATEGORIES,
@@ -141,8 +144,6 @@ def _remembered(action: Remember) -> Any:
 def _context(
     ivr: IvrSetting, engine: Engine, tx: StepTransaction, call: Call | CallColumns, now: datetime
 ) -> StepContext:
-    from callcenter.regulation.speech import say_deadline, say_digits
-
     settings = ivr.settings
     facts = calls.caller_facts(call, sms_foreign=settings.sms_foreign)
     return StepContext(
@@ -170,8 +171,6 @@ def _apply(
 ) -> list[int]:
     """Apply the engine's actions to the call in this transaction; ticket request ids to
     queue after commit."""
-    from callcenter.tickets import intake
-
     submit: list[int] = []
     for action in actions:
         if isinstance(action, Remember):
@@ -215,8 +214,6 @@ def _keep_recording(
 ) -> int | None:
     """Keep a recording on the call (idempotent by SID); the request id to re-queue when the
     ticket already exists (the job attaches it), else None."""
-    from callcenter.tickets import intake
-
     try:
         request = intake.add_recording(
             session,
@@ -425,9 +422,9 @@ def record_status(
 
 
 def _queue_missed_urgent_sms(tx: StepTransaction, call_id: int) -> None:
-    from callcenter.tickets.jobs import queue_missed_urgent_sms
-
-    queue_missed_urgent_sms(tx.jobs(), call_id)
+    tx.jobs().enqueue(
+        missed_urgent_sms_job, call_id, job_id=MISSED_URGENT_JOB.format(call_id=call_id)
+    )
 
 
 def _close(
@@ -435,8 +432,6 @@ def _close(
 ) -> CallEnd:
     """Decide a finished call's outcome. Nothing the caller said is lost: a call that chose
     a ticketed path but hung up before its ticket still gets one, marked interrupted."""
-    from callcenter.tickets import intake
-
     if call.outcome != Outcome.IN_PROGRESS:
         return CallEnd(call.outcome)
     state = CallState.from_json(call.state)

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from types import ModuleType
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 from sqlalchemy import Executable, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -58,10 +58,15 @@ from callcenter.settings import Settings
 from callcenter.telephony.client import Telephony
 from callcenter.vocabulary import URGENT_CATEGORIES, Category, Outcome
 
+if TYPE_CHECKING:
+    from callcenter.ports import Services
+
 log = logging.getLogger(__name__)
 
 CHAIN_ALERT_KEY = "chain-alert:{call_sid}:{number}"
 MISSED_URGENT_KEY = "missed-urgent:{call_sid}"
+# One job per call however often it is queued (the status step, the sweep).
+MISSED_URGENT_JOB = "missed-urgent:{call_id}"
 # How far back the sweep looks for chain alerts still to send: an alert a day late still
 # tells the head of support what happened; older calls are the console's flag alone.
 ALERT_SWEEP_HOURS = 24
@@ -504,3 +509,20 @@ def calls_with_missed_urgent_due(session: Session, *, now: datetime) -> list[int
         )
     )
     return [call_id for call_id, key in keys.items() if key not in settled]
+
+
+def missed_urgent_sms_job(services: Services, call_id: int) -> bool:
+    """Job: the SMS about urgent call `call_id` hung up before a word; True when it went
+    out. Twilio out of reach fails the job loudly (the log, RQ's failed registry), and the
+    outbox sweep queues it again (`calls_with_missed_urgent_due`)."""
+    outcome = send_missed_urgent_sms(
+        services.sessions,
+        services.telephony,
+        call_id,
+        now=services.clock(),
+        calendar=services.calendar,
+        duty_phone=services.settings.duty_phone,
+    )
+    if outcome is not None and outcome.status == RETRY:
+        raise TelephonyUnavailable(f"missed urgent call SMS not sent: {outcome.reason}")
+    return outcome is not None and outcome.status == SENT
