@@ -173,6 +173,13 @@ class ManagedProcess:
     def log_tail(self, chars: int = 4000) -> str:
         return f"--- {self.name} log ({self.log_path}) ---\n" + self.log_text()[-chars:]
 
+    def pause(self) -> None:
+        """Freeze the process (SIGSTOP to its group): it notices nothing until `resume`."""
+        self._signal_group(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal_group(signal.SIGCONT)
+
     def _signal_group(self, sig: signal.Signals) -> None:
         if self.proc is None:
             return

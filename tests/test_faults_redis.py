@@ -104,9 +104,15 @@ def test_a_redis_crash_mid_call_loses_no_caller_and_no_ticket(
     assert requests_by_status(db) == {"pending": 3}
     assert ticket_keys(db) == []
 
-    # Redis comes back empty; the operator flushes the outbox.
-    stack.redis.start_and_wait()
-    flushed = stack.cli("outbox", "flush")
+    # Redis comes back empty; the operator flushes the outbox. The worker is held meanwhile:
+    # back on Redis it sweeps by itself, and a short outage (the calls above take seconds)
+    # would let it submit the rows before the operator does.
+    stack.worker.pause()
+    try:
+        stack.redis.start_and_wait()
+        flushed = stack.cli("outbox", "flush")
+    finally:
+        stack.worker.resume()
     assert flushed.returncode == 0, flushed.stderr
     assert "3 ticket request(s) submitted" in flushed.stdout
 
