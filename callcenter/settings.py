@@ -105,7 +105,9 @@ class Settings:
     tts_voice: str = "Polly.Tatyana"
     # Said by the TTS voice: "SKAI" in Cyrillic, as a person says it.
     support_name: str = "техподдержка Скай"
-    # Where a caller goes when the roster is empty or the database is down.
+    # Where a caller goes when the roster is empty or the database is down. The default is
+    # one of the hotline's own lines (a caller sent there comes back to the IVR): for a
+    # local run only; production refuses it and any other of LINES.
     duty_phone: str = "+78126077741"
     # Number SMS are sent from (one of ours).
     sms_from: str = "+78126077741"
@@ -138,6 +140,7 @@ class Settings:
                     ("PUBLIC_BASE_URL", self.public_base_url),
                     ("SECRET_KEY", None if self.secret_key == Settings.secret_key else "x"),
                     ("DATABASE_URL", None if self.database_url.startswith("sqlite") else "x"),
+                    ("DUTY_PHONE", None if self.duty_phone == Settings.duty_phone else "x"),
                 )
                 if not value
             ]
@@ -150,6 +153,11 @@ class Settings:
             if not self.validate_signatures:
                 raise ConfigurationError(
                     "VALIDATE_TWILIO_SIGNATURES cannot be switched off in production mode"
+                )
+            if self.duty_phone in self.lines:
+                raise ConfigurationError(
+                    f"DUTY_PHONE {self.duty_phone} is one of the hotline's own LINES: a caller "
+                    "sent there would come back to the IVR; set a person's phone"
                 )
             if self.clock_start is not None:
                 raise ConfigurationError("CALLCENTER_CLOCK cannot be set in production mode")

@@ -248,6 +248,7 @@ def start_stack(args: argparse.Namespace, directory: Path, twilio: TwilioStandIn
         "TWILIO_API_BASE_URL": twilio.url,
         "PUBLIC_BASE_URL": PUBLIC,
         "SECRET_KEY": "load-test-secret",
+        "DUTY_PHONE": "+79110000001",
         "CALLCENTER_DATA_DIR": str(directory / "data"),
         "LOG_JSON": "1",
         "HOST": "127.0.0.1",

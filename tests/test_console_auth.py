@@ -272,6 +272,7 @@ def test_production_cookies_are_secure(make_services: object) -> None:
         # A closed local port: the start-up roster check fails fast, as it may.
         database_url="postgresql+psycopg://postgres@127.0.0.1:9/prod",
         public_base_url="https://hotline.example",
+        duty_phone="+79110000001",
     )
     app = create_app(services=services)
     assert app.config["SESSION_COOKIE_SECURE"] is True

@@ -35,7 +35,7 @@ from tests.twilio_requests import TwilioCall, fixture, new_call_sid, parse_twiml
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.prism]
 
-DUTY_PHONE = "+78126077741"
+DUTY_PHONE = "+79110000002"
 TWILIO_API = "https://api.twilio.com/2010-04-01"
 # Twilio waits this long for a webhook's answer, then tries the fallback URL.
 TWILIO_TIMEOUT_SECONDS = 15

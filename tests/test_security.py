@@ -353,6 +353,7 @@ def production_env(**changes: str) -> dict[str, str]:
         "PUBLIC_BASE_URL": "https://hotline.example",
         "SECRET_KEY": "k" * 32,
         "DATABASE_URL": "postgresql+psycopg://u@127.0.0.1:9/db",
+        "DUTY_PHONE": "+79110000001",
         **changes,
     }
 

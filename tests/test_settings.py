@@ -51,6 +51,7 @@ def test_signature_check_cannot_be_switched_off_in_production() -> None:
         "PUBLIC_BASE_URL": "https://h",
         "SECRET_KEY": "s",
         "DATABASE_URL": "postgresql+psycopg://u@h/db",
+        "DUTY_PHONE": "+79110000001",
         "VALIDATE_TWILIO_SIGNATURES": "no",
     }
     with pytest.raises(ConfigurationError, match="cannot be switched off"):
@@ -74,6 +75,7 @@ def test_a_fresh_clone_signs_webhooks_with_the_local_token_production_never() ->
         "PUBLIC_BASE_URL": "https://h",
         "SECRET_KEY": "s" * 32,
         "DATABASE_URL": "postgresql+psycopg://u@h/db",
+        "DUTY_PHONE": "+79110000001",
     }
     assert Settings.from_env(env).webhook_signing_token == "real-token"
 
@@ -125,5 +127,30 @@ def test_callcenter_clock_is_refused_in_production() -> None:
             public_base_url="https://x",
             secret_key="s",
             database_url="postgresql+psycopg://u@h/db",
+            duty_phone="+79110000001",
             clock_start=datetime(2026, 11, 3, 14, 30, tzinfo=UTC),
         )
+
+
+def test_production_refuses_a_duty_phone_left_unset_or_one_of_the_hotlines_own_lines() -> None:
+    """A caller sent to one of our own lines comes back to the IVR: the default DUTY_PHONE
+    is such a line, so production needs one set, and not one of LINES."""
+    env = {
+        "CALLCENTER_ENV": "production",
+        "TWILIO_ACCOUNT_SID": "AC1",
+        "TWILIO_AUTH_TOKEN": "real-token",
+        "PUBLIC_BASE_URL": "https://h",
+        "SECRET_KEY": "s" * 32,
+        "DATABASE_URL": "postgresql+psycopg://u@h/db",
+    }
+    with pytest.raises(
+        ConfigurationError, match="production mode needs these settings: DUTY_PHONE"
+    ):
+        Settings.from_env(env)
+    with pytest.raises(ConfigurationError, match="DUTY_PHONE \\+78002506077 is one of the hotline"):
+        Settings.from_env({**env, "DUTY_PHONE": "+78002506077"})
+    with pytest.raises(ConfigurationError, match="DUTY_PHONE \\+74950000001 is one of the hotline"):
+        Settings.from_env({**env, "DUTY_PHONE": "+74950000001", "LINES": "+74950000001"})
+    assert Settings.from_env({**env, "DUTY_PHONE": "+79110000001"}).duty_phone == "+79110000001"
+    # Outside production the default stays, so a fresh clone runs as it is.
+    assert Settings.from_env({}).duty_phone == "+78126077741"

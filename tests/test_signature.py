@@ -166,4 +166,5 @@ def test_checks_can_be_switched_off_outside_production_only(make_app: Any) -> No
             public_base_url=TEST_PUBLIC_BASE,
             secret_key="s",
             database_url="postgresql+psycopg://x@127.0.0.1/x",
+            duty_phone="+79110000001",
         )
