@@ -46,6 +46,16 @@ class JobRunner(Protocol):
         """Queue the follow-ups job of request `request_id` (one per request id)."""
         ...
 
+    def submit_chain_alerts(self, call_id: int) -> None:
+        """Queue the chain alerts of call `call_id` (one job per call); raises
+        `QueueUnavailable` (the sweep finds the call's alerts due all the same)."""
+        ...
+
+    def submit_missed_urgent_sms(self, call_id: int) -> None:
+        """Queue the SMS about urgent call `call_id` hung up before a word (one job per
+        call id). Raises `QueueUnavailable`."""
+        ...
+
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         """Run `func(services, *args)` — a module-level job of primitive arguments — as a
         job; a repeated `job_id` is one job."""

@@ -52,7 +52,6 @@ from callcenter.regulation.calendar import BusinessCalendar
 from callcenter.regulation.speech import say_deadline, say_digits
 from callcenter.settings import Settings
 from callcenter.tickets import intake
-from callcenter.tickets.notifications import MISSED_URGENT_JOB, missed_urgent_sms_job
 from callcenter.vocabulary import (
     ABANDONED_AFTER_CHOICE,
     TICKETED_CATEGORIES,
@@ -414,17 +413,11 @@ def record_status(
         if end.missed_urgent_call_id is not None:
             call_id = end.missed_urgent_call_id
             # Not lost if it cannot be queued: the outbox sweep finds it
-            # (`notifications.calls_with_missed_urgent_due`).
-            tx.after_commit(lambda: _queue_missed_urgent_sms(tx, call_id))
+            # (`routing.alerts.calls_with_missed_urgent_due`).
+            tx.after_commit(lambda: tx.jobs().submit_missed_urgent_sms(call_id))
         return end
 
     return cycle.run(callback.call_sid, decide)
-
-
-def _queue_missed_urgent_sms(tx: StepTransaction, call_id: int) -> None:
-    tx.jobs().enqueue(
-        missed_urgent_sms_job, call_id, job_id=MISSED_URGENT_JOB.format(call_id=call_id)
-    )
 
 
 def _close(

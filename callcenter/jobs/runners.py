@@ -38,8 +38,10 @@ from rq.job import Job, JobStatus
 
 from callcenter.errors import ConfigurationError, QueueUnavailable
 from callcenter.jobs.tasks import (
+    chain_alerts_job,
     create_ticket,
     due_request_ids,
+    missed_urgent_sms_job,
     purge_personal_data,
     queue_due_chain_alerts,
     queue_due_missed_urgent_sms,
@@ -148,6 +150,12 @@ class RqJobRunner:
             )
             return False
         return True
+
+    def submit_chain_alerts(self, call_id: int) -> None:
+        self.enqueue(chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
+
+    def submit_missed_urgent_sms(self, call_id: int) -> None:
+        self.enqueue(missed_urgent_sms_job, call_id, job_id=f"missed-urgent:{call_id}")
 
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         self._enqueue_once(
@@ -345,6 +353,12 @@ class InlineJobRunner:
 
     def submit_followups(self, request_id: int) -> bool:
         return self._submit(f"ticket-followups:{request_id}", run_followups, request_id)
+
+    def submit_chain_alerts(self, call_id: int) -> None:
+        self.enqueue(chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
+
+    def submit_missed_urgent_sms(self, call_id: int) -> None:
+        self.enqueue(missed_urgent_sms_job, call_id, job_id=f"missed-urgent:{call_id}")
 
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         if not self._submit(job_id or uuid.uuid4().hex, func, *args):

@@ -44,14 +44,13 @@ from callcenter.db import transaction
 from callcenter.ivr.spool import replay_spool
 from callcenter.logs import call_context
 from callcenter.ports import Services
-from callcenter.routing.chain import chain_alerts_job
-from callcenter.tickets import followups, outbox
-from callcenter.tickets.notifications import (
-    MISSED_URGENT_JOB,
+from callcenter.routing.alerts import (
     calls_with_alerts_due,
     calls_with_missed_urgent_due,
-    missed_urgent_sms_job,
+    send_due_chain_alerts,
+    send_due_missed_urgent_sms,
 )
+from callcenter.tickets import followups, outbox
 
 log = logging.getLogger(__name__)
 
@@ -238,25 +237,12 @@ def retry_ticket_request(services: Services, request_id: int, *, by: str | None 
 
 
 def queue_due_chain_alerts(services: Services) -> int:
-    """Queue the chain alerts still due (see `notifications.calls_with_alerts_due`); how many.
+    """Queue the chain alerts still due (see `routing.alerts.calls_with_alerts_due`); how many.
     Raises `QueueUnavailable` like any submit."""
     with services.sessions() as session:
         due = calls_with_alerts_due(session, now=services.clock())
     for call_id in due:
-        services.jobs.enqueue(chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
-    return len(due)
-
-
-def queue_due_missed_urgent_sms(services: Services) -> int:
-    """Queue the missed urgent call SMS still due (see
-    `notifications.calls_with_missed_urgent_due`); how many. Raises `QueueUnavailable` like
-    any submit."""
-    with services.sessions() as session:
-        due = calls_with_missed_urgent_due(session, now=services.clock())
-    for call_id in due:
-        services.jobs.enqueue(
-            missed_urgent_sms_job, call_id, job_id=MISSED_URGENT_JOB.format(call_id=call_id)
-        )
+        services.jobs.submit_chain_alerts(call_id)
     return len(due)
 
 
@@ -265,3 +251,36 @@ def due_request_ids(services: Services) -> tuple[list[int], list[int]]:
     now = services.clock()
     with services.sessions() as session:
         return outbox.due_ticket_ids(session, now), outbox.due_followup_ids(session, now)
+
+
+def chain_alerts_job(services: Services, call_id: int) -> int:
+    """Send call `call_id`'s chain alerts still unsent; returns how many went out. Twilio out
+    of reach fails the job loudly (the log, RQ's failed registry); the outbox sweep queues
+    it again while any alert is due (`routing.alerts.calls_with_alerts_due`)."""
+    return send_due_chain_alerts(
+        services.sessions, services.telephony, call_id, now=services.clock()
+    )
+
+
+def queue_due_missed_urgent_sms(services: Services) -> int:
+    """Queue the missed urgent call SMS still due (see
+    `routing.alerts.calls_with_missed_urgent_due`); how many. Raises `QueueUnavailable`
+    like any submit."""
+    with services.sessions() as session:
+        due = calls_with_missed_urgent_due(session, now=services.clock())
+    for call_id in due:
+        services.jobs.submit_missed_urgent_sms(call_id)
+    return len(due)
+
+
+def missed_urgent_sms_job(services: Services, call_id: int) -> bool:
+    """Send the SMS about urgent call `call_id` hung up before a word, unless sent; True
+    when it went out. Twilio out of reach fails the job; the sweep queues it again."""
+    return send_due_missed_urgent_sms(
+        services.sessions,
+        services.telephony,
+        call_id,
+        now=services.clock(),
+        calendar=services.calendar,
+        duty_phone=services.settings.duty_phone,
+    )

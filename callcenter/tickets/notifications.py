@@ -19,20 +19,16 @@ Who gets an alert:
   for an urgent ticket or a ticket request that failed;
 - `chain_alert_recipients`: everyone in the chain routing rang for one urgent call nobody
   accepted (`send_chain_alerts`; the outbox sweep finds the ones still due with
-  `calls_with_alerts_due`);
-- `missed_urgent_recipient`: the one person told of an urgent call hung up before a word
-  (the head of the urgent chain on duty, else the duty phone; `send_missed_urgent_sms`;
-  the sweep finds the ones still due with `calls_with_missed_urgent_due`).
+  `calls_with_alerts_due`).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cache
-from types import ModuleType
-from typing import TYPE_CHECKING, cast
+from typing import cast
 
 from sqlalchemy import Executable, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -40,36 +36,23 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.clock import to_moscow
-from callcenter.db.models import Call, SmsMessage
-from callcenter.directory.phones import classify
+from callcenter.db.models import SmsMessage
 from callcenter.errors import (
     TelephonyError,
     TelephonyNotConfigured,
     TelephonyRejected,
     TelephonyUnavailable,
 )
-from callcenter.ivr import prompts
+from callcenter.phones import classify
 from callcenter.portal.protocol import TicketDraft
 from callcenter.regulation.calendar import BusinessCalendar
 from callcenter.regulation.speech import format_deadline_short
 from callcenter.regulation.topics import TOPICS
-from callcenter.routing.roster import WorkCalendar, alert_numbers, on_duty
+from callcenter.roster.on_duty import alert_numbers
 from callcenter.settings import Settings
 from callcenter.telephony.client import Telephony
-from callcenter.vocabulary import URGENT_CATEGORIES, Category, Outcome
-
-if TYPE_CHECKING:
-    from callcenter.ports import Services
 
 log = logging.getLogger(__name__)
-
-CHAIN_ALERT_KEY = "chain-alert:{call_sid}:{number}"
-MISSED_URGENT_KEY = "missed-urgent:{call_sid}"
-# One job per call however often it is queued (the status step, the sweep).
-MISSED_URGENT_JOB = "missed-urgent:{call_id}"
-# How far back the sweep looks for chain alerts still to send: an alert a day late still
-# tells the head of support what happened; older calls are the console's flag alone.
-ALERT_SWEEP_HOURS = 24
 
 SENT = "sent"
 SKIPPED = "skipped"
@@ -326,203 +309,3 @@ def failure_alert(
 def _topic_title(slug: str) -> str:
     topic = TOPICS.get(slug)
     return topic.title if topic else slug
-
-
-# ---------------------------------------------------------------- chain alerts
-
-
-def _chain() -> ModuleType:
-    """`callcenter.routing.chain`, which reads the call's routing state. Imported when
-    first asked for: that module imports this one for its `chain_alerts_job`, so a
-    module-level import back would be a loop (until the job moves to the jobs module)."""
-    from callcenter.routing import chain
-
-    return chain
-
-
-def chain_alert_recipients(call: Call) -> list[str]:
-    """Every SMS number of the chain as routing rang it for this call (once each); a leg
-    that was the settings' duty phone is texted at that number."""
-    routing = _chain().routing_state(call)
-    numbers: list[str] = []
-    for step in routing.steps if routing is not None else ():
-        for leg in step:
-            number = leg.sms or (leg.number if leg.key is None else None)
-            if number and number not in numbers:
-                numbers.append(number)
-    return numbers
-
-
-def chain_alert_text(call: Call) -> str:
-    """The SMS everyone in the chain gets: the call's topic, ticket, client and number."""
-    request = call.ticket_request
-    ticket = request.ticket_number if request is not None else None
-    return prompts.ROUTING_ALERT_SMS.format(
-        topic=chain_topic_title(call.category),
-        ticket=(
-            prompts.ROUTING_TICKET.format(number=ticket)
-            if ticket
-            else prompts.ROUTING_TICKET_PENDING
-        ),
-        client=_chain().client_name(call) or prompts.ROUTING_CLIENT_UNKNOWN,
-        caller=call.caller_e164 or prompts.ROUTING_CALLER_HIDDEN,
-    )
-
-
-def chain_topic_title(category: str | None) -> str:
-    """What the chain is told a call is about (the whisper, the alert): an urgent
-    category's own title, else a consultation."""
-    return _CHAIN_TOPICS.get(category or "", prompts.ROUTING_TOPIC_CONSULTATION)
-
-
-_CHAIN_TOPICS: dict[str, str] = {
-    Category.CRITICAL: prompts.ROUTING_TOPIC_CRITICAL,
-    Category.STOLEN: prompts.ROUTING_TOPIC_STOLEN,
-}
-
-
-def send_chain_alerts(
-    sessions: sessionmaker[Session], telephony: Telephony, call_id: int, *, now: datetime
-) -> list[SmsOutcome]:
-    """Send the "nobody accepted" SMS to every member of the call's chain, once each.
-
-    Run by a job after the routing transaction committed, so the text carries what is
-    known by then (the ticket number, usually). Each message is keyed per call and number
-    (`SmsMessage.key`), so a re-run never sends one twice; an outcome of `retry` (Twilio
-    unreachable) is for the job to try again.
-    """
-    with sessions() as session:
-        call = session.get(Call, call_id)
-        if call is None:
-            return []
-        recipients = chain_alert_recipients(call)
-        body = chain_alert_text(call)
-        call_sid = call.call_sid
-    return [
-        send_once(
-            sessions,
-            telephony,
-            key=CHAIN_ALERT_KEY.format(call_sid=call_sid, number=number),
-            to=number,
-            body=body,
-            now=now,
-        )
-        for number in recipients
-    ]
-
-
-def calls_with_alerts_due(session: Session, *, now: datetime) -> list[int]:
-    """Urgent calls nobody accepted whose chain alerts are not all settled: Redis was down
-    when routing decided to send them, or Twilio stayed out of reach for the whole job.
-    The outbox sweep queues `chain_alerts_job` for each (one job per call id; each SMS is
-    keyed, so none goes twice). An SMS being sent (`sending`) counts as settled."""
-    chain = _chain()
-    candidates = session.scalars(
-        select(Call).where(
-            Call.routing_outcome.in_((chain.OUTCOME_NOBODY_ACCEPTED, chain.OUTCOME_CALLER_HUNG_UP)),
-            Call.category.in_(URGENT_CATEGORIES),
-            Call.started_at >= now - timedelta(hours=ALERT_SWEEP_HOURS),
-        )
-    ).all()
-    keys = {
-        call.id: {
-            CHAIN_ALERT_KEY.format(call_sid=call.call_sid, number=number) for number in numbers
-        }
-        for call in candidates
-        if (numbers := chain_alert_recipients(call))
-    }
-    wanted = set().union(*keys.values())  # one query for every candidate's alerts
-    settled = set(
-        session.scalars(
-            select(SmsMessage.key).where(SmsMessage.key.in_(wanted), SmsMessage.status != RETRY)
-        )
-    )
-    return [call_id for call_id, mine in keys.items() if mine - settled]
-
-
-# ---------------------------------------------------------------- a missed urgent call
-
-
-def missed_urgent_recipient(
-    session: Session, at: datetime, calendar: WorkCalendar, duty_phone: str | None
-) -> str | None:
-    """Who is told of an urgent call hung up before a word: the first of the urgent chain
-    on duty with an SMS number, else the duty phone. One person, not the whole chain:
-    nobody was rung, there is only a number to call back."""
-    chain = on_duty(session, at, calendar).urgent_chain
-    return next((person.sms for person in chain if person.sms), None) or duty_phone or None
-
-
-def missed_urgent_text(call: Call) -> str:
-    return prompts.MISSED_URGENT_SMS.format(
-        topic=chain_topic_title(call.category), caller=call.caller_e164
-    )
-
-
-def send_missed_urgent_sms(
-    sessions: sessionmaker[Session],
-    telephony: Telephony,
-    call_id: int,
-    *,
-    now: datetime,
-    calendar: WorkCalendar,
-    duty_phone: str | None,
-) -> SmsOutcome | None:
-    """The SMS about urgent call `call_id` hung up at its path's first question, from a
-    number we can call back (`callcenter.ivr.conversation` decides that). Keyed per call,
-    so a re-run never sends it twice; None for a call that is not one. With nobody to
-    send it to, the skip is recorded, so the sweep does not try again."""
-    with sessions() as session, session.begin():
-        call = session.get(Call, call_id)
-        if call is None or call.caller_e164 is None:
-            return None
-        key = MISSED_URGENT_KEY.format(call_sid=call.call_sid)
-        body = missed_urgent_text(call)
-        to = missed_urgent_recipient(session, now, calendar, duty_phone)
-        if to is None:
-            return record_skip(
-                session, key=key, to=None, body=body, reason="nobody on duty to text", now=now
-            )
-    return send_once(sessions, telephony, key=key, to=to, body=body, now=now)
-
-
-def calls_with_missed_urgent_due(session: Session, *, now: datetime) -> list[int]:
-    """Urgent calls hung up before a word, from a number we can call back, whose SMS is
-    not settled: Redis was down when the call ended, or Twilio stayed out of reach. The
-    outbox sweep queues `missed_urgent_sms_job` for each (the SMS is keyed: never twice)."""
-    candidates = session.execute(
-        select(Call.id, Call.call_sid).where(
-            Call.outcome == Outcome.ABANDONED,
-            Call.category.in_(URGENT_CATEGORIES),
-            Call.caller_e164.is_not(None),
-            Call.started_at >= now - timedelta(hours=ALERT_SWEEP_HOURS),
-        )
-    ).all()
-    keys = {
-        call_id: MISSED_URGENT_KEY.format(call_sid=call_sid) for call_id, call_sid in candidates
-    }
-    settled = set(
-        session.scalars(
-            select(SmsMessage.key).where(
-                SmsMessage.key.in_(keys.values()), SmsMessage.status != RETRY
-            )
-        )
-    )
-    return [call_id for call_id, key in keys.items() if key not in settled]
-
-
-def missed_urgent_sms_job(services: Services, call_id: int) -> bool:
-    """Job: the SMS about urgent call `call_id` hung up before a word; True when it went
-    out. Twilio out of reach fails the job loudly (the log, RQ's failed registry), and the
-    outbox sweep queues it again (`calls_with_missed_urgent_due`)."""
-    outcome = send_missed_urgent_sms(
-        services.sessions,
-        services.telephony,
-        call_id,
-        now=services.clock(),
-        calendar=services.calendar,
-        duty_phone=services.settings.duty_phone,
-    )
-    if outcome is not None and outcome.status == RETRY:
-        raise TelephonyUnavailable(f"missed urgent call SMS not sent: {outcome.reason}")
-    return outcome is not None and outcome.status == SENT
