@@ -20,11 +20,9 @@ def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
     from gunicorn.app.base import BaseApplication
 
     from callcenter.app import create_app
-    from callcenter.db.migrate import upgrade
 
+    # An embedded SQLite database is migrated here (CliContext.services).
     services = cli.services
-    if services.settings.database_url.startswith("sqlite"):
-        upgrade(services.settings.database_url)
 
     class _Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -88,7 +86,8 @@ def db_upgrade(cli: CliContext, revision: str) -> None:
     """Apply the Alembic migrations."""
     from callcenter.db.migrate import upgrade
 
-    upgrade(cli.services.settings.database_url, revision)
+    # Not `cli.services`: that would take an embedded database to head first.
+    upgrade(cli.open_services(migrate=False).settings.database_url, revision)
     click.echo(f"database at {revision}")
 
 
