@@ -12,6 +12,7 @@ lint:
 	.venv/bin/ruff check .
 	.venv/bin/ruff format --check callcenter webhooks
 	.venv/bin/mypy
+	.venv/bin/lint-imports --no-cache
 
 setup:
 	scripts/setup.sh

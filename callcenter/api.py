@@ -24,6 +24,7 @@ from callcenter.calllog.query import CallFilter, PageRequest, get_call, search_c
 from callcenter.calllog.serialize import call_json
 from callcenter.errors import InvalidFilter
 from callcenter.portal import api as portal_api
+from callcenter.regulation.topics import TOPICS
 from callcenter.web import db_session, services
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -67,8 +68,6 @@ def _bad_filter(exc: InvalidFilter) -> ResponseReturnValue:
 
 
 def _known_topics() -> Collection[str]:
-    from callcenter.regulation.topics import TOPICS
-
     return set(TOPICS)
 
 

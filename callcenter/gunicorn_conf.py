@@ -74,6 +74,8 @@ def on_starting(server: Any) -> None:
 
 
 def child_exit(server: Any, worker: Any) -> None:
+    # Imported here, not at the top: prometheus-client picks its (multiprocess) mode when
+    # first imported, and this file is read before `on_starting` sets ENV.
     from prometheus_client import multiprocess
 
     multiprocess.mark_process_dead(worker.pid)  # type: ignore[no-untyped-call]

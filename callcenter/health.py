@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import redis
 from flask import Blueprint, Response, jsonify
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
+from callcenter.metrics import render
+from callcenter.routing.roster import Roster, roster_health
 from callcenter.web import services
 
 bp = Blueprint("health", __name__)
@@ -46,8 +49,6 @@ def readyz() -> ResponseReturnValue:
     except Exception as exc:  # noqa: BLE001 - any failure means "not ready"
         checks["database"] = f"error: {exc.__class__.__name__}"
     if svc.settings.redis_url:
-        import redis
-
         try:
             redis.Redis.from_url(
                 svc.settings.redis_url, socket_connect_timeout=1, socket_timeout=1
@@ -59,8 +60,6 @@ def readyz() -> ResponseReturnValue:
         checks["redis"] = "ok (not used: jobs run in-process)"
     warnings: list[str] = []
     if checks["database"] == "ok":
-        from callcenter.routing.roster import Roster, roster_health
-
         with svc.sessions() as session:
             empty = not Roster.load(session).people
             warnings = roster_health(session, svc.clock(), svc.calendar)
@@ -79,7 +78,5 @@ def readyz() -> ResponseReturnValue:
 
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
-    from callcenter.metrics import render
-
     body, content_type = render(services().sessions)
     return Response(body, content_type=content_type)

@@ -1,27 +1,29 @@
 """The service's wiring: settings → engine, sessions, clock, calendar and adapters.
 
-One `Services` per process (web, worker, CLI); tests build their own. Adapters are built
-lazily so a command that needs only the calendar never connects to Redis or Twilio.
+One `Services` per process (web, worker, CLI); tests build their own. It satisfies
+`callcenter.ports.Services`, which is what the domain and the jobs are typed against.
+Adapters are built lazily so a command that needs only the calendar never connects to
+Redis or Twilio.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import TYPE_CHECKING
+from pathlib import Path
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.clock import Clock, system_clock
 from callcenter.db import make_engine, make_session_factory
+from callcenter.jobs.runners import build_runner
+from callcenter.portal import build_portal
+from callcenter.portal.protocol import Portal
+from callcenter.ports import JobRunner
+from callcenter.regulation.calendar import BusinessCalendar
 from callcenter.settings import Settings
-
-if TYPE_CHECKING:
-    from callcenter.portal.protocol import Portal
-    from callcenter.regulation.calendar import BusinessCalendar
-    from callcenter.telephony.client import Telephony
-    from callcenter.tickets.jobs import JobRunner
+from callcenter.telephony.client import Telephony, build_telephony
 
 
 @dataclass(eq=False)
@@ -36,34 +38,24 @@ class Services:
         if settings.database_url.startswith("sqlite:///"):
             path = settings.database_url.removeprefix("sqlite:///")
             if path and path != ":memory:":
-                from pathlib import Path
-
                 Path(path).parent.mkdir(parents=True, exist_ok=True)
         engine = make_engine(settings.database_url)
         return cls(settings, engine, make_session_factory(engine), clock)
 
     @cached_property
     def calendar(self) -> BusinessCalendar:
-        from callcenter.regulation.calendar import BusinessCalendar
-
         return BusinessCalendar.from_settings(self.settings)
 
     @cached_property
     def portal(self) -> Portal:
-        from callcenter.portal import build_portal
-
-        return build_portal(self)
+        return build_portal(self.settings, self.sessions, self.clock)
 
     @cached_property
     def telephony(self) -> Telephony:
-        from callcenter.telephony.client import build_telephony
-
         return build_telephony(self.settings)
 
     @cached_property
     def jobs(self) -> JobRunner:
-        from callcenter.tickets.jobs import build_runner
-
         return build_runner(self)
 
     def close(self) -> None:

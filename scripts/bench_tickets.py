@@ -18,7 +18,7 @@ What it does:
 
 The workers run with no Twilio account, so the follow-up SMS are recorded as skipped;
 follow-ups that stay in the database like that are done by the ticket job itself, right
-after the number (`callcenter.tickets.jobs`). `--recordings` gives every call a recorded
+after the number (`callcenter.jobs.tasks`). `--recordings` gives every call a recorded
 description: attaching it sends the follow-ups to their own job on their own queue, the
 way a real SMS through Twilio does in production — the figures with that job's cost.
 """
@@ -47,9 +47,9 @@ sys.path.insert(0, str(ROOT))
 from callcenter.calls.store import get_or_create_call  # noqa: E402
 from callcenter.db import Base, transaction  # noqa: E402
 from callcenter.db.models import TicketRequest  # noqa: E402
+from callcenter.jobs import runners  # noqa: E402
 from callcenter.services import Services  # noqa: E402
 from callcenter.settings import Settings  # noqa: E402
-from callcenter.tickets import jobs  # noqa: E402
 from callcenter.tickets.intake import add_recording, open_ticket_request  # noqa: E402
 
 TOPICS = ("system_reports", "data_update", "accounts_access", "critical_server_failure")
@@ -102,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         workers = start_workers(args.workers, database_url, args.redis_url, queue_name)
         wait_for_workers(args.redis_url, queue_name, args.workers)
         runner = services.jobs
-        assert isinstance(runner, jobs.RqJobRunner)
+        assert isinstance(runner, runners.RqJobRunner)
 
         print(f"throughput: {args.tickets} tickets submitted at once, {args.workers} workers")
         cpu_before = cpu_by_role(workers)
@@ -328,7 +328,7 @@ def report_latency(label: str, submitted: dict[int, float], done: dict[int, floa
 
 def cleanup_redis(redis_url: str, queue_name: str) -> None:
     redis = Redis.from_url(redis_url)
-    for name in (queue_name, queue_name + jobs.FOLLOWUPS_SUFFIX):
+    for name in (queue_name, queue_name + runners.FOLLOWUPS_SUFFIX):
         Queue(name, connection=redis).delete(delete_jobs=True)
     for key in redis.scan_iter(f"rq:*{queue_name}*"):
         redis.delete(key)

@@ -1,9 +1,10 @@
 """A job runner for tests that only need a job to have run: `SynchronousJobRunner`.
 
-It keeps the `JobRunner` protocol (`callcenter.tickets.jobs`) and runs the same job
-functions as the real runners, each at once in the thread that submits it — for a webhook,
-right after its transaction committed, before the test client has the reply. A test then
-asserts on the outcome instead of polling for it.
+It keeps the `JobRunner` protocol (`callcenter.ports`) and runs the same job functions
+(`callcenter.jobs.tasks`) as the real runners, called with its `Services` first, each at
+once in the thread that submits it — for a webhook, right after its transaction committed,
+before the test client has the reply. A test then asserts on the outcome instead of
+polling for it.
 
 Like a queue, and like the real runners:
 - a job submitted by a running job (the ticket job queueing its follow-ups) runs after
@@ -27,8 +28,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from callcenter.jobs import tasks
+from callcenter.ports import Chain
 from callcenter.services import Services
-from callcenter.tickets import jobs
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +48,11 @@ class SynchronousJobRunner:
         self._draining = False
 
     def submit_ticket_request(self, request_id: int) -> bool:
-        self._submit(f"ticket-request:{request_id}", jobs.create_ticket, request_id)
+        self._submit(f"ticket-request:{request_id}", tasks.create_ticket, request_id)
         return True
 
     def submit_followups(self, request_id: int) -> bool:
-        self._submit(f"ticket-followups:{request_id}", jobs.run_followups, request_id)
+        self._submit(f"ticket-followups:{request_id}", tasks.run_followups, request_id)
         return True
 
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
@@ -58,12 +60,19 @@ class SynchronousJobRunner:
 
     def flush(self) -> int:
         """What the sweep does: submit everything due now; returns how many."""
-        tickets, followup_ids = jobs.due_request_ids(self.services)
+        tickets, followup_ids = tasks.due_request_ids(self.services)
         for request_id in tickets:
             self.submit_ticket_request(request_id)
         for request_id in followup_ids:
             self.submit_followups(request_id)
-        return len(tickets) + len(followup_ids) + jobs.queue_due_chain_alerts(self.services)
+        return len(tickets) + len(followup_ids) + tasks.queue_due_chain_alerts(self.services)
+
+    def tickets_waiting(self) -> bool:
+        # Every ticket job runs before its submit returns: none is ever waiting.
+        return False
+
+    def schedule_next(self, chain: Chain) -> None:
+        """No periodic chains: a test runs the sweep itself (`flush`)."""
 
     def close(self) -> None:
         """Nothing runs in the background: every job ended before its submit returned."""
@@ -87,8 +96,7 @@ class SynchronousJobRunner:
                     return
                 key, func, args = self._waiting.popleft()
             try:
-                with jobs.using(self.services):
-                    func(*args)
+                func(self.services, *args)
             except Exception as exc:
                 log.exception("job %s failed", key)
                 self.failures.append((key, exc))

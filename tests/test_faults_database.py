@@ -19,6 +19,8 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
+from redis import Redis
+from rq.registry import FailedJobRegistry
 
 from callcenter.calllog.query import get_call
 from callcenter.calllog.serialize import call_json
@@ -28,6 +30,7 @@ from callcenter.services import Services
 from callcenter.settings import Settings
 from tests.conftest import TEST_ACCOUNT_SID
 from tests.processes import HttpClient, ServiceStack, TcpGate, wait_until
+from tests.ticket_pipeline import open_request, request_row
 from tests.twilio_requests import TwilioCall, fixture, new_call_sid, parse_twiml, signed_post
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.prism]
@@ -267,3 +270,38 @@ def test_a_database_that_hangs_still_lets_callers_reach_the_duty_phone_in_time(
 def kinds_of(db: Services, call_sid: str) -> list[str]:
     call = call_of(db, call_sid)
     return [e["kind"] for e in call["events"]] if call else []
+
+
+def test_the_worker_lives_through_a_database_outage_and_the_ticket_waits_in_the_outbox(
+    stack: ServiceStack, gate: TcpGate, db: Services
+) -> None:
+    """PostgreSQL dies while a ticket job is due: the job fails at once (RQ's failed
+    registry has it), the worker process stays, the request stays pending, and once the
+    database is back the sweep makes the ticket — nobody touches anything."""
+    assert stack.redis is not None
+    worker_pid = stack.worker.pid
+    request_id = open_request(db)  # committed through the test's own way in, not the gate
+    redis = Redis.from_url(stack.redis.url)
+    failed = FailedJobRegistry(stack.queue_name, connection=redis)
+    gate.cut()
+    try:
+        assert db.jobs.submit_ticket_request(request_id)
+        wait_until(
+            lambda: f"{stack.queue_name}__ticket-request-{request_id}" in failed.get_job_ids(),
+            timeout=30,
+            what="the ticket job to fail against the dead database",
+            on_timeout=stack.logs,
+        )
+        assert stack.worker.alive, stack.worker.log_tail()
+        assert request_row(db, request_id).status == "pending"
+    finally:
+        gate.restore()
+    wait_until(
+        lambda: request_row(db, request_id).status == "done",
+        timeout=SWEEP_WAIT_SECONDS,
+        what="the sweep to make the ticket once the database is back",
+        on_timeout=stack.logs,
+    )
+    assert request_row(db, request_id).ticket_number
+    assert stack.worker.alive and stack.worker.pid == worker_pid, stack.worker.log_tail()
+    redis.close()

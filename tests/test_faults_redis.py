@@ -9,6 +9,7 @@ The test run's PostgreSQL database holds the calls; the built-in portal the tick
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 import pytest
@@ -27,6 +28,10 @@ from tests.processes import HttpClient, ServiceStack, follow_twiml, wait_until
 from tests.twilio_requests import TwilioCall
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.prism]
+
+# RQ's own loop gave up ~18 s into an outage and the worker process died; this one lasts
+# more than twice that, with the worker's real timing.
+LONG_OUTAGE_SECONDS = 40
 
 NEW_PROBLEM = ("keys:2", "keys:1", "keys:1", "say:А123ВС77", "say:Иван Петров, Ромашка")
 
@@ -168,3 +173,57 @@ def test_after_a_redis_crash_the_worker_makes_the_waiting_tickets_by_itself(
     )
     assert ticket_keys(db) == [caller.call_sid]
     assert stack.worker.alive, stack.worker.log_tail()
+
+
+def worker_states(stack: ServiceStack) -> list[str]:
+    """The worker's log lines about Redis's state (lost / still away / back)."""
+    return [
+        r["msg"]
+        for r in stack.worker.json_lines(strict=False)
+        if r["logger"] == "callcenter.jobs.worker"
+        and r["msg"].startswith(("Redis lost", "Redis still away", "Redis is back"))
+    ]
+
+
+def test_the_worker_outlives_a_long_redis_outage_and_catches_up_by_itself(
+    stack: ServiceStack, db: Services
+) -> None:
+    """Redis is away longer than RQ's own reconnect window and comes back empty: the worker
+    process is still there, said so once per change, and the ticket a caller asked for
+    during the outage gets its number with nobody running `outbox flush`."""
+    assert stack.redis is not None
+    simulator = Simulator(stack.web.url, TEST_AUTH_TOKEN, public_base_url=TEST_PUBLIC_BASE)
+    worker_pid = stack.worker.pid
+    stack.redis.kill()
+    down_since = time.monotonic()
+    caller = simulator.run(
+        CallScript(from_number="+79161110005", answers=tuple(map(Answer.press, "211")))
+    )
+    assert caller.errors == [], caller.text()
+    assert requests_by_status(db) == {"pending": 1}
+    wait_until(
+        lambda: any(m.startswith("Redis lost") for m in worker_states(stack)),
+        timeout=30,
+        what="the worker to notice Redis is gone",
+        on_timeout=stack.logs,
+    )
+    # The outage goes on; the worker process stays, checked all along.
+    while time.monotonic() - down_since < LONG_OUTAGE_SECONDS:
+        assert stack.worker.alive, stack.worker.log_tail()
+        time.sleep(0.5)
+
+    stack.redis.start_and_wait()  # no persistence: an empty Redis
+    wait_until(
+        lambda: requests_by_status(db) == {"done": 1},
+        timeout=60,
+        what="the ticket, with no flush",
+        on_timeout=stack.logs,
+    )
+    assert ticket_keys(db) == [caller.call_sid]
+    assert stack.worker.alive and stack.worker.pid == worker_pid, stack.worker.log_tail()
+    states = worker_states(stack)
+    assert [m.split(" (")[0].split(" after ")[0] for m in states] == [
+        "Redis lost",
+        "Redis is back",
+    ], states
+    assert "worker process exited" not in stack.worker.log_text()

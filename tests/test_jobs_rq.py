@@ -29,10 +29,11 @@ from callcenter.cli import main
 from callcenter.cli.context import CliContext
 from callcenter.db.models import Call, SmsMessage, TicketRequest
 from callcenter.errors import QueueUnavailable
+from callcenter.jobs import runners, tasks
+from callcenter.jobs.worker import PipelineWorker
 from callcenter.logs import decorate_handler
 from callcenter.services import Services
 from callcenter.telephony.client import TwilioExchange, TwilioTelephony, build_telephony
-from callcenter.tickets import jobs
 from tests.conftest import TEST_ACCOUNT_SID, MutableClock
 from tests.ticket_pipeline import (
     CALLER,
@@ -84,7 +85,7 @@ def pipeline(
     for telephony in adapters:
         telephony.close()
     redis = Redis.from_url(redis_url)
-    for name in (queue_name, queue_name + jobs.FOLLOWUPS_SUFFIX):
+    for name in (queue_name, queue_name + runners.FOLLOWUPS_SUFFIX):
         queue = Queue(name, connection=redis)
         for job_id in ScheduledJobRegistry(queue=queue).get_job_ids():
             redis.delete(f"rq:job:{job_id}")
@@ -300,9 +301,8 @@ def test_concurrent_runs_of_one_request_make_one_ticket(
 
     def worker() -> None:  # what four RQ workers holding the same job would do
         try:
-            with jobs.using(services):
-                barrier.wait(timeout=10)
-                numbers.append(jobs.create_ticket(request_id))
+            barrier.wait(timeout=10)
+            numbers.append(tasks.create_ticket(services, request_id))
         except BaseException as exc:  # noqa: BLE001 - reported below
             errors.append(exc)
 
@@ -329,28 +329,24 @@ def test_the_sweep_runs_on_rqs_scheduler_and_schedules_its_successor(
 
     services = pipeline()
     runner = services.jobs
-    assert isinstance(runner, jobs.RqJobRunner)
+    assert isinstance(runner, runners.RqJobRunner)
     runner.schedule_sweep(now=True)
     runner.schedule_sweep(now=True)  # a second worker starting: the same slot, one job
     scheduled = ScheduledJobRegistry(queue=runner.tickets)
     [seed] = scheduled.get_job_ids()
     assert seed.startswith(f"{queue_name}__outbox-sweep-")
 
-    jobs.configure(services)
-    try:
-        worker = jobs.PipelineWorker(
-            [runner.tickets, runner.followups], connection=runner.connection
-        )
-        worker.work(burst=True, with_scheduler=True)  # the scheduler moves the due sweep
-    finally:
-        jobs.configure(None)
+    worker = PipelineWorker(
+        [runner.tickets, runner.followups], services=services, connection=runner.connection
+    )
+    worker.work(burst=True, with_scheduler=True)  # the scheduler moves the due sweep
 
     assert request_row(services, request_id).status == "done"
     [successor] = scheduled.get_job_ids()
     assert successor.startswith(f"{queue_name}__outbox-sweep-")
     # The slot after the one the sweep ran in: the seed's next, or a later one should a
     # slot boundary pass before the sweep ran.
-    slot, ran_by = int(seed.rsplit("-", 1)[1]), int(time.time() // jobs.SWEEP_SECONDS)
+    slot, ran_by = int(seed.rsplit("-", 1)[1]), int(time.time() // runners.SWEEP_SECONDS)
     assert slot + 1 <= int(successor.rsplit("-", 1)[1]) <= ran_by + 1
 
 
@@ -369,7 +365,7 @@ def test_without_redis_the_same_jobs_run_in_process(
 
     # The portal is down: the in-process job tries once and schedules the retry.
     down = inline(portal_url=closed_port_url() + "/api/v1", portal_token="t")
-    assert isinstance(down.jobs, jobs.InlineJobRunner)
+    assert isinstance(down.jobs, runners.InlineJobRunner)
     request_id = open_request(down)
     assert down.jobs.submit_ticket_request(request_id)
     wait_for(lambda: request_row(down, request_id).attempts == 1)
@@ -379,7 +375,7 @@ def test_without_redis_the_same_jobs_run_in_process(
     # The next process starts with the built-in portal; its sweep finds the due retry.
     clock.now += timedelta(seconds=10)
     up = inline()
-    assert isinstance(up.jobs, jobs.InlineJobRunner)  # built as the process starts
+    assert isinstance(up.jobs, runners.InlineJobRunner)  # built as the process starts
     wait_for(lambda: request_row(up, request_id).status == "done")
     wait_for(lambda: len(sms_sent(exchanges)) == 1)
     up.close()
@@ -407,22 +403,22 @@ def test_any_job_can_be_queued_once_by_id_and_a_dead_redis_says_so(
 
     # Other modules queue their own jobs (e.g. routing's chain alerts), ids of any spelling.
     for _ in range(2):
-        services.jobs.enqueue(jobs.run_followups, request_id, job_id=f"again:{request_id}")
-    followups = Queue(queue_name + jobs.FOLLOWUPS_SUFFIX, connection=services.jobs.connection)
+        services.jobs.enqueue(tasks.run_followups, request_id, job_id=f"again:{request_id}")
+    followups = Queue(queue_name + runners.FOLLOWUPS_SUFFIX, connection=services.jobs.connection)
     assert followups.job_ids == [f"{queue_name}__again-{request_id}"]
     work_burst(services)
     assert request_row(services, request_id).next_attempt_at is None
 
     no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
     with pytest.raises(QueueUnavailable, match="Redis"):
-        no_redis.jobs.enqueue(jobs.run_followups, request_id)
+        no_redis.jobs.enqueue(tasks.run_followups, request_id)
 
 
 def test_follow_ups_that_stay_in_the_database_run_in_the_ticket_job_unless_tickets_wait(
     pipeline: Callable[..., Services], queue_name: str, exchanges: list[TwilioExchange]
 ) -> None:
     services = pipeline()
-    followups_queue = queue_name + jobs.FOLLOWUPS_SUFFIX
+    followups_queue = queue_name + runners.FOLLOWUPS_SUFFIX
 
     # A landline's skipped SMS is recorded by its ticket job: no follow-ups job at all.
     alone = open_request(services, caller=LANDLINE)
@@ -499,22 +495,18 @@ def test_the_retention_purge_runs_daily_on_rqs_scheduler_one_chain_for_all_worke
         make_call(session, now=clock.now - timedelta(days=400), sid=old)
         make_call(session, now=clock.now - timedelta(days=10), sid=recent)
     runner = services.jobs
-    assert isinstance(runner, jobs.RqJobRunner)
+    assert isinstance(runner, runners.RqJobRunner)
     runner.schedule_purge(now=True)  # a worker starting
     runner.schedule_purge(now=True)  # and a second one: still one purge today
     scheduled = ScheduledJobRegistry(queue=runner.followups)
-    today = int(time.time() // jobs.PURGE_SECONDS)
+    today = int(time.time() // runners.PURGE_SECONDS)
     assert scheduled.get_job_ids() == [f"{queue_name}__retention-purge-{today}"]
 
     caplog.set_level(logging.INFO, logger="callcenter.calls.retention")
-    jobs.configure(services)
-    try:
-        worker = jobs.PipelineWorker(
-            [runner.tickets, runner.followups], connection=runner.connection
-        )
-        worker.work(burst=True, with_scheduler=True)  # the scheduler moves the due purge
-    finally:
-        jobs.configure(None)
+    worker = PipelineWorker(
+        [runner.tickets, runner.followups], services=services, connection=runner.connection
+    )
+    worker.work(burst=True, with_scheduler=True)  # the scheduler moves the due purge
 
     with services.sessions() as session:
         calls = {c.call_sid: c for c in session.scalars(select(Call))}
@@ -549,7 +541,7 @@ def test_without_redis_the_purge_runs_at_start_and_then_once_a_day(
             return call.anonymised_at is not None
 
     caplog.set_level(logging.INFO, logger="callcenter.calls.retention")
-    runner = jobs.InlineJobRunner(services, sweep_seconds=0.02)
+    runner = runners.InlineJobRunner(services, sweep_seconds=0.02)
     try:
         wait_for(lambda: anonymised(first))
         clock.now = start + timedelta(days=1)

@@ -21,7 +21,7 @@ from callcenter.errors import (
     PortalUnavailable,
     TicketNotFound,
 )
-from callcenter.portal import build_portal
+from callcenter.portal import Portal, build_portal
 from callcenter.portal.builtin import BuiltinPortal
 from callcenter.portal.http import HttpPortal
 from callcenter.portal.protocol import TicketDraft
@@ -391,11 +391,14 @@ def test_concurrent_status_changes_are_serialised(portal: BuiltinPortal) -> None
 def test_build_portal_is_builtin_by_default_and_http_with_a_portal_url(
     make_services: Callable[..., Services],
 ) -> None:
-    builtin = build_portal(make_services())
+    def built(services: Services) -> Portal:
+        return build_portal(services.settings, services.sessions, services.clock)
+
+    builtin = built(make_services())
     assert isinstance(builtin, BuiltinPortal)
     assert builtin.ticket_url("1042") == f"{TEST_PUBLIC_BASE}/console/tickets/1042"
 
-    remote = build_portal(
+    remote = built(
         make_services(portal_url="https://portal.example/api/v1/", portal_token="t0ken")
     )
     assert isinstance(remote, HttpPortal)
@@ -404,7 +407,7 @@ def test_build_portal_is_builtin_by_default_and_http_with_a_portal_url(
     assert remote.ticket_url("1042") is None
     remote.close()
 
-    linked = build_portal(
+    linked = built(
         make_services(
             portal_url="https://portal.example/api/v1/",
             portal_token="t0ken",

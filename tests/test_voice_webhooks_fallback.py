@@ -229,7 +229,7 @@ def test_spooled_events_are_replayed_once_the_database_is_back(
 
 def test_the_outbox_sweep_replays_the_spool_by_itself(services: Services) -> None:
     from callcenter.ivr.spool import spool
-    from callcenter.tickets.jobs import replay_fallback_spool
+    from callcenter.jobs.tasks import replay_fallback_spool
 
     record = {
         "kind": "status",

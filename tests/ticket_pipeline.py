@@ -16,8 +16,8 @@ from werkzeug.serving import make_server
 from callcenter.calls.store import get_or_create_call
 from callcenter.db import transaction
 from callcenter.db.models import Call, Contact, ContactPhone, Organisation, Ticket, TicketRequest
+from callcenter.jobs.worker import run_worker
 from callcenter.services import Services
-from callcenter.tickets import jobs
 from callcenter.tickets.intake import open_ticket_request
 
 CALLER = "+79161234567"  # a Russian mobile
@@ -147,8 +147,4 @@ class LivePortal:
 
 def work_burst(services: Services) -> bool:
     """A real RQ worker (in this process) works the pipeline's queues until empty."""
-    jobs.configure(services)
-    try:
-        return jobs.run_worker(services, burst=True)
-    finally:
-        jobs.configure(None)
+    return run_worker(services, burst=True)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from sqlalchemy import ColumnElement, and_, exists, not_, or_, select
 
 from callcenter.calllog.serialize import is_urgent_unanswered
-from callcenter.db.models import Call, TicketRequest
+from callcenter.db.models import Call, DialLeg, TicketRequest
 from callcenter.vocabulary import TICKETED_CATEGORIES, URGENT_CATEGORIES, Category, Outcome
 
 # Consultations that reached nobody and left no message: the caller waits for a call.
@@ -77,8 +77,6 @@ def _not_served(call: Call) -> bool:
 def needs_attention() -> ColumnElement[bool]:
     """`call_problems(call)` is not empty, as a condition on `calls` (correlated
     sub-queries on the ticket request and the legs; no join needed)."""
-    from callcenter.db.models import DialLeg
-
     finished = Call.outcome != Outcome.IN_PROGRESS
     has_ticket = exists(
         select(TicketRequest.id).where(

@@ -36,7 +36,7 @@ from callcenter.calls.store import CallColumns, lock_call
 from callcenter.db.models import Call
 
 if TYPE_CHECKING:
-    from callcenter.tickets.jobs import JobRunner
+    from callcenter.ports import JobRunner
 
 log = logging.getLogger(__name__)
 

@@ -7,8 +7,10 @@ import importlib
 from typing import Any
 
 import click
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from callcenter.cli.context import CliContext
+from callcenter.logs import masked_output
 
 # Modules that each export `commands: list[click.Command]`.
 _COMMAND_MODULES = (
@@ -30,8 +32,6 @@ class _Command(click.Group):
     """The group, with a database that is not ready said in one line, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from sqlalchemy.exc import OperationalError, ProgrammingError
-
         try:
             return super().invoke(ctx)
         except (OperationalError, ProgrammingError) as exc:
@@ -44,8 +44,6 @@ class _Command(click.Group):
 def database_problem(exc: Exception) -> str | None:
     """What to do about a database error that stopped a command, in one line; None for a
     programming error of ours (its traceback is the report)."""
-    from sqlalchemy.exc import OperationalError
-
     orig = getattr(exc, "orig", exc)
     detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
     if "no such table" in detail or getattr(orig, "sqlstate", None) == "42P01":
@@ -74,8 +72,6 @@ def main(ctx: click.Context, unmasked: bool) -> None:
     if not unmasked:
         # Terminal output is copied into tickets, chats and shell logs: numbers are
         # masked there as in the service's logs, unless asked for in full.
-        from callcenter.logs import masked_output
-
         ctx.with_resource(masked_output())
 
 

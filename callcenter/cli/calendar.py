@@ -10,6 +10,7 @@ from babel.dates import get_month_names
 
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import MOSCOW
+from callcenter.db.models import Organisation
 from callcenter.errors import ConfigurationError, UnknownTopic
 from callcenter.regulation.calendar import NORM_HOURS_PER_DAY, BusinessCalendar, ProductionYear
 from callcenter.regulation.topics import TOPICS, deadlines, get_topic
@@ -161,8 +162,6 @@ def deadline_command(
     received = _parse_received(received_text)
     organisation = None
     if org_id is not None:
-        from callcenter.db.models import Organisation
-
         services = cli.services
         # A command is the last thing its process does with the database: let go of it.
         click.get_current_context().call_on_close(services.engine.dispose)

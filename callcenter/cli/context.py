@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import click
+from sqlalchemy import inspect
 
+from callcenter.db.migrate import upgrade
 from callcenter.services import Services
 from callcenter.settings import Settings
 
@@ -38,8 +40,6 @@ class CliContext:
                 # schema on first use (a fresh clone's first command, or one after a
                 # pull), as `serve` does. A server database is migrated by the release
                 # step, never behind an operator's back.
-                from callcenter.db.migrate import upgrade
-
                 upgrade(settings.database_url)
         return self._services
 
@@ -54,8 +54,6 @@ def migrated_here(services: Services) -> bool:
     tables created directly, as tests do) is left as it is."""
     if not embedded_database(services.settings.database_url):
         return False
-    from sqlalchemy import inspect
-
     tables = set(inspect(services.engine).get_table_names())
     return not tables or "alembic_version" in tables
 

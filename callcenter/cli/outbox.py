@@ -8,8 +8,9 @@ import click
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import to_moscow
 from callcenter.errors import InvalidInput, QueueUnavailable
+from callcenter.jobs.runners import InlineJobRunner
+from callcenter.jobs.tasks import retry_ticket_request
 from callcenter.tickets import outbox as outbox_rows
-from callcenter.tickets.jobs import InlineJobRunner, retry_ticket_request
 
 _ERROR_WIDTH = 60
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from callcenter.calls.retention import purge_personal_data
 from callcenter.cli.context import CliContext, pass_cli
 
 
@@ -12,8 +13,6 @@ from callcenter.cli.context import CliContext, pass_cli
 @pass_cli
 def purge(cli: CliContext, days: int | None) -> None:
     """Anonymise calls older than the retention period (numbers, names, recordings)."""
-    from callcenter.calls.retention import purge_personal_data
-
     svc = cli.services
     retention = days if days is not None else svc.settings.retention_days
     if retention < 1:

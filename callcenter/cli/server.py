@@ -5,9 +5,15 @@ from __future__ import annotations
 from typing import Any
 
 import click
+from gunicorn.app.base import BaseApplication
 
+from callcenter.app import create_app
 from callcenter.cli.context import CliContext, pass_cli
+from callcenter.db.migrate import upgrade
+from callcenter.errors import ConfigurationError
 from callcenter.gunicorn_conf import REQUEST_LIMITS
+from callcenter.jobs.worker import run_worker
+from callcenter.logs import configure_logging
 
 
 @click.command()
@@ -17,10 +23,6 @@ from callcenter.gunicorn_conf import REQUEST_LIMITS
 @pass_cli
 def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
     """Run the web service (migrates an embedded SQLite database first)."""
-    from gunicorn.app.base import BaseApplication
-
-    from callcenter.app import create_app
-
     # An embedded SQLite database is migrated here (CliContext.services).
     services = cli.services
 
@@ -61,11 +63,8 @@ def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
 @click.option("--burst", is_flag=True, help="Work until the queue is empty, then stop.")
 @pass_cli
 def worker(cli: CliContext, burst: bool) -> None:
-    """Run the RQ job worker (with the scheduler) for the ticket pipeline."""
-    from callcenter.errors import ConfigurationError
-    from callcenter.logs import configure_logging
-    from callcenter.tickets.jobs import run_worker
-
+    """Run the RQ job worker (with the scheduler) for the ticket pipeline. It stays up
+    while Redis or the database is away, and picks up where it was when they are back."""
     # Before RQ sets up its own handler: its lines then come out in the service's shape.
     configure_logging(cli.services.settings)
     try:
@@ -84,8 +83,6 @@ def db() -> None:
 @pass_cli
 def db_upgrade(cli: CliContext, revision: str) -> None:
     """Apply the Alembic migrations."""
-    from callcenter.db.migrate import upgrade
-
     # Not `cli.services`: that would take an embedded database to head first.
     upgrade(cli.open_services(migrate=False).settings.database_url, revision)
     click.echo(f"database at {revision}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from callcenter.cli.context import CliContext, pass_cli
+from callcenter.ivr.spool import replay_spool, spool_path
 
 
 @click.group()
@@ -17,8 +18,6 @@ def spool() -> None:
 def replay(cli: CliContext) -> None:
     """Store the spooled events in the call log now (the sweep also does it every few
     seconds on the host whose CALLCENTER_DATA_DIR holds the spool)."""
-    from callcenter.ivr.spool import replay_spool, spool_path
-
     stored, left = replay_spool(cli.services)
     where = spool_path(cli.services.settings.data_dir)
     click.echo(f"{stored} events stored, {left} still waiting in {where}")

@@ -53,8 +53,10 @@ from callcenter.console.common import portal_link, roster_warnings
 from callcenter.db import transaction
 from callcenter.db.models import Call, CallNote, DialLeg, TicketRequest
 from callcenter.errors import InvalidFilter, InvalidInput
+from callcenter.jobs.tasks import retry_ticket_request
 from callcenter.portal.protocol import TicketView
 from callcenter.regulation.topics import TOPICS
+from callcenter.tickets.intake import open_ticket_request
 from callcenter.web import services
 
 log = logging.getLogger(__name__)
@@ -341,8 +343,6 @@ def _back(call_sid: str) -> ResponseReturnValue:
 @bp.post("/calls/<call_sid>/retry")
 def retry_ticket(call_sid: str) -> ResponseReturnValue:
     """Ask the portal again for a failed ticket (the outbox's retry, then the job)."""
-    from callcenter.tickets.jobs import retry_ticket_request
-
     svc = services()
     user = require_user()
     with svc.sessions() as db:
@@ -366,8 +366,6 @@ def retry_ticket(call_sid: str) -> ResponseReturnValue:
 @bp.post("/calls/<call_sid>/open-ticket")
 def open_ticket(call_sid: str) -> ResponseReturnValue:
     """Open the ticket a ticketed call never got (the pipeline's own function)."""
-    from callcenter.tickets.intake import open_ticket_request
-
     svc = services()
     user = require_user()
     at = svc.clock()

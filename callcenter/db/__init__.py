@@ -10,6 +10,8 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, TypeDecorator, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 
+from callcenter.db.deadline import guard
+
 # Seconds to wait for PostgreSQL to accept a connection (libpq's connect_timeout).
 PG_CONNECT_TIMEOUT = 4
 
@@ -92,8 +94,6 @@ def make_engine(database_url: str, **kwargs: Any) -> Engine:
         )
     engine = create_engine(database_url, **kwargs)
     if postgres:
-        from callcenter.db.deadline import guard
-
         guard(engine)
     return engine
 

@@ -49,7 +49,9 @@ from callcenter.ivr.reply import Reply
 from callcenter.ivr.webhook_params import RecordingStatus, VoiceWebhook
 from callcenter.portal.protocol import Portal, TicketView
 from callcenter.regulation.calendar import BusinessCalendar
+from callcenter.regulation.speech import say_deadline, say_digits
 from callcenter.settings import Settings
+from callcenter.tickets import intake
 from callcenter.vocabulary import TICKETED_CATEGORIES, Category, Outcome
 
 log = logging.getLogger(__name__)
@@ -134,8 +136,6 @@ def _remembered(action: Remember) -> Any:
 def _context(
     ivr: IvrSetting, engine: Engine, tx: StepTransaction, call: Call | CallColumns, now: datetime
 ) -> StepContext:
-    from callcenter.regulation.speech import say_deadline, say_digits
-
     settings = ivr.settings
     facts = calls.caller_facts(call, sms_foreign=settings.sms_foreign)
     return StepContext(
@@ -163,8 +163,6 @@ def _apply(
 ) -> list[int]:
     """Apply the engine's actions to the call in this transaction; ticket request ids to
     queue after commit."""
-    from callcenter.tickets import intake
-
     submit: list[int] = []
     for action in actions:
         if isinstance(action, Remember):
@@ -202,8 +200,6 @@ def _keep_recording(
 ) -> int | None:
     """Keep a recording on the call (idempotent by SID); the request id to re-queue when the
     ticket already exists (the job attaches it), else None."""
-    from callcenter.tickets import intake
-
     try:
         request = intake.add_recording(
             session,
@@ -408,8 +404,6 @@ def _close(
 ) -> CallEnd:
     """Decide a finished call's outcome. Nothing the caller said is lost: a call that chose
     a ticketed path but hung up before its ticket still gets one, marked interrupted."""
-    from callcenter.tickets import intake
-
     if call.outcome != Outcome.IN_PROGRESS:
         return CallEnd(call.outcome)
     state = CallState.from_json(call.state)

@@ -55,7 +55,10 @@ from callcenter.calls.step_cycle import StepCycle, submit_ticket_requests
 from callcenter.db import transaction
 from callcenter.db.models import CallEvent
 from callcenter.errors import InvalidInput
-from callcenter.services import Services
+from callcenter.ivr.conversation import record_recording, record_status
+from callcenter.ivr.webhook_params import RecordingStatus, status_callback_from_form
+from callcenter.ports import Services
+from callcenter.tickets import intake
 from callcenter.vocabulary import CATEGORY_TOPICS, Category
 
 log = logging.getLogger(__name__)
@@ -183,10 +186,6 @@ def store_fallback_event(services: Services, record: Mapping[str, Any]) -> None:
     """Put one fallback event into the call log. A voicemail left through the fallback
     becomes a callback request: a ticket on the consultation topic unless the call had
     chosen another path. An event whose id the call log already has is not stored again."""
-    from callcenter.ivr.conversation import record_recording, record_status
-    from callcenter.ivr.webhook_params import RecordingStatus, status_callback_from_form
-    from callcenter.tickets import intake
-
     params: Mapping[str, str] = record.get("params", {})
     call_sid = params.get("CallSid")
     if not call_sid:

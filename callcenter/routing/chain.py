@@ -54,14 +54,17 @@ from sqlalchemy.orm import Session
 
 from callcenter.calls.store import TERMINAL_STATUSES, record_event
 from callcenter.db.models import Call, DialLeg
+from callcenter.errors import TelephonyUnavailable
 from callcenter.routing.roster import OnDuty, Person, on_duty
+from callcenter.tickets.intake import add_recording, open_ticket_request
 
 # For `chain_alerts_job` below (and its callers, who find it here): the chain alerts are
 # notifications now; the job goes to the jobs module.
-from callcenter.tickets.notifications import send_chain_alerts
+from callcenter.tickets.notifications import RETRY, SENT, send_chain_alerts
 from callcenter.vocabulary import CONSULTATION_TOPIC, Route
 
 if TYPE_CHECKING:
+    from callcenter.ports import Services
     from callcenter.regulation.calendar import BusinessCalendar
     from callcenter.settings import Settings
 
@@ -708,8 +711,6 @@ def _open_callback(
     session: Session, call: Call, *, now: datetime, calendar: BusinessCalendar
 ) -> int:
     """An unanswered consultation becomes a callback ticket (topic consultation)."""
-    from callcenter.tickets.intake import open_ticket_request
-
     if not call.topic:
         call.topic = CONSULTATION_TOPIC
     request = open_ticket_request(session, call, now=now, calendar=calendar)
@@ -744,8 +745,6 @@ def voicemail(
     submit: tuple[int, ...] = ()
     recorded = bool(recording_url and recording_sid)
     if recording_url and recording_sid:
-        from callcenter.tickets.intake import add_recording
-
         request = add_recording(
             session,
             call,
@@ -774,18 +773,13 @@ def voicemail(
     return Outcome(Goodbye(end), submit_requests=submit)
 
 
-def chain_alerts_job(call_id: int) -> int:
+def chain_alerts_job(services: Services, call_id: int) -> int:
     """Job: send call `call_id`'s chain alerts; returns how many went out.
 
     Twilio out of reach is retried within the job (after 10 s, then 30 s: an alert is only
     worth something now). Should it stay out of reach, the job fails loudly (the log, RQ's
     failed registry), and the outbox sweep queues it again (`calls_with_alerts_due`).
     """
-    from callcenter.errors import TelephonyUnavailable
-    from callcenter.tickets.jobs import current_services
-    from callcenter.tickets.notifications import RETRY, SENT
-
-    services = current_services()
     unsent: list[str] = []
     for delay in ALERT_RETRY_DELAYS:
         time.sleep(delay)

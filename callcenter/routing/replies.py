@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from callcenter.ivr import prompts
 from callcenter.ivr.reply import Dial, Gather, Hangup, Number, Record, Redirect, Reply, Say
+from callcenter.regulation.speech import say_digits
 from callcenter.routing import chain
 from callcenter.tickets.notifications import chain_topic_title
 from callcenter.vocabulary import recording_status_path, routing_path
@@ -111,8 +112,6 @@ def whisper_text(said: chain.Whisper) -> str:
 
 
 def _say_digits(number: str) -> str:
-    from callcenter.regulation.speech import say_digits
-
     try:
         return say_digits(number)
     except ValueError:

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Protocol
 
+from babel.dates import format_datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -310,8 +311,6 @@ def _urgent_gaps(
 
 
 def _say_moment(at: datetime) -> str:
-    from babel.dates import format_datetime
-
     return str(format_datetime(to_moscow(at), "EEE d MMMM HH:mm", locale="ru"))
 
 

@@ -33,9 +33,9 @@ from callcenter.routing.webhook_params import (
 )
 
 if TYPE_CHECKING:
+    from callcenter.ports import JobRunner
     from callcenter.regulation.calendar import BusinessCalendar
     from callcenter.settings import Settings
-    from callcenter.tickets.jobs import JobRunner
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,249 @@
+"""The pipeline's jobs: module-level functions of primitive ids, safe to run twice.
+
+    webhook transaction: call row + outbox row ──commit──▶ runner.submit_ticket_request(id)
+                                                              │ (Redis down: row stays
+                                                              │  pending; the sweep finds it)
+    create_ticket(id) ── portal ──▶ row: done + number ──▶ follow-ups*
+          │ unavailable: row.next_attempt_at = backoff
+          └ rejected / last try: failed ──▶ follow-ups*: on-duty alert
+    sweep_outbox(), every SWEEP_SECONDS ──▶ re-submits every row whose next_attempt_at came
+    retention_purge(), daily ──▶ `callcenter.calls.retention.purge_personal_data`
+
+    * recordings, caller SMS, alerts: in the same job when they stay in the database,
+      else the run_followups(id) job on the follow-ups queue
+
+Every job is called as `job(services, *ids)`: the runner that runs it passes its own
+`Services` first (`callcenter.jobs.runners` in-process, `callcenter.jobs.worker` on RQ);
+RQ stores only the function's name and the ids. Jobs are safe to run twice and
+concurrently: the outbox row carries the state and the retry schedule, the portal the
+idempotency key. Every log line of a ticket's job carries its CallSid
+(`callcenter.logs.call_context`).
+
+Follow-ups that leave the database (an SMS through Twilio, a recording to attach) run as
+their own job on the follow-ups queue, so a caller waiting for a number is never queued
+behind them; the ones that do not (SMS recorded as skipped: a landline, a withheld number,
+no Twilio account) are done by the ticket job right after the number, in one transaction
+(`followups.run_local_followups`) — a queued job costs more than the work — unless other
+tickets are waiting: then they too go to the follow-ups queue, after the numbers. RQ's
+own `Retry` is not used on purpose: a retry kept in Redis is lost with Redis's data and
+would fight the row's schedule; the row's `attempts` / `next_attempt_at` survive both a
+worker restart and an empty Redis, and the sweep turns them into jobs.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from callcenter.calls import recordings, retention
+from callcenter.db import transaction
+from callcenter.ivr.spool import replay_spool
+from callcenter.logs import call_context
+from callcenter.ports import Services
+from callcenter.routing.chain import chain_alerts_job
+from callcenter.tickets import followups, outbox
+from callcenter.tickets.notifications import calls_with_alerts_due
+
+log = logging.getLogger(__name__)
+
+
+def create_ticket(services: Services, request_id: int) -> str | None:
+    """Turn ticket request `request_id` into a portal ticket; returns its number if done.
+    Then the follow-ups: done here when they stay in the database, else queued."""
+    with _one_connection(services) as sessions:
+        state = outbox.read_request(sessions, request_id)
+        with call_context(state.call_sid):
+            delivery = outbox.deliver(
+                sessions,
+                services.portal,
+                request_id,
+                clock=services.clock,
+                recording_link=partial(recordings.ticket_link, services.settings),
+                state=state,
+            )
+            if delivery.status in (outbox.DONE, outbox.FAILED):
+                # Also when another run recorded the outcome: a request re-submitted after
+                # its ticket exists (a recording came in) has follow-ups due; they check.
+                if followups.leaves_database(
+                    delivery.status,
+                    state.draft,
+                    settings=services.settings,
+                    telephony=services.telephony,
+                ) or _tickets_waiting(services):
+                    services.jobs.submit_followups(request_id)
+                else:
+                    _follow_up(services, sessions, request_id)
+    return delivery.ticket_number
+
+
+def _tickets_waiting(services: Services) -> bool:
+    """Are other ticket jobs queued (a burst of calls ending)? Then even follow-ups that
+    stay in the database go to their own queue, served once the tickets are: the next
+    caller's number comes first. A runner that cannot tell (or whose queue is down: the
+    follow-ups could not be queued either) says no, and they are done here."""
+    return services.jobs.tickets_waiting()
+
+
+@contextmanager
+def _one_connection(services: Services) -> Iterator[sessionmaker[Session]]:
+    """Sessions on one pooled connection for the whole job: its reads and writes take one
+    checkout (and its liveness check) instead of one each. The transactions stay short and
+    separate, each committed as before; the connection is idle between them (across the
+    portal's and Twilio's answers too), holding no lock. One session at a time: a second
+    one opened inside the first would share its transaction."""
+    with services.engine.connect() as connection:
+        yield sessionmaker(connection, expire_on_commit=False)
+
+
+def _follow_up(services: Services, sessions: sessionmaker[Session], request_id: int) -> None:
+    """The request's follow-ups at once if they stay in the database, else their job."""
+    try:
+        report = _local_followups(services, sessions, request_id)
+    except Exception:
+        # The number is recorded: this job has done its part. The follow-ups job tries
+        # again (with its backoff) and fails visibly if it must.
+        log.exception(
+            "ticket request %s: follow-ups failed here; queued as their own job",
+            request_id,
+            extra={"ticket_request_id": request_id},
+        )
+        services.jobs.submit_followups(request_id)
+        return
+    if report.deferred:
+        services.jobs.submit_followups(request_id)
+    _log_followups(report)
+
+
+def _local_followups(
+    services: Services, sessions: sessionmaker[Session], request_id: int
+) -> followups.FollowupReport:
+    return followups.run_local_followups(
+        sessions=sessions,
+        portal=services.portal,
+        telephony=services.telephony,
+        settings=services.settings,
+        calendar=services.calendar,
+        clock=services.clock,
+        request_id=request_id,
+    )
+
+
+def run_followups(services: Services, request_id: int) -> None:
+    """Attach recordings, SMS the caller, alert on-duty staff — whatever is left."""
+    with _one_connection(services) as sessions:
+        state = outbox.read_request(sessions, request_id)
+        with call_context(state.call_sid):
+            if not followups.leaves_database(
+                state.status, state.draft, settings=services.settings, telephony=services.telephony
+            ):
+                # Queued while tickets waited (or by the sweep): in one transaction if they
+                # stay in the database after all.
+                report = _local_followups(services, sessions, request_id)
+                if not report.deferred:
+                    _log_followups(report)
+                    return
+            _run_followups(services, sessions, request_id)
+
+
+def _run_followups(services: Services, sessions: sessionmaker[Session], request_id: int) -> None:
+    # A recording that came in while a run worked is due at once: run again here (this
+    # job's id is still taken, so re-submitting would be a no-op). Bounded; the sweep picks
+    # up anything left.
+    for _round in range(3):
+        report = followups.run_followups(
+            sessions=sessions,
+            portal=services.portal,
+            telephony=services.telephony,
+            settings=services.settings,
+            calendar=services.calendar,
+            clock=services.clock,
+            request_id=request_id,
+        )
+        _log_followups(report)
+        if not report.again_now:
+            return
+
+
+def _log_followups(report: followups.FollowupReport) -> None:
+    log.info(
+        "ticket request %s follow-ups: %s",
+        report.request_id,
+        "; ".join(report.notes) or "nothing to do",
+        extra={"ticket_request_id": report.request_id},
+    )
+
+
+def purge_personal_data(services: Services) -> retention.PurgeReport:
+    """The retention purge as of now, committed (it logs what it did)."""
+    with transaction(services.sessions) as session:
+        return retention.purge_personal_data(
+            session,
+            now=services.clock(),
+            retention_days=services.settings.retention_days,
+            data_dir=services.settings.data_dir,
+        )
+
+
+def retention_purge(services: Services) -> int:
+    """The daily retention purge; returns how many calls it anonymised. It asks for the
+    next day's run first, so a purge that fails (visible in RQ's failed jobs and the log)
+    does not end the chain."""
+    services.jobs.schedule_next("purge")
+    return purge_personal_data(services).calls_anonymised
+
+
+def replay_fallback_spool(services: Services) -> None:
+    """Fallback events spooled while the database was down go into the call log now.
+
+    The spool is a file under this host's CALLCENTER_DATA_DIR: the sweep of a process on
+    the same host (the in-process runner, or a worker beside the web processes) finds it.
+    """
+    try:
+        stored, left = replay_spool(services)
+    except Exception:
+        log.exception("replaying the fallback spool failed; it stays on disk")
+        return
+    if stored or left:
+        log.info("fallback spool: %d events stored, %d still waiting", stored, left)
+
+
+def sweep_outbox(services: Services) -> int:
+    """Re-submit every request whose next job is due; returns how many were submitted.
+    The next sweep is asked for whatever happens here, so a failing sweep does not end
+    the chain."""
+    try:
+        replay_fallback_spool(services)
+        return services.jobs.flush()
+    finally:
+        services.jobs.schedule_next("sweep")
+
+
+def retry_ticket_request(services: Services, request_id: int, *, by: str | None = None) -> bool:
+    """A supervisor's retry of a failed request (console, CLI): pending again, committed,
+    then submitted. Returns whether it was queued (False: Redis is down, the sweep will).
+    Raises `UnknownTicketRequest` / `TicketRequestNotRetryable`."""
+    with transaction(services.sessions) as session:
+        outbox.retry_request(session, request_id, now=services.clock(), by=by)
+    log.info("ticket request %s retried by %s", request_id, by or "someone")
+    return services.jobs.submit_ticket_request(request_id)
+
+
+def queue_due_chain_alerts(services: Services) -> int:
+    """Queue the chain alerts still due (see `notifications.calls_with_alerts_due`); how many.
+    Raises `QueueUnavailable` like any submit."""
+    with services.sessions() as session:
+        due = calls_with_alerts_due(session, now=services.clock())
+    for call_id in due:
+        services.jobs.enqueue(chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
+    return len(due)
+
+
+def due_request_ids(services: Services) -> tuple[list[int], list[int]]:
+    """(requests whose ticket is due, requests whose follow-ups are due), as of now."""
+    now = services.clock()
+    with services.sessions() as session:
+        return outbox.due_ticket_ids(session, now), outbox.due_followup_ids(session, now)
