@@ -530,7 +530,8 @@ def main(argv: list[str] | None = None) -> int:
         base_url = f"http://127.0.0.1:{web_port}"
         portal = Proxy(base_url)
         proxies += [prism, portal]
-        portal_token = secrets.token_urlsafe(16)
+        # Production refuses secrets shorter than 32 characters (settings.MIN_SECRET_LENGTH).
+        portal_token = secrets.token_urlsafe(32)
         env = {
             **os.environ,
             "CALLCENTER_ENV": "production",
@@ -542,7 +543,7 @@ def main(argv: list[str] | None = None) -> int:
             "TWILIO_AUTH_TOKEN": load_calls.AUTH_TOKEN,
             "TWILIO_API_BASE_URL": prism.url,
             "PUBLIC_BASE_URL": load_calls.PUBLIC,
-            "SECRET_KEY": "chaos-secret",
+            "SECRET_KEY": secrets.token_urlsafe(32),
             "PORTAL_URL": portal.url + "/portal/api/v1",
             "PORTAL_TOKEN": portal_token,
             "BUILTIN_PORTAL_TOKEN": portal_token,
