@@ -543,6 +543,8 @@ def main(argv: list[str] | None = None) -> int:
             "TWILIO_AUTH_TOKEN": load_calls.AUTH_TOKEN,
             "TWILIO_API_BASE_URL": prism.url,
             "PUBLIC_BASE_URL": load_calls.PUBLIC,
+            # The callers reach gunicorn directly: no proxy's X-Forwarded-* is believed.
+            "TRUSTED_PROXIES": "0",
             "SECRET_KEY": secrets.token_urlsafe(32),
             "PORTAL_URL": portal.url + "/portal/api/v1",
             "PORTAL_TOKEN": portal_token,

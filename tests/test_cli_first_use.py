@@ -138,3 +138,32 @@ def test_an_unreachable_server_database_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("Error: the database is not reachable: ")
     assert "Connection refused" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("settings", "says"),
+    [
+        ({"SECRET_KEY": "chaos-secret"}, "secrets of at least 32 characters: SECRET_KEY"),
+        ({"PUBLIC_BASE_URL": ""}, "production mode needs these settings: PUBLIC_BASE_URL"),
+    ],
+    ids=["short SECRET_KEY", "no PUBLIC_BASE_URL"],
+)
+def test_the_release_step_with_settings_production_refuses_is_one_line(
+    settings: dict[str, str], says: str, tmp_path: Path
+) -> None:
+    """`callcenter db upgrade` is the release step under supervisord and systemd: what
+    production is missing is one line of its log, repeated while it retries."""
+    production = {
+        "CALLCENTER_ENV": "production",
+        "DATABASE_URL": "postgresql+psycopg://postgres@127.0.0.1:1/x",
+        "TWILIO_ACCOUNT_SID": "AC" + "0" * 32,
+        "TWILIO_AUTH_TOKEN": "a-token",
+        "PUBLIC_BASE_URL": "https://hotline.example.ru",
+        "SECRET_KEY": "s" * 32,
+    }
+    env = service_env(**{**fresh_env(tmp_path), **production, **settings})
+    result = run_cli(["db", "upgrade"], env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("Error: ") and says in lines[0], lines[0]

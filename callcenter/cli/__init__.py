@@ -10,6 +10,7 @@ import click
 from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from callcenter.cli.context import CliContext
+from callcenter.errors import ConfigurationError
 from callcenter.logs import masked_output
 
 # Modules that each export `commands: list[click.Command]`.
@@ -29,11 +30,16 @@ _COMMAND_MODULES = (
 
 
 class _Command(click.Group):
-    """The group, with a database that is not ready said in one line, not a traceback."""
+    """The group, with settings that cannot run and a database that is not ready said in
+    one line, not a traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except ConfigurationError as exc:
+            # E.g. production's required settings: the release step's log under a
+            # supervisor repeats this line until the environment is fixed.
+            raise click.ClickException(str(exc)) from None
         except (OperationalError, ProgrammingError) as exc:
             message = database_problem(exc)
             if message is None:
