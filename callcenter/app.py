@@ -8,17 +8,18 @@ import time
 from flask import Flask, Request, Response, g, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
-from callcenter.api import bp as api_bp
+from callcenter.api.calls import bp as api_bp
+from callcenter.api.portal import bp as portal_api_bp
 from callcenter.console import bp as console_bp
 from callcenter.db.deadline import WEBHOOK_DATABASE_SECONDS, guard_of
 from callcenter.health import bp as health_bp
 from callcenter.logs import bind_call_sid, configure_logging, unbind_call_sid
 from callcenter.metrics import WEBHOOK_LATENCY
-from callcenter.portal.api import bp as portal_api_bp
-from callcenter.routing.roster import roster_health
+from callcenter.roster.on_duty import roster_health
+from callcenter.security import init_security
 from callcenter.services import Services
 from callcenter.settings import Settings
-from callcenter.web import EXTENSION, close_db_session, init_security
+from callcenter.web import EXTENSION, close_db_session
 from webhooks.routing import bp as routing_bp
 from webhooks.voice import bp as voice_bp
 

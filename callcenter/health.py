@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import redis
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy import text
 
+from callcenter.access.tokens import verify_token
 from callcenter.metrics import render
-from callcenter.routing.roster import Roster, roster_health
+from callcenter.roster.on_duty import Roster, roster_health
 from callcenter.web import services
 
 bp = Blueprint("health", __name__)
@@ -21,10 +22,6 @@ def healthz() -> ResponseReturnValue:
 
 
 def _holds_api_token() -> bool:
-    from flask import request
-
-    from callcenter.access.tokens import verify_token
-
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not presented.strip():
         return False

@@ -46,6 +46,11 @@ class JobRunner(Protocol):
         """Queue the follow-ups job of request `request_id` (one per request id)."""
         ...
 
+    def submit_chain_alerts(self, call_id: int) -> None:
+        """Queue the chain alerts of call `call_id` (one job per call); raises
+        `QueueUnavailable` (the sweep finds the call's alerts due all the same)."""
+        ...
+
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         """Run `func(services, *args)` — a module-level job of primitive arguments — as a
         job; a repeated `job_id` is one job."""

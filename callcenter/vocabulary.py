@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
-from callcenter.directory.phones import classify
+from callcenter.phones import classify
 
 # ------------------------------------------------------------------ categories
 
@@ -201,7 +201,7 @@ def sms_reach(kind: str, e164: str | None, *, sms_foreign: bool) -> SmsReach:
     """May this caller get an SMS, and why (or why not)? The one rule for what the IVR
     promises ("the number will come by SMS") and for what the follow-ups send.
 
-    `kind` and `e164` are a `callcenter.directory.phones.CallerId`'s (as stored on the call
+    `kind` and `e164` are a `callcenter.phones.CallerId`'s (as stored on the call
     row); `sms_foreign` is the SMS_FOREIGN setting. Russian mobiles always; numbers abroad
     only with SMS_FOREIGN (cost and delivery are the operator's call) and never when they
     are plainly not mobiles; never landlines, toll-free numbers, withheld callers, or

@@ -55,6 +55,9 @@ class SynchronousJobRunner:
         self._submit(f"ticket-followups:{request_id}", tasks.run_followups, request_id)
         return True
 
+    def submit_chain_alerts(self, call_id: int) -> None:
+        self.enqueue(tasks.chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
+
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         self._submit(job_id or uuid.uuid4().hex, func, *args)
 

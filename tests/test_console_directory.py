@@ -13,7 +13,7 @@ from sqlalchemy import select
 from callcenter.console.roster_text import date_ranges, roster_yaml
 from callcenter.db import transaction
 from callcenter.db.models import Contact, Organisation, Shift, Staff
-from callcenter.routing.roster_import import import_roster
+from callcenter.roster.importer import import_roster
 from callcenter.services import Services
 from tests.console_helpers import add_call, add_user, at, csrf_of, login
 

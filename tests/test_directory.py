@@ -22,8 +22,8 @@ from callcenter.db import transaction
 from callcenter.db.models import Contact, ContactPhone, Organisation
 from callcenter.directory.contacts import find_contact, identify_caller, inn_problem
 from callcenter.directory.importer import ImportReport, export_rows, import_csv, import_directory
-from callcenter.directory.phones import classify
 from callcenter.errors import ImportRejected
+from callcenter.phones import classify
 from callcenter.services import Services
 
 FIXTURES = Path(__file__).parent / "fixtures" / "directory"

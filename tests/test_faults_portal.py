@@ -18,10 +18,10 @@ from flask import Flask
 from sqlalchemy import select
 
 import callcenter.db.models  # noqa: F401 - the tables
+from callcenter.api.portal import bp as portal_api
 from callcenter.db import Base
 from callcenter.db.models import Ticket, TicketRequest
 from callcenter.ivr import prompts
-from callcenter.portal.api import bp as portal_api
 from callcenter.services import Services
 from callcenter.settings import Settings
 from callcenter.simulator.script import Answer, CallScript

@@ -24,7 +24,7 @@ from callcenter.calls.store import caller_facts
 from callcenter.db import transaction
 from callcenter.db.models import Call, SmsMessage, TicketRequest
 from callcenter.portal.protocol import TicketDraft, TicketEntryView
-from callcenter.routing.roster_import import import_roster
+from callcenter.roster.importer import import_roster
 from callcenter.services import Services
 from callcenter.telephony.client import TwilioExchange, TwilioTelephony, build_telephony
 from callcenter.tickets import outbox

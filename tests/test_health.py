@@ -8,7 +8,7 @@ from callcenter.access.tokens import create_token
 from callcenter.app import create_app
 from callcenter.db import transaction
 from callcenter.db.models import Call
-from callcenter.routing.roster_import import import_roster
+from callcenter.roster.importer import import_roster
 from callcenter.services import Services
 from tests.conftest import ROOT
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callcenter.directory.phones import TWILIO_WITHHELD_NUMBERS, CallerId, classify, normalise
+from callcenter.phones import TWILIO_WITHHELD_NUMBERS, CallerId, classify, normalise
 
 KINDS = {"mobile", "landline", "tollfree", "withheld", "sip", "client", "foreign", "invalid"}
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")

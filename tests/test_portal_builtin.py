@@ -398,9 +398,7 @@ def test_build_portal_is_builtin_by_default_and_http_with_a_portal_url(
     assert isinstance(builtin, BuiltinPortal)
     assert builtin.ticket_url("1042") == f"{TEST_PUBLIC_BASE}/console/tickets/1042"
 
-    remote = built(
-        make_services(portal_url="https://portal.example/api/v1/", portal_token="t0ken")
-    )
+    remote = built(make_services(portal_url="https://portal.example/api/v1/", portal_token="t0ken"))
     assert isinstance(remote, HttpPortal)
     assert remote.base_url == "https://portal.example/api/v1"
     # The REST resource is no page for a human: no link unless the portal's page is set.

@@ -17,8 +17,8 @@ from callcenter.clock import MOSCOW
 from callcenter.db import transaction
 from callcenter.db.models import Shift, Staff
 from callcenter.errors import ImportRejected
-from callcenter.routing.roster import Roster, alert_numbers, on_duty, roster_health
-from callcenter.routing.roster_import import import_roster, parse_roster
+from callcenter.roster.importer import import_roster, parse_roster
+from callcenter.roster.on_duty import Roster, alert_numbers, on_duty, roster_health
 from callcenter.services import Services
 
 FIXTURES = Path(__file__).parent / "fixtures" / "roster"

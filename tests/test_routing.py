@@ -16,13 +16,13 @@ from callcenter.calls.store import get_or_create_call
 from callcenter.clock import MOSCOW
 from callcenter.db import transaction
 from callcenter.db.models import Call, DialLeg, SmsMessage, TicketRequest
+from callcenter.roster.importer import import_roster
+from callcenter.roster.on_duty import OnDuty, Person
 from callcenter.routing import chain as routing
-from callcenter.routing.roster import OnDuty, Person
-from callcenter.routing.roster_import import import_roster
+from callcenter.routing.alerts import send_chain_alerts
 from callcenter.services import Services
 from callcenter.settings import Settings
 from callcenter.telephony.client import TwilioTelephony
-from callcenter.tickets.notifications import send_chain_alerts
 from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN
 
 # Leg callbacks in any order (row locks) and alerts sent once (ON CONFLICT): per dialect.

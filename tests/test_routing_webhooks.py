@@ -36,7 +36,7 @@ from callcenter.db.models import (
     TicketRequest,
 )
 from callcenter.regulation.speech import say_digits
-from callcenter.routing.roster_import import import_roster
+from callcenter.roster.importer import import_roster
 from callcenter.services import Services
 from callcenter.tickets import outbox
 from callcenter.tickets.intake import open_ticket_request
@@ -708,7 +708,7 @@ def test_chain_alerts_that_could_not_be_queued_are_sent_by_the_sweep(
     sent = alerts(sweeper)
     assert sent == [(IVANOV, "sent"), (PETROVA, "sent"), (SMIRNOVA, "sent")]
     # Sent once: the next sweeps find nothing due for this call.
-    from callcenter.tickets.notifications import calls_with_alerts_due
+    from callcenter.routing.alerts import calls_with_alerts_due
 
     with sweeper.sessions() as session:
         assert calls_with_alerts_due(session, now=clock()) == []

@@ -34,7 +34,7 @@ from callcenter.db import transaction
 from callcenter.db.models import Call, Contact
 from callcenter.errors import ConfigurationError, TelephonyRejected
 from callcenter.logs import configure_logging
-from callcenter.routing.roster_import import import_roster
+from callcenter.roster.importer import import_roster
 from callcenter.services import Services
 from callcenter.settings import Settings
 from tests.conftest import ROOT, TEST_ACCOUNT_SID, MutableClock

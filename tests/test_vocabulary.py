@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
-from callcenter.directory.phones import classify
 from callcenter.ivr.engine import STEPS
+from callcenter.phones import classify
 from callcenter.vocabulary import (
     CATEGORY_RULES,
     CATEGORY_TOPICS,

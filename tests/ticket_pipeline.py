@@ -123,7 +123,7 @@ class LivePortal:
     def __init__(self, services: Services) -> None:
         from flask import Flask
 
-        from callcenter.portal.api import bp
+        from callcenter.api.portal import bp
 
         self.services = services
         app = Flask("portal_api_under_test")

@@ -26,8 +26,8 @@ from sqlalchemy.orm.interfaces import LoaderOption
 from callcenter.calllog.review import needs_attention
 from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range
 from callcenter.db.models import Call, Contact, DialLeg, Organisation, TicketRequest
-from callcenter.directory.phones import normalise
 from callcenter.errors import InvalidFilter
+from callcenter.phones import normalise
 from callcenter.vocabulary import URGENT_CATEGORIES, Category, Outcome
 
 CATEGORIES = tuple(Category)

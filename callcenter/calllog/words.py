@@ -15,7 +15,7 @@ import phonenumbers
 from babel.dates import format_datetime
 
 from callcenter.clock import to_moscow
-from callcenter.directory.phones import classify
+from callcenter.phones import classify
 from callcenter.regulation.topics import PRODUCTS, TOPICS
 from callcenter.vocabulary import Category, Outcome
 

@@ -24,8 +24,8 @@ from sqlalchemy.orm import Session, make_transient_to_detached
 from callcenter.clock import as_utc
 from callcenter.db.models import Call, CallEvent, Contact, clipped_value
 from callcenter.directory.contacts import contact_ref
-from callcenter.directory.phones import classify, normalise
 from callcenter.errors import CallCenterError
+from callcenter.phones import classify, normalise
 from callcenter.vocabulary import Outcome, sms_reach
 
 # Twilio's call statuses; these five end a call and are never followed by another.

@@ -10,8 +10,8 @@ from callcenter.cli.context import CliContext, pass_cli
 from callcenter.db import transaction
 from callcenter.directory.contacts import identify_caller, list_directory
 from callcenter.directory.importer import export_rows, import_csv
-from callcenter.directory.phones import classify
 from callcenter.errors import ImportRejected
+from callcenter.phones import classify
 from callcenter.spreadsheet import csv_bytes
 
 # Exit codes: 0 done, 1 not found (`find`), 2 bad input (click's own usage errors use 2 too).

@@ -11,14 +11,14 @@ from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import MOSCOW, to_moscow
 from callcenter.db import transaction
 from callcenter.errors import ImportRejected
-from callcenter.routing.roster import (
+from callcenter.roster.importer import import_roster
+from callcenter.roster.on_duty import (
     OnDuty,
     Person,
     Roster,
     describe_rule,
     roster_health,
 )
-from callcenter.routing.roster_import import import_roster
 
 
 @click.group()

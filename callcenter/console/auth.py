@@ -26,7 +26,9 @@ from urllib.parse import urlsplit
 from flask import (
     Flask,
     Response,
+    abort,
     current_app,
+    flash,
     jsonify,
     redirect,
     render_template,
@@ -145,8 +147,6 @@ def _still_active() -> bool:
 
 
 def require_user() -> ConsoleUser:
-    from flask import abort
-
     user = current_user()
     if user is None:  # pragma: no cover - the before_request guard runs first
         abort(401)
@@ -350,8 +350,6 @@ def logout() -> ResponseReturnValue:
 def sign_out_everywhere() -> ResponseReturnValue:
     """A supervisor ends every session of a user (a lost laptop, a leaver): `name` in the
     form, or the supervisor's own when it is blank."""
-    from flask import flash
-
     me = require_user()
     name = request.form.get("name", "").strip() or me.name
     try:

@@ -7,7 +7,7 @@ import time
 
 from flask import current_app
 
-from callcenter.routing.roster import roster_health
+from callcenter.roster.on_duty import roster_health
 from callcenter.web import services
 
 # The roster's health (a week of half-hours, ~0.1 s) is worked out at most this often per

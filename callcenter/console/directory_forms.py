@@ -24,8 +24,8 @@ from callcenter.directory.contacts import (
     inn_problem,
     phone_problem,
 )
-from callcenter.directory.phones import classify
 from callcenter.errors import InvalidForm
+from callcenter.phones import classify
 
 _PHONE_SEPARATORS = re.compile(r"[\n,;|]+")
 

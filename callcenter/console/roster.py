@@ -19,8 +19,8 @@ from callcenter.console.common import forget_roster_warnings
 from callcenter.console.roster_text import roster_yaml
 from callcenter.db import transaction
 from callcenter.errors import ImportRejected
-from callcenter.routing.roster import Roster, describe_rule, roster_health
-from callcenter.routing.roster_import import import_roster
+from callcenter.roster.importer import import_roster
+from callcenter.roster.on_duty import Roster, describe_rule, roster_health
 from callcenter.web import services
 
 MAX_ROSTER_BYTES = 512 * 1024

@@ -17,7 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from callcenter.db.models import Shift, Staff
-from callcenter.routing.roster import AWAY, DATE, DAYS_OFF, HEAD, WEEKDAYS, WORKING_DAYS
+from callcenter.roster.on_duty import AWAY, DATE, DAYS_OFF, HEAD, WEEKDAYS, WORKING_DAYS
 
 HEADER = (
     "# График дежурств: сохраните, чтобы заменить график целиком.\n"

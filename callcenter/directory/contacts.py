@@ -1,7 +1,7 @@
 """The caller directory: organisations (clients), their contacts and the contacts' phones.
 
 Lookup: `find_contact(session, number)` finds the contact for any spelling of a number
-(`callcenter.directory.phones` reads it); withheld callers, SIP names and `client:`
+(`callcenter.phones` reads it); withheld callers, SIP names and `client:`
 identities have no number and never match. `identify_caller` adds the caller ID itself, for the IVR.
 `contact_ref(session, e164)` answers the same for a number already in E.164, as the ids the
 call's row keeps (the first webhook of every call asks it).
@@ -21,7 +21,7 @@ from sqlalchemy import Table, bindparam, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from callcenter.db.models import Contact, ContactPhone, Organisation
-from callcenter.directory.phones import TWILIO_WITHHELD_NUMBERS, CallerId, classify
+from callcenter.phones import TWILIO_WITHHELD_NUMBERS, CallerId, classify
 from callcenter.regulation.topics import TOPICS
 
 # The topics a contract may override, in the regulation's order.

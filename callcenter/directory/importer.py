@@ -62,8 +62,8 @@ from callcenter.directory.contacts import (
     name_key,
     phone_problem,
 )
-from callcenter.directory.phones import classify
 from callcenter.errors import ImportRejected
+from callcenter.phones import classify
 from callcenter.spreadsheet import read_cell
 
 

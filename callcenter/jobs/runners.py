@@ -38,6 +38,7 @@ from rq.job import Job, JobStatus
 
 from callcenter.errors import ConfigurationError, QueueUnavailable
 from callcenter.jobs.tasks import (
+    chain_alerts_job,
     create_ticket,
     due_request_ids,
     purge_personal_data,
@@ -147,6 +148,9 @@ class RqJobRunner:
             )
             return False
         return True
+
+    def submit_chain_alerts(self, call_id: int) -> None:
+        self.enqueue(chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
 
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         self._enqueue_once(
@@ -339,6 +343,9 @@ class InlineJobRunner:
 
     def submit_followups(self, request_id: int) -> bool:
         return self._submit(f"ticket-followups:{request_id}", run_followups, request_id)
+
+    def submit_chain_alerts(self, call_id: int) -> None:
+        self.enqueue(chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
 
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         if not self._submit(job_id or uuid.uuid4().hex, func, *args):

@@ -44,9 +44,8 @@ from callcenter.db import transaction
 from callcenter.ivr.spool import replay_spool
 from callcenter.logs import call_context
 from callcenter.ports import Services
-from callcenter.routing.chain import chain_alerts_job
+from callcenter.routing.alerts import calls_with_alerts_due, send_due_chain_alerts
 from callcenter.tickets import followups, outbox
-from callcenter.tickets.notifications import calls_with_alerts_due
 
 log = logging.getLogger(__name__)
 
@@ -233,12 +232,12 @@ def retry_ticket_request(services: Services, request_id: int, *, by: str | None 
 
 
 def queue_due_chain_alerts(services: Services) -> int:
-    """Queue the chain alerts still due (see `notifications.calls_with_alerts_due`); how many.
+    """Queue the chain alerts still due (see `routing.alerts.calls_with_alerts_due`); how many.
     Raises `QueueUnavailable` like any submit."""
     with services.sessions() as session:
         due = calls_with_alerts_due(session, now=services.clock())
     for call_id in due:
-        services.jobs.enqueue(chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
+        services.jobs.submit_chain_alerts(call_id)
     return len(due)
 
 
@@ -247,3 +246,12 @@ def due_request_ids(services: Services) -> tuple[list[int], list[int]]:
     now = services.clock()
     with services.sessions() as session:
         return outbox.due_ticket_ids(session, now), outbox.due_followup_ids(session, now)
+
+
+def chain_alerts_job(services: Services, call_id: int) -> int:
+    """Send call `call_id`'s chain alerts still unsent; returns how many went out. Twilio out
+    of reach fails the job loudly (the log, RQ's failed registry); the outbox sweep queues
+    it again while any alert is due (`routing.alerts.calls_with_alerts_due`)."""
+    return send_due_chain_alerts(
+        services.sessions, services.telephony, call_id, now=services.clock()
+    )

@@ -43,7 +43,6 @@ becomes a callback ticket (topic consultation) at once; a voicemail, if left, is
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -54,17 +53,11 @@ from sqlalchemy.orm import Session
 
 from callcenter.calls.store import TERMINAL_STATUSES, record_event
 from callcenter.db.models import Call, DialLeg
-from callcenter.errors import TelephonyUnavailable
-from callcenter.routing.roster import OnDuty, Person, on_duty
+from callcenter.roster.on_duty import OnDuty, Person, on_duty
 from callcenter.tickets.intake import add_recording, open_ticket_request
-
-# For `chain_alerts_job` below (and its callers, who find it here): the chain alerts are
-# notifications now; the job goes to the jobs module.
-from callcenter.tickets.notifications import RETRY, SENT, send_chain_alerts
 from callcenter.vocabulary import CONSULTATION_TOPIC, Route
 
 if TYPE_CHECKING:
-    from callcenter.ports import Services
     from callcenter.regulation.calendar import BusinessCalendar
     from callcenter.settings import Settings
 
@@ -100,7 +93,6 @@ OUTCOME_VOICEMAIL = "voicemail"
 OUTCOME_CALLER_HUNG_UP = "caller_hung_up"
 
 # Seconds to wait before each try at sending the chain alerts.
-ALERT_RETRY_DELAYS = (0, 10, 30)
 
 # What a leg's own final status says, when the leg was neither accepted nor declined.
 _LEG_RESULT = {
@@ -771,22 +763,3 @@ def voicemail(
         left=recorded,
     )
     return Outcome(Goodbye(end), submit_requests=submit)
-
-
-def chain_alerts_job(services: Services, call_id: int) -> int:
-    """Job: send call `call_id`'s chain alerts; returns how many went out.
-
-    Twilio out of reach is retried within the job (after 10 s, then 30 s: an alert is only
-    worth something now). Should it stay out of reach, the job fails loudly (the log, RQ's
-    failed registry), and the outbox sweep queues it again (`calls_with_alerts_due`).
-    """
-    unsent: list[str] = []
-    for delay in ALERT_RETRY_DELAYS:
-        time.sleep(delay)
-        outcomes = send_chain_alerts(
-            services.sessions, services.telephony, call_id, now=services.clock()
-        )
-        unsent = [o.key for o in outcomes if o.status == RETRY]
-        if not unsent:
-            return sum(1 for o in outcomes if o.status == SENT)
-    raise TelephonyUnavailable(f"chain alerts not sent: {', '.join(unsent)}")

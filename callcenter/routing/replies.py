@@ -17,7 +17,7 @@ from callcenter.ivr import prompts
 from callcenter.ivr.reply import Dial, Gather, Hangup, Number, Record, Redirect, Reply, Say
 from callcenter.regulation.speech import say_digits
 from callcenter.routing import chain
-from callcenter.tickets.notifications import chain_topic_title
+from callcenter.routing.alerts import chain_topic_title
 from callcenter.vocabulary import recording_status_path, routing_path
 
 LEG_EVENTS = "initiated ringing answered completed"

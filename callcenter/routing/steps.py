@@ -161,7 +161,7 @@ def _caller_step(cycle: StepCycle, call_sid: str, settings: Settings, decide: De
 
 def queue_chain_alerts(jobs: JobRunner, call_id: int) -> None:
     try:
-        jobs.enqueue(chain.chain_alerts_job, call_id, job_id=f"chain-alerts:{call_id}")
+        jobs.submit_chain_alerts(call_id)
     except QueueUnavailable:
         # Not lost: the outbox sweep finds urgent calls whose alerts are not all sent.
         log.error(

@@ -42,7 +42,6 @@ from callcenter.calls import recordings
 from callcenter.calls.recordings import Recording
 from callcenter.clock import Clock
 from callcenter.db.models import Call, TicketRequest
-from callcenter.directory.phones import classify
 from callcenter.errors import (
     PortalRejected,
     PortalUnavailable,
@@ -52,6 +51,7 @@ from callcenter.errors import (
     TicketNotFound,
     UnknownTicketRequest,
 )
+from callcenter.phones import classify
 from callcenter.portal.protocol import Portal, TicketDraft
 from callcenter.regulation.calendar import BusinessCalendar
 from callcenter.settings import Settings

@@ -30,8 +30,8 @@ from callcenter.calls.recordings import RECORDING_EVENT, call_recordings, check_
 from callcenter.calls.store import record_event
 from callcenter.clock import system_clock, to_moscow
 from callcenter.db.models import Call, TicketRequest
-from callcenter.directory.phones import classify
 from callcenter.errors import InvalidInput, NotTicketable
+from callcenter.phones import classify
 from callcenter.portal.protocol import TicketDraft
 from callcenter.regulation.calendar import BusinessCalendar
 from callcenter.regulation.topics import NON_URGENT_TOPICS, PRODUCTS, TOPICS, deadlines

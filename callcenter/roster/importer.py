@@ -18,7 +18,8 @@ from sqlalchemy.orm import Session
 
 from callcenter.db.models import Shift, Staff
 from callcenter.errors import ImportRejected
-from callcenter.routing.roster import (
+from callcenter.phones import classify, normalise
+from callcenter.roster.on_duty import (
     AWAY,
     BOTH,
     DATE,
@@ -178,8 +179,6 @@ def _scalars(node: yaml.Node | None, problems: _Problems, what: str) -> list[tup
 
 
 def _parse_staff(node: yaml.Node, problems: _Problems) -> list[_StaffSpec]:
-    from callcenter.directory.phones import classify, normalise
-
     staff: list[_StaffSpec] = []
     seen: dict[str, int] = {}
     for entry in _sequence(node, problems, "staff"):

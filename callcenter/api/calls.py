@@ -20,10 +20,10 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from callcenter.access.tokens import verify_token
+from callcenter.api import portal as portal_api
 from callcenter.calllog.query import CallFilter, PageRequest, get_call, search_calls
 from callcenter.calllog.serialize import call_json
 from callcenter.errors import InvalidFilter
-from callcenter.portal import api as portal_api
 from callcenter.regulation.topics import TOPICS
 from callcenter.web import db_session, services
 

@@ -198,7 +198,7 @@ def no_such_endpoint(rest: str) -> ResponseReturnValue:
 
 def routing_error() -> ResponseReturnValue:
     """The answer to a request under the prefix that matched no route at all, for the app's
-    routing error handler (`callcenter.api.routing_error`): as the catch-all's, after the
+    routing error handler (`callcenter.api.calls.routing_error`): as the catch-all's, after the
     same access check the blueprint's requests get."""
     refused = _authorise()
     return refused if refused is not None else _routing_miss()

@@ -20,7 +20,7 @@ Rules add up: whoever any rule puts on duty is on duty. The urgent chain is orde
 each rule's `order` (the smallest order a person gets at that moment), then by key. The
 head of support is always the chain's last step, unless already in it.
 
-The roster is replaced as a whole by `callcenter.routing.roster_import.import_roster`
+The roster is replaced as a whole by `callcenter.roster.importer.import_roster`
 (all-or-nothing, errors by line; the YAML format is documented in
 `scripts/examples/roster.yaml`). `roster_health` lists what a
 supervisor must fix; with nobody on duty calls go to `settings.duty_phone`.

@@ -1,0 +1,93 @@
+"""The app's protection, set up once by the factory: Flask-Login for the signed-in user,
+Flask-WTF's CSRF, Flask-Limiter's throttles, ProxyFix for trusted proxies only, and the
+request-size bound checked before any body is read.
+
+The console's own rules (who may do what, the login form) are in `callcenter.console.auth`;
+the limits themselves are named in `callcenter.web`, where the views read them.
+"""
+
+from __future__ import annotations
+
+from flask import Blueprint, Flask, Response, abort, jsonify, request
+from flask.typing import ResponseReturnValue
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
+from flask_login import LoginManager
+from flask_wtf.csrf import CSRFProtect
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from callcenter.console import auth
+from callcenter.settings import Settings
+from callcenter.web import API_LIMIT, MAX_CONTENT_LENGTH, WEBHOOK_MAX_BYTES
+
+
+def init_security(app: Flask, settings: Settings) -> None:
+    """Called by the app factory once the blueprints are registered: Flask-Login,
+    Flask-WTF's CSRF, Flask-Limiter, ProxyFix and the request size bound, in one place.
+    The console's own rules (who may do what) are in `callcenter.console.auth`.
+    """
+    n = settings.trusted_proxies
+    if n:
+        # Only as many X-Forwarded-* hops as there are proxies we run are believed; a
+        # client's own forwarded headers are ignored (and without proxies, all of them).
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n, x_prefix=n
+        )
+    app.config.update(
+        MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
+        # The console checks CSRF itself (console.auth), so machines' POSTs stay untouched.
+        WTF_CSRF_CHECK_DEFAULT=False,
+        # A token lives as long as the signed-in session (which is revocable).
+        WTF_CSRF_TIME_LIMIT=None,
+        WTF_CSRF_HEADERS=["X-CSRF-Token", "X-CSRFToken"],
+        RATELIMIT_STORAGE_URI=settings.redis_url or "memory://",
+        RATELIMIT_KEY_PREFIX=f"{settings.queue_name}-limits",
+        RATELIMIT_STRATEGY="moving-window",
+        # Redis down: count in memory for a while rather than refuse every login.
+        RATELIMIT_IN_MEMORY_FALLBACK_ENABLED=True,
+        RATELIMIT_SWALLOW_ERRORS=True,
+    )
+
+    CSRFProtect(app)
+    login_manager = LoginManager(app)
+    login_manager.session_protection = "basic"
+    login_manager.anonymous_user = auth.Anonymous
+    login_manager.user_loader(auth.load_signed_in)
+    limiter = Limiter(get_remote_address, app=app)
+    auth.throttle_login(app, limiter)
+
+    for name in ("api", "portal_api"):
+        blueprint = app.blueprints[name]
+        assert isinstance(blueprint, Blueprint)
+        limiter.limit(API_LIMIT)(blueprint)
+
+    @app.errorhandler(429)
+    def _too_many(_exc: Exception) -> ResponseReturnValue:
+
+        if request.endpoint == "console.login":
+            return auth.too_many_logins()
+        response = jsonify(error=429, message="Слишком много запросов. Повторите через минуту.")
+        response.status_code = 429
+        response.headers["Retry-After"] = "60"
+        return response
+
+    @app.errorhandler(413)
+    def _too_large(_exc: Exception) -> ResponseReturnValue:
+
+        message = "Запрос слишком большой."
+        if request.path.startswith("/webhooks/"):
+            return Response(f"Request Entity Too Large: {message}\n", 413, mimetype="text/plain")
+        response = jsonify(error=413, message=message)
+        response.status_code = 413
+        return response
+
+    @app.before_request
+    def _bound_the_body() -> None:
+
+        limit = WEBHOOK_MAX_BYTES if request.path.startswith("/webhooks/") else None
+        if limit is not None:
+            request.max_content_length = limit
+        # A declared length over the bound: 413 now, before anything reads the body (the
+        # webhooks' signature check included). A chunked body is cut off by werkzeug.
+        if (request.content_length or 0) > (limit or MAX_CONTENT_LENGTH):
+            abort(413)
