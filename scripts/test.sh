@@ -38,6 +38,12 @@ if [ ! -x .cache/prism/node_modules/.bin/prism ]; then
   npm install --silent --no-audit --no-fund --prefix .cache/prism @stoplight/prism-cli@5 >/dev/null
 fi
 
+# systemd's own checker for the units in deploy/ (the package installs without booting
+# systemd; the tests only run `systemd-analyze verify`)
+if ! command -v systemd-analyze >/dev/null; then
+  apt_install systemd
+fi
+
 # Debian's Chromium for the console's browser tests (no browser download)
 if [ ! -x /usr/bin/chromium ]; then
   apt_install chromium

@@ -4,10 +4,13 @@ is a thin wrapper over a domain function."""
 from __future__ import annotations
 
 import importlib
+from typing import Any
 
 import click
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from callcenter.cli.context import CliContext
+from callcenter.errors import ConfigurationError
 from callcenter.logs import masked_output
 
 # Modules that each export `commands: list[click.Command]`.
@@ -26,7 +29,40 @@ _COMMAND_MODULES = (
 )
 
 
-@click.group()
+class _Command(click.Group):
+    """The group, with settings that cannot run and a database that is not ready said in
+    one line, not a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except ConfigurationError as exc:
+            # E.g. production's required settings: the release step's log under a
+            # supervisor repeats this line until the environment is fixed.
+            raise click.ClickException(str(exc)) from None
+        except (OperationalError, ProgrammingError) as exc:
+            message = database_problem(exc)
+            if message is None:
+                raise
+            raise click.ClickException(message) from None
+
+
+def database_problem(exc: Exception) -> str | None:
+    """What to do about a database error that stopped a command, in one line; None for a
+    programming error of ours (its traceback is the report)."""
+    orig = getattr(exc, "orig", exc)
+    detail = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    if "no such table" in detail or getattr(orig, "sqlstate", None) == "42P01":
+        return f"the database has no tables yet ({detail}): run `callcenter db upgrade` first"
+    unreachable = ("connection" in detail.lower() or "unable to open" in detail) and isinstance(
+        exc, OperationalError
+    )
+    if unreachable:
+        return f"the database is not reachable: {detail} (check DATABASE_URL and the server)"
+    return None
+
+
+@click.group(cls=_Command)
 @click.option(
     "--unmasked",
     is_flag=True,

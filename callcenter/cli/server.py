@@ -23,9 +23,8 @@ from callcenter.logs import configure_logging
 @pass_cli
 def serve(cli: CliContext, host: str, port: int, threads: int) -> None:
     """Run the web service (migrates an embedded SQLite database first)."""
+    # An embedded SQLite database is migrated here (CliContext.services).
     services = cli.services
-    if services.settings.database_url.startswith("sqlite"):
-        upgrade(services.settings.database_url)
 
     class _Server(BaseApplication):  # type: ignore[misc]
         def load_config(self) -> None:
@@ -84,7 +83,8 @@ def db() -> None:
 @pass_cli
 def db_upgrade(cli: CliContext, revision: str) -> None:
     """Apply the Alembic migrations."""
-    upgrade(cli.services.settings.database_url, revision)
+    # Not `cli.services`: that would take an embedded database to head first.
+    upgrade(cli.open_services(migrate=False).settings.database_url, revision)
     click.echo(f"database at {revision}")
 
 

@@ -58,6 +58,11 @@ MAINTENANCE_SECONDS = 30
 RECONNECT_SECONDS = 10.0
 # While Redis stays away, one log line this often says so.
 STILL_AWAY_SECONDS = 60.0
+# How long the worker's command listener (RQ's pubsub thread) waits for a message before
+# looking whether it should stop. RQ waits 60 s, and redis-py (8.x) joins the thread when
+# it is stopped: every worker stop (a burst's end, SIGTERM, a fresh worker after an
+# outage) stalled up to a minute. The wait is a select() on an idle socket: no traffic.
+LISTENER_POLL_SECONDS = 1.0
 
 # RQ's methods and attributes this module relies on, by class: what the rq pin covers.
 RQ_INTERNALS: dict[str, tuple[str, ...]] = {
@@ -71,6 +76,7 @@ RQ_INTERNALS: dict[str, tuple[str, ...]] = {
         "get_state(self)",
         "request_stop(self, signum, frame)",
         "teardown(self)",
+        "subscribe(self)",
         "last_heartbeat",
         "last_cleaned_at",
         "maintenance_interval",
@@ -79,6 +85,9 @@ RQ_INTERNALS: dict[str, tuple[str, ...]] = {
         "executions_key",
         "pubsub",
         "pubsub_thread",
+        "pubsub_channel_name",
+        "handle_payload",
+        "_pubsub_exception_handler",
         "log_result_lifespan",
     ),
 }
@@ -207,6 +216,19 @@ class PipelineWorker(SimpleWorker):
             super().set_state(state, pipeline)
         except RedisError as exc:
             raise self._lost(exc) from exc
+
+    def subscribe(self) -> None:
+        """RQ's command listener, polling every LISTENER_POLL_SECONDS instead of 60 s, so
+        stopping the worker is not held up by it."""
+        self.log.info("Worker %s: subscribing to channel %s", self.name, self.pubsub_channel_name)
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        # RQ declares the slot as None (its __init__ sets it so).
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=LISTENER_POLL_SECONDS,
+            daemon=True,
+            exception_handler=self._pubsub_exception_handler,
+        )
 
     def teardown(self) -> None:
         try:
