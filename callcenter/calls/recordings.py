@@ -26,8 +26,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session, object_session
 
 from callcenter.db.models import Call, CallEvent
 from callcenter.errors import InvalidInput
@@ -102,13 +102,27 @@ def call_recordings(call: Call) -> list[Recording]:
     return found
 
 
+# Built once: building and keying a statement costs as much as running it on SQLite.
+_RECORDING_DETAILS = (
+    select(CallEvent.detail)
+    .where(CallEvent.call_id == bindparam("call_id"), CallEvent.kind == RECORDING_EVENT)
+    .order_by(CallEvent.id)
+)
+
+
+def has_recordings(call: Call) -> bool:
+    """Has the call any recording? The same answer as `call_recordings(call)`, without
+    loading the call's whole path when it is not loaded yet: one query of the recording
+    events' details (a ticket draft asks this on every ticket-opening step)."""
+    session = object_session(call)
+    if session is None or call.id is None or "events" in call.__dict__:
+        return bool(call_recordings(call))
+    return bool(recording_sids(session, call.id))
+
+
 def recording_sids(session: Session, call_id: int) -> list[str]:
     """The SIDs of a call's recordings, in one query (no call or events loaded)."""
-    details = session.scalars(
-        select(CallEvent.detail)
-        .where(CallEvent.call_id == call_id, CallEvent.kind == RECORDING_EVENT)
-        .order_by(CallEvent.id)
-    )
+    details = session.scalars(_RECORDING_DETAILS, {"call_id": call_id})
     return [d["sid"] for d in details if isinstance(d, dict) and isinstance(d.get("sid"), str)]
 
 

@@ -105,6 +105,14 @@ class StepTransaction:
             )
         return self._session
 
+    def reading_connection(self) -> Connection:
+        """The step's connection for a Core read, with the session's pending changes (if a
+        session was opened) flushed first, as an ORM query's autoflush would: a read that
+        needs no ORM object does not open a session for it."""
+        if self._session is not None:
+            self._session.flush()
+        return self.connection
+
     def call_object(self) -> Call | None:
         """The locked call as an ORM object (loaded fresh), for the steps that change more
         than a few columns; None when the call has no row."""

@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Engine, bindparam, select
+from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.interfaces import ORMOption
 
 from callcenter.calls import store as calls
 from callcenter.calls.step_cycle import StepCycle, StepTransaction
@@ -104,27 +105,53 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
         result = advance(
             CallState.from_json(call.state), webhook.event, _context(ivr, engine, tx, call, now)
         )
+        if _only_remembers(result):
+            # The greeting: the new row takes its state with one UPDATE, as any later
+            # step's does, instead of a unit-of-work flush of the whole object.
+            _save_remembered(tx, call.id, result, now)
+            _log_step(tx, call.id, webhook, result, now, created)
+            return result.reply
         tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
         _log_step(tx, call, webhook, result, now, created)
         return result.reply
     result = advance(
         CallState.from_json(locked.state), webhook.event, _context(ivr, engine, tx, locked, now)
     )
-    if all(isinstance(action, Remember) for action in result.actions):
-        changes: dict[str, Any] = {
-            action.field: _remembered(action)
-            for action in result.actions
-            if isinstance(action, Remember)
-        }
-        changes["state"] = result.state.to_json()
-        changes["updated_at"] = now
-        calls.update_call(tx.connection, locked.id, changes)
+    if _only_remembers(result):
+        _save_remembered(tx, locked.id, result, now)
         _log_step(tx, locked.id, webhook, result, now, False)
         return result.reply
-    call = tx.session.get_one(Call, locked.id)
+    call = tx.session.get_one(Call, locked.id, options=_loaded_with(result.actions))
     tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
     _log_step(tx, call, webhook, result, now, False)
     return result.reply
+
+
+def _only_remembers(result: StepResult) -> bool:
+    return all(isinstance(action, Remember) for action in result.actions)
+
+
+def _save_remembered(tx: StepTransaction, call_id: int, result: StepResult, now: datetime) -> None:
+    """The step's answers and state written to the locked row with one Core UPDATE."""
+    changes: dict[str, Any] = {
+        action.field: _remembered(action)
+        for action in result.actions
+        if isinstance(action, Remember)
+    }
+    changes["state"] = result.state.to_json()
+    changes["updated_at"] = now
+    calls.update_call(tx.connection, call_id, changes)
+
+
+# A ticket draft names the caller's contact and organisation: loaded with the call in one
+# query rather than by two lazy loads.
+_WITH_WHO = (joinedload(Call.contact), joinedload(Call.organisation))
+
+
+def _loaded_with(actions: tuple[Action, ...]) -> tuple[ORMOption, ...]:
+    if any(isinstance(action, (OpenTicket, MarkPhoneDuplicate)) for action in actions):
+        return _WITH_WHO
+    return ()
 
 
 def _apply_to_orm(
@@ -274,14 +301,23 @@ def _event_kind(event: IvrEvent) -> str:
     return "gather"
 
 
+# Built once: building and keying a statement costs as much as running it on SQLite.
+_TICKET_REQUEST_OF_CALL = (
+    select(TicketRequest)
+    .where(TicketRequest.call_id == bindparam("call_id"))
+    .execution_options(populate_existing=True)
+)
+
+
+_REQUESTED_TICKET_OF_CALL = select(
+    TicketRequest.ticket_number, TicketRequest.status, TicketRequest.draft
+).where(TicketRequest.call_id == bindparam("call_id"))
+
+
 def _ticket_request(session: Session, call_id: int | None) -> TicketRequest | None:
     if call_id is None:
         return None
-    return session.scalars(
-        select(TicketRequest)
-        .where(TicketRequest.call_id == call_id)
-        .execution_options(populate_existing=True)
-    ).one_or_none()
+    return session.scalars(_TICKET_REQUEST_OF_CALL, {"call_id": call_id}).one_or_none()
 
 
 class _CallLookups:
@@ -327,7 +363,15 @@ class _CallLookups:
         return TicketLookup("found", view)
 
     def requested_ticket(self) -> RequestedTicket | None:
-        request = _ticket_request(self._tx.session, self._call_id)
+        if self._call_id is None:
+            return None
+        # Three columns read fresh with Core: a step polling for its ticket number opens no
+        # ORM session for it.
+        request = (
+            self._tx.reading_connection()
+            .execute(_REQUESTED_TICKET_OF_CALL, {"call_id": self._call_id})
+            .one_or_none()
+        )
         if request is None:
             return None
         draft = request.draft or {}

@@ -170,6 +170,20 @@ class OnDuty:
         return None
 
 
+_ACTIVE_STAFF = select(Staff.id, Staff.key, Staff.name, Staff.role, Staff.phones, Staff.sms).where(
+    Staff.active.is_(True)
+)
+_SHIFTS = select(
+    Shift.staff_id,
+    Shift.duty,
+    Shift.pattern,
+    Shift.on_date,
+    Shift.start_local,
+    Shift.end_local,
+    Shift.chain_order,
+).order_by(Shift.id)
+
+
 @dataclass(frozen=True)
 class Roster:
     people: Mapping[str, Person]
@@ -177,7 +191,9 @@ class Roster:
 
     @classmethod
     def load(cls, session: Session) -> Roster:
-        staff = session.scalars(select(Staff).where(Staff.active.is_(True))).all()
+        # Column rows, not ORM objects: every routing step loads the roster, and the
+        # identity map and instance state of ~20 shifts cost more than the query.
+        staff = session.execute(_ACTIVE_STAFF).all()
         people = {s.key: Person(s.key, s.name, s.role, tuple(s.phones or ()), s.sms) for s in staff}
         by_id = {s.id: s.key for s in staff}
         rules = tuple(
@@ -190,7 +206,7 @@ class Roster:
                 sh.end_local,
                 sh.chain_order,
             )
-            for sh in session.scalars(select(Shift).order_by(Shift.id))
+            for sh in session.execute(_SHIFTS)
             if sh.staff_id in by_id
         )
         return cls(people, rules)

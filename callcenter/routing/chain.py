@@ -48,7 +48,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from callcenter.calls.store import TERMINAL_STATUSES, record_event
@@ -311,10 +311,14 @@ def _save(call: Call, routing: RoutingState) -> None:
     call.routing_state = routing.to_json()
 
 
+# Built once: building and keying a statement costs as much as running it on SQLite.
+_LEGS_OF_CALL = (
+    select(DialLeg).where(DialLeg.call_id == bindparam("call_id")).order_by(DialLeg.position)
+)
+
+
 def _legs(session: Session, call: Call) -> dict[int, DialLeg]:
-    rows = session.scalars(
-        select(DialLeg).where(DialLeg.call_id == call.id).order_by(DialLeg.position)
-    )
+    rows = session.scalars(_LEGS_OF_CALL, {"call_id": call.id})
     return {leg.position: leg for leg in rows}
 
 

@@ -23,10 +23,15 @@ from datetime import datetime
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
-from callcenter.calls.recordings import RECORDING_EVENT, call_recordings, check_recording
+from callcenter.calls.recordings import (
+    RECORDING_EVENT,
+    check_recording,
+    has_recordings,
+    recording_sids,
+)
 from callcenter.calls.store import record_event
 from callcenter.clock import system_clock, to_moscow
 from callcenter.db.models import Call, TicketRequest
@@ -151,7 +156,10 @@ def add_recording(
     """
     check_recording(recording_sid, recording_url, kind)
     at = now or system_clock()
-    if any(r.sid == recording_sid for r in call_recordings(call)):
+    if call.id is None:
+        session.flush()
+    # One query of the recording events' details, not the call's whole path as ORM objects.
+    if recording_sid in recording_sids(session, call.id):
         return _request_of(session, call)
     record_event(
         session,
@@ -303,7 +311,7 @@ def describe_call(
         # Only a consultation call becomes a callback ticket; a new problem filed under the
         # consultation topic was described by the caller, not left waiting.
         lines.append("Обратный звонок: абонент не дождался специалиста и оставил сообщение.")
-    if call.recording_url or call_recordings(call):
+    if call.recording_url or has_recordings(call):
         lines.append("Описание проблемы — в записи звонка, приложенной к заявке.")
     if interrupted:
         lines.append(
@@ -370,8 +378,10 @@ def _blank_to_none(value: str | None) -> str | None:
     return value.strip() if value and value.strip() else None
 
 
+# Built once: building and keying a statement costs as much as running it on SQLite.
+_REQUEST_OF_CALL = select(TicketRequest).where(TicketRequest.call_id == bindparam("call_id"))
+
+
 def _request_of(session: Session, call: Call) -> TicketRequest | None:
     session.flush()
-    return session.scalars(
-        select(TicketRequest).where(TicketRequest.call_id == call.id)
-    ).one_or_none()
+    return session.scalars(_REQUEST_OF_CALL, {"call_id": call.id}).one_or_none()

@@ -105,6 +105,17 @@ def draft_from_json(data: Mapping[str, Any]) -> TicketDraft:
 # ---------------------------------------------------------------- writing and reading rows
 
 
+# Built once: building and keying a statement costs as much as running it on SQLite.
+_REQUEST_OF_CALL_OR_KEY = (
+    select(TicketRequest)
+    .where(
+        (TicketRequest.call_id == bindparam("call_id"))
+        | (TicketRequest.idempotency_key == bindparam("idempotency_key"))
+    )
+    .execution_options(populate_existing=True)
+)
+
+
 def put_request(
     session: Session,
     *,
@@ -134,11 +145,7 @@ def put_request(
     }
     session.execute(_insert_ignoring_conflicts(session, values))
     row = session.scalars(
-        select(TicketRequest)
-        .where(
-            (TicketRequest.call_id == call_id) | (TicketRequest.idempotency_key == idempotency_key)
-        )
-        .execution_options(populate_existing=True)
+        _REQUEST_OF_CALL_OR_KEY, {"call_id": call_id, "idempotency_key": idempotency_key}
     ).first()
     if row is None:  # pragma: no cover - the insert or the conflicting row guarantees one
         raise RuntimeError(f"ticket request for call {call_id} vanished")
