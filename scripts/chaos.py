@@ -545,6 +545,8 @@ def main(argv: list[str] | None = None) -> int:
             "PUBLIC_BASE_URL": load_calls.PUBLIC,
             # The callers reach gunicorn directly: no proxy's X-Forwarded-* is believed.
             "TRUSTED_PROXIES": "0",
+            # A person's phone, never one of the hotline's own lines (production refuses those).
+            "DUTY_PHONE": "+79110000001",
             "SECRET_KEY": secrets.token_urlsafe(32),
             "PORTAL_URL": portal.url + "/portal/api/v1",
             "PORTAL_TOKEN": portal_token,

@@ -247,7 +247,7 @@ def start_stack(args: argparse.Namespace, directory: Path, twilio: TwilioStandIn
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
         "TWILIO_API_BASE_URL": twilio.url,
         "PUBLIC_BASE_URL": PUBLIC,
-        "SECRET_KEY": "load-test-secret",
+        "SECRET_KEY": secrets.token_urlsafe(32),
         "DUTY_PHONE": "+79110000001",
         "CALLCENTER_DATA_DIR": str(directory / "data"),
         "LOG_JSON": "1",

@@ -160,6 +160,7 @@ def test_the_release_step_with_settings_production_refuses_is_one_line(
         "TWILIO_AUTH_TOKEN": "a-token",
         "PUBLIC_BASE_URL": "https://hotline.example.ru",
         "SECRET_KEY": "s" * 32,
+        "DUTY_PHONE": "+79110000001",
     }
     env = service_env(**{**fresh_env(tmp_path), **production, **settings})
     result = run_cli(["db", "upgrade"], env)
