@@ -28,6 +28,7 @@ CallCenterError
 │   ├── TelephonyUnavailable    transient: timeouts, 5xx, 429, refused → retry
 │   └── TelephonyRejected       permanent: Twilio said no (4xx); carries status, code
 ├── QueueUnavailable        Redis is down; the outbox keeps the work
+├── DatabaseTimeout         PostgreSQL did not answer a job's call within JOB_DB_DEADLINE
 ├── LoginFailed             wrong console user name or password (which one is not said)
 └── SimulationError         the call simulator could not go on (service refused, bad TwiML)
 """
@@ -119,6 +120,11 @@ class TelephonyRejected(TelephonyError):
 
 class QueueUnavailable(CallCenterError):
     pass
+
+
+class DatabaseTimeout(CallCenterError):
+    """A job's database call waited longer than its deadline (the database hangs): its
+    connection was cut and the job failed; the outbox keeps the work for the sweep."""
 
 
 class NotTicketable(InvalidInput):

@@ -69,6 +69,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be a whole number, got {raw!r}") from None
 
 
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
+
+
 def _opt(env: Mapping[str, str], name: str) -> str | None:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
@@ -118,6 +128,10 @@ class Settings:
     dial_leg_timeout: int = 20
     ticket_wait_seconds: int = 8
     retention_days: int = 365
+    # Seconds any one database call of a job may wait for PostgreSQL before its connection
+    # is cut and the job fails (`DatabaseTimeout`): a hung database never holds a worker
+    # until RQ's job timeout (minutes).
+    job_db_deadline: float = 15.0
     log_json: bool = False
     # CALLCENTER_CLOCK: the service's clock starts at this instant and runs (demonstrations
     # and tests of a night, a holiday, a short day); never in production.
@@ -176,6 +190,10 @@ class Settings:
                     + " too short; generate one with: "
                     + 'python -c "import secrets; print(secrets.token_urlsafe(32))"'
                 )
+        if not self.job_db_deadline > 0:
+            raise ConfigurationError(
+                f"JOB_DB_DEADLINE must be a positive number of seconds, got {self.job_db_deadline}"
+            )
         if self.trusted_proxies < 0:
             raise ConfigurationError(
                 f"TRUSTED_PROXIES must be 0 or more, got {self.trusted_proxies}"
@@ -244,6 +262,7 @@ class Settings:
             dial_leg_timeout=_int(e, "DIAL_LEG_TIMEOUT", cls.dial_leg_timeout),
             ticket_wait_seconds=_int(e, "TICKET_WAIT_SECONDS", cls.ticket_wait_seconds),
             retention_days=_int(e, "RETENTION_DAYS", cls.retention_days),
+            job_db_deadline=_seconds(e, "JOB_DB_DEADLINE", cls.job_db_deadline),
             log_json=_bool(e.get("LOG_JSON"), production),
             clock_start=_instant(e, "CALLCENTER_CLOCK"),
             trusted_proxies=_int(e, "TRUSTED_PROXIES", cls.trusted_proxies),

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pytest
 from sqlalchemy import text
@@ -12,6 +13,10 @@ from sqlalchemy.exc import DBAPIError
 
 from callcenter.db import make_engine
 from callcenter.db.deadline import guard_of
+from callcenter.errors import DatabaseTimeout
+from callcenter.jobs.runners import run_job
+from callcenter.services import Services
+from callcenter.settings import Settings
 
 pytestmark = pytest.mark.postgres
 
@@ -91,3 +96,67 @@ def test_an_overdue_thread_that_gave_its_connection_back_cuts_nobody(
         finish.set()
         thread.join()
         engine.dispose()
+
+
+def test_a_jobs_call_past_its_deadline_is_cut_but_its_idle_time_is_not_counted(
+    pg_database_url: str,
+) -> None:
+    """A job holds its connection while it waits on the portal or Twilio: only the time a
+    database call waits for the server counts against its deadline."""
+    engine = make_engine(pg_database_url)
+    deadline = guard_of(engine)
+    assert deadline is not None
+    try:
+        with deadline.each_call_within(0.6) as bound, engine.connect() as conn:
+            conn.execute(text("select 1"))
+            conn.commit()
+            # Idle well past the deadline (the portal answering slowly) ...
+            idle_until = time.monotonic() + 1.5
+            while time.monotonic() < idle_until:
+                assert deadline.expire_overdue() == 0
+                time.sleep(0.1)
+            # ... then short calls, each well inside it: nothing is cut.
+            assert conn.execute(text("select pg_sleep(0.2), 4")).one()[1] == 4
+            conn.commit()
+            assert bound.cuts == 0
+
+            started = time.monotonic()
+            with pytest.raises(DBAPIError) as caught:
+                conn.execute(text("select pg_sleep(30)"))  # the server stops answering
+            elapsed = time.monotonic() - started
+        assert caught.value.connection_invalidated
+        assert bound.cuts == 1
+        assert elapsed < 3, f"cut after {elapsed:.1f} s"
+        # Outside the block the thread is unbounded again.
+        with engine.connect() as conn:
+            assert conn.execute(text("select pg_sleep(0.8), 5")).one()[1] == 5
+    finally:
+        engine.dispose()
+
+
+def test_a_job_cut_off_by_its_database_deadline_fails_as_database_timeout(
+    pg_database_url: str, tmp_path: Path
+) -> None:
+    """`run_job`, as both runners call every job: the lost connection becomes the named
+    `DatabaseTimeout`, in about JOB_DB_DEADLINE seconds."""
+    services = Services.from_settings(
+        Settings(database_url=pg_database_url, data_dir=tmp_path, job_db_deadline=0.5)
+    )
+
+    def hanging_job(svc: Services, seconds: int) -> None:
+        with svc.engine.connect() as conn:
+            conn.execute(text("select pg_sleep(:s)"), {"s": seconds})
+
+    def failing_job(svc: Services) -> None:
+        raise ValueError("not the database")
+
+    try:
+        started = time.monotonic()
+        with pytest.raises(DatabaseTimeout, match=r"within 0\.5 s"):
+            run_job(services, hanging_job, 30)
+        assert time.monotonic() - started < 3
+        with pytest.raises(ValueError):  # other failures stay what they are
+            run_job(services, failing_job)
+        assert run_job(services, lambda svc, n: n + 1, 6) == 7
+    finally:
+        services.close()

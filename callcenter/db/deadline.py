@@ -16,6 +16,14 @@ liveness check of a pooled connection ("pre-ping") runs inside our checkout hand
 SQLAlchemy's `pool_pre_ping` (which pings before any event fires, where the watchdog could
 not see it): `make_engine` turns that off for the engines this module guards.
 
+Jobs get the same watchdog, bounded per database *call* rather than per job
+(`each_call_within(seconds)`, JOB_DB_DEADLINE): a job also waits on the portal and on
+Twilio, with their own timeouts, while it holds an idle connection, and only the time
+spent waiting for PostgreSQL counts. Every blocking call of the engine's dialect (execute,
+commit, rollback, the liveness ping) arms the thread's deadline and clears it on return;
+a call the watchdog cuts is noted (`CallBound.cuts`), so the job fails as
+`DatabaseTimeout`, not as a lost connection of unknown cause.
+
 SQLite needs none of this (a local file; its busy timeout bounds lock waits).
 """
 
@@ -27,8 +35,10 @@ import socket
 import threading
 import time
 import weakref
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import wraps
 from typing import Any
 
 from sqlalchemy import Engine, event, exc
@@ -40,6 +50,24 @@ log = logging.getLogger(__name__)
 WEBHOOK_DATABASE_SECONDS = 6.0
 # How often the watchdog looks for overdue requests; a deadline fires at most this late.
 WATCH_INTERVAL_SECONDS = 0.25
+# The dialect's methods that wait for the server: a job's deadline covers each of them.
+BLOCKING_CALLS = (
+    "do_execute",
+    "do_executemany",
+    "do_execute_no_params",
+    "do_commit",
+    "do_rollback",
+    "do_ping",
+)
+
+
+@dataclass
+class CallBound:
+    """A thread's bound on each of its database calls (`each_call_within`)."""
+
+    seconds: float
+    # How many of its calls the watchdog cut.
+    cuts: int = 0
 
 
 class DatabaseDeadline:
@@ -51,7 +79,14 @@ class DatabaseDeadline:
         # id(DBAPI connection) -> (the connection, the thread that checked it out)
         self._held: dict[int, tuple[Any, int]] = {}
         self._watchdog: threading.Thread | None = None
+        # thread id -> its bound on each database call (jobs)
+        self._per_call: dict[int, CallBound] = {}
         self._dialect = engine.dialect
+        # SQLAlchemy has events before and after a statement but none after a commit or a
+        # rollback (the pool's reset-on-return among them): the dialect's own methods are
+        # wrapped instead, on this engine's dialect object only.
+        for name in BLOCKING_CALLS:
+            setattr(self._dialect, name, self._bounded(getattr(self._dialect, name)))
         event.listen(engine, "connect", self._on_connect)
         event.listen(engine, "checkout", self._on_checkout)
         event.listen(engine, "checkin", self._on_checkin)
@@ -79,6 +114,47 @@ class DatabaseDeadline:
             yield
         finally:
             self.clear()
+
+    @contextmanager
+    def each_call_within(self, seconds: float) -> Iterator[CallBound]:
+        """Inside the block, each database call of this thread fails once it has waited
+        `seconds` for the server; the yielded `CallBound` counts the calls cut."""
+        if seconds <= 0:
+            raise ValueError(f"a database call needs a positive deadline, got {seconds!r}")
+        tid = threading.get_ident()
+        bound = CallBound(seconds)
+        with self._lock:
+            self._per_call[tid] = bound
+            if self._watchdog is None:
+                self._start_watchdog()
+        try:
+            yield bound
+        finally:
+            with self._lock:
+                self._per_call.pop(tid, None)
+                self._deadlines.pop(tid, None)
+
+    def _bounded(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(call)
+        def bounded_call(*args: Any, **kwargs: Any) -> Any:
+            tid = threading.get_ident()
+            bound = self._per_call.get(tid)
+            if bound is None:  # a webhook's thread (its deadline spans the request), or none
+                return call(*args, **kwargs)
+            with self._lock:
+                # A call made inside another (a ping that executes) runs under the outer
+                # call's deadline.
+                outermost = tid not in self._deadlines
+                if outermost:
+                    self._deadlines[tid] = time.monotonic() + bound.seconds
+            try:
+                return call(*args, **kwargs)
+            finally:
+                if outermost:
+                    with self._lock:
+                        self._deadlines.pop(tid, None)
+
+        return bounded_call
 
     # ------------------------------------------------------------------ pool events
 
@@ -130,21 +206,30 @@ class DatabaseDeadline:
         longer held, so it is never cut under the next thread it is lent to — the pool's
         checkin event, which takes the same lock, fires before the pool lends it again."""
         moment = time.monotonic() if now is None else now
-        cut: list[int] = []
+        cut: list[int] = []  # requests' threads, logged here
+        jobs_cut = 0
         with self._lock:
             overdue = {tid for tid, deadline in self._deadlines.items() if deadline <= moment}
             for key, (connection, tid) in list(self._held.items()):
                 if tid in overdue:
                     del self._held[key]
                     if _shut_down(connection):
-                        cut.append(tid)
+                        bound = self._per_call.get(tid)
+                        if bound is not None:
+                            # A job's: counted under the lock its blocked call's wrapper
+                            # takes on the way out, so the job sees the count; it fails as
+                            # `DatabaseTimeout`, and that is its one log line.
+                            bound.cuts += 1
+                            jobs_cut += 1
+                        else:
+                            cut.append(tid)
         for tid in cut:
             log.error(
                 "database call over its deadline in thread %s: connection cut (the database "
                 "hangs?); the request answers with its fallback",
                 tid,
             )
-        return len(cut)
+        return len(cut) + jobs_cut
 
 
 _guards: weakref.WeakKeyDictionary[Engine, DatabaseDeadline] = weakref.WeakKeyDictionary()

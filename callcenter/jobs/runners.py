@@ -14,6 +14,11 @@
   thread pool in the web process, each called with the runner's own `Services`, plus a
   sweep thread (which also starts the retention purge once a day). Same code path, no
   Redis.
+
+Both call every job through `run_job`: on PostgreSQL each of a job's database calls waits
+at most JOB_DB_DEADLINE seconds (`callcenter.db.deadline`), so a database that hangs fails
+the job as `DatabaseTimeout` in seconds instead of holding the worker until RQ's job
+timeout; what the job was to do stays due in the database.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from redis import Redis
 from redis.backoff import NoBackoff
@@ -36,7 +41,8 @@ from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from callcenter.errors import ConfigurationError, QueueUnavailable
+from callcenter.db.deadline import guard_of
+from callcenter.errors import ConfigurationError, DatabaseTimeout, QueueUnavailable
 from callcenter.jobs.tasks import (
     chain_alerts_job,
     create_ticket,
@@ -53,6 +59,8 @@ from callcenter.jobs.tasks import (
 from callcenter.ports import Chain, JobRunner, Services
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # How often due rows are looked for; also the first retry's 10 s comes around this fast.
 SWEEP_SECONDS = 10
@@ -72,6 +80,27 @@ PURGE_JOB_TIMEOUT = 3600
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+
+
+def run_job(services: Services, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """`func(services, *args, **kwargs)`, each of its database calls bounded by the
+    settings' `job_db_deadline` (PostgreSQL; nothing to bound on SQLite). Raises
+    `DatabaseTimeout` when one of them was cut and the job failed."""
+    keeper = guard_of(services.engine)
+    if keeper is None:
+        return func(services, *args, **kwargs)
+    seconds = services.settings.job_db_deadline
+    with keeper.each_call_within(seconds) as bound:
+        try:
+            return func(services, *args, **kwargs)
+        except Exception as exc:
+            if not bound.cuts:
+                raise
+            raise DatabaseTimeout(
+                f"PostgreSQL did not answer a database call within {seconds:g} s (does it "
+                "hang?): the connection was cut and the job failed; what it was to do stays "
+                "due in the database"
+            ) from exc
 
 
 def build_runner(services: Services) -> JobRunner:
@@ -397,7 +426,9 @@ class InlineJobRunner:
 
     def _run(self, key: str, func: Callable[..., object], args: tuple[Any, ...]) -> None:
         try:
-            func(self.services, *args)
+            run_job(self.services, func, *args)
+        except DatabaseTimeout as exc:
+            log.error("in-process job %s failed: %s", key, exc)
         except Exception:
             # The row keeps its state; the sweep re-submits whatever is still due.
             log.exception("in-process job %s failed", key)

@@ -16,7 +16,9 @@
   fresh RQ worker starts: its scheduler comes back and the chains are re-seeded at once.
 - PostgreSQL away or hanging: a job fails (RQ records it, the log shows it), the outbox
   row stays pending with its retry schedule, and the sweep submits it again; the worker
-  itself never talks to the database.
+  itself never talks to the database. A hanging one costs a job at most JOB_DB_DEADLINE
+  seconds a database call (`runners.run_job`), not RQ's job timeout, and is logged in one
+  line (`DatabaseTimeout`).
 
 `PipelineWorker` overrides a few of RQ's methods (see `RQ_INTERNALS`); pyproject pins rq to
 the range they were written against, and `tests/test_jobs_worker.py` fails loudly
@@ -40,8 +42,8 @@ from rq.job import Job
 from rq.utils import now as rq_now
 from rq.utils import utcformat
 
-from callcenter.errors import ConfigurationError, QueueUnavailable
-from callcenter.jobs.runners import RqJobRunner
+from callcenter.errors import ConfigurationError, DatabaseTimeout, QueueUnavailable
+from callcenter.jobs.runners import RqJobRunner, run_job
 from callcenter.ports import Services
 
 log = logging.getLogger(__name__)
@@ -69,6 +71,7 @@ RQ_INTERNALS: dict[str, tuple[str, ...]] = {
     "rq.job.Job": ("_execute(self)", "func", "args", "kwargs"),
     "rq.worker.SimpleWorker": (
         "perform_job(self, job, queue, execution)",
+        "handle_exception(self, job, exc_info)",
         "run_maintenance_tasks(self)",
         "heartbeat(self, timeout=None, pipeline=None)",
         "check_for_suspension(self, burst)",
@@ -109,7 +112,7 @@ class ServicesJob(Job):
             raise ConfigurationError(
                 f"job {self.id} has no services: the pipeline's jobs run in `callcenter worker`"
             )
-        return self.func(self.services, *self.args, **self.kwargs)
+        return run_job(self.services, self.func, *self.args, **self.kwargs)
 
 
 class PipelineWorker(SimpleWorker):
@@ -153,6 +156,22 @@ class PipelineWorker(SimpleWorker):
         if isinstance(job, ServicesJob):
             job.services = self.services
         return bool(super().perform_job(job, queue, execution))
+
+    def handle_exception(self, job: Job, *exc_info: Any) -> None:
+        """RQ logs a failed job with its traceback; a job cut off by the database deadline
+        gets one line that says what happened (the traceback stays in RQ's failed job).
+        The worker pushes no exception handlers of its own: there are none to call."""
+        error = exc_info[1] if len(exc_info) > 1 else None
+        if not isinstance(error, DatabaseTimeout):
+            super().handle_exception(job, *exc_info)
+            return
+        log.error(
+            "job %s (%s) failed: %s",
+            job.id,
+            job.get_call_string(),
+            error,
+            extra={"job_id": job.id, "queue": job.origin},
+        )
 
     def request_stop(self, signum: Any, frame: Any) -> None:
         self.stop_requested = True
