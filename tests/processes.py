@@ -633,6 +633,10 @@ class FlakyPortal:
         start_response(captured["status"], captured["headers"])
         return [body]
 
+    def release(self) -> None:
+        """Send the answers "slow" holds back now (and later ones at once)."""
+        self._release.set()
+
     def close(self) -> None:
         self._release.set()
         self._server.shutdown()

@@ -14,22 +14,28 @@ import json
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
+from flask import Flask
 from redis import Redis
 from rq.registry import FailedJobRegistry
+from sqlalchemy import select
 
+from callcenter.api.portal import bp as portal_api
 from callcenter.calllog.query import get_call
 from callcenter.calllog.serialize import call_json
+from callcenter.db import Base
+from callcenter.db.models import Ticket
 from callcenter.ivr import prompts
 from callcenter.ivr.spool import spool_files
 from callcenter.services import Services
 from callcenter.settings import Settings
 from tests.conftest import TEST_ACCOUNT_SID
-from tests.processes import HttpClient, ServiceStack, TcpGate, wait_until
+from tests.processes import FlakyPortal, HttpClient, ServiceStack, TcpGate, wait_until
 from tests.ticket_pipeline import open_request, request_row
 from tests.twilio_requests import TwilioCall, fixture, new_call_sid, parse_twiml, signed_post
 
@@ -305,3 +311,136 @@ def test_the_worker_lives_through_a_database_outage_and_the_ticket_waits_in_the_
     assert request_row(db, request_id).ticket_number
     assert stack.worker.alive and stack.worker.pid == worker_pid, stack.worker.log_tail()
     redis.close()
+
+
+# A job's database calls each wait at most this long (Settings.job_db_deadline, the default).
+JOB_DB_DEADLINE = Settings.job_db_deadline
+PORTAL_TOKEN = "customer-portal-token"
+
+
+@pytest.fixture
+def portal(tmp_path: Path) -> Iterator[tuple[FlakyPortal, Services]]:
+    """The customer's portal, its own database (not behind the gate), over real HTTP."""
+    svc = Services.from_settings(
+        Settings(
+            database_url=f"sqlite:///{tmp_path / 'portal.db'}",
+            data_dir=tmp_path,
+            builtin_portal_token=PORTAL_TOKEN,
+        )
+    )
+    Base.metadata.create_all(svc.engine)
+    app = Flask("customer_portal")
+    app.extensions["callcenter"] = svc
+    app.register_blueprint(portal_api)
+    # "slow" holds the answer until the test releases it (well inside HttpPortal's 10 s).
+    flaky = FlakyPortal(app, delay=8.0)
+    yield flaky, svc
+    flaky.close()
+    svc.close()
+
+
+@pytest.fixture
+def portal_stack(
+    tmp_path: Path,
+    start_stack: Callable[..., ServiceStack],
+    pg_database_url: str,
+    gate: TcpGate,
+    portal: tuple[FlakyPortal, Services],
+) -> ServiceStack:
+    return start_stack(
+        directory=tmp_path / "service",
+        database_url=through(gate, pg_database_url),
+        DUTY_PHONE=DUTY_PHONE,
+        PORTAL_URL=portal[0].api_url,
+        PORTAL_TOKEN=PORTAL_TOKEN,
+    )
+
+
+def test_a_ticket_job_against_a_database_that_hangs_fails_fast_and_the_worker_goes_on(
+    portal_stack: ServiceStack,
+    gate: TcpGate,
+    portal: tuple[FlakyPortal, Services],
+    pg_database_url: str,
+) -> None:
+    """PostgreSQL stops answering while a ticket job runs (between the portal's answer and
+    the number being recorded): the job fails as `DatabaseTimeout` within the job's
+    database deadline, not RQ's 120 s job timeout, in one log line; the worker lives, the
+    request stays pending, and once the database answers again the sweep records the
+    number — one ticket on the portal, nobody touching anything."""
+    stack = portal_stack
+    flaky, portal_db = portal
+    assert stack.redis is not None
+    db = Services.from_settings(
+        Settings(
+            database_url=pg_database_url,
+            data_dir=stack.data_dir,
+            redis_url=stack.redis.url,
+            queue_name=stack.queue_name,
+        )
+    )
+    redis = Redis.from_url(stack.redis.url)
+    worker_pid = stack.worker.pid
+    failed = FailedJobRegistry(stack.queue_name, connection=redis)
+    request_id = open_request(db)  # through the test's own way in, not the gate
+    job_id = f"{stack.queue_name}__ticket-request-{request_id}"
+    call_sid = request_row(db, request_id).idempotency_key
+    flaky.script = ["slow"]  # the job's portal call waits for the test
+    try:
+        assert db.jobs.submit_ticket_request(request_id)
+        # The job runs: the portal has made the ticket and holds its answer, while the
+        # job holds its database connection.
+        wait_until(
+            lambda: flaky.creates_by_key()[call_sid] == 1,
+            timeout=30,
+            what="the ticket job to ask the portal",
+            on_timeout=stack.logs,
+        )
+        gate.stall()
+        try:
+            flaky.release()  # the number arrives; recording it hangs
+            stalled = time.monotonic()
+            wait_until(
+                lambda: job_id in failed.get_job_ids(),
+                timeout=JOB_DB_DEADLINE + 15,
+                what="the ticket job to fail against the hanging database",
+                on_timeout=stack.logs,
+            )
+            failed_after = time.monotonic() - stalled
+            assert JOB_DB_DEADLINE - 1 < failed_after < JOB_DB_DEADLINE + 10, failed_after
+            print(f"the ticket job failed {failed_after:.1f} s after the database hung")
+            assert stack.worker.alive and stack.worker.pid == worker_pid, stack.worker.log_tail()
+            assert request_row(db, request_id).status == "pending"
+        finally:
+            gate.restore()
+
+        # The worker goes on: the sweep submits the request again, and the number the
+        # portal gave the first time is recorded.
+        wait_until(
+            lambda: request_row(db, request_id).status == "done",
+            timeout=SWEEP_WAIT_SECONDS,
+            what="the sweep to record the ticket once the database answers",
+            on_timeout=stack.logs,
+        )
+        with portal_db.sessions() as session:
+            on_portal = session.scalars(
+                select(Ticket).where(Ticket.idempotency_key == call_sid)
+            ).all()
+        assert len(on_portal) == 1
+        assert request_row(db, request_id).ticket_number == str(on_portal[0].number)
+        assert stack.worker.alive and stack.worker.pid == worker_pid, stack.worker.log_tail()
+
+        # One line says what happened to the job; RQ's traceback of it is not logged.
+        lines = [r for r in stack.worker.json_lines(strict=False) if job_id in r["msg"]]
+        failures = [r for r in lines if r["level"] == "ERROR"]
+        assert len(failures) == 1, failures
+        assert failures[0]["logger"] == "callcenter.jobs.worker"
+        assert failures[0]["msg"] == (
+            f"job {job_id} (callcenter.jobs.tasks.create_ticket({request_id})) failed: "
+            f"PostgreSQL did not answer a database call within {JOB_DB_DEADLINE:g} s: the "
+            "connection was cut (does it hang?); the job failed, what it was to do stays "
+            "due in the database"
+        )
+        assert "exc" not in failures[0]
+    finally:
+        redis.close()
+        db.close()

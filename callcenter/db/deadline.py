@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
+import psycopg
 from sqlalchemy import Engine, event, exc
 
 log = logging.getLogger(__name__)
@@ -261,6 +262,14 @@ def bounded(engine: Engine, seconds: float) -> Iterator[None]:
         return
     with keeper.within(seconds):
         yield
+
+
+def connect_timed_out(error: BaseException) -> bool:
+    """Did `error` come from a new connection that libpq's `connect_timeout` gave up on (a
+    server that accepts and never answers)? SQLAlchemy's wrapper keeps psycopg's error."""
+    orig = getattr(error, "orig", None)
+    # psycopg 3.2+ raises errors.ConnectionTimeout, 3.1 a plain OperationalError.
+    return isinstance(orig, psycopg.OperationalError) and "timeout expired" in str(orig)
 
 
 def _watch(ref: weakref.ReferenceType[DatabaseDeadline]) -> None:

@@ -41,7 +41,8 @@ from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 
-from callcenter.db.deadline import guard_of
+from callcenter.db import PG_CONNECT_TIMEOUT
+from callcenter.db.deadline import connect_timed_out, guard_of
 from callcenter.errors import ConfigurationError, DatabaseTimeout, QueueUnavailable
 from callcenter.jobs.tasks import (
     chain_alerts_job,
@@ -85,7 +86,8 @@ _TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.
 def run_job(services: Services, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
     """`func(services, *args, **kwargs)`, each of its database calls bounded by the
     settings' `job_db_deadline` (PostgreSQL; nothing to bound on SQLite). Raises
-    `DatabaseTimeout` when one of them was cut and the job failed."""
+    `DatabaseTimeout` when the job failed because one of them was cut, or a new connection
+    timed out (`db.PG_CONNECT_TIMEOUT`)."""
     keeper = guard_of(services.engine)
     if keeper is None:
         return func(services, *args, **kwargs)
@@ -94,12 +96,15 @@ def run_job(services: Services, func: Callable[..., T], *args: Any, **kwargs: An
         try:
             return func(services, *args, **kwargs)
         except Exception as exc:
-            if not bound.cuts:
+            if bound.cuts:
+                what = f"answer a database call within {seconds:g} s: the connection was cut"
+            elif connect_timed_out(exc):
+                what = f"accept a connection within {PG_CONNECT_TIMEOUT} s"
+            else:
                 raise
             raise DatabaseTimeout(
-                f"PostgreSQL did not answer a database call within {seconds:g} s (does it "
-                "hang?): the connection was cut and the job failed; what it was to do stays "
-                "due in the database"
+                f"PostgreSQL did not {what} (does it hang?); the job failed, what it was to "
+                "do stays due in the database"
             ) from exc
 
 
