@@ -303,6 +303,35 @@ def db(pg_database_url: str, tmp_path: Path) -> Iterator[Services]:
     svc.close()
 
 
+CUSTOMER_PORTAL_TOKEN = "customer-portal-token"
+
+
+@pytest.fixture
+def customer_portal(tmp_path: Path) -> Iterator[tuple[Any, Services]]:
+    """The customer's portal for a `start_stack` service (`PORTAL_URL`, `PORTAL_TOKEN` =
+    CUSTOMER_PORTAL_TOKEN): the built-in portal's REST API over real HTTP, its own
+    database, behind `tests.processes.FlakyPortal`'s switch ("slow" holds an answer until
+    `release()`, well inside HttpPortal's 10 s)."""
+    from callcenter.api.portal import bp as portal_api
+    from tests.processes import FlakyPortal
+
+    svc = Services.from_settings(
+        Settings(
+            database_url=f"sqlite:///{tmp_path / 'portal.db'}",
+            data_dir=tmp_path,
+            builtin_portal_token=CUSTOMER_PORTAL_TOKEN,
+        )
+    )
+    Base.metadata.create_all(svc.engine)
+    app = Flask("customer_portal")
+    app.extensions["callcenter"] = svc
+    app.register_blueprint(portal_api)
+    flaky = FlakyPortal(app, delay=8.0)
+    yield flaky, svc
+    flaky.close()
+    svc.close()
+
+
 PRISM_BIN = ROOT / ".cache" / "prism" / "node_modules" / ".bin" / "prism"
 
 

@@ -20,21 +20,18 @@ from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 import requests
-from flask import Flask
 from redis import Redis
 from rq.registry import FailedJobRegistry
 from sqlalchemy import select
 
-from callcenter.api.portal import bp as portal_api
 from callcenter.calllog.query import get_call
 from callcenter.calllog.serialize import call_json
-from callcenter.db import Base
 from callcenter.db.models import Ticket
 from callcenter.ivr import prompts
 from callcenter.ivr.spool import spool_files
 from callcenter.services import Services
 from callcenter.settings import Settings
-from tests.conftest import TEST_ACCOUNT_SID
+from tests.conftest import CUSTOMER_PORTAL_TOKEN, TEST_ACCOUNT_SID
 from tests.processes import FlakyPortal, HttpClient, ServiceStack, TcpGate, wait_until
 from tests.ticket_pipeline import open_request, request_row
 from tests.twilio_requests import TwilioCall, fixture, new_call_sid, parse_twiml, signed_post
@@ -315,28 +312,6 @@ def test_the_worker_lives_through_a_database_outage_and_the_ticket_waits_in_the_
 
 # A job's database calls each wait at most this long (Settings.job_db_deadline, the default).
 JOB_DB_DEADLINE = Settings.job_db_deadline
-PORTAL_TOKEN = "customer-portal-token"
-
-
-@pytest.fixture
-def portal(tmp_path: Path) -> Iterator[tuple[FlakyPortal, Services]]:
-    """The customer's portal, its own database (not behind the gate), over real HTTP."""
-    svc = Services.from_settings(
-        Settings(
-            database_url=f"sqlite:///{tmp_path / 'portal.db'}",
-            data_dir=tmp_path,
-            builtin_portal_token=PORTAL_TOKEN,
-        )
-    )
-    Base.metadata.create_all(svc.engine)
-    app = Flask("customer_portal")
-    app.extensions["callcenter"] = svc
-    app.register_blueprint(portal_api)
-    # "slow" holds the answer until the test releases it (well inside HttpPortal's 10 s).
-    flaky = FlakyPortal(app, delay=8.0)
-    yield flaky, svc
-    flaky.close()
-    svc.close()
 
 
 @pytest.fixture
@@ -345,21 +320,21 @@ def portal_stack(
     start_stack: Callable[..., ServiceStack],
     pg_database_url: str,
     gate: TcpGate,
-    portal: tuple[FlakyPortal, Services],
+    customer_portal: tuple[FlakyPortal, Services],
 ) -> ServiceStack:
     return start_stack(
         directory=tmp_path / "service",
         database_url=through(gate, pg_database_url),
         DUTY_PHONE=DUTY_PHONE,
-        PORTAL_URL=portal[0].api_url,
-        PORTAL_TOKEN=PORTAL_TOKEN,
+        PORTAL_URL=customer_portal[0].api_url,
+        PORTAL_TOKEN=CUSTOMER_PORTAL_TOKEN,
     )
 
 
 def test_a_ticket_job_against_a_database_that_hangs_fails_fast_and_the_worker_goes_on(
     portal_stack: ServiceStack,
     gate: TcpGate,
-    portal: tuple[FlakyPortal, Services],
+    customer_portal: tuple[FlakyPortal, Services],
     pg_database_url: str,
 ) -> None:
     """PostgreSQL stops answering while a ticket job runs (between the portal's answer and
@@ -368,7 +343,7 @@ def test_a_ticket_job_against_a_database_that_hangs_fails_fast_and_the_worker_go
     request stays pending, and once the database answers again the sweep records the
     number — one ticket on the portal, nobody touching anything."""
     stack = portal_stack
-    flaky, portal_db = portal
+    flaky, portal_db = customer_portal
     assert stack.redis is not None
     db = Services.from_settings(
         Settings(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 import requests
@@ -21,10 +22,12 @@ from sqlalchemy import func, select
 from callcenter.db.models import Ticket, TicketRequest
 from callcenter.ivr import prompts
 from callcenter.services import Services
+from callcenter.settings import Settings
 from callcenter.simulator.script import Answer, CallScript
 from callcenter.simulator.twilio import Simulator
-from tests.conftest import TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
-from tests.processes import HttpClient, ServiceStack, follow_twiml, wait_until
+from tests.conftest import CUSTOMER_PORTAL_TOKEN, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
+from tests.processes import FlakyPortal, HttpClient, ServiceStack, follow_twiml, wait_until
+from tests.ticket_pipeline import open_request, request_row
 from tests.twilio_requests import TwilioCall
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.prism]
@@ -233,3 +236,64 @@ def test_the_worker_outlives_a_long_redis_outage_and_catches_up_by_itself(
         "Redis is back",
     ], states
     assert "worker process exited" not in stack.worker.log_text()
+
+
+def test_redis_lost_mid_job_is_logged_as_what_happened(
+    tmp_path: Path,
+    start_stack: Callable[..., ServiceStack],
+    customer_portal: tuple[FlakyPortal, Services],
+    pg_database_url: str,
+) -> None:
+    """Redis dies while a ticket job runs; the job itself succeeds (the number is
+    recorded). The worker's log says so: Redis lost, Redis back — not that the job raised
+    an exception, nor that RQ's loop ended on an error of its own."""
+    flaky, _portal_db = customer_portal
+    stack = start_stack(
+        directory=tmp_path / "service",
+        PORTAL_URL=flaky.api_url,
+        PORTAL_TOKEN=CUSTOMER_PORTAL_TOKEN,
+    )
+    assert stack.redis is not None
+    db = Services.from_settings(
+        Settings(
+            database_url=pg_database_url,
+            data_dir=tmp_path,
+            redis_url=stack.redis.url,
+            queue_name=stack.queue_name,
+        )
+    )
+    try:
+        request_id = open_request(db)
+        call_sid = request_row(db, request_id).idempotency_key
+        flaky.script = ["slow"]  # the job waits on the portal until released
+        assert db.jobs.submit_ticket_request(request_id)
+        wait_until(
+            lambda: flaky.creates_by_key()[call_sid] == 1,
+            timeout=30,
+            what="the ticket job to ask the portal",
+            on_timeout=stack.logs,
+        )
+        stack.redis.kill()
+        flaky.release()
+        wait_until(
+            lambda: request_row(db, request_id).status == "done",
+            timeout=20,
+            what="the job to record the number",
+            on_timeout=stack.logs,
+        )
+        wait_until(
+            lambda: worker_states(stack),
+            timeout=30,
+            what="the worker to notice Redis is gone",
+            on_timeout=stack.logs,
+        )
+        stack.redis.start_and_wait()
+        wait_until(
+            lambda: any(m.startswith("Redis is back") for m in worker_states(stack)),
+            timeout=30,
+            what="the worker to see Redis back",
+            on_timeout=stack.logs,
+        )
+        print(stack.worker.log_text())
+    finally:
+        db.close()
