@@ -245,8 +245,9 @@ def test_redis_lost_mid_job_is_logged_as_what_happened(
     pg_database_url: str,
 ) -> None:
     """Redis dies while a ticket job runs; the job itself succeeds (the number is
-    recorded). The worker's log says so: Redis lost, Redis back — not that the job raised
-    an exception, nor that RQ's loop ended on an error of its own."""
+    recorded). The worker's log says what happened — Redis lost, then back, the outage
+    counted from when the worker first found Redis gone — and not that the job raised,
+    that the worker is quitting, or that RQ's loop ended on an error of its own."""
     flaky, _portal_db = customer_portal
     stack = start_stack(
         directory=tmp_path / "service",
@@ -262,6 +263,7 @@ def test_redis_lost_mid_job_is_logged_as_what_happened(
             queue_name=stack.queue_name,
         )
     )
+    worker_pid = stack.worker.pid
     try:
         request_id = open_request(db)
         call_sid = request_row(db, request_id).idempotency_key
@@ -274,6 +276,7 @@ def test_redis_lost_mid_job_is_logged_as_what_happened(
             on_timeout=stack.logs,
         )
         stack.redis.kill()
+        down_since = time.monotonic()
         flaky.release()
         wait_until(
             lambda: request_row(db, request_id).status == "done",
@@ -284,16 +287,37 @@ def test_redis_lost_mid_job_is_logged_as_what_happened(
         wait_until(
             lambda: worker_states(stack),
             timeout=30,
-            what="the worker to notice Redis is gone",
+            what="the worker to say Redis is lost",
             on_timeout=stack.logs,
         )
         stack.redis.start_and_wait()
+        outage = time.monotonic() - down_since
         wait_until(
-            lambda: any(m.startswith("Redis is back") for m in worker_states(stack)),
+            lambda: len(worker_states(stack)) == 2,
             timeout=30,
-            what="the worker to see Redis back",
+            what="the worker to say Redis is back",
             on_timeout=stack.logs,
         )
-        print(stack.worker.log_text())
+        # Back on Redis, the sweep sends the follow-ups the job could not queue.
+        wait_until(
+            lambda: request_row(db, request_id).next_attempt_at is None,
+            timeout=30,
+            what="the follow-ups, once Redis is back",
+            on_timeout=stack.logs,
+        )
     finally:
         db.close()
+    assert stack.worker.alive and stack.worker.pid == worker_pid, stack.worker.log_tail()
+    lost, back = worker_states(stack)
+    assert lost.startswith("Redis lost (") and "Connection refused" in lost, lost
+    away = int(back.removeprefix("Redis is back after ").split(" s")[0])
+    # The outage as the test made it, less the moment the worker takes to notice.
+    assert outage - 2 <= away <= outage + 12, (away, outage)
+    text = stack.worker.log_text()
+    for misleading in (
+        "exception raised while executing",  # the job did not raise
+        "found an unhandled exception, quitting",  # the worker does not quit
+        "RQ's work loop ended",  # Redis was lost, RQ had no error of its own
+        "could not connect to Redis instance",  # RQ's listener, every 2 s
+    ):
+        assert misleading not in text, misleading

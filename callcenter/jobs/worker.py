@@ -35,6 +35,7 @@ from datetime import timedelta
 from typing import Any, NamedTuple
 
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
@@ -80,6 +81,7 @@ RQ_INTERNALS: dict[str, tuple[str, ...]] = {
         "request_stop(self, signum, frame)",
         "teardown(self)",
         "subscribe(self)",
+        "_pubsub_exception_handler(self, exc, pubsub, pubsub_thread)",
         "last_heartbeat",
         "last_cleaned_at",
         "maintenance_interval",
@@ -90,7 +92,6 @@ RQ_INTERNALS: dict[str, tuple[str, ...]] = {
         "pubsub_thread",
         "pubsub_channel_name",
         "handle_payload",
-        "_pubsub_exception_handler",
         "log_result_lifespan",
     ),
 }
@@ -143,25 +144,45 @@ class PipelineWorker(SimpleWorker):
         self.chain_seeder = chain_seeder
         # A person (SIGTERM, SIGINT) asked this worker to stop: `run_worker` ends too.
         self.stop_requested = False
-        # Why RQ's loop ended when Redis stopped answering (`RedisLost`), for the log.
+        # Why RQ's loop ended when Redis stopped answering (`RedisLost`), for the log, and
+        # when the worker first found it gone (time.monotonic()).
         self.redis_lost: str | None = None
+        self.redis_lost_at: float | None = None
+        # When the command listener (a thread) found Redis gone, while a job ran: the
+        # loss dates from then if the work loop meets it too (`_lost`).
+        self._listener_lost_at: float | None = None
         self._redis_was_down = False
         self._suspension_checked = float("-inf")
 
     def _lost(self, exc: RedisError) -> RedisLost:
-        self.redis_lost = str(exc) or exc.__class__.__name__
+        if self.redis_lost is None:
+            self.redis_lost = str(exc) or exc.__class__.__name__
+            self.redis_lost_at = self._listener_lost_at or time.monotonic()
         return RedisLost(self.redis_lost)
 
     def perform_job(self, job: Job, queue: Queue, execution: Any) -> bool:
+        """RQ's, handing the job its `Services`. Redis gone by the time the job ends (it
+        died mid-job): RQ cannot record the end, and its loop would log "found an
+        unhandled exception, quitting..." and the job's own outcome as an exception of
+        the job. The outcome is in the database (the outbox row); what the log says is
+        that Redis was lost (`RedisLost`)."""
         if isinstance(job, ServicesJob):
             job.services = self.services
-        return bool(super().perform_job(job, queue, execution))
+        try:
+            return bool(super().perform_job(job, queue, execution))
+        except RedisError as exc:
+            raise self._lost(exc) from exc
 
     def handle_exception(self, job: Job, *exc_info: Any) -> None:
         """RQ logs a failed job with its traceback; a job cut off by the database deadline
-        gets one line that says what happened (the traceback stays in RQ's failed job).
-        The worker pushes no exception handlers of its own: there are none to call."""
+        gets one line that says what happened (the traceback stays in RQ's failed job),
+        and a Redis error is no failure of the job but Redis lost (`RedisLost`). The
+        worker pushes no exception handlers of its own: there are none to call."""
         error = exc_info[1] if len(exc_info) > 1 else None
+        if isinstance(error, RedisError):
+            # RQ recording the end of a job against a Redis that is gone (the jobs turn
+            # their own Redis errors into QueueUnavailable): not the job's exception.
+            raise self._lost(error) from error
         if not isinstance(error, DatabaseTimeout):
             super().handle_exception(job, *exc_info)
             return
@@ -209,6 +230,7 @@ class PipelineWorker(SimpleWorker):
         except RedisError as exc:
             self._redis_was_down = True
             raise self._lost(exc) from exc
+        self._listener_lost_at = None  # Redis answers: whatever the listener saw is over
         # `added`: the field was new, so the worker's key had gone with Redis's data.
         if (added or self._redis_was_down) and self.last_cleaned_at is not None:
             log.warning("the worker's key had gone from Redis; running its maintenance now")
@@ -249,6 +271,19 @@ class PipelineWorker(SimpleWorker):
             exception_handler=self._pubsub_exception_handler,
         )
 
+    def _pubsub_exception_handler(self, exc: Exception, pubsub: Any, pubsub_thread: Any) -> None:
+        """The command listener lost its connection. RQ logs an error and retries every
+        2 s, for as long as the job at hand runs: a line every 2 s. Here the first failure
+        is only noted; the work loop meets the loss when the job ends (`RedisLost`), and
+        the worker's log says "Redis lost" once, dating the outage from this moment."""
+        if not isinstance(exc, RedisConnectionError):
+            super()._pubsub_exception_handler(exc, pubsub, pubsub_thread)
+            return
+        if self._listener_lost_at is None:
+            self._listener_lost_at = time.monotonic()
+            log.debug("the worker's command listener lost Redis (%s); retrying", exc)
+        time.sleep(LISTENER_POLL_SECONDS)
+
     def teardown(self) -> None:
         try:
             super().teardown()  # type: ignore[no-untyped-call]
@@ -280,9 +315,13 @@ class RedisWatch:
         self.away_since: float | None = None
         self._noted_at = 0.0
 
-    def lost(self, reason: object) -> None:
+    def lost(self, reason: object, *, since: float | None = None) -> None:
+        """Redis does not answer (`reason`); `since`: when it was first found gone
+        (time.monotonic(); default now), which the "still away" and "back" lines count
+        from."""
         if self.away_since is None:
-            self.away_since = self._noted_at = time.monotonic()
+            self._noted_at = time.monotonic()
+            self.away_since = self._noted_at if since is None else since
             log.error(
                 "Redis lost (%s); jobs wait, tickets stay pending in the outbox until it is back",
                 reason,
@@ -351,6 +390,7 @@ class _Round(NamedTuple):
     worked: bool  # any job was run
     stop: bool  # a burst ended, or a person asked the worker to stop
     lost: str | None  # why Redis was given up on, if it was
+    lost_at: float | None = None  # when it was first found gone (time.monotonic())
 
 
 def _work_forever(services: Services, runner: RqJobRunner, connection: Redis) -> bool:
@@ -370,7 +410,7 @@ def _work_forever(services: Services, runner: RqJobRunner, connection: Redis) ->
         # then a fresh worker and scheduler. RQ quit on an error of its own (it logged
         # it): a fresh worker after a pause, so a repeating error does not spin.
         if outcome.lost is not None:
-            watch.lost(outcome.lost)
+            watch.lost(outcome.lost, since=outcome.lost_at)
         else:
             log.error("RQ's work loop ended; a fresh worker in %g s", RECONNECT_SECONDS)
             time.sleep(RECONNECT_SECONDS)
@@ -408,4 +448,9 @@ def _work_once(
     except (RedisError, RedisLost) as exc:
         # RedisLost outside RQ's loop (its start-up): the same outage.
         raise QueueUnavailable(f"Redis: {exc}") from exc
-    return _Round(worked, stop=burst or worker.stop_requested, lost=worker.redis_lost)
+    return _Round(
+        worked,
+        stop=burst or worker.stop_requested,
+        lost=worker.redis_lost,
+        lost_at=worker.redis_lost_at,
+    )
