@@ -63,6 +63,14 @@ def test_bad_number_is_a_clear_error() -> None:
         Settings.from_env({"DIAL_LEG_TIMEOUT": "twenty"})
 
 
+def test_a_jobs_database_deadline_is_a_positive_number_of_seconds() -> None:
+    assert Settings.from_env({}).job_db_deadline == 15.0
+    assert Settings.from_env({"JOB_DB_DEADLINE": "7.5"}).job_db_deadline == 7.5
+    for raw in ("soon", "0", "-3", "nan"):
+        with pytest.raises(ConfigurationError, match="JOB_DB_DEADLINE"):
+            Settings.from_env({"JOB_DB_DEADLINE": raw})
+
+
 def test_a_fresh_clone_signs_webhooks_with_the_local_token_production_never() -> None:
     from callcenter.settings import LOCAL_SIGNING_TOKEN
 
