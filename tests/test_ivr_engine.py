@@ -237,7 +237,8 @@ def test_the_wait_announces_the_number_and_deadlines_once_it_exists() -> None:
     gather = gather_of(result.reply)
     assert [say.text for say in gather.prompt if isinstance(say, Say)] == [
         prompts.TICKET_NUMBER.format(number="один ноль четыре два"),
-        "Специалист ответит вам до 18:00 в понедельник, 1 декабря.",
+        "Специалист ответит вам до восемнадцати часов по московскому времени, "
+        "в понедельник, первого декабря.",
         prompts.RESOLUTION_BY_AGREEMENT,
         prompts.TICKET_DONE_MENU,
     ]

@@ -392,8 +392,14 @@ def test_new_problem_end_to_end_the_caller_hears_the_ticket_number(
     gather = assert_menu_gather(heard, "ticket_done", 8)
     texts = [say.text for say in gather]
     assert texts[0] == prompts.TICKET_NUMBER.format(number=say_digits(number))
-    assert texts[1] == "Специалист ответит вам до 11:00 в пятницу, 28 ноября."
-    assert texts[2] == "Срок решения — до 11:00 в понедельник, 1 декабря."
+    assert texts[1] == (
+        "Специалист ответит вам до одиннадцати часов по московскому времени, "
+        "в пятницу, двадцать восьмого ноября."
+    )
+    assert texts[2] == (
+        "Срок решения — до одиннадцати часов по московскому времени, "
+        "в понедельник, первого декабря."
+    )
     assert texts[3] == prompts.SMS_TOO
     assert texts[4] == prompts.TICKET_DONE_MENU
 
@@ -676,7 +682,8 @@ def test_status_of_the_callers_own_ticket_is_said_with_its_deadline(
     gather = assert_menu_gather(root, "status_done", 3)
     assert [say.text for say in gather] == [
         f"Заявка {say_digits(number)}. Статус: Новая.",
-        "Срок решения — до 18:00 в понедельник, 1 декабря.",
+        "Срок решения — до восемнадцати часов по московскому времени, "
+        "в понедельник, первого декабря.",
         prompts.STATUS_DONE_MENU,
     ]
     assert call_row(services, call.call_sid).category == "status"

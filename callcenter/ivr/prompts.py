@@ -3,7 +3,8 @@
 Plain Russian sentences for Twilio's `<Say>` (voice from the `TTS_VOICE` setting,
 `language="ru-RU"`). Placeholders in braces are filled in by the IVR:
 `{support_name}` (setting `SUPPORT_NAME`), `{number}` (a ticket number said digit by digit),
-`{deadline}` (said in words: "до 18:00 в понедельник, 1 декабря"), `{status}`, `{plates}`,
+`{deadline}` (in words: "до восемнадцати часов по московскому времени, в понедельник,
+первого декабря"), `{status}`, `{plates}`,
 `{options}`. Keep sentences short: the caller cannot scroll back.
 
 Menu option lines are built from the regulation's topic titles and product names; only the
