@@ -136,6 +136,9 @@ class Step(StrEnum):
     STATUS_NUMBER = "status_number"
     STATUS_DONE = "status_done"
     STATUS_UNAVAILABLE = "status_unavailable"
+    # A caller we cannot tie to an organisation asked for a status: a specialist tells it.
+    STATUS_UNKNOWN_CALLER = "status_unknown_caller"
+    STATUS_OBJECTION = "status_objection"  # the objection to a solution, being recorded
     ROUTED = "routed"  # handed over to routing
     ENDED = "ended"
 

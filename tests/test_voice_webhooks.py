@@ -708,12 +708,56 @@ def test_status_of_another_organisations_ticket_is_politely_refused(
     assert [say.text for say in refused.iter("Say")][0] == prompts.STATUS_REFUSED
 
 
+def test_a_solved_ticket_offers_the_objection_which_the_portal_records(
+    client: FlaskClient, services: Services
+) -> None:
+    organisation_id = add_contact(services, KNOWN_MOBILE)
+    number = portal_ticket(services, organisation_id=organisation_id, key="CA-solved")
+    services.portal.update_ticket(number, status="Решена", author="Специалист")  # type: ignore[attr-defined]
+    call = TwilioCall(client, caller=KNOWN_MOBILE)
+    call.start()
+    call.press("5")
+    root = call.press(number + "#")
+
+    gather = assert_menu_gather(root, "status_done", 3)
+    assert [say.text for say in gather] == [
+        f"Заявка {say_digits(number)}. Статус: Решена.",
+        "Заявка решена и закроется автоматически через два рабочих дня после решения.",
+        prompts.STATUS_SOLVED_MENU,
+    ]
+    # Recorded once the step has committed; the redirect back reads the ticket to say so.
+    assert tags(call.press("1")) == ["Redirect"]
+    recorded = call.follow_redirect()
+    assert [say.text for say in recorded.find("Gather")] == [  # type: ignore[union-attr]
+        prompts.STATUS_OBJECTION_RECORDED,
+        prompts.STATUS_DONE_MENU,
+    ]
+    entries = [e for e in services.portal.get_ticket(number).history if e.kind == "comment"]
+    assert [e.text for e in entries] == [prompts.STATUS_OBJECTION_ENTRY.format(call=call.call_sid)]
+
+
+@pytest.mark.parametrize("caller", ["anonymous", UNKNOWN_MOBILE])
+def test_a_withheld_or_unknown_caller_is_offered_a_specialist_for_a_status(
+    client: FlaskClient, services: Services, caller: str
+) -> None:
+    call = TwilioCall(client, caller=caller)
+    call.start()
+    root = call.press("5")
+
+    gather = assert_menu_gather(root, "status_unknown_caller", 2)
+    assert [say.text for say in gather] == [prompts.STATUS_UNKNOWN_CALLER]
+    assert prompts.STATUS_REFUSED not in said(root)
+    routed = call.silence()
+    assert tags(routed) == ["Say", "Redirect"] and routed[1].text == ROUTE_CONSULTATION
+
+
 def test_status_when_the_portal_is_down_offers_a_specialist(make_services: Any) -> None:
     from callcenter.app import create_app
 
     services = make_services(portal_url="http://127.0.0.1:9", portal_token="t")
+    add_contact(services, KNOWN_MOBILE)
     client = create_app(services=services).test_client()
-    call = TwilioCall(client)
+    call = TwilioCall(client, caller=KNOWN_MOBILE)
     call.start()
     call.press("5")
     root = call.press("1042#")

@@ -52,6 +52,8 @@ STEP_TITLES: Mapping[str, str] = {
     Step.STATUS_NUMBER: "Номер заявки для статуса",
     Step.STATUS_DONE: "Статус заявки",
     Step.STATUS_UNAVAILABLE: "Статус недоступен",
+    Step.STATUS_UNKNOWN_CALLER: "Статус: абонент не опознан",
+    Step.STATUS_OBJECTION: "Несогласие с решением",
     Step.ROUTED: "Соединение",
 }
 STATUS_TITLES: Mapping[str, str] = {

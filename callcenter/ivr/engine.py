@@ -44,6 +44,7 @@ from callcenter.ivr.reply import (
 )
 from callcenter.ivr.spoken import spoken_digits
 from callcenter.portal.protocol import TicketView
+from callcenter.portal.tickets import CLOSED, SOLVED
 from callcenter.regulation.speech import say_moment
 from callcenter.vocabulary import Category, Route, Step
 
@@ -73,6 +74,8 @@ class CallState:
     polls: int = 0
     # Ticket number the caller asked about (status path), for "try again".
     asked_number: str | None = None
+    # The ticket said on the status path is solved: its end menu offers the objection.
+    status_solved: bool = False
     # A main-menu choice recognised from speech, waiting for the caller's "yes".
     pending_choice: str | None = None
     # What the last announcement said, for "*" (repeat).
@@ -159,6 +162,11 @@ class Lookups(Protocol):
         """This call's ticket request, freshly read (None: there is none yet)."""
         ...
 
+    def objection_recorded(self, number: str) -> bool:
+        """Portal ticket `number` carries this call's objection to its solution (asked for
+        with `RecordObjection`), as the portal says within a short deadline."""
+        ...
+
 
 class WorkingHours(Protocol):
     def is_working_time(self, at: datetime) -> bool: ...
@@ -206,7 +214,15 @@ class MarkPhoneDuplicate:
     ticket_number: str
 
 
-Action = Remember | KeepRecording | OpenTicket | MarkPhoneDuplicate
+@dataclass(frozen=True)
+class RecordObjection:
+    """The caller objects to portal ticket `ticket_number`'s solution: recorded on the ticket
+    once the step has committed (the portal may share the call's database)."""
+
+    ticket_number: str
+
+
+Action = Remember | KeepRecording | OpenTicket | MarkPhoneDuplicate | RecordObjection
 
 
 @dataclass(frozen=True)
@@ -361,8 +377,16 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
         texts = [*state.announcement, menu_text or prompts.CONNECTING_OPTION]
         return _gather(state, texts, hints=flow.END_MENU_HINTS)
     if step == "status_done":
+        if state.status_solved:
+            texts = [*state.announcement, prompts.STATUS_SOLVED_MENU]
+            return _gather(state, texts, hints=flow.SOLVED_MENU_HINTS)
         texts = [*state.announcement, prompts.STATUS_DONE_MENU]
         return _gather(state, texts, hints=flow.END_MENU_HINTS)
+    if step == Step.STATUS_OBJECTION:
+        # No speech: the step comes straight back to learn whether the portal took it.
+        return (Redirect(step_path(state)),)
+    if step == Step.STATUS_UNKNOWN_CALLER:
+        return _gather(state, [prompts.STATUS_UNKNOWN_CALLER], hints=flow.END_MENU_HINTS)
     if step == "status_unavailable":
         return _gather(state, [prompts.STATUS_UNAVAILABLE], hints=flow.END_MENU_HINTS)
     if step == "routed":
@@ -494,6 +518,9 @@ def _choose(state: CallState, value: str, ctx: StepContext) -> StepResult:
         actions.append(Remember("topic", path.topic))
     if path.route is not None:
         reply = _route(state, path.route, (Say(prompts.CONNECTING),))
+    elif choice_value == flow.STATUS and ctx.call.organisation_id is None:
+        # Withheld or not in the directory: whose tickets they may hear about is unknown.
+        reply = _ask(state, Step.STATUS_UNKNOWN_CALLER, ctx)
     else:
         reply = _ask(state, path.first_step or "main_menu", ctx)
     return StepResult(state, tuple(actions), reply, _event_note("chose", choice=choice_value))
@@ -800,19 +827,28 @@ def _status_answer(state: CallState, ctx: StepContext, number: str) -> StepResul
         and ctx.call.organisation_id is not None
         and view.organisation_id == ctx.call.organisation_id
     )
+    state.status_solved = False
     if view is None or not mine:
         # Not found and not theirs sound the same: a caller learns nothing about others.
         state.announcement = [prompts.STATUS_REFUSED]
         note = _event_note("refused", number=number, found=view is not None)
     else:
         said = [prompts.STATUS_ANSWER.format(number=ctx.say_digits(number), status=view.status)]
-        if view.resolution_due is not None:
-            deadline = ctx.say_deadline(view.resolution_due)
-            said.append(prompts.RESOLUTION_DEADLINE.format(deadline=deadline))
-        else:
+        overdue = False
+        if view.status == SOLVED:
+            state.status_solved = True
+            said.append(prompts.STATUS_SOLVED)
+        elif view.status == CLOSED:
+            pass
+        elif view.resolution_due is None:
             said.append(prompts.RESOLUTION_BY_AGREEMENT)
+        else:
+            deadline = ctx.say_deadline(view.resolution_due)
+            overdue = view.resolution_due < ctx.now
+            text = prompts.STATUS_OVERDUE if overdue else prompts.RESOLUTION_DEADLINE
+            said.append(text.format(deadline=deadline))
         state.announcement = said
-        note = _event_note("status", number=number, status=view.status)
+        note = _event_note("status", number=number, status=view.status, overdue=overdue or None)
     return StepResult(state, (), _ask(state, "status_done", ctx), note)
 
 
@@ -827,7 +863,15 @@ def _status_number(state: CallState, event: IvrEvent, ctx: StepContext) -> StepR
 
 
 def _status_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
-    key = flow.end_menu_key(event.digits, event.speech)
+    if state.status_solved:
+        answer = flow.solved_menu_answer(event.digits, event.speech)
+        if answer == flow.OBJECT and state.asked_number:
+            return _object_to_solution(state, ctx, state.asked_number)
+        if answer == flow.ANOTHER:
+            return StepResult(state, (), _ask(state, "status_number", ctx), _event_note("another"))
+        key = answer
+    else:
+        key = flow.end_menu_key(event.digits, event.speech)
     if key == "9":
         return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("main_menu"))
     if key == flow.REPEAT_KEY:
@@ -837,6 +881,35 @@ def _status_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
     if key == "0":
         return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
     return StepResult(state, (), _goodbye(state), _event_note("goodbye"))
+
+
+def _object_to_solution(state: CallState, ctx: StepContext, number: str) -> StepResult:
+    """The regulation's objection to a solution: recorded on the ticket after this step
+    commits; the next step (a redirect) says whether the portal took it."""
+    state.step = Step.STATUS_OBJECTION
+    state.turn += 1
+    reply = (Redirect(step_path(state)),)
+    return StepResult(state, (RecordObjection(number),), reply, _event_note("objecting"))
+
+
+def _status_objection(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    number = state.asked_number or ""
+    if number and ctx.lookups.objection_recorded(number):
+        state.status_solved = False
+        state.announcement = [prompts.STATUS_OBJECTION_RECORDED]
+        reply = _ask(state, "status_done", ctx)
+        return StepResult(state, (), reply, _event_note("objection", number=number))
+    said = (Say(prompts.STATUS_OBJECTION_FAILED), Say(prompts.CONNECTING))
+    reply = _route(state, Route.CONSULTATION, said)
+    return StepResult(state, (), reply, _event_note("objection_failed", number=number))
+
+
+def _status_unknown_caller(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    if flow.navigation(event.digits, event.speech) == flow.MAIN:
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("main_menu"))
+    # Silence, 0, 1, anything: the specialist tells the status.
+    reply = _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),))
+    return StepResult(state, (), reply, _event_note("to_specialist", by="unknown_caller"))
 
 
 def _status_unavailable(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
@@ -861,6 +934,8 @@ _HANDLERS: dict[str, Callable[[CallState, IvrEvent, StepContext], StepResult]] =
     Step.STATUS_NUMBER: _status_number,
     Step.STATUS_DONE: _status_done,
     Step.STATUS_UNAVAILABLE: _status_unavailable,
+    Step.STATUS_UNKNOWN_CALLER: _status_unknown_caller,
+    Step.STATUS_OBJECTION: _status_objection,
 }
 
 STEPS = frozenset({Step.START, *_HANDLERS, Step.ROUTED, Step.ENDED})

@@ -112,6 +112,28 @@ STATUS_REFUSED = (
     "оформлена другой организацией. Статус заявки сообщается только сотрудникам "
     "организации, которая её подала."
 )
+# The caller's number is withheld or not in the directory: we cannot tell whose ticket
+# they may hear about, so a specialist does.
+STATUS_UNKNOWN_CALLER = (
+    "Ваш номер скрыт или его нет в списке клиентов, поэтому статус заявки сообщит "
+    "специалист. Оставайтесь на линии, чтобы соединиться. Главное меню — 9."
+)
+# A ticket past its resolution deadline, not yet solved ({deadline}: "до ... по московскому
+# времени, ...").
+STATUS_OVERDUE = "Заявка просрочена: срок решения был {deadline}."
+# A solved ticket: the regulation's auto-close after two working days, and the objection.
+STATUS_SOLVED = "Заявка решена и закроется автоматически через два рабочих дня после решения."
+STATUS_SOLVED_MENU = (
+    "Если вы не согласны с решением, нажмите 1, и заявка вернётся в работу. "
+    "Статус другой заявки — 2. Повторить — звёздочка. Специалист — 0."
+)
+STATUS_OBJECTION_RECORDED = "Ваше несогласие с решением записано в заявку, она вернётся в работу."
+STATUS_OBJECTION_FAILED = "К сожалению, записать несогласие сейчас не удалось."
+# The portal entry the objection leaves on the ticket ({call}: the CallSid).
+STATUS_OBJECTION_ENTRY = (
+    "Автор заявки по телефону не согласен с решением (звонок {call}): снять признак "
+    "«Автозакрытие» и вернуть заявку в работу."
+)
 STATUS_UNAVAILABLE = (
     "К сожалению, сейчас не удаётся получить статус заявки. "
     "Чтобы попробовать ещё раз, нажмите 1. Чтобы соединиться со специалистом, нажмите 0. "
