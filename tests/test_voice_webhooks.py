@@ -481,6 +481,51 @@ def test_unreadable_plates_are_asked_again_then_never_stored_as_a_plate(
     assert call_row(services, call.call_sid).vehicles == []
 
 
+@pytest.mark.usefixtures("sync_jobs")
+def test_a_withheld_caller_types_a_callback_number_kept_on_the_ticket(
+    client: FlaskClient, services: Services
+) -> None:
+    """A withheld number cannot be called back: the caller is asked for one on the keypad,
+    checked as a Russian number (a wrong one is said and asked again), read back, and
+    kept as the ticket's contact number and in its description."""
+    call = start_new_problem(client, caller="anonymous")
+    call.press("#")  # no plate: Twilio posts nothing (silence)
+    asked = call.say("Пётр Сидоров, компания Вектор")
+    gather = assert_menu_gather(asked, "callback_number", 6, num_digits=None)
+    assert [say.text for say in gather] == [prompts.CALLBACK_NUMBER, prompts.NAVIGATION]
+    assert gather.attrib["finishOnKey"] == "#"
+    assert gather.attrib["actionOnEmptyResult"] == "true"
+
+    wrong = call.press("12345#")
+    assert wrong[0].text == prompts.CALLBACK_NUMBER_INVALID
+    assert_menu_gather(wrong, "callback_number", 7, num_digits=None)
+    described = call.press("89161234567#")
+    assert described[0].text == (
+        "Записала номер: восемь девять один шесть один два три четыре пять шесть семь."
+    )
+    assert described.find("Record") is not None
+    call.record(duration="12")
+
+    request = ticket_request(services, call.call_sid)
+    assert request is not None and request.ticket_number
+    ticket = services.portal.get_ticket(request.ticket_number)
+    assert ticket.caller == "+79161234567"
+    assert "Номер для обратного звонка (набран абонентом): +7 916 123-45-67." in (
+        ticket.description
+    )
+
+
+def test_a_withheld_caller_asking_for_a_consultation_leaves_a_number_first(
+    client: FlaskClient, services: Services
+) -> None:
+    call = TwilioCall(client, caller="anonymous")
+    call.start()
+    asked = call.press("1")
+    assert_menu_gather(asked, "callback_number", 2, num_digits=None)
+    routed = call.silence()  # "not needed: just wait"
+    assert tags(routed) == ["Say", "Redirect"] and routed[1].text == ROUTE_CONSULTATION
+
+
 def test_no_description_is_asked_once_more_then_the_ticket_is_opened_anyway(
     client: FlaskClient, services: Services
 ) -> None:

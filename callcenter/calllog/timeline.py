@@ -54,6 +54,7 @@ STEP_TITLES: Mapping[str, str] = {
     Step.STATUS_UNAVAILABLE: "Статус недоступен",
     Step.STATUS_UNKNOWN_CALLER: "Статус: абонент не опознан",
     Step.STATUS_OBJECTION: "Несогласие с решением",
+    Step.CALLBACK_NUMBER: "Номер для обратного звонка",
     Step.ROUTED: "Соединение",
 }
 STATUS_TITLES: Mapping[str, str] = {

@@ -233,6 +233,7 @@ def _context(
             organisation_id=facts.organisation_id,
             # Promise an SMS only when one can be sent: a mobile, and a Twilio account.
             sms_reachable=facts.sms_reachable and settings.sms_configured,
+            has_number=facts.has_number,
         ),
         lookups=_CallLookups(ivr.portal, engine, tx, call.id, call.call_sid),
         say_digits=say_digits,

@@ -43,6 +43,7 @@ from callcenter.ivr.reply import (
     Verb,
 )
 from callcenter.ivr.spoken import spoken_digits
+from callcenter.phones import callback_number
 from callcenter.portal.protocol import TicketView
 from callcenter.portal.tickets import CLOSED, SOLVED
 from callcenter.regulation.speech import say_moment
@@ -76,6 +77,11 @@ class CallState:
     asked_number: str | None = None
     # The ticket said on the status path is solved: its end menu offers the objection.
     status_solved: bool = False
+    # A withheld caller's number to call back (E.164), typed on the keypad, and where the
+    # call goes once it is asked: "description" or "consultation". The ticket intake reads
+    # it under `vocabulary.CALLBACK_NUMBER_KEY`.
+    callback_number: str | None = None
+    callback_then: str | None = None
     # A main-menu choice recognised from speech, waiting for the caller's "yes".
     pending_choice: str | None = None
     # What the last announcement said, for "*" (repeat).
@@ -135,6 +141,8 @@ class CallFacts:
     known_caller: bool = False
     organisation_id: int | None = None
     sms_reachable: bool = False
+    # The caller ID is a number to call back; False: withheld (asked for one).
+    has_number: bool = True
 
 
 @dataclass(frozen=True)
@@ -351,6 +359,15 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
         return _gather(
             state, [prompts.CALLER_NAME, prompts.NAVIGATION], num_digits=None, finish_on_key="#"
         )
+    if step == Step.CALLBACK_NUMBER:
+        return _gather(
+            state,
+            [prompts.CALLBACK_NUMBER, prompts.NAVIGATION],
+            num_digits=None,
+            finish_on_key="#",
+            timeout=7,
+            hints=flow.NUMBER_HINTS,
+        )
     if step == "description":
         action = step_path(state)
         return (
@@ -516,7 +533,11 @@ def _choose(state: CallState, value: str, ctx: StepContext) -> StepResult:
     actions: list[Action] = [Remember("category", path.category)]
     if path.topic is not None:
         actions.append(Remember("topic", path.topic))
-    if path.route is not None:
+    if path.route == Route.CONSULTATION and not ctx.call.has_number:
+        # A consultation nobody answers becomes a callback: ask a withheld caller where to.
+        state.callback_then = Route.CONSULTATION
+        reply = _ask(state, Step.CALLBACK_NUMBER, ctx)
+    elif path.route is not None:
         reply = _route(state, path.route, (Say(prompts.CONNECTING),))
     elif choice_value == flow.STATUS and ctx.call.organisation_id is None:
         # Withheld or not in the directory: whose tickets they may hear about is unknown.
@@ -593,8 +614,50 @@ def _noted(plates: list[str]) -> tuple[Verb, ...]:
 
 
 def _after_vehicles(state: CallState, ctx: StepContext, preface: tuple[Verb, ...]) -> Reply:
-    next_step = "description" if ctx.call.known_caller else "caller_name"
-    return _ask(state, next_step, ctx, preface)
+    if ctx.call.known_caller:
+        return _to_description(state, ctx, preface)
+    return _ask(state, "caller_name", ctx, preface)
+
+
+def _to_description(state: CallState, ctx: StepContext, preface: tuple[Verb, ...] = ()) -> Reply:
+    """The description, after asking a withheld caller for a number to call back."""
+    if not ctx.call.has_number and state.callback_then is None:
+        state.callback_then = Step.DESCRIPTION
+        return _ask(state, Step.CALLBACK_NUMBER, ctx, preface)
+    return _ask(state, Step.DESCRIPTION, ctx, preface)
+
+
+def _after_callback_number(
+    state: CallState, ctx: StepContext, preface: tuple[Verb, ...], note: dict[str, Any]
+) -> StepResult:
+    if state.callback_then == Route.CONSULTATION:
+        reply = _route(state, Route.CONSULTATION, (*preface, Say(prompts.CONNECTING)))
+    else:
+        reply = _ask(state, Step.DESCRIPTION, ctx, preface)
+    return StepResult(state, (), reply, note)
+
+
+def _callback_number(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    navigated = _navigate(state, event, ctx)
+    if navigated is not None:
+        return navigated
+    if event.digits == flow.REPEAT_KEY:
+        reply = _ask(state, Step.CALLBACK_NUMBER, ctx)
+        return StepResult(state, (), reply, _event_note("repeat"))
+    if event.silent:
+        # The prompt says "not needed: just wait".
+        return _after_callback_number(state, ctx, (), _event_note("callback_skipped"))
+    typed = event.digits or spoken_digits(event.speech or "")
+    number = callback_number(typed)
+    if number is None:
+
+        def skip(state: CallState, ctx: StepContext) -> StepResult:
+            return _after_callback_number(state, ctx, (), _event_note("callback_unparsed"))
+
+        return _retry(state, event, ctx, skip, message=prompts.CALLBACK_NUMBER_INVALID)
+    state.callback_number = number
+    noted = (Say(prompts.CALLBACK_NUMBER_NOTED.format(digits=ctx.say_digits(typed))),)
+    return _after_callback_number(state, ctx, noted, _event_note("callback_number"))
 
 
 def _vehicles(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
@@ -628,11 +691,11 @@ def _caller_name(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
     if navigated is not None:
         return navigated
     if event.speech:
-        reply = _ask(state, "description", ctx, (Say(prompts.CALLER_NAME_THANKS),))
+        reply = _to_description(state, ctx, (Say(prompts.CALLER_NAME_THANKS),))
         return StepResult(state, (Remember("caller_said_name", event.speech.strip()),), reply)
 
     def skip(state: CallState, ctx: StepContext) -> StepResult:
-        return StepResult(state, (), _ask(state, "description", ctx), _event_note("name_skipped"))
+        return StepResult(state, (), _to_description(state, ctx), _event_note("name_skipped"))
 
     return _retry(state, event, ctx, skip)
 
@@ -936,6 +999,7 @@ _HANDLERS: dict[str, Callable[[CallState, IvrEvent, StepContext], StepResult]] =
     Step.STATUS_UNAVAILABLE: _status_unavailable,
     Step.STATUS_UNKNOWN_CALLER: _status_unknown_caller,
     Step.STATUS_OBJECTION: _status_objection,
+    Step.CALLBACK_NUMBER: _callback_number,
 }
 
 STEPS = frozenset({Step.START, *_HANDLERS, Step.ROUTED, Step.ENDED})
