@@ -149,6 +149,5 @@ def _warn_about_roster(svc: Services) -> None:
         log.warning("roster not checked at start-up: %s", exc.__class__.__name__)
         return
     for warning in warnings:
-        log.warning(
-            "ROSTER: %s (calls fall back to DUTY_PHONE %s)", warning, svc.settings.duty_phone
-        )
+        fallback = svc.settings.duty_phone or "unset: callers leave a voicemail"
+        log.warning("ROSTER: %s (calls fall back to DUTY_PHONE %s)", warning, fallback)

@@ -146,6 +146,18 @@ def classify(raw: str | None) -> CallerId:
     return CallerId(raw, e164, _kind_of(number))
 
 
+def callback_number(typed: str | None) -> str | None:
+    """A callback number a caller typed on the keypad (`89161234567`, `9161234567`,
+    `78126077741`): its E.164 when it is a valid Russian number, else None."""
+    digits = "".join(ch for ch in typed or "" if ch.isdigit())
+    if not digits or _is_withheld_placeholder(digits):
+        return None
+    number = _parse(digits)
+    if number is None or phonenumbers.region_code_for_number(number) != DEFAULT_REGION:
+        return None
+    return str(phonenumbers.format_number(number, PhoneNumberFormat.E164))
+
+
 def normalise(raw: str | None) -> str | None:
     """The E.164 form of a number in any spelling, or None when it is not one."""
     return classify(raw).e164

@@ -115,10 +115,10 @@ class Settings:
     tts_voice: str = "Polly.Tatyana"
     # Said by the TTS voice: "SKAI" in Cyrillic, as a person says it.
     support_name: str = "техподдержка Скай"
-    # Where a caller goes when the roster is empty or the database is down. The default is
-    # one of the hotline's own lines (a caller sent there comes back to the IVR): for a
-    # local run only; production refuses it and any other of LINES.
-    duty_phone: str = "+78126077741"
+    # A person's phone: where a caller goes when the roster is empty or the database is
+    # down. Unset (not allowed in production, nor one of LINES: a caller sent there would
+    # come back to the IVR): such a caller leaves a voicemail and the call is flagged.
+    duty_phone: str | None = None
     # Number SMS are sent from (one of ours).
     sms_from: str = "+78126077741"
     sms_foreign: bool = False
@@ -154,7 +154,7 @@ class Settings:
                     ("PUBLIC_BASE_URL", self.public_base_url),
                     ("SECRET_KEY", None if self.secret_key == Settings.secret_key else "x"),
                     ("DATABASE_URL", None if self.database_url.startswith("sqlite") else "x"),
-                    ("DUTY_PHONE", None if self.duty_phone == Settings.duty_phone else "x"),
+                    ("DUTY_PHONE", self.duty_phone),
                 )
                 if not value
             ]
@@ -254,7 +254,7 @@ class Settings:
             calendar_overrides_file=Path(overrides) if overrides else None,
             tts_voice=_opt(e, "TTS_VOICE") or cls.tts_voice,
             support_name=_opt(e, "SUPPORT_NAME") or cls.support_name,
-            duty_phone=_opt(e, "DUTY_PHONE") or cls.duty_phone,
+            duty_phone=_opt(e, "DUTY_PHONE"),
             sms_from=_opt(e, "SMS_FROM") or cls.sms_from,
             sms_foreign=_bool(e.get("SMS_FOREIGN"), False),
             lines=lines,

@@ -136,8 +136,17 @@ class Step(StrEnum):
     STATUS_NUMBER = "status_number"
     STATUS_DONE = "status_done"
     STATUS_UNAVAILABLE = "status_unavailable"
+    # A caller we cannot tie to an organisation asked for a status: a specialist tells it.
+    STATUS_UNKNOWN_CALLER = "status_unknown_caller"
+    STATUS_OBJECTION = "status_objection"  # the objection to a solution, being recorded
+    CALLBACK_NUMBER = "callback_number"  # a withheld caller types a number to call back
     ROUTED = "routed"  # handed over to routing
     ENDED = "ended"
+
+
+# Where the IVR's state (`Call.state`) keeps a withheld caller's typed callback number
+# (E.164); the ticket intake reads it for the ticket's contact and description.
+CALLBACK_NUMBER_KEY = "callback_number"
 
 
 class Route(StrEnum):

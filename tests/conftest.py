@@ -58,6 +58,8 @@ REDIS_TEST_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 TEST_ACCOUNT_SID = "AC" + "0123456789abcdef" * 2
 TEST_AUTH_TOKEN = "test-auth-token-0123456789"
 TEST_PUBLIC_BASE = "https://hotline.example.test"
+# The on-duty phone of the test settings: a person's mobile, not one of the hotline's lines.
+TEST_DUTY_PHONE = "+79990000077"
 
 
 @pytest.fixture(scope="session")
@@ -156,6 +158,8 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         # client at Prism (make_services(twilio_api_base_url=prism_url)).
         twilio_api_base_url="http://127.0.0.1:9",
         secret_key="test-secret",
+        # A person's phone, as production requires; tests of an unset one pass duty_phone=None.
+        duty_phone=TEST_DUTY_PHONE,
     )
 
 

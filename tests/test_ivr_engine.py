@@ -18,6 +18,7 @@ from callcenter.ivr.engine import (
     MarkPhoneDuplicate,
     OpenTicket,
     RecordingRef,
+    RecordObjection,
     Remember,
     RequestedTicket,
     StepContext,
@@ -46,6 +47,7 @@ class Tickets:
         self.requested = requested
         self.unavailable = unavailable
         self.asked: list[str] = []
+        self.objections: list[str] = []
 
     def ticket(self, number: str) -> TicketLookup:
         self.asked.append(number)
@@ -57,17 +59,22 @@ class Tickets:
     def requested_ticket(self) -> RequestedTicket | None:
         return self.requested
 
+    def objection_recorded(self, number: str) -> bool:
+        return not self.unavailable and number in self.objections
 
-def view(number: str, organisation_id: int | None) -> TicketView:
+
+def view(
+    number: str, organisation_id: int | None, status: str = "В работе", due: datetime = DUE
+) -> TicketView:
     return TicketView(
         number=number,
         topic="system_reports",
-        status="В работе",
+        status=status,
         priority="normal",
         organisation_id=organisation_id,
         organisation_name=None,
-        first_stage_due=DUE,
-        resolution_due=DUE,
+        first_stage_due=due,
+        resolution_due=due,
         created_at=NOW,
     )
 
@@ -150,7 +157,7 @@ def test_main_menu_paths(
     state = at("main_menu")
     digits, speech = answer
     event = IvrEvent("step", step="main_menu", turn=1, digits=digits, speech=speech)
-    result = advance(state, event, context())
+    result = advance(state, event, context(organisation_id=7))
 
     assert result.state.step == next_step and result.state.turn == 2
     assert Remember("category", category) in result.actions
@@ -237,7 +244,8 @@ def test_the_wait_announces_the_number_and_deadlines_once_it_exists() -> None:
     gather = gather_of(result.reply)
     assert [say.text for say in gather.prompt if isinstance(say, Say)] == [
         prompts.TICKET_NUMBER.format(number="один ноль четыре два"),
-        "Специалист ответит вам до 18:00 в понедельник, 1 декабря.",
+        "Специалист ответит вам до восемнадцати часов по московскому времени, "
+        "в понедельник, первого декабря.",
         prompts.RESOLUTION_BY_AGREEMENT,
         prompts.TICKET_DONE_MENU,
     ]
@@ -310,6 +318,78 @@ def test_status_is_only_told_to_the_tickets_organisation() -> None:
     assert gather_of(mine.reply).prompt[0] == Say("Заявка один ноль четыре два. Статус: В работе.")
     for refused in (theirs, nobody):
         assert gather_of(refused.reply).prompt[0] == Say(prompts.STATUS_REFUSED)
+
+
+def test_an_overdue_ticket_is_said_to_be_overdue() -> None:
+    late = datetime.fromisoformat("2025-11-26T18:00:00+03:00")
+    tickets = Tickets(portal={"1042": view("1042", 7, due=late)})
+    state = at("status_number", turn=2)
+    result = advance(state, press(state, "1042"), context(tickets, organisation_id=7))
+
+    assert gather_of(result.reply).prompt[1] == Say(
+        "Заявка просрочена: срок решения был до восемнадцати часов по московскому времени, "
+        "в среду, двадцать шестого ноября."
+    )
+    assert result.note["overdue"] is True
+
+
+def test_a_solved_ticket_closes_in_two_working_days_and_1_objects() -> None:
+    """The regulation (section IV): a solved ticket closes automatically after two working
+    days; its author may object, which sends it back into work — recorded on the ticket."""
+    tickets = Tickets(portal={"1042": view("1042", 7, status="Решена")})
+    state = at("status_number", turn=2)
+    said = advance(state, press(state, "1042"), context(tickets, organisation_id=7))
+
+    gather = gather_of(said.reply)
+    assert gather.prompt == (
+        Say("Заявка один ноль четыре два. Статус: Решена."),
+        Say(prompts.STATUS_SOLVED),
+        Say(prompts.STATUS_SOLVED_MENU),
+    )
+    assert "не согласен" in gather.hints
+    objecting = advance(said.state, press(said.state, "1"), context(tickets, organisation_id=7))
+    # Recorded after the step commits; the redirect back asks the portal whether it was.
+    assert objecting.actions == (RecordObjection("1042"),)
+    assert objecting.reply == (Redirect("/webhooks/voice/step/status_objection?t=4"),)
+    tickets.objections.append("1042")
+    recorded = advance(
+        objecting.state, silence(objecting.state), context(tickets, organisation_id=7)
+    )
+    assert gather_of(recorded.reply).prompt == (
+        Say(prompts.STATUS_OBJECTION_RECORDED),
+        Say(prompts.STATUS_DONE_MENU),
+    )
+    # By voice too; when the portal did not take it, a specialist, not a false "recorded".
+    by_voice = advance(
+        said.state,
+        speak(said.state, "я не согласен с решением"),
+        context(tickets, organisation_id=7),
+    )
+    assert by_voice.actions == (RecordObjection("1042"),)
+    tickets.unavailable = True
+    failed = advance(by_voice.state, silence(by_voice.state), context(tickets, organisation_id=7))
+    assert failed.reply[0] == Say(prompts.STATUS_OBJECTION_FAILED)
+    assert failed.reply[-1] == Redirect("/webhooks/voice/route/consultation")
+    another = advance(said.state, press(said.state, "2"), context(tickets, organisation_id=7))
+    assert another.state.step == "status_number"
+
+
+@pytest.mark.parametrize("facts", [{}, {"known_caller": True}])
+def test_a_caller_not_tied_to_an_organisation_is_offered_a_specialist_for_a_status(
+    facts: dict[str, object],
+) -> None:
+    """Withheld or not in the directory (or a contact without an organisation): never told
+    a ticket is another organisation's; a specialist tells the status (9: main menu)."""
+    state = at("main_menu")
+    asked = advance(state, press(state, "5"), context(**facts))
+
+    assert asked.state.step == "status_unknown_caller"
+    assert Remember("category", "status") in asked.actions
+    assert gather_of(asked.reply).prompt == (Say(prompts.STATUS_UNKNOWN_CALLER),)
+    connected = advance(asked.state, silence(asked.state), context(**facts))
+    assert connected.reply[-1] == Redirect("/webhooks/voice/route/consultation")
+    back = advance(asked.state, speak(asked.state, "главное меню"), context(**facts))
+    assert back.state.step == "main_menu"
 
 
 def test_status_unavailable_then_try_again() -> None:

@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from callcenter.phones import TWILIO_WITHHELD_NUMBERS, CallerId, classify, normalise
+from callcenter.phones import (
+    TWILIO_WITHHELD_NUMBERS,
+    CallerId,
+    callback_number,
+    classify,
+    normalise,
+)
 
 KINDS = {"mobile", "landline", "tollfree", "withheld", "sip", "client", "foreign", "invalid"}
 E164 = re.compile(r"\+[1-9][0-9]{1,14}")
@@ -195,3 +201,20 @@ def test_every_spelling_of_a_russian_mobile_agrees(national: str) -> None:
     if e164 is not None:
         assert e164 == "+7" + national
         assert classify(national).kind == "mobile"
+
+
+@pytest.mark.parametrize(
+    ("typed", "e164"),
+    [
+        ("89161234567", "+79161234567"),
+        ("9161234567", "+79161234567"),
+        ("78126077741", "+78126077741"),
+        ("12345", None),
+        ("0", None),
+        ("", None),
+        ("14155550100", None),  # valid, but not Russian
+        ("7378742833", None),  # Twilio's RESTRICTED placeholder
+    ],
+)
+def test_a_typed_callback_number_is_a_valid_russian_number(typed: str, e164: str | None) -> None:
+    assert callback_number(typed) == e164

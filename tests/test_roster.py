@@ -198,7 +198,8 @@ def test_an_empty_roster_is_a_loud_warning(services: Services) -> None:
     with services.sessions() as session:
         warnings = roster_health(session, msk("2025-11-27T11:00"), services.calendar)
     assert warnings == [
-        "График дежурств пуст: все звонки уходят на дежурный телефон из настроек. "
+        "График дежурств пуст: все звонки уходят на дежурный телефон из настроек "
+        "(DUTY_PHONE), а если он не задан — на автоответчик. "
         "Загрузите график: callcenter roster import roster.yaml"
     ]
 

@@ -53,7 +53,13 @@ from callcenter.simulator.twilio import (
     new_sid,
     wait_for_call,
 )
-from tests.conftest import DEFAULT_NOW, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, MutableClock
+from tests.conftest import (
+    DEFAULT_NOW,
+    TEST_AUTH_TOKEN,
+    TEST_DUTY_PHONE,
+    TEST_PUBLIC_BASE,
+    MutableClock,
+)
 
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 PUBLIC = TEST_PUBLIC_BASE
@@ -1001,7 +1007,7 @@ def test_end_to_end_a_critical_failure_rings_the_duty_phone_and_plays_each_react
     )
 
     assert missed.errors == [] and taken.errors == []
-    assert "ШЁПОТ СОТРУДНИКУ (+78126077741)" in missed.text()
+    assert f"ШЁПОТ СОТРУДНИКУ ({TEST_DUTY_PHONE})" in missed.text()
     assert {r.params["DialBridged"] for r in missed.requests_of("dial-action")} == {"false"}
     assert missed.call is not None and taken.call is not None
     assert missed.call["category"] == taken.call["category"] == "critical"
@@ -1011,6 +1017,38 @@ def test_end_to_end_a_critical_failure_rings_the_duty_phone_and_plays_each_react
     assert [r.params["DialBridged"] for r in taken.requests_of("dial-action")] == ["true"]
     assert taken.call["urgent_unanswered"] is False
     assert taken.call["legs"][-1]["result"] == "accepted"
+
+
+def test_end_to_end_an_empty_roster_without_a_duty_phone_takes_a_voicemail(
+    make_services: Callable[..., Services], prism_url: str
+) -> None:
+    """Nobody on the roster and no DUTY_PHONE: nothing is dialled (no number of our own
+    lines, no dead end); the caller hears so, leaves a message, and the call is flagged
+    with its ticket (the critical one, or a consultation's callback) and the voicemail."""
+    svc = make_services(twilio_api_base_url=prism_url, ticket_wait_seconds=30, duty_phone=None)
+    with serving(svc) as url:
+        reader = api_reader(svc, url)
+        critical = live_simulator(url).run(
+            CallScript(answers=parse_answer_tokens(["--press", "3", "--silence"])),
+            call_log=reader,
+        )
+        consultation = live_simulator(url).run(
+            CallScript(answers=parse_answer_tokens(["--press", "1"])), call_log=reader
+        )
+
+    for t in (critical, consultation):
+        assert t.errors == []
+        assert t.requests_of("dial-action") == [] and t.requests_of("whisper") == []
+        assert any("сейчас нет свободного специалиста" in heard for heard in t.heard)
+        assert any("После сигнала оставьте, пожалуйста, сообщение" in h for h in t.heard)
+        assert t.call is not None
+        assert t.call["flagged"] is True
+        assert "DUTY_PHONE не задан" in t.call["flag_reason"]
+        assert t.call["ticket_state"] == "done" and t.call["ticket_number"]
+        assert t.call["recording"] is not None  # the voicemail, attached to the ticket
+        assert t.call["legs"] == []
+    assert critical.call is not None and critical.call["category"] == "critical"
+    assert consultation.call is not None and consultation.call["topic"] == "consultation"
 
 
 def test_status_callbacks_may_come_late_and_out_of_order(

@@ -27,7 +27,19 @@ def msk(text: str) -> datetime:
 
 
 def test_say_deadline() -> None:
-    assert say_deadline(msk("2025-12-01T18:00")) == "до 18:00 в понедельник, 1 декабря"
+    """All in words, the clock in the genitive «до» takes, always «по московскому времени»."""
+    assert say_deadline(msk("2025-12-01T18:00")) == (
+        "до восемнадцати часов по московскому времени, в понедельник, первого декабря"
+    )
+    assert say_deadline(msk("2025-12-03T11:23")) == (
+        "до одиннадцати часов двадцати трёх минут по московскому времени, в среду, третьего декабря"
+    )
+    assert say_deadline(msk("2025-12-05T21:01")) == (
+        "до двадцати одного часа одной минуты по московскому времени, в пятницу, пятого декабря"
+    )
+    assert say_deadline(msk("2025-12-05T09:30")).startswith(
+        "до девяти часов тридцати минут по московскому времени"
+    )
 
 
 @pytest.mark.parametrize(
@@ -56,10 +68,12 @@ def test_weekday_names_and_months_in_the_genitive() -> None:
 
 def test_the_year_is_said_only_when_it_is_not_this_year() -> None:
     due = msk("2026-01-12T10:00")
-    assert say_deadline(due, now=msk("2026-01-05T12:00")) == "до 10:00 в понедельник, 12 января"
-    assert (
-        say_deadline(due, now=msk("2025-12-30T10:00"))
-        == "до 10:00 в понедельник, 12 января 2026 года"
+    assert say_deadline(due, now=msk("2026-01-05T12:00")) == (
+        "до десяти часов по московскому времени, в понедельник, двенадцатого января"
+    )
+    assert say_deadline(due, now=msk("2025-12-30T10:00")) == (
+        "до десяти часов по московскому времени, в понедельник, двенадцатого января "
+        "две тысячи двадцать шестого года"
     )
     # "Now" is taken in Moscow: 22:00 UTC on 31 December is already the new year there.
     assert say_date(date(2026, 1, 12), now=datetime(2025, 12, 31, 22, 0, tzinfo=UTC)) == (
@@ -71,7 +85,7 @@ def test_the_year_is_said_only_when_it_is_not_this_year() -> None:
 def test_moments_are_said_in_moscow_time() -> None:
     # 15:00 UTC on Monday is 18:00 in Moscow.
     assert say_deadline(datetime(2025, 12, 1, 15, 0, tzinfo=UTC)) == (
-        "до 18:00 в понедельник, 1 декабря"
+        "до восемнадцати часов по московскому времени, в понедельник, первого декабря"
     )
     # 22:30 UTC on Monday is already Tuesday in Moscow.
     assert say_datetime(datetime(2025, 12, 1, 22, 30, tzinfo=UTC)) == (

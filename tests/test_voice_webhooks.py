@@ -392,8 +392,14 @@ def test_new_problem_end_to_end_the_caller_hears_the_ticket_number(
     gather = assert_menu_gather(heard, "ticket_done", 8)
     texts = [say.text for say in gather]
     assert texts[0] == prompts.TICKET_NUMBER.format(number=say_digits(number))
-    assert texts[1] == "Специалист ответит вам до 11:00 в пятницу, 28 ноября."
-    assert texts[2] == "Срок решения — до 11:00 в понедельник, 1 декабря."
+    assert texts[1] == (
+        "Специалист ответит вам до одиннадцати часов по московскому времени, "
+        "в пятницу, двадцать восьмого ноября."
+    )
+    assert texts[2] == (
+        "Срок решения — до одиннадцати часов по московскому времени, "
+        "в понедельник, первого декабря."
+    )
     assert texts[3] == prompts.SMS_TOO
     assert texts[4] == prompts.TICKET_DONE_MENU
 
@@ -473,6 +479,51 @@ def test_unreadable_plates_are_asked_again_then_never_stored_as_a_plate(
     assert root[0].text == prompts.VEHICLES_SKIPPED
     assert_menu_gather(root, "caller_name", 7, num_digits=None)
     assert call_row(services, call.call_sid).vehicles == []
+
+
+@pytest.mark.usefixtures("sync_jobs")
+def test_a_withheld_caller_types_a_callback_number_kept_on_the_ticket(
+    client: FlaskClient, services: Services
+) -> None:
+    """A withheld number cannot be called back: the caller is asked for one on the keypad,
+    checked as a Russian number (a wrong one is said and asked again), read back, and
+    kept as the ticket's contact number and in its description."""
+    call = start_new_problem(client, caller="anonymous")
+    call.press("#")  # no plate: Twilio posts nothing (silence)
+    asked = call.say("Пётр Сидоров, компания Вектор")
+    gather = assert_menu_gather(asked, "callback_number", 6, num_digits=None)
+    assert [say.text for say in gather] == [prompts.CALLBACK_NUMBER, prompts.NAVIGATION]
+    assert gather.attrib["finishOnKey"] == "#"
+    assert gather.attrib["actionOnEmptyResult"] == "true"
+
+    wrong = call.press("12345#")
+    assert wrong[0].text == prompts.CALLBACK_NUMBER_INVALID
+    assert_menu_gather(wrong, "callback_number", 7, num_digits=None)
+    described = call.press("89161234567#")
+    assert described[0].text == (
+        "Записала номер: восемь девять один шесть один два три четыре пять шесть семь."
+    )
+    assert described.find("Record") is not None
+    call.record(duration="12")
+
+    request = ticket_request(services, call.call_sid)
+    assert request is not None and request.ticket_number
+    ticket = services.portal.get_ticket(request.ticket_number)
+    assert ticket.caller == "+79161234567"
+    assert "Номер для обратного звонка (набран абонентом): +7 916 123-45-67." in (
+        ticket.description
+    )
+
+
+def test_a_withheld_caller_asking_for_a_consultation_leaves_a_number_first(
+    client: FlaskClient, services: Services
+) -> None:
+    call = TwilioCall(client, caller="anonymous")
+    call.start()
+    asked = call.press("1")
+    assert_menu_gather(asked, "callback_number", 2, num_digits=None)
+    routed = call.silence()  # "not needed: just wait"
+    assert tags(routed) == ["Say", "Redirect"] and routed[1].text == ROUTE_CONSULTATION
 
 
 def test_no_description_is_asked_once_more_then_the_ticket_is_opened_anyway(
@@ -676,7 +727,8 @@ def test_status_of_the_callers_own_ticket_is_said_with_its_deadline(
     gather = assert_menu_gather(root, "status_done", 3)
     assert [say.text for say in gather] == [
         f"Заявка {say_digits(number)}. Статус: Новая.",
-        "Срок решения — до 18:00 в понедельник, 1 декабря.",
+        "Срок решения — до восемнадцати часов по московскому времени, "
+        "в понедельник, первого декабря.",
         prompts.STATUS_DONE_MENU,
     ]
     assert call_row(services, call.call_sid).category == "status"
@@ -701,12 +753,56 @@ def test_status_of_another_organisations_ticket_is_politely_refused(
     assert [say.text for say in refused.iter("Say")][0] == prompts.STATUS_REFUSED
 
 
+def test_a_solved_ticket_offers_the_objection_which_the_portal_records(
+    client: FlaskClient, services: Services
+) -> None:
+    organisation_id = add_contact(services, KNOWN_MOBILE)
+    number = portal_ticket(services, organisation_id=organisation_id, key="CA-solved")
+    services.portal.update_ticket(number, status="Решена", author="Специалист")  # type: ignore[attr-defined]
+    call = TwilioCall(client, caller=KNOWN_MOBILE)
+    call.start()
+    call.press("5")
+    root = call.press(number + "#")
+
+    gather = assert_menu_gather(root, "status_done", 3)
+    assert [say.text for say in gather] == [
+        f"Заявка {say_digits(number)}. Статус: Решена.",
+        "Заявка решена и закроется автоматически через два рабочих дня после решения.",
+        prompts.STATUS_SOLVED_MENU,
+    ]
+    # Recorded once the step has committed; the redirect back reads the ticket to say so.
+    assert tags(call.press("1")) == ["Redirect"]
+    recorded = call.follow_redirect()
+    assert [say.text for say in recorded.find("Gather")] == [  # type: ignore[union-attr]
+        prompts.STATUS_OBJECTION_RECORDED,
+        prompts.STATUS_DONE_MENU,
+    ]
+    entries = [e for e in services.portal.get_ticket(number).history if e.kind == "comment"]
+    assert [e.text for e in entries] == [prompts.STATUS_OBJECTION_ENTRY.format(call=call.call_sid)]
+
+
+@pytest.mark.parametrize("caller", ["anonymous", UNKNOWN_MOBILE])
+def test_a_withheld_or_unknown_caller_is_offered_a_specialist_for_a_status(
+    client: FlaskClient, services: Services, caller: str
+) -> None:
+    call = TwilioCall(client, caller=caller)
+    call.start()
+    root = call.press("5")
+
+    gather = assert_menu_gather(root, "status_unknown_caller", 2)
+    assert [say.text for say in gather] == [prompts.STATUS_UNKNOWN_CALLER]
+    assert prompts.STATUS_REFUSED not in said(root)
+    routed = call.silence()
+    assert tags(routed) == ["Say", "Redirect"] and routed[1].text == ROUTE_CONSULTATION
+
+
 def test_status_when_the_portal_is_down_offers_a_specialist(make_services: Any) -> None:
     from callcenter.app import create_app
 
     services = make_services(portal_url="http://127.0.0.1:9", portal_token="t")
+    add_contact(services, KNOWN_MOBILE)
     client = create_app(services=services).test_client()
-    call = TwilioCall(client)
+    call = TwilioCall(client, caller=KNOWN_MOBILE)
     call.start()
     call.press("5")
     root = call.press("1042#")

@@ -147,6 +147,25 @@ def test_nobody_at_the_duty_phone_means_a_voicemail_also_without_a_database(
     assert records[1]["params"]["RecordingUrl"] == RECORDING_URL
 
 
+def test_without_a_duty_phone_the_fallback_takes_a_voicemail_at_once(
+    dead_backends_app: tuple[Flask, Services],
+) -> None:
+    """DUTY_PHONE unset (allowed outside production): nothing to dial, so the apology is
+    followed by the voicemail at once — never a dead end, never one of our own lines."""
+    _, services = dead_backends_app
+    unset = Services.from_settings(services.settings.with_(duty_phone=None), clock=services.clock)
+    client = create_app(services=unset).test_client()
+    try:
+        root = parse_twiml(signed_post(client, "/webhooks/voice/fallback", fixture("fallback")))
+    finally:
+        unset.engine.dispose()
+
+    assert tags(root) == ["Say", "Say", "Record", "Say", "Hangup"]
+    assert root[0].text == prompts.APOLOGY_NO_DUTY_PHONE
+    assert root[1].text == prompts.FALLBACK_VOICEMAIL
+    assert root[2].attrib["action"] == VOICEMAIL
+
+
 def test_an_answered_duty_phone_ends_the_call(dead_backends_app: tuple[Flask, Services]) -> None:
     app, _ = dead_backends_app
     params = fixture("dial_action", DialCallStatus="completed", DialCallDuration="120")

@@ -52,6 +52,9 @@ STEP_TITLES: Mapping[str, str] = {
     Step.STATUS_NUMBER: "Номер заявки для статуса",
     Step.STATUS_DONE: "Статус заявки",
     Step.STATUS_UNAVAILABLE: "Статус недоступен",
+    Step.STATUS_UNKNOWN_CALLER: "Статус: абонент не опознан",
+    Step.STATUS_OBJECTION: "Несогласие с решением",
+    Step.CALLBACK_NUMBER: "Номер для обратного звонка",
     Step.ROUTED: "Соединение",
 }
 STATUS_TITLES: Mapping[str, str] = {
@@ -326,6 +329,8 @@ def _nobody(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
         return "Никто из цепочки не принял звонок: SMS-оповещения, звонок отмечен", WARNING
     if event.kind == "nobody_answered":
         return "Специалисты не ответили: предложено голосовое сообщение", WARNING
+    if event.kind == "nobody_on_duty":
+        return "Некому звонить (график пуст, DUTY_PHONE не задан): голосовое сообщение", WARNING
     if event.kind == "accepted_not_bridged":
         return "Специалист принял, но соединение не состоялось", WARNING
     return "Абонент положил трубку, не дождавшись специалиста", WARNING
@@ -383,6 +388,7 @@ _DESCRIBERS: dict[str, Callable[[CallEvent, Mapping[int, DialLeg]], Described]] 
     "dial_result_ignored": _dial_result,
     "nobody_accepted": _nobody,
     "nobody_answered": _nobody,
+    "nobody_on_duty": _nobody,
     "accepted_not_bridged": _nobody,
     "caller_hung_up": _nobody,
     "voicemail": _voicemail,

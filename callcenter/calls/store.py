@@ -49,6 +49,8 @@ class CallerFacts:
     contact_id: int | None
     organisation_id: int | None
     sms_reachable: bool
+    # The caller ID is a number to call back (not withheld, a SIP name, a client).
+    has_number: bool = True
 
 
 # Built once: constructing these per webhook costs more CPU than running them.
@@ -260,6 +262,7 @@ def caller_facts(call: Call | CallColumns, *, sms_foreign: bool = False) -> Call
         contact_id=call.contact_id,
         organisation_id=call.organisation_id,
         sms_reachable=sms_reach(call.caller_kind, call.caller_e164, sms_foreign=sms_foreign).ok,
+        has_number=call.caller_e164 is not None,
     )
 
 

@@ -109,25 +109,24 @@ def _who(person: Person) -> str:
     return f"{person.name} [{person.key}] {', '.join(person.phones)}"
 
 
-def describe_on_duty(duty: OnDuty, duty_phone: str) -> list[str]:
+def describe_on_duty(duty: OnDuty, duty_phone: str | None) -> list[str]:
     """The answer of `roster now`, line by line."""
     local = to_moscow(duty.at)
     hours = "working hours" if duty.working_time else "after hours"
     lines = [f"at {local:%Y-%m-%d %H:%M} Moscow time ({hours}):"]
+    fallback = f"duty phone {duty_phone}" if duty_phone else "voicemail (DUTY_PHONE unset)"
     if duty.working_time and duty.consultation:
         lines.append("consultations (rung at once):")
         lines += [f"  {_who(p)}" for p in duty.consultation]
     else:
         specialist = duty.duty_specialist
-        lines.append(
-            "consultations: " + (_who(specialist) if specialist else f"duty phone {duty_phone}")
-        )
+        lines.append("consultations: " + (_who(specialist) if specialist else fallback))
     lines.append("urgent chain (one at a time):")
     for n, person in enumerate(duty.escalation, start=1):
         head = " (head of support)" if person.is_head else ""
         lines.append(f"  {n}. {_who(person)}{head}")
     if not duty.escalation:
-        lines.append(f"  1. duty phone {duty_phone} (nobody in the roster)")
+        lines.append(f"  1. {fallback} (nobody in the roster)")
     lines.append("head of support: " + (_who(duty.head) if duty.head else "none"))
     return lines
 

@@ -83,7 +83,9 @@ def _roster_page(
         at_value=to_moscow(at).strftime("%Y-%m-%dT%H:%M"),
         at_error=at_error,
         duty=duty,
-        duty_phone=words.phone_display(svc.settings.duty_phone),
+        duty_phone=(
+            words.phone_display(svc.settings.duty_phone) if svc.settings.duty_phone else None
+        ),
         people=people,
         rules=rules,
         phone=words.phone_display,

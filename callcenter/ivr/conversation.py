@@ -30,6 +30,7 @@ from callcenter.calls.store import CallColumns, StatusCallback
 from callcenter.db.deadline import bounded
 from callcenter.db.models import Call, TicketRequest
 from callcenter.errors import InvalidInput, TicketNotFound
+from callcenter.ivr import prompts
 from callcenter.ivr.engine import (
     Action,
     CallFacts,
@@ -39,6 +40,7 @@ from callcenter.ivr.engine import (
     MarkPhoneDuplicate,
     OpenTicket,
     RecordingRef,
+    RecordObjection,
     Remember,
     RequestedTicket,
     StepContext,
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 
 # How long a step may wait for the portal (ticket lookups) before saying it is unavailable.
 PORTAL_LOOKUP_SECONDS = 2.0
+# Who the portal shows as the author of what a caller asked for by phone.
+OBJECTION_AUTHOR = "Горячая линия (IVR)"
 
 T = TypeVar("T")
 
@@ -105,6 +109,7 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
         result = advance(
             CallState.from_json(call.state), webhook.event, _context(ivr, engine, tx, call, now)
         )
+        _record_objections(tx, ivr, engine, result)
         if _only_remembers(result):
             # The greeting: the new row takes its state with one UPDATE, as any later
             # step's does, instead of a unit-of-work flush of the whole object.
@@ -117,6 +122,7 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
     result = advance(
         CallState.from_json(locked.state), webhook.event, _context(ivr, engine, tx, locked, now)
     )
+    _record_objections(tx, ivr, engine, result)
     if _only_remembers(result):
         _save_remembered(tx, locked.id, result, now)
         _log_step(tx, locked.id, webhook, result, now, False)
@@ -128,7 +134,49 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
 
 
 def _only_remembers(result: StepResult) -> bool:
-    return all(isinstance(action, Remember) for action in result.actions)
+    return all(isinstance(action, (Remember, RecordObjection)) for action in result.actions)
+
+
+def objection_entry(call_sid: str) -> str:
+    """The portal entry a caller's objection to a solution leaves on the ticket."""
+    return prompts.STATUS_OBJECTION_ENTRY.format(call=call_sid)
+
+
+def _record_objections(
+    tx: StepTransaction, ivr: IvrSetting, engine: Engine, result: StepResult
+) -> None:
+    """After commit (the built-in portal writes the same database): the objections the
+    step asked for, each once (keyed by the call), within the portal's short deadline. The
+    next step reads the ticket back and says only what the portal kept."""
+    call_sid = tx.call_sid
+    for action in result.actions:
+        if not isinstance(action, RecordObjection):
+            continue
+        number = action.ticket_number
+
+        def record(number: str = number) -> None:
+            portal = ivr.portal()
+
+            def add() -> TicketView:
+                with bounded(engine, PORTAL_LOOKUP_SECONDS):
+                    return portal.add_entry(
+                        number,
+                        text=objection_entry(call_sid),
+                        author=OBJECTION_AUTHOR,
+                        dedup_key=f"{call_sid}:objection:{number}",
+                    )
+
+            try:
+                _within(PORTAL_LOOKUP_SECONDS, add)
+            except Exception as exc:
+                log.warning(
+                    "portal did not record the objection on ticket %s: %r",
+                    number,
+                    exc,
+                    extra={"call_sid": call_sid},
+                )
+
+        tx.after_commit(record)
 
 
 def _save_remembered(tx: StepTransaction, call_id: int, result: StepResult, now: datetime) -> None:
@@ -185,6 +233,7 @@ def _context(
             organisation_id=facts.organisation_id,
             # Promise an SMS only when one can be sent: a mobile, and a Twilio account.
             sms_reachable=facts.sms_reachable and settings.sms_configured,
+            has_number=facts.has_number,
         ),
         lookups=_CallLookups(ivr.portal, engine, tx, call.id, call.call_sid),
         say_digits=say_digits,
@@ -361,6 +410,13 @@ class _CallLookups:
             )
             return TicketLookup("unavailable")
         return TicketLookup("found", view)
+
+    def objection_recorded(self, number: str) -> bool:
+        lookup = self.ticket(number)
+        expected = objection_entry(self._call_sid)
+        return lookup.view is not None and any(
+            entry.text == expected for entry in lookup.view.history
+        )
 
     def requested_ticket(self) -> RequestedTicket | None:
         if self._call_id is None:

@@ -43,7 +43,9 @@ from callcenter.ivr.reply import (
     Verb,
 )
 from callcenter.ivr.spoken import spoken_digits
+from callcenter.phones import callback_number
 from callcenter.portal.protocol import TicketView
+from callcenter.portal.tickets import CLOSED, SOLVED
 from callcenter.regulation.speech import say_moment
 from callcenter.vocabulary import Category, Route, Step
 
@@ -73,6 +75,13 @@ class CallState:
     polls: int = 0
     # Ticket number the caller asked about (status path), for "try again".
     asked_number: str | None = None
+    # The ticket said on the status path is solved: its end menu offers the objection.
+    status_solved: bool = False
+    # A withheld caller's number to call back (E.164), typed on the keypad, and where the
+    # call goes once it is asked: "description" or "consultation". The ticket intake reads
+    # it under `vocabulary.CALLBACK_NUMBER_KEY`.
+    callback_number: str | None = None
+    callback_then: str | None = None
     # A main-menu choice recognised from speech, waiting for the caller's "yes".
     pending_choice: str | None = None
     # What the last announcement said, for "*" (repeat).
@@ -132,6 +141,8 @@ class CallFacts:
     known_caller: bool = False
     organisation_id: int | None = None
     sms_reachable: bool = False
+    # The caller ID is a number to call back; False: withheld (asked for one).
+    has_number: bool = True
 
 
 @dataclass(frozen=True)
@@ -157,6 +168,11 @@ class Lookups(Protocol):
 
     def requested_ticket(self) -> RequestedTicket | None:
         """This call's ticket request, freshly read (None: there is none yet)."""
+        ...
+
+    def objection_recorded(self, number: str) -> bool:
+        """Portal ticket `number` carries this call's objection to its solution (asked for
+        with `RecordObjection`), as the portal says within a short deadline."""
         ...
 
 
@@ -206,7 +222,15 @@ class MarkPhoneDuplicate:
     ticket_number: str
 
 
-Action = Remember | KeepRecording | OpenTicket | MarkPhoneDuplicate
+@dataclass(frozen=True)
+class RecordObjection:
+    """The caller objects to portal ticket `ticket_number`'s solution: recorded on the ticket
+    once the step has committed (the portal may share the call's database)."""
+
+    ticket_number: str
+
+
+Action = Remember | KeepRecording | OpenTicket | MarkPhoneDuplicate | RecordObjection
 
 
 @dataclass(frozen=True)
@@ -335,6 +359,15 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
         return _gather(
             state, [prompts.CALLER_NAME, prompts.NAVIGATION], num_digits=None, finish_on_key="#"
         )
+    if step == Step.CALLBACK_NUMBER:
+        return _gather(
+            state,
+            [prompts.CALLBACK_NUMBER, prompts.NAVIGATION],
+            num_digits=None,
+            finish_on_key="#",
+            timeout=7,
+            hints=flow.NUMBER_HINTS,
+        )
     if step == "description":
         action = step_path(state)
         return (
@@ -361,8 +394,16 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
         texts = [*state.announcement, menu_text or prompts.CONNECTING_OPTION]
         return _gather(state, texts, hints=flow.END_MENU_HINTS)
     if step == "status_done":
+        if state.status_solved:
+            texts = [*state.announcement, prompts.STATUS_SOLVED_MENU]
+            return _gather(state, texts, hints=flow.SOLVED_MENU_HINTS)
         texts = [*state.announcement, prompts.STATUS_DONE_MENU]
         return _gather(state, texts, hints=flow.END_MENU_HINTS)
+    if step == Step.STATUS_OBJECTION:
+        # No speech: the step comes straight back to learn whether the portal took it.
+        return (Redirect(step_path(state)),)
+    if step == Step.STATUS_UNKNOWN_CALLER:
+        return _gather(state, [prompts.STATUS_UNKNOWN_CALLER], hints=flow.END_MENU_HINTS)
     if step == "status_unavailable":
         return _gather(state, [prompts.STATUS_UNAVAILABLE], hints=flow.END_MENU_HINTS)
     if step == "routed":
@@ -492,8 +533,15 @@ def _choose(state: CallState, value: str, ctx: StepContext) -> StepResult:
     actions: list[Action] = [Remember("category", path.category)]
     if path.topic is not None:
         actions.append(Remember("topic", path.topic))
-    if path.route is not None:
+    if path.route == Route.CONSULTATION and not ctx.call.has_number:
+        # A consultation nobody answers becomes a callback: ask a withheld caller where to.
+        state.callback_then = Route.CONSULTATION
+        reply = _ask(state, Step.CALLBACK_NUMBER, ctx)
+    elif path.route is not None:
         reply = _route(state, path.route, (Say(prompts.CONNECTING),))
+    elif choice_value == flow.STATUS and ctx.call.organisation_id is None:
+        # Withheld or not in the directory: whose tickets they may hear about is unknown.
+        reply = _ask(state, Step.STATUS_UNKNOWN_CALLER, ctx)
     else:
         reply = _ask(state, path.first_step or "main_menu", ctx)
     return StepResult(state, tuple(actions), reply, _event_note("chose", choice=choice_value))
@@ -566,8 +614,50 @@ def _noted(plates: list[str]) -> tuple[Verb, ...]:
 
 
 def _after_vehicles(state: CallState, ctx: StepContext, preface: tuple[Verb, ...]) -> Reply:
-    next_step = "description" if ctx.call.known_caller else "caller_name"
-    return _ask(state, next_step, ctx, preface)
+    if ctx.call.known_caller:
+        return _to_description(state, ctx, preface)
+    return _ask(state, "caller_name", ctx, preface)
+
+
+def _to_description(state: CallState, ctx: StepContext, preface: tuple[Verb, ...] = ()) -> Reply:
+    """The description, after asking a withheld caller for a number to call back."""
+    if not ctx.call.has_number and state.callback_then is None:
+        state.callback_then = Step.DESCRIPTION
+        return _ask(state, Step.CALLBACK_NUMBER, ctx, preface)
+    return _ask(state, Step.DESCRIPTION, ctx, preface)
+
+
+def _after_callback_number(
+    state: CallState, ctx: StepContext, preface: tuple[Verb, ...], note: dict[str, Any]
+) -> StepResult:
+    if state.callback_then == Route.CONSULTATION:
+        reply = _route(state, Route.CONSULTATION, (*preface, Say(prompts.CONNECTING)))
+    else:
+        reply = _ask(state, Step.DESCRIPTION, ctx, preface)
+    return StepResult(state, (), reply, note)
+
+
+def _callback_number(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    navigated = _navigate(state, event, ctx)
+    if navigated is not None:
+        return navigated
+    if event.digits == flow.REPEAT_KEY:
+        reply = _ask(state, Step.CALLBACK_NUMBER, ctx)
+        return StepResult(state, (), reply, _event_note("repeat"))
+    if event.silent:
+        # The prompt says "not needed: just wait".
+        return _after_callback_number(state, ctx, (), _event_note("callback_skipped"))
+    typed = event.digits or spoken_digits(event.speech or "")
+    number = callback_number(typed)
+    if number is None:
+
+        def skip(state: CallState, ctx: StepContext) -> StepResult:
+            return _after_callback_number(state, ctx, (), _event_note("callback_unparsed"))
+
+        return _retry(state, event, ctx, skip, message=prompts.CALLBACK_NUMBER_INVALID)
+    state.callback_number = number
+    noted = (Say(prompts.CALLBACK_NUMBER_NOTED.format(digits=ctx.say_digits(typed))),)
+    return _after_callback_number(state, ctx, noted, _event_note("callback_number"))
 
 
 def _vehicles(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
@@ -601,11 +691,11 @@ def _caller_name(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
     if navigated is not None:
         return navigated
     if event.speech:
-        reply = _ask(state, "description", ctx, (Say(prompts.CALLER_NAME_THANKS),))
+        reply = _to_description(state, ctx, (Say(prompts.CALLER_NAME_THANKS),))
         return StepResult(state, (Remember("caller_said_name", event.speech.strip()),), reply)
 
     def skip(state: CallState, ctx: StepContext) -> StepResult:
-        return StepResult(state, (), _ask(state, "description", ctx), _event_note("name_skipped"))
+        return StepResult(state, (), _to_description(state, ctx), _event_note("name_skipped"))
 
     return _retry(state, event, ctx, skip)
 
@@ -800,19 +890,28 @@ def _status_answer(state: CallState, ctx: StepContext, number: str) -> StepResul
         and ctx.call.organisation_id is not None
         and view.organisation_id == ctx.call.organisation_id
     )
+    state.status_solved = False
     if view is None or not mine:
         # Not found and not theirs sound the same: a caller learns nothing about others.
         state.announcement = [prompts.STATUS_REFUSED]
         note = _event_note("refused", number=number, found=view is not None)
     else:
         said = [prompts.STATUS_ANSWER.format(number=ctx.say_digits(number), status=view.status)]
-        if view.resolution_due is not None:
-            deadline = ctx.say_deadline(view.resolution_due)
-            said.append(prompts.RESOLUTION_DEADLINE.format(deadline=deadline))
-        else:
+        overdue = False
+        if view.status == SOLVED:
+            state.status_solved = True
+            said.append(prompts.STATUS_SOLVED)
+        elif view.status == CLOSED:
+            pass
+        elif view.resolution_due is None:
             said.append(prompts.RESOLUTION_BY_AGREEMENT)
+        else:
+            deadline = ctx.say_deadline(view.resolution_due)
+            overdue = view.resolution_due < ctx.now
+            text = prompts.STATUS_OVERDUE if overdue else prompts.RESOLUTION_DEADLINE
+            said.append(text.format(deadline=deadline))
         state.announcement = said
-        note = _event_note("status", number=number, status=view.status)
+        note = _event_note("status", number=number, status=view.status, overdue=overdue or None)
     return StepResult(state, (), _ask(state, "status_done", ctx), note)
 
 
@@ -827,7 +926,15 @@ def _status_number(state: CallState, event: IvrEvent, ctx: StepContext) -> StepR
 
 
 def _status_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
-    key = flow.end_menu_key(event.digits, event.speech)
+    if state.status_solved:
+        answer = flow.solved_menu_answer(event.digits, event.speech)
+        if answer == flow.OBJECT and state.asked_number:
+            return _object_to_solution(state, ctx, state.asked_number)
+        if answer == flow.ANOTHER:
+            return StepResult(state, (), _ask(state, "status_number", ctx), _event_note("another"))
+        key = answer
+    else:
+        key = flow.end_menu_key(event.digits, event.speech)
     if key == "9":
         return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("main_menu"))
     if key == flow.REPEAT_KEY:
@@ -837,6 +944,35 @@ def _status_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRes
     if key == "0":
         return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
     return StepResult(state, (), _goodbye(state), _event_note("goodbye"))
+
+
+def _object_to_solution(state: CallState, ctx: StepContext, number: str) -> StepResult:
+    """The regulation's objection to a solution: recorded on the ticket after this step
+    commits; the next step (a redirect) says whether the portal took it."""
+    state.step = Step.STATUS_OBJECTION
+    state.turn += 1
+    reply = (Redirect(step_path(state)),)
+    return StepResult(state, (RecordObjection(number),), reply, _event_note("objecting"))
+
+
+def _status_objection(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    number = state.asked_number or ""
+    if number and ctx.lookups.objection_recorded(number):
+        state.status_solved = False
+        state.announcement = [prompts.STATUS_OBJECTION_RECORDED]
+        reply = _ask(state, "status_done", ctx)
+        return StepResult(state, (), reply, _event_note("objection", number=number))
+    said = (Say(prompts.STATUS_OBJECTION_FAILED), Say(prompts.CONNECTING))
+    reply = _route(state, Route.CONSULTATION, said)
+    return StepResult(state, (), reply, _event_note("objection_failed", number=number))
+
+
+def _status_unknown_caller(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    if flow.navigation(event.digits, event.speech) == flow.MAIN:
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("main_menu"))
+    # Silence, 0, 1, anything: the specialist tells the status.
+    reply = _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),))
+    return StepResult(state, (), reply, _event_note("to_specialist", by="unknown_caller"))
 
 
 def _status_unavailable(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
@@ -861,6 +997,9 @@ _HANDLERS: dict[str, Callable[[CallState, IvrEvent, StepContext], StepResult]] =
     Step.STATUS_NUMBER: _status_number,
     Step.STATUS_DONE: _status_done,
     Step.STATUS_UNAVAILABLE: _status_unavailable,
+    Step.STATUS_UNKNOWN_CALLER: _status_unknown_caller,
+    Step.STATUS_OBJECTION: _status_objection,
+    Step.CALLBACK_NUMBER: _callback_number,
 }
 
 STEPS = frozenset({Step.START, *_HANDLERS, Step.ROUTED, Step.ENDED})

@@ -20,8 +20,11 @@ VOICEMAIL_MAX_SECONDS = 180
 ANSWERED = frozenset({"completed", "answered"})
 
 
-def apology_reply(duty_phone: str) -> Reply:
-    """Apology, then the duty phone; the dial's result decides about a voicemail."""
+def apology_reply(duty_phone: str | None) -> Reply:
+    """Apology, then the duty phone; the dial's result decides about a voicemail. No duty
+    phone set: the apology and the voicemail at once."""
+    if not duty_phone:
+        return (Say(prompts.APOLOGY_NO_DUTY_PHONE), *dial_result_reply(None))
     return (
         Say(prompts.APOLOGY),
         Dial((Number(duty_phone),), action=FALLBACK_DIAL_RESULT_PATH, timeout=DUTY_DIAL_TIMEOUT),

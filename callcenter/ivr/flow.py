@@ -181,6 +181,33 @@ def end_menu_key(digits: str | None, speech: str | None) -> str | None:
     return said if len(said) == 1 else None
 
 
+# The status end menu of a solved ticket: 1 objects to the solution (the regulation's
+# objection), 2 asks about another ticket.
+SOLVED_MENU_HINTS = ("не согласен", "другая заявка", "повторить", "специалист", "главное меню")
+OBJECT = "object"
+ANOTHER = "another"
+
+
+def solved_menu_answer(digits: str | None, speech: str | None) -> str | None:
+    """OBJECT, ANOTHER, or what `end_menu_key` makes of the answer ("*", "0", "9", None)."""
+    if digits == "1":
+        return OBJECT
+    if digits == "2":
+        return ANOTHER
+    if speech:
+        words = tokens(speech)
+        disagrees = "не" in words and any(word.startswith("соглас") for word in words)
+        if disagrees or any(word.startswith(("возраж", "верн")) for word in words):
+            return OBJECT
+        if any(word.startswith(stem) for stem in _AGAIN_WORDS for word in words):
+            return ANOTHER
+        said = spoken_digits(speech)
+        if said in ("1", "2"):
+            return OBJECT if said == "1" else ANOTHER
+    key = end_menu_key(digits, speech)
+    return None if key == "1" else key
+
+
 @dataclass(frozen=True)
 class Path:
     """What a main-menu choice starts: the call's category and topic, then either the

@@ -3,7 +3,8 @@
 Plain Russian sentences for Twilio's `<Say>` (voice from the `TTS_VOICE` setting,
 `language="ru-RU"`). Placeholders in braces are filled in by the IVR:
 `{support_name}` (setting `SUPPORT_NAME`), `{number}` (a ticket number said digit by digit),
-`{deadline}` (said in words: "до 18:00 в понедельник, 1 декабря"), `{status}`, `{plates}`,
+`{deadline}` (in words: "до восемнадцати часов по московскому времени, в понедельник,
+первого декабря"), `{status}`, `{plates}`,
 `{options}`. Keep sentences short: the caller cannot scroll back.
 
 Menu option lines are built from the regulation's topic titles and product names; only the
@@ -61,6 +62,13 @@ CALLER_NAME = (
     "Мы не нашли ваш номер в списке клиентов. Пожалуйста, назовите ваше имя и название компании."
 )
 CALLER_NAME_THANKS = "Спасибо."
+# The caller's number is withheld: one to call back, typed on the keypad.
+CALLBACK_NUMBER = (
+    "Ваш номер скрыт. Наберите номер телефона для обратного звонка и нажмите решётку. "
+    "Не нужно — просто подождите."
+)
+CALLBACK_NUMBER_NOTED = "Записала номер: {digits}."
+CALLBACK_NUMBER_INVALID = "Это не похоже на российский номер телефона."
 DESCRIPTION = (
     "После сигнала опишите, пожалуйста, проблему и что к ней привело. "
     "У вас есть три минуты. Когда закончите, нажмите решётку."
@@ -111,6 +119,28 @@ STATUS_REFUSED = (
     "оформлена другой организацией. Статус заявки сообщается только сотрудникам "
     "организации, которая её подала."
 )
+# The caller's number is withheld or not in the directory: we cannot tell whose ticket
+# they may hear about, so a specialist does.
+STATUS_UNKNOWN_CALLER = (
+    "Ваш номер скрыт или его нет в списке клиентов, поэтому статус заявки сообщит "
+    "специалист. Оставайтесь на линии, чтобы соединиться. Главное меню — 9."
+)
+# A ticket past its resolution deadline, not yet solved ({deadline}: "до ... по московскому
+# времени, ...").
+STATUS_OVERDUE = "Заявка просрочена: срок решения был {deadline}."
+# A solved ticket: the regulation's auto-close after two working days, and the objection.
+STATUS_SOLVED = "Заявка решена и закроется автоматически через два рабочих дня после решения."
+STATUS_SOLVED_MENU = (
+    "Если вы не согласны с решением, нажмите 1, и заявка вернётся в работу. "
+    "Статус другой заявки — 2. Повторить — звёздочка. Специалист — 0."
+)
+STATUS_OBJECTION_RECORDED = "Ваше несогласие с решением записано в заявку, она вернётся в работу."
+STATUS_OBJECTION_FAILED = "К сожалению, записать несогласие сейчас не удалось."
+# The portal entry the objection leaves on the ticket ({call}: the CallSid).
+STATUS_OBJECTION_ENTRY = (
+    "Автор заявки по телефону не согласен с решением (звонок {call}): снять признак "
+    "«Автозакрытие» и вернуть заявку в работу."
+)
 STATUS_UNAVAILABLE = (
     "К сожалению, сейчас не удаётся получить статус заявки. "
     "Чтобы попробовать ещё раз, нажмите 1. Чтобы соединиться со специалистом, нажмите 0. "
@@ -124,6 +154,8 @@ STATUS_DONE_MENU = (
 # ------------------------------------------------------------------ failures
 
 APOLOGY = "Извините, у нас техническая неполадка. Соединяю вас с дежурным специалистом."
+# The same with no duty phone to dial: the voicemail follows at once.
+APOLOGY_NO_DUTY_PHONE = "Извините, у нас техническая неполадка."
 FALLBACK_VOICEMAIL = (
     "К сожалению, сейчас никто не может ответить. После сигнала назовите, пожалуйста, "
     "ваше имя, компанию и суть обращения, затем нажмите решётку. Мы перезвоним вам."
@@ -158,6 +190,8 @@ ROUTING_NOBODY_ACCEPTED = (
 )
 ROUTING_TICKET_NUMBER = "Номер заявки: {number}."
 ROUTING_NO_ANSWER = "К сожалению, сейчас все специалисты заняты. Мы перезвоним вам."
+# Nobody to dial at all (an empty roster and no duty phone).
+ROUTING_NOBODY_ON_DUTY = "К сожалению, сейчас нет свободного специалиста. Мы перезвоним вам."
 ROUTING_LEAVE_MESSAGE = (
     "После сигнала оставьте, пожалуйста, сообщение: ваше имя, компанию и суть вопроса, "
     "затем нажмите решётку."

@@ -80,9 +80,54 @@ def say_time(at: datetime | time) -> str:
 
 
 def say_deadline(due: datetime, now: date | datetime | None = None) -> str:
-    """ "до 18:00 в понедельник, 1 декабря"."""
+    """A deadline as the voice says it, all in words and in Moscow time: "до восемнадцати
+    часов по московскому времени, в понедельник, первого декабря" (the year added, in
+    words, when it is not `now`'s year)."""
     local = _moscow(due)
-    return f"до {say_time(local)} {say_day(local.date(), now)}"
+    day = local.date()
+    year = ""
+    if now is not None:
+        this_year = (_moscow(now) if isinstance(now, datetime) else now).year
+        if day.year != this_year:
+            year = " " + say_ordinal_year(day.year)
+    return (
+        f"до {say_clock_genitive(local)} по московскому времени, "
+        f"{on_weekday(day)}, {say_ordinal_day(day)}{year}"
+    )
+
+
+def say_clock_genitive(at: datetime | time) -> str:
+    """ "восемнадцати часов", "одиннадцати часов двадцати трёх минут": a time of day in
+    words, in the genitive "до" takes."""
+    if isinstance(at, datetime):
+        at = _moscow(at).time()
+    said = _count_genitive(at.hour, "час")
+    if at.minute:
+        said += " " + _count_genitive(at.minute, "минута", feminine=True)
+    return said
+
+
+def _count_genitive(n: int, noun: str, *, feminine: bool = False) -> str:
+    """ "двадцати одного часа", "двух минут": `n` `noun`s in the genitive."""
+    morph = _morph()
+    words = []
+    for word in str(num2words(n, lang="ru")).split():
+        grammemes = {"gent", "femn"} if feminine and word == "один" else {"gent"}
+        inflected = morph.parse(word)[0].inflect(grammemes)
+        words.append(inflected.word if inflected is not None else word)
+    number = "sing" if n % 10 == 1 and n % 100 != 11 else "plur"
+    noun_form = morph.parse(noun)[0].inflect({"gent", number})
+    words.append(noun_form.word if noun_form is not None else noun)
+    return " ".join(words)
+
+
+def say_ordinal_year(year: int) -> str:
+    """ "две тысячи двадцать шестого года": a year in words, in the genitive."""
+    words = str(num2words(year, lang="ru", to="ordinal")).split()
+    inflected = _morph().parse(words[-1])[0].inflect({"gent", "masc", "sing"})
+    if inflected is not None:
+        words[-1] = inflected.word
+    return " ".join(words) + " года"
 
 
 def say_datetime(at: datetime, now: date | datetime | None = None) -> str:

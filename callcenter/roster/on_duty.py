@@ -254,13 +254,13 @@ def alert_numbers(
 ) -> list[str]:
     """SMS numbers of the people on duty now (urgent chain, then the head).
 
-    Falls back to `[settings.duty_phone]` so an alert always has somewhere to go.
+    Falls back to `[settings.duty_phone]` when one is set (none: nobody to text).
     """
     numbers: list[str] = []
     for person in on_duty(session, at, calendar).escalation:
         if person.sms and person.sms not in numbers:
             numbers.append(person.sms)
-    return numbers or [settings.duty_phone]
+    return numbers or ([settings.duty_phone] if settings.duty_phone else [])
 
 
 # ---------------------------------------------------------------- health
@@ -275,7 +275,8 @@ def roster_health(session: Session, at: datetime, calendar: WorkCalendar) -> lis
     roster = Roster.load(session)
     if not roster.people:
         return [
-            "График дежурств пуст: все звонки уходят на дежурный телефон из настроек. "
+            "График дежурств пуст: все звонки уходят на дежурный телефон из настроек "
+            "(DUTY_PHONE), а если он не задан — на автоответчик. "
             "Загрузите график: callcenter roster import roster.yaml"
         ]
     warnings: list[str] = []

@@ -18,8 +18,8 @@ Consultations: during working hours one step rings every consultation specialist
 duty at once (the first to accept takes the call); after hours the duty specialist.
 Urgent calls (critical server failure, stolen vehicle): one leg per step, each ringing
 `settings.dial_leg_timeout` seconds, in chain order, then the head of support.
-Nobody in the roster: the duty phone from the settings, so a caller always reaches a
-number.
+Nobody in the roster: the duty phone from the settings; with none set either, nobody is
+dialled and the caller leaves a voicemail at once (ticket, flag), never a dead end.
 
 Acceptance: every leg first hears a whisper (`<Number url>`: topic, ticket, client,
 "press 1") and the call is bridged only after the key press. A mobile's voicemail
@@ -124,27 +124,30 @@ def _targets(person: Person) -> list[Target]:
     return [Target(person.key, person.name, phone, person.sms) for phone in person.phones]
 
 
-def _duty_phone(settings: Settings) -> Target:
-    return Target(None, None, settings.duty_phone, None)
+def _duty_phone(settings: Settings) -> list[Target]:
+    """The settings' duty phone, when one is set."""
+    return [Target(None, None, settings.duty_phone, None)] if settings.duty_phone else []
 
 
 def consultation_plan(duty: OnDuty, settings: Settings) -> list[list[Target]]:
     """One step: everyone on consultation duty at once (working hours), or the duty
-    specialist (after hours); the duty phone when the roster has nobody."""
+    specialist (after hours); the duty phone when the roster has nobody; no step at all
+    when there is no duty phone either."""
     if duty.working_time and duty.consultation:
         people: Sequence[Person] = duty.consultation
     else:
         specialist = duty.duty_specialist
         people = (specialist,) if specialist is not None else ()
     targets = [t for person in people for t in _targets(person)][:MAX_SIMULTANEOUS]
-    return [targets or [_duty_phone(settings)]]
+    targets = targets or _duty_phone(settings)
+    return [targets] if targets else []
 
 
 def urgent_plan(duty: OnDuty, settings: Settings) -> list[list[Target]]:
     """One step per phone: the urgent chain in order, then the head of support; the duty
-    phone when the roster has nobody."""
+    phone when the roster has nobody; no step at all when there is no duty phone either."""
     steps = [[t] for person in duty.escalation for t in _targets(person)]
-    return steps or [[_duty_phone(settings)]]
+    return steps or [[t] for t in _duty_phone(settings)]
 
 
 # ---------------------------------------------------------------- decisions
@@ -169,10 +172,12 @@ class DialLegs:
 
 @dataclass(frozen=True)
 class OfferVoicemail:
-    """Nobody took the call: say so and record a message."""
+    """Nobody took the call: say so and record a message. `nobody_on_duty`: nobody was
+    dialled at all (an empty roster and no duty phone)."""
 
     kind: str
     ticket_number: str | None
+    nobody_on_duty: bool = False
 
 
 @dataclass(frozen=True)
@@ -340,7 +345,7 @@ def stored_decision(call: Call, settings: Settings) -> Decision:
     if routing.phase == DIALING:
         return _dial(routing, settings)
     if routing.phase == VOICEMAIL:
-        return OfferVoicemail(routing.kind, _ticket_number(call))
+        return OfferVoicemail(routing.kind, _ticket_number(call), nobody_on_duty=not routing.steps)
     return Goodbye(routing.end or "connected")
 
 
@@ -396,10 +401,39 @@ def begin_routing(
         step=kind,
         legs=position,
         steps=len(steps),
-        duty_phone=all(leg.key is None for s in steps for leg in s) or None,
+        duty_phone=(bool(steps) and all(leg.key is None for s in steps for leg in s)) or None,
     )
+    if not steps:
+        return _nobody_on_duty(session, call, routing, now=now, calendar=calendar)
     _open_step(session, call, routing, now)
     return Outcome(_dial(routing, settings))
+
+
+def _nobody_on_duty(
+    session: Session,
+    call: Call,
+    routing: RoutingState,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+) -> Outcome:
+    """Nobody to dial (an empty roster, no duty phone): a voicemail at once, the call
+    flagged, and a ticket (the urgent one the IVR opened, or a consultation's callback)."""
+    _save(call, replace(routing, phase=VOICEMAIL))
+    call.flagged = True
+    call.flag_reason = (
+        "Некому звонить: в графике никого нет и DUTY_PHONE не задан. "
+        "Звонивший оставляет сообщение; перезвоните."
+    )
+    record_event(session, call, "nobody_on_duty", now, step=routing.kind)
+    if routing.kind == URGENT:
+        call.routing_outcome = OUTCOME_NOBODY_ACCEPTED
+        return Outcome(OfferVoicemail(URGENT, _ticket_number(call), nobody_on_duty=True))
+    call.routing_outcome = OUTCOME_NO_ANSWER
+    request_id = _open_callback(session, call, now=now, calendar=calendar)
+    return Outcome(
+        OfferVoicemail(CONSULTATION, None, nobody_on_duty=True), submit_requests=(request_id,)
+    )
 
 
 def _open_step(session: Session, call: Call, routing: RoutingState, now: datetime) -> None:

@@ -56,14 +56,16 @@ def decision_reply(decision: chain.Decision, call_sid: str) -> Reply:
         )
         return (Say(prompts.ROUTING_NEXT_LEG), dial) if decision.moving_on else (dial,)
     if isinstance(decision, chain.OfferVoicemail):
-        if decision.kind == chain.URGENT:
+        if decision.nobody_on_duty:
+            text = prompts.ROUTING_NOBODY_ON_DUTY
+        elif decision.kind == chain.URGENT:
             text = prompts.ROUTING_NOBODY_ACCEPTED
-            if decision.ticket_number:
-                text += " " + prompts.ROUTING_TICKET_NUMBER.format(
-                    number=_say_digits(decision.ticket_number)
-                )
         else:
             text = prompts.ROUTING_NO_ANSWER
+        if decision.kind == chain.URGENT and decision.ticket_number:
+            text += " " + prompts.ROUTING_TICKET_NUMBER.format(
+                number=_say_digits(decision.ticket_number)
+            )
         return (
             Say(text + " " + prompts.ROUTING_LEAVE_MESSAGE),
             Record(

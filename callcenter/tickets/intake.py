@@ -42,6 +42,7 @@ from callcenter.regulation.calendar import BusinessCalendar
 from callcenter.regulation.topics import NON_URGENT_TOPICS, PRODUCTS, TOPICS, deadlines
 from callcenter.tickets import outbox
 from callcenter.vocabulary import (
+    CALLBACK_NUMBER_KEY,
     CATEGORY_TOPICS,
     CONSULTATION_TOPIC,
     CRITICAL_TOPIC,
@@ -242,7 +243,7 @@ def ticket_draft(
         contact_id=contact.id if contact else None,
         organisation_name=organisation.name if organisation else None,
         organisation_id=organisation.id if organisation else None,
-        caller=call.caller_e164 or _blank_to_none(call.caller_raw),
+        caller=call.caller_e164 or typed_callback_number(call) or _blank_to_none(call.caller_raw),
         call_ref=call.call_sid,
         recording_url=call.recording_url,
         priority=TOPIC_PRIORITIES.get(slug, "normal"),
@@ -284,6 +285,11 @@ def describe_call(
         f"Звонок на линию {_line_label(call.line)} {started:%d.%m.%Y} в {started:%H:%M} (МСК)"
         f"{source}."
     )
+    callback = typed_callback_number(call)
+    if callback is not None:
+        lines.append(
+            f"Номер для обратного звонка (набран абонентом): {classify(callback).display}."
+        )
     if call.contact is not None:
         who = call.contact.name
         if call.organisation is not None:
@@ -318,6 +324,13 @@ def describe_call(
             "Звонок прерван до конца меню: заявка открыта с тем, что абонент успел сообщить."
         )
     return "\n".join(lines)
+
+
+def typed_callback_number(call: Call) -> str | None:
+    """The number a withheld caller typed to be called back on (E.164), if any."""
+    state = call.state if isinstance(call.state, dict) else {}
+    number = state.get(CALLBACK_NUMBER_KEY)
+    return number if isinstance(number, str) and number else None
 
 
 def _stored(call: Call, draft: TicketDraft, *, interrupted: bool, **extra: Any) -> dict[str, Any]:

@@ -252,12 +252,12 @@ def on_duty_alert_recipients(
     session: Session, at: datetime, calendar: BusinessCalendar, settings: Settings
 ) -> list[str]:
     """SMS numbers of the staff on duty at `at` (urgent chain, then the head of support);
-    the duty phone from the settings when the roster has nobody with an SMS number."""
+    the duty phone from the settings (if set) when the roster has nobody with an SMS number."""
     numbers: list[str] = []
     for number in alert_numbers(session, at, calendar, settings):
         if number and number not in numbers:
             numbers.append(number)
-    return numbers or [settings.duty_phone]
+    return numbers or ([settings.duty_phone] if settings.duty_phone else [])
 
 
 def caller_confirmation(number: str, draft: TicketDraft) -> str:
