@@ -227,6 +227,12 @@ def _refuse(status: int, message: str) -> ResponseReturnValue:
     return response
 
 
+@bp.errorhandler(404)
+def _not_found(error: Exception) -> ResponseReturnValue:
+    # A call, contact or recording that is not there: the console's page, not werkzeug's.
+    return _refuse(404, "Такой записи нет: возможно, ссылка устарела.")
+
+
 @bp.after_request
 def _headers(response: Response) -> Response:
     # Caller numbers, names and voices: never kept by a browser or proxy cache.
