@@ -158,11 +158,26 @@ def test_filters(
 
 def test_a_bad_filter_is_explained_in_russian(services: Services, head: FlaskClient) -> None:
     page = get_page(head, "/console/?from=27.11.2025", status=400)
-    assert "Дата «с»: неверное значение" in text_of(page)
+    assert (
+        "Дата «с»: «27.11.2025» — не дата: выберите день в календаре или введите его как "
+        "ГГГГ-ММ-ДД." in text_of(page)
+    )
+    # The API's English words are there for whoever needs them, folded away.
+    assert (
+        '<details class="technical"><summary>Подробности</summary>'
+        "<code>&#39;27.11.2025&#39; is not a date (YYYY-MM-DD, Moscow)</code></details>" in page
+    )
     page = get_page(head, "/console/?from=2025-11-27&to=2025-11-01", status=400)
-    assert "Дата «по»: неверное значение" in text_of(page)
+    assert "Дата «по»: 01.11.2025 раньше даты «с» (27.11.2025)." in text_of(page)
     page = get_page(head, "/console/?topic=nonsense", status=400)
-    assert "Тема: неверное значение (unknown topic 'nonsense'" in text_of(page)
+    assert "Тема: такой темы нет." in text_of(page)
+    outside_details = re.sub(r"<details.*?</details>", "", page, flags=re.DOTALL)
+    assert "unknown topic" in page and "unknown topic" not in outside_details
+    page = get_page(head, "/console/dashboard?from=2025-11-27&to=2025-11-01", status=400)
+    assert (
+        "Период задан неверно: дата «по» (01.11.2025) раньше даты «с» (27.11.2025). "
+        "Показаны последние 30 дней." in text_of(page)
+    )
 
 
 def test_pages_of_fifty_with_links_that_keep_the_filter(

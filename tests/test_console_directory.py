@@ -85,7 +85,15 @@ def test_import_all_or_nothing_then_view_search_and_export(
     assert rejected.status_code == 400  # type: ignore[attr-defined]
     page = text_of(rejected.get_data(as_text=True))  # type: ignore[attr-defined]
     assert "Файл «clients.csv» не загружен: ничего не изменено" in page
-    assert "5 bad INN '123'" in page
+    assert "5 неверный ИНН «123»: только цифры" not in page  # it is digits
+    assert "5 неверный ИНН «123»: нужно 10 или 12 цифр, а не 3" in page
+    assert "неверная почта «not-an-email»: это не адрес электронной почты" in page
+    # A file the csv module cannot read: Russian first, the parser's words folded away.
+    huge_cell = 'организация,контакт,телефоны\nX,"' + "я" * 140_000 + '",1\n'
+    unreadable = upload(head, "/console/directory/import", "x.csv", huge_cell)
+    raw = unreadable.get_data(as_text=True)  # type: ignore[attr-defined]
+    assert "строка не читается как CSV" in text_of(raw)
+    assert '<details class="technical"><summary>Подробности</summary><code>' in raw
     with services.sessions() as session:
         assert session.scalars(select(Organisation)).all() == []
 
@@ -278,7 +286,12 @@ def test_edit_the_roster_as_yaml_all_or_nothing(services: Services, head: FlaskC
     assert rejected.status_code == 400
     page = rejected.get_data(as_text=True)
     assert "График не сохранён, ничего не изменено:" in text_of(page)
-    assert "строка 16: bad time '18:60'" in text_of(page)
+    assert "строка 16: неверное время «18:60» в часах «09:30-18:60»" in text_of(page)
+    not_yaml = head.post("/console/roster", data={"csrf_token": token, "roster": "staff: [\n"})
+    assert "текст не читается как YAML (проверьте отступы и двоеточия)" in text_of(
+        not_yaml.get_data(as_text=True)
+    )
+    assert "<summary>Подробности</summary>" in not_yaml.get_data(as_text=True)
     assert html.escape("hours: 09:30-18:60", quote=False) in page  # the text stays
     with services.sessions() as session:
         assert session.scalars(select(Staff)).all() == []

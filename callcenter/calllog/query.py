@@ -88,20 +88,28 @@ class CallFilter:
 
     def __post_init__(self) -> None:
         if self.date_from and self.date_to and self.date_to < self.date_from:
-            raise InvalidFilter("to", f"{self.date_to} is before from={self.date_from}")
+            raise InvalidFilter(
+                "to",
+                f"{self.date_to} is before from={self.date_from}",
+                f"{self.date_to:%d.%m.%Y} раньше даты «с» ({self.date_from:%d.%m.%Y})",
+            )
         for value in self.categories:
             if value not in CATEGORIES:
                 raise InvalidFilter(
-                    "category", f"unknown category {value!r}; one of: {', '.join(CATEGORIES)}"
+                    "category",
+                    f"unknown category {value!r}; one of: {', '.join(CATEGORIES)}",
+                    "такой категории нет",
                 )
         for value in self.outcomes:
             if value not in OUTCOMES:
                 raise InvalidFilter(
-                    "outcome", f"unknown outcome {value!r}; one of: {', '.join(OUTCOMES)}"
+                    "outcome",
+                    f"unknown outcome {value!r}; one of: {', '.join(OUTCOMES)}",
+                    "такого исхода нет",
                 )
         for value in self.lines:
             if not value.startswith("+"):
-                raise InvalidFilter("line", f"{value!r} is not an E.164 number")
+                raise InvalidFilter("line", f"{value!r} is not an E.164 number", "такой линии нет")
 
     @classmethod
     def from_params(
@@ -124,7 +132,7 @@ class CallFilter:
                 continue
             if any(ord(ch) < 32 for ch in raw):
                 # Control characters are never in a real search; PostgreSQL refuses NUL.
-                raise InvalidFilter(param, "contains control characters")
+                raise InvalidFilter(param, "contains control characters", "недопустимые символы")
             if field in ("date_from", "date_to"):
                 values[field] = _parse_date(param, raw)
             elif field == "lines":
@@ -135,7 +143,7 @@ class CallFilter:
                 values[field] = tuple(_split(raw))
             elif field == "q":
                 if len(raw) > 100:
-                    raise InvalidFilter("q", "longer than 100 characters")
+                    raise InvalidFilter("q", "longer than 100 characters", "длиннее 100 знаков")
                 values[field] = raw
             else:
                 values[field] = _parse_bool(param, raw)
@@ -166,7 +174,7 @@ class PageRequest:
 
     def __post_init__(self) -> None:
         if self.page < 1:
-            raise InvalidFilter("page", "must be 1 or more")
+            raise InvalidFilter("page", "must be 1 or more", "номер страницы — от 1")
         if not 1 <= self.per_page <= MAX_PER_PAGE:
             raise InvalidFilter("per_page", f"must be between 1 and {MAX_PER_PAGE}")
 
@@ -388,14 +396,26 @@ def _split(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+def not_a_date_words(raw: str) -> str:
+    return f"«{raw}» — не дата: выберите день в календаре или введите его как ГГГГ-ММ-ДД"
+
+
+def out_of_range_words(raw: str) -> str:
+    return f"«{raw}» — вне {EARLIEST_DAY.year}–{LATEST_DAY.year} годов"
+
+
 def _parse_date(param: str, raw: str) -> date:
     try:
         day = date.fromisoformat(raw)
     except ValueError:
-        raise InvalidFilter(param, f"{raw!r} is not a date (YYYY-MM-DD, Moscow)") from None
+        raise InvalidFilter(
+            param, f"{raw!r} is not a date (YYYY-MM-DD, Moscow)", not_a_date_words(raw)
+        ) from None
     if not day_in_range(day):
         raise InvalidFilter(
-            param, f"{raw!r} is out of range ({EARLIEST_DAY.year}–{LATEST_DAY.year})"
+            param,
+            f"{raw!r} is out of range ({EARLIEST_DAY.year}–{LATEST_DAY.year})",
+            out_of_range_words(raw),
         )
     return day
 
@@ -433,5 +453,9 @@ def _parse_topic(raw: str, known: Collection[str] | None) -> str:
     if not _SLUG.fullmatch(raw):
         raise InvalidFilter("topic", f"{raw!r} is not a topic slug")
     if known is not None and raw not in known:
-        raise InvalidFilter("topic", f"unknown topic {raw!r}; one of: {', '.join(sorted(known))}")
+        raise InvalidFilter(
+            "topic",
+            f"unknown topic {raw!r}; one of: {', '.join(sorted(known))}",
+            "такой темы нет",
+        )
     return raw

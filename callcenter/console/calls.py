@@ -52,7 +52,7 @@ from callcenter.console.auth import require_user
 from callcenter.console.common import portal_link, roster_warnings
 from callcenter.db import transaction
 from callcenter.db.models import Call, CallNote, DialLeg, TicketRequest
-from callcenter.errors import InvalidFilter, InvalidInput
+from callcenter.errors import InvalidFilter, InvalidInput, Reason
 from callcenter.jobs.tasks import retry_ticket_request
 from callcenter.portal.protocol import TicketView
 from callcenter.regulation.topics import TOPICS
@@ -111,7 +111,7 @@ def calls() -> ResponseReturnValue:
     return _log_page(call_filter, rows, params, pager=pager)
 
 
-def _filter_error(exc: InvalidFilter) -> str:
+def _filter_error(exc: InvalidFilter) -> Reason:
     labels = {
         "from": "Дата «с»",
         "to": "Дата «по»",
@@ -123,7 +123,8 @@ def _filter_error(exc: InvalidFilter) -> str:
         "page": "Страница",
         "per_page": "Строк на странице",
     }
-    return f"{labels.get(exc.field, exc.field)}: неверное значение ({exc.message})."
+    words = exc.words or "неверное значение"
+    return Reason(f"{labels.get(exc.field, exc.field)}: {words}.", exc.message)
 
 
 def _log_page(

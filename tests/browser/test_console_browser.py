@@ -209,7 +209,7 @@ def test_dashboard_directory_and_roster(
     page.click("#directory-import button[type=submit]")
     problems = page.locator("#import-problems")
     expect(problems).to_contain_text("ничего не изменено")
-    expect(problems).to_contain_text("bad INN")
+    expect(problems).to_contain_text("неверный ИНН «123»: нужно 10 или 12 цифр, а не 3")
     expect(problems.locator("tbody tr").first).to_contain_text("2")
     screenshot(page, "10-directory-rejected")
     page.set_input_files("#directory-import input[type=file]", str(sheet))
