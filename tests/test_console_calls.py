@@ -370,11 +370,11 @@ def test_a_call_page_replays_the_path_with_the_ticket_and_its_deadlines(
     assert "четверг, 27 ноября 2025, 09:00:00 (МСК)" in page
     for line in (
         "09:00:00 Звонок поступил, приветствие",
-        "09:00:08 Главное меню: нажал «2» — новая проблема",
+        "09:00:08 Главное меню: клавиша «2» — новая проблема",
         "09:00:15 Выбор темы: тишина, повтор 1",
-        "09:00:21 Выбор темы: сказал «актуализация данных» — Актуализация данных в системе",
-        "09:00:27 Выбор продукта: нажал «3» — SKAI-Online",
-        "09:00:40 Госномер ТС: сказал «А 123 ВС 77» — госномер А123ВС77",
+        "09:00:21 Выбор темы: голосом «актуализация данных» — Актуализация данных в системе",
+        "09:00:27 Выбор продукта: клавиша «3» — SKAI-Online",
+        "09:00:40 Госномер ТС: голосом «А 123 ВС 77» — госномер А123ВС77",
         "09:01:30 Описание проблемы: записано описание",
         "09:01:31 Сохранена запись: описание проблемы (0:01)",
         "09:01:32 Запрошено создание заявки на портале",
@@ -397,12 +397,10 @@ def test_an_urgent_call_page_lists_who_was_rung(services: Services, head: FlaskC
     page = text_of(get_page(head, f"/console/calls/{NAMES.urgent_missed}"))
     assert "Срочный: никто не принял" in page
     assert "Отметка Никто из цепочки не принял срочный звонок" in page
-    assert "1 Иванов Иван +7 912 345-67-01 10:00:40 — — Не ответил" in page
-    assert "2 Петрова Анна +7 912 345-67-02 10:01:00 10:01:09 9 с Снял трубку, но не нажал 1" in (
-        page
-    )
+    assert "1 Иванов Иван +7 912 345-67-01 10:00:40 — — Нет ответа" in page
+    assert "2 Петрова Анна +7 912 345-67-02 10:01:00 10:01:09 9 с Ответ без нажатия 1" in (page)
     answered = text_of(get_page(head, f"/console/calls/{NAMES.urgent_answered}"))
-    assert "2 Петрова Анна +7 912 345-67-02 10:16:00 10:16:12 12 с Принял (нажал 1)" in answered
+    assert "2 Петрова Анна +7 912 345-67-02 10:16:00 10:16:12 12 с Принят (нажата 1)" in answered
 
 
 def test_the_page_still_opens_when_the_portal_is_down(
@@ -674,13 +672,77 @@ def test_events_of_every_kind_read_as_sentences(services: Services, head: FlaskC
     for line in (
         "10:00:30 Соединение: срочный звонок, цепочка дежурных",
         "10:00:40 Вызываем: Иванов Иван",
-        "10:00:55 Петрова Анна отклонил звонок",
-        "10:01:10 Итог вызова: Иванов Иван — не ответил",
+        "10:00:55 Звонок отклонён: Петрова Анна",
+        "10:01:10 Итог вызова: Иванов Иван — нет ответа",
         "10:01:35 Никто из цепочки не принял звонок: SMS-оповещения, звонок отмечен",
         "10:02:00 Абонент оставил голосовое сообщение",
         "10:02:01 something_new · later",
     ):
         assert line in page, line
+
+
+def test_the_call_page_guesses_nobodys_gender_and_names_no_internal_steps(
+    services: Services, head: FlaskClient
+) -> None:
+    """Staff and callers without a guessed gender, no internal step names, no raw codes."""
+    sample_log(services)
+    with transaction(services.sessions) as session:
+        call = session.scalars(select(Call).where(Call.call_sid == NAMES.urgent_answered)).one()
+        for seconds, kind, fields in (
+            (50, "whisper", {"step": "leg 2"}),
+            (62, "leg_accepted", {"step": "leg 2", "digits": "1", "detail": {"seconds": 12}}),
+            (63, "leg_too_late", {"step": "leg 1", "digits": "1"}),
+            (
+                70,
+                "gather",
+                {
+                    "step": "status_number",
+                    "digits": "1001",
+                    "detail": {"result": "refused", "number": "1001", "found": True},
+                },
+            ),
+            (
+                75,
+                "gather",
+                {
+                    "step": "status_number",
+                    "digits": "4242",
+                    "detail": {"result": "refused", "number": "4242"},
+                },
+            ),
+            (80, "gather", {"step": "status_done", "digits": "#", "detail": {"result": "goodbye"}}),
+            (85, "gather", {"step": "caller_name", "speech": "Мария, ООО Ромашка"}),
+        ):
+            event(session, call, seconds, kind, **fields)
+        failed = session.scalars(select(Call).where(Call.call_sid == NAMES.failed)).one()
+        failed.outcome = "interrupted"
+        failed.interrupted = True
+    page = text_of(get_page(head, f"/console/calls/{NAMES.urgent_answered}"))
+    for line in (
+        "10:15:50 Ответ: Петрова Анна — подсказка о звонке",
+        "10:16:02 Звонок принят: Петрова Анна (клавиша 1) через 12 с",
+        "10:16:03 Иванов Иван: клавиша 1 после того, как звонок принят другим",
+        "10:16:10 Номер заявки для статуса: клавиша «1001» — заявка №1001 другой организации, "
+        "статус не назван",
+        "10:16:15 Номер заявки для статуса: клавиша «4242» — заявки №4242 нет, статус не назван",
+        "10:16:20 Статус заявки: клавиша «#» — абонент завершил разговор",
+        "10:16:25 Имя и организация: «Мария, ООО Ромашка»",
+    ):
+        assert line in page, line
+    for slip in ("снял", "принял", "нажал", "сказал", "назвался", "прощание", "чужая"):
+        assert slip not in page, slip
+    failed_page = get_page(head, f"/console/calls/{NAMES.failed}")
+    assert (
+        "Исход Прерван: абонент положил трубку до конца меню, заявка открыта по сказанному"
+        in text_of(failed_page)
+    )
+    assert "прерван до конца сценария" not in failed_page
+    # The portal's error in Russian; its technical words folded away.
+    assert '<span id="ticket-error">Портал заявок был недоступен</span>' in failed_page
+    assert (
+        '<details class="technical"><summary>Подробности</summary>'
+        "<code>portal unavailable: HTTP 503</code></details>" in failed_page
+    )
 
 
 @pytest.mark.both_databases  # Cyrillic case folding, stored times, streaming: per dialect

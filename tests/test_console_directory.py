@@ -298,7 +298,8 @@ def test_edit_the_roster_as_yaml_all_or_nothing(services: Services, head: FlaskC
 
     saved = head.post("/console/roster", data={"csrf_token": token, "roster": ROSTER})
     assert saved.headers["Location"] == "/console/roster"
-    page = text_of(head.get("/console/roster?at=2025-11-27T11:00").get_data(as_text=True))
+    raw_page = head.get("/console/roster?at=2025-11-27T11:00").get_data(as_text=True)
+    page = text_of(raw_page)
     assert (
         "График сохранён (текст из редактора): сотрудников 3, смен 3, дежурств по датам 1, "
         "отсутствий 4." in page
@@ -310,6 +311,17 @@ def test_edit_the_roster_as_yaml_all_or_nothing(services: Services, head: FlaskC
         "Срочные звонки (по очереди) Иванов Иван · +7 912 345-67-01 "
         "Смирнова Елена (руководитель) · +7 912 345-67-09" in page
     )
+    shifts = [text_of(m) for m in re.findall(r'<div class="shift">(.*?)</div>', raw_page)]
+    # Shifts in words, a dated duty repeated on consecutive days as one range.
+    assert shifts == [
+        "консультации и срочные: рабочие дни, 09:30–18:00, очередь 1",
+        "отсутствует: с 2 февраля 2026 по 4 февраля 2026, 10 февраля 2026",
+        "срочные: сб, вс, круглосуточно (сутки с 09:30), очередь 2",
+        "консультации и срочные: ежедневно, 18:00–09:30, очередь 1",
+        "срочные: 31 декабря 2025, с 2 января 2026 по 4 января 2026, 18:00–09:30, очередь 1",
+    ]
+    for code in ("working_days", "business", "09:30-09:30", "2026-01-02"):
+        assert code not in text_of(raw_page.split('id="roster-editor"')[0]), code
     night = text_of(head.get("/console/roster?at=2025-11-29T03:00").get_data(as_text=True))
     assert "суббота, 29 ноября 2025, 03:00 (МСК), нерабочее время" in night
     assert "Петрова Анна · +7 912 345-67-02, +7 812 607-77-50" in night
@@ -366,3 +378,25 @@ def test_date_ranges_fold_consecutive_days() -> None:
     days = [date(2026, 1, d) for d in (4, 2, 3, 8, 10, 11)]
     assert date_ranges(days) == ["2026-01-02..2026-01-04", "2026-01-08", "2026-01-10..2026-01-11"]
     assert date_ranges([]) == []
+
+
+def test_shifts_in_words() -> None:
+    from datetime import date, timedelta
+
+    from callcenter.console.roster_text import shift_lines
+    from callcenter.roster.on_duty import ShiftRule
+
+    day = date(2025, 12, 29)
+    rules = [
+        ShiftRule("a", "both", "days_off", None, "00:00", "00:00", 1),
+        ShiftRule("a", "urgent", "working_days", None, "close", "open", 2),
+        ShiftRule("a", "consultation", "mon,wed,fri", None, "10:00", "14:00", 3),
+        *(ShiftRule("a", "urgent", "date", day + timedelta(days=n), "18:00", "09:30", 1)
+          for n in range(12)),
+    ]  # fmt: skip
+    assert [(line.duty, line.when, line.order) for line in shift_lines(rules)] == [
+        ("both", "выходные, круглосуточно", 1),
+        ("urgent", "рабочие дни, 18:00–09:30", 2),
+        ("consultation", "пн, ср, пт, 10:00–14:00", 3),
+        ("urgent", "с 29 декабря 2025 по 9 января 2026, 18:00–09:30", 1),
+    ]

@@ -44,10 +44,10 @@ ROUTING_TITLES: Mapping[str, str] = {
 }
 LEG_RESULT_TITLES: Mapping[str, str] = {
     "ringing": "Звонит",
-    "accepted": "Принял (нажал 1)",
-    "declined": "Отклонил",
-    "not-accepted": "Снял трубку, но не нажал 1",
-    "no-answer": "Не ответил",
+    "accepted": "Принят (нажата 1)",
+    "declined": "Отклонён",
+    "not-accepted": "Ответ без нажатия 1",
+    "no-answer": "Нет ответа",
     "busy": "Занято",
     "failed": "Ошибка вызова",
     "canceled": "Вызов отменён",
@@ -62,6 +62,20 @@ PRIORITY_TITLES: Mapping[str, str] = {
     "high": "Высокий",
     "critical": "Критический",
 }
+
+
+def ticket_error_title(error: str | None) -> str:
+    """A ticket request's last error (stored in English for the logs, see `tickets.outbox`)
+    in a supervisor's words; the stored text itself is the technical detail."""
+    if not error:
+        return "—"
+    if error.startswith("portal rejected"):
+        return "Портал отклонил заявку"
+    if error.startswith("portal unavailable"):
+        if "no answer within" in error:
+            return "Портал заявок не ответил вовремя"
+        return "Портал заявок был недоступен"
+    return "Непредвиденная ошибка при создании заявки"
 
 
 def category_title(category: str | None) -> str:
