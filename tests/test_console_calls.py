@@ -16,6 +16,7 @@ import re
 import threading
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask.testing import FlaskClient
@@ -560,6 +561,12 @@ def test_a_downloaded_recording_streams_with_ranges(services: Services, head: Fl
     assert main.data == wav_bytes()
     by_sid = head.get(f"/console/recordings/{RECORDING_SID}")
     assert by_sid.data == wav_bytes()
+    # Played in the page, saved under a name a person understands, not the SID.
+    for response in (whole, main, by_sid):
+        disposition = response.headers["Content-Disposition"]
+        assert disposition.startswith("inline; ")
+        assert "filename*=UTF-8''" + quote("Запись звонка 27.11.2025 09:01.wav") in disposition
+        assert RECORDING_SID not in disposition
     for response in (whole, part, main, by_sid):
         response.close()
     assert (
