@@ -139,6 +139,13 @@ def test_the_log_shows_every_call_newest_first_with_problem_rows_labelled(
         ("q=8+(916)+123-45-67", ["ticketed"]),
         ("q=%E2%84%961001", ["ticketed"]),  # №1001
         ("q=ромашка", ["ticketed"]),
+        # A vehicle plate in any spelling: Cyrillic, spaced and lower case, Latin look-alikes.
+        ("q=А123ВС77", ["ticketed"]),
+        ("q=а+123+вс+77", ["ticketed"]),
+        ("q=A123BC77", ["ticketed"]),
+        ("q=a-123-bc-77", ["ticketed"]),
+        ("q=в456ор99", ["urgent_answered"]),
+        ("q=А123ВС99", []),
         ("from=2025-11-28", []),
         ("from=2025-11-27&to=2025-11-27&line=&category=&q=", None),  # blanks mean "any"
     ],

@@ -13,13 +13,26 @@ Dates are Moscow calendar days: `date_from=2025-11-27` means from 00:00 Moscow t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, not_, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    cast,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
@@ -27,6 +40,7 @@ from callcenter.calllog.review import needs_attention
 from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range
 from callcenter.db.models import Call, Contact, DialLeg, Organisation, TicketRequest
 from callcenter.errors import InvalidFilter
+from callcenter.ivr.plates import parse_plates
 from callcenter.phones import normalise
 from callcenter.vocabulary import URGENT_CATEGORIES, Category, Outcome
 
@@ -364,7 +378,8 @@ def _conditions(call_filter: CallFilter, fold: str) -> list[ColumnElement[bool]]
 
 
 def _text_search(q: str, fold: str) -> ColumnElement[bool]:
-    """A caller number in any spelling, a ticket number, a CallSid, or a name."""
+    """A caller number in any spelling, a ticket number, a CallSid, a vehicle plate, or a
+    name."""
     q = q.strip()
     options: list[ColumnElement[bool]] = []
     e164 = normalise(q)
@@ -381,6 +396,12 @@ def _text_search(q: str, fold: str) -> ColumnElement[bool]:
         # trunk prefix: match on the digits of the stored E.164 or raw caller ID.
         options.append(Call.caller_e164.contains(digits[-10:], autoescape=True))
         options.append(Call.caller_raw.contains(digits, autoescape=True))
+    for plate in parse_plates(q):
+        # A plate in any spelling (А123ВС77, «а 123 вс 77», Latin look-alikes) is matched in
+        # its stored form: an element of the JSON list, however the serializer wrote it.
+        text = cast(Call.vehicles, String)
+        for spelt in {json.dumps(plate), json.dumps(plate, ensure_ascii=False)}:
+            options.append(text.contains(spelt, autoescape=True))
     if not re.fullmatch(r"[\d\s()+\-.#№]+", q):
         like = q.lower()
         lower = getattr(func, fold)
