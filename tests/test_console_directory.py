@@ -112,6 +112,14 @@ def test_import_all_or_nothing_then_view_search_and_export(
     found = text_of(head.get("/console/directory?q=45-67").get_data(as_text=True))
     assert "Найдено организаций: 1." in found and "Кузнецова Мария" in found
     assert "Лютик" not in found
+    # The search box's own example, and other spellings of a whole number.
+    for spelt in ("8 916 123-45-67", "8 (916) 1234567", "+7 916 123 45 67", "89161234567"):
+        found = text_of(
+            head.get("/console/directory", query_string={"q": spelt}).get_data(as_text=True)
+        )
+        assert "Найдено организаций: 1." in found and "Кузнецова Мария" in found, spelt
+    nobody = text_of(head.get("/console/directory?q=8 916 999-99-99").get_data(as_text=True))
+    assert "Найдено организаций: 0." in nobody
 
     exported = head.get("/console/directory/export.csv")
     assert exported.headers["Content-Disposition"] == 'attachment; filename="directory.csv"'
