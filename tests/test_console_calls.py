@@ -96,16 +96,19 @@ def test_the_log_shows_every_call_newest_first_with_problem_rows_labelled(
     assert rows[NAMES.no_ticket] == (
         "problem",
         "27.11.2025 10:55 8 (800) 250-60-77 +7 916 999-00-11 Новая проблема Создание учётных "
-        "записей и настройка прав доступа — Завершён Нет заявки 3:05",
+        "записей и настройка прав доступа — — — Завершён Нет заявки 3:05",
     )
     assert rows[NAMES.failed][0] == "problem"
-    assert "Ошибка создания Завершён Ошибка создания заявки" in rows[NAMES.failed][1]
+    assert (
+        "Ошибка создания 28.11.2025 18:00 01.12.2025 18:00 Завершён Ошибка создания заявки"
+        in rows[NAMES.failed][1]
+    )
     assert rows[NAMES.urgent_missed][0] == "problem"
     assert "8 (812) 607-77-41" in rows[NAMES.urgent_missed][1]
     assert "Никто не принял Срочный: никто не принял" in rows[NAMES.urgent_missed][1]
     assert rows[NAMES.abandoned] == (
         "problem",
-        "27.11.2025 10:30 8 (800) 250-60-77 +7 905 777-88-99 Сброшен до выбора — Сброшен "
+        "27.11.2025 10:30 8 (800) 250-60-77 +7 905 777-88-99 Сброшен до выбора — — — Сброшен "
         "Не перезвонили 0:07",
     )
     assert rows[NAMES.urgent_answered][0] == ""
@@ -113,14 +116,17 @@ def test_the_log_shows_every_call_newest_first_with_problem_rows_labelled(
     assert "Соединён со специалистом: Петрова Анна" in rows[NAMES.urgent_answered][1]
     assert rows[NAMES.consultation] == (
         "",
-        "27.11.2025 10:45 8 (800) 250-60-77 Номер скрыт Консультация — Завершён "
+        "27.11.2025 10:45 8 (800) 250-60-77 Номер скрыт Консультация — — — Завершён "
         "Соединён со специалистом: Иванов Иван 3:05",
     )
     assert rows[NAMES.ticketed] == (
         "",
         "27.11.2025 09:00 8 (800) 250-60-77 +7 916 123-45-67 Мария, ООО Ромашка Новая "
-        "проблема Актуализация данных в системе №1001 Завершён 3:05",
+        "проблема Актуализация данных в системе №1001 28.11.2025 18:00 01.12.2025 18:00 "
+        "Завершён 3:05",
     )
+    # A ticket whose resolution is agreed with the client says so.
+    assert "№9002 — по согласованию" in rows[NAMES.urgent_answered][1]
 
 
 @pytest.mark.both_databases  # Cyrillic case folding, stored times, streaming: per dialect
@@ -307,7 +313,7 @@ def test_csv_export_is_the_filtered_log_for_excel(services: Services, head: Flas
     assert header == [
         "Время (МСК)", "Линия", "Номер абонента", "Контакт", "Организация", "Назвался",
         "Категория", "Тема", "Продукт", "Госномера", "Заявка", "Состояние заявки",
-        "Исход звонка", "Соединение", "Принял", "Длительность, с", "Требует внимания",
+        "Первый этап до", "Решение до", "Исход звонка", "Соединение", "Принял", "Длительность, с", "Требует внимания",
         "Перезвонили", "CallSid",
     ]  # fmt: skip
     assert [row[-1] for row in rows] == [
@@ -330,6 +336,8 @@ def test_csv_export_is_the_filtered_log_for_excel(services: Services, head: Flas
         "Госномера": "А123ВС77",
         "Заявка": "1001",
         "Состояние заявки": "Создана",
+        "Первый этап до": "28.11.2025 18:00:00",
+        "Решение до": "01.12.2025 18:00:00",
         "Исход звонка": "Завершён",
         "Соединение": "",
         "Принял": "",
@@ -339,6 +347,8 @@ def test_csv_export_is_the_filtered_log_for_excel(services: Services, head: Flas
         "CallSid": NAMES.ticketed,
     }
     assert dict(zip(header, rows[1], strict=True))["Требует внимания"] == "Ошибка создания заявки"
+    no_ticket = dict(zip(header, rows[0], strict=True))
+    assert (no_ticket["Первый этап до"], no_ticket["Решение до"]) == ("", "")
     # A caller's words never run as a formula in the supervisor's spreadsheet.
     assert rows[3][5] == '\'=HYPERLINK("http://evil.example","Нажми")'
 

@@ -163,6 +163,24 @@ def moscow_short(at: datetime | None) -> str:
     return "—" if at is None else to_moscow(at).strftime("%d.%m.%Y %H:%M")
 
 
+def requested_deadlines(
+    draft: Mapping[str, object] | None,
+) -> tuple[datetime | None, datetime | None]:
+    """The stage-one and resolution deadlines a ticket request asked the portal for (stored
+    in its draft as ISO strings); None where there is none or it cannot be read."""
+
+    def read(key: str) -> datetime | None:
+        raw = (draft or {}).get(key)
+        if not isinstance(raw, str) or not raw:
+            return None
+        try:
+            return datetime.fromisoformat(raw)
+        except ValueError:
+            return None
+
+    return read("first_stage_due"), read("resolution_due")
+
+
 def moscow_numeric(at: datetime | None) -> str:
     """`27.11.2025 11:00:05` — the export's column, which Excel reads as a date."""
     return "" if at is None else to_moscow(at).strftime("%d.%m.%Y %H:%M:%S")

@@ -157,6 +157,8 @@ def _row(call: Call, lines: Mapping[str, str]) -> dict[str, object]:
     request_row = call.ticket_request
     number = request_row.ticket_number if request_row is not None else None
     accepted = next((leg for leg in call.legs if leg.result == "accepted"), None)
+    draft = request_row.draft if request_row is not None else None
+    first_stage, resolution = words.requested_deadlines(draft)
     return {
         "sid": call.call_sid,
         "time": words.moscow_short(call.started_at),
@@ -173,6 +175,10 @@ def _row(call: Call, lines: Mapping[str, str]) -> dict[str, object]:
         "ticket_state_title": words.ticket_state_title(request_row.status)
         if request_row is not None
         else None,
+        "first_stage_due": words.moscow_short(first_stage) if first_stage else None,
+        "resolution_due": words.moscow_short(resolution)
+        if resolution
+        else ("по согласованию" if draft else None),
         "outcome": words.outcome_title(call.outcome),
         "routing": words.routing_title(call.routing_outcome) if call.routing_outcome else None,
         "accepted_by": (accepted.staff_name or accepted.number) if accepted else None,

@@ -196,7 +196,10 @@ def test_the_log_on_a_phone_is_cards_and_the_desk_keeps_its_table(
         expect(page.locator("#filters-button")).to_be_hidden()
         expect(page.locator("#on-duty-link")).to_be_hidden()
         header = page.locator("#call-log thead th")
-        expect(header).to_have_count(7)
+        expect(header).to_have_count(9)
+        expect(header.nth(5)).to_have_text("Первый этап до")
+        expect(header.nth(6)).to_have_text("Решение до")
+        assert overflow(page) <= 0, "the desk log is wider than 1440 px"
         row = page.locator(f"tr[data-call-sid='{names.ticketed}']")
         cells = row.locator("td")
         first, last = cells.first.bounding_box(), cells.last.bounding_box()
