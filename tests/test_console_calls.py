@@ -476,7 +476,12 @@ def test_retry_a_failed_ticket_until_it_is_done(services: Services, head: FlaskC
     # A done request cannot be retried: the supervisor is told why.
     again = head.post(f"/console/calls/{NAMES.failed}/retry", data={"csrf_token": token})
     assert again.status_code == 302
-    assert "Повтор невозможен" in text_of(get_page(head, f"/console/calls/{NAMES.failed}"))
+    refused = text_of(get_page(head, f"/console/calls/{NAMES.failed}"))
+    assert (
+        "Повтор невозможен: повторить можно только заявку с ошибкой создания, а эта уже "
+        "создана или создаётся." in refused
+    )
+    assert "ticket request" not in refused
 
 
 @pytest.mark.usefixtures("sync_jobs")
@@ -493,6 +498,11 @@ def test_open_the_ticket_a_call_never_got(services: Services, head: FlaskClient)
     rows = log_rows(get_page(head, "/console/"))
     assert rows[NAMES.no_ticket][0] == ""
     assert "№1002" in rows[NAMES.no_ticket][1]
+    # A call with nothing to ticket: the refusal is in Russian, no codes.
+    head.post(f"/console/calls/{NAMES.abandoned}/open-ticket", data={"csrf_token": csrf_of(head)})
+    refused = text_of(get_page(head, f"/console/calls/{NAMES.abandoned}"))
+    assert "Заявку открыть нельзя: абонент не выбрал, о чём звонок" in refused
+    assert "nothing to ticket" not in refused
 
 
 def test_mark_called_back_clears_the_callback_problem(

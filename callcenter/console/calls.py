@@ -52,7 +52,7 @@ from callcenter.console.auth import require_user
 from callcenter.console.common import portal_link, roster_warnings
 from callcenter.db import transaction
 from callcenter.db.models import Call, CallNote, DialLeg, TicketRequest
-from callcenter.errors import InvalidFilter, InvalidInput, Reason
+from callcenter.errors import InvalidFilter, InvalidInput, Reason, TicketRequestNotRetryable
 from callcenter.jobs.tasks import retry_ticket_request
 from callcenter.portal.protocol import TicketView
 from callcenter.regulation.topics import TOPICS
@@ -360,8 +360,17 @@ def retry_ticket(call_sid: str) -> ResponseReturnValue:
         return _back(call_sid)
     try:
         queued = retry_ticket_request(svc, request_id, by=user.name)
+    except TicketRequestNotRetryable as exc:
+        log.info("retry of ticket request %s refused: %s", request_id, exc)
+        flash(
+            "Повтор невозможен: повторить можно только заявку с ошибкой создания, "
+            "а эта уже создана или создаётся.",
+            "error",
+        )
+        return _back(call_sid)
     except InvalidInput as exc:
-        flash(f"Повтор невозможен: {exc}", "error")
+        log.warning("retry of ticket request %s refused: %s", request_id, exc)
+        flash("Повтор невозможен: запрос заявки не найден.", "error")
         return _back(call_sid)
     if queued:
         flash("Заявка отправлена на портал повторно.", "ok")
@@ -387,7 +396,12 @@ def open_ticket(call_sid: str) -> ResponseReturnValue:
             request_id = row.id
             record_event(db, call, "ticket_requested", at, request_id=request_id, by=user.name)
     except InvalidInput as exc:
-        flash(f"Заявку открыть нельзя: {exc}", "error")
+        log.info("ticket for call %s refused: %s", call_sid, exc)
+        flash(
+            "Заявку открыть нельзя: абонент не выбрал, о чём звонок "
+            "(звонок записан в журнал для обратного звонка).",
+            "error",
+        )
         return _back(call_sid)
     svc.jobs.submit_ticket_request(request_id)
     flash("Запрос заявки создан и отправлен на портал.", "ok")
