@@ -746,6 +746,11 @@ def test_the_call_page_guesses_nobodys_gender_and_names_no_internal_steps(
             ),
             (80, "gather", {"step": "status_done", "digits": "#", "detail": {"result": "goodbye"}}),
             (85, "gather", {"step": "caller_name", "speech": "Мария, ООО Ромашка"}),
+            (
+                86,
+                "recording_refused",
+                {"detail": {"reason": "recording SID must be 'RE' and 32 hex digits"}},
+            ),
         ):
             event(session, call, seconds, kind, **fields)
         failed = session.scalars(select(Call).where(Call.call_sid == NAMES.failed)).one()
@@ -761,10 +766,14 @@ def test_the_call_page_guesses_nobodys_gender_and_names_no_internal_steps(
         "10:16:15 Номер заявки для статуса: клавиша «4242» — заявки №4242 нет, статус не назван",
         "10:16:20 Статус заявки: клавиша «#» — абонент завершил разговор",
         "10:16:25 Имя и организация: «Мария, ООО Ромашка»",
+        "10:16:26 Запись не принята: Twilio прислал неверные сведения о ней Подробности "
+        "recording SID must be 'RE' and 32 hex digits",
     ):
         assert line in page, line
     for slip in ("снял", "принял", "нажал", "сказал", "назвался", "прощание", "чужая"):
         assert slip not in page, slip
+    raw = get_page(head, f"/console/calls/{NAMES.urgent_answered}")
+    assert "<summary>Подробности</summary><code>recording SID must be" in raw
     failed_page = get_page(head, f"/console/calls/{NAMES.failed}")
     assert (
         "Исход Прерван: абонент положил трубку до конца меню, заявка открыта по сказанному"

@@ -74,6 +74,7 @@ class TimelineEntry:
     text: str
     tone: str = NORMAL  # minor / normal / warning / good
     kind: str = ""
+    detail: str = ""  # technical words (English, codes), folded away on the page
 
 
 def timeline(call: Call) -> list[TimelineEntry]:
@@ -86,7 +87,8 @@ def timeline(call: Call) -> list[TimelineEntry]:
         )
         text, tone = describe(event, legs)
         if text:
-            entries.append(TimelineEntry(event.at, text, tone, event.kind))
+            detail = str(_detail(event).get("reason") or "") if event.kind in _TECHNICAL else ""
+            entries.append(TimelineEntry(event.at, text, tone, event.kind, detail))
     return entries
 
 
@@ -230,7 +232,7 @@ def _recording(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
 
 
 def _recording_refused(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
-    return f"Запись не принята: {_detail(event).get('reason', '')}", WARNING
+    return "Запись не принята: Twilio прислал неверные сведения о ней", WARNING
 
 
 def _abandoned(_event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
@@ -356,6 +358,9 @@ def _generic(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
         parts.append(f"речь «{event.speech}»")
     return " · ".join(parts), MINOR
 
+
+# Kinds whose `detail.reason` is a technical message (shown folded, under the sentence).
+_TECHNICAL = {"recording_refused"}
 
 _DESCRIBERS: dict[str, Callable[[CallEvent, Mapping[int, DialLeg]], Described]] = {
     "incoming": _incoming,
