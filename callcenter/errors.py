@@ -56,6 +56,24 @@ class UnknownProduct(InvalidInput):
     pass
 
 
+class Reason(str):
+    """A problem in a person's words, with the technical detail (a parser's message) kept
+    apart: `str(reason)` is what the person reads; a page folds `detail` away."""
+
+    detail: str
+
+    def __new__(cls, text: str, detail: str = "") -> Reason:
+        reason = super().__new__(cls, text)
+        reason.detail = detail
+        return reason
+
+
+def with_detail(reason: str) -> str:
+    """A reason with its technical detail, for a terminal (nothing is folded there)."""
+    detail = getattr(reason, "detail", "")
+    return f"{reason} ({detail})" if detail else str(reason)
+
+
 class ImportRejected(InvalidInput):
     """An all-or-nothing import was refused; `problems` lists (line, reason)."""
 
@@ -141,11 +159,15 @@ class TicketRequestNotRetryable(InvalidInput):
 
 
 class InvalidFilter(InvalidInput):
-    """A call-log filter (API query string, console form) has an unusable value."""
+    """A call-log filter (API query string, console form) has an unusable value.
 
-    def __init__(self, field: str, message: str) -> None:
+    `message` is for the API (English, technical); `words`, when given, says the same to a
+    person in Russian (the console shows it, with `message` folded away)."""
+
+    def __init__(self, field: str, message: str, words: str = "") -> None:
         self.field = field
         self.message = message
+        self.words = words
         super().__init__(f"{field}: {message}")
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 from typing import Literal, NamedTuple
 from urllib.parse import urlencode
@@ -23,6 +24,7 @@ from urllib.parse import urlencode
 import phonenumbers
 from phonenumbers import PhoneNumberType
 
+from callcenter.clock import to_moscow
 from callcenter.phones import classify
 
 # ------------------------------------------------------------------ categories
@@ -258,3 +260,17 @@ def _foreign_non_mobile(e164: str) -> str | None:
     except phonenumbers.NumberParseException:
         return "an unreadable number"
     return _NO_SMS_TYPES.get(phonenumbers.number_type(number))
+
+
+# What a recording file is called wherever a person sees or saves it (the portal ticket's
+# attachment, the console's download): «Запись звонка 06.12.2026 06:07.mp3», never the SID.
+RECORDING_FILE_TITLES: Mapping[str, str] = {
+    "description": "Запись звонка",
+    "voicemail": "Голосовое сообщение",
+}
+
+
+def recording_file_name(kind: str | None, at: datetime, suffix: str = ".mp3") -> str:
+    """`at` in Moscow time, to the minute; `kind` description / voicemail (else a call)."""
+    title = RECORDING_FILE_TITLES.get(kind or "", "Запись звонка")
+    return f"{title} {to_moscow(at):%d.%m.%Y %H:%M}{suffix}"

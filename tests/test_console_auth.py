@@ -278,3 +278,21 @@ def test_production_cookies_are_secure(make_services: object) -> None:
     assert app.config["SESSION_COOKIE_SECURE"] is True
     assert app.config["SESSION_COOKIE_HTTPONLY"] is True
     assert app.config["SESSION_COOKIE_SAMESITE"] == "Lax"
+
+
+def test_the_site_root_leads_to_the_console_and_the_login_page_shows_no_commands(
+    client: FlaskClient, services: Services
+) -> None:
+    root = client.get("/", headers=HTML)
+    assert (root.status_code, root.headers["Location"]) == (302, "/console/")
+    console = client.get(root.headers["Location"], headers=HTML)
+    assert console.headers["Location"] == "/console/login?next=/console/"
+    login_page = client.get(console.headers["Location"]).get_data(as_text=True)
+    assert "Вход в консоль руководителя" in login_page
+    assert "<code>" not in login_page and "callcenter" not in login_page
+    assert "обратитесь к администратору" in login_page
+    add_user(services, "head", "supervisor")
+    login(client, "head")
+    signed_in = client.get("/", headers=HTML, follow_redirects=True)
+    assert signed_in.status_code == 200
+    assert "Журнал звонков" in signed_in.get_data(as_text=True)

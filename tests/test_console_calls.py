@@ -16,6 +16,7 @@ import re
 import threading
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from flask.testing import FlaskClient
@@ -95,16 +96,19 @@ def test_the_log_shows_every_call_newest_first_with_problem_rows_labelled(
     assert rows[NAMES.no_ticket] == (
         "problem",
         "27.11.2025 10:55 8 (800) 250-60-77 +7 916 999-00-11 Новая проблема Создание учётных "
-        "записей и настройка прав доступа — Завершён Нет заявки 3:05",
+        "записей и настройка прав доступа — — — Завершён Нет заявки 3:05",
     )
     assert rows[NAMES.failed][0] == "problem"
-    assert "Ошибка создания Завершён Ошибка создания заявки" in rows[NAMES.failed][1]
+    assert (
+        "Ошибка создания 28.11.2025 18:00 01.12.2025 18:00 Завершён Ошибка создания заявки"
+        in rows[NAMES.failed][1]
+    )
     assert rows[NAMES.urgent_missed][0] == "problem"
     assert "8 (812) 607-77-41" in rows[NAMES.urgent_missed][1]
     assert "Никто не принял Срочный: никто не принял" in rows[NAMES.urgent_missed][1]
     assert rows[NAMES.abandoned] == (
         "problem",
-        "27.11.2025 10:30 8 (800) 250-60-77 +7 905 777-88-99 Сброшен до выбора — Сброшен "
+        "27.11.2025 10:30 8 (800) 250-60-77 +7 905 777-88-99 Сброшен до выбора — — — Сброшен "
         "Не перезвонили 0:07",
     )
     assert rows[NAMES.urgent_answered][0] == ""
@@ -112,14 +116,17 @@ def test_the_log_shows_every_call_newest_first_with_problem_rows_labelled(
     assert "Соединён со специалистом: Петрова Анна" in rows[NAMES.urgent_answered][1]
     assert rows[NAMES.consultation] == (
         "",
-        "27.11.2025 10:45 8 (800) 250-60-77 Номер скрыт Консультация — Завершён "
+        "27.11.2025 10:45 8 (800) 250-60-77 Номер скрыт Консультация — — — Завершён "
         "Соединён со специалистом: Иванов Иван 3:05",
     )
     assert rows[NAMES.ticketed] == (
         "",
         "27.11.2025 09:00 8 (800) 250-60-77 +7 916 123-45-67 Мария, ООО Ромашка Новая "
-        "проблема Актуализация данных в системе №1001 Завершён 3:05",
+        "проблема Актуализация данных в системе №1001 28.11.2025 18:00 01.12.2025 18:00 "
+        "Завершён 3:05",
     )
+    # A ticket whose resolution is agreed with the client says so.
+    assert "№9002 — по согласованию" in rows[NAMES.urgent_answered][1]
 
 
 @pytest.mark.both_databases  # Cyrillic case folding, stored times, streaming: per dialect
@@ -138,6 +145,13 @@ def test_the_log_shows_every_call_newest_first_with_problem_rows_labelled(
         ("q=8+(916)+123-45-67", ["ticketed"]),
         ("q=%E2%84%961001", ["ticketed"]),  # №1001
         ("q=ромашка", ["ticketed"]),
+        # A vehicle plate in any spelling: Cyrillic, spaced and lower case, Latin look-alikes.
+        ("q=А123ВС77", ["ticketed"]),
+        ("q=а+123+вс+77", ["ticketed"]),
+        ("q=A123BC77", ["ticketed"]),
+        ("q=a-123-bc-77", ["ticketed"]),
+        ("q=в456ор99", ["urgent_answered"]),
+        ("q=А123ВС99", []),
         ("from=2025-11-28", []),
         ("from=2025-11-27&to=2025-11-27&line=&category=&q=", None),  # blanks mean "any"
     ],
@@ -158,11 +172,26 @@ def test_filters(
 
 def test_a_bad_filter_is_explained_in_russian(services: Services, head: FlaskClient) -> None:
     page = get_page(head, "/console/?from=27.11.2025", status=400)
-    assert "Дата «с»: неверное значение" in text_of(page)
+    assert (
+        "Дата «с»: «27.11.2025» — не дата: выберите день в календаре или введите его как "
+        "ГГГГ-ММ-ДД." in text_of(page)
+    )
+    # The API's English words are there for whoever needs them, folded away.
+    assert (
+        '<details class="technical"><summary>Подробности</summary>'
+        "<code>&#39;27.11.2025&#39; is not a date (YYYY-MM-DD, Moscow)</code></details>" in page
+    )
     page = get_page(head, "/console/?from=2025-11-27&to=2025-11-01", status=400)
-    assert "Дата «по»: неверное значение" in text_of(page)
+    assert "Дата «по»: 01.11.2025 раньше даты «с» (27.11.2025)." in text_of(page)
     page = get_page(head, "/console/?topic=nonsense", status=400)
-    assert "Тема: неверное значение (unknown topic 'nonsense'" in text_of(page)
+    assert "Тема: такой темы нет." in text_of(page)
+    outside_details = re.sub(r"<details.*?</details>", "", page, flags=re.DOTALL)
+    assert "unknown topic" in page and "unknown topic" not in outside_details
+    page = get_page(head, "/console/dashboard?from=2025-11-27&to=2025-11-01", status=400)
+    assert (
+        "Период задан неверно: дата «по» (01.11.2025) раньше даты «с» (27.11.2025). "
+        "Показаны последние 30 дней." in text_of(page)
+    )
 
 
 def test_pages_of_fifty_with_links_that_keep_the_filter(
@@ -284,8 +313,8 @@ def test_csv_export_is_the_filtered_log_for_excel(services: Services, head: Flas
     assert header == [
         "Время (МСК)", "Линия", "Номер абонента", "Контакт", "Организация", "Назвался",
         "Категория", "Тема", "Продукт", "Госномера", "Заявка", "Состояние заявки",
-        "Исход звонка", "Соединение", "Принял", "Длительность, с", "Требует внимания",
-        "Перезвонили", "CallSid",
+        "Первый этап до", "Решение до", "Исход звонка", "Соединение", "Принял",
+        "Длительность, с", "Требует внимания", "Перезвонили", "CallSid",
     ]  # fmt: skip
     assert [row[-1] for row in rows] == [
         NAMES.no_ticket,
@@ -307,6 +336,8 @@ def test_csv_export_is_the_filtered_log_for_excel(services: Services, head: Flas
         "Госномера": "А123ВС77",
         "Заявка": "1001",
         "Состояние заявки": "Создана",
+        "Первый этап до": "28.11.2025 18:00:00",
+        "Решение до": "01.12.2025 18:00:00",
         "Исход звонка": "Завершён",
         "Соединение": "",
         "Принял": "",
@@ -316,6 +347,8 @@ def test_csv_export_is_the_filtered_log_for_excel(services: Services, head: Flas
         "CallSid": NAMES.ticketed,
     }
     assert dict(zip(header, rows[1], strict=True))["Требует внимания"] == "Ошибка создания заявки"
+    no_ticket = dict(zip(header, rows[0], strict=True))
+    assert (no_ticket["Первый этап до"], no_ticket["Решение до"]) == ("", "")
     # A caller's words never run as a formula in the supervisor's spreadsheet.
     assert rows[3][5] == '\'=HYPERLINK("http://evil.example","Нажми")'
 
@@ -355,11 +388,11 @@ def test_a_call_page_replays_the_path_with_the_ticket_and_its_deadlines(
     assert "четверг, 27 ноября 2025, 09:00:00 (МСК)" in page
     for line in (
         "09:00:00 Звонок поступил, приветствие",
-        "09:00:08 Главное меню: нажал «2» — новая проблема",
+        "09:00:08 Главное меню: клавиша «2» — новая проблема",
         "09:00:15 Выбор темы: тишина, повтор 1",
-        "09:00:21 Выбор темы: сказал «актуализация данных» — Актуализация данных в системе",
-        "09:00:27 Выбор продукта: нажал «3» — SKAI-Online",
-        "09:00:40 Госномер ТС: сказал «А 123 ВС 77» — госномер А123ВС77",
+        "09:00:21 Выбор темы: голосом «актуализация данных» — Актуализация данных в системе",
+        "09:00:27 Выбор продукта: клавиша «3» — SKAI-Online",
+        "09:00:40 Госномер ТС: голосом «А 123 ВС 77» — госномер А123ВС77",
         "09:01:30 Описание проблемы: записано описание",
         "09:01:31 Сохранена запись: описание проблемы (0:01)",
         "09:01:32 Запрошено создание заявки на портале",
@@ -382,12 +415,10 @@ def test_an_urgent_call_page_lists_who_was_rung(services: Services, head: FlaskC
     page = text_of(get_page(head, f"/console/calls/{NAMES.urgent_missed}"))
     assert "Срочный: никто не принял" in page
     assert "Отметка Никто из цепочки не принял срочный звонок" in page
-    assert "1 Иванов Иван +7 912 345-67-01 10:00:40 — — Не ответил" in page
-    assert "2 Петрова Анна +7 912 345-67-02 10:01:00 10:01:09 9 с Снял трубку, но не нажал 1" in (
-        page
-    )
+    assert "1 Иванов Иван +7 912 345-67-01 10:00:40 — — Нет ответа" in page
+    assert "2 Петрова Анна +7 912 345-67-02 10:01:00 10:01:09 9 с Ответ без нажатия 1" in (page)
     answered = text_of(get_page(head, f"/console/calls/{NAMES.urgent_answered}"))
-    assert "2 Петрова Анна +7 912 345-67-02 10:16:00 10:16:12 12 с Принял (нажал 1)" in answered
+    assert "2 Петрова Анна +7 912 345-67-02 10:16:00 10:16:12 12 с Принят (нажата 1)" in answered
 
 
 def test_the_page_still_opens_when_the_portal_is_down(
@@ -445,7 +476,12 @@ def test_retry_a_failed_ticket_until_it_is_done(services: Services, head: FlaskC
     # A done request cannot be retried: the supervisor is told why.
     again = head.post(f"/console/calls/{NAMES.failed}/retry", data={"csrf_token": token})
     assert again.status_code == 302
-    assert "Повтор невозможен" in text_of(get_page(head, f"/console/calls/{NAMES.failed}"))
+    refused = text_of(get_page(head, f"/console/calls/{NAMES.failed}"))
+    assert (
+        "Повтор невозможен: повторить можно только заявку с ошибкой создания, а эта уже "
+        "создана или создаётся." in refused
+    )
+    assert "ticket request" not in refused
 
 
 @pytest.mark.usefixtures("sync_jobs")
@@ -462,6 +498,11 @@ def test_open_the_ticket_a_call_never_got(services: Services, head: FlaskClient)
     rows = log_rows(get_page(head, "/console/"))
     assert rows[NAMES.no_ticket][0] == ""
     assert "№1002" in rows[NAMES.no_ticket][1]
+    # A call with nothing to ticket: the refusal is in Russian, no codes.
+    head.post(f"/console/calls/{NAMES.abandoned}/open-ticket", data={"csrf_token": csrf_of(head)})
+    refused = text_of(get_page(head, f"/console/calls/{NAMES.abandoned}"))
+    assert "Заявку открыть нельзя: абонент не выбрал, о чём звонок" in refused
+    assert "nothing to ticket" not in refused
 
 
 def test_mark_called_back_clears_the_callback_problem(
@@ -547,6 +588,12 @@ def test_a_downloaded_recording_streams_with_ranges(services: Services, head: Fl
     assert main.data == wav_bytes()
     by_sid = head.get(f"/console/recordings/{RECORDING_SID}")
     assert by_sid.data == wav_bytes()
+    # Played in the page, saved under a name a person understands, not the SID.
+    for response in (whole, main, by_sid):
+        disposition = response.headers["Content-Disposition"]
+        assert disposition.startswith("inline; ")
+        assert "filename*=UTF-8''" + quote("Запись звонка 27.11.2025 09:01.wav") in disposition
+        assert RECORDING_SID not in disposition
     for response in (whole, part, main, by_sid):
         response.close()
     assert (
@@ -659,13 +706,86 @@ def test_events_of_every_kind_read_as_sentences(services: Services, head: FlaskC
     for line in (
         "10:00:30 Соединение: срочный звонок, цепочка дежурных",
         "10:00:40 Вызываем: Иванов Иван",
-        "10:00:55 Петрова Анна отклонил звонок",
-        "10:01:10 Итог вызова: Иванов Иван — не ответил",
+        "10:00:55 Звонок отклонён: Петрова Анна",
+        "10:01:10 Итог вызова: Иванов Иван — нет ответа",
         "10:01:35 Никто из цепочки не принял звонок: SMS-оповещения, звонок отмечен",
         "10:02:00 Абонент оставил голосовое сообщение",
         "10:02:01 something_new · later",
     ):
         assert line in page, line
+
+
+def test_the_call_page_guesses_nobodys_gender_and_names_no_internal_steps(
+    services: Services, head: FlaskClient
+) -> None:
+    """Staff and callers without a guessed gender, no internal step names, no raw codes."""
+    sample_log(services)
+    with transaction(services.sessions) as session:
+        call = session.scalars(select(Call).where(Call.call_sid == NAMES.urgent_answered)).one()
+        for seconds, kind, fields in (
+            (50, "whisper", {"step": "leg 2"}),
+            (62, "leg_accepted", {"step": "leg 2", "digits": "1", "detail": {"seconds": 12}}),
+            (63, "leg_too_late", {"step": "leg 1", "digits": "1"}),
+            (
+                70,
+                "gather",
+                {
+                    "step": "status_number",
+                    "digits": "1001",
+                    "detail": {"result": "refused", "number": "1001", "found": True},
+                },
+            ),
+            (
+                75,
+                "gather",
+                {
+                    "step": "status_number",
+                    "digits": "4242",
+                    "detail": {"result": "refused", "number": "4242"},
+                },
+            ),
+            (80, "gather", {"step": "status_done", "digits": "#", "detail": {"result": "goodbye"}}),
+            (85, "gather", {"step": "caller_name", "speech": "Мария, ООО Ромашка"}),
+            (
+                86,
+                "recording_refused",
+                {"detail": {"reason": "recording SID must be 'RE' and 32 hex digits"}},
+            ),
+        ):
+            event(session, call, seconds, kind, **fields)
+        failed = session.scalars(select(Call).where(Call.call_sid == NAMES.failed)).one()
+        failed.outcome = "interrupted"
+        failed.interrupted = True
+    page = text_of(get_page(head, f"/console/calls/{NAMES.urgent_answered}"))
+    for line in (
+        "10:15:50 Ответ: Петрова Анна — подсказка о звонке",
+        "10:16:02 Звонок принят: Петрова Анна (клавиша 1) через 12 с",
+        "10:16:03 Иванов Иван: клавиша 1 после того, как звонок принят другим",
+        "10:16:10 Номер заявки для статуса: клавиша «1001» — заявка №1001 другой организации, "
+        "статус не назван",
+        "10:16:15 Номер заявки для статуса: клавиша «4242» — заявки №4242 нет, статус не назван",
+        "10:16:20 Статус заявки: клавиша «#» — абонент завершил разговор",
+        "10:16:25 Имя и организация: «Мария, ООО Ромашка»",
+        "10:16:26 Запись не принята: Twilio прислал неверные сведения о ней Подробности "
+        "recording SID must be 'RE' and 32 hex digits",
+    ):
+        assert line in page, line
+    for slip in ("снял", "принял", "нажал", "сказал", "назвался", "прощание", "чужая"):
+        assert slip not in page, slip
+    raw = get_page(head, f"/console/calls/{NAMES.urgent_answered}")
+    assert "<summary>Подробности</summary><code>recording SID must be" in raw
+    failed_page = get_page(head, f"/console/calls/{NAMES.failed}")
+    assert (
+        "Исход Прерван: абонент положил трубку до конца меню, заявка открыта по сказанному"
+        in text_of(failed_page)
+    )
+    assert "прерван до конца сценария" not in failed_page
+    # The portal's error in Russian; its technical words folded away.
+    assert '<span id="ticket-error">Портал заявок был недоступен</span>' in failed_page
+    assert (
+        '<details class="technical"><summary>Подробности</summary>'
+        "<code>portal unavailable: HTTP 503</code></details>" in failed_page
+    )
 
 
 @pytest.mark.both_databases  # Cyrillic case folding, stored times, streaming: per dialect

@@ -86,7 +86,15 @@ def test_import_all_or_nothing_then_view_search_and_export(
     assert rejected.status_code == 400  # type: ignore[attr-defined]
     page = text_of(rejected.get_data(as_text=True))  # type: ignore[attr-defined]
     assert "Файл «clients.csv» не загружен: ничего не изменено" in page
-    assert "5 bad INN '123'" in page
+    assert "5 неверный ИНН «123»: только цифры" not in page  # it is digits
+    assert "5 неверный ИНН «123»: нужно 10 или 12 цифр, а не 3" in page
+    assert "неверная почта «not-an-email»: это не адрес электронной почты" in page
+    # A file the csv module cannot read: Russian first, the parser's words folded away.
+    huge_cell = 'организация,контакт,телефоны\nX,"' + "я" * 140_000 + '",1\n'
+    unreadable = upload(head, "/console/directory/import", "x.csv", huge_cell)
+    raw = unreadable.get_data(as_text=True)  # type: ignore[attr-defined]
+    assert "строка не читается как CSV" in text_of(raw)
+    assert '<details class="technical"><summary>Подробности</summary><code>' in raw
     with services.sessions() as session:
         assert session.scalars(select(Organisation)).all() == []
 
@@ -105,6 +113,14 @@ def test_import_all_or_nothing_then_view_search_and_export(
     found = text_of(head.get("/console/directory?q=45-67").get_data(as_text=True))
     assert "Найдено организаций: 1." in found and "Кузнецова Мария" in found
     assert "Лютик" not in found
+    # The search box's own example, and other spellings of a whole number.
+    for spelt in ("8 916 123-45-67", "8 (916) 1234567", "+7 916 123 45 67", "89161234567"):
+        found = text_of(
+            head.get("/console/directory", query_string={"q": spelt}).get_data(as_text=True)
+        )
+        assert "Найдено организаций: 1." in found and "Кузнецова Мария" in found, spelt
+    nobody = text_of(head.get("/console/directory?q=8 916 999-99-99").get_data(as_text=True))
+    assert "Найдено организаций: 0." in nobody
 
     exported = head.get("/console/directory/export.csv")
     assert exported.headers["Content-Disposition"] == 'attachment; filename="directory.csv"'
@@ -280,14 +296,20 @@ def test_edit_the_roster_as_yaml_all_or_nothing(services: Services, head: FlaskC
     assert rejected.status_code == 400
     page = rejected.get_data(as_text=True)
     assert "График не сохранён, ничего не изменено:" in text_of(page)
-    assert "строка 16: bad time '18:60'" in text_of(page)
+    assert "строка 16: неверное время «18:60» в часах «09:30-18:60»" in text_of(page)
+    not_yaml = head.post("/console/roster", data={"csrf_token": token, "roster": "staff: [\n"})
+    assert "текст не читается как YAML (проверьте отступы и двоеточия)" in text_of(
+        not_yaml.get_data(as_text=True)
+    )
+    assert "<summary>Подробности</summary>" in not_yaml.get_data(as_text=True)
     assert html.escape("hours: 09:30-18:60", quote=False) in page  # the text stays
     with services.sessions() as session:
         assert session.scalars(select(Staff)).all() == []
 
     saved = head.post("/console/roster", data={"csrf_token": token, "roster": ROSTER})
     assert saved.headers["Location"] == "/console/roster"
-    page = text_of(head.get("/console/roster?at=2025-11-27T11:00").get_data(as_text=True))
+    raw_page = head.get("/console/roster?at=2025-11-27T11:00").get_data(as_text=True)
+    page = text_of(raw_page)
     assert (
         "График сохранён (текст из редактора): сотрудников 3, смен 3, дежурств по датам 1, "
         "отсутствий 4." in page
@@ -299,6 +321,17 @@ def test_edit_the_roster_as_yaml_all_or_nothing(services: Services, head: FlaskC
         "Срочные звонки (по очереди) Иванов Иван · +7 912 345-67-01 "
         "Смирнова Елена (руководитель) · +7 912 345-67-09" in page
     )
+    shifts = [text_of(m) for m in re.findall(r'<div class="shift">(.*?)</div>', raw_page)]
+    # Shifts in words, a dated duty repeated on consecutive days as one range.
+    assert shifts == [
+        "консультации и срочные: рабочие дни, 09:30–18:00, очередь 1",
+        "отсутствует: с 2 февраля 2026 по 4 февраля 2026, 10 февраля 2026",
+        "срочные: сб, вс, круглосуточно (сутки с 09:30), очередь 2",
+        "консультации и срочные: ежедневно, 18:00–09:30, очередь 1",
+        "срочные: 31 декабря 2025, с 2 января 2026 по 4 января 2026, 18:00–09:30, очередь 1",
+    ]
+    for code in ("working_days", "business", "09:30-09:30", "2026-01-02"):
+        assert code not in text_of(raw_page.split('id="roster-editor"')[0]), code
     night = text_of(head.get("/console/roster?at=2025-11-29T03:00").get_data(as_text=True))
     assert "суббота, 29 ноября 2025, 03:00 (МСК), нерабочее время" in night
     assert "Петрова Анна · +7 912 345-67-02, +7 812 607-77-50" in night
@@ -355,3 +388,25 @@ def test_date_ranges_fold_consecutive_days() -> None:
     days = [date(2026, 1, d) for d in (4, 2, 3, 8, 10, 11)]
     assert date_ranges(days) == ["2026-01-02..2026-01-04", "2026-01-08", "2026-01-10..2026-01-11"]
     assert date_ranges([]) == []
+
+
+def test_shifts_in_words() -> None:
+    from datetime import date, timedelta
+
+    from callcenter.console.roster_text import shift_lines
+    from callcenter.roster.on_duty import ShiftRule
+
+    day = date(2025, 12, 29)
+    rules = [
+        ShiftRule("a", "both", "days_off", None, "00:00", "00:00", 1),
+        ShiftRule("a", "urgent", "working_days", None, "close", "open", 2),
+        ShiftRule("a", "consultation", "mon,wed,fri", None, "10:00", "14:00", 3),
+        *(ShiftRule("a", "urgent", "date", day + timedelta(days=n), "18:00", "09:30", 1)
+          for n in range(12)),
+    ]  # fmt: skip
+    assert [(line.duty, line.when, line.order) for line in shift_lines(rules)] == [
+        ("both", "выходные, круглосуточно", 1),
+        ("urgent", "рабочие дни, 18:00–09:30", 2),
+        ("consultation", "пн, ср, пт, 10:00–14:00", 3),
+        ("urgent", "с 29 декабря 2025 по 9 января 2026, 18:00–09:30", 1),
+    ]

@@ -79,16 +79,16 @@ def test_valid_inns(inn: str) -> None:
 @pytest.mark.parametrize(
     ("inn", "why"),
     [
-        ("7707083894", "the check digit does not match (a typo?)"),
-        ("500100732258", "the check digit does not match (a typo?)"),
-        ("77070838", "must have 10 or 12 digits, not 8"),
+        ("7707083894", "не сходится контрольная цифра (опечатка?)"),
+        ("500100732258", "не сходится контрольная цифра (опечатка?)"),
+        ("77070838", "нужно 10 или 12 цифр, а не 8"),
         (
             "274062111",
-            "must have 10 or 12 digits, not 9 (a spreadsheet may have dropped a leading "
-            "zero: format the column as text)",
+            "нужно 10 или 12 цифр, а не 9 (таблица могла отбросить ведущий ноль: "
+            "задайте столбцу текстовый формат)",
         ),
-        ("77070838AB", "must be digits only"),
-        ("７７０７０８３８９３", "must be digits only"),
+        ("77070838AB", "только цифры"),
+        ("７７０７０８３８９３", "только цифры"),
     ],
 )
 def test_invalid_inns(inn: str, why: str) -> None:
@@ -216,34 +216,34 @@ def test_bad_rows_are_all_reported_and_nothing_is_written(services: Services) ->
         _import(services, FIXTURES / "bad.csv")
 
     assert rejected.value.problems == [
-        (3, "bad phone '8 916 123': not a valid phone number"),
-        (3, "bad e-mail 'smirnova@translogistic': not an e-mail address"),
-        (4, "bad INN '7810123452': the check digit does not match (a typo?)"),
-        (5, "missing organisation: give its name or INN"),
+        (3, "неверный телефон «8 916 123»: это не номер телефона"),
+        (3, "неверная почта «smirnova@translogistic»: это не адрес электронной почты"),
+        (4, "неверный ИНН «7810123452»: не сходится контрольная цифра (опечатка?)"),
+        (5, "не указана организация: нужно название или ИНН"),
         (
             6,
-            "unknown organisation: no organisation with INN 7707083893 in the directory "
-            "(give its name to add it)",
+            "неизвестная организация: в справочнике нет ИНН 7707083893 "
+            "(укажите название, чтобы добавить её)",
         ),
-        (7, "missing contact name"),
-        (8, "duplicate phone +79161234567: also on line 2"),
-        (9, "bad override stage_one_days='0': a whole number of business days from 1 to 250"),
+        (7, "не указано ФИО контакта"),
+        (8, "телефон +79161234567 повторяется: он уже есть в строке 2"),
+        (9, "неверный срок stage_one_days: «0» — нужно целое число рабочих дней от 1 до 250"),
         (
             9,
-            "bad override consultation_days='пять': a whole number of business days from 1 to 250",
+            "неверный срок consultation_days: «пять» — нужно целое число рабочих дней от 1 до 250",
         ),
-        (10, "bad phone '+266696687': Twilio's placeholder for a withheld number (ANONYMOUS)"),
+        (10, "неверный телефон «+266696687»: это заглушка Twilio для скрытого номера (ANONYMOUS)"),
         (
             11,
-            "duplicate phone +79039998877: already belongs to Ершов Егор (ЗАО «Старое»), "
-            "who is not in this file",
+            "телефон +79039998877 уже принадлежит контакту Ершов Егор (ЗАО «Старое»), "
+            "которого нет в этом файле",
         ),
         (
             12,
-            "8 cells but the header has 7 columns (a cell that contains the delimiter must "
-            "be in quotes)",
+            "ячеек 8, а в заголовке столбцов 7 (ячейку с разделителем внутри нужно взять "
+            "в кавычки)",
         ),
-        (14, "conflicting override stage_one_days for ООО «ТрансЛогистик»: 2 on line 13, 3 here"),
+        (14, "разные сроки stage_one_days у ООО «ТрансЛогистик»: 2 в строке 13, 3 здесь"),
     ]
     assert _snapshot(services) == before
 
@@ -262,7 +262,7 @@ def test_a_refused_import_leaves_an_existing_directory_alone(services: Services)
         with transaction(services.sessions) as session:
             import_directory(session, data, services.clock())
     assert rejected.value.problems == [
-        (4, "bad phone 'client:bob': a client: address, not a phone number")
+        (4, "неверный телефон «client:bob»: адрес client:, а не номер телефона")
     ]
     assert _snapshot(services) == before
 
@@ -365,8 +365,8 @@ def test_a_stranger_taking_one_of_a_contacts_numbers_is_refused(services: Servic
     assert rejected.value.problems == [
         (
             2,
-            "duplicate phone +79161234567: already belongs to Иванов Иван "
-            "(ООО «ТрансЛогистик»), who is not in this file",
+            "телефон +79161234567 уже принадлежит контакту Иванов Иван "
+            "(ООО «ТрансЛогистик»), которого нет в этом файле",
         )
     ]
     assert _snapshot(services) == before
@@ -403,22 +403,22 @@ def test_an_inn_claims_the_organisation_known_by_name(services: Services) -> Non
 
 
 UNUSABLE_FILES: list[tuple[bytes, list[tuple[int, str]]]] = [
-    (b"", [(1, "the file is empty")]),
+    (b"", [(1, "файл пуст")]),
     (
         b"organisation,inn,contact,phones\n",
-        [(1, "no rows below the header: nothing to import")],
+        [(1, "под заголовком нет строк: загружать нечего")],
     ),
     (
         b"organisation,contact,phones,stage_one_day,remote_diag_days\n",
         [
             (
                 1,
-                "unknown column 'stage_one_day' (columns: organisation, inn, contact, "
-                "phones, email, stage_one_days, <topic>_days)",
+                "неизвестный столбец «stage_one_day» (столбцы: организация, ИНН, контакт, "
+                "телефоны, почта, stage_one_days, <тема>_days)",
             ),
             (
                 1,
-                "unknown column 'remote_diag_days': not a topic (override columns: "
+                "неизвестный столбец «remote_diag_days»: такой темы нет (столбцы сроков: "
                 "stage_one_days, accounts_access_days, consultation_days, "
                 "critical_server_failure_days, data_update_days, remote_diagnostics_days, "
                 "scheduled_reports_days, stolen_vehicle_days, system_reports_days, "
@@ -428,16 +428,19 @@ UNUSABLE_FILES: list[tuple[bytes, list[tuple[int, str]]]] = [
     ),
     (
         b"inn,contact,email,email\n",
-        [(1, "column 'email' appears twice"), (1, "missing column 'phones'")],
+        [(1, "столбец «email» встречается дважды"), (1, "нет столбца «телефоны»")],
     ),
-    (b"\x98\xff\xfe\x00", [(1, "the file is neither UTF-8 nor Windows-1251 text")]),
+    (
+        b"\x98\xff\xfe\x00",
+        [(1, "файл не в кодировке UTF-8 или Windows-1251: сохраните его как «CSV UTF-8»")],
+    ),
     (
         b"organisation,contact,phones\nX,Y,7,91612E+10\n",
         [
             (
                 2,
-                "4 cells but the header has 3 columns (a cell that contains the delimiter "
-                "must be in quotes)",
+                "ячеек 4, а в заголовке столбцов 3 (ячейку с разделителем внутри нужно "
+                "взять в кавычки)",
             )
         ],
     ),
@@ -446,8 +449,8 @@ UNUSABLE_FILES: list[tuple[bytes, list[tuple[int, str]]]] = [
         [
             (
                 2,
-                "bad phone '7,91612E+10': the spreadsheet turned the number into a figure "
-                "(format the column as text)",
+                "неверный телефон «7,91612E+10»: таблица превратила номер в число "
+                "(задайте столбцу текстовый формат)",
             )
         ],
     ),
@@ -541,8 +544,8 @@ def test_cli_refused_import_reports_every_line_and_writes_nothing(
     assert result.exit_code == 2
     assert result.stdout == ""
     lines = result.stderr.splitlines()
-    assert lines[0] == "directory.csv:3: bad phone '8 916 123': not a valid phone number"
-    assert "directory.csv:7: missing contact name" in lines
+    assert lines[0] == "directory.csv:3: неверный телефон «8 916 123»: это не номер телефона"
+    assert "directory.csv:7: не указано ФИО контакта" in lines
     assert lines[-1] == "directory.csv: rejected, 13 problem(s); nothing was imported"
     assert len(lines) == 14
     assert _snapshot(services) == before

@@ -344,9 +344,13 @@ def test_recordings_are_attached_as_links_once_in_the_order_made(
         (
             "Запись звонка: описание проблемы (1:35)",
             f"{RECORDINGS}{description}.mp3",
-            f"{description}.mp3",
+            "Запись звонка 27.11.2025 11:00.mp3",  # a name a person understands, not the SID
         ),
-        ("Голосовое сообщение абонента (0:20)", f"{RECORDINGS}{voicemail}.mp3", f"{voicemail}.mp3"),
+        (
+            "Голосовое сообщение абонента (0:20)",
+            f"{RECORDINGS}{voicemail}.mp3",
+            "Голосовое сообщение 27.11.2025 11:05.mp3",
+        ),
     ]
     row = request_row(services, request_id)
     assert row.followups["recordings"] == {description: "attached", voicemail: "attached"}
@@ -588,7 +592,9 @@ def test_without_a_twilio_account_every_sms_is_skipped_at_once_but_a_recording_w
     assert follow_up_locally(services, request_id).deferred
     assert request_row(services, request_id).next_attempt_at == clock.now
     follow_up(services, request_id)
-    assert [e.attachment_name for e in history(services, row.ticket_number or "")] == [f"{sid}.mp3"]
+    assert [e.attachment_name for e in history(services, row.ticket_number or "")] == [
+        "Голосовое сообщение 27.11.2025 11:00.mp3"
+    ]
 
 
 def test_an_sms_left_for_retry_is_skipped_once_twilio_is_gone(

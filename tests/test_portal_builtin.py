@@ -93,7 +93,7 @@ def test_a_new_ticket_gets_the_first_number_status_deadlines_and_a_created_entry
     assert created.text == "Не строится отчёт по пробегу за ноябрь"
     assert created.author == "Иванова Мария"
     assert created.attachment_url == draft().recording_url
-    assert created.attachment_name == "Запись звонка"
+    assert created.attachment_name == "Запись звонка 27.11.2025 11:00.mp3"
 
 
 def test_numbers_follow_on_and_survive_a_new_portal_object(

@@ -118,18 +118,18 @@ def test_import_errors_are_reported_by_line_and_nothing_is_written(services: Ser
     with pytest.raises(ImportRejected) as rejected, transaction(services.sessions) as session:
         import_roster(session, (FIXTURES / "broken.yaml").read_text(encoding="utf-8"))
     assert rejected.value.problems == [
-        (1, "no head of support (a staff entry with role: head)"),
-        (4, "ivanov: bad phone number '12345'"),
-        (5, "duplicate staff key 'ivanov' (first on line 2)"),
-        (8, "petrova: no phone number"),
-        (10, "unknown field 'phnoes' (expected away, key, name, phone, phones, role, sms)"),
+        (1, "нет руководителя поддержки (сотрудника с role: head)"),
+        (4, "ivanov: неверный номер телефона «12345»"),
+        (5, "ключ «ivanov» повторяется (впервые в строке 2)"),
+        (8, "petrova: нет номера телефона"),
+        (10, "неизвестное поле «phnoes» (допустимы: away, key, name, phone, phones, role, sms)"),
         (
             13,
-            "unknown weekday 'wensday' (mon, tue, wed, thu, fri, sat, sun, "
-            "or working_days, days_off, daily)",
+            "неизвестный день «wensday» (mon, tue, wed, thu, fri, sat, sun "
+            "или working_days, days_off, daily)",
         ),
-        (14, "bad time '18:60' in hours '09:30-18:60' (HH:MM, open or close)"),
-        (16, "unknown staff key 'sidorov'"),
+        (14, "неверное время «18:60» в часах «09:30-18:60» (ЧЧ:ММ, open или close)"),
+        (16, "нет сотрудника с ключом «sidorov»"),
     ]
     # The previous roster is untouched.
     assert who(services, "2025-11-27T11:00")[1] == ["ivanov", "petrova"]
@@ -138,33 +138,36 @@ def test_import_errors_are_reported_by_line_and_nothing_is_written(services: Ser
 @pytest.mark.parametrize(
     ("text", "problem"),
     [
-        ("", (1, "the roster is empty")),
-        ("staff: [\n  - key: a\n", (2, "not valid YAML: expected the node content, but found '-'")),
-        ("- just\n- a list\n", (1, "expected sections staff/shifts")),
+        ("", (1, "график пуст")),
+        (
+            "staff: [\n  - key: a\n",
+            (2, "текст не читается как YAML (проверьте отступы и двоеточия)"),
+        ),
+        ("- just\n- a list\n", (1, "ожидаются разделы staff (сотрудники) и shifts (смены)")),
         (
             "staff:\n  - {key: boss, name: B, role: head, phones: '+79123456709'}\n"
             "  - key: ann\n    name: A\n    role: chief\n    phones: '+79123456708'\n",
-            (5, "ann: unknown role 'chief' (specialist or head)"),
+            (5, "ann: неизвестная роль «chief» (specialist или head)"),
         ),
         (
             "staff:\n  - {key: boss, name: B, role: head, phones: '+79123456709'}\n"
             "  - {key: boss2, name: C, role: head, phones: '+79123456708'}\n",
-            (3, "a second head of support (boss2); only one is allowed"),
+            (3, "второй руководитель поддержки (boss2): руководитель может быть только один"),
         ),
         (
             "staff:\n  - {key: boss, name: B, role: head, phones: '+79123456709'}\n"
             "duties:\n  - {staff: boss, date: 2025-02-30, hours: business}\n",
-            (4, "bad date '2025-02-30' (YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD)"),
+            (4, "неверная дата «2025-02-30» (ГГГГ-ММ-ДД или ГГГГ-ММ-ДД..ГГГГ-ММ-ДД)"),
         ),
         (
             "staff:\n  - {key: boss, name: B, role: head, phones: '+79123456709'}\n"
             "shifts:\n  - {staff: boss, days: daily, hours: '9:30-18:00'}\n",
-            (4, "bad time '9:30' in hours '9:30-18:00' (HH:MM, open or close)"),
+            (4, "неверное время «9:30» в часах «9:30-18:00» (ЧЧ:ММ, open или close)"),
         ),
         (
             "staff:\n  - {key: boss, name: B, role: head, phones: '+79123456709', "
             "sms: '+78126077741'}\n",
-            (2, "boss: SMS number '+78126077741' is not a mobile number"),
+            (2, "boss: номер для SMS «+78126077741» не мобильный"),
         ),
     ],
 )
@@ -172,6 +175,14 @@ def test_single_problems_are_named_with_their_line(text: str, problem: tuple[int
     with pytest.raises(ImportRejected) as rejected:
         parse_roster(text)
     assert rejected.value.problems == [problem]
+
+
+def test_a_yaml_error_keeps_the_parsers_words_apart() -> None:
+    with pytest.raises(ImportRejected) as rejected:
+        parse_roster("staff: [\n  - key: a\n")
+    [(line, why)] = rejected.value.problems
+    assert why == "текст не читается как YAML (проверьте отступы и двоеточия)"
+    assert getattr(why, "detail", "") == "expected the node content, but found '-'"
 
 
 def test_a_new_import_replaces_the_roster_and_retires_missing_staff(services: Services) -> None:
@@ -251,7 +262,7 @@ def test_roster_commands(services: Services) -> None:
 
     rejected = runner.invoke(roster_cli, ["import", str(FIXTURES / "broken.yaml")], obj=cli)
     assert rejected.exit_code == 1
-    assert f"{FIXTURES / 'broken.yaml'}:13: unknown weekday 'wensday'" in rejected.output
+    assert f"{FIXTURES / 'broken.yaml'}:13: неизвестный день «wensday»" in rejected.output
     assert "roster not imported: 8 problem(s); nothing was changed" in rejected.output
 
     imported = runner.invoke(roster_cli, ["import", str(FIXTURES / "office.yaml")], obj=cli)

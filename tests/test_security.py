@@ -676,4 +676,4 @@ def test_11_a_nul_in_a_directory_file_is_refused_by_the_importer_itself(
     path.write_bytes(NUL_FILE)
     result = CliRunner().invoke(main, ["directory", "import", str(path)], obj=CliContext(services))
     assert result.exit_code == 2
-    assert "nul.csv:2: a NUL character" in result.stderr
+    assert "nul.csv:2: в файле нулевой символ" in result.stderr

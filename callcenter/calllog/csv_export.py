@@ -31,6 +31,7 @@ from callcenter.calllog.words import (
     outcome_title,
     phone_national,
     product_title,
+    requested_deadlines,
     routing_title,
     ticket_state_title,
     topic_title,
@@ -59,6 +60,18 @@ def _accepted_by(call: Call) -> str | None:
     return None
 
 
+def _deadline(call: Call, which: int) -> str | None:
+    """A requested deadline (0: stage one, 1: resolution); «по согласованию» for a ticket
+    whose resolution is agreed with the client."""
+    request = call.ticket_request
+    if request is None:
+        return None
+    due = requested_deadlines(request.draft)[which]
+    if due is None:
+        return "по согласованию" if which == 1 and request.draft else None
+    return moscow_numeric(due)
+
+
 COLUMNS: tuple[Column, ...] = (
     ("Время (МСК)", lambda c, _: moscow_numeric(c.started_at)),
     ("Линия", lambda c, lines: line_title(c.line, lines)),
@@ -75,6 +88,8 @@ COLUMNS: tuple[Column, ...] = (
         "Состояние заявки",
         lambda c, _: ticket_state_title(c.ticket_request.status) if c.ticket_request else None,
     ),
+    ("Первый этап до", lambda c, _: _deadline(c, 0)),
+    ("Решение до", lambda c, _: _deadline(c, 1)),
     ("Исход звонка", lambda c, _: outcome_title(c.outcome)),
     ("Соединение", lambda c, _: routing_title(c.routing_outcome) if c.routing_outcome else None),
     ("Принял", lambda c, _: _accepted_by(c)),

@@ -29,6 +29,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from callcenter.calllog.query import not_a_date_words, out_of_range_words
 from callcenter.calllog.review import needs_attention
 from callcenter.calllog.words import CATEGORY_TITLES, line_title, topic_title
 from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range, to_moscow
@@ -49,9 +50,17 @@ class Period:
 
     def __post_init__(self) -> None:
         if self.last < self.first:
-            raise InvalidFilter("to", f"{self.last} is before from={self.first}")
+            raise InvalidFilter(
+                "to",
+                f"{self.last} is before from={self.first}",
+                f"дата «по» ({self.last:%d.%m.%Y}) раньше даты «с» ({self.first:%d.%m.%Y})",
+            )
         if (self.last - self.first).days >= MAX_PERIOD_DAYS:
-            raise InvalidFilter("to", f"a period is at most {MAX_PERIOD_DAYS} days")
+            raise InvalidFilter(
+                "to",
+                f"a period is at most {MAX_PERIOD_DAYS} days",
+                f"период длиннее {MAX_PERIOD_DAYS} дней",
+            )
 
     @classmethod
     def ending(cls, last: date, days: int = DEFAULT_PERIOD_DAYS) -> Period:
@@ -84,10 +93,14 @@ def _day(field: str, raw: str | None) -> date | None:
     try:
         day = date.fromisoformat(raw.strip())
     except ValueError:
-        raise InvalidFilter(field, f"{raw!r} is not a date (YYYY-MM-DD)") from None
+        raise InvalidFilter(
+            field, f"{raw!r} is not a date (YYYY-MM-DD)", not_a_date_words(raw)
+        ) from None
     if not day_in_range(day):
         raise InvalidFilter(
-            field, f"{raw!r} is out of range ({EARLIEST_DAY.year}–{LATEST_DAY.year})"
+            field,
+            f"{raw!r} is out of range ({EARLIEST_DAY.year}–{LATEST_DAY.year})",
+            out_of_range_words(raw),
         )
     return day
 

@@ -13,13 +13,26 @@ Dates are Moscow calendar days: `date_from=2025-11-27` means from 00:00 Moscow t
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, and_, exists, false, func, not_, or_, select
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    String,
+    and_,
+    cast,
+    exists,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+)
 from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
@@ -27,6 +40,7 @@ from callcenter.calllog.review import needs_attention
 from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range
 from callcenter.db.models import Call, Contact, DialLeg, Organisation, TicketRequest
 from callcenter.errors import InvalidFilter
+from callcenter.ivr.plates import parse_plates
 from callcenter.phones import normalise
 from callcenter.vocabulary import URGENT_CATEGORIES, Category, Outcome
 
@@ -88,20 +102,28 @@ class CallFilter:
 
     def __post_init__(self) -> None:
         if self.date_from and self.date_to and self.date_to < self.date_from:
-            raise InvalidFilter("to", f"{self.date_to} is before from={self.date_from}")
+            raise InvalidFilter(
+                "to",
+                f"{self.date_to} is before from={self.date_from}",
+                f"{self.date_to:%d.%m.%Y} раньше даты «с» ({self.date_from:%d.%m.%Y})",
+            )
         for value in self.categories:
             if value not in CATEGORIES:
                 raise InvalidFilter(
-                    "category", f"unknown category {value!r}; one of: {', '.join(CATEGORIES)}"
+                    "category",
+                    f"unknown category {value!r}; one of: {', '.join(CATEGORIES)}",
+                    "такой категории нет",
                 )
         for value in self.outcomes:
             if value not in OUTCOMES:
                 raise InvalidFilter(
-                    "outcome", f"unknown outcome {value!r}; one of: {', '.join(OUTCOMES)}"
+                    "outcome",
+                    f"unknown outcome {value!r}; one of: {', '.join(OUTCOMES)}",
+                    "такого исхода нет",
                 )
         for value in self.lines:
             if not value.startswith("+"):
-                raise InvalidFilter("line", f"{value!r} is not an E.164 number")
+                raise InvalidFilter("line", f"{value!r} is not an E.164 number", "такой линии нет")
 
     @classmethod
     def from_params(
@@ -124,7 +146,7 @@ class CallFilter:
                 continue
             if any(ord(ch) < 32 for ch in raw):
                 # Control characters are never in a real search; PostgreSQL refuses NUL.
-                raise InvalidFilter(param, "contains control characters")
+                raise InvalidFilter(param, "contains control characters", "недопустимые символы")
             if field in ("date_from", "date_to"):
                 values[field] = _parse_date(param, raw)
             elif field == "lines":
@@ -135,7 +157,7 @@ class CallFilter:
                 values[field] = tuple(_split(raw))
             elif field == "q":
                 if len(raw) > 100:
-                    raise InvalidFilter("q", "longer than 100 characters")
+                    raise InvalidFilter("q", "longer than 100 characters", "длиннее 100 знаков")
                 values[field] = raw
             else:
                 values[field] = _parse_bool(param, raw)
@@ -166,7 +188,7 @@ class PageRequest:
 
     def __post_init__(self) -> None:
         if self.page < 1:
-            raise InvalidFilter("page", "must be 1 or more")
+            raise InvalidFilter("page", "must be 1 or more", "номер страницы — от 1")
         if not 1 <= self.per_page <= MAX_PER_PAGE:
             raise InvalidFilter("per_page", f"must be between 1 and {MAX_PER_PAGE}")
 
@@ -356,7 +378,8 @@ def _conditions(call_filter: CallFilter, fold: str) -> list[ColumnElement[bool]]
 
 
 def _text_search(q: str, fold: str) -> ColumnElement[bool]:
-    """A caller number in any spelling, a ticket number, a CallSid, or a name."""
+    """A caller number in any spelling, a ticket number, a CallSid, a vehicle plate, or a
+    name."""
     q = q.strip()
     options: list[ColumnElement[bool]] = []
     e164 = normalise(q)
@@ -373,6 +396,12 @@ def _text_search(q: str, fold: str) -> ColumnElement[bool]:
         # trunk prefix: match on the digits of the stored E.164 or raw caller ID.
         options.append(Call.caller_e164.contains(digits[-10:], autoescape=True))
         options.append(Call.caller_raw.contains(digits, autoescape=True))
+    for plate in parse_plates(q):
+        # A plate in any spelling (А123ВС77, «а 123 вс 77», Latin look-alikes) is matched in
+        # its stored form: an element of the JSON list, however the serializer wrote it.
+        text = cast(Call.vehicles, String)
+        for spelt in {json.dumps(plate), json.dumps(plate, ensure_ascii=False)}:
+            options.append(text.contains(spelt, autoescape=True))
     if not re.fullmatch(r"[\d\s()+\-.#№]+", q):
         like = q.lower()
         lower = getattr(func, fold)
@@ -388,14 +417,26 @@ def _split(raw: str) -> list[str]:
     return [part.strip() for part in raw.split(",") if part.strip()]
 
 
+def not_a_date_words(raw: str) -> str:
+    return f"«{raw}» — не дата: выберите день в календаре или введите его как ГГГГ-ММ-ДД"
+
+
+def out_of_range_words(raw: str) -> str:
+    return f"«{raw}» — вне {EARLIEST_DAY.year}–{LATEST_DAY.year} годов"
+
+
 def _parse_date(param: str, raw: str) -> date:
     try:
         day = date.fromisoformat(raw)
     except ValueError:
-        raise InvalidFilter(param, f"{raw!r} is not a date (YYYY-MM-DD, Moscow)") from None
+        raise InvalidFilter(
+            param, f"{raw!r} is not a date (YYYY-MM-DD, Moscow)", not_a_date_words(raw)
+        ) from None
     if not day_in_range(day):
         raise InvalidFilter(
-            param, f"{raw!r} is out of range ({EARLIEST_DAY.year}–{LATEST_DAY.year})"
+            param,
+            f"{raw!r} is out of range ({EARLIEST_DAY.year}–{LATEST_DAY.year})",
+            out_of_range_words(raw),
         )
     return day
 
@@ -433,5 +474,9 @@ def _parse_topic(raw: str, known: Collection[str] | None) -> str:
     if not _SLUG.fullmatch(raw):
         raise InvalidFilter("topic", f"{raw!r} is not a topic slug")
     if known is not None and raw not in known:
-        raise InvalidFilter("topic", f"unknown topic {raw!r}; one of: {', '.join(sorted(known))}")
+        raise InvalidFilter(
+            "topic",
+            f"unknown topic {raw!r}; one of: {', '.join(sorted(known))}",
+            "такой темы нет",
+        )
     return raw

@@ -77,6 +77,7 @@ class TimelineEntry:
     text: str
     tone: str = NORMAL  # minor / normal / warning / good
     kind: str = ""
+    detail: str = ""  # technical words (English, codes), folded away on the page
 
 
 def timeline(call: Call) -> list[TimelineEntry]:
@@ -89,7 +90,8 @@ def timeline(call: Call) -> list[TimelineEntry]:
         )
         text, tone = describe(event, legs)
         if text:
-            entries.append(TimelineEntry(event.at, text, tone, event.kind))
+            detail = str(_detail(event).get("reason") or "") if event.kind in _TECHNICAL else ""
+            entries.append(TimelineEntry(event.at, text, tone, event.kind, detail))
     return entries
 
 
@@ -100,10 +102,10 @@ Described = tuple[str, str]
 
 def _answer(event: CallEvent) -> str:
     if event.digits and event.digits not in ("hangup",):
-        return f"нажал «{event.digits}»"
+        return f"клавиша «{event.digits}»"
     if event.speech:
-        return f"сказал «{event.speech}»"
-    return "ответил"
+        return f"голосом «{event.speech}»"
+    return "ответ"
 
 
 def _step(event: CallEvent) -> str:
@@ -149,7 +151,7 @@ def _gather(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
         "no_description": ("описание не записано", WARNING),
         "ticket_pending": ("номер не успел прийти — придёт в SMS", WARNING),
         "waiting": ("ждём номер заявки", MINOR),
-        "goodbye": ("прощание", MINOR),
+        "goodbye": ("абонент завершил разговор", MINOR),
         "another": ("другая заявка", NORMAL),
         "unavailable": ("портал недоступен", WARNING),
         "new_ticket": ("номера заявки нет — открывается новая", NORMAL),
@@ -178,15 +180,19 @@ def _gather(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
             NORMAL,
         )
     if result == "refused":
-        why = "чужая организация" if detail.get("found") else "не найдена"
-        return f"{step}: {said} — заявка №{detail.get('number')} {why}, статус не назван", WARNING
+        number = detail.get("number")
+        if detail.get("found"):
+            why = f"заявка №{number} другой организации"
+        else:
+            why = f"заявки №{number} нет"
+        return f"{step}: {said} — {why}, статус не назван", WARNING
     if isinstance(result, str) and result in simple:
         words, tone = simple[result]
         if event.digits or event.speech:
             return f"{step}: {said} — {words}", tone
         return f"{step}: {words}", tone
     if event.step == "caller_name" and event.speech:
-        return f"{step}: назвался «{event.speech}»", NORMAL
+        return f"{step}: «{event.speech}»", NORMAL
     return f"{step}: {said}", NORMAL
 
 
@@ -229,7 +235,7 @@ def _recording(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
 
 
 def _recording_refused(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
-    return f"Запись не принята: {_detail(event).get('reason', '')}", WARNING
+    return "Запись не принята: Twilio прислал неверные сведения о ней", WARNING
 
 
 def _abandoned(_event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
@@ -292,7 +298,7 @@ def _whisper(event: CallEvent, legs: Mapping[int, DialLeg]) -> Described:
     who = _who(_leg_position(event), legs)
     if event.kind == "whisper_refused":
         return f"{who}: подсказка не проиграна (вызов уже не нужен)", MINOR
-    return f"{who} снял трубку: подсказка о звонке", MINOR
+    return f"Ответ: {who} — подсказка о звонке", MINOR
 
 
 def _leg_answer(event: CallEvent, legs: Mapping[int, DialLeg]) -> Described:
@@ -301,11 +307,11 @@ def _leg_answer(event: CallEvent, legs: Mapping[int, DialLeg]) -> Described:
     if event.kind == "leg_accepted":
         seconds = detail.get("seconds")
         after = f" через {seconds} с" if seconds is not None else ""
-        return f"{who} принял звонок (нажал 1){after}", GOOD
+        return f"Звонок принят: {who} (клавиша 1){after}", GOOD
     if event.kind == "leg_declined":
-        return f"{who} отклонил звонок", WARNING
+        return f"Звонок отклонён: {who}", WARNING
     if event.kind == "leg_too_late":
-        return f"{who} нажал 1, но звонок уже принят другим", MINOR
+        return f"{who}: клавиша 1 после того, как звонок принят другим", MINOR
     return f"{who}: неверная клавиша ({event.digits or '—'})", WARNING
 
 
@@ -357,6 +363,9 @@ def _generic(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
         parts.append(f"речь «{event.speech}»")
     return " · ".join(parts), MINOR
 
+
+# Kinds whose `detail.reason` is a technical message (shown folded, under the sentence).
+_TECHNICAL = {"recording_refused"}
 
 _DESCRIBERS: dict[str, Callable[[CallEvent, Mapping[int, DialLeg]], Described]] = {
     "incoming": _incoming,

@@ -44,10 +44,10 @@ ROUTING_TITLES: Mapping[str, str] = {
 }
 LEG_RESULT_TITLES: Mapping[str, str] = {
     "ringing": "Звонит",
-    "accepted": "Принял (нажал 1)",
-    "declined": "Отклонил",
-    "not-accepted": "Снял трубку, но не нажал 1",
-    "no-answer": "Не ответил",
+    "accepted": "Принят (нажата 1)",
+    "declined": "Отклонён",
+    "not-accepted": "Ответ без нажатия 1",
+    "no-answer": "Нет ответа",
     "busy": "Занято",
     "failed": "Ошибка вызова",
     "canceled": "Вызов отменён",
@@ -62,6 +62,20 @@ PRIORITY_TITLES: Mapping[str, str] = {
     "high": "Высокий",
     "critical": "Критический",
 }
+
+
+def ticket_error_title(error: str | None) -> str:
+    """A ticket request's last error (stored in English for the logs, see `tickets.outbox`)
+    in a supervisor's words; the stored text itself is the technical detail."""
+    if not error:
+        return "—"
+    if error.startswith("portal rejected"):
+        return "Портал отклонил заявку"
+    if error.startswith("portal unavailable"):
+        if "no answer within" in error:
+            return "Портал заявок не ответил вовремя"
+        return "Портал заявок был недоступен"
+    return "Непредвиденная ошибка при создании заявки"
 
 
 def category_title(category: str | None) -> str:
@@ -147,6 +161,24 @@ def moscow(at: datetime | None, pattern: str = "d MMMM y, HH:mm") -> str:
 def moscow_short(at: datetime | None) -> str:
     """`27.11.2025 11:00` — the log's column (digits only: no locale data needed)."""
     return "—" if at is None else to_moscow(at).strftime("%d.%m.%Y %H:%M")
+
+
+def requested_deadlines(
+    draft: Mapping[str, object] | None,
+) -> tuple[datetime | None, datetime | None]:
+    """The stage-one and resolution deadlines a ticket request asked the portal for (stored
+    in its draft as ISO strings); None where there is none or it cannot be read."""
+
+    def read(key: str) -> datetime | None:
+        raw = (draft or {}).get(key)
+        if not isinstance(raw, str) or not raw:
+            return None
+        try:
+            return datetime.fromisoformat(raw)
+        except ValueError:
+            return None
+
+    return read("first_stage_due"), read("resolution_due")
 
 
 def moscow_numeric(at: datetime | None) -> str:

@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, object_session
 from callcenter.db.models import Call, CallEvent
 from callcenter.errors import InvalidInput
 from callcenter.settings import Settings
+from callcenter.vocabulary import recording_file_name
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,11 @@ class Recording:
     kind: str  # description / voicemail
     at: datetime
     duration: int | None = None
+
+    @property
+    def file_name(self) -> str:
+        """«Запись звонка 06.12.2026 06:07.mp3»: the name a ticket's attachment carries."""
+        return recording_file_name(self.kind, self.at, ".mp3")
 
     @property
     def label(self) -> str:

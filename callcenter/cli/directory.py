@@ -10,7 +10,7 @@ from callcenter.cli.context import CliContext, pass_cli
 from callcenter.db import transaction
 from callcenter.directory.contacts import identify_caller, list_directory
 from callcenter.directory.importer import export_rows, import_csv
-from callcenter.errors import ImportRejected
+from callcenter.errors import ImportRejected, with_detail
 from callcenter.phones import classify
 from callcenter.spreadsheet import csv_bytes
 
@@ -40,7 +40,7 @@ def import_command(cli: CliContext, path: Path) -> None:
             report = import_csv(session, path, services.clock())
     except ImportRejected as rejected:
         for line, reason in rejected.problems:
-            click.echo(f"{path.name}:{line}: {reason}", err=True)
+            click.echo(f"{path.name}:{line}: {with_detail(reason)}", err=True)
         click.echo(
             f"{path.name}: rejected, {len(rejected.problems)} problem(s); nothing was imported",
             err=True,

@@ -10,7 +10,7 @@ import click
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import MOSCOW, to_moscow
 from callcenter.db import transaction
-from callcenter.errors import ImportRejected
+from callcenter.errors import ImportRejected, with_detail
 from callcenter.roster.importer import import_roster
 from callcenter.roster.on_duty import (
     OnDuty,
@@ -41,7 +41,7 @@ def import_command(cli: CliContext, path: Path) -> None:
             report = import_roster(session, text)
     except ImportRejected as exc:
         for line, why in exc.problems:
-            click.echo(f"{path}:{line}: {why}", err=True)
+            click.echo(f"{path}:{line}: {with_detail(why)}", err=True)
         raise click.ClickException(
             f"roster not imported: {len(exc.problems)} problem(s); nothing was changed"
         ) from None

@@ -36,6 +36,7 @@ from flask import (
     session,
     url_for,
 )
+from flask.blueprints import BlueprintSetupState
 from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_login import AnonymousUserMixin, UserMixin, login_user, logout_user
@@ -225,6 +226,19 @@ def _refuse(status: int, message: str) -> ResponseReturnValue:
     response = jsonify(error=status, message=message)
     response.status_code = status
     return response
+
+
+@bp.record_once
+def _site_root(state: BlueprintSetupState) -> None:
+    # Whoever opens the service's bare address lands in the console (its login when signed
+    # out), not on a 404.
+    state.app.add_url_rule("/", "site_root", lambda: redirect(url_for("console.calls")))
+
+
+@bp.errorhandler(404)
+def _not_found(error: Exception) -> ResponseReturnValue:
+    # A call, contact or recording that is not there: the console's page, not werkzeug's.
+    return _refuse(404, "Такой записи нет: возможно, ссылка устарела.")
 
 
 @bp.after_request

@@ -52,7 +52,7 @@ from callcenter.console.auth import require_user
 from callcenter.console.common import portal_link, roster_warnings
 from callcenter.db import transaction
 from callcenter.db.models import Call, CallNote, DialLeg, TicketRequest
-from callcenter.errors import InvalidFilter, InvalidInput
+from callcenter.errors import InvalidFilter, InvalidInput, Reason, TicketRequestNotRetryable
 from callcenter.jobs.tasks import retry_ticket_request
 from callcenter.portal.protocol import TicketView
 from callcenter.regulation.topics import TOPICS
@@ -111,7 +111,7 @@ def calls() -> ResponseReturnValue:
     return _log_page(call_filter, rows, params, pager=pager)
 
 
-def _filter_error(exc: InvalidFilter) -> str:
+def _filter_error(exc: InvalidFilter) -> Reason:
     labels = {
         "from": "Дата «с»",
         "to": "Дата «по»",
@@ -123,7 +123,8 @@ def _filter_error(exc: InvalidFilter) -> str:
         "page": "Страница",
         "per_page": "Строк на странице",
     }
-    return f"{labels.get(exc.field, exc.field)}: неверное значение ({exc.message})."
+    words = exc.words or "неверное значение"
+    return Reason(f"{labels.get(exc.field, exc.field)}: {words}.", exc.message)
 
 
 def _log_page(
@@ -156,6 +157,8 @@ def _row(call: Call, lines: Mapping[str, str]) -> dict[str, object]:
     request_row = call.ticket_request
     number = request_row.ticket_number if request_row is not None else None
     accepted = next((leg for leg in call.legs if leg.result == "accepted"), None)
+    draft = request_row.draft if request_row is not None else None
+    first_stage, resolution = words.requested_deadlines(draft)
     return {
         "sid": call.call_sid,
         "time": words.moscow_short(call.started_at),
@@ -172,6 +175,10 @@ def _row(call: Call, lines: Mapping[str, str]) -> dict[str, object]:
         "ticket_state_title": words.ticket_state_title(request_row.status)
         if request_row is not None
         else None,
+        "first_stage_due": words.moscow_short(first_stage) if first_stage else None,
+        "resolution_due": words.moscow_short(resolution)
+        if resolution
+        else ("по согласованию" if draft else None),
         "outcome": words.outcome_title(call.outcome),
         "routing": words.routing_title(call.routing_outcome) if call.routing_outcome else None,
         "accepted_by": (accepted.staff_name or accepted.number) if accepted else None,
@@ -353,8 +360,17 @@ def retry_ticket(call_sid: str) -> ResponseReturnValue:
         return _back(call_sid)
     try:
         queued = retry_ticket_request(svc, request_id, by=user.name)
+    except TicketRequestNotRetryable as exc:
+        log.info("retry of ticket request %s refused: %s", request_id, exc)
+        flash(
+            "Повтор невозможен: повторить можно только заявку с ошибкой создания, "
+            "а эта уже создана или создаётся.",
+            "error",
+        )
+        return _back(call_sid)
     except InvalidInput as exc:
-        flash(f"Повтор невозможен: {exc}", "error")
+        log.warning("retry of ticket request %s refused: %s", request_id, exc)
+        flash("Повтор невозможен: запрос заявки не найден.", "error")
         return _back(call_sid)
     if queued:
         flash("Заявка отправлена на портал повторно.", "ok")
@@ -380,7 +396,12 @@ def open_ticket(call_sid: str) -> ResponseReturnValue:
             request_id = row.id
             record_event(db, call, "ticket_requested", at, request_id=request_id, by=user.name)
     except InvalidInput as exc:
-        flash(f"Заявку открыть нельзя: {exc}", "error")
+        log.info("ticket for call %s refused: %s", call_sid, exc)
+        flash(
+            "Заявку открыть нельзя: абонент не выбрал, о чём звонок "
+            "(звонок записан в журнал для обратного звонка).",
+            "error",
+        )
         return _back(call_sid)
     svc.jobs.submit_ticket_request(request_id)
     flash("Запрос заявки создан и отправлен на портал.", "ok")

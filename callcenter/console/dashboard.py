@@ -21,7 +21,7 @@ from callcenter.clock import to_moscow
 from callcenter.console import bp
 from callcenter.console.charts import columns, rows
 from callcenter.console.common import roster_warnings
-from callcenter.errors import InvalidFilter
+from callcenter.errors import InvalidFilter, Reason
 from callcenter.vocabulary import URGENT_CATEGORIES, Category
 from callcenter.web import services
 
@@ -34,7 +34,11 @@ def dashboard() -> ResponseReturnValue:
     try:
         period = Period.parse(request.args.get("from"), request.args.get("to"), today=today)
     except InvalidFilter as exc:
-        error = f"Период задан неверно: {exc.message}. Показаны последние 30 дней."
+        error = Reason(
+            f"Период задан неверно: {exc.words or 'неверное значение'}. "
+            "Показаны последние 30 дней.",
+            exc.message,
+        )
         period = Period.ending(today)
     with svc.sessions() as db:
         now_figures = figures(db, Period(today, today), lines=svc.settings.lines)

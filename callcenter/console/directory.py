@@ -29,6 +29,7 @@ from callcenter.db.models import Contact, Organisation
 from callcenter.directory.contacts import TOPIC_SLUGS, list_directory
 from callcenter.directory.importer import ImportReport, export_rows, import_directory
 from callcenter.errors import ImportRejected, InvalidForm
+from callcenter.phones import normalise
 from callcenter.spreadsheet import csv_bytes
 from callcenter.web import services
 
@@ -38,10 +39,14 @@ MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 def _matches(org: Organisation, query: str) -> bool:
     needle = query.casefold()
     digits = re.sub(r"\D", "", query)
+    # A whole number in any spelling (8 916 123-45-67, +7 (916) 1234567) is compared as E.164.
+    e164 = normalise(query) if len(digits) >= 10 else None
     if needle in org.name.casefold() or (org.inn and digits and digits in org.inn):
         return True
     for contact in org.contacts:
         if needle in contact.name.casefold():
+            return True
+        if e164 is not None and any(p.e164 == e164 for p in contact.phones):
             return True
         if len(digits) >= 4 and any(digits in re.sub(r"\D", "", p.e164) for p in contact.phones):
             return True

@@ -31,6 +31,7 @@ from callcenter.errors import (
     TelephonyNotConfigured,
     TelephonyUnavailable,
 )
+from callcenter.vocabulary import recording_file_name
 from callcenter.web import services
 
 log = logging.getLogger(__name__)
@@ -93,15 +94,21 @@ def _serve(call: Call, sid: str | None, url: str | None) -> ResponseReturnValue:
     except _Unavailable as exc:
         return _plain(exc.status, exc.message)
     mimetype = mimetypes.guess_type(path.name)[0] or "audio/mpeg"
-    response = send_file(
+    # Played in the page (inline), saved as «Запись звонка 06.12.2026 06:07.wav».
+    return send_file(
         path,
         mimetype=mimetype,
         conditional=True,
-        download_name=f"{call.call_sid}-{path.name}",
+        download_name=_file_name(call, sid, path.suffix),
         max_age=0,
     )
-    response.headers["Content-Disposition"] = f'inline; filename="{call.call_sid}-{path.name}"'
-    return response
+
+
+def _file_name(call: Call, sid: str | None, suffix: str) -> str:
+    for rec in recordings.call_recordings(call):
+        if rec.sid == sid:
+            return recording_file_name(rec.kind, rec.at, suffix)
+    return recording_file_name("description", call.started_at, suffix)
 
 
 def _local_copy(sid: str | None, url: str | None) -> Path:

@@ -16,11 +16,11 @@ from callcenter.calllog import words
 from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range, to_moscow
 from callcenter.console import bp
 from callcenter.console.common import forget_roster_warnings
-from callcenter.console.roster_text import roster_yaml
+from callcenter.console.roster_text import roster_yaml, shift_lines
 from callcenter.db import transaction
 from callcenter.errors import ImportRejected
 from callcenter.roster.importer import import_roster
-from callcenter.roster.on_duty import Roster, describe_rule, roster_health
+from callcenter.roster.on_duty import Roster, roster_health
 from callcenter.web import services
 
 MAX_ROSTER_BYTES = 512 * 1024
@@ -68,12 +68,11 @@ def _roster_page(
     rules = {
         person.key: [
             {
-                "duty": DUTY_TITLES.get(rule.duty, rule.duty),
-                "when": describe_rule(rule),
-                "order": rule.order if rule.duty != "away" else None,
+                "duty": DUTY_TITLES.get(line.duty, line.duty),
+                "when": line.when,
+                "order": line.order,
             }
-            for rule in stored.rules
-            if rule.staff_key == person.key
+            for line in shift_lines(r for r in stored.rules if r.staff_key == person.key)
         ]
         for person in people
     }

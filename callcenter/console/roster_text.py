@@ -11,13 +11,24 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import date, timedelta
 
+from babel.dates import format_date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from callcenter.db.models import Shift, Staff
-from callcenter.roster.on_duty import AWAY, DATE, DAYS_OFF, HEAD, WEEKDAYS, WORKING_DAYS
+from callcenter.regulation.calendar import CLOSING, OPENING
+from callcenter.roster.on_duty import (
+    AWAY,
+    DATE,
+    DAYS_OFF,
+    HEAD,
+    WEEKDAYS,
+    WORKING_DAYS,
+    ShiftRule,
+)
 
 HEADER = (
     "# График дежурств: сохраните, чтобы заменить график целиком.\n"
@@ -133,3 +144,93 @@ def roster_yaml(session: Session) -> str:
             lines.append(f"    duty: {duty}")
             lines.append(f"    order: {order}")
     return "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------- the roster in words
+
+WEEKDAY_SHORT = {
+    "mon": "пн",
+    "tue": "вт",
+    "wed": "ср",
+    "thu": "чт",
+    "fri": "пт",
+    "sat": "сб",
+    "sun": "вс",
+}
+
+
+@dataclass(frozen=True)
+class ShiftLine:
+    """One line of a person's shifts as the roster page shows it."""
+
+    duty: str  # the stored duty: consultation / urgent / both / away
+    when: str  # «рабочие дни, 09:30–18:00»
+    order: int | None
+
+
+def shift_lines(rules: Iterable[ShiftRule]) -> list[ShiftLine]:
+    """A person's rules in Russian: weekly shifts one by one, dated rows (duties, absences)
+    folded into date ranges when the rest of the row is the same."""
+    out: list[ShiftLine] = []
+    dated: dict[tuple[str, str, str, int], list[date]] = defaultdict(list)
+    for rule in rules:
+        if rule.pattern == DATE and rule.on_date is not None:
+            dated[(rule.duty, rule.start, rule.end, rule.order)].append(rule.on_date)
+            continue
+        out.append(
+            ShiftLine(
+                rule.duty,
+                f"{_days_words(rule.pattern)}, {_hours_words(rule.start, rule.end)}",
+                rule.order,
+            )
+        )
+    for (duty, start, end, order), days in dated.items():
+        spans = ", ".join(_span_words(first, last) for first, last in _spans(days))
+        if duty == AWAY:
+            out.append(ShiftLine(duty, spans, None))
+        else:
+            out.append(ShiftLine(duty, f"{spans}, {_hours_words(start, end)}", order))
+    return out
+
+
+def _days_words(pattern: str) -> str:
+    if pattern == WORKING_DAYS:
+        return "рабочие дни"
+    if pattern == DAYS_OFF:
+        return "выходные"
+    if pattern == ",".join(WEEKDAYS):
+        return "ежедневно"
+    return ", ".join(WEEKDAY_SHORT.get(day, day) for day in pattern.split(","))
+
+
+def _moment(value: str) -> str:
+    if value == "open":
+        return OPENING.strftime("%H:%M")
+    if value == "close":
+        return CLOSING.strftime("%H:%M")
+    return value
+
+
+def _hours_words(start: str, end: str) -> str:
+    if start == end == "00:00":
+        return "круглосуточно"
+    if start == end:
+        return f"круглосуточно (сутки с {_moment(start)})"
+    return f"{_moment(start)}–{_moment(end)}"
+
+
+def _spans(days: Iterable[date]) -> list[tuple[date, date]]:
+    spans: list[tuple[date, date]] = []
+    for day in sorted(set(days)):
+        if spans and day == spans[-1][1] + timedelta(days=1):
+            spans[-1] = (spans[-1][0], day)
+        else:
+            spans.append((day, day))
+    return spans
+
+
+def _span_words(first: date, last: date) -> str:
+    def day(d: date) -> str:
+        return format_date(d, "d MMMM y", locale="ru")
+
+    return day(first) if first == last else f"с {day(first)} по {day(last)}"

@@ -120,12 +120,12 @@ def inn_problem(inn: str) -> str | None:
     check digits: weighted sums modulo 11, modulo 10 (Federal Tax Service order).
     """
     if not inn.isascii() or not inn.isdigit():
-        return "must be digits only"
+        return "только цифры"
     if len(inn) not in (10, 12):
         hint = ""
         if len(inn) in (9, 11):
-            hint = " (a spreadsheet may have dropped a leading zero: format the column as text)"
-        return f"must have 10 or 12 digits, not {len(inn)}{hint}"
+            hint = " (таблица могла отбросить ведущий ноль: задайте столбцу текстовый формат)"
+        return f"нужно 10 или 12 цифр, а не {len(inn)}{hint}"
     digits = [int(d) for d in inn]
     if len(inn) == 10:
         checks = [(_inn_check(digits, (2, 4, 10, 3, 5, 9, 4, 6, 8)), 9)]
@@ -135,7 +135,7 @@ def inn_problem(inn: str) -> str | None:
             (_inn_check(digits, (3, 7, 2, 4, 10, 3, 5, 9, 4, 6, 8)), 11),
         ]
     if any(digits[position] != check for check, position in checks):
-        return "the check digit does not match (a typo?)"
+        return "не сходится контрольная цифра (опечатка?)"
     return None
 
 
@@ -148,7 +148,7 @@ _EMAIL = re.compile(r"[^@\s,;<>]+@[^@\s,;<>]+\.[^@\s,;<>.]{2,}")
 
 def email_problem(email: str) -> str | None:
     if len(email) > 254 or not _EMAIL.fullmatch(email):
-        return "not an e-mail address"
+        return "это не адрес электронной почты"
     return None
 
 
@@ -157,12 +157,12 @@ def phone_problem(caller: CallerId) -> str | None:
     if caller.kind == "withheld" and caller.raw and caller.raw.strip():
         digits = re.sub(r"[^0-9]", "", caller.raw)
         if digits in TWILIO_WITHHELD_NUMBERS:
-            return f"Twilio's placeholder for a withheld number ({TWILIO_WITHHELD_NUMBERS[digits]})"
-        return "a withheld caller ID, not a number"
+            return f"это заглушка Twilio для скрытого номера ({TWILIO_WITHHELD_NUMBERS[digits]})"
+        return "скрытый номер, а не телефон"
     if caller.kind == "sip" or caller.kind == "client":
-        return f"a {caller.kind}: address, not a phone number"
+        return f"адрес {caller.kind}:, а не номер телефона"
     if caller.e164 is None:
-        return "not a valid phone number"
+        return "это не номер телефона"
     return None
 
 

@@ -62,7 +62,7 @@ from callcenter.directory.contacts import (
     name_key,
     phone_problem,
 )
-from callcenter.errors import ImportRejected
+from callcenter.errors import ImportRejected, Reason
 from callcenter.phones import classify
 from callcenter.spreadsheet import read_cell
 
@@ -157,6 +157,9 @@ _COLUMN_ALIASES: dict[str, tuple[str, ...]] = {
     "email": ("email", "e_mail", "почта", "электронная_почта"),
     "stage_one_days": ("stage_one_days",),
 }
+# How a missing column is named to a person (the Russian header a spreadsheet would use).
+_NOT_TEXT = "файл не в кодировке UTF-8 или Windows-1251: сохраните его как «CSV UTF-8»"
+_COLUMN_TITLES = {"contact": "контакт", "phones": "телефоны"}
 _ALIAS_TO_COLUMN = {alias: col for col, aliases in _COLUMN_ALIASES.items() for alias in aliases}
 _PHONE_SEPARATORS = re.compile(r"[|,;\n]+")
 # Excel shows a long number as 7,91612E+10 and saves it so: the digits are gone.
@@ -181,7 +184,7 @@ class _OrgEntry:
 
     @property
     def label(self) -> str:
-        return self.name or f"INN {self.inn}"
+        return self.name or f"ИНН {self.inn}"
 
 
 @dataclass
@@ -217,18 +220,18 @@ def _read_sheet(data: bytes, topic_slugs: Collection[str]) -> _Sheet:
     sheet = _Sheet()
     text = _decode(data)
     if text is None:
-        raise ImportRejected([(1, "the file is neither UTF-8 nor Windows-1251 text")])
+        raise ImportRejected([(1, _NOT_TEXT)])
     if "\x00" in text:
         # No spreadsheet writes NUL, and PostgreSQL cannot store it in text.
         line = text[: text.index("\x00")].count("\n") + 1
-        raise ImportRejected([(line, "a NUL character: not a text file")])
+        raise ImportRejected([(line, "в файле нулевой символ: это не текстовый файл")])
     records = _records(text)
     try:
         header_line, header = next(records)
     except StopIteration:
-        raise ImportRejected([(1, "the file is empty")]) from None
+        raise ImportRejected([(1, "файл пуст")]) from None
     except csv.Error as exc:
-        raise ImportRejected([(1, f"unreadable CSV: {exc}")]) from None
+        raise ImportRejected([(1, Reason("файл не читается как CSV", str(exc)))]) from None
     columns = _columns(header, header_line, topic_slugs)
     sheet.has_email = "email" in columns
     sheet.override_columns = {
@@ -247,17 +250,17 @@ def _read_sheet(data: bytes, topic_slugs: Collection[str]) -> _Sheet:
                 sheet.problems.append(
                     (
                         line,
-                        f"{len(record)} cells but the header has {len(columns)} columns "
-                        "(a cell that contains the delimiter must be in quotes)",
+                        f"ячеек {len(record)}, а в заголовке столбцов {len(columns)} "
+                        "(ячейку с разделителем внутри нужно взять в кавычки)",
                     )
                 )
                 continue
             cells = {col: _clean(value) for col, value in zip(columns, record, strict=False)}
             rows.append(_read_row(line, cells, sheet.problems))
     except csv.Error as exc:
-        sheet.problems.append((line + 1, f"unreadable CSV: {exc}"))
+        sheet.problems.append((line + 1, Reason("строка не читается как CSV", str(exc))))
     if not rows and not sheet.problems:
-        raise ImportRejected([(header_line, "no rows below the header: nothing to import")])
+        raise ImportRejected([(header_line, "под заголовком нет строк: загружать нечего")])
     _group(rows, sheet)
     return sheet
 
@@ -299,8 +302,8 @@ def _columns(header: list[str], line: int, topic_slugs: Collection[str]) -> list
                 problems.append(
                     (
                         line,
-                        f"unknown column {raw.strip()!r}: not a topic "
-                        f"(override columns: stage_one_days, "
+                        f"неизвестный столбец «{raw.strip()}»: такой темы нет "
+                        f"(столбцы сроков: stage_one_days, "
                         f"{', '.join(sorted(topic_columns))})",
                     )
                 )
@@ -308,21 +311,21 @@ def _columns(header: list[str], line: int, topic_slugs: Collection[str]) -> list
                 problems.append(
                     (
                         line,
-                        f"unknown column {raw.strip()!r} (columns: organisation, inn, contact, "
-                        "phones, email, stage_one_days, <topic>_days)",
+                        f"неизвестный столбец «{raw.strip()}» (столбцы: организация, ИНН, "
+                        "контакт, телефоны, почта, stage_one_days, <тема>_days)",
                     )
                 )
             else:
-                problems.append((line, "a column without a name"))
+                problems.append((line, "столбец без названия"))
             column = f"?{len(columns)}"
         elif column in columns:
-            problems.append((line, f"column {column!r} appears twice"))
+            problems.append((line, f"столбец «{column}» встречается дважды"))
         columns.append(column)
     for required in ("contact", "phones"):
         if required not in columns:
-            problems.append((line, f"missing column {required!r}"))
+            problems.append((line, f"нет столбца «{_COLUMN_TITLES[required]}»"))
     if "organisation" not in columns and "inn" not in columns:
-        problems.append((line, "missing column 'organisation' (or 'inn')"))
+        problems.append((line, "нет столбца «организация» (или «ИНН»)"))
     if problems:
         raise ImportRejected(problems)
     return columns
@@ -339,12 +342,12 @@ def _read_row(line: int, cells: dict[str, str], problems: list[tuple[int, str]])
     inn_text = re.sub(r"\s+", "", cells.get("inn", "")) or None
     inn_bad = False
     if inn_text is not None and (why := inn_problem(inn_text)) is not None:
-        problems.append((line, f"bad INN {inn_text!r}: {why}"))
+        problems.append((line, f"неверный ИНН «{inn_text}»: {why}"))
         inn_bad = True
     if org_name is not None and len(org_name) > 300:
-        problems.append((line, "organisation name longer than 300 characters"))
+        problems.append((line, "название организации длиннее 300 символов"))
     if org_name is None and inn_text is None:
-        problems.append((line, "missing organisation: give its name or INN"))
+        problems.append((line, "не указана организация: нужно название или ИНН"))
 
     overrides: dict[str, int] = {}
     for column, value in cells.items():
@@ -357,8 +360,8 @@ def _read_row(line: int, cells: dict[str, str], problems: list[tuple[int, str]])
             problems.append(
                 (
                     line,
-                    f"bad override {column}={value!r}: a whole number of business days "
-                    f"from 1 to {MAX_OVERRIDE_DAYS}",
+                    f"неверный срок {column}: «{value}» — нужно целое число рабочих дней "
+                    f"от 1 до {MAX_OVERRIDE_DAYS}",
                 )
             )
 
@@ -368,12 +371,12 @@ def _read_row(line: int, cells: dict[str, str], problems: list[tuple[int, str]])
     contact: _ContactEntry | None = None
     if name or phones_text or email:
         if not name:
-            problems.append((line, "missing contact name"))
+            problems.append((line, "не указано ФИО контакта"))
         elif len(name) > 300:
-            problems.append((line, "contact name longer than 300 characters"))
+            problems.append((line, "ФИО контакта длиннее 300 символов"))
         phones = _read_phones(line, phones_text, problems)
         if email is not None and (why := email_problem(email)) is not None:
-            problems.append((line, f"bad e-mail {email!r}: {why}"))
+            problems.append((line, f"неверная почта «{email}»: {why}"))
         placeholder = _OrgEntry(key=("", ""))  # replaced when the row is grouped
         contact = _ContactEntry(line, placeholder, name, phones, email)
     return _Row(line, org_name, None if inn_bad else inn_text, inn_bad, contact, overrides)
@@ -384,8 +387,8 @@ def _read_phones(line: int, text: str, problems: list[tuple[int, str]]) -> list[
         problems.append(
             (
                 line,
-                f"bad phone {text!r}: the spreadsheet turned the number into a figure "
-                "(format the column as text)",
+                f"неверный телефон «{text}»: таблица превратила номер в число "
+                "(задайте столбцу текстовый формат)",
             )
         )
         return []
@@ -398,12 +401,12 @@ def _read_phones(line: int, text: str, problems: list[tuple[int, str]]) -> list[
         caller = classify(raw)
         why = phone_problem(caller)
         if why is not None:
-            problems.append((line, f"bad phone {raw!r}: {why}"))
+            problems.append((line, f"неверный телефон «{raw}»: {why}"))
             bad = True
         elif caller.e164 is not None and caller.e164 not in phones:
             phones.append(caller.e164)
     if not phones and not bad:
-        problems.append((line, "no phone number"))
+        problems.append((line, "нет номера телефона"))
     return phones
 
 
@@ -430,8 +433,8 @@ def _group(rows: list[_Row], sheet: _Sheet) -> None:
                 problems.append(
                     (
                         row.line,
-                        f"organisation {row.org_name!r} has several INNs in this file "
-                        f"({', '.join(sorted(inns))}): give the INN",
+                        f"у организации «{row.org_name}» в файле несколько ИНН "
+                        f"({', '.join(sorted(inns))}): укажите ИНН",
                     )
                 )
                 continue
@@ -448,8 +451,8 @@ def _group(rows: list[_Row], sheet: _Sheet) -> None:
                 problems.append(
                     (
                         row.line,
-                        f"INN {entry.inn} is named {entry.name!r} on line {entry.name_line} "
-                        f"and {row.org_name!r} here",
+                        f"ИНН {entry.inn} в строке {entry.name_line} назван «{entry.name}», "
+                        f"а здесь — «{row.org_name}»",
                     )
                 )
         for column, value in row.overrides.items():
@@ -459,8 +462,8 @@ def _group(rows: list[_Row], sheet: _Sheet) -> None:
                 problems.append(
                     (
                         row.line,
-                        f"conflicting override {label} for {entry.label}: "
-                        f"{first[0]} on line {first[1]}, {value} here",
+                        f"разные сроки {label} у {entry.label}: "
+                        f"{first[0]} в строке {first[1]}, {value} здесь",
                     )
                 )
             elif column == "stage_one_days":
@@ -477,8 +480,8 @@ def _group(rows: list[_Row], sheet: _Sheet) -> None:
             problems.append(
                 (
                     row.line,
-                    f"duplicate contact {contact.name!r} of {entry.label}: "
-                    f"also on line {contact_lines[contact_key]}",
+                    f"контакт «{contact.name}» ({entry.label}) повторяется: "
+                    f"он уже есть в строке {contact_lines[contact_key]}",
                 )
             )
             continue
@@ -486,7 +489,10 @@ def _group(rows: list[_Row], sheet: _Sheet) -> None:
         for e164 in contact.phones:
             if e164 in phone_lines:
                 problems.append(
-                    (row.line, f"duplicate phone {e164}: also on line {phone_lines[e164]}")
+                    (
+                        row.line,
+                        f"телефон {e164} повторяется: он уже есть в строке {phone_lines[e164]}",
+                    )
                 )
             else:
                 phone_lines[e164] = row.line
@@ -524,8 +530,8 @@ def _plan(session: Session, sheet: _Sheet) -> _Plan:
                 plan.problems.append(
                     (
                         org_entry.lines[0],
-                        f"{org_entry.label!r} and {other.label!r} (line {other.lines[0]}) are "
-                        f"the same organisation in the directory ({org.name!r})",
+                        f"«{org_entry.label}» и «{other.label}» (строка {other.lines[0]}) — "
+                        f"одна и та же организация справочника («{org.name}»)",
                     )
                 )
                 continue
@@ -564,8 +570,8 @@ def _plan(session: Session, sheet: _Sheet) -> _Plan:
             plan.problems.append(
                 (
                     entry.line,
-                    f"the directory has {len(same_name)} contacts named {entry.name!r} in "
-                    f"{same_name[0].organisation.name!r}: rename one of them first",
+                    f"в справочнике несколько контактов с ФИО «{entry.name}» в "
+                    f"«{same_name[0].organisation.name}»: сначала переименуйте один из них",
                 )
             )
             continue
@@ -608,8 +614,8 @@ def _plan(session: Session, sheet: _Sheet) -> _Plan:
             plan.problems.append(
                 (
                     entry.line,
-                    f"duplicate phone {e164}: already belongs to {owner.name} "
-                    f"({owner.organisation.name}), who is not in this file",
+                    f"телефон {e164} уже принадлежит контакту {owner.name} "
+                    f"({owner.organisation.name}), которого нет в этом файле",
                 )
             )
     return plan
@@ -630,13 +636,13 @@ def _resolve_organisation(
             return without_inn[0], None
         if entry.name is None:
             return None, (
-                f"unknown organisation: no organisation with INN {entry.inn} in the "
-                "directory (give its name to add it)"
+                f"неизвестная организация: в справочнике нет ИНН {entry.inn} "
+                "(укажите название, чтобы добавить её)"
             )
         return None, None
     if len(named) > 1:
         return None, (
-            f"the directory has {len(named)} organisations named {entry.name!r}: give the INN"
+            f"в справочнике несколько организаций с названием «{entry.name}»: укажите ИНН"
         )
     return (named[0] if named else None), None
 

@@ -42,6 +42,7 @@ from callcenter.errors import (
 )
 from callcenter.portal import tickets as rules
 from callcenter.portal.protocol import TicketDraft, TicketEntryView, TicketView
+from callcenter.vocabulary import recording_file_name
 
 FIRST_NUMBER = 1001
 # pg_advisory_xact_lock key that queues ticket creators on PostgreSQL ("SKAI" tickets).
@@ -320,7 +321,7 @@ class BuiltinPortal:
             "author": draft.contact_name or draft.caller,
             "text": draft.description or None,
             "attachment_url": draft.recording_url,
-            "attachment_name": "Запись звонка" if draft.recording_url else None,
+            "attachment_name": recording_file_name(None, now) if draft.recording_url else None,
         }
         _queue_for_a_number(session)
         statements = _ticket_statements(

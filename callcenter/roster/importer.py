@@ -17,7 +17,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from callcenter.db.models import Shift, Staff
-from callcenter.errors import ImportRejected
+from callcenter.errors import ImportRejected, Reason
 from callcenter.phones import classify, normalise
 from callcenter.roster.on_duty import (
     AWAY,
@@ -34,6 +34,7 @@ from callcenter.roster.on_duty import (
 
 # A dated range longer than this is a typo (a year written wrong), not a duty.
 MAX_DATED_RANGE_DAYS = 400
+_NOT_YAML = "текст не читается как YAML (проверьте отступы и двоеточия)"
 
 
 @dataclass
@@ -101,26 +102,31 @@ def parse_roster(text: str) -> RosterSpec:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark is not None else 1
-        raise ImportRejected([(line, f"not valid YAML: {exc.problem or exc}")]) from None
+        raise ImportRejected([(line, Reason(_NOT_YAML, str(exc.problem or exc)))]) from None
     except yaml.YAMLError as exc:
-        raise ImportRejected([(1, f"not valid YAML: {exc}")]) from None
+        raise ImportRejected([(1, Reason(_NOT_YAML, str(exc)))]) from None
     if root is None:
-        raise ImportRejected([(1, "the roster is empty")])
+        raise ImportRejected([(1, "график пуст")])
     if not isinstance(root, yaml.MappingNode):
-        raise ImportRejected([(root.start_mark.line + 1, "expected sections staff/shifts")])
+        raise ImportRejected(
+            [(root.start_mark.line + 1, "ожидаются разделы staff (сотрудники) и shifts (смены)")]
+        )
     sections = _mapping(root, problems, {"staff", "shifts", "duties"})
     staff_node = sections.get("staff")
     if staff_node is None:
-        problems.add(root, "no staff section")
+        problems.add(root, "нет раздела staff (сотрудники)")
         raise ImportRejected(problems.items)
     staff = _parse_staff(staff_node, problems)
     keys = {s.key for s in staff}
     heads = [s for s in staff if s.role == HEAD]
     if not heads:
         staff_line = next(k.start_mark.line + 1 for k, _ in root.value if k.value == "staff")
-        problems.add(staff_line, "no head of support (a staff entry with role: head)")
+        problems.add(staff_line, "нет руководителя поддержки (сотрудника с role: head)")
     for extra in heads[1:]:
-        problems.add(extra.line, f"a second head of support ({extra.key}); only one is allowed")
+        problems.add(
+            extra.line,
+            f"второй руководитель поддержки ({extra.key}): руководитель может быть только один",
+        )
     shifts = _parse_rules(sections.get("shifts"), problems, keys, dated=False)
     duties = _parse_rules(sections.get("duties"), problems, keys, dated=True)
     if problems.items:
@@ -131,15 +137,17 @@ def parse_roster(text: str) -> RosterSpec:
 def _mapping(node: yaml.Node, problems: _Problems, allowed: set[str]) -> dict[str, yaml.Node]:
     out: dict[str, yaml.Node] = {}
     if not isinstance(node, yaml.MappingNode):
-        problems.add(node, "expected a mapping of fields")
+        problems.add(node, "ожидаются поля вида «имя: значение»")
         return out
     for key_node, value_node in node.value:
         key = str(key_node.value)
         if key in out:
-            problems.add(key_node, f"duplicate field {key!r}")
+            problems.add(key_node, f"поле «{key}» повторяется")
             continue
         if key not in allowed:
-            problems.add(key_node, f"unknown field {key!r} (expected {', '.join(sorted(allowed))})")
+            problems.add(
+                key_node, f"неизвестное поле «{key}» (допустимы: {', '.join(sorted(allowed))})"
+            )
             continue
         out[key] = value_node
     return out
@@ -151,7 +159,7 @@ def _sequence(node: yaml.Node | None, problems: _Problems, what: str) -> list[ya
     if isinstance(node, yaml.ScalarNode) and node.value in ("", "~", "null"):
         return []
     if not isinstance(node, yaml.SequenceNode):
-        problems.add(node, f"{what}: expected a list")
+        problems.add(node, f"{what}: ожидается список")
         return []
     return list(node.value)
 
@@ -160,7 +168,7 @@ def _scalar(node: yaml.Node | None, problems: _Problems, what: str) -> str | Non
     if node is None:
         return None
     if not isinstance(node, yaml.ScalarNode):
-        problems.add(node, f"{what}: expected a single value")
+        problems.add(node, f"{what}: ожидается одно значение")
         return None
     return str(node.value).strip()
 
@@ -186,20 +194,23 @@ def _parse_staff(node: yaml.Node, problems: _Problems) -> list[_StaffSpec]:
         line = entry.start_mark.line + 1
         key = _scalar(fields.get("key"), problems, "key")
         if not key:
-            problems.add(entry, "staff entry without a key")
+            problems.add(entry, "у сотрудника нет ключа (key)")
             continue
         if not _KEY_RE.match(key):
-            problems.add(fields["key"], f"bad key {key!r}: use lower-case letters, digits, _ . -")
+            problems.add(
+                fields["key"],
+                f"неверный ключ «{key}»: только строчные латинские буквы, цифры, _ . -",
+            )
         if key in seen:
-            problems.add(fields["key"], f"duplicate staff key {key!r} (first on line {seen[key]})")
+            problems.add(fields["key"], f"ключ «{key}» повторяется (впервые в строке {seen[key]})")
             continue
         seen[key] = line
         name = _scalar(fields.get("name"), problems, "name")
         if not name:
-            problems.add(entry, f"{key}: no name")
+            problems.add(entry, f"{key}: не указано имя (name)")
         role = _scalar(fields.get("role"), problems, "role") or SPECIALIST
         if role not in ROLES:
-            problems.add(fields["role"], f"{key}: unknown role {role!r} (specialist or head)")
+            problems.add(fields["role"], f"{key}: неизвестная роль «{role}» (specialist или head)")
         phones: list[str] = []
         raw_phones = _scalars(fields.get("phones"), problems, "phones") + _scalars(
             fields.get("phone"), problems, "phone"
@@ -207,17 +218,17 @@ def _parse_staff(node: yaml.Node, problems: _Problems) -> list[_StaffSpec]:
         for phone_node, raw in raw_phones:
             e164 = normalise(raw)
             if e164 is None:
-                problems.add(phone_node, f"{key}: bad phone number {raw!r}")
+                problems.add(phone_node, f"{key}: неверный номер телефона «{raw}»")
             elif e164 not in phones:
                 phones.append(e164)
         if not raw_phones:
-            problems.add(entry, f"{key}: no phone number")
+            problems.add(entry, f"{key}: нет номера телефона")
         sms: str | None = None
         raw_sms = _scalar(fields.get("sms"), problems, "sms")
         if raw_sms:
             sms = normalise(raw_sms)
             if sms is None or not classify(raw_sms).is_russian_mobile:
-                problems.add(fields["sms"], f"{key}: SMS number {raw_sms!r} is not a mobile number")
+                problems.add(fields["sms"], f"{key}: номер для SMS «{raw_sms}» не мобильный")
                 sms = None
         else:
             # Alerts go to the first mobile among the phones when no SMS number is given.
@@ -227,7 +238,7 @@ def _parse_staff(node: yaml.Node, problems: _Problems) -> list[_StaffSpec]:
             away.extend(_parse_dates(away_node, raw, problems))
         staff.append(_StaffSpec(line, key, name or key, role, phones, sms, sorted(set(away))))
     if not staff and not problems.items:
-        problems.add(node, "no staff")
+        problems.add(node, "нет ни одного сотрудника")
     return staff
 
 
@@ -241,19 +252,21 @@ def _parse_rules(
         line = entry.start_mark.line + 1
         staff = _scalar(fields.get("staff"), problems, "staff")
         if not staff:
-            problems.add(entry, f"{section}: entry without staff")
+            problems.add(entry, f"{section}: не указан сотрудник (staff)")
         elif staff not in keys:
-            problems.add(fields["staff"], f"unknown staff key {staff!r}")
+            problems.add(fields["staff"], f"нет сотрудника с ключом «{staff}»")
         duty = _scalar(fields.get("duty"), problems, "duty") or BOTH
         if duty not in DUTIES:
-            problems.add(fields["duty"], f"unknown duty {duty!r} (consultation, urgent or both)")
+            problems.add(
+                fields["duty"], f"неизвестное дежурство «{duty}» (consultation, urgent или both)"
+            )
         order = 1
         raw_order = _scalar(fields.get("order"), problems, "order")
         if raw_order is not None:
             if raw_order.isascii() and raw_order.isdigit() and 1 <= int(raw_order) <= 99:
                 order = int(raw_order)
             else:
-                problems.add(fields["order"], f"bad order {raw_order!r}: a number 1-99")
+                problems.add(fields["order"], f"неверная очередь «{raw_order}»: число от 1 до 99")
         hours = _parse_hours(fields.get("hours"), problems, entry)
         pattern = DATE
         dates: list[date] = []
@@ -262,7 +275,7 @@ def _parse_rules(
                 fields.get("date"), problems, "date"
             )
             if not raw_dates:
-                problems.add(entry, "a duty needs date or dates")
+                problems.add(entry, "у дежурства нужна дата (date или dates)")
             for date_node, raw in raw_dates:
                 dates.extend(_parse_dates(date_node, raw, problems))
         else:
@@ -277,7 +290,9 @@ def _parse_rules(
 
 def _parse_days(node: yaml.Node | None, problems: _Problems, entry: yaml.Node) -> str | None:
     if node is None:
-        problems.add(entry, "a shift needs days (working_days, days_off, daily or weekdays)")
+        problems.add(
+            entry, "у смены нужны дни (days: working_days, days_off, daily или дни недели)"
+        )
         return None
     items: list[tuple[yaml.Node, str]]
     if isinstance(node, yaml.ScalarNode):
@@ -295,8 +310,8 @@ def _parse_days(node: yaml.Node | None, problems: _Problems, entry: yaml.Node) -
         if value not in WEEKDAYS:
             problems.add(
                 item_node,
-                f"unknown weekday {value!r} (mon, tue, wed, thu, fri, sat, sun, "
-                "or working_days, days_off, daily)",
+                f"неизвестный день «{value}» (mon, tue, wed, thu, fri, sat, sun "
+                "или working_days, days_off, daily)",
             )
             ok = False
         elif value not in days:
@@ -304,7 +319,7 @@ def _parse_days(node: yaml.Node | None, problems: _Problems, entry: yaml.Node) -
     if not ok:
         return None
     if not days:
-        problems.add(node, "no days given")
+        problems.add(node, "не указано ни одного дня")
         return None
     return ",".join(d for d in WEEKDAYS if d in days)
 
@@ -314,7 +329,7 @@ def _parse_hours(
 ) -> tuple[str, str] | None:
     raw = _scalar(node, problems, "hours")
     if node is None or raw is None:
-        problems.add(entry, "no hours (business, or HH:MM-HH:MM)")
+        problems.add(entry, "не указаны часы (hours: business или ЧЧ:ММ-ЧЧ:ММ)")
         return None
     value = raw.lower().replace(" ", "").replace("–", "-")
     if value == "business":
@@ -323,12 +338,12 @@ def _parse_hours(
         return "00:00", "00:00"
     start, sep, end = value.partition("-")
     if not sep:
-        problems.add(node, f"bad hours {raw!r}: expected business or HH:MM-HH:MM")
+        problems.add(node, f"неверные часы «{raw}»: ожидается business или ЧЧ:ММ-ЧЧ:ММ")
         return None
     ok = True
     for part in (start, end):
         if part not in ("open", "close") and not _TIME_RE.match(part):
-            problems.add(node, f"bad time {part!r} in hours {raw!r} (HH:MM, open or close)")
+            problems.add(node, f"неверное время «{part}» в часах «{raw}» (ЧЧ:ММ, open или close)")
             ok = False
     return (start, end) if ok else None
 
@@ -340,13 +355,13 @@ def _parse_dates(node: yaml.Node, raw: str, problems: _Problems) -> list[date]:
         start = date.fromisoformat(first.strip())
         stop = date.fromisoformat(last.strip()) if sep else start
     except ValueError:
-        problems.add(node, f"bad date {raw!r} (YYYY-MM-DD or YYYY-MM-DD..YYYY-MM-DD)")
+        problems.add(node, f"неверная дата «{raw}» (ГГГГ-ММ-ДД или ГГГГ-ММ-ДД..ГГГГ-ММ-ДД)")
         return []
     if stop < start:
-        problems.add(node, f"date range {raw!r} ends before it starts")
+        problems.add(node, f"период «{raw}» кончается раньше, чем начинается")
         return []
     if (stop - start).days > MAX_DATED_RANGE_DAYS:
-        problems.add(node, f"date range {raw!r} is longer than {MAX_DATED_RANGE_DAYS} days")
+        problems.add(node, f"период «{raw}» длиннее {MAX_DATED_RANGE_DAYS} дней")
         return []
     return [start + timedelta(days=i) for i in range((stop - start).days + 1)]
 

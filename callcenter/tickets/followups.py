@@ -332,7 +332,7 @@ class _Run:
                     number,
                     text=rec.label,
                     attachment_url=self._recording_url(rec),
-                    attachment_name=f"{rec.sid}.mp3",
+                    attachment_name=rec.file_name,
                     author=AUTHOR,
                     dedup_key=f"recording:{rec.sid}",
                 )

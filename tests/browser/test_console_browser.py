@@ -87,12 +87,12 @@ def test_log_in_filter_the_log_open_a_call_and_play_its_recording(
 
     expect(page.locator("h1")).to_have_text("Новая проблема · Актуализация данных в системе")
     timeline = page.locator("#timeline")
-    expect(timeline).to_contain_text("Главное меню: нажал «2» — новая проблема")
+    expect(timeline).to_contain_text("Главное меню: клавиша «2» — новая проблема")
     expect(timeline).to_contain_text("Выбор темы: тишина, повтор 1")
     expect(timeline).to_contain_text(
-        "Выбор темы: сказал «актуализация данных» — Актуализация данных в системе"
+        "Выбор темы: голосом «актуализация данных» — Актуализация данных в системе"
     )
-    expect(timeline).to_contain_text("Госномер ТС: сказал «А 123 ВС 77» — госномер А123ВС77")
+    expect(timeline).to_contain_text("Госномер ТС: голосом «А 123 ВС 77» — госномер А123ВС77")
     expect(timeline).to_contain_text("Абоненту назван номер заявки №1001")
     ticket_panel = page.locator("#ticket")
     expect(ticket_panel).to_contain_text("Создана")
@@ -131,7 +131,10 @@ def test_retry_a_failed_ticket_and_see_it_done(
 
     page.click(f"tr[data-call-sid='{names.failed}'] td.time a")
     expect(page.locator("#ticket-state")).to_have_text("Ошибка создания")
-    expect(page.locator("#ticket-error")).to_have_text("portal unavailable: HTTP 503")
+    expect(page.locator("#ticket-error")).to_have_text("Портал заявок был недоступен")
+    expect(page.locator("#ticket .technical code")).to_be_hidden()  # folded away
+    page.click("#ticket .technical summary")
+    expect(page.locator("#ticket .technical code")).to_have_text("portal unavailable: HTTP 503")
     expect(page.locator("#problems")).to_contain_text("Ошибка создания заявки")
     screenshot(page, "06-failed-ticket")
 
@@ -209,7 +212,7 @@ def test_dashboard_directory_and_roster(
     page.click("#directory-import button[type=submit]")
     problems = page.locator("#import-problems")
     expect(problems).to_contain_text("ничего не изменено")
-    expect(problems).to_contain_text("bad INN")
+    expect(problems).to_contain_text("неверный ИНН «123»: нужно 10 или 12 цифр, а не 3")
     expect(problems.locator("tbody tr").first).to_contain_text("2")
     screenshot(page, "10-directory-rejected")
     page.set_input_files("#directory-import input[type=file]", str(sheet))
