@@ -184,7 +184,7 @@ def _digest(
         incident = session.get_one(
             Incident,
             incident_id,
-            with_for_update=True,
+            with_for_update={"of": Incident},
             populate_existing=True,
             options=[joinedload(Incident.ticket_request)],
         )
