@@ -100,6 +100,8 @@ def _detect_incident(services: Services, call_sid: str) -> None:
     """Open an incident when this call completes a surge (`incidents.detection`), then
     queue its alerts. A failure here is logged; the ticket is made all the same."""
     settings = services.settings
+    if settings.incident_threshold <= 0:
+        return  # detection off (INCIDENT_THRESHOLD=0)
     try:
         with transaction(services.sessions) as session:
             incident_id = detection.detect(
