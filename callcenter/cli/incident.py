@@ -6,10 +6,12 @@ from __future__ import annotations
 import json
 
 import click
+from sqlalchemy import select
 
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import to_moscow
 from callcenter.db import transaction
+from callcenter.db.models import SmsMessage
 from callcenter.errors import InvalidInput
 from callcenter.incidents import store
 from callcenter.jobs.runners import InlineJobRunner
@@ -81,6 +83,15 @@ def incident_close(cli: CliContext, incident_id: int, message: str) -> None:
         f"incident {incident_id} closed; resolution SMS "
         + ("queued" if queued else "left for the sweep (the queue is unavailable)")
     )
+    # What became of them so far (all of them when the jobs ran in this process).
+    with services.sessions() as session:
+        for sms in session.scalars(
+            select(SmsMessage)
+            .where(SmsMessage.key.like(f"incident:{incident_id}:resolved:%"))
+            .order_by(SmsMessage.id)
+        ):
+            reason = f" ({sms.reason})" if sms.reason else ""
+            click.echo(f"  resolution SMS to {sms.to or '—'}: {sms.status}{reason}")
 
 
 @incident.command("list")
