@@ -4,17 +4,22 @@ product; without a ticket number the pipeline opens a critical ticket for it."""
 from __future__ import annotations
 
 import json
+import threading
 
 import pytest
 from click.testing import CliRunner
+from sqlalchemy import select
 
 from callcenter.cli import main
 from callcenter.cli.context import CliContext
 from callcenter.db import transaction
+from callcenter.db.models import IncidentCall
 from callcenter.errors import IncidentConflict
-from callcenter.incidents import store
+from callcenter.incidents import detection, store
 from callcenter.services import Services
+from callcenter.tickets.intake import open_ticket_request
 from tests.job_runner import SynchronousJobRunner
+from tests.ticket_pipeline import add_contact, make_call
 
 
 def cli(services: Services, *args: str) -> tuple[int, str]:
@@ -122,3 +127,56 @@ def test_two_declarations_racing_open_one_incident(services: Services) -> None:
             session, product="all", message="b", now=now, calendar=services.calendar, ticket="2"
         )
     assert len(listed(services)) == 1
+
+
+@pytest.mark.postgres
+def test_workers_detecting_one_surge_at_once_open_one_incident(services: Services) -> None:
+    """Eight workers finish the surge's tickets at the same moment: one incident, its
+    calls tied to it once."""
+    now = services.clock()
+    sids = []
+    with transaction(services.sessions) as session:
+        for n in range(8):
+            contact = add_contact(
+                session, now=now, phone=f"+7916555{n:04d}", organisation=f"Клиент {n}"
+            )
+            call = make_call(
+                session,
+                now=now,
+                caller=contact.phones[0].e164,
+                category="critical",
+                topic="critical_server_failure",
+                product=None,
+                vehicles=(),
+            )
+            request = open_ticket_request(session, call, now=now, calendar=services.calendar)
+            request.status, request.ticket_number = "done", str(1001 + n)
+            sids.append(call.call_sid)
+    barrier = threading.Barrier(len(sids))
+    opened: list[int | None] = []
+
+    def worker(sid: str) -> None:
+        barrier.wait()
+        with transaction(services.sessions) as session:
+            opened.append(
+                detection.detect(
+                    session,
+                    sid,
+                    now=now,
+                    calendar=services.calendar,
+                    threshold=3,
+                    window_minutes=10,
+                )
+            )
+
+    threads = [threading.Thread(target=worker, args=(sid,)) for sid in sids]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len([i for i in opened if i is not None]) == 1
+    [item] = listed(services)
+    assert item["status"] == "open" and item["product"] == "all"
+    with services.sessions() as session:
+        tied = session.scalars(select(IncidentCall.call_id)).all()
+    assert len(tied) == len(set(tied)) >= 3
