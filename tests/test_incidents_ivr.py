@@ -432,3 +432,33 @@ def test_redis_down_at_close_the_resolution_sms_goes_once_when_it_is_back(
         for key in redis.scan_iter(f"rq:*{queue_name}*"):
             redis.delete(key)
         redis.close()
+
+
+def test_a_critical_caller_greeted_before_the_incident_is_offered_it_before_any_chain(
+    hotline: Services,
+) -> None:
+    client = create_app(services=hotline).test_client()
+    joining = TwilioCall(client, caller=CALLER)
+    staying = TwilioCall(client, caller=LANDLINE)
+    for call in (joining, staying):
+        call.start()
+        call.press("3")
+    _incident_id, number = declare(hotline)
+
+    root = joining.press("#")
+    said = [say.text for say in root.iter("Say")]
+    assert said[0].startswith("Нам известно о сбое СКАЙ Онлайн")
+    assert root.find("Gather") is not None and root.find("Redirect") is not None
+    root = joining.press("1")
+    assert [say.text for say in root.iter("Say")][0] == (
+        f"Ваш звонок зарегистрирован по заявке номер {say_digits(number)}."
+    )
+    assert root.find("Hangup") is not None
+
+    staying.press("#")
+    root = staying.silence()  # stays on the line: the urgent chain, with its own ticket
+    assert [say.text for say in root.iter("Say")] == [prompts.CONNECTING_URGENT]
+    redirect = root.find("Redirect")
+    assert redirect is not None and (redirect.text or "").endswith("/webhooks/voice/route/urgent")
+    with hotline.sessions() as session:
+        assert store.joined_counts(session, [_incident_id]) == {_incident_id: 1}

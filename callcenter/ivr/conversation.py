@@ -134,9 +134,10 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
 
 
 def _incident(tx: StepTransaction, state: CallState) -> IncidentNotice | None:
-    """The known incident the step needs: the one to announce at the start, the one
-    offered at the offer (while it is open); no query at any other step."""
-    if state.step == Step.START:
+    """The known incident the step needs: the one to announce at the start (and to a
+    critical caller greeted before it was known), the one offered at the offer (while it
+    is open); no query at any other step."""
+    if state.step in (Step.START, Step.CRITICAL):
         found = incidents.announced(tx.session)
     elif state.step == Step.INCIDENT_OFFER and state.incident_id is not None:
         found = incidents.still_open(tx.session, state.incident_id)

@@ -483,7 +483,12 @@ def _incident_offer(state: CallState, event: IvrEvent, ctx: StepContext) -> Step
     if choice == flow.REPEAT_KEY and incident is not None:
         return StepResult(state, (), _ask(state, Step.INCIDENT_OFFER, ctx), _event_note("repeat"))
     if isinstance(choice, flow.Choice) and incident is not None:
+        state.pending_choice = None
         return _join_incident(state, ctx, incident)
+    if state.pending_choice == flow.CRITICAL:
+        # Offered on the critical path: anything but joining is what the caller chose.
+        state.pending_choice = None
+        return _critical_new(state, ctx)
     state.step = Step.MAIN_MENU
     state.retries = 0
     if event.silent or choice is not None:
@@ -793,6 +798,14 @@ def _urgent(state: CallState, said: tuple[Verb, ...]) -> Reply:
 
 
 def _critical_new(state: CallState, ctx: StepContext) -> StepResult:
+    if ctx.incident is not None and state.incident_id is None:
+        # An incident became known after this caller's greeting (a surge's first minutes):
+        # offered once before anyone is woken; staying on the line goes on to the chain.
+        state.incident_id = ctx.incident.incident_id
+        state.pending_choice = flow.CRITICAL
+        state.retries = 0
+        reply = _ask(state, Step.INCIDENT_OFFER, ctx)
+        return StepResult(state, (), reply, _event_note("incident_offered"))
     state.resolved = True
     actions: tuple[Action, ...] = () if _has_ticket(ctx) else (OpenTicket(),)
     return StepResult(state, actions, _urgent(state, ()), _event_note("new_ticket"))
