@@ -16,6 +16,8 @@ CallCenterError
 │   ├── UnknownUser         no console user of that name
 │   ├── WeakPassword        a console password too short or too guessable
 │   ├── InvalidForm         a console form has unusable fields (`fields`: field → why)
+│   ├── UnknownIncident     no known incident with that id
+│   ├── IncidentConflict    an incident for that product is open already / it is closed
 │   └── MalformedWebhook    a Twilio webhook lacks what every such request carries
 ├── PortalError             the ticket portal could not do what was asked
 │   ├── PortalUnavailable   transient: timeouts, 5xx, connection refused → retry
@@ -213,3 +215,12 @@ class InvalidForm(InvalidInput):
     def __init__(self, fields: dict[str, str]) -> None:
         self.fields = dict(fields)
         super().__init__("; ".join(f"{name}: {why}" for name, why in self.fields.items()))
+
+
+class UnknownIncident(InvalidInput):
+    pass
+
+
+class IncidentConflict(InvalidInput):
+    """An incident for the product is open already (one at a time per product), or the
+    incident is closed and cannot change."""

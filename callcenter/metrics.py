@@ -28,7 +28,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from callcenter.db.models import Call, TicketRequest
+from callcenter.db.models import Call, Incident, IncidentCall, TicketRequest
 from callcenter.vocabulary import URGENT_CATEGORIES
 
 WEBHOOK_LATENCY = Histogram(
@@ -92,6 +92,32 @@ class DatabaseCollector(Collector):
                 or 0,
             )
             yield unanswered
+
+            incidents = GaugeMetricFamily(
+                "callcenter_incidents_open", "Known incidents open now (callers hear them)."
+            )
+            incidents.add_metric(
+                [],
+                session.scalar(
+                    select(func.count()).select_from(Incident).where(Incident.status == "open")
+                )
+                or 0,
+            )
+            yield incidents
+
+            joined = CounterMetricFamily(
+                "callcenter_incident_calls_joined", "Calls that joined a known incident."
+            )
+            joined.add_metric(
+                [],
+                session.scalar(
+                    select(func.count())
+                    .select_from(IncidentCall)
+                    .where(IncidentCall.kind == "joined")
+                )
+                or 0,
+            )
+            yield joined
 
 
 def render(sessions: sessionmaker[Session]) -> tuple[bytes, str]:

@@ -127,6 +127,10 @@ class Settings:
     recording_mode: str = "link"
     dial_leg_timeout: int = 20
     ticket_wait_seconds: int = 8
+    # Known incidents: this many critical-failure calls from different organisations for
+    # one product within the window (minutes) open an incident by themselves.
+    incident_threshold: int = 3
+    incident_window_minutes: int = 10
     retention_days: int = 365
     # Seconds any one database call of a job may wait for PostgreSQL before its connection
     # is cut and the job fails (`DatabaseTimeout`): a hung database never holds a worker
@@ -261,6 +265,8 @@ class Settings:
             recording_mode=_opt(e, "RECORDING_MODE") or cls.recording_mode,
             dial_leg_timeout=_int(e, "DIAL_LEG_TIMEOUT", cls.dial_leg_timeout),
             ticket_wait_seconds=_int(e, "TICKET_WAIT_SECONDS", cls.ticket_wait_seconds),
+            incident_threshold=_int(e, "INCIDENT_THRESHOLD", cls.incident_threshold),
+            incident_window_minutes=_int(e, "INCIDENT_WINDOW", cls.incident_window_minutes),
             retention_days=_int(e, "RETENTION_DAYS", cls.retention_days),
             job_db_deadline=_seconds(e, "JOB_DB_DEADLINE", cls.job_db_deadline),
             log_json=_bool(e.get("LOG_JSON"), production),

@@ -124,6 +124,8 @@ class Step(StrEnum):
     """The IVR's steps (`CallState.step`), each served at `step_path(step, turn)`."""
 
     START = "start"
+    # A known incident announced before the main menu: 1 or «да» joins it.
+    INCIDENT_OFFER = "incident_offer"
     MAIN_MENU = "main_menu"
     CONFIRM_URGENT = "confirm_urgent"  # "did you say a critical failure?" (a spoken choice)
     TOPIC = "topic"

@@ -76,6 +76,7 @@ class SynchronousJobRunner:
             + len(followup_ids)
             + tasks.queue_due_chain_alerts(self.services)
             + tasks.queue_due_missed_urgent_sms(self.services)
+            + tasks.queue_due_incidents(self.services)
         )
 
     def tickets_waiting(self) -> bool:

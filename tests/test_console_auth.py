@@ -37,6 +37,7 @@ URL_VALUES: dict[str, str | int] = {
     "number": "1001",
     "contact_id": 1,
     "organisation_id": 1,
+    "incident_id": 1,
 }
 OPEN = {"console.login", "console.static", "console.logout"}
 # What a browser sends when it navigates to a page.
@@ -67,6 +68,7 @@ def test_the_console_has_the_routes_we_guard(app: Flask) -> None:
         "console.directory",
         "console.roster",
         "console.export_calls",
+        "console.incidents",
     } <= set(gets)
     assert {
         "console.retry_ticket",
@@ -77,6 +79,9 @@ def test_the_console_has_the_routes_we_guard(app: Flask) -> None:
         "console.import_upload",
         "console.edit_contact",
         "console.remove_contact",
+        "console.open_incident",
+        "console.edit_incident_message",
+        "console.close_incident",
     } <= set(posts)
 
 

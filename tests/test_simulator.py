@@ -28,6 +28,7 @@ from callcenter.access.tokens import create_token
 from callcenter.app import create_app
 from callcenter.calllog.query import get_call
 from callcenter.calllog.serialize import call_json
+from callcenter.cli import main
 from callcenter.cli.context import CliContext
 from callcenter.cli.simulate import simulate
 from callcenter.clock import fixed_clock
@@ -1114,3 +1115,39 @@ def test_end_to_end_a_night_critical_call_reaches_the_first_ring_in_under_450_ch
     # The caller never heard "Извините" (no re-prompt) before the ring.
     before_ring = result.stdout.split("набор")[0]
     assert "Извините" not in before_ring
+
+
+def test_end_to_end_an_incident_from_declaration_to_the_resolution_sms(
+    live: tuple[Services, str], make_services: Callable[..., Services], prism_url: str
+) -> None:
+    """The README's quick start: declared on the command line, joined by a simulated
+    caller with --incident, closed — and the joined caller's resolution SMS goes out."""
+    svc, url = live
+
+    def run(*args: str) -> str:
+        # Each command its own process's wiring, as on the command line.
+        command = make_services(twilio_api_base_url=prism_url)
+        result = CliRunner().invoke(main, list(args), obj=CliContext(command))
+        assert result.exit_code == 0, result.output
+        return result.output
+
+    refused = CliRunner().invoke(
+        simulate, ["--url", url, "--public-url", PUBLIC, "--incident"], obj=CliContext(svc)
+    )
+    assert refused.exit_code == 2 and "no open incident" in refused.output
+
+    opened = run("incident", "open", "--product", "online", "--message", "Карта не грузится")
+    number = re.search(r"ticket №(\d+)", opened)
+    assert number, opened
+    result = CliRunner().invoke(
+        simulate,
+        ["--url", url, "--public-url", PUBLIC, "--auth-token", TEST_AUTH_TOKEN, "--incident"],
+        obj=CliContext(svc),
+    )
+    assert result.exit_code == 0, result.output
+    assert "Нам известно о сбое СКАЙ Онлайн" in result.stdout
+    assert "АБОНЕНТ: нажимает 1" in result.stdout
+    assert f"Ваш звонок зарегистрирован по заявке номер {say_digits(number[1])}." in result.stdout
+
+    closed = run("--unmasked", "incident", "close", "1", "--message", "Карта работает.")
+    assert "resolution SMS to +79161234567: sent" in closed

@@ -3,6 +3,7 @@
     callcenter simulate --press 2 1 3 --say "А123ВС77"
     callcenter simulate --press 3 '#' --dial-result no-answer,accepted
     callcenter simulate --press 2 --hangup-after 2
+    callcenter simulate --incident     # hear the open incident, join it with 1
 
 The core is `callcenter.simulator.twilio.Simulator`; this command only reads options, prints the
 conversation as it happens and then the call record with its ticket.
@@ -22,8 +23,10 @@ from callcenter.calllog.query import get_call
 from callcenter.calllog.serialize import call_json
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.errors import InvalidInput, SimulationError
+from callcenter.incidents import store as incidents
 from callcenter.services import Services
 from callcenter.simulator.script import (
+    Answer,
     CallScript,
     parse_answer_tokens,
     parse_dial_results,
@@ -84,6 +87,13 @@ class LocalCallLog:
 @click.option("--real-time", is_flag=True, help="Really sleep through <Pause> (up to 10 s).")
 @click.option("--show-requests", is_flag=True, help="Print every request sent.")
 @click.option("--json", "as_json", is_flag=True, help="Print the call record as JSON.")
+@click.option(
+    "--incident",
+    "join_incident",
+    is_flag=True,
+    help="The caller hears the open incident first and joins it with 1 (one must be open: "
+    "callcenter incident open …); further answers follow.",
+)
 @click.argument("answers", nargs=-1, type=click.UNPROCESSED)
 @pass_cli
 def simulate(
@@ -104,6 +114,7 @@ def simulate(
     real_time: bool,
     show_requests: bool,
     as_json: bool,
+    join_incident: bool,
     answers: Sequence[str],
 ) -> None:
     """Call the service like Twilio: signed webhooks, TwiML played out, answers from a script.
@@ -111,11 +122,20 @@ def simulate(
     Answers, in the order given: --press 2 1 3 (keys), --say "А123ВС77" (speech),
     --silence, --hangup, or --answers 2 "А123ВС77" - hangup (mixed; "-" is silence).
     """
+    lead: tuple[Answer, ...] = ()
+    if join_incident:
+        with cli.services.sessions() as session:
+            if incidents.announced(session) is None:
+                raise click.UsageError(
+                    "--incident: no open incident with a ticket number in this project's "
+                    "database (callcenter incident open --product online --message …)"
+                )
+        lead = (Answer.press("1"),)
     try:
         script = CallScript(
             from_number=from_number,
             to_number=to_number,
-            answers=parse_answer_tokens(answers),
+            answers=(*lead, *parse_answer_tokens(answers)),
             dial_results=parse_dial_results(dial_result),
             record_seconds=parse_record_seconds(record_seconds),
             talk_seconds=talk_seconds,
@@ -156,6 +176,8 @@ def simulate(
             for key in sorted(sent.params):
                 click.echo(f"      {key}={sent.params[key]}")
 
+    if join_incident and not any("Нам известно о сбое" in said for said in transcript.heard):
+        raise click.ClickException("--incident: the service announced no incident")
     click.echo("")
     for text in transcript.speech.summary():
         click.echo(text)

@@ -35,6 +35,7 @@ import callcenter.console.auth  # noqa: E402, F401
 import callcenter.console.calls  # noqa: E402, F401
 import callcenter.console.dashboard  # noqa: E402, F401
 import callcenter.console.directory  # noqa: E402, F401
+import callcenter.console.incidents  # noqa: E402, F401
 import callcenter.console.recordings  # noqa: E402, F401
 import callcenter.console.roster  # noqa: E402, F401
 import callcenter.console.tickets  # noqa: E402, F401

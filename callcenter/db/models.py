@@ -360,6 +360,72 @@ class User(Base):
     session_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
+# ---------------------------------------------------------------- known incidents
+
+
+class Incident(Base):
+    """A known incident (a failure hitting many clients at once), tracked on one portal
+    ticket; callers hear of it first and may join it (`callcenter.incidents`).
+
+    `open_product` is the product while the incident is open and NULL once closed: unique,
+    so two web processes detecting the same surge at once open one incident.
+    """
+
+    __tablename__ = "incidents"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # studio / silver_studio / online / all
+    product: Mapped[str] = mapped_column(String(20))
+    open_product: Mapped[str | None] = mapped_column(String(20), unique=True)
+    # open / closed
+    status: Mapped[str] = mapped_column(String(10), default="open", index=True)
+    message: Mapped[str] = mapped_column(Text, default="")
+    # The portal ticket the work is tracked in; until the pipeline has made it, the
+    # ticket request that will (`ticket_request_id`).
+    ticket_number: Mapped[str | None] = mapped_column(String(40))
+    ticket_request_id: Mapped[int | None] = mapped_column(ForeignKey("ticket_requests.id"))
+    detected: Mapped[bool] = mapped_column(Boolean, default=False)
+    opened_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    opened_by: Mapped[str | None] = mapped_column(String(120))
+    closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    closed_by: Mapped[str | None] = mapped_column(String(120))
+    closing_message: Mapped[str | None] = mapped_column(Text)
+    # Detected ones: the on-duty specialist and the head of support were texted.
+    alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Closed ones: the closing message is on the ticket and every resolution SMS settled.
+    followups_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # The on-duty digest: when it last went, and how many had joined by then.
+    digest_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    digest_joined: Mapped[int] = mapped_column(Integer, default=0)
+
+    ticket_request: Mapped[TicketRequest | None] = relationship()
+    calls: Mapped[list[IncidentCall]] = relationship(
+        back_populates="incident", order_by="IncidentCall.id", cascade="all, delete-orphan"
+    )
+
+
+class IncidentCall(Base):
+    """A call tied to an incident: a caller who joined it (pressed 1), or one of the calls
+    that made the service detect it."""
+
+    __tablename__ = "incident_calls"
+    __table_args__ = (UniqueConstraint("incident_id", "call_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    incident_id: Mapped[int] = mapped_column(
+        ForeignKey("incidents.id", ondelete="CASCADE"), index=True
+    )
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), index=True)
+    # joined / detected
+    kind: Mapped[str] = mapped_column(String(10), default="joined")
+    organisation_id: Mapped[int | None] = mapped_column(ForeignKey("organisations.id"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    incident: Mapped[Incident] = relationship(back_populates="calls")
+    call: Mapped[Call] = relationship()
+    organisation: Mapped[Organisation | None] = relationship()
+
+
 Index("ix_calls_outcome_started", Call.outcome, Call.started_at)
 
 

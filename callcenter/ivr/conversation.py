@@ -31,11 +31,15 @@ from callcenter.db.deadline import bounded
 from callcenter.db.models import Call, TicketRequest
 from callcenter.errors import InvalidInput, TicketNotFound
 from callcenter.ivr import prompts
+from callcenter.incidents import store as incidents
+from callcenter.incidents.texts import product_spoken
 from callcenter.ivr.engine import (
     Action,
     CallFacts,
     CallState,
+    IncidentNotice,
     IvrEvent,
+    JoinIncident,
     KeepRecording,
     MarkPhoneDuplicate,
     OpenTicket,
@@ -106,8 +110,9 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
         call, created = calls.create_call(
             tx.session, webhook.call_sid, now=now, caller_raw=webhook.caller, line_raw=webhook.line
         )
+        state = CallState.from_json(call.state)
         result = advance(
-            CallState.from_json(call.state), webhook.event, _context(ivr, engine, tx, call, now)
+            state, webhook.event, _context(ivr, engine, tx, call, now, _incident(tx, state))
         )
         _record_objections(tx, ivr, engine, result)
         if _only_remembers(result):
@@ -119,8 +124,9 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
         tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
         _log_step(tx, call, webhook, result, now, created)
         return result.reply
+    state = CallState.from_json(locked.state)
     result = advance(
-        CallState.from_json(locked.state), webhook.event, _context(ivr, engine, tx, locked, now)
+        state, webhook.event, _context(ivr, engine, tx, locked, now, _incident(tx, state))
     )
     _record_objections(tx, ivr, engine, result)
     if _only_remembers(result):
@@ -131,6 +137,21 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
     tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
     _log_step(tx, call, webhook, result, now, False)
     return result.reply
+
+
+def _incident(tx: StepTransaction, state: CallState) -> IncidentNotice | None:
+    """The known incident the step needs: the one to announce at the start (and to a
+    critical caller greeted before it was known), the one offered at the offer (while it
+    is open); no query at any other step."""
+    if state.step in (Step.START, Step.CRITICAL):
+        found = incidents.announced(tx.session)
+    elif state.step == Step.INCIDENT_OFFER and state.incident_id is not None:
+        found = incidents.still_open(tx.session, state.incident_id)
+    else:
+        return None
+    if found is None:
+        return None
+    return IncidentNotice(found.incident_id, product_spoken(found.product), found.ticket_number)
 
 
 def _only_remembers(result: StepResult) -> bool:
@@ -197,7 +218,9 @@ _WITH_WHO = (joinedload(Call.contact), joinedload(Call.organisation))
 
 
 def _loaded_with(actions: tuple[Action, ...]) -> tuple[ORMOption, ...]:
-    if any(isinstance(action, (OpenTicket, MarkPhoneDuplicate)) for action in actions):
+    if any(
+        isinstance(action, (OpenTicket, MarkPhoneDuplicate, JoinIncident)) for action in actions
+    ):
         return _WITH_WHO
     return ()
 
@@ -216,7 +239,12 @@ def _remembered(action: Remember) -> Any:
 
 
 def _context(
-    ivr: IvrSetting, engine: Engine, tx: StepTransaction, call: Call | CallColumns, now: datetime
+    ivr: IvrSetting,
+    engine: Engine,
+    tx: StepTransaction,
+    call: Call | CallColumns,
+    now: datetime,
+    incident: IncidentNotice | None = None,
 ) -> StepContext:
     settings = ivr.settings
     facts = calls.caller_facts(call, sms_foreign=settings.sms_foreign)
@@ -238,6 +266,7 @@ def _context(
         lookups=_CallLookups(ivr.portal, engine, tx, call.id, call.call_sid),
         say_digits=say_digits,
         say_deadline=lambda due: say_deadline(due, now),
+        incident=incident,
     )
 
 
@@ -280,6 +309,28 @@ def _apply(
                 now,
                 ticket_number=action.ticket_number,
                 request_id=request.id,
+            )
+        elif isinstance(action, JoinIncident):
+            session.flush()
+            facts = calls.caller_facts(call, sms_foreign=ivr.settings.sms_foreign)
+            joined = incidents.join_call(
+                session,
+                call,
+                action.incident_id,
+                now=now,
+                calendar=ivr.calendar,
+                sms_reachable=facts.sms_reachable and ivr.settings.sms_configured,
+            )
+            if joined is not None:
+                session.flush()
+                submit.append(joined.id)
+            calls.record_event(
+                session,
+                call,
+                "incident_joined",
+                now,
+                incident_id=action.incident_id,
+                request_id=joined.id if joined is not None else None,
             )
     return submit
 

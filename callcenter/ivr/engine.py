@@ -86,6 +86,8 @@ class CallState:
     pending_choice: str | None = None
     # What the last announcement said, for "*" (repeat).
     announcement: list[str] = field(default_factory=list)
+    # The known incident offered before the main menu (`Step.INCIDENT_OFFER`).
+    incident_id: int | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> CallState:
@@ -176,6 +178,15 @@ class Lookups(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class IncidentNotice:
+    """A known incident the caller hears of first (`callcenter.incidents`)."""
+
+    incident_id: int
+    product: str  # spoken: "СКАЙ Онлайн"
+    ticket_number: str
+
+
 class WorkingHours(Protocol):
     def is_working_time(self, at: datetime) -> bool: ...
 
@@ -194,6 +205,8 @@ class StepContext:
     say_deadline: Callable[[datetime], str]
     # A moment in words, Moscow time ("в четверг, пятого ноября, в девять тридцать ...").
     say_moment: Callable[[datetime], str] = say_moment
+    # The open incident announced at the start (at the offer: the one offered, while open).
+    incident: IncidentNotice | None = None
 
 
 # Actions: what the caller of `advance` must do to the call, in order.
@@ -230,7 +243,13 @@ class RecordObjection:
     ticket_number: str
 
 
-Action = Remember | KeepRecording | OpenTicket | MarkPhoneDuplicate | RecordObjection
+class JoinIncident:
+    """The caller joined the known incident: a phone duplicate on its ticket, no chain."""
+
+    incident_id: int
+
+
+Action = Remember | KeepRecording | OpenTicket | MarkPhoneDuplicate | RecordObjection | JoinIncident
 
 
 @dataclass(frozen=True)
@@ -331,6 +350,8 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
     step = state.step
     if step in ("start", "main_menu"):
         return _main_menu_prompt(state, ctx)
+    if step == Step.INCIDENT_OFFER:
+        return _incident_offer_prompt(state, ctx, greet=False)
     if step == Step.CONFIRM_URGENT:
         text = (
             prompts.CONFIRM_STOLEN
@@ -467,11 +488,75 @@ def _greeting(ctx: StepContext) -> list[str]:
 
 def _greet(state: CallState, ctx: StepContext) -> StepResult:
     after_hours = not ctx.calendar.is_working_time(ctx.now)
-    state.step = "main_menu"
     state.retries = 0
     state.turn += 1
+    if ctx.incident is not None:
+        # A known incident comes first, in the same <Gather> as the greeting.
+        state.step = Step.INCIDENT_OFFER
+        state.incident_id = ctx.incident.incident_id
+        reply = _incident_offer_prompt(state, ctx, greet=True)
+        note = _event_note("greeted", after_hours=after_hours, incident_id=ctx.incident.incident_id)
+        return StepResult(state, (), reply, note)
+    state.step = "main_menu"
     reply = _main_menu_prompt(state, ctx, greet=True)
     return StepResult(state, (), reply, _event_note("greeted", after_hours=after_hours))
+
+
+def _incident_offer_prompt(state: CallState, ctx: StepContext, *, greet: bool) -> Reply:
+    incident = ctx.incident
+    if incident is None:
+        # Closed meanwhile: the main menu, as a caller who stayed on the line hears it.
+        return _main_menu_prompt(state, ctx, greet=greet)
+    lead = _greeting(ctx) if greet else []
+    said = prompts.INCIDENT_ANNOUNCEMENT.format(
+        product=incident.product, number=ctx.say_digits(incident.ticket_number)
+    )
+    offer = prompts.INCIDENT_OFFER_SMS if ctx.call.sms_reachable else prompts.INCIDENT_OFFER_NO_SMS
+    return _gather(state, [*lead, said, offer], timeout=3, hints=flow.INCIDENT_MENU.hints)
+
+
+def _incident_offer(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    """1 or «да»: join the incident. Silence («оставайтесь на линии»): the main menu at
+    once. Anything else is a main-menu answer (a caller who knows the menu need not wait)."""
+    choice = flow.INCIDENT_MENU.match(event.digits, event.speech)
+    incident = ctx.incident
+    if choice == flow.REPEAT_KEY and incident is not None:
+        return StepResult(state, (), _ask(state, Step.INCIDENT_OFFER, ctx), _event_note("repeat"))
+    if isinstance(choice, flow.Choice) and incident is not None:
+        state.pending_choice = None
+        return _join_incident(state, ctx, incident)
+    if state.pending_choice == flow.CRITICAL:
+        # Offered on the critical path: anything but joining is what the caller chose.
+        state.pending_choice = None
+        return _critical_new(state, ctx)
+    state.step = Step.MAIN_MENU
+    state.retries = 0
+    if event.silent or choice is not None:
+        # Silence, or 1 for an incident closed meanwhile: the main menu, at once.
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("not_joined"))
+    return _main_menu(state, event, ctx)
+
+
+def _join_incident(state: CallState, ctx: StepContext, incident: IncidentNotice) -> StepResult:
+    state.resolved = True
+    state.duplicate_of = incident.ticket_number
+    actions: tuple[Action, ...] = (
+        Remember("category", Category.CRITICAL),
+        Remember("topic", vocabulary.CRITICAL_TOPIC),
+        JoinIncident(incident.incident_id),
+    )
+    number = ctx.say_digits(incident.ticket_number)
+    sms = prompts.INCIDENT_JOINED_SMS if ctx.call.sms_reachable else prompts.INCIDENT_JOINED_NO_SMS
+    state.step = "ended"
+    state.turn += 1
+    reply = (
+        Say(prompts.INCIDENT_JOINED.format(number=number)),
+        Say(sms),
+        Say(prompts.GOODBYE),
+        Hangup(),
+    )
+    note = _event_note("joined_incident", incident_id=incident.incident_id)
+    return StepResult(state, actions, reply, note)
 
 
 def _navigate(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult | None:
@@ -802,6 +887,14 @@ def _urgent(state: CallState, said: tuple[Verb, ...]) -> Reply:
 
 
 def _critical_new(state: CallState, ctx: StepContext) -> StepResult:
+    if ctx.incident is not None and state.incident_id is None:
+        # An incident became known after this caller's greeting (a surge's first minutes):
+        # offered once before anyone is woken; staying on the line goes on to the chain.
+        state.incident_id = ctx.incident.incident_id
+        state.pending_choice = flow.CRITICAL
+        state.retries = 0
+        reply = _ask(state, Step.INCIDENT_OFFER, ctx)
+        return StepResult(state, (), reply, _event_note("incident_offered"))
     state.resolved = True
     actions: tuple[Action, ...] = () if _has_ticket(ctx) else (OpenTicket(),)
     return StepResult(state, actions, _urgent(state, ()), _event_note("new_ticket"))
@@ -983,6 +1076,7 @@ def _status_unavailable(state: CallState, event: IvrEvent, ctx: StepContext) -> 
 
 
 _HANDLERS: dict[str, Callable[[CallState, IvrEvent, StepContext], StepResult]] = {
+    Step.INCIDENT_OFFER: _incident_offer,
     Step.MAIN_MENU: _main_menu,
     Step.CONFIRM_URGENT: _confirm_urgent,
     Step.TOPIC: _topic,

@@ -129,6 +129,14 @@ CONFIRM_MENU = Menu(
     priority=(NO, YES),
 )
 
+# The known incident's offer (before the main menu): 1 or «да» joins it.
+JOIN = "join"
+INCIDENT_MENU = Menu(
+    name=Step.INCIDENT_OFFER,
+    choices=(Choice("1", JOIN, words=("да", "присоедин", "этому", "конечно")),),
+    hints=("да",),
+)
+
 # Navigation from every menu and free-answer step.
 MAIN = "main_menu"
 NAVIGATION_KEYS: Mapping[str, str] = {"0": SPECIALIST, "9": MAIN}

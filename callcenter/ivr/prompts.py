@@ -28,6 +28,23 @@ MAIN_MENU = (
     "Консультация — 1. Новая проблема — 2. Критический сбой сервера — 3. Угон — 4. "
     "Статус заявки — 5. Специалист — 0. Можно сказать голосом."
 )
+# A known incident (`callcenter.incidents`), said inside the first <Gather> before the main
+# menu. {product}: the product's spoken name; {number}: the ticket, digit by digit.
+INCIDENT_ANNOUNCEMENT = (
+    "Нам известно о сбое {product}, заявка номер {number}, специалисты уже работают."
+)
+INCIDENT_OFFER_SMS = (
+    "Если вы звоните по этому сбою, нажмите 1 — мы зарегистрируем ваш звонок и пришлём "
+    "СМС, когда сбой будет устранён. По другим вопросам оставайтесь на линии."
+)
+# The caller's number cannot take an SMS: nothing is promised by SMS.
+INCIDENT_OFFER_NO_SMS = (
+    "Если вы звоните по этому сбою, нажмите 1 — мы зарегистрируем ваш звонок. "
+    "По другим вопросам оставайтесь на линии."
+)
+INCIDENT_JOINED = "Ваш звонок зарегистрирован по заявке номер {number}."
+INCIDENT_JOINED_SMS = "Когда сбой будет устранён, мы пришлём СМС."
+INCIDENT_JOINED_NO_SMS = "Специалисты сообщат, когда сбой будет устранён."
 # A choice recognised from speech that wakes the on-duty specialist is confirmed first.
 CONFIRM_CRITICAL = "Вы сообщаете о критическом сбое сервера? Да — 1, нет — 2."
 CONFIRM_STOLEN = "Вы сообщаете об угоне транспортного средства? Да — 1, нет — 2."

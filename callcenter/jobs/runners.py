@@ -51,6 +51,7 @@ from callcenter.jobs.tasks import (
     missed_urgent_sms_job,
     purge_personal_data,
     queue_due_chain_alerts,
+    queue_due_incidents,
     queue_due_missed_urgent_sms,
     replay_fallback_spool,
     retention_purge,
@@ -224,6 +225,7 @@ class RqJobRunner:
             + len(followup_ids)
             + queue_due_chain_alerts(self.services)
             + queue_due_missed_urgent_sms(self.services)
+            + queue_due_incidents(self.services)
         )
 
     def _enqueue_once(
@@ -409,6 +411,7 @@ class InlineJobRunner:
             + len(followup_ids)
             + queue_due_chain_alerts(self.services)
             + queue_due_missed_urgent_sms(self.services)
+            + queue_due_incidents(self.services)
         )
 
     def tickets_waiting(self) -> bool:

@@ -41,6 +41,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.calls import recordings, retention
 from callcenter.db import transaction
+from callcenter.errors import QueueUnavailable
+from callcenter.incidents import detection
+from callcenter.incidents.followups import incidents_due, run_incident_followups
 from callcenter.ivr.spool import replay_spool
 from callcenter.logs import call_context
 from callcenter.ports import Services
@@ -51,6 +54,7 @@ from callcenter.routing.alerts import (
     send_due_missed_urgent_sms,
 )
 from callcenter.tickets import followups, outbox
+from callcenter.vocabulary import CRITICAL_TOPIC
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +85,74 @@ def create_ticket(services: Services, request_id: int) -> str | None:
                     services.jobs.submit_followups(request_id)
                 else:
                     _follow_up(services, sessions, request_id)
+            if delivery.status == outbox.DONE and _reports_a_failure(state):
+                _detect_incident(services, state.call_sid)
     return delivery.ticket_number
+
+
+def _reports_a_failure(state: outbox.RequestState) -> bool:
+    """A critical call's own ticket (not a phone duplicate): it may be part of a surge."""
+    draft = state.draft
+    return draft.get("topic") == CRITICAL_TOPIC and not draft.get(outbox.DUPLICATE_OF)
+
+
+def _detect_incident(services: Services, call_sid: str) -> None:
+    """Open an incident when this call completes a surge (`incidents.detection`), then
+    queue its alerts. A failure here is logged; the ticket is made all the same."""
+    settings = services.settings
+    if settings.incident_threshold <= 0:
+        return  # detection off (INCIDENT_THRESHOLD=0)
+    try:
+        with transaction(services.sessions) as session:
+            incident_id = detection.detect(
+                session,
+                call_sid,
+                now=services.clock(),
+                calendar=services.calendar,
+                threshold=settings.incident_threshold,
+                window_minutes=settings.incident_window_minutes,
+            )
+    except Exception:
+        log.exception("incident detection failed for call %s", call_sid)
+        return
+    if incident_id is not None:
+        submit_incident_job(services, incident_id)
+
+
+def submit_incident_job(services: Services, incident_id: int) -> bool:
+    """Queue `incident_job` (one per incident at a time); False when the queue is down
+    (the sweep queues it: `queue_due_incidents`)."""
+    try:
+        services.jobs.enqueue(incident_job, incident_id, job_id=f"incident:{incident_id}")
+    except QueueUnavailable as exc:
+        log.warning("incident %s: job left for the sweep (%s)", incident_id, exc)
+        return False
+    return True
+
+
+def incident_job(services: Services, incident_id: int) -> int:
+    """What incident `incident_id` has to send (`incidents.followups`): detected alerts,
+    the digest, the closing entry and the resolution SMS; how many SMS went out. Twilio
+    or the portal out of reach fails the job; the sweep queues it again."""
+    return run_incident_followups(
+        services.sessions,
+        services.portal,
+        services.telephony,
+        settings=services.settings,
+        calendar=services.calendar,
+        now=services.clock(),
+        incident_id=incident_id,
+    )
+
+
+def queue_due_incidents(services: Services) -> int:
+    """Queue `incident_job` for every incident with something due; how many. Raises
+    `QueueUnavailable` like any submit."""
+    with services.sessions() as session:
+        due = incidents_due(session, now=services.clock())
+    for incident_id in due:
+        services.jobs.enqueue(incident_job, incident_id, job_id=f"incident:{incident_id}")
+    return len(due)
 
 
 def _tickets_waiting(services: Services) -> bool:

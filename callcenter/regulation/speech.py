@@ -190,3 +190,9 @@ def say_moment(at: datetime) -> str:
     local = _moscow(at)
     day = local.date()
     return f"{on_weekday(day)}, {say_ordinal_day(day)}, в {say_clock(local)} по московскому времени"
+
+
+def agree_with_number(word: str, n: int) -> str:
+    """`word` in the form a count of `n` takes (pymorphy3): 1 клиент, 2 клиента, 7 клиентов."""
+    parsed = _morph().parse(word)[0].make_agree_with_number(n)
+    return parsed.word if parsed is not None else word

@@ -116,6 +116,12 @@ class _Snapshot:
         return self.draft.priority in URGENT_PRIORITIES
 
     @property
+    def incident(self) -> dict[str, Any] | None:
+        """The caller joined a known incident (`outbox.INCIDENT`)."""
+        marker = self.stored.get(outbox.INCIDENT)
+        return marker if isinstance(marker, dict) else None
+
+    @property
     def phone_duplicate(self) -> bool:
         """The call duplicated an existing ticket (the caller already has its number)."""
         return bool(self.number) and self.stored.get(outbox.DUPLICATE_OF) == self.number
@@ -309,9 +315,14 @@ class _Run:
         snap = self.snap
         if snap.status == outbox.DONE and snap.number:
             self.attach_recordings()
-            if not snap.phone_duplicate:
+            if snap.incident is not None:
+                # Joined a known incident: the ticket names the caller, the caller gets
+                # one SMS, and the staff on duty get the digest, not one alert each.
+                self.note_incident(snap.incident)
                 self.tell_caller()
-            if snap.urgent:
+            elif not snap.phone_duplicate:
+                self.tell_caller()
+            if snap.urgent and snap.incident is None:
                 self.alert_on_duty()
         elif snap.status == outbox.FAILED:
             self.alert_failure()
@@ -359,6 +370,29 @@ class _Run:
             recordings.store(settings, rec.sid, data, content_type)
         return recordings.ticket_link(settings, rec.sid, rec.url)
 
+    def note_incident(self, incident: dict[str, Any]) -> None:
+        if self.state.get("incident_note") is not None or not incident.get("comment"):
+            return
+        number = self.snap.number
+        assert number is not None
+        if self.local:
+            raise _LeavesDatabase("a comment for the incident's ticket")
+        try:
+            self.portal.add_entry(
+                number,
+                text=str(incident["comment"]),
+                author=AUTHOR,
+                dedup_key=f"incident-join:{self.request_id}",
+            )
+        except (PortalUnavailable, OSError) as exc:
+            self.transient.append(f"incident comment: {exc}")
+            return
+        except (PortalRejected, TicketNotFound) as exc:
+            self.state["incident_note"] = f"rejected: {exc}"[:300]
+            return
+        self.state["incident_note"] = ATTACHED
+        self.report.notes.append("incident comment added")
+
     # ---------------------------------------------------------- SMS
 
     def tell_caller(self) -> None:
@@ -367,7 +401,11 @@ class _Run:
         number = self.snap.number
         assert number is not None
         key = f"ticket-request:{self.request_id}:caller"
-        body = caller_confirmation(number, self.snap.draft)
+        incident = self.snap.incident
+        if incident is not None and incident.get("sms"):
+            body = str(incident["sms"])
+        else:
+            body = caller_confirmation(number, self.snap.draft)
         caller = classify(self.snap.draft.caller)
         eligible = sms_reach(caller.kind, caller.e164, sms_foreign=self.settings.sms_foreign)
         if eligible.ok and caller.e164 is not None:

@@ -90,6 +90,8 @@ def open_ticket_request(
     extra: dict[str, Any] = {}
     if existing is not None and existing.draft.get(outbox.DUPLICATE_OF):
         extra[outbox.DUPLICATE_OF] = existing.draft[outbox.DUPLICATE_OF]
+    if existing is not None and existing.draft.get(outbox.INCIDENT):
+        extra[outbox.INCIDENT] = existing.draft[outbox.INCIDENT]
     typed = typed_number or (existing.draft.get(TYPED_NUMBER) if existing is not None else None)
     if typed:
         extra[TYPED_NUMBER] = typed
@@ -112,6 +114,7 @@ def mark_phone_duplicate(
     *,
     now: datetime,
     calendar: BusinessCalendar | None = None,
+    incident: dict[str, Any] | None = None,
 ) -> TicketRequest:
     """Record that the caller duplicated ticket `ticket_number` by phone (critical path).
 
@@ -119,6 +122,8 @@ def mark_phone_duplicate(
     priority goes up. Should the portal not know the number, the job opens a critical
     ticket instead, so the failure is on a ticket either way; the draft for that case is
     built here, with deadlines from `calendar` (the shipped calendar when not given).
+    `incident`: the caller joined a known incident (`callcenter.incidents.store.join_call`);
+    the follow-ups then comment and text as it says instead of alerting the staff on duty.
     """
     number = re.sub(r"[\s#*№-]", "", ticket_number or "")
     if not _TICKET_NUMBER.fullmatch(number):
@@ -133,7 +138,13 @@ def mark_phone_duplicate(
         session,
         call_id=call.id,
         idempotency_key=call.call_sid,
-        draft=_stored(call, draft, interrupted=call.interrupted, duplicate_of=number),
+        draft=_stored(
+            call,
+            draft,
+            interrupted=call.interrupted,
+            duplicate_of=number,
+            **({outbox.INCIDENT: incident} if incident else {}),
+        ),
         now=now,
     )
 

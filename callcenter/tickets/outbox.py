@@ -66,6 +66,8 @@ MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 DUPLICATE_OF = "duplicate_of"  # the caller named an existing ticket (critical path)
 RECEIVED_AT = "received_at"  # when the call started: what the deadlines count from
 RECORDING_SID = "recording_sid"
+# The caller joined a known incident (`callcenter.incidents`): {"id", "comment", "sms"}.
+INCIDENT = "incident"
 
 _DRAFT_FIELDS = {f.name for f in fields(TicketDraft)}
 _DATETIME_FIELDS = ("first_stage_due", "resolution_due")

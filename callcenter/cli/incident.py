@@ -1,0 +1,137 @@
+"""`callcenter incident open | close | list`: known incidents, declared and closed by a
+supervisor (`callcenter.incidents`)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+from sqlalchemy import select
+
+from callcenter.cli.context import CliContext, pass_cli
+from callcenter.clock import to_moscow
+from callcenter.db import transaction
+from callcenter.db.models import SmsMessage
+from callcenter.errors import InvalidInput
+from callcenter.incidents import store
+from callcenter.jobs.runners import InlineJobRunner
+from callcenter.jobs.tasks import submit_incident_job
+
+
+@click.group()
+def incident() -> None:
+    """Known incidents: callers hear of them first and may join them."""
+
+
+@incident.command("open")
+@click.option(
+    "--product",
+    required=True,
+    type=click.Choice(["online", "studio", "silver", "all"]),
+    help="The product that failed (all: every product).",
+)
+@click.option("--ticket", help="The portal ticket the work is tracked in (default: a new one).")
+@click.option("--message", required=True, help="What is known, for the console and the ticket.")
+@pass_cli
+def incident_open(cli: CliContext, product: str, ticket: str | None, message: str) -> None:
+    """Declare an incident; without --ticket a critical_server_failure ticket is opened."""
+    services = cli.services
+    try:
+        with transaction(services.sessions) as session:
+            row = store.open_incident(
+                session,
+                product=product,
+                message=message,
+                now=services.clock(),
+                calendar=services.calendar,
+                ticket=ticket,
+                by="cli",
+            )
+            incident_id, request_id = row.id, row.ticket_request_id
+    except InvalidInput as exc:
+        raise click.ClickException(str(exc)) from None
+    if request_id is not None:
+        services.jobs.submit_ticket_request(request_id)
+        _finish_inline(cli)
+    with services.sessions() as session:
+        number = store.ticket_number(store.get_incident(session, incident_id))
+    click.echo(
+        f"incident {incident_id} open for {product}, ticket №{number}"
+        if number
+        else f"incident {incident_id} open for {product}; its ticket is being opened "
+        "(callers hear of it once it has a number)"
+    )
+
+
+@incident.command("close")
+@click.argument("incident_id", type=int)
+@click.option("--message", required=True, help="How it was resolved (SMS and ticket).")
+@pass_cli
+def incident_close(cli: CliContext, incident_id: int, message: str) -> None:
+    """Close an incident: the resolution SMS to every joined caller, the ticket noted."""
+    services = cli.services
+    try:
+        with transaction(services.sessions) as session:
+            store.close_incident(
+                session, incident_id, message=message, now=services.clock(), by="cli"
+            )
+    except InvalidInput as exc:
+        raise click.ClickException(str(exc)) from None
+    queued = submit_incident_job(services, incident_id)
+    _finish_inline(cli)
+    click.echo(
+        f"incident {incident_id} closed; resolution SMS "
+        + ("queued" if queued else "left for the sweep (the queue is unavailable)")
+    )
+    # What became of them so far (all of them when the jobs ran in this process).
+    with services.sessions() as session:
+        for sms in session.scalars(
+            select(SmsMessage)
+            .where(SmsMessage.key.like(f"incident:{incident_id}:resolved:%"))
+            .order_by(SmsMessage.id)
+        ):
+            reason = f" ({sms.reason})" if sms.reason else ""
+            click.echo(f"  resolution SMS to {sms.to or '—'}: {sms.status}{reason}")
+
+
+@incident.command("list")
+@click.option("--json", "as_json", is_flag=True, help="A JSON list of incidents.")
+@pass_cli
+def incident_list(cli: CliContext, as_json: bool) -> None:
+    """Open incidents first, then recent ones."""
+    with cli.services.sessions() as session:
+        rows = store.list_incidents(session)
+        joined = store.joined_counts(session, [row.id for row in rows])
+        items = [store.as_json(row, joined.get(row.id, 0)) for row in rows]
+        table = [
+            (
+                str(row.id),
+                row.status,
+                row.product,
+                store.ticket_number(row) or "—",
+                str(joined.get(row.id, 0)),
+                to_moscow(row.opened_at).strftime("%d.%m.%Y %H:%M"),
+                to_moscow(row.closed_at).strftime("%d.%m.%Y %H:%M") if row.closed_at else "—",
+            )
+            for row in rows
+        ]
+    if as_json:
+        click.echo(json.dumps(items, ensure_ascii=False, indent=2))
+        return
+    if not table:
+        click.echo("no incidents")
+        return
+    header = ("ID", "STATUS", "PRODUCT", "TICKET", "JOINED", "OPENED (MSK)", "CLOSED (MSK)")
+    widths = [max(len(r[i]) for r in (header, *table)) for i in range(len(header))]
+    for line in (header, *table):
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+
+
+def _finish_inline(cli: CliContext) -> None:
+    """Without Redis the jobs run in this process: let them finish before exiting."""
+    runner = cli.services.jobs
+    if isinstance(runner, InlineJobRunner):
+        runner.close()
+
+
+commands: list[click.Command] = [incident]

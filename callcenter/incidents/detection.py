@@ -1,0 +1,142 @@
+"""Detection: a surge of critical-failure calls opens an incident by itself.
+
+When INCIDENT_THRESHOLD critical-failure calls (default 3) from different organisations
+concern one product within INCIDENT_WINDOW minutes (default 10), the incident is opened on
+the first of their tickets. The critical path does not ask for the product (it stays as
+short as it is), so a call whose product is unknown counts toward every product: a surge of
+such calls opens an incident for all products. A caller the directory does not know counts
+as an organisation of their own number.
+
+Run by the ticket job once a critical call's ticket exists (`callcenter.jobs.tasks`), never
+inside a webhook. Safe under several workers at once: the unique `incidents.open_product`
+lets one of them open it; the others find it open and stop.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from callcenter.db.models import Call, IncidentCall, TicketRequest
+from callcenter.errors import IncidentConflict
+from callcenter.incidents import store
+from callcenter.regulation.calendar import BusinessCalendar
+from callcenter.regulation.topics import PRODUCTS
+from callcenter.tickets import outbox
+from callcenter.vocabulary import Category
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Report:
+    call_id: int
+    started_at: datetime
+    who: str  # the organisation, or the caller's number for an unknown caller
+    organisation_id: int | None
+    product: str | None
+    request_id: int
+    ticket_number: str | None
+
+
+def detect(
+    session: Session,
+    call_sid: str,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+    threshold: int,
+    window_minutes: int,
+) -> int | None:
+    """After call `call_sid`'s critical ticket: open an incident if the surge is there;
+    the new incident's id (the caller commits, then queues its alerts), else None."""
+    call = session.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
+    if call is None or call.category != Category.CRITICAL:
+        return None
+    if any(store.covers(i.product, call.product) for i in store.open_incidents(session)):
+        return None  # known already: callers hear it
+    reports = _recent_reports(session, now - timedelta(minutes=window_minutes))
+    if not any(r.call_id == call.id for r in reports):
+        return None
+    chosen = _surging_product(reports, threshold)
+    if chosen is None:
+        return None
+    product, involved = chosen
+    first = min(involved, key=lambda r: (r.started_at, r.call_id))
+    message = (
+        f"Обнаружен автоматически: {len({r.who for r in involved})} организаций сообщили "
+        f"о критическом сбое за {window_minutes} мин."
+    )
+    try:
+        incident = store.open_incident(
+            session,
+            product=product,
+            message=message,
+            now=now,
+            calendar=calendar,
+            ticket=first.ticket_number,
+            ticket_request_id=first.request_id,
+            by="обнаружен автоматически",
+            detected=True,
+        )
+    except IncidentConflict:
+        return None  # another process opened it a moment ago
+    for report in involved:
+        store.link_call(session, incident, report.call_id, report.organisation_id, now)
+    log.warning(
+        "incident %s detected: %d critical calls for %s", incident.id, len(involved), product
+    )
+    return incident.id
+
+
+def _recent_reports(session: Session, since: datetime) -> list[_Report]:
+    """Critical calls since `since` with a ticket of their own (not a duplicate), not
+    tied to an incident yet."""
+    linked = select(IncidentCall.call_id)
+    rows = session.execute(
+        select(
+            Call.id,
+            Call.started_at,
+            Call.organisation_id,
+            Call.caller_e164,
+            Call.product,
+            TicketRequest.id,
+            TicketRequest.ticket_number,
+            TicketRequest.draft,
+        )
+        .join(TicketRequest, TicketRequest.call_id == Call.id)
+        .where(
+            Call.category == Category.CRITICAL,
+            Call.started_at >= since,
+            Call.id.not_in(linked),
+        )
+    ).all()
+    reports = []
+    for call_id, started, org_id, e164, product, request_id, number, draft in rows:
+        if (draft or {}).get(outbox.DUPLICATE_OF):
+            continue
+        who = f"org:{org_id}" if org_id is not None else f"caller:{e164 or call_id}"
+        reports.append(_Report(call_id, started, who, org_id, product or None, request_id, number))
+    return reports
+
+
+def _surging_product(reports: list[_Report], threshold: int) -> tuple[str, list[_Report]] | None:
+    """The product the surge is about (or "all") and the calls that make it."""
+    surging: dict[str, list[_Report]] = {}
+    for slug in PRODUCTS:
+        concerned = [r for r in reports if r.product in (None, slug)]
+        if len({r.who for r in concerned}) >= threshold:
+            surging[slug] = concerned
+    if not surging:
+        return None
+    if len(surging) == 1:
+        ((slug, involved),) = surging.items()
+        return slug, involved
+    known = {r.product for r in reports if r.product is not None}
+    if len(known) == 1 and (only := next(iter(known))) in surging:
+        return only, surging[only]
+    return store.ALL, reports

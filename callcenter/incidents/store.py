@@ -1,0 +1,355 @@
+"""Known incidents as rows: open (declared or detected), close, list, and a call joining one.
+
+Flask-free; each function runs in the caller's transaction and never commits. One incident
+is open per product at a time, held by the unique `incidents.open_product` (NULL once
+closed): a second declaration is refused, and two processes detecting one surge at once
+open it once.
+
+An incident is tracked on a portal ticket: a number given by the supervisor, or a ticket
+the pipeline makes — a `critical_server_failure` request of its own (declared without a
+number), or the first ticket of the calls that made the service detect it. Until the
+pipeline has the number, `ticket_number` reads it from that request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, joinedload
+
+from callcenter.db.models import Call, Incident, IncidentCall, TicketRequest
+from callcenter.errors import IncidentConflict, InvalidInput, UnknownIncident
+from callcenter.incidents import texts
+from callcenter.portal.protocol import TicketDraft
+from callcenter.regulation.calendar import BusinessCalendar
+from callcenter.regulation.topics import PRODUCTS, deadlines
+from callcenter.tickets import intake, outbox
+from callcenter.vocabulary import CRITICAL_TOPIC, TOPIC_PRIORITIES
+
+OPEN = "open"
+CLOSED = "closed"
+ALL = "all"
+# What a supervisor types (`--product`) → the product slug stored (the regulation's).
+PRODUCT_CHOICES: dict[str, str] = {
+    "online": "online",
+    "studio": "studio",
+    "silver": "silver_studio",
+    "silver_studio": "silver_studio",
+    ALL: ALL,
+}
+JOINED = "joined"
+DETECTED = "detected"
+
+
+def product_slug(typed: str) -> str:
+    """The stored product for what a supervisor typed; raises `InvalidInput`."""
+    slug = PRODUCT_CHOICES.get(typed.strip().lower())
+    if slug is None:
+        raise InvalidInput(f"product must be one of online, studio, silver, all; got {typed!r}")
+    return slug
+
+
+def covers(incident_product: str, product: str | None) -> bool:
+    """Does an incident for `incident_product` concern a call about `product` (None: the
+    caller did not say — every incident concerns them)?"""
+    return product is None or incident_product in (ALL, product)
+
+
+def ticket_number(incident: Incident) -> str | None:
+    """The incident's ticket number, once there is one."""
+    if incident.ticket_number:
+        return incident.ticket_number
+    request = incident.ticket_request
+    return request.ticket_number if request is not None else None
+
+
+# ---------------------------------------------------------------- opening and closing
+
+
+def open_incident(
+    session: Session,
+    *,
+    product: str,
+    message: str,
+    now: datetime,
+    calendar: BusinessCalendar,
+    ticket: str | None = None,
+    ticket_request_id: int | None = None,
+    by: str | None = None,
+    detected: bool = False,
+) -> Incident:
+    """Open an incident for `product` (a stored slug or what a supervisor typed).
+
+    `ticket`: the portal ticket the work is tracked in; `ticket_request_id`: a request
+    whose ticket it is (detection: the first call's); neither: a `critical_server_failure`
+    request is written here for the pipeline (the caller commits, then submits
+    `incident.ticket_request_id`). Raises `IncidentConflict` while an incident for the
+    product is open, `InvalidInput` for an unusable product or ticket number.
+    """
+    slug = product if product in (*PRODUCTS, ALL) else product_slug(product)
+    number = _ticket_number(ticket) if ticket is not None else None
+    incident = Incident(
+        product=slug,
+        open_product=slug,
+        status=OPEN,
+        message=message.strip(),
+        ticket_number=number,
+        ticket_request_id=ticket_request_id,
+        detected=detected,
+        opened_at=now,
+        opened_by=by,
+        digest_joined=0,
+    )
+    try:
+        with session.begin_nested():
+            session.add(incident)
+            session.flush()
+    except IntegrityError:
+        existing = open_for_product(session, slug)
+        which = f" (№{existing.id})" if existing is not None else ""
+        raise IncidentConflict(
+            f"an incident for {slug} is open already{which}: close it first"
+        ) from None
+    if number is None and ticket_request_id is None:
+        incident.ticket_request_id = _incident_ticket_request(session, incident, now, calendar)
+    return incident
+
+
+def _ticket_number(typed: str) -> str:
+    number = typed.strip().lstrip("№#")
+    if not number.isdigit() or len(number) > 12:
+        raise InvalidInput(f"a ticket number is 1 to 12 digits, got {typed!r}")
+    return number
+
+
+def _incident_ticket_request(
+    session: Session, incident: Incident, now: datetime, calendar: BusinessCalendar
+) -> int:
+    """A `critical_server_failure` request of the incident's own (no call): the pipeline
+    makes its ticket like any other."""
+    due = deadlines(CRITICAL_TOPIC, received=now, calendar=calendar)
+    key = f"incident-{incident.id}"
+    draft = TicketDraft(
+        topic=CRITICAL_TOPIC,
+        description=texts.ticket_description(incident),
+        idempotency_key=key,
+        product=PRODUCTS[incident.product].title if incident.product in PRODUCTS else None,
+        priority=TOPIC_PRIORITIES.get(CRITICAL_TOPIC, "critical"),
+        first_stage_due=due.first_stage_due,
+        resolution_due=due.resolution_due,
+    )
+    request = TicketRequest(
+        call_id=None,
+        idempotency_key=key,
+        draft=outbox.draft_to_json(
+            draft, **{outbox.RECEIVED_AT: now.isoformat(), "interrupted": False}
+        ),
+        status=outbox.PENDING,
+        attempts=0,
+        next_attempt_at=now,
+        followups={},
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(request)
+    session.flush()
+    return request.id
+
+
+def close_incident(
+    session: Session, incident_id: int, *, message: str, now: datetime, by: str | None = None
+) -> Incident:
+    """Close the incident: no caller hears it any more; a job then records `message` on
+    the ticket and texts every joined caller (`callcenter.incidents.followups`). Raises
+    `UnknownIncident`, or `IncidentConflict` when it is closed already."""
+    incident = _locked(session, incident_id)
+    if incident.status == CLOSED:
+        raise IncidentConflict(f"incident №{incident_id} is closed already")
+    incident.status = CLOSED
+    incident.open_product = None
+    incident.closed_at = now
+    incident.closed_by = by
+    incident.closing_message = message.strip()
+    return incident
+
+
+def edit_message(session: Session, incident_id: int, message: str) -> Incident:
+    incident = _locked(session, incident_id)
+    if incident.status == CLOSED:
+        raise IncidentConflict(f"incident №{incident_id} is closed already")
+    incident.message = message.strip()
+    return incident
+
+
+def _locked(session: Session, incident_id: int) -> Incident:
+    incident = session.get(Incident, incident_id, with_for_update=True, populate_existing=True)
+    if incident is None:
+        raise UnknownIncident(f"no incident with id {incident_id}")
+    return incident
+
+
+def get_incident(session: Session, incident_id: int) -> Incident:
+    incident = session.get(Incident, incident_id)
+    if incident is None:
+        raise UnknownIncident(f"no incident with id {incident_id}")
+    return incident
+
+
+def open_for_product(session: Session, product: str) -> Incident | None:
+    return session.scalars(select(Incident).where(Incident.open_product == product)).first()
+
+
+def open_incidents(session: Session) -> Sequence[Incident]:
+    """Open incidents, newest first, with their ticket requests."""
+    return session.scalars(
+        select(Incident)
+        .where(Incident.status == OPEN)
+        .options(joinedload(Incident.ticket_request))
+        .order_by(Incident.opened_at.desc(), Incident.id.desc())
+    ).all()
+
+
+def list_incidents(session: Session, *, limit: int = 100) -> Sequence[Incident]:
+    """Open ones first, then the rest; newest first within each."""
+    return session.scalars(
+        select(Incident)
+        .options(joinedload(Incident.ticket_request))
+        .order_by((Incident.status == OPEN).desc(), Incident.opened_at.desc(), Incident.id.desc())
+        .limit(limit)
+    ).all()
+
+
+def joined_counts(session: Session, incident_ids: Sequence[int]) -> dict[int, int]:
+    """How many callers joined each incident (pressed 1)."""
+    if not incident_ids:
+        return {}
+    rows = session.execute(
+        select(IncidentCall.incident_id, func.count())
+        .where(IncidentCall.incident_id.in_(incident_ids), IncidentCall.kind == JOINED)
+        .group_by(IncidentCall.incident_id)
+    ).all()
+    return {incident_id: count for incident_id, count in rows}
+
+
+def as_json(incident: Incident, joined: int) -> dict[str, Any]:
+    """What `callcenter incident list --json` prints for one incident."""
+    return {
+        "id": incident.id,
+        "status": incident.status,
+        "product": incident.product,
+        "ticket_number": ticket_number(incident),
+        "joined_calls": joined,
+        "message": incident.message,
+        "detected": incident.detected,
+        "opened_at": incident.opened_at.isoformat(),
+        "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
+    }
+
+
+# ---------------------------------------------------------------- what callers hear
+
+
+@dataclass(frozen=True)
+class Announced:
+    """An open incident as the IVR announces it."""
+
+    incident_id: int
+    product: str
+    ticket_number: str
+
+
+def announced(session: Session, *, product: str | None = None) -> Announced | None:
+    """The open incident a caller about `product` (None: not known) hears first: the
+    newest one concerning them whose ticket number is known (a number is part of what is
+    said)."""
+    for incident in open_incidents(session):
+        number = ticket_number(incident)
+        if number and covers(incident.product, product):
+            return Announced(incident.id, incident.product, number)
+    return None
+
+
+def still_open(session: Session, incident_id: int) -> Announced | None:
+    """The incident the caller was offered, if it is still open (and numbered)."""
+    incident = session.get(Incident, incident_id)
+    if incident is None or incident.status != OPEN:
+        return None
+    number = ticket_number(incident)
+    return Announced(incident.id, incident.product, number) if number else None
+
+
+def join_call(
+    session: Session,
+    call: Call,
+    incident_id: int,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+    sms_reachable: bool,
+) -> TicketRequest | None:
+    """The caller pressed 1: the call is tied to the incident and recorded as a phone
+    duplicate on its ticket (the regulation's duplicate-by-phone), through the outbox.
+    The request's follow-ups name the caller's organisation on the ticket and text the
+    caller once now (`callcenter.tickets.followups`), and never alert the staff on duty
+    per caller (the digest does). Returns the request to submit after commit; None when
+    the incident is closed or has no number (the caller goes on to the main menu)."""
+    incident = session.get(Incident, incident_id)
+    if incident is None or incident.status != OPEN:
+        return None
+    number = ticket_number(incident)
+    if number is None:
+        return None
+    if (
+        session.scalars(
+            select(IncidentCall.id).where(
+                IncidentCall.incident_id == incident_id, IncidentCall.call_id == call.id
+            )
+        ).first()
+        is None
+    ):
+        session.add(
+            IncidentCall(
+                incident_id=incident_id,
+                call_id=call.id,
+                kind=JOINED,
+                organisation_id=call.organisation_id,
+                at=now,
+            )
+        )
+    # TODO(affected-clients): once the portal contract has "affected clients", add the
+    # caller's organisation there; until then the follow-ups name it in a comment.
+    marker = {
+        "id": incident_id,
+        "comment": texts.joined_comment(incident, call),
+        "sms": texts.joined_sms(incident, number) if sms_reachable else None,
+    }
+    return intake.mark_phone_duplicate(
+        session, call, number, now=now, calendar=calendar, incident=marker
+    )
+
+
+def link_call(
+    session: Session, incident: Incident, call_id: int, organisation_id: int | None, now: datetime
+) -> None:
+    """Tie a call that made the service detect the incident to it (it hears the
+    resolution too)."""
+    exists = session.scalars(
+        select(IncidentCall.id).where(
+            IncidentCall.incident_id == incident.id, IncidentCall.call_id == call_id
+        )
+    ).first()
+    if exists is None:
+        session.add(
+            IncidentCall(
+                incident_id=incident.id,
+                call_id=call_id,
+                kind=DETECTED,
+                organisation_id=organisation_id,
+                at=now,
+            )
+        )
