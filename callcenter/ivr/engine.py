@@ -243,6 +243,7 @@ class RecordObjection:
     ticket_number: str
 
 
+@dataclass(frozen=True)
 class JoinIncident:
     """The caller joined the known incident: a phone duplicate on its ticket, no chain."""
 
