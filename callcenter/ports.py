@@ -56,6 +56,11 @@ class JobRunner(Protocol):
         call id). Raises `QueueUnavailable`."""
         ...
 
+    def submit_kb_link_sms(self, call_id: int) -> None:
+        """Queue the SMS with the knowledge base's link to call `call_id`'s caller (one job
+        per call id). Raises `QueueUnavailable`."""
+        ...
+
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         """Run `func(services, *args)` — a module-level job of primitive arguments — as a
         job; a repeated `job_id` is one job."""

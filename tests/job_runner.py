@@ -61,6 +61,9 @@ class SynchronousJobRunner:
     def submit_missed_urgent_sms(self, call_id: int) -> None:
         self.enqueue(tasks.missed_urgent_sms_job, call_id, job_id=f"missed-urgent:{call_id}")
 
+    def submit_kb_link_sms(self, call_id: int) -> None:
+        self.enqueue(tasks.kb_link_sms_job, call_id, job_id=f"kb-link:{call_id}")
+
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         self._submit(job_id or uuid.uuid4().hex, func, *args)
 

@@ -549,9 +549,26 @@ def test_consultation_rings_everyone_at_once_then_takes_a_callback(
         (3, "petrova", PETROVA_DESK, "no-answer", None),
     ]
 
-    assert tree(twilio.voicemail("RE" + "2" * 32))[0] == say(
-        "Спасибо, ваше сообщение записано. Мы перезвоним вам. До свидания!"
-    )
+    # The caller's mobile takes SMS: the knowledge base (regulation §VII) is offered first;
+    # no answer goes on to the goodbye (https://www.twilio.com/docs/voice/twiml/gather).
+    assert tree(twilio.voicemail("RE" + "2" * 32)) == [
+        (
+            "Gather",
+            {
+                "input": "dtmf speech",
+                "action": f"{BASE}/kb",
+                "method": "POST",
+                "timeout": "4",
+                "numDigits": "1",
+                "language": "ru-RU",
+                "speechTimeout": "2",
+                "hints": "да, отправить",
+            },
+            [say("Отправить ссылку на базу знаний по СМС — 1.")],
+        ),
+        say("Спасибо, ваше сообщение записано. Мы перезвоним вам. До свидания!"),
+        ("Hangup", {}, ""),
+    ]
     call = call_row(routed, sid)
     assert (call.topic, call.routing_outcome, call.recording_sid) == (
         "consultation",
@@ -655,6 +672,7 @@ def test_forged_requests_are_refused(client: FlaskClient) -> None:
         "whisper/answer?call=CA1&leg=1",
         "leg-status?call=CA1&leg=1",
         "voicemail",
+        "kb",
     ):
         response = client.post(
             f"/webhooks/voice/route/{path}", data=params, headers={"X-Twilio-Signature": "forged"}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 from flask import Flask, Response, request
+from sqlalchemy import select
 from twilio.request_validator import RequestValidator
 from werkzeug.serving import BaseWSGIServer, make_server
 
@@ -33,8 +35,16 @@ from callcenter.cli.context import CliContext
 from callcenter.cli.simulate import simulate
 from callcenter.clock import fixed_clock
 from callcenter.db import transaction
-from callcenter.db.models import Call, Contact, ContactPhone, Organisation, TicketRequest
+from callcenter.db.models import (
+    Call,
+    Contact,
+    ContactPhone,
+    Organisation,
+    SmsMessage,
+    TicketRequest,
+)
 from callcenter.errors import InvalidInput, SimulationError
+from callcenter.ivr import prompts
 from callcenter.regulation.speech import say_digits
 from callcenter.services import Services
 from callcenter.simulator.script import (
@@ -1050,6 +1060,48 @@ def test_end_to_end_an_empty_roster_without_a_duty_phone_takes_a_voicemail(
         assert t.call["legs"] == []
     assert critical.call is not None and critical.call["category"] == "critical"
     assert consultation.call is not None and consultation.call["topic"] == "consultation"
+
+
+def kb_sms(svc: Services, call_sid: str, timeout: float = 10.0) -> SmsMessage:
+    """The knowledge base SMS of the call, once its job has settled it (sent or not)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with svc.sessions() as session:
+            row = session.scalars(
+                select(SmsMessage).where(SmsMessage.key == f"kb-link:{call_sid}")
+            ).one_or_none()
+            if row is not None and row.status != "sending":
+                return row
+        time.sleep(0.05)
+    raise AssertionError(f"no knowledge base SMS for {call_sid}")
+
+
+def test_end_to_end_a_consultation_offers_the_knowledge_base_by_sms(
+    live: tuple[Services, str],
+) -> None:
+    """Regulation §VII: once a specialist answered, or when nobody was free, the caller
+    may have the knowledge base's link by SMS (1). Sent through the keyed SMS path; the
+    caller is told only that it was queued."""
+    svc, url = live
+    answered = live_simulator(url).run(
+        CallScript(answers=parse_answer_tokens(["--press", "1", "1"]), dial_results=("accepted",))
+    )
+    nobody = live_simulator(url).run(
+        CallScript(
+            answers=parse_answer_tokens(["--press", "1", "--silence"]),
+            dial_results=("no-answer",),
+        )
+    )
+
+    assert answered.errors == [] and nobody.errors == []
+    assert prompts.KB_OFFER in answered.heard
+    assert answered.heard[-1] == prompts.KB_LINK_QUEUED
+    sms = kb_sms(svc, answered.call_sid)
+    assert (sms.status, sms.to) == ("sent", "+79161234567")
+    assert "https://kb.skai.online/" in sms.body
+    # Nobody free: the offer follows the voicemail; silence is a plain goodbye, no SMS.
+    assert prompts.KB_OFFER in nobody.heard
+    assert nobody.heard[-1] == prompts.ROUTING_MESSAGE_THANKS
 
 
 def test_status_callbacks_may_come_late_and_out_of_order(

@@ -20,6 +20,7 @@ from callcenter.routing import chain, replies, steps
 from callcenter.routing.webhook_params import (
     CallerRedirect,
     DialEnded,
+    KbAnswer,
     LegRequest,
     LegStatusReport,
     VoicemailLeft,
@@ -87,6 +88,20 @@ def voicemail_left() -> Response:
         return twiml(steps.take_voicemail(step_cycle(svc), event, routing))
     except Exception:
         return _emergency(event.call_sid)
+
+
+@bp.post("/kb")
+@twilio_signed
+def kb_answered() -> Response:
+    try:
+        event = KbAnswer.from_form(request.form)
+    except MalformedWebhook as exc:
+        return bad_request(exc)
+    try:
+        return twiml(steps.send_kb_link(step_cycle(services()), event))
+    except Exception:
+        log.exception("knowledge base answer of %s failed", event.call_sid)
+        return twiml(replies.kb_reply(None))
 
 
 @bp.post("/whisper")

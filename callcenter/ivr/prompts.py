@@ -216,6 +216,12 @@ ROUTING_LEAVE_MESSAGE = (
 ROUTING_MESSAGE_THANKS = "Спасибо, ваше сообщение записано. Мы перезвоним вам. До свидания!"
 ROUTING_NO_MESSAGE = "Мы перезвоним вам как можно скорее. До свидания!"
 
+# The knowledge base (regulation, section VII), offered to a consultation caller once a
+# specialist answered or when nobody was free; only to a number an SMS reaches.
+KB_OFFER = "Отправить ссылку на базу знаний по СМС — 1."
+KB_LINK_QUEUED = "Ссылку на базу знаний отправим вам в СМС. До свидания!"
+KB_LINK_FAILED = "К сожалению, отправить СМС сейчас не получилось. До свидания!"
+
 # The SMS every member of the urgent chain gets when nobody accepted the call.
 ROUTING_ALERT_SMS = (
     "SKAI ТП: срочный звонок не принят. {topic}, {ticket}, {client}, тел. {caller}. "

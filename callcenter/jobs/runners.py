@@ -48,6 +48,7 @@ from callcenter.jobs.tasks import (
     chain_alerts_job,
     create_ticket,
     due_request_ids,
+    kb_link_sms_job,
     missed_urgent_sms_job,
     purge_personal_data,
     queue_due_chain_alerts,
@@ -191,6 +192,9 @@ class RqJobRunner:
 
     def submit_missed_urgent_sms(self, call_id: int) -> None:
         self.enqueue(missed_urgent_sms_job, call_id, job_id=f"missed-urgent:{call_id}")
+
+    def submit_kb_link_sms(self, call_id: int) -> None:
+        self.enqueue(kb_link_sms_job, call_id, job_id=f"kb-link:{call_id}")
 
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         self._enqueue_once(
@@ -395,6 +399,9 @@ class InlineJobRunner:
 
     def submit_missed_urgent_sms(self, call_id: int) -> None:
         self.enqueue(missed_urgent_sms_job, call_id, job_id=f"missed-urgent:{call_id}")
+
+    def submit_kb_link_sms(self, call_id: int) -> None:
+        self.enqueue(kb_link_sms_job, call_id, job_id=f"kb-link:{call_id}")
 
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         if not self._submit(job_id or uuid.uuid4().hex, func, *args):

@@ -41,7 +41,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.calls import recordings, retention
 from callcenter.db import transaction
-from callcenter.errors import QueueUnavailable
+from callcenter.errors import QueueUnavailable, TelephonyUnavailable
 from callcenter.incidents import detection
 from callcenter.incidents.followups import incidents_due, run_incident_followups
 from callcenter.ivr.spool import replay_spool
@@ -54,6 +54,7 @@ from callcenter.routing.alerts import (
     send_due_missed_urgent_sms,
 )
 from callcenter.tickets import followups, outbox
+from callcenter.tickets.notifications import RETRY, SENT, send_kb_link_sms
 from callcenter.vocabulary import CRITICAL_TOPIC
 
 log = logging.getLogger(__name__)
@@ -342,6 +343,21 @@ def queue_due_missed_urgent_sms(services: Services) -> int:
     for call_id in due:
         services.jobs.submit_missed_urgent_sms(call_id)
     return len(due)
+
+
+def kb_link_sms_job(services: Services, call_id: int) -> bool:
+    """Send call `call_id`'s caller the knowledge base's link, unless sent; True when it
+    went out. Twilio out of reach fails the job visibly."""
+    outcome = send_kb_link_sms(
+        services.sessions,
+        services.telephony,
+        call_id,
+        now=services.clock(),
+        sms_foreign=services.settings.sms_foreign,
+    )
+    if outcome is not None and outcome.status == RETRY:
+        raise TelephonyUnavailable(f"knowledge base SMS of call {call_id}: {outcome.reason}")
+    return outcome is not None and outcome.status == SENT
 
 
 def missed_urgent_sms_job(services: Services, call_id: int) -> bool:

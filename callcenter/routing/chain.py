@@ -182,9 +182,11 @@ class OfferVoicemail:
 
 @dataclass(frozen=True)
 class Goodbye:
-    """The routing is over: `reason` is connected, voicemail, no_message or caller_gone."""
+    """The routing is over: `reason` is connected, voicemail, no_message or caller_gone.
+    `offer_kb`: the caller is offered the knowledge base's link by SMS first."""
 
     reason: str
+    offer_kb: bool = False
 
 
 Decision = DialLegs | OfferVoicemail | Goodbye

@@ -9,6 +9,7 @@ below:
     /whisper/answer?call&leg   their key press (1 accepts)
     /leg-status?call&leg       leg P's status callbacks (initiated ... completed)
     /voicemail                 the caller's message after nobody took the call
+    /kb                        the answer to the knowledge base offer (a consultation's end)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from callcenter.vocabulary import URGENT_CATEGORIES, recording_status_path, rout
 
 LEG_EVENTS = "initiated ringing answered completed"
 WHISPER_KEY_TIMEOUT = 6
+KB_OFFER_TIMEOUT = 4
 RING_TONE = "ru"
 
 HANG_UP: Reply = (Hangup(),)
@@ -80,7 +82,26 @@ def decision_reply(decision: chain.Decision, call_sid: str) -> Reply:
             Redirect(routing_path("/voicemail")),
         )
     goodbye = _GOODBYES.get(decision.reason)
-    return ((Say(goodbye),) if goodbye else ()) + HANG_UP
+    said: Reply = ((Say(goodbye),) if goodbye else ()) + HANG_UP
+    if decision.offer_kb:
+        # No answer: Twilio goes on with the goodbye after the <Gather>.
+        offer = Gather(
+            action=routing_path("/kb"),
+            prompt=(Say(prompts.KB_OFFER),),
+            speech=True,
+            num_digits=1,
+            timeout=KB_OFFER_TIMEOUT,
+            hints=("да", "отправить"),
+        )
+        return (offer, *said)
+    return said
+
+
+def kb_reply(queued: bool | None) -> Reply:
+    """After the knowledge base offer: the SMS queued, not queued, or not wanted (None)."""
+    if queued is None:
+        return (Say(prompts.GOODBYE), *HANG_UP)
+    return (Say(prompts.KB_LINK_QUEUED if queued else prompts.KB_LINK_FAILED), *HANG_UP)
 
 
 def whisper_reply(said: chain.Whisper | None, call_sid: str, position: int) -> Reply:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from callcenter.calls.step_cycle import StepCycle, StepTransaction
+from callcenter.calls.store import caller_facts, record_event
 from callcenter.db.models import Call
 from callcenter.errors import QueueUnavailable
 from callcenter.ivr.fallback import apology_reply
@@ -27,6 +28,7 @@ from callcenter.routing import chain, replies
 from callcenter.routing.webhook_params import (
     CallerRedirect,
     DialEnded,
+    KbAnswer,
     LegRequest,
     LegStatusReport,
     VoicemailLeft,
@@ -140,6 +142,40 @@ def record_leg_status(cycle: StepCycle, event: LegStatusReport) -> None:
     cycle.run(event.call_sid, decide)
 
 
+def send_kb_link(cycle: StepCycle, event: KbAnswer) -> Reply:
+    """The caller's answer to the knowledge base offer: the SMS is queued (said only when
+    it was), or a plain goodbye."""
+
+    def step(tx: StepTransaction) -> bool | None:
+        call = tx.call_object()
+        if call is None or not event.wants:
+            return None
+        record_event(tx.session, call, "kb_link_requested", tx.now)
+        try:
+            tx.jobs().submit_kb_link_sms(call.id)
+        except QueueUnavailable:
+            log.error("could not queue the knowledge base SMS of call %s", event.call_sid)
+            return False
+        return True
+
+    return replies.kb_reply(cycle.run(event.call_sid, step))
+
+
+# A consultation's caller is offered the knowledge base once it ends like this.
+_KB_AFTER = frozenset({"connected", "voicemail", "no_message"})
+
+
+def _offers_kb(call: Call, decision: chain.Goodbye, settings: Settings) -> bool:
+    """The knowledge base (regulation, section VII) helps a consultation's caller: after a
+    specialist answered or when nobody was free — to a number an SMS reaches."""
+    if decision.reason not in _KB_AFTER:
+        return False
+    routing = chain.routing_state(call)
+    if routing is None or routing.kind != chain.CONSULTATION or not settings.sms_configured:
+        return False
+    return caller_facts(call, sms_foreign=settings.sms_foreign).sms_reachable
+
+
 def _caller_step(cycle: StepCycle, call_sid: str, settings: Settings, decide: Decide) -> Reply:
     def step(tx: StepTransaction) -> chain.Decision | None:
         call = tx.call_object()
@@ -150,7 +186,10 @@ def _caller_step(cycle: StepCycle, call_sid: str, settings: Settings, decide: De
         if outcome.send_alerts:
             call_id = call.id
             tx.after_commit(lambda: queue_chain_alerts(tx.jobs(), call_id))
-        return outcome.decision
+        decision = outcome.decision
+        if isinstance(decision, chain.Goodbye) and _offers_kb(call, decision, settings):
+            return replace(decision, offer_kb=True)
+        return decision
 
     decision = cycle.run(call_sid, step)
     if decision is None:

@@ -90,6 +90,22 @@ class VoicemailLeft:
 
 
 @dataclass(frozen=True)
+class KbAnswer:
+    """The caller's answer to the knowledge base offer (`/kb`): 1, or «да» said."""
+
+    call_sid: str
+    wants: bool
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> KbAnswer:
+        require(form, "CallSid")
+        digits = form.get("Digits", "").strip()
+        speech = form.get("SpeechResult", "").strip().lower()
+        said_yes = speech.startswith(("да", "отправ", "один"))
+        return cls(form["CallSid"].strip(), digits == "1" or (not digits and said_yes))
+
+
+@dataclass(frozen=True)
 class LegRequest:
     """A request on a dialled leg: its whisper (`<Number url>`) or the key pressed after it.
     `call_sid` is the caller's call (`?call=`, else `ParentCallSid`); `position` the leg's

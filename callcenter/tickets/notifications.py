@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.clock import to_moscow
-from callcenter.db.models import SmsMessage
+from callcenter.db.models import Call, SmsMessage
 from callcenter.errors import (
     TelephonyError,
     TelephonyNotConfigured,
@@ -51,6 +51,7 @@ from callcenter.regulation.topics import TOPICS
 from callcenter.roster.on_duty import alert_numbers
 from callcenter.settings import Settings
 from callcenter.telephony.client import Telephony
+from callcenter.vocabulary import sms_reach
 
 log = logging.getLogger(__name__)
 
@@ -258,6 +259,33 @@ def on_duty_alert_recipients(
         if number and number not in numbers:
             numbers.append(number)
     return numbers or ([settings.duty_phone] if settings.duty_phone else [])
+
+
+KB_LINK_KEY = "kb-link:{call_sid}"
+# The knowledge base of the regulation's section VII.
+KB_LINK_SMS = (
+    "SKAI ТП: база знаний — инструкции и ответы на частые вопросы: https://kb.skai.online/"
+)
+
+
+def send_kb_link_sms(
+    sessions: sessionmaker[Session],
+    telephony: Telephony,
+    call_id: int,
+    *,
+    now: datetime,
+    sms_foreign: bool,
+) -> SmsOutcome | None:
+    """The knowledge base's link to call `call_id`'s caller, keyed per call (never twice);
+    None when the caller is not one an SMS reaches (`vocabulary.sms_reach`)."""
+    with sessions() as session:
+        call = session.get(Call, call_id)
+        if call is None or call.caller_e164 is None:
+            return None
+        if not sms_reach(call.caller_kind, call.caller_e164, sms_foreign=sms_foreign).ok:
+            return None
+        key, to = KB_LINK_KEY.format(call_sid=call.call_sid), call.caller_e164
+    return send_once(sessions, telephony, key=key, to=to, body=KB_LINK_SMS, now=now)
 
 
 def caller_confirmation(number: str, draft: TicketDraft) -> str:
