@@ -9,6 +9,7 @@ away, «Кто дежурит» and «Выйти» are in the top bar. The pages
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from callcenter.db import transaction
 from callcenter.directory.importer import import_directory
 from callcenter.roster.importer import import_roster
 from callcenter.services import Services
+from tests.browser.conftest import screenshot
 from tests.conftest import ROOT
 from tests.console_helpers import PASSWORD, SampleLog, add_user, sample_log
 
@@ -115,6 +117,7 @@ def test_every_page_fits_a_phone(
             page.goto(f"{live_url}{path}")
             expect(page.locator("h1")).to_be_visible()
             assert_fits(page, path)
+            screenshot(page, f"phone-{role}-{re.sub(r'[^a-z0-9]+', '-', path.lower()).strip('-')}")
             # «Кто дежурит» and «Выйти» are at the top of every page, without scrolling.
             for control in ("#on-duty-link", "#logout"):
                 box = page.locator(control).bounding_box()
