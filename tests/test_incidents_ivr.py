@@ -15,6 +15,8 @@ from redis import Redis
 from rq import Queue
 
 from callcenter.app import create_app
+from callcenter.calllog.query import get_call
+from callcenter.calllog.timeline import timeline
 from callcenter.cli import main
 from callcenter.cli.context import CliContext
 from callcenter.db import transaction
@@ -173,6 +175,16 @@ def test_a_caller_hears_the_incident_first_joins_with_1_and_gets_sms_now_and_at_
     ]
     [item] = json.loads(cli(hotline, "incident", "list", "--json"))
     assert item["joined_calls"] == 1
+    with hotline.sessions() as session:
+        logged = get_call(session, call.call_sid)
+        assert logged is not None
+        said_in_log = [entry.text for entry in timeline(logged)]
+    assert f"Присоединился к сбою №{incident_id}: дубль по телефону на заявке сбоя" in said_in_log
+    assert any(
+        text.startswith("Объявление об известном сбое: ")
+        and text.endswith("присоединился к известному сбою — без вызова дежурных")
+        for text in said_in_log
+    ), said_in_log
 
     cli(hotline, "incident", "close", str(incident_id), "--message", "Карта снова работает.")
     sent = sms_sent(exchanges)

@@ -39,6 +39,7 @@ MAIN_MENU_CHOICES: Mapping[str, str] = {
 }
 STEP_TITLES: Mapping[str, str] = {
     Step.START: "Приветствие",
+    Step.INCIDENT_OFFER: "Объявление об известном сбое",
     Step.MAIN_MENU: "Главное меню",
     Step.TOPIC: "Выбор темы",
     Step.PRODUCT: "Выбор продукта",
@@ -156,6 +157,9 @@ def _gather(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
         "unavailable": ("портал недоступен", WARNING),
         "new_ticket": ("номера заявки нет — открывается новая", NORMAL),
         "no_input_expected": ("ответ не ожидался", MINOR),
+        "joined_incident": ("присоединился к известному сбою — без вызова дежурных", NORMAL),
+        "not_joined": ("не присоединился к сбою", NORMAL),
+        "incident_offered": ("предложено присоединиться к известному сбою", NORMAL),
     }
     if result in ("silence", "invalid"):
         retry = detail.get("retry")
@@ -223,6 +227,11 @@ def _ticket_requested(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Describ
 def _phone_duplicate(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
     number = _detail(event).get("ticket_number")
     return f"Заявка №{number}: отмечено дублирование звонком, приоритет повышен", NORMAL
+
+
+def _incident_joined(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    incident = _detail(event).get("incident_id")
+    return f"Присоединился к сбою №{incident}: дубль по телефону на заявке сбоя", NORMAL
 
 
 def _recording(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
@@ -375,6 +384,7 @@ _DESCRIBERS: dict[str, Callable[[CallEvent, Mapping[int, DialLeg]], Described]] 
     "poll": _poll,
     "ticket_requested": _ticket_requested,
     "phone_duplicate": _phone_duplicate,
+    "incident_joined": _incident_joined,
     "recording_added": _recording,
     "recording_refused": _recording_refused,
     "recording_status": lambda _e, _l: ("", MINOR),  # recording_added says it better
