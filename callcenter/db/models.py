@@ -248,6 +248,9 @@ class Ticket(Base):
     duplicated_by_phone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # One problem, many clients: [{"id", "name"}] and [{"incident", "label"}] (None: none).
+    affected_organisations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    incidents: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     history: Mapped[list[TicketEntry]] = relationship(
         back_populates="ticket", order_by="TicketEntry.id", cascade="all, delete-orphan"
