@@ -52,6 +52,9 @@ STEP_TITLES: Mapping[str, str] = {
     Step.STATUS_NUMBER: "Номер заявки для статуса",
     Step.STATUS_DONE: "Статус заявки",
     Step.STATUS_UNAVAILABLE: "Статус недоступен",
+    Step.REPEAT_OFFER: "Открытые заявки абонента",
+    Step.ADDITION: "Дополнение к заявке",
+    Step.ADDITION_DONE: "Статус и срок заявки",
     Step.ROUTED: "Соединение",
 }
 STATUS_TITLES: Mapping[str, str] = {

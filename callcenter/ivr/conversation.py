@@ -32,6 +32,7 @@ from callcenter.db.models import Call, TicketRequest
 from callcenter.errors import InvalidInput, TicketNotFound
 from callcenter.ivr.engine import (
     Action,
+    AddToTicket,
     CallFacts,
     CallState,
     IvrEvent,
@@ -47,6 +48,7 @@ from callcenter.ivr.engine import (
     advance,
 )
 from callcenter.ivr.reply import Reply
+from callcenter.ivr.twiml import absolute
 from callcenter.ivr.webhook_params import RecordingStatus, VoiceWebhook
 from callcenter.portal.protocol import Portal, TicketView
 from callcenter.regulation.calendar import BusinessCalendar
@@ -66,6 +68,8 @@ log = logging.getLogger(__name__)
 
 # How long a step may wait for the portal (ticket lookups) before saying it is unavailable.
 PORTAL_LOOKUP_SECONDS = 2.0
+# The repeat-caller lookup runs before the greeting: shorter, as every identified caller waits.
+OPEN_TICKETS_SECONDS = 1.0
 
 T = TypeVar("T")
 
@@ -149,7 +153,7 @@ _WITH_WHO = (joinedload(Call.contact), joinedload(Call.organisation))
 
 
 def _loaded_with(actions: tuple[Action, ...]) -> tuple[ORMOption, ...]:
-    if any(isinstance(action, (OpenTicket, MarkPhoneDuplicate)) for action in actions):
+    if any(isinstance(action, (OpenTicket, MarkPhoneDuplicate, AddToTicket)) for action in actions):
         return _WITH_WHO
     return ()
 
@@ -186,7 +190,15 @@ def _context(
             # Promise an SMS only when one can be sent: a mobile, and a Twilio account.
             sms_reachable=facts.sms_reachable and settings.sms_configured,
         ),
-        lookups=_CallLookups(ivr.portal, engine, tx, call.id, call.call_sid),
+        lookups=_CallLookups(
+            ivr.portal,
+            engine,
+            tx,
+            call.id,
+            call.call_sid,
+            contact_id=call.contact_id,
+            caller_e164=call.caller_e164,
+        ),
         say_digits=say_digits,
         say_deadline=lambda due: say_deadline(due, now),
     )
@@ -228,6 +240,27 @@ def _apply(
                 session,
                 call,
                 "phone_duplicate",
+                now,
+                ticket_number=action.ticket_number,
+                request_id=request.id,
+            )
+        elif isinstance(action, AddToTicket):
+            session.flush()
+            request = intake.add_to_ticket(
+                session,
+                call,
+                action.ticket_number,
+                now=now,
+                calendar=ivr.calendar,
+                call_url=absolute(f"/console/calls/{call.call_sid}", ivr.settings.public_base_url),
+                topic=action.topic,
+            )
+            session.flush()
+            submit.append(request.id)
+            calls.record_event(
+                session,
+                call,
+                "addition",
                 now,
                 ticket_number=action.ticket_number,
                 request_id=request.id,
@@ -331,12 +364,17 @@ class _CallLookups:
         tx: StepTransaction,
         call_id: int | None,
         call_sid: str,
+        *,
+        contact_id: int | None = None,
+        caller_e164: str | None = None,
     ) -> None:
         self._portal = portal
         self._engine = engine
         self._tx = tx
         self._call_id = call_id
         self._call_sid = call_sid
+        self._contact_id = contact_id
+        self._caller_e164 = caller_e164
 
     def ticket(self, number: str) -> TicketLookup:
         portal = self._portal()
@@ -361,6 +399,26 @@ class _CallLookups:
             )
             return TicketLookup("unavailable")
         return TicketLookup("found", view)
+
+    def open_tickets(self) -> tuple[TicketView, ...]:
+        if self._contact_id is None and self._caller_e164 is None:
+            return ()
+        portal = self._portal()
+        engine = self._engine
+        contact_id, caller = self._contact_id, self._caller_e164
+
+        def lookup() -> tuple[TicketView, ...]:
+            with bounded(engine, OPEN_TICKETS_SECONDS):
+                return portal.open_tickets(contact_id=contact_id, caller=caller, limit=3)
+
+        try:
+            return _within(OPEN_TICKETS_SECONDS, lookup)
+        except Exception as exc:
+            # The caller is greeted as anyone else: the main menu has the status path.
+            log.warning(
+                "portal lookup of open tickets failed: %r", exc, extra={"call_sid": self._call_sid}
+            )
+            return ()
 
     def requested_ticket(self) -> RequestedTicket | None:
         if self._call_id is None:
