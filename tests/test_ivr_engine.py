@@ -526,8 +526,14 @@ def test_silence_or_another_key_after_the_offer_goes_to_the_main_menu_at_once() 
         prompts.MAIN_MENU
     ]
     offered = advance(CallState(), IvrEvent("start"), context(tickets)).state
-    other = advance(offered, press(offered, "3"), context(tickets))
+    other = advance(offered, press(offered, "7"), context(tickets))
     assert other.state.step == "main_menu" and other.state.addition_to is None
+    assert other.note == {"result": "other"}
+    # A main-menu key a returning caller knows acts at once.
+    offered = advance(CallState(), IvrEvent("start"), context(tickets)).state
+    problem = advance(offered, press(offered, "2"), context(tickets))
+    assert problem.state.step == "topic" and problem.state.addition_to is None
+    assert problem.actions == (Remember("category", "incident"),)
     offered = advance(CallState(), IvrEvent("start"), context(tickets)).state
     person = advance(offered, press(offered, "0"), context(tickets))
     assert person.state.step == "routed"

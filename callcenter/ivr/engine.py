@@ -949,8 +949,12 @@ def _repeat_offer(state: CallState, event: IvrEvent, ctx: StepContext) -> StepRe
         navigated = _navigate(state, event, ctx)
         if navigated is not None:
             return navigated
+        if isinstance(flow.MAIN_MENU.match(event.digits, event.speech), flow.Choice):
+            # A main-menu choice a returning caller knows by heart ("2", «угон»): it acts.
+            state.step = Step.MAIN_MENU
+            return _main_menu(state, event, ctx)
         # Silence or another answer: the caller called about something else; the main
-        # menu at once (a key meant for it is asked again there, never lost in silence).
+        # menu at once.
         result = "silence" if event.silent else "other"
         return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note(result))
     number = state.offered[picked]
