@@ -17,7 +17,9 @@ from callcenter.ivr import prompts
 from callcenter.regulation.speech import say_digits
 from callcenter.services import Services
 from tests.conftest import DEFAULT_NOW, TEST_PUBLIC_BASE
+from tests.console_helpers import add_user, login
 from tests.job_runner import SynchronousJobRunner
+from tests.test_console_calls import text_of
 from tests.test_voice_webhooks import (
     KNOWN_MOBILE,
     STEP,
@@ -187,3 +189,39 @@ def test_several_open_tickets_the_latest_three_each_by_its_key(
     assert tickets_on_portal(services) == 4
     request = ticket_request(services, call.call_sid)
     assert request is not None and request.ticket_number == newest[1]
+
+
+def test_calls_about_a_ticket_show_on_the_call_page_and_the_ticket_page(
+    client: FlaskClient, services: Services, sync_jobs: SynchronousJobRunner
+) -> None:
+    add_contact(services, KNOWN_MOBILE)
+    number = first_call(client, services, KNOWN_MOBILE)
+    # A second call adds to it; a third asks its status (said, as a returning caller may).
+    adding = TwilioCall(client, caller=KNOWN_MOBILE)
+    adding.start()
+    adding.press("1")
+    adding.record()
+    adding.hang_up()
+    asking = TwilioCall(client, caller=KNOWN_MOBILE)
+    asking.start()
+    asking.say("статус заявки")
+    asking.press(number + "#")
+    asking.hang_up()
+
+    add_user(services, "head", "supervisor")
+    assert login(client, "head").status_code == 302
+    call_page = text_of(client.get(f"/console/calls/{adding.call_sid}").get_data(as_text=True))
+    assert (
+        f"Звонок по существующей заявке №{number} : абонент дополнил её, новая заявка не открыта."
+        in call_page
+    )
+    assert f"приветствие; открытые заявки абонента: №{number} — предложено дополнить" in call_page
+    assert f"записано дополнение к заявке №{number}, назван статус «Новая» и срок" in call_page
+    status_page = text_of(client.get(f"/console/calls/{asking.call_sid}").get_data(as_text=True))
+    assert f"Звонок по существующей заявке №{number} : абонент узнал её статус." in status_page
+
+    ticket_page = text_of(client.get(f"/console/tickets/{number}").get_data(as_text=True))
+    calls = ticket_page.split("Звонки по заявке", 1)[1].split("История", 1)[0]
+    assert calls.count("+7 916 111-22-33") == 3
+    assert "открыл заявку" in calls and "дополнение" in calls and "узнал статус" in calls
+    assert "Дополнение к заявке №" in ticket_page.split("История", 1)[1]
