@@ -5,6 +5,7 @@ ticket is opened. The built-in portal, jobs run as soon as their step commits.""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from flask.testing import FlaskClient
@@ -15,11 +16,16 @@ from callcenter.db import transaction
 from callcenter.db.models import SmsMessage, Ticket
 from callcenter.ivr import prompts
 from callcenter.regulation.speech import say_digits
+from callcenter.cli.simulate import LocalCallLog
 from callcenter.services import Services
-from tests.conftest import DEFAULT_NOW, TEST_PUBLIC_BASE
+from callcenter.simulator.script import Answer, CallScript
+from callcenter.simulator.twilio import Simulator, format_call_summary
+from tests.conftest import DEFAULT_NOW, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
 from tests.console_helpers import add_user, login
 from tests.job_runner import SynchronousJobRunner
 from tests.test_console_calls import text_of
+from tests.test_portal_api import PREFIX, TOKEN
+from tests.test_portal_http import serve_app
 from tests.test_voice_webhooks import (
     KNOWN_MOBILE,
     STEP,
@@ -225,3 +231,47 @@ def test_calls_about_a_ticket_show_on_the_call_page_and_the_ticket_page(
     assert calls.count("+7 916 111-22-33") == 3
     assert "открыл заявку" in calls and "дополнение" in calls and "узнал статус" in calls
     assert "Дополнение к заявке №" in ticket_page.split("История", 1)[1]
+
+
+# ---------------------------------------------------------------- the simulator
+
+
+def test_the_simulator_plays_a_caller_with_an_open_ticket(
+    make_services: Callable[..., Services],
+) -> None:
+    """What the README shows: a first call leaves a ticket, the same number calls again,
+    presses 1 and records an addition; the service is served over real HTTP, the calls are
+    played by `callcenter simulate`'s core exactly as Twilio would."""
+    services = make_services(builtin_portal_token=TOKEN)
+    for base_url in serve_app(services):
+        root = base_url.removesuffix(PREFIX)
+        simulator = Simulator(root, TEST_AUTH_TOKEN, public_base_url=TEST_PUBLIC_BASE)
+        log = LocalCallLog(services)
+        first = simulator.run(
+            CallScript(
+                answers=(
+                    *map(Answer.press, "241"),
+                    Answer.say("А123ВС77"),
+                    Answer.say("Иван Петров, Ромашка"),
+                )
+            ),
+            call_log=log,
+        )
+        assert first.errors == [], first.text()
+        assert first.call is not None and first.call["ticket_state"] == "done"
+        number = first.call["ticket_number"]
+
+        again = simulator.run(CallScript(answers=(Answer.press("1"),)), call_log=log)
+        assert again.errors == [], again.text()
+        heard = " ".join(again.heard)
+        assert f"У вас открыта заявка номер {say_digits(number)}, статус — новая." in heard
+        assert f"дополнение будет приложено к заявке номер {say_digits(number)}" in heard
+        assert "по московскому времени" in heard
+        assert again.call is not None
+        summary = format_call_summary(again.call)
+        assert f"  дополнение к заявке № {number} (done), новая заявка не открыта" in summary
+        assert tickets_on_portal(services) == 1
+        added = [
+            e for e in services.portal.get_ticket(number).history if "Дополнение" in (e.text or "")
+        ]
+        assert len(added) == 1
