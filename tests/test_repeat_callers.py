@@ -12,11 +12,11 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from callcenter.access.tokens import create_token
+from callcenter.cli.simulate import LocalCallLog
 from callcenter.db import transaction
 from callcenter.db.models import SmsMessage, Ticket
 from callcenter.ivr import prompts
 from callcenter.regulation.speech import say_digits
-from callcenter.cli.simulate import LocalCallLog
 from callcenter.services import Services
 from callcenter.simulator.script import Answer, CallScript
 from callcenter.simulator.twilio import Simulator, format_call_summary
