@@ -233,10 +233,11 @@ class Ticket(Base):
     product: Mapped[str | None] = mapped_column(String(40))
     vehicles: Mapped[list[str]] = mapped_column(JSON, default=list)
     contact_name: Mapped[str | None] = mapped_column(String(300))
-    contact_id: Mapped[int | None] = mapped_column(Integer)
+    # Indexed: every identified caller's first webhook asks for their open tickets.
+    contact_id: Mapped[int | None] = mapped_column(Integer, index=True)
     organisation_name: Mapped[str | None] = mapped_column(String(300))
     organisation_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    caller: Mapped[str | None] = mapped_column(String(120))
+    caller: Mapped[str | None] = mapped_column(String(120), index=True)
     description: Mapped[str] = mapped_column(Text, default="")
     call_ref: Mapped[str | None] = mapped_column(String(64))
     recording_url: Mapped[str | None] = mapped_column(Text)
