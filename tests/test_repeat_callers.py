@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
@@ -71,6 +72,7 @@ def recording_callback(client: FlaskClient, call: TwilioCall, sid: str, kind: st
     return signed_post(client, f"/webhooks/voice/recording-status?kind={kind}", params)
 
 
+@pytest.mark.both_databases  # the step's row lock, the portal's lookup beside it
 def test_the_second_call_from_a_known_contact_adds_to_the_open_ticket_and_opens_nothing(
     client: FlaskClient, services: Services, sync_jobs: SynchronousJobRunner
 ) -> None:
