@@ -38,6 +38,7 @@ class Category(StrEnum):
     CRITICAL = "critical"  # a critical server failure
     STOLEN = "stolen"  # a stolen vehicle
     STATUS = "status"  # the status of an existing ticket
+    ADDITION = "addition"  # a repeat caller adds to an open ticket of theirs
     ABANDONED = "abandoned"  # hung up before choosing anything
 
 
@@ -68,6 +69,8 @@ CATEGORY_RULES: Mapping[Category, CategoryRules] = {
     ),
     # A status enquiry asks about a ticket; it is not a new request.
     Category.STATUS: CategoryRules(urgent=False, ticket="never"),
+    # An addition goes onto the caller's open ticket; it never opens a new one.
+    Category.ADDITION: CategoryRules(urgent=False, ticket="never"),
     Category.ABANDONED: CategoryRules(urgent=False, ticket="never"),
 }
 
@@ -144,6 +147,9 @@ class Step(StrEnum):
     STATUS_UNKNOWN_CALLER = "status_unknown_caller"
     STATUS_OBJECTION = "status_objection"  # the objection to a solution, being recorded
     CALLBACK_NUMBER = "callback_number"  # a withheld caller types a number to call back
+    REPEAT_OFFER = "repeat_offer"  # "you have an open ticket: to add to it, press 1"
+    ADDITION = "addition"  # the recorded addition to that ticket
+    ADDITION_DONE = "addition_done"  # its status and deadline said
     ROUTED = "routed"  # handed over to routing
     ENDED = "ended"
 
@@ -172,8 +178,8 @@ RECORDING_STATUS_PATH = VOICE_PREFIX + "/recording-status"
 STEP_PREFIX = VOICE_PREFIX + "/step"
 ROUTE_PREFIX = VOICE_PREFIX + "/route"
 
-RecordingKind = Literal["description", "voicemail"]
-RECORDING_KINDS: tuple[RecordingKind, ...] = ("description", "voicemail")
+RecordingKind = Literal["description", "voicemail", "addition"]
+RECORDING_KINDS: tuple[RecordingKind, ...] = ("description", "voicemail", "addition")
 
 
 def step_path(step: str, turn: int) -> str:

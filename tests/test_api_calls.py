@@ -211,6 +211,7 @@ def test_a_call_with_events_legs_and_a_ticket_as_json(
         "ticket_number": "1042",
         "ticket_state": "done",
         "ticket_error": None,
+        "related_ticket": None,
         "outcome": "completed",
         "interrupted": False,
         "twilio_status": "completed",

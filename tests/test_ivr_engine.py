@@ -11,6 +11,7 @@ import pytest
 
 from callcenter.ivr import prompts
 from callcenter.ivr.engine import (
+    AddToTicket,
     CallFacts,
     CallState,
     IvrEvent,
@@ -48,6 +49,8 @@ class Tickets:
         self.unavailable = unavailable
         self.asked: list[str] = []
         self.objections: list[str] = []
+        # The caller's open tickets, newest first (a repeat caller).
+        self.open: tuple[TicketView, ...] = ()
 
     def ticket(self, number: str) -> TicketLookup:
         self.asked.append(number)
@@ -61,6 +64,9 @@ class Tickets:
 
     def objection_recorded(self, number: str) -> bool:
         return not self.unavailable and number in self.objections
+
+    def open_tickets(self) -> tuple[TicketView, ...]:
+        return self.open
 
 
 def view(
@@ -541,3 +547,118 @@ def test_the_status_end_menu_takes_another_ticket_by_voice() -> None:
     state = at("status_done", turn=3, announcement=["Заявка один."])
     result = advance(state, speak(state, "другую заявку"), context())
     assert result.state.step == "status_number"
+
+
+# ------------------------------------------------------------------ repeat callers
+
+
+def repeat_caller(*numbers: str, status: str = "В работе") -> Tickets:
+    tickets = Tickets(portal={n: replace(view(n, 3), status=status) for n in numbers})
+    tickets.open = tuple(tickets.portal[n] for n in numbers)
+    return tickets
+
+
+def test_a_caller_with_an_open_ticket_is_offered_to_add_to_it_in_the_first_gather() -> None:
+    result = advance(CallState(), IvrEvent("start"), context(repeat_caller("1042")))
+
+    assert result.state.step == "repeat_offer" and result.state.offered == ["1042"]
+    gather = gather_of(result.reply)
+    assert result.reply[0] is gather
+    assert [say.text for say in gather.prompt] == [  # type: ignore[attr-defined]
+        prompts.GREETING.format(support_name="техподдержка Скай"),
+        "У вас открыта заявка номер один ноль четыре два, статус — в работе. "
+        "Чтобы дополнить её, нажмите 1.",
+        "По другим вопросам оставайтесь на линии.",
+    ]
+    assert (gather.action, gather.num_digits) == ("/webhooks/voice/step/repeat_offer?t=1", 1)
+    assert result.note == {"result": "repeat_offer", "tickets": ["1042"], "after_hours": False}
+
+
+def test_without_open_tickets_the_main_menu_is_the_first_gather() -> None:
+    result = advance(CallState(), IvrEvent("start"), context(Tickets()))
+    assert result.state.step == "main_menu"
+
+
+def test_several_open_tickets_are_offered_by_number_each_with_its_key() -> None:
+    tickets = repeat_caller("1044", "1043", "1042")
+    result = advance(CallState(), IvrEvent("start"), context(tickets))
+    texts = [say.text for say in gather_of(result.reply).prompt]  # type: ignore[attr-defined]
+    assert texts[1:] == [
+        "У вас открыты заявки.",
+        "Заявка номер один ноль четыре четыре, статус — в работе: чтобы дополнить её, нажмите 1.",
+        "Заявка номер один ноль четыре три, статус — в работе: чтобы дополнить её, нажмите 2.",
+        "Заявка номер один ноль четыре два, статус — в работе: чтобы дополнить её, нажмите 3.",
+        "По другим вопросам оставайтесь на линии.",
+    ]
+    state = result.state
+    picked = advance(state, press(state, "2"), context(tickets))
+    assert picked.state.addition_to == "1043" and picked.state.step == "addition"
+    assert picked.actions == (Remember("category", "addition"),)
+
+
+def test_silence_or_another_key_after_the_offer_goes_to_the_main_menu_at_once() -> None:
+    tickets = repeat_caller("1042")
+    offered = advance(CallState(), IvrEvent("start"), context(tickets)).state
+    quiet = advance(offered, silence(offered), context(tickets))
+    assert quiet.state.step == "main_menu" and quiet.state.retries == 0
+    assert quiet.actions == ()
+    assert [say.text for say in gather_of(quiet.reply).prompt] == [  # type: ignore[attr-defined]
+        prompts.MAIN_MENU
+    ]
+    offered = advance(CallState(), IvrEvent("start"), context(tickets)).state
+    other = advance(offered, press(offered, "7"), context(tickets))
+    assert other.state.step == "main_menu" and other.state.addition_to is None
+    assert other.note == {"result": "other"}
+    # A main-menu key a returning caller knows acts at once.
+    offered = advance(CallState(), IvrEvent("start"), context(tickets)).state
+    problem = advance(offered, press(offered, "2"), context(tickets))
+    assert problem.state.step == "topic" and problem.state.addition_to is None
+    assert problem.actions == (Remember("category", "incident"),)
+    offered = advance(CallState(), IvrEvent("start"), context(tickets)).state
+    person = advance(offered, press(offered, "0"), context(tickets))
+    assert person.state.step == "routed"
+
+
+def test_pressing_1_records_an_addition_then_says_status_and_deadline() -> None:
+    tickets = repeat_caller("1042")
+    offered = advance(CallState(), IvrEvent("start"), context(tickets)).state
+    yes = advance(offered, speak(offered, "да"), context(tickets))
+    state = yes.state
+    assert state.step == "addition" and state.related_ticket == "1042"
+    assert yes.reply[0] == Say(
+        "После сигнала коротко расскажите, что добавить к заявке номер один ноль четыре два. "
+        "Когда закончите, нажмите решётку."
+    )
+    [record] = [verb for verb in yes.reply if isinstance(verb, Record)]
+    assert record.action == "/webhooks/voice/step/addition?t=2"
+    assert record.status_callback == "/webhooks/voice/recording-status?kind=addition"
+
+    recording = RecordingRef("RE42", "https://api.twilio.com/rec/RE42", 12)
+    event = IvrEvent("step", step="addition", turn=state.turn, recording=recording)
+    done = advance(state, event, context(tickets))
+
+    assert done.actions == (
+        KeepRecording(recording, "addition"),
+        AddToTicket("1042", topic="system_reports"),
+    )
+    assert not any(isinstance(a, OpenTicket) for a in done.actions)
+    assert done.state.step == "addition_done"
+    texts = [say.text for say in gather_of(done.reply).prompt]  # type: ignore[attr-defined]
+    assert texts == [
+        "Спасибо, ваше дополнение будет приложено к заявке номер один ноль четыре два.",
+        "Статус заявки — в работе.",
+        "Срок решения — в понедельник, первого декабря, в восемнадцать часов "
+        "по московскому времени.",
+        prompts.ADDITION_DONE_MENU,
+    ]
+    bye = advance(done.state, silence(done.state), context(tickets))
+    assert bye.state.step == "ended"
+
+
+def test_no_addition_recorded_asks_once_more_then_goes_to_the_main_menu() -> None:
+    tickets = repeat_caller("1042")
+    state = at("addition", addition_to="1042", offered=["1042"])
+    again = advance(state, silence(state), context(tickets))
+    assert again.state.step == "addition" and again.reply[0] == Say(prompts.ADDITION_EMPTY)
+    menu = advance(again.state, silence(again.state), context(tickets))
+    assert menu.state.step == "main_menu" and menu.actions == ()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -24,7 +24,7 @@ from callcenter.errors import (
 from callcenter.portal import Portal, build_portal
 from callcenter.portal.builtin import BuiltinPortal
 from callcenter.portal.http import HttpPortal
-from callcenter.portal.protocol import TicketDraft
+from callcenter.portal.protocol import AffectedOrganisation, IncidentLink, TicketDraft
 from callcenter.services import Services
 from tests.conftest import TEST_PUBLIC_BASE, MutableClock
 
@@ -321,6 +321,110 @@ def test_a_priority_change_with_a_comment_and_bad_changes(portal: BuiltinPortal)
 
 
 # ---------------------------------------------------------------- concurrency
+
+
+# ---------------------------------------------------------------- one problem, many clients
+
+
+def test_open_tickets_of_a_contact_or_a_number_newest_first(
+    portal: BuiltinPortal, clock: MutableClock
+) -> None:
+    portal.create_ticket(draft("CA-a"))  # contact 7, +79161234567
+    clock.now += timedelta(minutes=5)
+    portal.create_ticket(draft("CA-b", contact_id=None, contact_name=None))  # the number only
+    clock.now += timedelta(minutes=5)
+    portal.create_ticket(draft("CA-c", contact_id=8, caller="+79031112233"))  # someone else
+    clock.now += timedelta(minutes=5)
+    portal.create_ticket(draft("CA-d"))
+    portal.update_ticket("1004", status="В работе")
+    portal.create_ticket(draft("CA-e"))
+    portal.update_ticket("1005", status="Решена")  # solved: not open
+
+    by_contact = portal.open_tickets(contact_id=7)
+    assert [(v.number, v.status) for v in by_contact] == [("1004", "В работе"), ("1001", "Новая")]
+    by_number = portal.open_tickets(caller="+79161234567")
+    assert [v.number for v in by_number] == ["1004", "1002", "1001"]
+    assert [v.number for v in portal.open_tickets(contact_id=7, caller="+79161234567")] == [
+        "1004",
+        "1002",
+        "1001",
+    ]
+    assert [v.number for v in portal.open_tickets(caller="+79161234567", limit=2)] == [
+        "1004",
+        "1002",
+    ]
+    assert portal.open_tickets(contact_id=99) == ()
+    with pytest.raises(InvalidTicketData) as refused:
+        portal.open_tickets()
+    assert set(refused.value.fields) == {"contact_id"}
+
+
+def test_affected_organisations_are_added_once_each_with_history(portal: BuiltinPortal) -> None:
+    portal.create_ticket(draft())
+    first, added = portal.add_affected_organisations_once(
+        "1001",
+        [AffectedOrganisation("ООО «Ромашка»", 5), AffectedOrganisation("ИП Сидоров")],
+        author="Телефонная линия",
+    )
+    assert added
+    again, added_again = portal.add_affected_organisations_once(
+        "1001",
+        [AffectedOrganisation("ООО «Ромашка» (новое имя)", 5), AffectedOrganisation("ип сидоров")],
+    )
+    assert not added_again
+    assert again == first
+    later = portal.add_affected_organisations(
+        "1001", [AffectedOrganisation("ООО «Ромашка»", 5), AffectedOrganisation("АО «Лютик»", 6)]
+    )
+
+    assert later.affected_organisations == (
+        AffectedOrganisation("ООО «Ромашка»", 5),
+        AffectedOrganisation("ИП Сидоров"),
+        AffectedOrganisation("АО «Лютик»", 6),
+    )
+    affected = [e for e in later.history if e.kind == "affected_client"]
+    assert [e.text for e in affected] == [
+        "Затронутые клиенты: ООО «Ромашка», ИП Сидоров",
+        "Затронутые клиенты: АО «Лютик»",
+    ]
+    assert portal.get_ticket("1001") == later
+    with pytest.raises(InvalidTicketData) as refused:
+        portal.add_affected_organisations("1001", [])
+    assert set(refused.value.fields) == {"organisations"}
+    with pytest.raises(TicketNotFound):
+        portal.add_affected_organisations("4242", [AffectedOrganisation("X", 1)])
+
+
+def test_concurrent_adds_of_one_organisation_add_it_once(portal: BuiltinPortal) -> None:
+    portal.create_ticket(draft())
+    outcomes = run_in_threads(
+        6,
+        lambda _i: portal.add_affected_organisations_once(
+            "1001", [AffectedOrganisation("ООО «Ромашка»", 5)]
+        )[1],
+    )
+    assert sum(outcomes) == 1
+    view = portal.get_ticket("1001")
+    assert view.affected_organisations == (AffectedOrganisation("ООО «Ромашка»", 5),)
+    assert [e.kind for e in view.history] == ["created", "affected_client"]
+
+
+def test_an_incident_is_linked_once(portal: BuiltinPortal) -> None:
+    portal.create_ticket(draft())
+    link = IncidentLink("7", "сбой СКАЙ Онлайн")
+    view, linked = portal.link_incident_once("1001", link, author="Телефонная линия")
+    again, linked_again = portal.link_incident_once("1001", link)
+
+    assert (linked, linked_again) == (True, False)
+    assert again == view
+    assert view.incidents == (link,)
+    assert [(e.kind, e.text) for e in view.history][-1] == (
+        "incident",
+        "Связана с инцидентом сбой СКАЙ Онлайн",
+    )
+    assert portal.link_incident("1001", IncidentLink("8")).incidents == (link, IncidentLink("8"))
+    with pytest.raises(InvalidTicketData):
+        portal.link_incident("1001", IncidentLink(" "))
 
 
 def run_in_threads(n: int, work: Callable[[int], Any]) -> list[Any]:

@@ -34,7 +34,7 @@ from callcenter.errors import (
     TicketNotFound,
 )
 from callcenter.portal.http import HttpPortal
-from callcenter.portal.protocol import TicketDraft
+from callcenter.portal.protocol import AffectedOrganisation, IncidentLink, TicketDraft
 from callcenter.services import Services
 from tests.test_portal_api import PREFIX, SPEC_PATH, TOKEN, Contract
 from tests.test_portal_builtin import draft, run_in_threads
@@ -132,6 +132,61 @@ def test_entries_and_phone_duplicates_through_http(portal: HttpPortal) -> None:
     assert view.duplicated_by_phone_at == at("2025-11-27T11:20:00+03:00")
     assert [e.kind for e in view.history] == ["created", "comment", "attachment", "phone_duplicate"]
     assert view.history[2].attachment_url == url
+
+
+def test_open_tickets_affected_clients_and_incidents_through_http(
+    portal: HttpPortal, served: Served
+) -> None:
+    portal.create_ticket(draft("CA-a"))
+    portal.create_ticket(draft("CA-b", contact_id=None))
+    portal.create_ticket(draft("CA-c", contact_id=8, caller="+79031112233"))
+
+    assert [v.number for v in portal.open_tickets(contact_id=7)] == ["1001"]
+    assert [v.number for v in portal.open_tickets(caller="+79161234567")] == ["1002", "1001"]
+    assert portal.open_tickets() == ()
+
+    orgs = [AffectedOrganisation("ООО «Ромашка»", 5), AffectedOrganisation("ИП Сидоров")]
+    first = portal.add_affected_organisations("1003", orgs, author="Телефонная линия")
+    # The job retried (the answer was lost): nothing is added twice.
+    again = portal.add_affected_organisations("1003", orgs)
+    assert again == first
+    assert again.affected_organisations == tuple(orgs)
+
+    link = IncidentLink("7", "сбой СКАЙ Онлайн")
+    linked = portal.link_incident("1003", link)
+    assert portal.link_incident("1003", link) == linked
+    assert linked.incidents == (link,)
+    assert [e.kind for e in linked.history] == ["created", "affected_client", "incident"]
+    assert portal.get_ticket("1003") == linked
+
+    with pytest.raises(TicketNotFound):
+        portal.link_incident("4242", link)
+    with pytest.raises(InvalidTicketData) as refused:
+        portal.add_affected_organisations("1003", [])
+    assert set(refused.value.fields) == {"organisations"}
+
+
+def test_a_recording_comment_with_the_calls_link_is_added_once_through_http(
+    portal: HttpPortal,
+) -> None:
+    """What a repeat caller's addition leaves: one entry with the text, the call's link and
+    the recording, however often the job sends it."""
+    portal.create_ticket(draft("CA-first"))
+    text = "Дополнение по телефону. Звонок: https://hotline.example.test/console/calls/CA-2"
+    url = "https://api.twilio.com/2010-04-01/Accounts/AC1/Recordings/RE2"
+    for _ in range(2):
+        view = portal.add_entry(
+            "1001",
+            text=text,
+            attachment_url=url,
+            attachment_name="RE2.mp3",
+            author="Телефонная линия",
+            dedup_key="recording:RE2",
+        )
+    added = [e for e in view.history if e.kind == "attachment"]
+    assert [(e.text, e.attachment_url, e.attachment_name) for e in added] == [
+        (text, url, "RE2.mp3")
+    ]
 
 
 def test_a_bad_draft_is_rejected_with_the_portals_field_errors(

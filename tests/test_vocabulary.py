@@ -47,6 +47,7 @@ def test_the_stored_words_are_unchanged() -> None:
         "critical",
         "stolen",
         "status",
+        "addition",
         "abandoned",
     ]
     assert [o.value for o in Outcome] == [
@@ -61,7 +62,7 @@ def test_the_stored_words_are_unchanged() -> None:
 def test_what_follows_from_a_category() -> None:
     assert URGENT_CATEGORIES == ("critical", "stolen")
     assert TICKETED_CATEGORIES == ("incident", "critical", "stolen")
-    assert UNTICKETED_CATEGORIES == ("status", "abandoned")
+    assert UNTICKETED_CATEGORIES == ("status", "addition", "abandoned")
     assert dict(CATEGORY_TOPICS) == {
         "consultation": "consultation",
         "critical": "critical_server_failure",

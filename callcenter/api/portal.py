@@ -142,6 +142,38 @@ def create_ticket() -> ResponseReturnValue:
     return _ticket(view, 201 if created else 200)
 
 
+@bp.get("/tickets")
+def open_tickets() -> ResponseReturnValue:
+    """Open tickets (not solved or closed) of a contact or a caller number, newest first."""
+    args = request.args
+    unknown = sorted(set(args) - {"status", "contact_id", "caller", "limit"})
+    problems = {name: "unknown parameter" for name in unknown}
+    if args.get("status") != "open":
+        problems["status"] = "must be open (only open tickets are listed)"
+    contact_id = _int_arg("contact_id", problems)
+    limit = _int_arg("limit", problems)
+    limit = 3 if limit is None else limit
+    caller = args.get("caller")
+    problems = {
+        **rules.open_query_problems(contact_id=contact_id, caller=caller, limit=limit),
+        **problems,
+    }
+    if problems:
+        raise InvalidTicketData(dict(sorted(problems.items())))
+    views = _portal().open_tickets(contact_id=contact_id, caller=caller, limit=limit)
+    return jsonify(wire.views_to_json(views))
+
+
+def _int_arg(name: str, problems: dict[str, str]) -> int | None:
+    raw = request.args.get(name)
+    if raw is None:
+        return None
+    if not raw.isascii() or not raw.isdigit() or len(raw) > 12:
+        problems[name] = "must be a whole number"
+        return None
+    return int(raw)
+
+
 @bp.get("/tickets/<number>")
 def get_ticket(number: str) -> ResponseReturnValue:
     return _ticket(_portal().get_ticket(number))
@@ -181,6 +213,22 @@ def record_phone_duplicate(number: str) -> ResponseReturnValue:
     view, added = _portal().record_phone_duplicate_once(
         number, at=duplicate.at, caller=duplicate.caller, call_ref=duplicate.call_ref
     )
+    return _ticket(view, 201 if added else 200)
+
+
+@bp.post("/tickets/<number>/affected-organisations")
+def add_affected_organisations(number: str) -> ResponseReturnValue:
+    affected = wire.affected_from_json(_json_body())
+    view, added = _portal().add_affected_organisations_once(
+        number, affected.organisations, author=affected.author
+    )
+    return _ticket(view, 201 if added else 200)
+
+
+@bp.post("/tickets/<number>/incidents")
+def link_incident(number: str) -> ResponseReturnValue:
+    linked = wire.incident_from_json(_json_body())
+    view, added = _portal().link_incident_once(number, linked.link, author=linked.author)
     return _ticket(view, 201 if added else 200)
 
 

@@ -66,6 +66,7 @@ def call_json(call: Call, *, lines: Mapping[str, str] | None = None) -> dict[str
         "ticket_number": request.ticket_number if request is not None else None,
         "ticket_state": request.status if request is not None else None,
         "ticket_error": request.last_error if request is not None else None,
+        "related_ticket": related_ticket(call),
         "outcome": call.outcome,
         "interrupted": call.interrupted,
         "twilio_status": call.twilio_status,
@@ -83,6 +84,14 @@ def call_json(call: Call, *, lines: Mapping[str, str] | None = None) -> dict[str
         "events": [_event_json(event) for event in call.events],
         "notes": [_note_json(note) for note in call.notes],
     }
+
+
+def related_ticket(call: Call) -> str | None:
+    """The existing ticket the call was about (its status said, an addition, a phone
+    duplicate), as the IVR noted it in the call's state; None for any other call."""
+    state = call.state or {}
+    found = state.get("related_ticket") or state.get("duplicate_of")
+    return str(found) if found else None
 
 
 def _recording_json(call: Call) -> dict[str, Any] | None:

@@ -56,6 +56,9 @@ STEP_TITLES: Mapping[str, str] = {
     Step.STATUS_UNKNOWN_CALLER: "Статус: абонент не опознан",
     Step.STATUS_OBJECTION: "Несогласие с решением",
     Step.CALLBACK_NUMBER: "Номер для обратного звонка",
+    Step.REPEAT_OFFER: "Открытые заявки абонента",
+    Step.ADDITION: "Дополнение к заявке",
+    Step.ADDITION_DONE: "Статус и срок заявки",
     Step.ROUTED: "Соединение",
 }
 STATUS_TITLES: Mapping[str, str] = {
@@ -122,6 +125,9 @@ def _incoming(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
     text = "Звонок поступил, приветствие"
     if detail.get("after_hours"):
         text += " (нерабочее время: предупреждение о сроках)"
+    if detail.get("result") == "repeat_offer":
+        numbers = ", ".join(f"№{n}" for n in detail.get("tickets") or [])
+        text += f"; открытые заявки абонента: {numbers} — предложено дополнить"
     return text, NORMAL
 
 
@@ -153,6 +159,8 @@ def _gather(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
         "ticket_pending": ("номер не успел прийти — придёт в SMS", WARNING),
         "waiting": ("ждём номер заявки", MINOR),
         "goodbye": ("абонент завершил разговор", MINOR),
+        "other": ("другой вопрос — главное меню", NORMAL),
+        "no_addition": ("дополнение не записано — главное меню", WARNING),
         "another": ("другая заявка", NORMAL),
         "unavailable": ("портал недоступен", WARNING),
         "new_ticket": ("номера заявки нет — открывается новая", NORMAL),
@@ -178,6 +186,12 @@ def _gather(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
             f"{step}: {said} — заявка №{detail.get('number')}, отмечается дублирование звонком",
             NORMAL,
         )
+    if result == "add_to":
+        return f"{step}: {said} — дополнит заявку №{detail.get('number')}", NORMAL
+    if result == "addition":
+        status = detail.get("status")
+        told = f", назван статус «{status}» и срок" if status else ", статус не получен"
+        return f"{step}: записано дополнение к заявке №{detail.get('number')}{told}", GOOD
     if result == "status":
         return (
             f"{step}: {said} — заявка №{detail.get('number')}, статус «{detail.get('status')}»",
@@ -234,10 +248,17 @@ def _incident_joined(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Describe
     return f"Присоединился к сбою №{incident}: дубль по телефону на заявке сбоя", NORMAL
 
 
+def _addition(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    number = _detail(event).get("ticket_number")
+    return f"Заявка №{number}: дополнение с записью передаётся на портал, новая не открыта", GOOD
+
+
 def _recording(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
     detail = _detail(event)
     kind = detail.get("recording_kind")
-    what = "голосовое сообщение" if kind == "voicemail" else "описание проблемы"
+    what = {"voicemail": "голосовое сообщение", "addition": "дополнение к заявке"}.get(
+        str(kind), "описание проблемы"
+    )
     seconds = detail.get("duration")
     length = f" ({int(seconds) // 60}:{int(seconds) % 60:02d})" if isinstance(seconds, int) else ""
     return f"Сохранена запись: {what}{length}", NORMAL
@@ -385,6 +406,7 @@ _DESCRIBERS: dict[str, Callable[[CallEvent, Mapping[int, DialLeg]], Described]] 
     "ticket_requested": _ticket_requested,
     "phone_duplicate": _phone_duplicate,
     "incident_joined": _incident_joined,
+    "addition": _addition,
     "recording_added": _recording,
     "recording_refused": _recording_refused,
     "recording_status": lambda _e, _l: ("", MINOR),  # recording_added says it better

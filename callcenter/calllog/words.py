@@ -25,6 +25,7 @@ CATEGORY_TITLES: Mapping[str, str] = {
     Category.CRITICAL: "Критический сбой сервера",
     Category.STOLEN: "Угон ТС",
     Category.STATUS: "Статус заявки",
+    Category.ADDITION: "Дополнение к заявке",
     Category.ABANDONED: "Сброшен до выбора",
 }
 OUTCOME_TITLES: Mapping[str, str] = {

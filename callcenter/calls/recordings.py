@@ -37,10 +37,11 @@ from callcenter.vocabulary import recording_file_name
 log = logging.getLogger(__name__)
 
 RECORDING_EVENT = "recording_added"
-KINDS = ("description", "voicemail")
+KINDS = ("description", "voicemail", "addition")
 KIND_LABELS = {
     "description": "Запись звонка: описание проблемы",
     "voicemail": "Голосовое сообщение абонента",
+    "addition": "Запись звонка: дополнение к заявке",
 }
 
 # Twilio's RecordingSid is RE + 32 hex digits; anything else is refused before it can name

@@ -44,6 +44,7 @@ from callcenter.calllog.review import (
     URGENT_UNANSWERED,
     call_problems,
 )
+from callcenter.calllog.serialize import related_ticket
 from callcenter.calllog.timeline import category_sentence, timeline
 from callcenter.calls.recordings import Recording, call_recordings
 from callcenter.calls.store import record_event
@@ -246,6 +247,7 @@ def _render_call(call_sid: str, *, note_text: str = "", note_error: str | None =
             legs=[_leg_row(leg) for leg in call.legs],
             recordings=_recordings(call),
             ticket_request=request_row,
+            related_ticket=related_ticket(call),
             ticket_number=number,
             ticket_url=portal_link(number) if number else None,
             ticket=ticket,

@@ -8,10 +8,12 @@ configured, and links the call that opened the ticket when it is in our log.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 
 from flask import render_template
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from callcenter.calllog import words
 from callcenter.console import bp
@@ -30,6 +32,13 @@ ENTRY_KINDS = {
     "status_change": "Смена статуса",
     "phone_duplicate": "Продублирована звонком",
     "priority": "Смена приоритета",
+    "affected_client": "Затронутые клиенты",
+    "incident": "Инцидент",
+}
+# How a call was about the ticket, by the call's category.
+CALL_ROLES = {
+    "addition": "дополнение",
+    "status": "узнал статус",
 }
 
 
@@ -51,17 +60,21 @@ def ticket_page(number: str) -> ResponseReturnValue:
             "Попробуйте позже.",
         ), 503
     with svc.sessions() as db:
-        calls = list(
-            db.scalars(
-                select(Call.call_sid)
-                .join(TicketRequest, TicketRequest.call_id == Call.id)
-                .where(TicketRequest.ticket_number == ticket.number)
-            )
-        )
-        if ticket.call_ref and ticket.call_ref not in calls:
-            known = db.scalar(select(Call.call_sid).where(Call.call_sid == ticket.call_ref))
-            if known is not None:
-                calls.insert(0, known)
+        opened = db.scalar(select(Call.call_sid).where(Call.call_sid == ticket.call_ref))
+        calls = [opened] if ticket.call_ref and opened is not None else []
+        about = _calls_about(db, ticket.number, ticket.created_at)
+        calls += [call.call_sid for call in about if call.call_sid not in calls]
+        about_rows = [
+            {
+                "call_sid": call.call_sid,
+                "at": words.moscow(call.started_at, "d MMMM y, HH:mm"),
+                "role": "открыл заявку"
+                if call.call_sid == ticket.call_ref
+                else CALL_ROLES.get(call.category or "", "дублирование звонком"),
+                "caller": words.phone_display(call.caller_e164, call.caller_raw),
+            }
+            for call in about
+        ]
     history = [
         {
             "at": words.moscow(entry.at, "d MMMM y, HH:mm"),
@@ -92,8 +105,24 @@ def ticket_page(number: str) -> ResponseReturnValue:
         else None,
         caller=words.phone_display(ticket.caller, ticket.caller) if ticket.caller else None,
         calls=calls,
+        calls_about=about_rows,
         history=history,
         warnings=roster_warnings(),
+    )
+
+
+def _calls_about(db: Session, number: str, since: datetime) -> list[Call]:
+    """Calls in our log about the ticket, oldest first: the one that opened it, and those
+    about it since (an addition, a phone duplicate: their request names it; a status
+    enquiry: the IVR's note of the related ticket)."""
+    by_request = select(TicketRequest.call_id).where(TicketRequest.ticket_number == number)
+    related = Call.state["related_ticket"].as_string() == number
+    return list(
+        db.scalars(
+            select(Call)
+            .where(Call.id.in_(by_request) | ((Call.started_at >= since) & related))
+            .order_by(Call.started_at, Call.id)
+        )
     )
 
 

@@ -233,10 +233,11 @@ class Ticket(Base):
     product: Mapped[str | None] = mapped_column(String(40))
     vehicles: Mapped[list[str]] = mapped_column(JSON, default=list)
     contact_name: Mapped[str | None] = mapped_column(String(300))
-    contact_id: Mapped[int | None] = mapped_column(Integer)
+    # Indexed: every identified caller's first webhook asks for their open tickets.
+    contact_id: Mapped[int | None] = mapped_column(Integer, index=True)
     organisation_name: Mapped[str | None] = mapped_column(String(300))
     organisation_id: Mapped[int | None] = mapped_column(Integer, index=True)
-    caller: Mapped[str | None] = mapped_column(String(120))
+    caller: Mapped[str | None] = mapped_column(String(120), index=True)
     description: Mapped[str] = mapped_column(Text, default="")
     call_ref: Mapped[str | None] = mapped_column(String(64))
     recording_url: Mapped[str | None] = mapped_column(Text)
@@ -248,6 +249,9 @@ class Ticket(Base):
     duplicated_by_phone_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # One problem, many clients: [{"id", "name"}] and [{"incident", "label"}] (None: none).
+    affected_organisations: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
+    incidents: Mapped[list[dict[str, Any]] | None] = mapped_column(JSON)
 
     history: Mapped[list[TicketEntry]] = relationship(
         back_populates="ticket", order_by="TicketEntry.id", cascade="all, delete-orphan"

@@ -30,11 +30,12 @@ from callcenter.calls.store import CallColumns, StatusCallback
 from callcenter.db.deadline import bounded
 from callcenter.db.models import Call, TicketRequest
 from callcenter.errors import InvalidInput, TicketNotFound
-from callcenter.ivr import prompts
 from callcenter.incidents import store as incidents
 from callcenter.incidents.texts import product_spoken
+from callcenter.ivr import prompts
 from callcenter.ivr.engine import (
     Action,
+    AddToTicket,
     CallFacts,
     CallState,
     IncidentNotice,
@@ -53,6 +54,7 @@ from callcenter.ivr.engine import (
     advance,
 )
 from callcenter.ivr.reply import Reply
+from callcenter.ivr.twiml import absolute
 from callcenter.ivr.webhook_params import RecordingStatus, VoiceWebhook
 from callcenter.portal.protocol import Portal, TicketView
 from callcenter.regulation.calendar import BusinessCalendar
@@ -74,6 +76,8 @@ log = logging.getLogger(__name__)
 PORTAL_LOOKUP_SECONDS = 2.0
 # Who the portal shows as the author of what a caller asked for by phone.
 OBJECTION_AUTHOR = "Горячая линия (IVR)"
+# The repeat-caller lookup runs before the greeting: shorter, as every identified caller waits.
+OPEN_TICKETS_SECONDS = 1.0
 
 T = TypeVar("T")
 
@@ -219,7 +223,8 @@ _WITH_WHO = (joinedload(Call.contact), joinedload(Call.organisation))
 
 def _loaded_with(actions: tuple[Action, ...]) -> tuple[ORMOption, ...]:
     if any(
-        isinstance(action, (OpenTicket, MarkPhoneDuplicate, JoinIncident)) for action in actions
+        isinstance(action, (OpenTicket, MarkPhoneDuplicate, JoinIncident, AddToTicket))
+        for action in actions
     ):
         return _WITH_WHO
     return ()
@@ -263,7 +268,15 @@ def _context(
             sms_reachable=facts.sms_reachable and settings.sms_configured,
             has_number=facts.has_number,
         ),
-        lookups=_CallLookups(ivr.portal, engine, tx, call.id, call.call_sid),
+        lookups=_CallLookups(
+            ivr.portal,
+            engine,
+            tx,
+            call.id,
+            call.call_sid,
+            contact_id=call.contact_id,
+            caller_e164=call.caller_e164,
+        ),
         say_digits=say_digits,
         say_deadline=lambda due: say_deadline(due, now),
         incident=incident,
@@ -331,6 +344,27 @@ def _apply(
                 now,
                 incident_id=action.incident_id,
                 request_id=joined.id if joined is not None else None,
+            )
+        elif isinstance(action, AddToTicket):
+            session.flush()
+            request = intake.add_to_ticket(
+                session,
+                call,
+                action.ticket_number,
+                now=now,
+                calendar=ivr.calendar,
+                call_url=absolute(f"/console/calls/{call.call_sid}", ivr.settings.public_base_url),
+                topic=action.topic,
+            )
+            session.flush()
+            submit.append(request.id)
+            calls.record_event(
+                session,
+                call,
+                "addition",
+                now,
+                ticket_number=action.ticket_number,
+                request_id=request.id,
             )
     return submit
 
@@ -431,12 +465,17 @@ class _CallLookups:
         tx: StepTransaction,
         call_id: int | None,
         call_sid: str,
+        *,
+        contact_id: int | None = None,
+        caller_e164: str | None = None,
     ) -> None:
         self._portal = portal
         self._engine = engine
         self._tx = tx
         self._call_id = call_id
         self._call_sid = call_sid
+        self._contact_id = contact_id
+        self._caller_e164 = caller_e164
 
     def ticket(self, number: str) -> TicketLookup:
         portal = self._portal()
@@ -468,6 +507,26 @@ class _CallLookups:
         return lookup.view is not None and any(
             entry.text == expected for entry in lookup.view.history
         )
+
+    def open_tickets(self) -> tuple[TicketView, ...]:
+        if self._contact_id is None and self._caller_e164 is None:
+            return ()
+        portal = self._portal()
+        engine = self._engine
+        contact_id, caller = self._contact_id, self._caller_e164
+
+        def lookup() -> tuple[TicketView, ...]:
+            with bounded(engine, OPEN_TICKETS_SECONDS):
+                return portal.open_tickets(contact_id=contact_id, caller=caller, limit=3)
+
+        try:
+            return _within(OPEN_TICKETS_SECONDS, lookup)
+        except Exception as exc:
+            # The caller is greeted as anyone else: the main menu has the status path.
+            log.warning(
+                "portal lookup of open tickets failed: %r", exc, extra={"call_sid": self._call_sid}
+            )
+            return ()
 
     def requested_ticket(self) -> RequestedTicket | None:
         if self._call_id is None:

@@ -52,6 +52,8 @@ from callcenter.vocabulary import Category, Route, Step
 MAX_RETRIES = 2
 POLL_PAUSE_SECONDS = 2
 DESCRIPTION_MAX_SECONDS = 180
+# A repeat caller's addition is short: what changed since the ticket was opened.
+ADDITION_MAX_SECONDS = 120
 # Ticket numbers are at most this long (the portal contract); longer input is a mistake.
 MAX_TICKET_DIGITS = 12
 
@@ -88,6 +90,12 @@ class CallState:
     announcement: list[str] = field(default_factory=list)
     # The known incident offered before the main menu (`Step.INCIDENT_OFFER`).
     incident_id: int | None = None
+    # A repeat caller: the open tickets offered in the first menu (newest first), the one
+    # the caller adds to, and the existing ticket this call is about (status, addition,
+    # duplicate), for the call log.
+    offered: list[str] = field(default_factory=list)
+    addition_to: str | None = None
+    related_ticket: str | None = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> CallState:
@@ -99,6 +107,7 @@ class CallState:
         # and every value here is a scalar or a list of strings.
         values = {name: getattr(self, name) for name in _STATE_FIELDS}
         values["announcement"] = list(self.announcement)
+        values["offered"] = list(self.offered)
         return values
 
 
@@ -177,6 +186,12 @@ class Lookups(Protocol):
         with `RecordObjection`), as the portal says within a short deadline."""
         ...
 
+    def open_tickets(self) -> tuple[TicketView, ...]:
+        """The caller's open tickets (by directory contact or caller number), newest first,
+        within a short deadline; none when the caller cannot be identified or the portal
+        does not answer in time."""
+        ...
+
 
 @dataclass(frozen=True)
 class IncidentNotice:
@@ -221,7 +236,7 @@ class Remember:
 @dataclass(frozen=True)
 class KeepRecording:
     recording: RecordingRef
-    kind: Literal["description", "voicemail"] = "description"
+    kind: Literal["description", "voicemail", "addition"] = "description"
 
 
 @dataclass(frozen=True)
@@ -250,7 +265,23 @@ class JoinIncident:
     incident_id: int
 
 
-Action = Remember | KeepRecording | OpenTicket | MarkPhoneDuplicate | RecordObjection | JoinIncident
+@dataclass(frozen=True)
+class AddToTicket:
+    """The call's recorded addition goes onto an existing ticket (no new ticket)."""
+
+    ticket_number: str
+    topic: str | None = None  # the ticket's topic, as the portal said it
+
+
+Action = (
+    Remember
+    | KeepRecording
+    | OpenTicket
+    | MarkPhoneDuplicate
+    | RecordObjection
+    | JoinIncident
+    | AddToTicket
+)
 
 
 @dataclass(frozen=True)
@@ -276,6 +307,9 @@ def advance(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
             return StepResult(
                 state, (), _main_menu_prompt(state, ctx, greet=True), _event_note("repeated")
             )
+        if state.step == Step.REPEAT_OFFER:
+            reply = _repeat_offer_prompt(state, ctx, greet=True)
+            return StepResult(state, (), reply, _event_note("repeated"))
         return StepResult(state, (), _prompt(state, ctx), _event_note("repeated"))
     if event.step != state.step or event.turn != state.turn:
         return StepResult(
@@ -428,6 +462,26 @@ def _prompt(state: CallState, ctx: StepContext) -> Reply:
         return _gather(state, [prompts.STATUS_UNKNOWN_CALLER], hints=flow.END_MENU_HINTS)
     if step == "status_unavailable":
         return _gather(state, [prompts.STATUS_UNAVAILABLE], hints=flow.END_MENU_HINTS)
+    if step == Step.REPEAT_OFFER:
+        return _repeat_offer_prompt(state, ctx)
+    if step == Step.ADDITION:
+        action = step_path(state)
+        number = ctx.say_digits(state.addition_to or "")
+        return (
+            Say(prompts.ADDITION.format(number=number)),
+            Record(
+                action=action,
+                max_length=ADDITION_MAX_SECONDS,
+                finish_on_key="#",
+                timeout=7,
+                status_callback=vocabulary.recording_status_path("addition"),
+            ),
+            # Nothing recorded: Twilio skips the action and goes on here.
+            Redirect(action),
+        )
+    if step == Step.ADDITION_DONE:
+        texts = [*state.announcement, prompts.ADDITION_DONE_MENU]
+        return _gather(state, texts, hints=flow.END_MENU_HINTS)
     if step == "routed":
         return (Redirect(vocabulary.route_path(state.route or Route.CONSULTATION)),)
     return (Hangup(),)
@@ -489,6 +543,11 @@ def _greeting(ctx: StepContext) -> list[str]:
 
 def _greet(state: CallState, ctx: StepContext) -> StepResult:
     after_hours = not ctx.calendar.is_working_time(ctx.now)
+    if ctx.incident is None:
+        # No incident to announce: a caller with open tickets hears them first.
+        offer = repeat_caller_offer(state, ctx, after_hours=after_hours)
+        if offer is not None:
+            return offer
     state.retries = 0
     state.turn += 1
     if ctx.incident is not None:
@@ -932,6 +991,7 @@ def _critical(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult
     # Theirs, or the portal is slow: the job checks the number when it records the duplicate.
     state.resolved = True
     state.duplicate_of = number
+    state.related_ticket = number
     said = (Say(prompts.CRITICAL_DUPLICATED.format(number=ctx.say_digits(number))),)
     return StepResult(
         state,
@@ -1005,6 +1065,7 @@ def _status_answer(state: CallState, ctx: StepContext, number: str) -> StepResul
             text = prompts.STATUS_OVERDUE if overdue else prompts.RESOLUTION_DEADLINE
             said.append(text.format(deadline=deadline))
         state.announcement = said
+        state.related_ticket = number
         note = _event_note("status", number=number, status=view.status, overdue=overdue or None)
     return StepResult(state, (), _ask(state, "status_done", ctx), note)
 
@@ -1076,6 +1137,129 @@ def _status_unavailable(state: CallState, event: IvrEvent, ctx: StepContext) -> 
     return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
 
 
+# ------------------------------------------------------------------ repeat callers
+
+
+def repeat_caller_offer(
+    state: CallState, ctx: StepContext, *, after_hours: bool = False
+) -> StepResult | None:
+    """The first `<Gather>` for a caller with open tickets: the greeting, then each of the
+    latest three by number and status, each with its key. None when the caller has none
+    (or cannot be identified, or the portal is slow): the main menu is played instead.
+
+    A known-incident announcement, when one is played, goes first and this is not offered.
+    """
+    tickets = ctx.lookups.open_tickets()[: flow.REPEAT_OFFER_MAX]
+    if not tickets:
+        return None
+    if len(tickets) == 1:
+        ticket = tickets[0]
+        said = [
+            prompts.REPEAT_ONE.format(
+                number=ctx.say_digits(ticket.number), status=ticket.status.lower()
+            )
+        ]
+    else:
+        said = [prompts.REPEAT_SEVERAL]
+        said += [
+            prompts.REPEAT_EACH.format(
+                number=ctx.say_digits(ticket.number), status=ticket.status.lower(), key=key
+            )
+            for key, ticket in enumerate(tickets, start=1)
+        ]
+    said.append(prompts.REPEAT_OTHERWISE)
+    state.offered = [ticket.number for ticket in tickets]
+    state.announcement = said
+    state.step = Step.REPEAT_OFFER
+    state.retries = 0
+    state.turn += 1
+    reply = _repeat_offer_prompt(state, ctx, greet=True)
+    note = _event_note("repeat_offer", tickets=list(state.offered), after_hours=after_hours)
+    return StepResult(state, (), reply, note)
+
+
+def _repeat_offer_prompt(state: CallState, ctx: StepContext, *, greet: bool = False) -> Reply:
+    lead = _greeting(ctx) if greet else []
+    return _gather(state, [*lead, *state.announcement], hints=flow.REPEAT_OFFER_HINTS)
+
+
+def _repeat_offer(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    picked = flow.repeat_offer_key(event.digits, event.speech, len(state.offered))
+    if picked is None:
+        navigated = _navigate(state, event, ctx)
+        if navigated is not None:
+            return navigated
+        if isinstance(flow.MAIN_MENU.match(event.digits, event.speech), flow.Choice):
+            # A main-menu choice a returning caller knows by heart ("2", «угон»): it acts.
+            state.step = Step.MAIN_MENU
+            return _main_menu(state, event, ctx)
+        # Silence or another answer: the caller called about something else; the main
+        # menu at once.
+        result = "silence" if event.silent else "other"
+        return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note(result))
+    number = state.offered[picked]
+    state.addition_to = number
+    state.related_ticket = number
+    reply = _ask(state, Step.ADDITION, ctx)
+    return StepResult(
+        state,
+        (Remember("category", Category.ADDITION),),
+        reply,
+        _event_note("add_to", number=number),
+    )
+
+
+def _addition(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    number = state.addition_to
+    if number is None:  # pragma: no cover - the step is only reached with a ticket
+        return _to_specialist(state, ctx)
+    if event.recording is None:
+
+        def without(state: CallState, ctx: StepContext) -> StepResult:
+            return StepResult(state, (), _ask(state, "main_menu", ctx), _event_note("no_addition"))
+
+        if state.retries >= 1:
+            return without(state, ctx)
+        return _retry(state, event, ctx, without, message=prompts.ADDITION_EMPTY)
+    lookup = ctx.lookups.ticket(number)
+    said = [prompts.ADDITION_TAKEN.format(number=ctx.say_digits(number))]
+    view = lookup.view
+    if view is not None:
+        said.append(prompts.ADDITION_STATUS.format(status=view.status.lower()))
+        if view.resolution_due is not None:
+            said.append(
+                prompts.ADDITION_DEADLINE.format(moment=ctx.say_moment(view.resolution_due))
+            )
+        else:
+            said.append(prompts.RESOLUTION_BY_AGREEMENT)
+    state.announcement = said
+    state.resolved = True
+    actions: tuple[Action, ...] = (
+        KeepRecording(event.recording, "addition"),
+        AddToTicket(number, topic=view.topic if view is not None else None),
+    )
+    reply = _ask(state, Step.ADDITION_DONE, ctx)
+    note = _event_note(
+        "addition",
+        number=number,
+        status=view.status if view is not None else None,
+        portal=lookup.outcome,
+        hangup=event.digits == "hangup" or None,
+    )
+    return StepResult(state, actions, reply, note)
+
+
+def _addition_done(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
+    # No way back to the main menu from here: the call's one ticket request is the addition
+    # (a new problem is a new call).
+    key = flow.end_menu_key(event.digits, event.speech)
+    if key == flow.REPEAT_KEY:
+        return StepResult(state, (), _ask(state, Step.ADDITION_DONE, ctx), _event_note("repeat"))
+    if key == "0":
+        return StepResult(state, (), _route(state, Route.CONSULTATION, (Say(prompts.CONNECTING),)))
+    return StepResult(state, (), _goodbye(state), _event_note("goodbye"))
+
+
 _HANDLERS: dict[str, Callable[[CallState, IvrEvent, StepContext], StepResult]] = {
     Step.INCIDENT_OFFER: _incident_offer,
     Step.MAIN_MENU: _main_menu,
@@ -1095,6 +1279,9 @@ _HANDLERS: dict[str, Callable[[CallState, IvrEvent, StepContext], StepResult]] =
     Step.STATUS_UNKNOWN_CALLER: _status_unknown_caller,
     Step.STATUS_OBJECTION: _status_objection,
     Step.CALLBACK_NUMBER: _callback_number,
+    Step.REPEAT_OFFER: _repeat_offer,
+    Step.ADDITION: _addition,
+    Step.ADDITION_DONE: _addition_done,
 }
 
 STEPS = frozenset({Step.START, *_HANDLERS, Step.ROUTED, Step.ENDED})

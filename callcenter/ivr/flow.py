@@ -137,6 +137,29 @@ INCIDENT_MENU = Menu(
     hints=("да",),
 )
 
+# A repeat caller's first menu: keys 1, 2, 3 add to the offered tickets, newest first.
+REPEAT_OFFER_MAX = 3
+REPEAT_OFFER_HINTS = ("да", "дополнить", "один", "два", "три", "главное меню")
+_REPEAT_YES = frozenset({"да", "дополнить", "дополню", "добавить", "конечно", "угу"})
+
+
+def repeat_offer_key(digits: str | None, speech: str | None, offered: int) -> int | None:
+    """Which offered ticket (0-based) the answer picks: its key (1 to `offered`), the key
+    said as a number, or «да» when one ticket was offered; None for anything else."""
+    if digits:
+        said = digits
+    elif speech:
+        words = tokens(speech)
+        if offered == 1 and any(word in _REPEAT_YES for word in words):
+            return 0
+        said = spoken_digits(speech)
+    else:
+        return None
+    if len(said) == 1 and said.isdigit() and 1 <= int(said) <= offered:
+        return int(said) - 1
+    return None
+
+
 # Navigation from every menu and free-answer step.
 MAIN = "main_menu"
 NAVIGATION_KEYS: Mapping[str, str] = {"0": SPECIALIST, "9": MAIN}

@@ -168,6 +168,30 @@ STATUS_DONE_MENU = (
     "Чтобы соединиться со специалистом, нажмите 0."
 )
 
+# ------------------------------------------------------------------ repeat callers
+
+# Said inside the first <Gather> to a caller with open tickets (with the greeting before it);
+# silence goes on to the main menu at once. {status} is the portal's status, lower case.
+REPEAT_ONE = (
+    "У вас открыта заявка номер {number}, статус — {status}. Чтобы дополнить её, нажмите 1."
+)
+REPEAT_SEVERAL = "У вас открыты заявки."
+REPEAT_EACH = "Заявка номер {number}, статус — {status}: чтобы дополнить её, нажмите {key}."
+REPEAT_OTHERWISE = "По другим вопросам оставайтесь на линии."
+ADDITION = (
+    "После сигнала коротко расскажите, что добавить к заявке номер {number}. "
+    "Когда закончите, нажмите решётку."
+)
+ADDITION_EMPTY = "Я не услышала дополнения. Попробуем ещё раз."
+ADDITION_TAKEN = "Спасибо, ваше дополнение будет приложено к заявке номер {number}."
+ADDITION_STATUS = "Статус заявки — {status}."
+# {moment}: in words, Moscow time ("в понедельник, первого декабря, в восемнадцать часов
+# по московскому времени").
+ADDITION_DEADLINE = "Срок решения — {moment}."
+ADDITION_DONE_MENU = (
+    "Чтобы повторить, нажмите звёздочку. Чтобы соединиться со специалистом, нажмите 0."
+)
+
 # ------------------------------------------------------------------ failures
 
 APOLOGY = "Извините, у нас техническая неполадка. Соединяю вас с дежурным специалистом."

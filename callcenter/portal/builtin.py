@@ -26,7 +26,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BindParameter, Executable, bindparam, func, insert, select, update
+from sqlalchemy import BindParameter, Executable, bindparam, func, insert, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -41,7 +41,13 @@ from callcenter.errors import (
     TicketNotFound,
 )
 from callcenter.portal import tickets as rules
-from callcenter.portal.protocol import TicketDraft, TicketEntryView, TicketView
+from callcenter.portal.protocol import (
+    AffectedOrganisation,
+    IncidentLink,
+    TicketDraft,
+    TicketEntryView,
+    TicketView,
+)
 from callcenter.vocabulary import recording_file_name
 
 FIRST_NUMBER = 1001
@@ -98,6 +104,40 @@ class BuiltinPortal:
         self, number: str, *, at: datetime, caller: str | None, call_ref: str | None
     ) -> TicketView:
         return self.record_phone_duplicate_once(number, at=at, caller=caller, call_ref=call_ref)[0]
+
+    def open_tickets(
+        self, *, contact_id: int | None = None, caller: str | None = None, limit: int = 3
+    ) -> tuple[TicketView, ...]:
+        problems = rules.open_query_problems(contact_id=contact_id, caller=caller, limit=limit)
+        if problems:
+            raise InvalidTicketData(problems)
+        whose = []
+        if contact_id is not None:
+            whose.append(Ticket.contact_id == contact_id)
+        if caller is not None:
+            whose.append(Ticket.caller == caller)
+        with self._session() as session:
+            found = session.scalars(
+                select(Ticket)
+                .where(Ticket.status.in_(rules.OPEN_STATUSES), or_(*whose))
+                .order_by(Ticket.created_at.desc(), Ticket.number.desc())
+                .limit(limit)
+            ).all()
+            return tuple(self._view(session, ticket) for ticket in found)
+
+    def add_affected_organisations(
+        self,
+        number: str,
+        organisations: Sequence[AffectedOrganisation],
+        *,
+        author: str | None = None,
+    ) -> TicketView:
+        return self.add_affected_organisations_once(number, organisations, author=author)[0]
+
+    def link_incident(
+        self, number: str, link: IncidentLink, *, author: str | None = None
+    ) -> TicketView:
+        return self.link_incident_once(number, link, author=author)[0]
 
     def ticket_url(self, number: str) -> str | None:
         """The console's ticket page; relative when no public base URL is configured."""
@@ -208,6 +248,73 @@ class BuiltinPortal:
                     author=caller,
                     text=text,
                     dedup_key=scoped_key,
+                )
+            )
+            return self._commit(session, ticket)
+
+    def add_affected_organisations_once(
+        self,
+        number: str,
+        organisations: Sequence[AffectedOrganisation],
+        *,
+        author: str | None = None,
+    ) -> tuple[TicketView, bool]:
+        """The ticket after the addition, and False when every organisation was on it."""
+        wanted_orgs = tuple(organisations)
+        problems = rules.affected_problems(wanted_orgs, author=author)
+        if problems:
+            raise InvalidTicketData(problems)
+        wanted = _parse_number(number)
+        with self._session() as session:
+            ticket = self._lock(session, wanted, number)
+            kept = [_affected_of(item) for item in ticket.affected_organisations or []]
+            known = {org.key for org in kept}
+            added: list[AffectedOrganisation] = []
+            for org in wanted_orgs:
+                org = AffectedOrganisation(name=org.name.strip(), id=org.id)
+                if org.key not in known:
+                    known.add(org.key)
+                    added.append(org)
+            if not added:
+                return self._view(session, ticket), False
+            ticket.affected_organisations = [
+                {"id": org.id, "name": org.name} for org in (*kept, *added)
+            ]
+            names = ", ".join(org.name for org in added)
+            session.add(
+                TicketEntry(
+                    ticket_id=ticket.id,
+                    at=ticket.updated_at,
+                    kind=rules.AFFECTED,
+                    author=author,
+                    text=f"Затронутые клиенты: {names}",
+                )
+            )
+            return self._commit(session, ticket)
+
+    def link_incident_once(
+        self, number: str, link: IncidentLink, *, author: str | None = None
+    ) -> tuple[TicketView, bool]:
+        """The ticket after the link, and False when it was linked to that incident."""
+        problems = rules.incident_problems(link, author=author)
+        if problems:
+            raise InvalidTicketData(problems)
+        wanted = _parse_number(number)
+        with self._session() as session:
+            ticket = self._lock(session, wanted, number)
+            links = list(ticket.incidents or [])
+            if any(item.get("incident") == link.incident for item in links):
+                return self._view(session, ticket), False
+            ticket.incidents = [*links, {"incident": link.incident, "label": link.label}]
+            text = f"Связана с инцидентом {link.label or link.incident}"
+            session.add(
+                TicketEntry(
+                    ticket_id=ticket.id,
+                    at=ticket.updated_at,
+                    kind=rules.INCIDENT,
+                    author=author,
+                    text=text,
+                    dedup_key=f"{ticket.number}:incident:{link.incident}"[:120],
                 )
             )
             return self._commit(session, ticket)
@@ -409,6 +516,13 @@ class BuiltinPortal:
             description=ticket.description or "",
             call_ref=ticket.call_ref,
             recording_url=ticket.recording_url,
+            affected_organisations=tuple(
+                _affected_of(item) for item in ticket.affected_organisations or []
+            ),
+            incidents=tuple(
+                IncidentLink(incident=str(item["incident"]), label=item.get("label"))
+                for item in ticket.incidents or []
+            ),
         )
 
 
@@ -478,6 +592,10 @@ def _parse_number(number: str) -> int:
     if not text.isascii() or not text.isdigit() or len(text) > 9:
         raise TicketNotFound(f"ticket {number!r} not found: a ticket number is digits")
     return int(text)
+
+
+def _affected_of(item: dict[str, Any]) -> AffectedOrganisation:
+    return AffectedOrganisation(name=str(item["name"]), id=item.get("id"))
 
 
 def _utc_or_none(at: datetime | None) -> datetime | None:

@@ -24,8 +24,9 @@ with the reason. Rejections carry the portal's own message.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import requests
@@ -39,10 +40,16 @@ from callcenter.errors import (
     TicketNotFound,
 )
 from callcenter.portal import wire
-from callcenter.portal.protocol import TicketDraft, TicketView
+from callcenter.portal.protocol import (
+    AffectedOrganisation,
+    IncidentLink,
+    TicketDraft,
+    TicketView,
+)
 
 USER_AGENT = "callcenter-portal-client/1"
 _TRANSIENT_4XX = {408, 425, 429}
+T = TypeVar("T")
 
 
 class HttpPortal:
@@ -125,6 +132,42 @@ class HttpPortal:
             ticket=number,
         )
 
+    def open_tickets(
+        self, *, contact_id: int | None = None, caller: str | None = None, limit: int = 3
+    ) -> tuple[TicketView, ...]:
+        if contact_id is None and caller is None:
+            return ()
+        query: dict[str, str] = {"status": "open", "limit": str(limit)}
+        if contact_id is not None:
+            query["contact_id"] = str(contact_id)
+        if caller is not None:
+            query["caller"] = caller
+        return self._list("/tickets", query)
+
+    def add_affected_organisations(
+        self,
+        number: str,
+        organisations: Sequence[AffectedOrganisation],
+        *,
+        author: str | None = None,
+    ) -> TicketView:
+        return self._call(
+            "POST",
+            self._ticket_path(number) + "/affected-organisations",
+            body=wire.affected_to_json(list(organisations), author),
+            ticket=number,
+        )
+
+    def link_incident(
+        self, number: str, link: IncidentLink, *, author: str | None = None
+    ) -> TicketView:
+        return self._call(
+            "POST",
+            self._ticket_path(number) + "/incidents",
+            body=wire.incident_to_json(link, author),
+            ticket=number,
+        )
+
     def ticket_url(self, number: str) -> str | None:
         """The ticket's page for a human (PORTAL_TICKET_URL), or None: the REST resource
         under PORTAL_URL is JSON behind a token, no page to link to."""
@@ -147,6 +190,31 @@ class HttpPortal:
         idempotency_key: str | None = None,
         ticket: str | None = None,
     ) -> TicketView:
+        return self._exchange(
+            method,
+            path,
+            wire.view_from_json,
+            "a ticket",
+            body=body,
+            idempotency_key=idempotency_key,
+            ticket=ticket,
+        )
+
+    def _list(self, path: str, params: dict[str, str]) -> tuple[TicketView, ...]:
+        return self._exchange("GET", path, wire.views_from_json, "a list of tickets", params=params)
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        parse: Callable[[object], T],
+        shape: str,
+        *,
+        body: dict[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        ticket: str | None = None,
+        params: dict[str, str] | None = None,
+    ) -> T:
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if self._token:
             headers["Authorization"] = f"Bearer {self._token}"
@@ -159,6 +227,7 @@ class HttpPortal:
                 method,
                 url,
                 json=body,
+                params=params,
                 headers=headers,
                 timeout=self.timeout,
                 # A redirected POST turns into a GET: refuse rather than follow.
@@ -171,16 +240,23 @@ class HttpPortal:
         except requests.RequestException as exc:
             raise PortalUnavailable(f"{where}: {exc.__class__.__name__}: {exc}") from exc
         with response:
-            return self._answer(response, where, ticket)
+            return self._answer(response, where, ticket, parse, shape)
 
-    def _answer(self, response: requests.Response, where: str, ticket: str | None) -> TicketView:
+    def _answer(
+        self,
+        response: requests.Response,
+        where: str,
+        ticket: str | None,
+        parse: Callable[[object], T],
+        shape: str,
+    ) -> T:
         status = response.status_code
         if 200 <= status < 300:
             try:
-                return wire.view_from_json(response.json())
+                return parse(response.json())
             except (ValueError, wire.MalformedTicket) as exc:
                 raise PortalUnavailable(
-                    f"{where}: {status} but the body is not a ticket ({exc}): " + _excerpt(response)
+                    f"{where}: {status} but the body is not {shape} ({exc}): " + _excerpt(response)
                 ) from exc
         message = _error_message(response)
         said = f"{where}: {status}: {message}"

@@ -8,6 +8,7 @@ contract in `openapi.yaml`). Errors: `PortalUnavailable` (transient, retry),
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Protocol
@@ -43,6 +44,28 @@ class TicketEntryView:
 
 
 @dataclass(frozen=True)
+class AffectedOrganisation:
+    """A client organisation a ticket's problem affects (one failure, many clients).
+
+    Its key on the ticket is `id` when given, else `name`: adding it again adds nothing."""
+
+    name: str
+    id: int | None = None
+
+    @property
+    def key(self) -> str:
+        return f"id:{self.id}" if self.id is not None else f"name:{self.name.strip().casefold()}"
+
+
+@dataclass(frozen=True)
+class IncidentLink:
+    """A known incident the ticket tracks (`incident`: the hotline's incident id)."""
+
+    incident: str
+    label: str | None = None
+
+
+@dataclass(frozen=True)
 class TicketView:
     number: str
     topic: str
@@ -65,6 +88,9 @@ class TicketView:
     description: str = ""
     call_ref: str | None = None
     recording_url: str | None = None
+    # One problem, many clients: the organisations it affects, and the incidents it tracks.
+    affected_organisations: tuple[AffectedOrganisation, ...] = ()
+    incidents: tuple[IncidentLink, ...] = ()
 
 
 class Portal(Protocol):
@@ -95,6 +121,30 @@ class Portal(Protocol):
     ) -> TicketView:
         """The regulation's rule for critical failures: the ticket was duplicated by a
         phone call at `at` from `caller`; raises the priority to critical."""
+        ...
+
+    def open_tickets(
+        self, *, contact_id: int | None = None, caller: str | None = None, limit: int = 3
+    ) -> tuple[TicketView, ...]:
+        """Tickets not solved or closed whose contact is `contact_id` or whose caller is
+        `caller` (E.164), newest first, at most `limit`; none when both are None."""
+        ...
+
+    def add_affected_organisations(
+        self,
+        number: str,
+        organisations: Sequence[AffectedOrganisation],
+        *,
+        author: str | None = None,
+    ) -> TicketView:
+        """Add client organisations the ticket's problem affects; one already on the
+        ticket (same `key`) is not added again."""
+        ...
+
+    def link_incident(
+        self, number: str, link: IncidentLink, *, author: str | None = None
+    ) -> TicketView:
+        """Note that the ticket tracks a known incident; the same incident is linked once."""
         ...
 
     def ticket_url(self, number: str) -> str | None:

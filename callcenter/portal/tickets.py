@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime
 
-from callcenter.portal.protocol import TicketDraft
+from callcenter.portal.protocol import AffectedOrganisation, IncidentLink, TicketDraft
 
 # ---------------------------------------------------------------- statuses
 
@@ -46,7 +46,20 @@ ATTACHMENT = "attachment"
 PHONE_DUPLICATE = "phone_duplicate"
 STATUS_CHANGE = "status"
 PRIORITY_CHANGE = "priority"
-ENTRY_KINDS = (CREATED, COMMENT, ATTACHMENT, PHONE_DUPLICATE, STATUS_CHANGE, PRIORITY_CHANGE)
+AFFECTED = "affected_client"
+INCIDENT = "incident"
+ENTRY_KINDS = (
+    CREATED,
+    COMMENT,
+    ATTACHMENT,
+    PHONE_DUPLICATE,
+    STATUS_CHANGE,
+    PRIORITY_CHANGE,
+    AFFECTED,
+    INCIDENT,
+)
+# Not solved or closed: what a repeat caller is offered to add to.
+OPEN_STATUSES = (NEW, IN_PROGRESS)
 
 # ---------------------------------------------------------------- limits
 
@@ -62,6 +75,9 @@ MAX_TEXT = 20_000
 MAX_URL = 2_000
 MAX_VEHICLES = 50
 MAX_VEHICLE = 20
+MAX_AFFECTED = 200  # organisations in one request
+MAX_INCIDENT = 64
+MAX_OPEN_LIMIT = 20
 
 _KEY = re.compile(rf"[\x21-\x7e]{{1,{MAX_KEY}}}")  # printable ASCII, no spaces
 _URL = re.compile(r"https?://[^\s]+", re.IGNORECASE)
@@ -177,4 +193,41 @@ def change_problems(
         problems["priority"] = "must be one of " + ", ".join(PRIORITIES)
     _name(problems, "author", author, MAX_AUTHOR)
     _text(problems, "comment", comment, MAX_TEXT)
+    return problems
+
+
+def affected_problems(
+    organisations: tuple[AffectedOrganisation, ...], *, author: str | None
+) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    if not organisations:
+        problems["organisations"] = "give at least one organisation"
+    elif len(organisations) > MAX_AFFECTED:
+        problems["organisations"] = f"at most {MAX_AFFECTED} organisations in one request"
+    elif any(not o.name.strip() or len(o.name) > MAX_NAME for o in organisations):
+        problems["organisations"] = f"each organisation needs a name of 1 to {MAX_NAME} characters"
+    _name(problems, "author", author, MAX_AUTHOR)
+    return problems
+
+
+def incident_problems(link: IncidentLink, *, author: str | None) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    if not link.incident.strip():
+        problems["incident"] = "is required"
+    elif len(link.incident) > MAX_INCIDENT:
+        problems["incident"] = f"must be at most {MAX_INCIDENT} characters"
+    _name(problems, "label", link.label, MAX_NAME)
+    _name(problems, "author", author, MAX_AUTHOR)
+    return problems
+
+
+def open_query_problems(
+    *, contact_id: int | None, caller: str | None, limit: int
+) -> dict[str, str]:
+    problems: dict[str, str] = {}
+    if contact_id is None and caller is None:
+        problems["contact_id"] = "give contact_id and/or caller"
+    _name(problems, "caller", caller, MAX_CALLER)
+    if not 1 <= limit <= MAX_OPEN_LIMIT:
+        problems["limit"] = f"must be 1 to {MAX_OPEN_LIMIT}"
     return problems

@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 from callcenter.clock import as_utc, to_moscow
 from callcenter.errors import InvalidTicketData
 from callcenter.portal import tickets as rules
-from callcenter.portal.protocol import TicketDraft, TicketEntryView, TicketView
+from callcenter.portal.protocol import (
+    AffectedOrganisation,
+    IncidentLink,
+    TicketDraft,
+    TicketEntryView,
+    TicketView,
+)
 
 # ---------------------------------------------------------------- times
 
@@ -219,6 +225,79 @@ def change_from_json(body: object) -> TicketChange:
     return change
 
 
+@dataclass(frozen=True)
+class NewAffected:
+    """`POST /tickets/{number}/affected-organisations`."""
+
+    organisations: tuple[AffectedOrganisation, ...]
+    author: str | None
+
+
+def affected_from_json(body: object) -> NewAffected:
+    f = _Fields(body, {"organisations", "author"})
+    author = f.text("author")
+    raw = f.body.get("organisations")
+    organisations: list[AffectedOrganisation] = []
+    if raw is None:
+        f.problems["organisations"] = "is required"
+    elif not isinstance(raw, list) or not all(isinstance(item, dict) for item in raw):
+        f.problems["organisations"] = "must be a list of objects with a name and an optional id"
+    else:
+        for item in raw:
+            name, org_id = item.get("name"), item.get("id")
+            if set(item) - {"name", "id"}:
+                f.problems["organisations"] = "each organisation has only a name and an id"
+            elif not isinstance(name, str):
+                f.problems["organisations"] = "each organisation needs a name (a string)"
+            elif org_id is not None and (isinstance(org_id, bool) or not isinstance(org_id, int)):
+                f.problems["organisations"] = "an organisation's id must be an integer"
+            else:
+                organisations.append(AffectedOrganisation(name=name, id=org_id))
+    found = NewAffected(tuple(organisations), author)
+    f.check(
+        None
+        if "organisations" in f.problems
+        else rules.affected_problems(found.organisations, author=author)
+    )
+    return found
+
+
+@dataclass(frozen=True)
+class NewIncidentLink:
+    """`POST /tickets/{number}/incidents`."""
+
+    link: IncidentLink
+    author: str | None
+
+
+def incident_from_json(body: object) -> NewIncidentLink:
+    f = _Fields(body, {"incident", "label", "author"})
+    link = IncidentLink(incident=f.text("incident", required=True) or "", label=f.text("label"))
+    author = f.text("author")
+    f.check(None if "incident" in f.problems else rules.incident_problems(link, author=author))
+    return NewIncidentLink(link, author)
+
+
+def affected_to_json(
+    organisations: tuple[AffectedOrganisation, ...] | list[AffectedOrganisation],
+    author: str | None,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "organisations": [
+            {"name": org.name, **({"id": org.id} if org.id is not None else {})}
+            for org in organisations
+        ]
+    }
+    if author is not None:
+        body["author"] = author
+    return body
+
+
+def incident_to_json(link: IncidentLink, author: str | None) -> dict[str, Any]:
+    body = {"incident": link.incident, "label": link.label, "author": author}
+    return {k: v for k, v in body.items() if v is not None}
+
+
 # ---------------------------------------------------------------- writing requests
 
 
@@ -273,6 +352,10 @@ def view_to_json(view: TicketView) -> dict[str, Any]:
         "created_at": time_to_json(view.created_at),
         "duplicated_by_phone_at": time_to_json(view.duplicated_by_phone_at),
         "url": view.url,
+        "affected_organisations": [
+            {"id": org.id, "name": org.name} for org in view.affected_organisations
+        ],
+        "incidents": [{"incident": i.incident, "label": i.label} for i in view.incidents],
         "history": [
             {
                 "at": time_to_json(e.at),
@@ -317,9 +400,36 @@ def view_from_json(data: object) -> TicketView:
             description=_opt(data, "description", str) or "",
             call_ref=_opt(data, "call_ref", str),
             recording_url=_opt(data, "recording_url", str),
+            affected_organisations=tuple(
+                _affected_from(item) for item in _opt(data, "affected_organisations", list) or ()
+            ),
+            incidents=tuple(_incident_from(item) for item in _opt(data, "incidents", list) or ()),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise MalformedTicket(str(exc)) from exc
+
+
+def views_to_json(views: tuple[TicketView, ...]) -> dict[str, Any]:
+    """A list of tickets (`GET /tickets`)."""
+    return {"tickets": [view_to_json(view) for view in views]}
+
+
+def views_from_json(data: object) -> tuple[TicketView, ...]:
+    if not isinstance(data, dict) or not isinstance(data.get("tickets"), list):
+        raise MalformedTicket("expected an object with a list of tickets")
+    return tuple(view_from_json(item) for item in data["tickets"])
+
+
+def _affected_from(data: object) -> AffectedOrganisation:
+    if not isinstance(data, dict):
+        raise MalformedTicket("an affected organisation must be a JSON object")
+    return AffectedOrganisation(name=_required_str(data, "name"), id=_opt(data, "id", int))
+
+
+def _incident_from(data: object) -> IncidentLink:
+    if not isinstance(data, dict):
+        raise MalformedTicket("an incident link must be a JSON object")
+    return IncidentLink(incident=_required_str(data, "incident"), label=_opt(data, "label", str))
 
 
 def _entry_from_json(data: object) -> TicketEntryView:

@@ -1033,7 +1033,11 @@ def format_call_summary(call: dict[str, Any]) -> list[str]:
             f"  тема {call.get('topic') or '—'}, продукт {call.get('product') or '—'}, "
             f"ТС {vehicles}"
         )
-    if call.get("ticket_number"):
+    related = call.get("related_ticket")
+    if related and call.get("category") == "addition":
+        state = call.get("ticket_state")
+        out.append(f"  дополнение к заявке № {related} ({state}), новая заявка не открыта")
+    elif call.get("ticket_number"):
         out.append(f"  заявка № {call['ticket_number']} ({call.get('ticket_state')})")
     elif call.get("ticket_state"):
         error = call.get("ticket_error")

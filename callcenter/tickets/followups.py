@@ -74,7 +74,7 @@ from callcenter.vocabulary import URGENT_PRIORITIES, sms_reach
 log = logging.getLogger(__name__)
 
 # How portal entries made by this service are signed.
-AUTHOR = "Телефонная линия"
+AUTHOR = outbox.AUTHOR
 # Follow-ups give up after this many runs with transient trouble (hours, by the backoff).
 MAX_RUNS = outbox.MAX_ATTEMPTS
 
@@ -125,6 +125,11 @@ class _Snapshot:
     def phone_duplicate(self) -> bool:
         """The call duplicated an existing ticket (the caller already has its number)."""
         return bool(self.number) and self.stored.get(outbox.DUPLICATE_OF) == self.number
+
+    @property
+    def addition(self) -> bool:
+        """A repeat caller added to their open ticket: no new ticket to tell anyone about."""
+        return bool(self.number) and self.stored.get(outbox.ADDITION_TO) == self.number
 
 
 def run_followups(
@@ -315,6 +320,8 @@ class _Run:
         snap = self.snap
         if snap.status == outbox.DONE and snap.number:
             self.attach_recordings()
+            if snap.addition:
+                return
             if snap.incident is not None:
                 # Joined a known incident: the ticket names the caller, the caller gets
                 # one SMS, and the staff on duty get the digest, not one alert each.

@@ -19,6 +19,7 @@ inside a webhook: these functions only write the outbox row (`callcenter.tickets
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -147,6 +148,60 @@ def mark_phone_duplicate(
         ),
         now=now,
     )
+
+
+def add_to_ticket(
+    session: Session,
+    call: Call,
+    ticket_number: str,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+    call_url: str,
+    topic: str | None = None,
+) -> TicketRequest:
+    """A repeat caller's recorded addition to their open ticket `ticket_number`.
+
+    The call's request names the ticket (`outbox.ADDITION_TO`) and carries the comment: a
+    job adds it to that ticket with the recording and `call_url` (the call's page), once
+    (the recording's dedup key); no new ticket is opened. `topic`: the ticket's, as the
+    portal said it (kept on the request for the outbox list).
+    """
+    number = re.sub(r"[\s#*№-]", "", ticket_number or "")
+    if not _TICKET_NUMBER.fullmatch(number):
+        raise InvalidInput(f"a ticket number is 1 to 12 digits, got {ticket_number!r}")
+    slug = topic if topic in TOPICS else UNCHOSEN_TOPIC
+    draft = replace(
+        ticket_draft(call, calendar=calendar, topic=slug),
+        description=describe_addition(call, number, call_url),
+        priority="normal",
+    )
+    return outbox.put_request(
+        session,
+        call_id=call.id,
+        idempotency_key=call.call_sid,
+        draft=_stored(call, draft, interrupted=call.interrupted, **{outbox.ADDITION_TO: number}),
+        now=now,
+    )
+
+
+def describe_addition(call: Call, ticket_number: str, call_url: str) -> str:
+    """The comment a repeat caller's addition leaves on their ticket, in Russian."""
+    started = to_moscow(call.started_at)
+    caller = classify(call.caller_e164 or call.caller_raw)
+    source = f" с номера {caller.display}" if caller.e164 is not None else ""
+    lines = [
+        f"Дополнение к заявке №{ticket_number} по телефону: звонок {started:%d.%m.%Y} "
+        f"в {started:%H:%M} (МСК){source}."
+    ]
+    if call.contact is not None:
+        who = call.contact.name
+        if call.organisation is not None:
+            who += f", {call.organisation.name}"
+        lines.append(f"Абонент: {who}.")
+    lines.append("Дополнение — в приложенной записи.")
+    lines.append(f"Звонок: {call_url}")
+    return "\n".join(lines)
 
 
 def add_recording(

@@ -64,6 +64,7 @@ MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 
 # Keys of `TicketRequest.draft` beyond the `TicketDraft` fields.
 DUPLICATE_OF = "duplicate_of"  # the caller named an existing ticket (critical path)
+ADDITION_TO = "addition_to"  # a repeat caller added to their open ticket (no new ticket)
 RECEIVED_AT = "received_at"  # when the call started: what the deadlines count from
 RECORDING_SID = "recording_sid"
 # The caller joined a known incident (`callcenter.incidents`): {"id", "comment", "sms"}.
@@ -481,6 +482,9 @@ def _record_failure(
 
 
 def _ask_portal(portal: Portal, draft: TicketDraft, stored: Mapping[str, Any]) -> TicketView:
+    addition_to = stored.get(ADDITION_TO)
+    if addition_to:
+        return _add_to_ticket(portal, str(addition_to), draft, stored)
     number = stored.get(DUPLICATE_OF)
     if not number:
         return portal.create_ticket(draft)
@@ -498,6 +502,31 @@ def _ask_portal(portal: Portal, draft: TicketDraft, stored: Mapping[str, Any]) -
         log.warning("phone duplicate: ticket №%s not found; opening a new ticket", number)
         note = f"Названная абонентом заявка №{number} на портале не найдена."
         return portal.create_ticket(replace(draft, description=f"{note}\n{draft.description}"))
+
+
+# How entries this service adds to a ticket are signed.
+AUTHOR = "Телефонная линия"
+
+
+def _add_to_ticket(
+    portal: Portal, number: str, draft: TicketDraft, stored: Mapping[str, Any]
+) -> TicketView:
+    """A repeat caller's addition: one comment with the call's link and the recording on
+    the named ticket. Its dedup key is the recording's (the follow-ups attach recordings by
+    the same key, so the recording lands once) or, without one, the call's."""
+    sid = stored.get(RECORDING_SID)
+    try:
+        return portal.add_entry(
+            number,
+            text=draft.description,
+            attachment_url=draft.recording_url,
+            attachment_name=f"{sid}.mp3" if sid and draft.recording_url else None,
+            author=AUTHOR,
+            dedup_key=f"recording:{sid}" if sid else f"addition:{draft.call_ref}",
+        )
+    except TicketNotFound as exc:
+        # The ticket was offered a minute ago; gone now is for a person to look at.
+        raise PortalRejected(f"ticket №{number} to add to was not found: {exc}") from exc
 
 
 def _required(value: datetime | None) -> datetime:
