@@ -122,8 +122,9 @@ def run_incident_followups(
 
 def _staff(
     session: Session, now: datetime, calendar: BusinessCalendar, settings: Settings
-) -> tuple[str, str | None]:
-    """(the on-duty specialist's SMS number — the duty phone without one —, the head's)."""
+) -> tuple[str | None, str | None]:
+    """(the on-duty specialist's SMS number — the duty phone without one, None when there
+    is neither —, the head's)."""
     duty = on_duty(session, now, calendar)
     specialist = next((p.sms for p in duty.urgent_chain if p.sms), None) or settings.duty_phone
     head = duty.head.sms if duty.head is not None else None
@@ -148,7 +149,7 @@ def _alert_detected(
         body = texts.detected_sms(
             incident, calls, settings.incident_window_minutes, ticket_number(incident)
         )
-    recipients = [specialist, *([head] if head and head != specialist else [])]
+    recipients = [to for to in (specialist, head if head != specialist else None) if to]
     sent = 0
     settled = True
     for to in recipients:
@@ -203,6 +204,11 @@ def _digest(
         incident.digest_at = now
         incident.digest_joined = joined or 0
         specialist, _head = _staff(session, now, calendar, settings)
+        if specialist is None:
+            # Nobody on duty and no DUTY_PHONE: there is no one to text (the console's
+            # banner and the roster warnings say so); the digest is not pretended sent.
+            log.warning("incident %s: no on-duty specialist or DUTY_PHONE, no digest", incident_id)
+            return 0
         body = texts.digest_sms(incident, more, ticket_number(incident))
         key = f"incident:{incident_id}:digest:{joined}"
     outcome = send_once(sessions, telephony, key=key, to=specialist, body=body, now=now)
