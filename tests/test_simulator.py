@@ -1043,8 +1043,10 @@ def test_end_to_end_an_empty_roster_without_a_duty_phone_takes_a_voicemail(
             CallScript(answers=parse_answer_tokens(["--press", "3", "--silence"])),
             call_log=reader,
         )
+        # Another caller: the critical caller's open ticket would be offered first.
         consultation = live_simulator(url).run(
-            CallScript(answers=parse_answer_tokens(["--press", "1"])), call_log=reader
+            CallScript(answers=parse_answer_tokens(["--press", "1"]), from_number="+79031112233"),
+            call_log=reader,
         )
 
     for t in (critical, consultation):
