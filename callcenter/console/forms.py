@@ -277,6 +277,8 @@ class RosterUploadForm(ConsoleForm):
         validators=[
             FileRequired("Выберите файл графика (roster.yaml)."),
             FileAllowed(("yaml", "yml", "txt"), "Нужен файл YAML (.yaml или .yml)."),
-            FileSize(MAX_ROSTER_BYTES, message="Файл слишком большой: " + ROSTER_TOO_BIG),
+            FileSize(
+                MAX_ROSTER_BYTES, message="Файл слишком большой: больше 512 КБ — это не график."
+            ),
         ]
     )
