@@ -1,8 +1,8 @@
 """`/console/directory`: organisations and contacts — view, search, import, edit.
 
 Import and export are the directory's own (`directory.importer.import_directory`, all or nothing,
-problems by line; `export_rows`, the import format); single edits are
-`directory_forms`. A rejected upload or form is shown again with every problem, and the
+problems by line; `export_rows`, the import format); single edits are read by the Flask-WTF
+forms of `console.forms` and saved by `directory_forms`. A rejected upload or form is shown again with every problem, and the
 form keeps what was typed.
 """
 
