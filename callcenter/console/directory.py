@@ -2,8 +2,8 @@
 
 Import and export are the directory's own (`directory.importer.import_directory`, all or nothing,
 problems by line; `export_rows`, the import format); single edits are read by the Flask-WTF
-forms of `console.forms` and saved by `directory_forms`. A rejected upload or form is shown again with every problem, and the
-form keeps what was typed.
+forms of `console.forms` and saved by `directory_forms`. A rejected upload or form is
+shown again with every problem, and the form keeps what was typed.
 """
 
 from __future__ import annotations
