@@ -134,6 +134,17 @@ def test_control_characters_in_the_directory_forms_are_refused_on_every_database
     assert contact.status_code == 400
     page = text_of(contact)
     assert page.count("Недопустимый управляющий символ") == 3
+    # Refused by the form alone (the directory's own rules would take it): nothing written.
+    name_only = post(
+        head,
+        "/console/directory/contacts/new",
+        name="Новиков\x01",
+        phones="+7 903 000-00-01",
+        new_organisation="ООО «Ромашка»",
+        email="",
+    )
+    assert name_only.status_code == 400
+    assert "Недопустимый управляющий символ (U+0001): уберите его." in text_of(name_only)
     organisation = post(head, "/console/directory/organisations/new", name="", inn="77\x0b07")
     assert organisation.status_code == 400
     page = text_of(organisation)
