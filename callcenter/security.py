@@ -35,6 +35,10 @@ def init_security(app: Flask, settings: Settings) -> None:
         )
     app.config.update(
         MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
+        # One form field (not a file) may carry 1 MB, over werkzeug's 500 kB default: a
+        # roster typed in the console's editor gets its form's message past 512 KB
+        # (`console.forms.MAX_ROSTER_BYTES`), not a bare 413.
+        MAX_FORM_MEMORY_SIZE=1024 * 1024,
         # The console checks CSRF itself (console.auth), so machines' POSTs stay untouched.
         WTF_CSRF_CHECK_DEFAULT=False,
         # A token lives as long as the signed-in session (which is revocable).

@@ -8,6 +8,7 @@ message in Russian: never a 5xx. A specialist's POSTs are 403 whatever they carr
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
 from typing import Any
@@ -141,6 +142,7 @@ FORMS = (
 )
 
 
+@pytest.mark.both_databases
 @FUZZ
 @given(fields=form_fields, path=st.sampled_from(FORMS))
 def test_the_supervisors_forms_take_any_input(
@@ -150,6 +152,44 @@ def test_the_supervisors_forms_take_any_input(
     data = {**fields, "csrf_token": token_of(client)}
     response = client.post(path, data=data, headers={"Accept": "text/html"})
     assert_answered(response, {200, 302, 400, 409})
+
+
+UPLOADS = ("/console/directory/import", "/console/roster")
+file_names = st.one_of(
+    hostile,
+    st.sampled_from(["clients.csv", "roster.yaml", "roster.yml", "list.txt", "x.xlsx", ""]),
+)
+file_bodies = st.one_of(
+    st.binary(max_size=300),
+    hostile.map(lambda text: text.encode("utf-8")),
+    st.sampled_from([b"\xef\xbb\xbfstaff: []\n", "организация;инн\nООО;1\n".encode("cp1251")]),
+)
+
+
+@pytest.mark.both_databases
+@FUZZ
+@given(path=st.sampled_from(UPLOADS), name=file_names, body=file_bodies)
+def test_the_supervisors_uploads_take_any_file(
+    signed_in: dict[str, FlaskClient], path: str, name: str, body: bytes
+) -> None:
+    client = signed_in["head"]
+    data = {"csrf_token": token_of(client), "file": (io.BytesIO(body), name)}
+    response = client.post(
+        path, data=data, headers={"Accept": "text/html"}, content_type="multipart/form-data"
+    )
+    assert_answered(response, {200, 302, 400})
+
+
+@FUZZ
+@given(name=hostile.filter(lambda name: name.strip() not in ("", "head")))
+def test_sign_out_everywhere_takes_any_name(signed_in: dict[str, FlaskClient], name: str) -> None:
+    # Not the supervisor's own name (blank is too): that ends the session under test.
+    client = signed_in["head"]
+    data = {"csrf_token": token_of(client), "name": name}
+    response = client.post(
+        "/console/sign-out-everywhere", data=data, headers={"Accept": "text/html"}
+    )
+    assert_answered(response, {302, 400})
 
 
 @FUZZ

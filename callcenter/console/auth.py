@@ -41,14 +41,12 @@ from flask.typing import ResponseReturnValue
 from flask_limiter import Limiter
 from flask_login import AnonymousUserMixin, UserMixin, login_user, logout_user
 from flask_login import current_user as _login_current_user
-from flask_wtf import FlaskForm
 from flask_wtf.csrf import CSRFError, generate_csrf
-from wtforms import HiddenField, PasswordField, StringField
-from wtforms.validators import InputRequired, Length
 
 from callcenter.access.users import ConsoleUser, authenticate, end_sessions
 from callcenter.clock import as_utc
 from callcenter.console import bp
+from callcenter.console.forms import LoginForm, SignOutForm
 from callcenter.db import transaction
 from callcenter.db.models import User
 from callcenter.errors import LoginFailed, UnknownUser
@@ -278,16 +276,6 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
-class LoginForm(FlaskForm):  # type: ignore[misc]  # flask-wtf ships no types
-    # CSRF is checked for every console POST by the guard above, before any view.
-    class Meta:
-        csrf = False
-
-    name = StringField(validators=[InputRequired(), Length(max=120)])
-    password = PasswordField(validators=[InputRequired(), Length(max=200)])
-    next = HiddenField()
-
-
 def _login_page(form: LoginForm, next_url: str, error: str | None, status: int) -> Response:
     page = render_template(
         "console/login.html", form=form, next_url=next_url, error=error, name=form.name.data or ""
@@ -365,7 +353,10 @@ def sign_out_everywhere() -> ResponseReturnValue:
     """A supervisor ends every session of a user (a lost laptop, a leaver): `name` in the
     form, or the supervisor's own when it is blank."""
     me = require_user()
-    name = request.form.get("name", "").strip() or me.name
+    form = SignOutForm()
+    if not form.validate():
+        return _refuse(400, " ".join(form.name.errors))
+    name = form.name.data or me.name
     try:
         _end_sessions(name)
     except UnknownUser:

@@ -51,6 +51,7 @@ from callcenter.calls.store import record_event
 from callcenter.console import bp
 from callcenter.console.auth import require_user
 from callcenter.console.common import portal_link, roster_warnings
+from callcenter.console.forms import NoteForm
 from callcenter.db import transaction
 from callcenter.db.models import Call, CallNote, DialLeg, TicketRequest
 from callcenter.errors import InvalidFilter, InvalidInput, Reason, TicketRequestNotRetryable
@@ -62,7 +63,6 @@ from callcenter.web import services
 
 log = logging.getLogger(__name__)
 
-MAX_NOTE_LENGTH = 2000
 # The form's select options; several categories in one value read as "any of them".
 CATEGORY_OPTIONS = (
     *((c, words.category_title(c)) for c in CATEGORIES),
@@ -432,13 +432,12 @@ def mark_called_back(call_sid: str) -> ResponseReturnValue:
 def add_note(call_sid: str) -> ResponseReturnValue:
     svc = services()
     user = require_user()
-    text = request.form.get("text", "").strip()
-    if not text:
-        return _render_call(call_sid, note_error="Заметка пустая: напишите текст."), 400
-    if len(text) > MAX_NOTE_LENGTH:
-        why = f"Заметка длиннее {MAX_NOTE_LENGTH} символов ({len(text)}): сократите её."
+    form = NoteForm()
+    if not form.validate():
         # The text stays in the form: nothing the supervisor typed is lost.
-        return _render_call(call_sid, note_text=text, note_error=why), 400
+        why = form.text.errors[0]
+        return _render_call(call_sid, note_text=form.text.data or "", note_error=why), 400
+    text = form.text.data
     at = svc.clock()
     with transaction(svc.sessions) as db:
         call = _load_call(db, call_sid)

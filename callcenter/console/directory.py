@@ -1,18 +1,23 @@
 """`/console/directory`: organisations and contacts — view, search, import, edit.
 
 Import and export are the directory's own (`directory.importer.import_directory`, all or nothing,
-problems by line; `export_rows`, the import format); single edits are
-`directory_forms`. A rejected upload or form is shown again with every problem, and the
-form keeps what was typed.
+problems by line; `export_rows`, the import format); single edits are read by the Flask-WTF
+forms of `console.forms` and saved by `directory_forms`. A rejected upload or form is
+shown again with every problem, and the form keeps what was typed.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from flask import Response, abort, flash, redirect, render_template, request, url_for
 from flask.typing import ResponseReturnValue
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
+from werkzeug.datastructures import FileStorage
 
 from callcenter.calllog.words import phone_display, topic_title
 from callcenter.console import bp
@@ -24,16 +29,21 @@ from callcenter.console.directory_forms import (
     save_contact,
     save_organisation,
 )
+from callcenter.console.forms import (
+    ContactEditForm,
+    DirectoryImportForm,
+    OrganisationEditForm,
+    first_errors,
+)
 from callcenter.db import transaction
 from callcenter.db.models import Contact, Organisation
 from callcenter.directory.contacts import TOPIC_SLUGS, list_directory
 from callcenter.directory.importer import ImportReport, export_rows, import_directory
 from callcenter.errors import ImportRejected, InvalidForm
 from callcenter.phones import normalise
+from callcenter.services import Services
 from callcenter.spreadsheet import csv_bytes
 from callcenter.web import services
-
-MAX_UPLOAD_BYTES = 5 * 1024 * 1024
 
 
 def _matches(org: Organisation, query: str) -> bool:
@@ -85,22 +95,19 @@ def _directory_page(
 
 @bp.post("/directory/import")
 def import_upload() -> ResponseReturnValue:
-    upload = request.files.get("file")
-    if upload is None or not upload.filename:
-        return _directory_page(problems=[(0, "Выберите CSV-файл для загрузки.")])
-    data = upload.stream.read(MAX_UPLOAD_BYTES + 1)
-    if len(data) > MAX_UPLOAD_BYTES:
-        return _directory_page(
-            problems=[(0, f"Файл больше {MAX_UPLOAD_BYTES // 1024 // 1024} МБ.")],
-            filename=upload.filename,
-        )
+    form = DirectoryImportForm()
+    upload = form.file.data
+    filename = upload.filename if isinstance(upload, FileStorage) else None
+    if not form.validate():
+        return _directory_page(problems=[(0, form.file.errors[0])], filename=filename)
+    data = upload.stream.read()
     svc = services()
     try:
         with transaction(svc.sessions) as db:
             report = import_directory(db, data, svc.clock())
     except ImportRejected as exc:
-        return _directory_page(problems=exc.problems, filename=upload.filename)
-    flash(f"Справочник загружен из «{upload.filename}». {_summary(report)}", "ok")
+        return _directory_page(problems=exc.problems, filename=filename)
+    flash(f"Справочник загружен из «{filename}». {_summary(report)}", "ok")
     return redirect(url_for("console.directory"))
 
 
@@ -127,6 +134,25 @@ def export_directory() -> ResponseReturnValue:
 
 
 # ---------------------------------------------------------------- contacts
+
+
+@contextmanager
+def _saving(valid: bool, svc: Services) -> Iterator[Session]:
+    """A transaction when the form is valid; otherwise a session rolled back at the end,
+    so the directory's own checks still run (every problem shown at once) and nothing is
+    written. What the form refused may also fail to be written (a value too long for
+    its column): that failure is the form's problem, already shown, and is dropped."""
+    if valid:
+        with transaction(svc.sessions) as db:
+            yield db
+        return
+    with svc.sessions() as db:
+        try:
+            yield db
+        except SQLAlchemyError:
+            pass
+        finally:
+            db.rollback()
 
 
 def _organisations() -> list[tuple[int, str]]:
@@ -172,23 +198,30 @@ def _edit_contact(contact_id: int | None) -> ResponseReturnValue:
                     "organisation_id": str(contact.organisation_id),
                 }
         return _contact_page(contact_id, values, {})
-    values = {key: request.form.get(key, "") for key in ("name", "phones", "email")}
-    values["organisation_id"] = request.form.get("organisation_id", "")
-    values["new_organisation"] = request.form.get("new_organisation", "")
-    org_raw = values["organisation_id"]
-    form = ContactForm(
+    form = ContactEditForm()
+    form.offer(_organisations())
+    valid = form.validate()
+    values = {key: str(value or "") for key, value in form.data.items()}
+    fields = ContactForm(
         name=values["name"],
         phones=values["phones"],
         email=values["email"],
-        organisation_id=int(org_raw) if org_raw.isascii() and org_raw.isdigit() else None,
+        organisation_id=form.organisation(),
         new_organisation=values["new_organisation"],
     )
+    # The form's problems and the directory's (a number taken, an unknown organisation)
+    # are shown together, the form's first where both speak of one field.
+    errors = first_errors(
+        form, {"organisation_id": "organisation", "new_organisation": "organisation"}
+    )
     try:
-        with transaction(svc.sessions) as db:
-            contact = save_contact(db, contact_id, form, now=svc.clock())
+        with _saving(valid, svc) as db:
+            contact = save_contact(db, contact_id, fields, now=svc.clock())
             name = contact.name
     except InvalidForm as exc:
-        return _contact_page(contact_id, values, exc.fields), 400
+        errors = {**exc.fields, **errors}
+    if errors:
+        return _contact_page(contact_id, values, errors), 400
     flash(f"Контакт «{name}» сохранён.", "ok")
     return redirect(url_for("console.directory"))
 
@@ -247,19 +280,23 @@ def _edit_organisation(organisation_id: int | None) -> ResponseReturnValue:
                     **{f"{slug}_days": str(days) for slug, days in (org.topic_days or {}).items()},
                 }
         return _organisation_page(organisation_id, values, {})
-    fields = ("name", "inn", "stage_one_days", *(f"{slug}_days" for slug in TOPIC_SLUGS))
-    values = {key: request.form.get(key, "") for key in fields}
-    form = OrganisationForm(
+    form = OrganisationEditForm()
+    valid = form.validate()
+    values = {key: str(value or "") for key, value in form.data.items()}
+    fields = OrganisationForm(
         name=values["name"],
         inn=values["inn"],
         stage_one_days=values["stage_one_days"],
-        topic_days={slug: values[f"{slug}_days"] for slug in TOPIC_SLUGS},
+        topic_days=form.topic_days(),
     )
+    errors = first_errors(form)
     try:
-        with transaction(svc.sessions) as db:
-            org = save_organisation(db, organisation_id, form, now=svc.clock())
+        with _saving(valid, svc) as db:
+            org = save_organisation(db, organisation_id, fields, now=svc.clock())
             name = org.name
     except InvalidForm as exc:
-        return _organisation_page(organisation_id, values, exc.fields), 400
+        errors = {**exc.fields, **errors}
+    if errors:
+        return _organisation_page(organisation_id, values, errors), 400
     flash(f"Организация «{name}» сохранена.", "ok")
     return redirect(url_for("console.directory"))

@@ -16,6 +16,7 @@ from callcenter.calllog import words
 from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range, to_moscow
 from callcenter.console import bp
 from callcenter.console.common import forget_roster_warnings
+from callcenter.console.forms import RosterTextForm, RosterUploadForm
 from callcenter.console.roster_text import roster_yaml, shift_lines
 from callcenter.db import transaction
 from callcenter.errors import ImportRejected
@@ -23,7 +24,6 @@ from callcenter.roster.importer import import_roster
 from callcenter.roster.on_duty import Roster, roster_health
 from callcenter.web import services
 
-MAX_ROSTER_BYTES = 512 * 1024
 DUTY_TITLES = {
     "consultation": "консультации",
     "urgent": "срочные",
@@ -98,15 +98,19 @@ def _roster_page(
 
 @bp.post("/roster")
 def save_roster() -> ResponseReturnValue:
-    upload = request.files.get("file")
-    if upload is not None and upload.filename:
-        data = upload.stream.read(MAX_ROSTER_BYTES + 1)
-        source = f"файл «{upload.filename}»"
+    # The page has two forms to this URL: the editor's text, and a file.
+    if "file" in request.files:
+        upload = RosterUploadForm()
+        if not upload.validate():
+            return _roster_page(problems=[(0, upload.file.errors[0])])
+        data = upload.file.data.stream.read()
+        source = f"файл «{upload.file.data.filename}»"
     else:
-        data = request.form.get("roster", "").encode("utf-8")
+        typed = RosterTextForm()
+        if not typed.validate():
+            return _roster_page(text=typed.roster.data, problems=[(0, typed.roster.errors[0])])
+        data = (typed.roster.data or "").encode("utf-8")
         source = "текст из редактора"
-    if len(data) > MAX_ROSTER_BYTES:
-        return _roster_page(problems=[(0, "График больше 512 КБ — это не график.")])
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError:
