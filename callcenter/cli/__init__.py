@@ -26,6 +26,7 @@ _COMMAND_MODULES = (
     "callcenter.cli.users",
     "callcenter.cli.retention",
     "callcenter.cli.spool",
+    "callcenter.cli.demo",
 )
 
 
