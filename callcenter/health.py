@@ -10,6 +10,7 @@ from sqlalchemy import text
 from callcenter.access.tokens import verify_token
 from callcenter.metrics import render
 from callcenter.roster.on_duty import Roster, roster_health
+from callcenter.services import Services
 from callcenter.web import services
 
 bp = Blueprint("health", __name__)
@@ -38,6 +39,19 @@ def readyz() -> ResponseReturnValue:
     token (`Authorization: Bearer`), as the call log does.
     """
     svc = services()
+    checks, warnings = readiness_checks(svc)
+    ready = all(v.startswith("ok") for v in checks.values())
+    status = 200 if ready else 503
+    if not _holds_api_token():
+        brief = {name: "ok" if v.startswith("ok") else "error" for name, v in checks.items()}
+        return jsonify(status="ready" if ready else "not ready", checks=brief), status
+    return jsonify(
+        status="ready" if ready else "not ready", checks=checks, warnings=warnings
+    ), status
+
+
+def readiness_checks(svc: Services) -> tuple[dict[str, str], list[str]]:
+    """Each check's "ok…" or "error: …", and the roster's warnings (with names)."""
     checks: dict[str, str] = {}
     try:
         with svc.engine.connect() as conn:
@@ -63,17 +77,14 @@ def readyz() -> ResponseReturnValue:
         # Only an empty roster makes the instance unready (the issue's rule); gaps and
         # missing SMS numbers are warnings: calls still reach the duty phone.
         checks["roster"] = "error: empty" if empty else "ok"
-    ready = all(v.startswith("ok") for v in checks.values())
-    status = 200 if ready else 503
-    if not _holds_api_token():
-        brief = {name: "ok" if v.startswith("ok") else "error" for name, v in checks.items()}
-        return jsonify(status="ready" if ready else "not ready", checks=brief), status
-    return jsonify(
-        status="ready" if ready else "not ready", checks=checks, warnings=warnings
-    ), status
+    return checks, warnings
 
 
 @bp.get("/metrics")
 def metrics() -> ResponseReturnValue:
-    body, content_type = render(services().sessions)
+    svc = services()
+    checks, _ = readiness_checks(svc)
+    # `callcenter_ready{check}`: the same checks as /readyz, for an alert rule.
+    ready = {name: value.startswith("ok") for name, value in checks.items()}
+    body, content_type = render(svc.sessions, ready=ready)
     return Response(body, content_type=content_type)

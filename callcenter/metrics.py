@@ -14,7 +14,7 @@ Two kinds, on purpose:
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -120,11 +120,34 @@ class DatabaseCollector(Collector):
             yield joined
 
 
-def render(sessions: sessionmaker[Session]) -> tuple[bytes, str]:
+class ReadinessCollector(Collector):
+    """`callcenter_ready{check}`: 1 when the readiness check passed at this scrape."""
+
+    def __init__(self, ready: Mapping[str, bool]) -> None:
+        self._ready = dict(ready)
+
+    def collect(self) -> Iterable[Metric]:
+        gauge = GaugeMetricFamily(
+            "callcenter_ready",
+            "Readiness checks as /readyz makes them (database, redis, roster): 1 ok, 0 failing.",
+            labels=["check"],
+        )
+        for check, ok in sorted(self._ready.items()):
+            gauge.add_metric([check], 1 if ok else 0)
+        yield gauge
+
+
+def render(
+    sessions: sessionmaker[Session], ready: Mapping[str, bool] | None = None
+) -> tuple[bytes, str]:
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
     else:
         registry.register(WEBHOOK_LATENCY)
-    registry.register(DatabaseCollector(sessions))
+    if ready is not None:
+        registry.register(ReadinessCollector(ready))
+    if ready is None or ready.get("database", True):
+        # With the database down the scrape still answers: callcenter_ready says why.
+        registry.register(DatabaseCollector(sessions))
     return generate_latest(registry), CONTENT_TYPE_LATEST

@@ -27,6 +27,7 @@ _COMMAND_MODULES = (
     "callcenter.cli.retention",
     "callcenter.cli.spool",
     "callcenter.cli.incident",
+    "callcenter.cli.demo",
 )
 
 

@@ -10,6 +10,7 @@ login. Every page is a thin view over a Flask-free module:
                                    recordings streamed through the login      (recordings)
     /console/tickets/<number>      a ticket of the portal                      (portal)
     /console/dashboard             figures for today and a period              (dashboard)
+    /console/live                  calls in progress and the last minutes, polled (live)
     /console/directory             organisations and contacts: view, import, edit
     /console/roster                who is on duty now; the roster: view, edit, import
 
@@ -36,6 +37,7 @@ import callcenter.console.calls  # noqa: E402, F401
 import callcenter.console.dashboard  # noqa: E402, F401
 import callcenter.console.directory  # noqa: E402, F401
 import callcenter.console.incidents  # noqa: E402, F401
+import callcenter.console.live  # noqa: E402, F401
 import callcenter.console.recordings  # noqa: E402, F401
 import callcenter.console.roster  # noqa: E402, F401
 import callcenter.console.tickets  # noqa: E402, F401

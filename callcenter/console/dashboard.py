@@ -17,10 +17,12 @@ from flask.typing import ResponseReturnValue
 
 from callcenter.calllog import words
 from callcenter.calllog.dashboard import Figures, Period, figures
+from callcenter.calllog.specialists import specialist_figures
 from callcenter.clock import to_moscow
 from callcenter.console import bp
 from callcenter.console.charts import columns, rows
 from callcenter.console.common import roster_warnings
+from callcenter.console.specialists import specialist_rows
 from callcenter.errors import InvalidFilter, Reason
 from callcenter.vocabulary import URGENT_CATEGORIES, Category
 from callcenter.web import services
@@ -43,11 +45,13 @@ def dashboard() -> ResponseReturnValue:
     with svc.sessions() as db:
         now_figures = figures(db, Period(today, today), lines=svc.settings.lines)
         period_figures = figures(db, period, lines=svc.settings.lines)
+        people = specialist_figures(db, period)
     page = render_template(
         "console/dashboard.html",
         today=_view(now_figures),
         period=_view(period_figures),
         period_title=_period_title(period),
+        specialists=specialist_rows(people),
         form={"from": period.first.isoformat(), "to": period.last.isoformat()},
         error=error,
         warnings=roster_warnings(),

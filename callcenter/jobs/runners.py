@@ -421,6 +421,13 @@ class InlineJobRunner:
             + queue_due_incidents(self.services)
         )
 
+    def wait_idle(self) -> None:
+        """Until no job waits or runs (and none it submitted): `callcenter demo seed` moves
+        its clock on only then, so every job of a call runs at that call's moment."""
+        with self._idle:
+            while self._in_flight:
+                self._idle.wait()
+
     def tickets_waiting(self) -> bool:
         # The pool serves tickets and follow-ups alike: nothing to gain by deferring.
         return False

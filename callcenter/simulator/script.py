@@ -96,6 +96,8 @@ class CallScript:
     record_seconds: tuple[int, ...] = (20,)
     # How long the caller talks with a person who accepted the call.
     talk_seconds: int = 60
+    # How long a dialled person's phone rings before they pick it up.
+    ring_seconds: int = 5
     # The caller hangs up at the first question after this many requests for the call.
     hangup_after: int | None = None
     speech_confidence: float = 0.9
@@ -110,6 +112,8 @@ class CallScript:
             raise InvalidInput("record seconds must be 0 or more")
         if self.talk_seconds < 0:
             raise InvalidInput("talk seconds must be 0 or more")
+        if self.ring_seconds < 0:
+            raise InvalidInput("ring seconds must be 0 or more")
         if self.hangup_after is not None and self.hangup_after < 1:
             raise InvalidInput("--hangup-after must be 1 or more")
         if not 0.0 <= self.speech_confidence <= 1.0:

@@ -44,7 +44,7 @@ import secrets
 import time
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.utils import format_datetime
@@ -194,6 +194,33 @@ class Transcript:
         return "\n".join(line.render() for line in self.lines)
 
 
+class HttpResponse(Protocol):
+    """What the simulator reads of an HTTP response."""
+
+    @property
+    def status_code(self) -> int: ...
+
+    @property
+    def content(self) -> bytes: ...
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+
+class HttpSession(Protocol):
+    """How the simulator sends a request: `requests.Session`, or a WSGI app in this
+    process (`callcenter.simulator.wsgi.WsgiHttp`)."""
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        data: dict[str, str] | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float | None = None,
+    ) -> HttpResponse: ...
+
+
 class CallLogReader(Protocol):
     def fetch(self, call_sid: str) -> dict[str, Any] | None:
         """The call's JSON (as `/api/calls/<CallSid>` returns it), or None if unknown."""
@@ -265,13 +292,14 @@ class Simulator:
         self,
         base_url: str,
         auth_token: str,
-        http: requests.Session | None = None,
+        http: HttpSession | None = None,
         public_base_url: str | None = None,
         *,
         account_sid: str = SIMULATOR_ACCOUNT_SID,
         clock: Clock = system_clock,
         sleep: Callable[[float], None] | None = None,
         on_line: Callable[[Line], None] | None = None,
+        on_moment: Callable[[datetime], None] | None = None,
         voice_path: str = INCOMING_PATH,
         status_path: str = STATUS_PATH,
         fallback_path: str | None = FALLBACK_PATH,
@@ -289,6 +317,9 @@ class Simulator:
         # Real sleeping for <Pause> is optional: the transcript keeps virtual time.
         self.sleep = sleep
         self.on_line = on_line
+        # Told the call's virtual moment before each request: a seed of past calls moves
+        # the service's clock with it, so the service sees the call take its time.
+        self.on_moment = on_moment
         self.voice_path = voice_path
         self.status_path = status_path
         self.fallback_path = fallback_path
@@ -668,7 +699,7 @@ class _CallRun:
                     self.leg_event(d, "completed", "canceled")
             status = "canceled"
         elif winner is not None:
-            self.elapsed += 5
+            self.elapsed += self.script.ring_seconds
             answered_at = self.elapsed
             self.line("callee", f"({winner.number}): снимает трубку")
             self.leg_event(winner, "answered", "in-progress")
@@ -845,6 +876,8 @@ class _CallRun:
             signature = self.sim.validator.compute_signature(url, params)
             body_params = params
         target = self.sim.transport_url(signed_url)
+        if self.sim.on_moment is not None:
+            self.sim.on_moment(self.started + timedelta(seconds=self.elapsed))
         headers = {"X-Twilio-Signature": signature, "User-Agent": USER_AGENT}
         try:
             response = self.sim.http.request(
