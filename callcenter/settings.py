@@ -117,6 +117,8 @@ class Settings:
     recording_mode: str = "link"
     dial_leg_timeout: int = 20
     ticket_wait_seconds: int = 8
+    # Working minutes within which a call back is due (see callcenter.callbacks).
+    callback_sla_minutes: int = 30
     retention_days: int = 365
     log_json: bool = False
     # CALLCENTER_CLOCK: the service's clock starts at this instant and runs (demonstrations
@@ -127,6 +129,10 @@ class Settings:
     trusted_proxies: int = 0
 
     def __post_init__(self) -> None:
+        if self.callback_sla_minutes <= 0:
+            raise ConfigurationError(
+                f"CALLBACK_SLA_MINUTES must be positive, got {self.callback_sla_minutes}"
+            )
         if self.recording_mode not in {"download", "link"}:
             raise ConfigurationError(
                 f"RECORDING_MODE must be 'download' or 'link', got {self.recording_mode!r}"
@@ -243,6 +249,7 @@ class Settings:
             recording_mode=_opt(e, "RECORDING_MODE") or cls.recording_mode,
             dial_leg_timeout=_int(e, "DIAL_LEG_TIMEOUT", cls.dial_leg_timeout),
             ticket_wait_seconds=_int(e, "TICKET_WAIT_SECONDS", cls.ticket_wait_seconds),
+            callback_sla_minutes=_int(e, "CALLBACK_SLA_MINUTES", cls.callback_sla_minutes),
             retention_days=_int(e, "RETENTION_DAYS", cls.retention_days),
             log_json=_bool(e.get("LOG_JSON"), production),
             clock_start=_instant(e, "CALLCENTER_CLOCK"),

@@ -36,10 +36,11 @@ from callcenter.settings import Settings
 log = logging.getLogger(__name__)
 
 RECORDING_EVENT = "recording_added"
-KINDS = ("description", "voicemail")
+KINDS = ("description", "voicemail", "callback")
 KIND_LABELS = {
     "description": "Запись звонка: описание проблемы",
     "voicemail": "Голосовое сообщение абонента",
+    "callback": "Запись перезвона клиенту",
 }
 
 # Twilio's RecordingSid is RE + 32 hex digits; anything else is refused before it can name

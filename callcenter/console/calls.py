@@ -52,8 +52,8 @@ from callcenter.console.auth import require_user
 from callcenter.console.common import portal_link, roster_warnings
 from callcenter.db import transaction
 from callcenter.db.models import Call, CallNote, DialLeg, TicketRequest
-from callcenter.errors import InvalidFilter, InvalidInput
-from callcenter.jobs.tasks import retry_ticket_request
+from callcenter.errors import InvalidFilter, InvalidInput, QueueUnavailable
+from callcenter.jobs.tasks import note_to_ticket, retry_ticket_request
 from callcenter.portal.protocol import TicketView
 from callcenter.regulation.topics import TOPICS
 from callcenter.tickets.intake import open_ticket_request
@@ -419,6 +419,21 @@ def add_note(call_sid: str) -> ResponseReturnValue:
     at = svc.clock()
     with transaction(svc.sessions) as db:
         call = _load_call(db, call_sid)
-        db.add(CallNote(call_id=call.id, at=at, author=user.name, text=text))
+        note = CallNote(call_id=call.id, at=at, author=user.name, text=text)
+        db.add(note)
+        db.flush()
+        call_id, note_id = call.id, note.id
+    # The ticket's history gets the note too (no ticket: the call log keeps it alone).
+    try:
+        svc.jobs.enqueue(
+            note_to_ticket,
+            call_id,
+            f"console-note-{note_id}",
+            f"Заметка из консоли: {text}",
+            user.name,
+            job_id=f"ticket-note-{note_id}",
+        )
+    except QueueUnavailable:
+        log.warning("note %s of %s not queued for the ticket: the queue is down", note_id, call_sid)
     flash("Заметка сохранена.", "ok")
     return _back(call_sid)
