@@ -47,8 +47,9 @@ def specialist_answered(item: str) -> Response:
         event = _event(item)
     except MalformedWebhook as exc:
         return bad_request(exc)
+    svc = services()
     try:
-        return twiml(dialing.specialist_answered(services().sessions, event))
+        return twiml(dialing.specialist_answered(svc.sessions, event, now=svc.clock()))
     except Exception:
         log.exception("call back %s: the specialist's prompt failed", item)
         return twiml((Hangup(),))

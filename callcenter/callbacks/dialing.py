@@ -226,7 +226,9 @@ def move_leg(leg: DialLeg, status: str, at: datetime) -> bool:
     return True
 
 
-def specialist_answered(sessions: sessionmaker[Session], event: CallbackWebhook) -> Reply:
+def specialist_answered(
+    sessions: sessionmaker[Session], event: CallbackWebhook, *, now: datetime
+) -> Reply:
     with transaction(sessions) as session:
         item = _item_of(session, event)
         if item is None or item.status != DIALING:
@@ -234,6 +236,10 @@ def specialist_answered(sessions: sessionmaker[Session], event: CallbackWebhook)
         call = session.get(Call, item.call_id)
         assert call is not None
         who = call.contact.name if call.contact else call.caller_said_name
+        # Twilio asks for this TwiML once the specialist's phone is answered.
+        leg = _leg(session, item.call_id, SPECIALIST, item.specialist_call_sid)
+        if leg is not None:
+            move_leg(leg, "in-progress", now)
     prompt = PROMPT.format(who=f"{who}. " if who else "")
     return (
         Gather(

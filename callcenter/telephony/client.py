@@ -458,7 +458,9 @@ class TwilioTelephony:
                 method="POST",
                 status_callback=status_callback,
                 status_callback_method="POST",
-                status_callback_event=["initiated", "ringing", "answered", "completed"],
+                # Twilio's default StatusCallbackEvent: `completed` only — how the leg
+                # ended (completed, busy, no-answer, failed, canceled); its answer shows
+                # as the request for `url`.
                 timeout=timeout,
             ),
         )
