@@ -37,8 +37,8 @@ def dashboard() -> ResponseReturnValue:
         error = f"Период задан неверно: {exc.message}. Показаны последние 30 дней."
         period = Period.ending(today)
     with svc.sessions() as db:
-        now_figures = figures(db, Period(today, today), lines=svc.settings.lines)
-        period_figures = figures(db, period, lines=svc.settings.lines)
+        now_figures = figures(db, Period(today, today), lines=svc.settings.lines, now=svc.clock())
+        period_figures = figures(db, period, lines=svc.settings.lines, now=svc.clock())
     page = render_template(
         "console/dashboard.html",
         today=_view(now_figures),

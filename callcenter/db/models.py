@@ -137,6 +137,10 @@ class Call(Base):
     notes: Mapped[list[CallNote]] = relationship(
         back_populates="call", order_by="CallNote.id", cascade="all, delete-orphan"
     )
+    # The call-back queue's item for this call, if it needed one (callcenter.callbacks).
+    callback: Mapped[CallbackItem | None] = relationship(
+        primaryjoin="Call.id == CallbackItem.call_id", viewonly=True, uselist=False
+    )
 
 
 class CallEvent(Base):
