@@ -31,6 +31,7 @@ WAITING = (OPEN, TAKEN, DIALING)
 
 # Why a call needs a call back, most pressing first.
 URGENT_MISSED = "urgent_missed"
+URGENT_NOT_RUNG = "urgent_not_rung"
 TICKET_FAILED = "ticket_failed"
 VOICEMAIL = "voicemail"
 ABANDONED = "abandoned"
@@ -51,13 +52,24 @@ LOOKBACK = timedelta(days=14)
 MAX_NOTE_LENGTH = 2000
 
 
-def _urgent_missed() -> ColumnElement[bool]:
-    accepted = exists(
-        select(DialLeg.id).where(
-            DialLeg.call_id == Call.id, DialLeg.result == "accepted", DialLeg.purpose == "chain"
-        )
+def _chain_leg(*conds: ColumnElement[bool]) -> ColumnElement[bool]:
+    return exists(
+        select(DialLeg.id).where(DialLeg.call_id == Call.id, DialLeg.purpose == "chain", *conds)
     )
-    return and_(Call.category.in_(URGENT_CATEGORIES), not_(accepted))
+
+
+def _urgent_missed() -> ColumnElement[bool]:
+    """Urgent; people were rung and nobody accepted."""
+    return and_(
+        Call.category.in_(URGENT_CATEGORIES),
+        _chain_leg(),
+        not_(_chain_leg(DialLeg.result == "accepted")),
+    )
+
+
+def _urgent_not_rung() -> ColumnElement[bool]:
+    """Urgent, over before anybody was rung (hung up in the IVR)."""
+    return and_(Call.category.in_(URGENT_CATEGORIES), not_(_chain_leg()))
 
 
 def _ticket_failed() -> ColumnElement[bool]:
@@ -84,6 +96,7 @@ def _not_served() -> ColumnElement[bool]:
 
 REASON_RULES = (
     (URGENT_MISSED, _urgent_missed),
+    (URGENT_NOT_RUNG, _urgent_not_rung),
     (TICKET_FAILED, _ticket_failed),
     (VOICEMAIL, _voicemail),
     (ABANDONED, _abandoned),

@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 REASON_TITLES = {
     queue.URGENT_MISSED: "Срочный: никто не принял",
+    queue.URGENT_NOT_RUNG: "Срочный: прерван до обзвона",
     queue.TICKET_FAILED: "Ошибка создания заявки",
     queue.VOICEMAIL: "Голосовое сообщение",
     queue.ABANDONED: "Прерванный звонок",
