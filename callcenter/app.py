@@ -20,6 +20,7 @@ from callcenter.security import init_security
 from callcenter.services import Services
 from callcenter.settings import Settings
 from callcenter.web import EXTENSION, close_db_session
+from webhooks.callbacks import bp as callbacks_bp
 from webhooks.routing import bp as routing_bp
 from webhooks.voice import bp as voice_bp
 
@@ -47,6 +48,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app.register_blueprint(voice_bp)
     app.register_blueprint(routing_bp)
+    app.register_blueprint(callbacks_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(portal_api_bp)
     app.register_blueprint(console_bp)

@@ -131,6 +131,8 @@ class Settings:
     # one product within the window (minutes) open an incident by themselves.
     incident_threshold: int = 3
     incident_window_minutes: int = 10
+    # Working minutes within which a call back is due (see callcenter.callbacks).
+    callback_sla_minutes: int = 30
     retention_days: int = 365
     # Seconds any one database call of a job may wait for PostgreSQL before its connection
     # is cut and the job fails (`DatabaseTimeout`): a hung database never holds a worker
@@ -145,6 +147,10 @@ class Settings:
     trusted_proxies: int = 0
 
     def __post_init__(self) -> None:
+        if self.callback_sla_minutes <= 0:
+            raise ConfigurationError(
+                f"CALLBACK_SLA_MINUTES must be positive, got {self.callback_sla_minutes}"
+            )
         if self.recording_mode not in {"download", "link"}:
             raise ConfigurationError(
                 f"RECORDING_MODE must be 'download' or 'link', got {self.recording_mode!r}"
@@ -267,6 +273,7 @@ class Settings:
             ticket_wait_seconds=_int(e, "TICKET_WAIT_SECONDS", cls.ticket_wait_seconds),
             incident_threshold=_int(e, "INCIDENT_THRESHOLD", cls.incident_threshold),
             incident_window_minutes=_int(e, "INCIDENT_WINDOW", cls.incident_window_minutes),
+            callback_sla_minutes=_int(e, "CALLBACK_SLA_MINUTES", cls.callback_sla_minutes),
             retention_days=_int(e, "RETENTION_DAYS", cls.retention_days),
             job_db_deadline=_seconds(e, "JOB_DB_DEADLINE", cls.job_db_deadline),
             log_json=_bool(e.get("LOG_JSON"), production),

@@ -15,7 +15,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import select
 
 from callcenter.access.users import set_password
-from callcenter.console.auth import IDLE_TIMEOUT, TOO_MANY_LOGINS
+from callcenter.console.auth import IDLE_TIMEOUT, POST_FOR_SPECIALISTS, TOO_MANY_LOGINS
 from callcenter.db import transaction
 from callcenter.db.models import Call, TicketRequest
 from callcenter.services import Services
@@ -38,6 +38,7 @@ URL_VALUES: dict[str, str | int] = {
     "contact_id": 1,
     "organisation_id": 1,
     "incident_id": 1,
+    "item_id": 1,
 }
 OPEN = {"console.login", "console.static", "console.logout"}
 # What a browser sends when it navigates to a page.
@@ -82,7 +83,11 @@ def test_the_console_has_the_routes_we_guard(app: Flask) -> None:
         "console.open_incident",
         "console.edit_incident_message",
         "console.close_incident",
+        "console.take_callback",
+        "console.dial_callback",
+        "console.callback_result",
     } <= set(posts)
+    assert "console.callbacks" in gets
 
 
 def test_every_page_and_stream_refuses_an_anonymous_request(
@@ -105,7 +110,7 @@ def test_every_page_and_stream_refuses_an_anonymous_request(
         assert response.status_code == 401, (endpoint, response.status_code)
 
 
-def test_a_specialist_reads_everything_and_changes_nothing(
+def test_a_specialist_reads_everything_and_changes_only_callbacks_and_notes(
     app: Flask, client: FlaskClient, services: Services
 ) -> None:
     sample_log(services, services.settings.data_dir / "recordings")
@@ -118,10 +123,13 @@ def test_a_specialist_reads_everything_and_changes_nothing(
         response.close()  # recordings are files, the export a stream
         assert response.status_code in (200, 404), (endpoint, response.status_code)
     page = client.get(f"/console/calls/{NAMES.failed}").get_data(as_text=True)
-    assert "специалист (только просмотр)" in page
-    assert 'id="retry-ticket"' not in page and 'name="text"' not in page
+    assert "специалист" in page and "руководитель" not in page
+    # A specialist adds notes (and works the call-back queue), nothing else.
+    assert 'id="retry-ticket"' not in page and 'name="text"' in page
     token = csrf_of(client)
     for endpoint, url in console_routes(app, "POST"):
+        if endpoint in POST_FOR_SPECIALISTS:
+            continue
         response = client.post(url, data={"csrf_token": token, "text": "x", "roster": "x"})
         assert response.status_code == 403, (endpoint, response.status_code)
         assert "только руководителю" in response.get_data(as_text=True)

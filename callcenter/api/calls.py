@@ -2,6 +2,7 @@
 
     GET /api/calls                 newest first; filters and pages from the query string
     GET /api/calls/<CallSid>       one call with its legs, events and notes
+    GET /api/callbacks             the call-back queue, oldest first (`?all=1`: done too)
 
 Tokens come from `callcenter token create NAME`. Missing, unknown or revoked token: 401
 JSON; a bad filter value: 400 JSON naming the parameter; an unknown CallSid: 404 JSON; a
@@ -21,8 +22,10 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 
 from callcenter.access.tokens import verify_token
 from callcenter.api import portal as portal_api
+from callcenter.callbacks import queue as callback_queue
 from callcenter.calllog.query import CallFilter, PageRequest, get_call, search_calls
 from callcenter.calllog.serialize import call_json
+from callcenter.db import transaction
 from callcenter.errors import InvalidFilter
 from callcenter.regulation.topics import TOPICS
 from callcenter.web import db_session, services
@@ -101,6 +104,24 @@ def show_call(call_sid: str) -> ResponseReturnValue:
     if call is None:
         return _error(404, "not_found", f"no call {call_sid!r} in the log")
     return jsonify(call_json(call, lines=services().settings.lines))
+
+
+@bp.get("/callbacks")
+def list_callbacks() -> ResponseReturnValue:
+    """The call-back queue, oldest first (`?all=1`: finished items too)."""
+    svc = services()
+    now = svc.clock()
+    with transaction(svc.sessions) as session:
+        callback_queue.refresh_queue(
+            session, now=now, calendar=svc.calendar, sla_minutes=svc.settings.callback_sla_minutes
+        )
+    which = callback_queue.QueueFilter(include_done=request.args.get("all") == "1")
+    items = callback_queue.list_items(db_session(), which)
+    return jsonify(
+        callbacks=[callback_queue.item_json(item, now=now) for item in items],
+        total=len(items),
+        overdue=sum(1 for item in items if callback_queue.is_overdue(item, now)),
+    )
 
 
 # ---------------------------------------------------------------- URLs no view serves

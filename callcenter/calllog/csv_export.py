@@ -48,6 +48,7 @@ EXPORT_OPTIONS: tuple[LoaderOption, ...] = (
     joinedload(Call.organisation),
     joinedload(Call.ticket_request),
     selectinload(Call.legs),
+    selectinload(Call.callback),
 )
 
 Column = tuple[str, Callable[[Call, Mapping[str, str]], str | int | None]]

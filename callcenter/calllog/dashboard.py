@@ -144,7 +144,14 @@ class Figures:
         return ranked[:3]
 
 
-def figures(session: Session, period: Period, *, lines: Mapping[str, str]) -> Figures:
+def figures(
+    session: Session,
+    period: Period,
+    *,
+    lines: Mapping[str, str],
+    now: datetime | None = None,
+) -> Figures:
+    """The period's figures; `now` judges overdue call backs for the attention count."""
     in_period = (Call.started_at >= period.start, Call.started_at < period.end)
     rows = session.execute(
         select(
@@ -169,6 +176,7 @@ def figures(session: Session, period: Period, *, lines: Mapping[str, str]) -> Fi
     by_hour = [0] * 24
     tickets_opened = ticketable = ticketed = tickets_failed = 0
     urgent = abandoned = abandoned_waiting = 0
+    opened_numbers: set[str] = set()
     for started, line, category, topic, outcome, called_back, caller, status, number in rows:
         local = to_moscow(started)
         by_day[local.date()] += 1
@@ -178,7 +186,11 @@ def figures(session: Session, period: Period, *, lines: Mapping[str, str]) -> Fi
         if topic:
             by_topic[topic] += 1
         has_ticket = number is not None and status != "failed"
-        tickets_opened += has_ticket
+        # Counted once per ticket: calls that joined an existing ticket (a critical
+        # failure duplicated by phone) open nothing new.
+        if number is not None and has_ticket and number not in opened_numbers:
+            opened_numbers.add(number)
+            tickets_opened += 1
         tickets_failed += status == "failed"
         finished = outcome != Outcome.IN_PROGRESS
         if category in TICKETED_CATEGORIES and finished:
@@ -192,7 +204,7 @@ def figures(session: Session, period: Period, *, lines: Mapping[str, str]) -> Fi
 
     answered = _urgent_answer_times(session, period)
     attention = (
-        session.scalar(select(func.count(Call.id)).where(*in_period, needs_attention())) or 0
+        session.scalar(select(func.count(Call.id)).where(*in_period, needs_attention(now=now))) or 0
     )
     return Figures(
         period=period,

@@ -36,7 +36,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, joinedload, selectinload
 from sqlalchemy.orm.interfaces import LoaderOption
 
-from callcenter.calllog.review import needs_attention
+from callcenter.calllog.review import BY_KIND, has_problem, needs_attention
 from callcenter.clock import EARLIEST_DAY, LATEST_DAY, MOSCOW, day_in_range
 from callcenter.db.models import Call, Contact, DialLeg, Organisation, TicketRequest
 from callcenter.errors import InvalidFilter
@@ -61,8 +61,9 @@ PARAM_NAMES: dict[str, str] = {
     "ticket_failed": "ticket_failed",
     "urgent_unanswered": "urgent_unanswered",
     "flagged": "flagged",
-    # Only the calls a supervisor must act on (see `calllog_review`).
+    # Only the calls a supervisor must act on (see `calllog_review`), or of some kinds.
     "attention": "attention",
+    "problem": "problems",
     "q": "q",
 }
 PAGE_PARAMS = ("page", "per_page")
@@ -98,6 +99,7 @@ class CallFilter:
     urgent_unanswered: bool | None = None
     flagged: bool | None = None
     attention: bool | None = None
+    problems: tuple[str, ...] = ()
     q: str | None = None
 
     def __post_init__(self) -> None:
@@ -120,6 +122,11 @@ class CallFilter:
                     "outcome",
                     f"unknown outcome {value!r}; one of: {', '.join(OUTCOMES)}",
                     "такого исхода нет",
+                )
+        for value in self.problems:
+            if value not in BY_KIND:
+                raise InvalidFilter(
+                    "problem", f"unknown problem {value!r}; one of: {', '.join(BY_KIND)}"
                 )
         for value in self.lines:
             if not value.startswith("+"):
@@ -153,7 +160,7 @@ class CallFilter:
                 values[field] = tuple(_parse_line(part) for part in _split(raw))
             elif field == "topics":
                 values[field] = tuple(_parse_topic(part, known_topics) for part in _split(raw))
-            elif field in ("categories", "outcomes"):
+            elif field in ("categories", "outcomes", "problems"):
                 values[field] = tuple(_split(raw))
             elif field == "q":
                 if len(raw) > 100:
@@ -230,10 +237,12 @@ def search_calls(
     page: PageRequest,
     *,
     options: Sequence[LoaderOption] = CALL_LOAD_OPTIONS,
+    now: datetime | None = None,
 ) -> CallPage:
     """One page of matching calls, newest first, with everything `call_json` reads
-    (or only the related rows `options` load: the console's log needs fewer)."""
-    conditions = _conditions(call_filter, _case_fold(session))
+    (or only the related rows `options` load: the console's log needs fewer). `now`:
+    the moment overdue call backs are judged at (None: not judged)."""
+    conditions = _conditions(call_filter, _case_fold(session), now)
     total = (
         session.scalar(_from_clause(select(func.count(Call.id)), call_filter).where(*conditions))
         or 0
@@ -256,13 +265,14 @@ def iter_calls(
     *,
     batch: int = 500,
     options: Sequence[LoaderOption] = CALL_LOAD_OPTIONS,
+    now: datetime | None = None,
 ) -> Iterator[Call]:
     """Every matching call, newest first, loaded `batch` at a time (CSV export).
 
     Keyset pagination on (started_at, id), so a long export neither holds one huge result
     nor skips or repeats rows when calls arrive meanwhile.
     """
-    conditions = _conditions(call_filter, _case_fold(session))
+    conditions = _conditions(call_filter, _case_fold(session), now)
     after: tuple[datetime, int] | None = None
     while True:
         query = _from_clause(select(Call), call_filter).where(*conditions)
@@ -336,7 +346,9 @@ def _lower(value: object) -> object:
     return value.lower() if isinstance(value, str) else value
 
 
-def _conditions(call_filter: CallFilter, fold: str) -> list[ColumnElement[bool]]:
+def _conditions(
+    call_filter: CallFilter, fold: str, now: datetime | None = None
+) -> list[ColumnElement[bool]]:
     cond: list[ColumnElement[bool]] = []
     if call_filter.date_from is not None:
         cond.append(Call.started_at >= _moscow_midnight(call_filter.date_from))
@@ -370,8 +382,10 @@ def _conditions(call_filter: CallFilter, fold: str) -> list[ColumnElement[bool]]
         )
         cond.append(urgent if call_filter.urgent_unanswered else not_(urgent))
     if call_filter.attention is not None:
-        attention = needs_attention()
+        attention = needs_attention(now=now)
         cond.append(attention if call_filter.attention else not_(attention))
+    if call_filter.problems:
+        cond.append(or_(*(has_problem(kind, now=now) for kind in call_filter.problems)))
     if call_filter.q is not None:
         cond.append(_text_search(call_filter.q, fold))
     return cond

@@ -90,7 +90,11 @@ def timeline(call: Call) -> list[TimelineEntry]:
     entries: list[TimelineEntry] = []
     for event in sorted(call.events, key=lambda e: (e.at, e.id or 0)):
         describe = _DESCRIBERS.get(event.kind) or (
-            _fallback if event.kind.startswith("fallback_") else _generic
+            _fallback
+            if event.kind.startswith("fallback_")
+            else _callback
+            if event.kind.startswith("callback_")
+            else _generic
         )
         text, tone = describe(event, legs)
         if text:
@@ -291,6 +295,43 @@ def _status(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
 def _called_back(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
     by = _detail(event).get("by")
     return f"Отмечено: абоненту перезвонили{f' ({by})' if by else ''}", GOOD
+
+
+CALLBACK_RESULTS = {
+    "reached": "дозвонились",
+    "not_reached": "не дозвонились — снова в очереди",
+    "wrong_number": "номер неверен",
+}
+
+
+def _callback(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
+    """The call-back queue's audit lines (`callcenter.callbacks`): who did what."""
+    detail = _detail(event)
+    by = detail.get("by") or "—"
+    kind = event.kind
+    if kind == "callback_taken":
+        return f"Перезвон взят: {by}", NORMAL
+    if kind == "callback_released":
+        return f"Перезвон возвращён в очередь: {by}", NORMAL
+    if kind == "callback_dialing":
+        return f"Перезвон: звоним специалисту {by} на {detail.get('to', '—')}", NORMAL
+    if kind == "callback_dial_failed":
+        return f"Перезвон: Twilio не принял звонок ({detail.get('error', '—')})", WARNING
+    if kind == "callback_key":
+        if event.digits == "1":
+            return f"Перезвон ({by}): нажата 1 — соединяем с клиентом", NORMAL
+        return f"Перезвон ({by}): 1 не нажата — соединение отменено", WARNING
+    if kind == "callback_bridge":
+        status = detail.get("status")
+        words = STATUS_TITLES.get(str(status), str(status))
+        return f"Перезвон: звонок клиенту — {words}", GOOD if status == "completed" else WARNING
+    if kind == "callback_result":
+        result = CALLBACK_RESULTS.get(str(detail.get("result")), str(detail.get("result")))
+        note = detail.get("note")
+        text = f"Результат перезвона (попытка {detail.get('attempt', '—')}, {by}): {result}"
+        tone = GOOD if detail.get("result") == "reached" else WARNING
+        return text + (f". Заметка: {note}" if note else ""), tone
+    return "", MINOR  # leg statuses: the legs table shows them
 
 
 # ---------------------------------------------------------------- routing

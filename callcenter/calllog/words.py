@@ -52,6 +52,10 @@ LEG_RESULT_TITLES: Mapping[str, str] = {
     "busy": "Занято",
     "failed": "Ошибка вызова",
     "canceled": "Вызов отменён",
+    "initiated": "Набирается",
+    "queued": "В очереди на набор",
+    "in-progress": "Разговор",
+    "completed": "Разговор завершён",
 }
 TICKET_STATE_TITLES: Mapping[str, str] = {
     "pending": "Создаётся",

@@ -37,11 +37,12 @@ from callcenter.vocabulary import recording_file_name
 log = logging.getLogger(__name__)
 
 RECORDING_EVENT = "recording_added"
-KINDS = ("description", "voicemail", "addition")
+KINDS = ("description", "voicemail", "addition", "callback")
 KIND_LABELS = {
     "description": "Запись звонка: описание проблемы",
     "voicemail": "Голосовое сообщение абонента",
     "addition": "Запись звонка: дополнение к заявке",
+    "callback": "Запись перезвона клиенту",
 }
 
 # Twilio's RecordingSid is RE + 32 hex digits; anything else is refused before it can name

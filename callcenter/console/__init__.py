@@ -13,10 +13,11 @@ login. Every page is a thin view over a Flask-free module:
     /console/live                  calls in progress and the last minutes, polled (live)
     /console/directory             organisations and contacts: view, import, edit
     /console/roster                who is on duty now; the roster: view, edit, import
+    /console/callbacks             the call-back queue: take, call, record the result
 
 Access (see `auth`): anonymous requests are sent to the login page (streams and JSON get
-401); `supervisor` may do everything, `specialist` reads and changes nothing (403 on every
-POST but logging out); every POST carries a CSRF token.
+401); `supervisor` may do everything, `specialist` reads, works the call-back queue and adds
+notes (403 on every other POST); every POST carries a CSRF token.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ bp = Blueprint(
 
 # The views attach themselves to `bp`; imported here so that registering `bp` is enough.
 import callcenter.console.auth  # noqa: E402, F401
+import callcenter.console.callbacks  # noqa: E402, F401
 import callcenter.console.calls  # noqa: E402, F401
 import callcenter.console.dashboard  # noqa: E402, F401
 import callcenter.console.directory  # noqa: E402, F401

@@ -10,7 +10,8 @@
   JSON, POSTs) gets 401.
 - Every POST needs Flask-WTF's CSRF token in the form (`csrf_token`) or in the
   `X-CSRF-Token` header: missing or wrong → 400, before anything else is looked at.
-- Every POST but logging out needs the supervisor role: a specialist gets 403. The rule
+- Every POST but logging out needs the supervisor role: a specialist gets 403, but for
+  the few actions listed in `POST_FOR_SPECIALISTS` (the call-back queue, notes). The rule
   is by method, not by a list of views, so a new action is protected without anyone
   remembering to.
 - Logins are throttled by Flask-Limiter (`callcenter.web`): failed attempts per submitted
@@ -64,6 +65,16 @@ _SEEN = "console_seen"
 # Endpoints open without a login, and POSTs open to every signed-in role.
 PUBLIC_ENDPOINTS = frozenset({"console.login", "console.static"})
 POST_FOR_EVERYONE = frozenset({"console.login", "console.logout"})
+# What a specialist may change too: the call-back queue they work and notes on a call.
+POST_FOR_SPECIALISTS = frozenset(
+    {
+        "console.take_callback",
+        "console.release_callback",
+        "console.dial_callback",
+        "console.callback_result",
+        "console.add_note",
+    }
+)
 
 CONTENT_SECURITY_POLICY = (
     "default-src 'self'; img-src 'self' data:; media-src 'self'; style-src 'self'; "
@@ -189,7 +200,7 @@ def _guard() -> ResponseReturnValue | None:
         return _refuse(400, "Форма устарела или отправлена не из консоли. Обновите страницу.")
     if changes and endpoint not in POST_FOR_EVERYONE:
         user = current_user()
-        if user is None or not user.can_edit:
+        if user is None or not (user.can_edit or endpoint in POST_FOR_SPECIALISTS):
             return _refuse(403, "Это действие доступно только руководителю (supervisor).")
     if _has_nul():
         return _refuse(400, "В запросе недопустимый символ (NUL). Исправьте введённые данные.")

@@ -41,6 +41,8 @@ from callcenter.calllog.query import (
 from callcenter.calllog.review import (
     NO_TICKET,
     NOT_CALLED_BACK,
+    PROBLEMS,
+    URGENT_NOT_RUNG,
     URGENT_UNANSWERED,
     call_problems,
 )
@@ -54,8 +56,14 @@ from callcenter.console.common import portal_link, roster_warnings
 from callcenter.console.forms import NoteForm
 from callcenter.db import transaction
 from callcenter.db.models import Call, CallNote, DialLeg, TicketRequest
-from callcenter.errors import InvalidFilter, InvalidInput, Reason, TicketRequestNotRetryable
-from callcenter.jobs.tasks import retry_ticket_request
+from callcenter.errors import (
+    InvalidFilter,
+    InvalidInput,
+    QueueUnavailable,
+    Reason,
+    TicketRequestNotRetryable,
+)
+from callcenter.jobs.tasks import note_to_ticket, retry_ticket_request
 from callcenter.portal.protocol import TicketView
 from callcenter.regulation.topics import TOPICS
 from callcenter.tickets.intake import open_ticket_request
@@ -92,9 +100,10 @@ def calls() -> ResponseReturnValue:
         call_filter, page = _read_filter()
     except InvalidFilter as exc:
         return _log_page(CallFilter(), None, params, error=_filter_error(exc)), 400
+    now = services().clock()
     with services().sessions() as db:
-        found = search_calls(db, call_filter, page, options=EXPORT_OPTIONS)
-        rows = [_row(call, settings.lines) for call in found.calls]
+        found = search_calls(db, call_filter, page, options=EXPORT_OPTIONS, now=now)
+        rows = [_row(call, settings.lines, now) for call in found.calls]
     query = call_filter.to_params()
 
     def page_url(number: int) -> str:
@@ -151,10 +160,11 @@ def _log_page(
         export_url=url_for("console.export_calls") + (f"?{export_query}" if export_query else ""),
         warnings=roster_warnings(),
         today=words.moscow(services().clock(), "y-MM-dd"),
+        problem_kinds=PROBLEMS,
     )
 
 
-def _row(call: Call, lines: Mapping[str, str]) -> dict[str, object]:
+def _row(call: Call, lines: Mapping[str, str], now: datetime) -> dict[str, object]:
     request_row = call.ticket_request
     number = request_row.ticket_number if request_row is not None else None
     accepted = next((leg for leg in call.legs if leg.result == "accepted"), None)
@@ -184,7 +194,7 @@ def _row(call: Call, lines: Mapping[str, str]) -> dict[str, object]:
         "routing": words.routing_title(call.routing_outcome) if call.routing_outcome else None,
         "accepted_by": (accepted.staff_name or accepted.number) if accepted else None,
         "duration": words.duration(call.duration_seconds),
-        "problems": call_problems(call),
+        "problems": call_problems(call, now=now),
         "called_back": call.called_back_at is not None,
     }
 
@@ -231,7 +241,7 @@ def _render_call(call_sid: str, *, note_text: str = "", note_error: str | None =
         number = request_row.ticket_number if request_row is not None else None
         ticket = _ticket_view(number)
         draft = dict(request_row.draft or {}) if request_row is not None else {}
-        problems = call_problems(call)
+        problems = call_problems(call, now=svc.clock())
         return render_template(
             "console/call.html",
             warnings=roster_warnings(),
@@ -242,7 +252,9 @@ def _render_call(call_sid: str, *, note_text: str = "", note_error: str | None =
             caller=words.phone_display(call.caller_e164, call.caller_raw),
             problems=problems,
             can_open_ticket=NO_TICKET in problems,
-            can_mark_called_back=URGENT_UNANSWERED in problems or NOT_CALLED_BACK in problems,
+            can_mark_called_back=any(
+                p in problems for p in (URGENT_UNANSWERED, URGENT_NOT_RUNG, NOT_CALLED_BACK)
+            ),
             events=timeline(call),
             legs=[_leg_row(leg) for leg in call.legs],
             recordings=_recordings(call),
@@ -441,6 +453,21 @@ def add_note(call_sid: str) -> ResponseReturnValue:
     at = svc.clock()
     with transaction(svc.sessions) as db:
         call = _load_call(db, call_sid)
-        db.add(CallNote(call_id=call.id, at=at, author=user.name, text=text))
+        note = CallNote(call_id=call.id, at=at, author=user.name, text=text)
+        db.add(note)
+        db.flush()
+        call_id, note_id = call.id, note.id
+    # The ticket's history gets the note too (no ticket: the call log keeps it alone).
+    try:
+        svc.jobs.enqueue(
+            note_to_ticket,
+            call_id,
+            f"console-note-{note_id}",
+            f"Заметка из консоли: {text}",
+            user.name,
+            job_id=f"ticket-note-{note_id}",
+        )
+    except QueueUnavailable:
+        log.warning("note %s of %s not queued for the ticket: the queue is down", note_id, call_sid)
     flash("Заметка сохранена.", "ok")
     return _back(call_sid)

@@ -43,8 +43,8 @@ def dashboard() -> ResponseReturnValue:
         )
         period = Period.ending(today)
     with svc.sessions() as db:
-        now_figures = figures(db, Period(today, today), lines=svc.settings.lines)
-        period_figures = figures(db, period, lines=svc.settings.lines)
+        now_figures = figures(db, Period(today, today), lines=svc.settings.lines, now=svc.clock())
+        period_figures = figures(db, period, lines=svc.settings.lines, now=svc.clock())
         people = specialist_figures(db, period)
     page = render_template(
         "console/dashboard.html",

@@ -137,6 +137,10 @@ class Call(Base):
     notes: Mapped[list[CallNote]] = relationship(
         back_populates="call", order_by="CallNote.id", cascade="all, delete-orphan"
     )
+    # The call-back queue's item for this call, if it needed one (callcenter.callbacks).
+    callback: Mapped[CallbackItem | None] = relationship(
+        primaryjoin="Call.id == CallbackItem.call_id", viewonly=True, uselist=False
+    )
 
 
 class CallEvent(Base):
@@ -330,8 +334,49 @@ class DialLeg(Base):
     ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # ringing / no-answer / busy / failed / declined / accepted / canceled
     result: Mapped[str] = mapped_column(String(20), default="ringing")
+    # chain (routing rang them for the caller) / callback_specialist / callback_client
+    # (a call back: the specialist's phone, then the client bridged to them)
+    purpose: Mapped[str] = mapped_column(String(20), default="chain", server_default="chain")
 
     call: Mapped[Call] = relationship(back_populates="legs")
+
+
+class CallbackItem(Base):
+    """One call that needs a call back: the queue a specialist works from, oldest first.
+
+    One item per call (`call_id` unique). status: open (waiting in the queue), taken (a
+    specialist owns it), dialing (their phone is being rung / they talk to the client),
+    done (the result is recorded: reached or a wrong number). An unanswered attempt puts
+    the item back to open with `attempts` counted. See `callcenter.callbacks`.
+    """
+
+    __tablename__ = "callback_items"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), unique=True)
+    # voicemail / abandoned / urgent_missed / ticket_failed / not_served
+    reason: Mapped[str] = mapped_column(String(30))
+    status: Mapped[str] = mapped_column(String(20), default="open", index=True)
+    # When the caller started waiting (the call's start) and the SLA deadline.
+    waiting_since: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    taken_by: Mapped[str | None] = mapped_column(String(120))
+    taken_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # reached / not_reached / wrong_number, with the specialist's note
+    result: Mapped[str | None] = mapped_column(String(20))
+    note: Mapped[str | None] = mapped_column(Text)
+    # Twilio's CallSid of the leg to the specialist of the current attempt, and what the
+    # bridge to the client ended with (DialCallStatus).
+    specialist_call_sid: Mapped[str | None] = mapped_column(String(64), unique=True)
+    bridge_status: Mapped[str | None] = mapped_column(String(20))
+    done_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    done_by: Mapped[str | None] = mapped_column(String(120))
+    sla_alerted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    call: Mapped[Call] = relationship()
 
 
 # ---------------------------------------------------------------- access

@@ -70,6 +70,11 @@ class Dial:
     action: str | None
     timeout: int
     ring_tone: str | None = None
+    # The number the dialled party sees (Twilio's `callerId`); None: the caller's own.
+    caller_id: str | None = None
+    # Record the bridged conversation (`record="record-from-answer-dual"`) and post the
+    # recording to `recording_status_callback`.
+    recording_status_callback: str | None = None
 
 
 @dataclass(frozen=True)

@@ -114,6 +114,14 @@ def _dial(response: VoiceResponse, verb: Dial, url: Callable[[str], str]) -> Non
     attrs["timeout"] = verb.timeout
     if verb.ring_tone is not None:
         attrs["ring_tone"] = verb.ring_tone
+    if verb.caller_id is not None:
+        attrs["caller_id"] = verb.caller_id
+    if verb.recording_status_callback is not None:
+        attrs.update(
+            record="record-from-answer-dual",
+            recording_status_callback=url(verb.recording_status_callback),
+            recording_status_callback_method="POST",
+        )
     plain = len(verb.numbers) == 1 and verb.numbers[0] == Number(verb.numbers[0].number)
     if plain:
         # One phone with nothing of its own: `<Dial>+7...</Dial>`, as Twilio's examples.

@@ -37,10 +37,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import partial
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from callcenter.callbacks import queue as callback_queue
+from callcenter.callbacks.sla import alert_overdue
 from callcenter.calls import recordings, retention
 from callcenter.db import transaction
+from callcenter.db.models import TicketRequest
 from callcenter.errors import QueueUnavailable, TelephonyUnavailable
 from callcenter.incidents import detection
 from callcenter.incidents.followups import incidents_due, run_incident_followups
@@ -293,9 +297,42 @@ def sweep_outbox(services: Services) -> int:
     the chain."""
     try:
         replay_fallback_spool(services)
+        callback_sweep(services)
         return services.jobs.flush()
     finally:
         services.jobs.schedule_next("sweep")
+
+
+def callback_sweep(services: Services) -> None:
+    """New calls that need a call back become queue items; overdue items get the head's
+    SMS (once each). A failure is logged and left to the next sweep."""
+    try:
+        with transaction(services.sessions) as session:
+            callback_queue.refresh_queue(
+                session,
+                now=services.clock(),
+                calendar=services.calendar,
+                sla_minutes=services.settings.callback_sla_minutes,
+            )
+        alert_overdue(services.sessions, services.telephony, now=services.clock())
+    except Exception:
+        log.exception("the call-back sweep failed; the next sweep tries again")
+
+
+def note_to_ticket(
+    services: Services, call_id: int, dedup_key: str, text: str, author: str
+) -> bool:
+    """Put a console note or a call-back result into the call's ticket history (the
+    portal's dedup key makes a re-run harmless); False when the call has no ticket."""
+    with services.sessions() as session:
+        number = session.scalar(
+            select(TicketRequest.ticket_number).where(TicketRequest.call_id == call_id)
+        )
+    if number is None:
+        log.info("note %s: call %s has no ticket, kept in the call log only", dedup_key, call_id)
+        return False
+    services.portal.add_entry(number, text=text, author=author, dedup_key=dedup_key)
+    return True
 
 
 def retry_ticket_request(services: Services, request_id: int, *, by: str | None = None) -> bool:

@@ -1,4 +1,5 @@
-"""Twilio's REST API behind one small interface: SMS, call recordings, incoming numbers.
+"""Twilio's REST API behind one small interface: SMS, outgoing calls, call recordings,
+incoming numbers.
 
     Telephony              the Protocol the jobs and provisioning use
     ├── TwilioTelephony    the real adapter: the `twilio` client (and `requests` for media)
@@ -94,6 +95,19 @@ class Telephony(Protocol):
 
     def fetch_recording(self, recording_url: str) -> tuple[bytes, str]:
         """Download a call recording (as MP3): the bytes and their content type."""
+        ...
+
+    def place_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        url: str,
+        status_callback: str,
+        timeout: int = 30,
+    ) -> str:
+        """Start an outgoing call (Calls API): Twilio fetches TwiML from `url` when it is
+        answered and posts the call's progress to `status_callback`; returns the CallSid."""
         ...
 
     def list_incoming_numbers(self, phone_number: str | None = None) -> list[IncomingNumber]:
@@ -424,6 +438,37 @@ class TwilioTelephony:
             raise TelephonyError("Twilio accepted the SMS but returned no Message SID")
         return str(sid)
 
+    # ---------------------------------------------------------------- calls
+
+    def place_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        url: str,
+        status_callback: str,
+        timeout: int = 30,
+    ) -> str:
+        call = self._call(
+            "place a call",
+            lambda: self._client.calls.create(
+                to=to,
+                from_=from_,
+                url=url,
+                method="POST",
+                status_callback=status_callback,
+                status_callback_method="POST",
+                # Twilio's default StatusCallbackEvent: `completed` only — how the leg
+                # ended (completed, busy, no-answer, failed, canceled); its answer shows
+                # as the request for `url`.
+                timeout=timeout,
+            ),
+        )
+        sid = getattr(call, "sid", None)
+        if not sid:
+            raise TelephonyError("Twilio accepted the call but returned no Call SID")
+        return str(sid)
+
     # ------------------------------------------------------------ recordings
 
     def fetch_recording(self, recording_url: str) -> tuple[bytes, str]:
@@ -560,6 +605,17 @@ class OfflineTelephony:
         raise self._refuse()
 
     def fetch_recording(self, recording_url: str) -> tuple[bytes, str]:
+        raise self._refuse()
+
+    def place_call(
+        self,
+        *,
+        to: str,
+        from_: str,
+        url: str,
+        status_callback: str,
+        timeout: int = 30,
+    ) -> str:
         raise self._refuse()
 
     def list_incoming_numbers(self, phone_number: str | None = None) -> list[IncomingNumber]:
