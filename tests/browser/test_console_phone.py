@@ -59,8 +59,17 @@ def overflow(page: Page) -> int:
     )
 
 
+# The elements whose right edge is past the screen, outermost first: what to fix.
+_WIDE = """() => [...document.querySelectorAll('body *')]
+  .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 1)
+  .slice(0, 5)
+  .map(e => e.tagName.toLowerCase() + (e.id ? '#' + e.id : '')
+            + (e.className && typeof e.className === 'string' ? '.' + e.className : ''))"""
+
+
 def assert_fits(page: Page, path: str) -> None:
-    assert overflow(page) <= 0, f"{path}: {overflow(page)} px wider than the 390 px screen"
+    wider = overflow(page)
+    assert wider <= 0, f"{path}: {wider} px wider than the 390 px screen: {page.evaluate(_WIDE)}"
 
 
 def fill_directory_and_roster(services: Services) -> None:
@@ -88,6 +97,9 @@ def pages(names: SampleLog) -> list[str]:
         "/console/directory",
         "/console/directory?q=Иванов",
         "/console/roster",
+        "/console/callbacks",
+        "/console/incidents",
+        "/console/live",
         "/console/calls/CA" + "99" * 16,  # not found
     ]
 
