@@ -136,7 +136,7 @@ def test_the_dashboard_shows_the_table_for_the_chosen_period(
 
     page = client.get("/console/dashboard?from=2025-11-19&to=2025-11-20").get_data(as_text=True)
 
-    found = re.search(r'<table class="legs" id="specialists".*?</table>', page, re.S)
+    found = re.search(r'<table id="specialists".*?</table>', page, re.S)
     assert found, page
     table = text_of(found.group(0))
     assert table.startswith(
