@@ -165,6 +165,8 @@ def test_a_caller_hears_the_incident_first_joins_with_1_and_gets_sms_now_and_at_
     assert ticket.duplicated_by_phone_at is not None
     comments = [e.text or "" for e in ticket.history]
     assert any("ООО «Ромашка»" in text and f"сбое №{incident_id}" in text for text in comments)
+    # The caller's organisation is among the ticket's affected organisations.
+    assert [o.name for o in ticket.affected_organisations] == ["ООО «Ромашка»"]
     # One SMS, to the caller; the staff on duty get no alert per caller.
     assert [(m["To"], m["Body"]) for m in sms_sent(exchanges)] == [
         (

@@ -321,11 +321,15 @@ def join_call(
                 at=now,
             )
         )
-    # TODO(affected-clients): once the portal contract has "affected clients", add the
-    # caller's organisation there; until then the follow-ups name it in a comment.
+    # The follow-ups name the caller in a comment and add its organisation to the
+    # ticket's affected organisations (both idempotent on the portal).
+    organisation = call.organisation
     marker = {
         "id": incident_id,
         "comment": texts.joined_comment(incident, call),
+        "organisation": (
+            {"id": organisation.id, "name": organisation.name} if organisation is not None else None
+        ),
         "sms": texts.joined_sms(incident, number) if sms_reachable else None,
     }
     return intake.mark_phone_duplicate(

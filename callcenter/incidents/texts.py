@@ -46,7 +46,7 @@ def _who(call: Call) -> str:
 
 
 def joined_comment(incident: Incident, call: Call) -> str:
-    """The comment naming a caller who joined (the ticket's affected clients, for now)."""
+    """The comment naming a caller who joined (its history line on the ticket)."""
     return (
         f"Клиент сообщил о сбое №{incident.id} по телефону и присоединился к заявке: "
         f"{_who(call)}. Звонок {call.call_sid}."

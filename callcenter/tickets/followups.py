@@ -52,7 +52,7 @@ from callcenter.errors import (
     UnknownTicketRequest,
 )
 from callcenter.phones import classify
-from callcenter.portal.protocol import Portal, TicketDraft
+from callcenter.portal.protocol import AffectedOrganisation, Portal, TicketDraft
 from callcenter.regulation.calendar import BusinessCalendar
 from callcenter.settings import Settings
 from callcenter.telephony.client import OfflineTelephony, Telephony
@@ -397,6 +397,18 @@ class _Run:
         except (PortalRejected, TicketNotFound) as exc:
             self.state["incident_note"] = f"rejected: {exc}"[:300]
             return
+        organisation = incident.get("organisation")
+        if organisation:
+            affected = AffectedOrganisation(str(organisation["name"]), organisation.get("id"))
+            try:
+                self.portal.add_affected_organisations(number, [affected], author=AUTHOR)
+            except (PortalUnavailable, OSError) as exc:
+                # The comment is kept (its dedup key); the next run adds the organisation.
+                self.transient.append(f"affected organisation: {exc}")
+                return
+            except (PortalRejected, TicketNotFound) as exc:
+                self.state["incident_note"] = f"rejected: {exc}"[:300]
+                return
         self.state["incident_note"] = ATTACHED
         self.report.notes.append("incident comment added")
 
