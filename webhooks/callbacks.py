@@ -15,13 +15,15 @@ not on the line yet, or the conversation is over) and is logged.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from flask import Blueprint, Response, request
 
 from callcenter.callbacks import dialing
 from callcenter.callbacks.dialing import CALLBACK_PREFIX, CallbackWebhook
 from callcenter.errors import MalformedWebhook
-from callcenter.ivr.reply import Hangup
+from callcenter.ivr.reply import Hangup, Reply
+from callcenter.ports import Services
 from callcenter.routing.replies import NOTHING
 from callcenter.web import services
 from webhooks.serving import bad_request, twiml
@@ -40,52 +42,50 @@ def _default_line() -> str:
     return next(iter(services().settings.lines), "")
 
 
-@bp.post("/<item>/specialist")
-@twilio_signed
-def specialist_answered(item: str) -> Response:
+def _step(item: str, decide: Callable[[Services, CallbackWebhook], Reply], failed: str) -> Response:
+    """One leg's step: the typed event, one domain call, its TwiML; a malformed request is
+    a 400, and a failure hangs the leg up (logged) rather than playing Twilio's error."""
     try:
         event = _event(item)
     except MalformedWebhook as exc:
         return bad_request(exc)
-    svc = services()
     try:
-        return twiml(dialing.specialist_answered(svc.sessions, event, now=svc.clock()))
+        return twiml(decide(services(), event))
     except Exception:
-        log.exception("call back %s: the specialist's prompt failed", item)
+        log.exception("call back %s: %s", item, failed)
         return twiml((Hangup(),))
+
+
+@bp.post("/<item>/specialist")
+@twilio_signed
+def specialist_answered(item: str) -> Response:
+    return _step(
+        item,
+        lambda svc, event: dialing.specialist_answered(svc.sessions, event, now=svc.clock()),
+        "the specialist's prompt failed",
+    )
 
 
 @bp.post("/<item>/answer")
 @twilio_signed
 def specialist_pressed(item: str) -> Response:
-    try:
-        event = _event(item)
-    except MalformedWebhook as exc:
-        return bad_request(exc)
-    svc = services()
-    try:
-        reply = dialing.specialist_pressed(
+    return _step(
+        item,
+        lambda svc, event: dialing.specialist_pressed(
             svc.sessions, event, now=svc.clock(), default_line=_default_line()
-        )
-        return twiml(reply)
-    except Exception:
-        log.exception("call back %s: bridging the client failed", item)
-        return twiml((Hangup(),))
+        ),
+        "bridging the client failed",
+    )
 
 
 @bp.post("/<item>/bridge")
 @twilio_signed
 def bridge_ended(item: str) -> Response:
-    try:
-        event = _event(item)
-    except MalformedWebhook as exc:
-        return bad_request(exc)
-    svc = services()
-    try:
-        return twiml(dialing.bridge_ended(svc.sessions, event, now=svc.clock()))
-    except Exception:
-        log.exception("call back %s: the bridge's result was not stored", item)
-        return twiml((Hangup(),))
+    return _step(
+        item,
+        lambda svc, event: dialing.bridge_ended(svc.sessions, event, now=svc.clock()),
+        "the bridge's result was not stored",
+    )
 
 
 @bp.post("/<item>/status")
