@@ -17,6 +17,8 @@ from callcenter.regulation.speech import (
     say_deadline,
     say_digits,
     say_number,
+    say_ordinal,
+    say_phone,
     say_time,
     weekday_name,
 )
@@ -126,6 +128,32 @@ def test_say_digits() -> None:
 def test_say_number() -> None:
     assert say_number(42) == "сорок два"
     assert say_number(5) == "пять"
+
+
+@pytest.mark.parametrize(
+    ("n", "said"),
+    [
+        (1, "первый"),
+        (3, "третий"),
+        (11, "одиннадцатый"),
+        (21, "двадцать первый"),
+        (40, "сороковой"),
+    ],
+)
+def test_a_place_in_a_queue_is_a_masculine_ordinal(n: int, said: str) -> None:
+    assert say_ordinal(n) == said
+
+
+def test_a_phone_is_read_back_as_dialled_group_by_group() -> None:
+    assert say_phone("+79161234567") == (
+        "восемь, девять один шесть, один два три, четыре пять, шесть семь"
+    )
+    assert (
+        say_phone("+78126077741")
+        == "восемь, восемь один два, шесть ноль семь, семь семь, четыре один"
+    )
+    # Abroad: with the country code, as a Russian caller would dial it after «+».
+    assert say_phone("+441234567890").startswith("четыре четыре, ")
 
 
 @pytest.mark.parametrize(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import date, datetime, time
 from functools import cache
 
+import phonenumbers
 import pymorphy3
 from babel.dates import format_date, format_datetime, format_time
 from num2words import num2words
@@ -161,6 +162,32 @@ def say_digits(digits: str) -> str:
     if not words:
         raise ValueError(f"no digits to read in {digits!r}")
     return " ".join(words)
+
+
+def say_ordinal(n: int) -> str:
+    """ "первый", "третий", "двадцать первый": an ordinal in words, masculine nominative
+    (a place in a queue)."""
+    return str(num2words(n, lang="ru", to="ordinal"))
+
+
+def say_phone(e164: str) -> str:
+    """A phone number read back as it is dialled here, group by group, digit by digit:
+    "+79161234567" → "восемь, девять один шесть, один два три, четыре пять, шесть семь"
+    (the commas are the voice's pauses)."""
+    try:
+        parsed = phonenumbers.parse(e164, None)
+    except phonenumbers.NumberParseException:
+        written = e164
+    else:
+        # Russian numbers as dialled in Russia (8 …); others with their country code.
+        style = (
+            phonenumbers.PhoneNumberFormat.NATIONAL
+            if parsed.country_code == 7
+            else phonenumbers.PhoneNumberFormat.INTERNATIONAL
+        )
+        written = phonenumbers.format_number(parsed, style)
+    groups = "".join(c if c.isdigit() else " " for c in written).split()
+    return ", ".join(say_digits(group) for group in groups) if groups else say_digits(e164)
 
 
 def say_ordinal_day(d: date) -> str:
