@@ -155,7 +155,8 @@ class Step(StrEnum):
 
 
 # Where the IVR's state (`Call.state`) keeps a withheld caller's typed callback number
-# (E.164); the ticket intake reads it for the ticket's contact and description.
+# (E.164); the ticket intake reads it for the ticket's contact and description, and the
+# call-back queue dials it. Typed in the IVR's step, or at routing's call-back offer.
 CALLBACK_NUMBER_KEY = "callback_number"
 
 
@@ -194,7 +195,14 @@ def route_path(route: str) -> str:
 
 
 # What routing's own TwiML sends Twilio back to, under the route prefix.
-ROUTING_ACTIONS = ("/dial", "/whisper", "/whisper/answer", "/leg-status", "/voicemail")
+ROUTING_ACTIONS = (
+    "/dial",
+    "/whisper",
+    "/whisper/answer",
+    "/leg-status",
+    "/voicemail",
+    "/callback",  # the caller's answer to the call-back offer (a consultation nobody took)
+)
 
 
 def routing_path(action: str, **params: object) -> str:

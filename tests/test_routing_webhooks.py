@@ -537,12 +537,32 @@ def test_consultation_rings_everyone_at_once_then_takes_a_callback(
     for leg, number in ((1, IVANOV), (2, PETROVA), (3, PETROVA_DESK)):
         twilio.leg_status(leg, number, "no-answer")
     offer = tree(twilio.dial_result(1, "no-answer", leg=1, bridged=False))
-    assert offer[0] == say(
-        "К сожалению, сейчас все специалисты заняты. Мы перезвоним вам. "
-        "После сигнала оставьте, пожалуйста, сообщение: ваше имя, компанию и суть вопроса, "
-        "затем нажмите решётку."
-    )
-    assert [verb[0] for verb in offer] == ["Say", "Record", "Redirect"]
+    # Working hours: the call-back queue is offered inside a <Gather>; no key falls through
+    # to the voicemail (https://www.twilio.com/docs/voice/twiml/gather).
+    assert offer[:2] == [
+        (
+            "Gather",
+            {
+                "input": "dtmf",
+                "action": f"{BASE}/callback",
+                "method": "POST",
+                "timeout": "5",
+                "numDigits": "1",
+            },
+            [
+                say(
+                    "К сожалению, сейчас все специалисты заняты. Чтобы мы перезвонили вам в "
+                    "порядке очереди, нажмите 1 — вы первый в очереди. Или оставьте сообщение "
+                    "после сигнала."
+                )
+            ],
+        ),
+        say(
+            "После сигнала оставьте, пожалуйста, сообщение: ваше имя, компанию и суть "
+            "вопроса, затем нажмите решётку."
+        ),
+    ]
+    assert [verb[0] for verb in offer] == ["Gather", "Say", "Record", "Redirect"]
     assert legs_of(routed, sid) == [
         (1, "ivanov", IVANOV, "no-answer", None),
         (2, "petrova", PETROVA, "no-answer", None),

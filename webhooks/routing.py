@@ -18,6 +18,7 @@ from callcenter.errors import MalformedWebhook
 from callcenter.ivr.fallback import apology_reply
 from callcenter.routing import chain, replies, steps
 from callcenter.routing.webhook_params import (
+    CallbackAnswer,
     CallerRedirect,
     DialEnded,
     KbAnswer,
@@ -86,6 +87,21 @@ def voicemail_left() -> Response:
     routing = steps.RoutingSetting(svc.calendar, svc.settings)
     try:
         return twiml(steps.take_voicemail(step_cycle(svc), event, routing))
+    except Exception:
+        return _emergency(event.call_sid)
+
+
+@bp.post("/callback")
+@twilio_signed
+def callback_answered() -> Response:
+    try:
+        event = CallbackAnswer.from_form(request.form)
+    except MalformedWebhook as exc:
+        return bad_request(exc)
+    svc = services()
+    routing = steps.RoutingSetting(svc.calendar, svc.settings)
+    try:
+        return twiml(steps.take_callback_answer(step_cycle(svc), event, routing))
     except Exception:
         return _emergency(event.call_sid)
 

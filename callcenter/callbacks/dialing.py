@@ -22,7 +22,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from callcenter.callbacks.queue import DIALING, TAKEN, get_item
+from callcenter.callbacks.queue import DIALING, TAKEN, get_item, number_to_call
 from callcenter.calls.store import record_event
 from callcenter.db import transaction
 from callcenter.db.models import Call, CallbackItem, DialLeg, Staff
@@ -262,7 +262,10 @@ def specialist_pressed(
         if item is None or item.status != DIALING:
             return (Say(GONE), Hangup())
         call = session.get(Call, item.call_id)
-        assert call is not None and call.caller_e164 is not None
+        assert call is not None
+        # A withheld caller's item is in the queue only with the number they typed.
+        client = number_to_call(call)
+        assert client is not None
         record_event(
             session, call, "callback_key", now, digits=event.digits, by=item.taken_by, item=item.id
         )
@@ -273,13 +276,13 @@ def specialist_pressed(
                 call_id=call.id,
                 position=_next_position(session, call.id),
                 staff_name=call.contact.name if call.contact else None,
-                number=call.caller_e164,
+                number=client,
                 started_at=now,
                 result="queued",
                 purpose=CLIENT,
             )
         )
-        client, line = call.caller_e164, call.line or default_line
+        line = call.line or default_line
     return (
         Dial(
             (

@@ -20,6 +20,7 @@ from callcenter.calls.store import record_event
 from callcenter.db.models import Call, CallbackItem, DialLeg, TicketRequest
 from callcenter.errors import InvalidInput
 from callcenter.regulation.calendar import BusinessCalendar
+from callcenter.tickets.intake import typed_callback_number
 from callcenter.vocabulary import URGENT_CATEGORIES, Category, Outcome
 
 # Item statuses.
@@ -36,6 +37,9 @@ TICKET_FAILED = "ticket_failed"
 VOICEMAIL = "voicemail"
 ABANDONED = "abandoned"
 NOT_SERVED = "not_served"
+# The caller asked for it: a consultation nobody answered, 1 pressed at the offer
+# («нажмите 1 — мы перезвоним в порядке очереди»). Made during the call, not by the rules.
+REQUESTED = "requested"
 
 # Results a specialist records.
 REACHED = "reached"
@@ -203,6 +207,38 @@ def queue_position(session: Session, waiting_since: datetime) -> int:
         )
     )
     return int(older or 0) + 1
+
+
+def number_to_call(call: Call) -> str | None:
+    """The number a call back dials (E.164): the caller's own, or the one a withheld
+    caller typed for it."""
+    return call.caller_e164 or typed_callback_number(call)
+
+
+def request_callback(
+    session: Session, call: Call, *, now: datetime, calendar: BusinessCalendar, sla_minutes: int
+) -> CallbackItem:
+    """The caller asked to be called back in turn: the call's item (reason `REQUESTED`),
+    waiting since the call began, as every item does. Idempotent: a call that has its item
+    keeps it. The caller holds the call's row lock (the step cycle), so a duplicated
+    webhook of the same call waits and then finds the item; `refresh_queue` never makes
+    items of calls still in progress."""
+    existing = session.scalar(select(CallbackItem).where(CallbackItem.call_id == call.id))
+    if existing is not None:
+        return existing
+    item = CallbackItem(
+        call_id=call.id,
+        reason=REQUESTED,
+        status=OPEN,
+        waiting_since=call.started_at,
+        due_at=callback_due(calendar, call.started_at, sla_minutes),
+        attempts=0,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(item)
+    session.flush()
+    return item
 
 
 def is_overdue(item: CallbackItem, now: datetime) -> bool:

@@ -354,7 +354,7 @@ class CallbackItem(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     call_id: Mapped[int] = mapped_column(ForeignKey("calls.id", ondelete="CASCADE"), unique=True)
-    # voicemail / abandoned / urgent_missed / ticket_failed / not_served
+    # voicemail / abandoned / urgent_missed / ticket_failed / not_served / requested
     reason: Mapped[str] = mapped_column(String(30))
     status: Mapped[str] = mapped_column(String(20), default="open", index=True)
     # When the caller started waiting (the call's start) and the SLA deadline.

@@ -231,6 +231,21 @@ ROUTING_NOBODY_ACCEPTED = (
 )
 ROUTING_TICKET_NUMBER = "Номер заявки: {number}."
 ROUTING_NO_ANSWER = "К сожалению, сейчас все специалисты заняты. Мы перезвоним вам."
+# The same during working hours, with the call-back queue offered first, inside a <Gather>
+# ({ordinal}: the caller's place in words, "третий"); no key goes on to the voicemail.
+ROUTING_ALL_BUSY = "К сожалению, сейчас все специалисты заняты."
+ROUTING_NOBODY_FREE = "К сожалению, сейчас нет свободного специалиста."
+ROUTING_CALLBACK_OFFER = (
+    "Чтобы мы перезвонили вам в порядке очереди, нажмите 1 — вы {ordinal} в очереди. "
+    "Или оставьте сообщение после сигнала."
+)
+# A withheld caller who typed no number in the menu: the number is the answer.
+ROUTING_CALLBACK_OFFER_TYPE = (
+    "Ваш номер скрыт. Чтобы мы перезвонили вам в порядке очереди, наберите номер телефона "
+    "и нажмите решётку — вы {ordinal} в очереди. Или оставьте сообщение после сигнала."
+)
+# {number}: the number we will call, group by group ("восемь, девять один шесть, ...").
+ROUTING_CALLBACK_BOOKED = "Вы в очереди на обратный звонок. Мы перезвоним вам на номер {number}."
 # Nobody to dial at all (an empty roster and no duty phone).
 ROUTING_NOBODY_ON_DUTY = "К сожалению, сейчас нет свободного специалиста. Мы перезвоним вам."
 ROUTING_LEAVE_MESSAGE = (

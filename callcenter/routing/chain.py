@@ -38,6 +38,11 @@ Nobody accepted (urgent): the call is flagged for the supervisor, every person i
 chain gets one SMS alert (keyed per call and number in `SmsMessage`), and the caller is
 told so and may leave a voicemail, attached to the ticket. An unanswered consultation
 becomes a callback ticket (topic consultation) at once; a voicemail, if left, is attached.
+During working hours the caller is first offered the call-back queue («нажмите 1 — вы
+третий в очереди», `callback_answer`): 1 makes the call's queue item and ends the call
+(a withheld caller types the number instead, when the IVR got none); no key is the
+voicemail as before. The offered place is kept in the state, so a replayed request hears
+the same words and a duplicated answer finds the one item.
 """
 
 from __future__ import annotations
@@ -51,10 +56,12 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
+from callcenter.callbacks.queue import number_to_call, queue_position, request_callback
 from callcenter.calls.store import TERMINAL_STATUSES, record_event
 from callcenter.db.models import Call, DialLeg
+from callcenter.phones import callback_number
 from callcenter.roster.on_duty import OnDuty, Person, on_duty
-from callcenter.tickets.intake import add_recording, open_ticket_request
+from callcenter.tickets.intake import add_recording, open_ticket_request, remember_callback_number
 from callcenter.vocabulary import CONSULTATION_TOPIC, Route
 
 if TYPE_CHECKING:
@@ -70,6 +77,10 @@ KINDS = (CONSULTATION, URGENT)
 DIALING = "dialing"
 VOICEMAIL = "voicemail"
 DONE = "done"
+# How a routing ends when the caller took the call-back offer (RoutingState.end).
+CALLBACK_BOOKED = "callback"
+# A withheld caller may mistype the number once; the second mistake is the voicemail.
+CALLBACK_NUMBER_TRIES = 2
 
 # Twilio rings at most ten <Number>s of one <Dial> at once.
 MAX_SIMULTANEOUS = 10
@@ -171,13 +182,38 @@ class DialLegs:
 
 
 @dataclass(frozen=True)
+class CallbackOffer:
+    """A consultation nobody answered, during working hours: the call-back queue is offered
+    before the voicemail. `position`: the caller's place if the item were made now;
+    `number`: the number we would call (None: withheld and none typed — the caller is asked
+    to type one); `invalid_number`: the last one typed was not a Russian number."""
+
+    position: int
+    number: str | None
+    invalid_number: bool = False
+
+
+@dataclass(frozen=True)
 class OfferVoicemail:
     """Nobody took the call: say so and record a message. `nobody_on_duty`: nobody was
-    dialled at all (an empty roster and no duty phone)."""
+    dialled at all (an empty roster and no duty phone). `callback`: the call-back queue is
+    offered first; `announced`: the caller has already heard that nobody is free (they
+    declined the offer), only the message is asked for."""
 
     kind: str
     ticket_number: str | None
     nobody_on_duty: bool = False
+    callback: CallbackOffer | None = None
+    announced: bool = False
+
+
+@dataclass(frozen=True)
+class CallbackBooked:
+    """The caller is in the call-back queue: we call `number`. `offer_kb` as `Goodbye`'s."""
+
+    number: str
+    position: int
+    offer_kb: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,7 +225,7 @@ class Goodbye:
     offer_kb: bool = False
 
 
-Decision = DialLegs | OfferVoicemail | Goodbye
+Decision = DialLegs | OfferVoicemail | CallbackBooked | Goodbye
 
 
 @dataclass(frozen=True)
@@ -268,6 +304,12 @@ class RoutingState:
     # How a finished routing ended (phase done): connected, voicemail, no_message, caller_gone.
     end: str | None = None
     voicemail: str | None = None
+    # The call-back offer (phase voicemail): the place said, None when not offered; the
+    # numbers mistyped so far; declined (another key: the voicemail). The number booked is
+    # the call's (`number_to_call`): no copy here for the retention purge to miss.
+    callback_offer: int | None = None
+    callback_tries: int = 0
+    callback_declined: bool = False
     extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
     def to_json(self) -> dict[str, Any]:
@@ -282,12 +324,16 @@ class RoutingState:
             "working_time": self.working_time,
             "end": self.end,
             "voicemail": self.voicemail,
+            "callback_offer": self.callback_offer,
+            "callback_tries": self.callback_tries,
+            "callback_declined": self.callback_declined,
         }
 
     @classmethod
     def from_json(cls, raw: Mapping[str, Any]) -> RoutingState:
         known = {f for f in cls.__dataclass_fields__ if f != "extra"}
         accepted = raw.get("accepted")
+        offer = raw.get("callback_offer")
         return cls(
             kind=str(raw["kind"]),
             steps=tuple(tuple(PlannedLeg.from_json(leg) for leg in legs) for legs in raw["steps"]),
@@ -298,6 +344,9 @@ class RoutingState:
             accepted=int(accepted) if accepted is not None else None,
             end=raw.get("end"),
             voicemail=raw.get("voicemail"),
+            callback_offer=int(offer) if offer is not None else None,
+            callback_tries=int(raw.get("callback_tries") or 0),
+            callback_declined=bool(raw.get("callback_declined", False)),
             extra={k: v for k, v in raw.items() if k not in known},
         )
 
@@ -347,8 +396,53 @@ def stored_decision(call: Call, settings: Settings) -> Decision:
     if routing.phase == DIALING:
         return _dial(routing, settings)
     if routing.phase == VOICEMAIL:
-        return OfferVoicemail(routing.kind, _ticket_number(call), nobody_on_duty=not routing.steps)
+        return _voicemail_offer(call, routing)
+    booked = number_to_call(call) if routing.end == CALLBACK_BOOKED else None
+    if booked is not None and routing.callback_offer is not None:
+        return CallbackBooked(booked, routing.callback_offer)
     return Goodbye(routing.end or "connected")
+
+
+def _voicemail_offer(call: Call, routing: RoutingState) -> OfferVoicemail:
+    """What a caller in the voicemail phase hears: the call-back offer while it stands."""
+    callback = None
+    if routing.callback_offer is not None and not routing.callback_declined:
+        callback = CallbackOffer(
+            routing.callback_offer, number_to_call(call), invalid_number=routing.callback_tries > 0
+        )
+    return OfferVoicemail(
+        routing.kind,
+        _ticket_number(call),
+        nobody_on_duty=not routing.steps,
+        callback=callback,
+        announced=routing.callback_declined,
+    )
+
+
+def _offer_callback(
+    session: Session,
+    call: Call,
+    routing: RoutingState,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+) -> RoutingState:
+    """During working hours (the regulation's, by the production calendar) a consultation
+    nobody answered is offered the call-back queue, with the place it would take now."""
+    if routing.kind != CONSULTATION or not calendar.is_working_time(now):
+        return routing
+    position = queue_position(session, call.started_at)
+    record_event(
+        session,
+        call,
+        "callback_offered",
+        now,
+        step=CONSULTATION,
+        position=position,
+        # No number in the path's details: the purge clears the call's numbers, not these.
+        asks_number=number_to_call(call) is None,
+    )
+    return replace(routing, callback_offer=position)
 
 
 # ---------------------------------------------------------------- starting
@@ -432,10 +526,12 @@ def _nobody_on_duty(
         call.routing_outcome = OUTCOME_NOBODY_ACCEPTED
         return Outcome(OfferVoicemail(URGENT, _ticket_number(call), nobody_on_duty=True))
     call.routing_outcome = OUTCOME_NO_ANSWER
-    request_id = _open_callback(session, call, now=now, calendar=calendar)
-    return Outcome(
-        OfferVoicemail(CONSULTATION, None, nobody_on_duty=True), submit_requests=(request_id,)
+    routing = _offer_callback(
+        session, call, replace(routing, phase=VOICEMAIL), now=now, calendar=calendar
     )
+    _save(call, routing)
+    request_id = _open_callback(session, call, now=now, calendar=calendar)
+    return Outcome(_voicemail_offer(call, routing), submit_requests=(request_id,))
 
 
 def _open_step(session: Session, call: Call, routing: RoutingState, now: datetime) -> None:
@@ -710,8 +806,12 @@ def _nobody_accepted(
         return Outcome(OfferVoicemail(URGENT, _ticket_number(call)), send_alerts=True)
     call.routing_outcome = OUTCOME_NO_ANSWER
     record_event(session, call, "nobody_answered", now, step=CONSULTATION)
+    routing = _offer_callback(
+        session, call, replace(routing, phase=VOICEMAIL), now=now, calendar=calendar
+    )
+    _save(call, routing)
     request_id = _open_callback(session, call, now=now, calendar=calendar)
-    return Outcome(OfferVoicemail(CONSULTATION, None), submit_requests=(request_id,))
+    return Outcome(_voicemail_offer(call, routing), submit_requests=(request_id,))
 
 
 def _caller_gone(
@@ -803,3 +903,70 @@ def voicemail(
         left=recorded,
     )
     return Outcome(Goodbye(end), submit_requests=submit)
+
+
+# ---------------------------------------------------------------- the call-back offer
+
+
+def callback_answer(
+    session: Session,
+    call: Call,
+    digits: str,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+    settings: Settings,
+) -> Outcome:
+    """The caller's answer to the call-back offer (`digits`: what Twilio delivered).
+
+    1 — or, for a withheld caller without a number, a valid Russian number typed — makes
+    the call's queue item and ends the routing; another key, or a second mistyped number,
+    goes on to the voicemail; a first mistyped number is asked again. A duplicated or
+    replayed answer changes nothing and hears the stored state again: one item per call.
+    """
+    routing = routing_state(call)
+    if routing is None:
+        return Outcome(Goodbye("caller_gone"))
+    if routing.phase != VOICEMAIL or routing.callback_offer is None or routing.callback_declined:
+        if routing.end != CALLBACK_BOOKED:
+            record_event(session, call, "callback_answer_ignored", now, digits=digits)
+        return Outcome(stored_decision(call, settings))
+    position = routing.callback_offer
+    keyed = digits.strip()
+    number = number_to_call(call)
+    typed = None
+    if number is None:
+        typed = callback_number(keyed)
+        if typed is None and keyed and routing.callback_tries + 1 < CALLBACK_NUMBER_TRIES:
+            routing = replace(routing, callback_tries=routing.callback_tries + 1)
+            _save(call, routing)
+            record_event(
+                session, call, "callback_number_invalid", now, step=CONSULTATION, digits=keyed
+            )
+            return Outcome(_voicemail_offer(call, routing))
+        number = typed
+    elif keyed != "1":
+        number = None
+    if number is None:
+        routing = replace(routing, callback_declined=True)
+        _save(call, routing)
+        record_event(session, call, "callback_declined", now, step=CONSULTATION, digits=keyed)
+        return Outcome(_voicemail_offer(call, routing))
+    if typed is not None:
+        remember_callback_number(call, typed)
+    item = request_callback(
+        session, call, now=now, calendar=calendar, sla_minutes=settings.callback_sla_minutes
+    )
+    _save(call, replace(routing, phase=DONE, end=CALLBACK_BOOKED))
+    record_event(
+        session,
+        call,
+        "callback_requested",
+        now,
+        step=CONSULTATION,
+        digits=keyed,
+        item=item.id,
+        position=position,
+        typed=typed is not None,
+    )
+    return Outcome(CallbackBooked(number, position))

@@ -9,6 +9,7 @@ below:
     /whisper/answer?call&leg   their key press (1 accepts)
     /leg-status?call&leg       leg P's status callbacks (initiated ... completed)
     /voicemail                 the caller's message after nobody took the call
+    /callback                  the answer to the call-back offer (a consultation, working hours)
     /kb                        the answer to the knowledge base offer (a consultation's end)
 """
 
@@ -17,7 +18,7 @@ from __future__ import annotations
 from callcenter.ivr import prompts
 from callcenter.ivr.plates import spoken_plate
 from callcenter.ivr.reply import Dial, Gather, Hangup, Number, Record, Redirect, Reply, Say
-from callcenter.regulation.speech import say_digits
+from callcenter.regulation.speech import say_digits, say_ordinal, say_phone
 from callcenter.routing import chain
 from callcenter.routing.alerts import chain_topic_title
 from callcenter.vocabulary import URGENT_CATEGORIES, recording_status_path, routing_path
@@ -25,6 +26,9 @@ from callcenter.vocabulary import URGENT_CATEGORIES, recording_status_path, rout
 LEG_EVENTS = "initiated ringing answered completed"
 WHISPER_KEY_TIMEOUT = 6
 KB_OFFER_TIMEOUT = 4
+CALLBACK_KEY_TIMEOUT = 5
+# Typing a whole number takes longer than one key.
+CALLBACK_NUMBER_TIMEOUT = 7
 RING_TONE = "ru"
 
 HANG_UP: Reply = (Hangup(),)
@@ -57,6 +61,10 @@ def decision_reply(decision: chain.Decision, call_sid: str) -> Reply:
             ring_tone=RING_TONE,
         )
         return (Say(prompts.ROUTING_NEXT_LEG), dial) if decision.moving_on else (dial,)
+    if isinstance(decision, chain.OfferVoicemail) and (
+        decision.callback is not None or decision.announced
+    ):
+        return _callback_offer(decision)
     if isinstance(decision, chain.OfferVoicemail):
         if decision.nobody_on_duty:
             text = prompts.ROUTING_NOBODY_ON_DUTY
@@ -68,22 +76,67 @@ def decision_reply(decision: chain.Decision, call_sid: str) -> Reply:
             text += " " + prompts.ROUTING_TICKET_NUMBER.format(
                 number=_say_digits(decision.ticket_number)
             )
-        return (
-            Say(text + " " + prompts.ROUTING_LEAVE_MESSAGE),
-            Record(
-                action=routing_path("/voicemail"),
-                max_length=chain.VOICEMAIL_MAX_SECONDS,
-                finish_on_key="#",
-                timeout=10,
-                # The IVR's recording callback keeps it even if this action is never reached.
-                status_callback=recording_status_path("voicemail"),
-            ),
-            # An empty recording is not posted; Twilio goes on to here.
-            Redirect(routing_path("/voicemail")),
+        return (Say(text + " " + prompts.ROUTING_LEAVE_MESSAGE), *_RECORD_VOICEMAIL)
+    if isinstance(decision, chain.CallbackBooked):
+        booked = prompts.ROUTING_CALLBACK_BOOKED.format(number=say_phone(decision.number))
+        return (Say(booked), *_goodbye(prompts.GOODBYE, offer_kb=decision.offer_kb))
+    return _goodbye(_GOODBYES.get(decision.reason), offer_kb=decision.offer_kb)
+
+
+_RECORD_VOICEMAIL: Reply = (
+    Record(
+        action=routing_path("/voicemail"),
+        max_length=chain.VOICEMAIL_MAX_SECONDS,
+        finish_on_key="#",
+        timeout=10,
+        # The IVR's recording callback keeps it even if this action is never reached.
+        status_callback=recording_status_path("voicemail"),
+    ),
+    # An empty recording is not posted; Twilio goes on to here.
+    Redirect(routing_path("/voicemail")),
+)
+
+
+def _callback_offer(decision: chain.OfferVoicemail) -> Reply:
+    """The call-back queue offered inside a `<Gather>`, the voicemail after it: Twilio goes
+    on to the next verb when nothing was pressed (silence, or "#" alone: no input), as
+    https://www.twilio.com/docs/voice/twiml/gather says. Declined: the voicemail alone."""
+    leave: Reply = (Say(prompts.ROUTING_LEAVE_MESSAGE), *_RECORD_VOICEMAIL)
+    offer = decision.callback
+    if offer is None:
+        return leave
+    if offer.invalid_number:
+        said = [prompts.CALLBACK_NUMBER_INVALID]
+    elif decision.nobody_on_duty:
+        said = [prompts.ROUTING_NOBODY_FREE]
+    else:
+        said = [prompts.ROUTING_ALL_BUSY]
+    ordinal = say_ordinal(offer.position)
+    if offer.number is not None:
+        said.append(prompts.ROUTING_CALLBACK_OFFER.format(ordinal=ordinal))
+        gather = Gather(
+            action=routing_path("/callback"),
+            prompt=(Say(" ".join(said)),),
+            speech=False,
+            num_digits=1,
+            timeout=CALLBACK_KEY_TIMEOUT,
         )
-    goodbye = _GOODBYES.get(decision.reason)
+    else:
+        # Twilio's own finishOnKey ("#") ends the number; none given, so no input at all
+        # falls through to the voicemail instead of posting an empty answer.
+        said.append(prompts.ROUTING_CALLBACK_OFFER_TYPE.format(ordinal=ordinal))
+        gather = Gather(
+            action=routing_path("/callback"),
+            prompt=(Say(" ".join(said)),),
+            speech=False,
+            timeout=CALLBACK_NUMBER_TIMEOUT,
+        )
+    return (gather, *leave)
+
+
+def _goodbye(goodbye: str | None, *, offer_kb: bool) -> Reply:
     said: Reply = ((Say(goodbye),) if goodbye else ()) + HANG_UP
-    if decision.offer_kb:
+    if offer_kb:
         # No answer: Twilio goes on with the goodbye after the <Gather>.
         offer = Gather(
             action=routing_path("/kb"),

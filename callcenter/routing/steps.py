@@ -26,6 +26,7 @@ from callcenter.ivr.fallback import apology_reply
 from callcenter.ivr.reply import Reply
 from callcenter.routing import chain, replies
 from callcenter.routing.webhook_params import (
+    CallbackAnswer,
     CallerRedirect,
     DialEnded,
     KbAnswer,
@@ -103,6 +104,22 @@ def take_voicemail(cycle: StepCycle, event: VoicemailLeft, routing: RoutingSetti
     return _caller_step(cycle, event.call_sid, routing.settings, decide)
 
 
+def take_callback_answer(cycle: StepCycle, event: CallbackAnswer, routing: RoutingSetting) -> Reply:
+    """The caller's answer to the call-back offer: in the queue, or the voicemail."""
+
+    def decide(tx: StepTransaction, call: Call) -> chain.Outcome:
+        return chain.callback_answer(
+            tx.session,
+            call,
+            event.digits,
+            now=tx.now,
+            calendar=routing.calendar,
+            settings=routing.settings,
+        )
+
+    return _caller_step(cycle, event.call_sid, routing.settings, decide)
+
+
 def announce_to_leg(cycle: StepCycle, event: LegRequest) -> Reply:
     """What the person answering a leg hears (hung up when the leg must not connect)."""
 
@@ -165,10 +182,12 @@ def send_kb_link(cycle: StepCycle, event: KbAnswer) -> Reply:
 _KB_AFTER = frozenset({"connected", "voicemail", "no_message"})
 
 
-def _offers_kb(call: Call, decision: chain.Goodbye, settings: Settings) -> bool:
+def _offers_kb(
+    call: Call, decision: chain.Goodbye | chain.CallbackBooked, settings: Settings
+) -> bool:
     """The knowledge base (regulation, section VII) helps a consultation's caller: after a
     specialist answered or when nobody was free — to a number an SMS reaches."""
-    if decision.reason not in _KB_AFTER:
+    if isinstance(decision, chain.Goodbye) and decision.reason not in _KB_AFTER:
         return False
     routing = chain.routing_state(call)
     if routing is None or routing.kind != chain.CONSULTATION or not settings.sms_configured:
@@ -187,7 +206,9 @@ def _caller_step(cycle: StepCycle, call_sid: str, settings: Settings, decide: De
             call_id = call.id
             tx.after_commit(lambda: queue_chain_alerts(tx.jobs(), call_id))
         decision = outcome.decision
-        if isinstance(decision, chain.Goodbye) and _offers_kb(call, decision, settings):
+        if isinstance(decision, chain.Goodbye | chain.CallbackBooked) and _offers_kb(
+            call, decision, settings
+        ):
             return replace(decision, offer_kb=True)
         return decision
 

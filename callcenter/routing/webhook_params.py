@@ -90,6 +90,19 @@ class VoicemailLeft:
 
 
 @dataclass(frozen=True)
+class CallbackAnswer:
+    """The caller's keys at the call-back offer (`/callback`): 1, or a typed number."""
+
+    call_sid: str
+    digits: str
+
+    @classmethod
+    def from_form(cls, form: Mapping[str, str]) -> CallbackAnswer:
+        require(form, "CallSid")
+        return cls(form["CallSid"].strip(), form.get("Digits", "").strip())
+
+
+@dataclass(frozen=True)
 class KbAnswer:
     """The caller's answer to the knowledge base offer (`/kb`): 1, or «да» said."""
 

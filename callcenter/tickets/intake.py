@@ -399,6 +399,15 @@ def typed_callback_number(call: Call) -> str | None:
     return number if isinstance(number, str) and number else None
 
 
+def remember_callback_number(call: Call, number: str) -> None:
+    """Keep `number` (E.164) as the withheld caller's callback number, where
+    `typed_callback_number` reads it: typed at routing's call-back offer, after the IVR
+    (which asks before a consultation) is done with the call."""
+    state = dict(call.state) if isinstance(call.state, dict) else {}
+    state[CALLBACK_NUMBER_KEY] = number
+    call.state = state  # a new dict: the JSON column sees the change
+
+
 def _stored(call: Call, draft: TicketDraft, *, interrupted: bool, **extra: Any) -> dict[str, Any]:
     stored = outbox.draft_to_json(
         draft,
