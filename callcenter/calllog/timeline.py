@@ -21,6 +21,7 @@ from callcenter.calllog.words import (
     topic_title,
 )
 from callcenter.db.models import Call, CallEvent, DialLeg
+from callcenter.regulation.speech import say_ordinal
 from callcenter.vocabulary import ABANDONED_AFTER_CHOICE, URGENT_CATEGORIES, Step
 
 # Kinds of the quiet plumbing a supervisor rarely needs (shown dimmed).
@@ -325,6 +326,26 @@ def _callback(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
         status = detail.get("status")
         words = STATUS_TITLES.get(str(status), str(status))
         return f"Перезвон: звонок клиенту — {words}", GOOD if status == "completed" else WARNING
+    # The caller's side: the offer of a consultation nobody answered (`routing.chain`).
+    if kind == "callback_offered":
+        place = _place(detail.get("position"))
+        if not detail.get("asks_number"):
+            return f"Предложен перезвон в порядке очереди ({place} в очереди) или сообщение", NORMAL
+        return (
+            f"Номер скрыт: предложено набрать номер для перезвона ({place} в очереди) "
+            "или оставить сообщение",
+            NORMAL,
+        )
+    if kind == "callback_requested":
+        typed = ", на номер, который набрал" if detail.get("typed") else ""
+        place = _place(detail.get("position"))
+        return f"Абонент просил перезвонить: {place} в очереди перезвонов{typed}", GOOD
+    if kind == "callback_declined":
+        return f"Перезвон не выбран ({_answer(event)}) — голосовое сообщение", NORMAL
+    if kind == "callback_number_invalid":
+        return f"Набранный номер для перезвона не распознан ({_answer(event)})", WARNING
+    if kind == "callback_answer_ignored":
+        return "Ответ на предложение перезвона пришёл повторно или поздно — не применён", MINOR
     if kind == "callback_result":
         result = CALLBACK_RESULTS.get(str(detail.get("result")), str(detail.get("result")))
         note = detail.get("note")
@@ -332,6 +353,10 @@ def _callback(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
         tone = GOOD if detail.get("result") == "reached" else WARNING
         return text + (f". Заметка: {note}" if note else ""), tone
     return "", MINOR  # leg statuses: the legs table shows them
+
+
+def _place(position: object) -> str:
+    return say_ordinal(position) if isinstance(position, int) and position > 0 else "место —"
 
 
 # ---------------------------------------------------------------- routing

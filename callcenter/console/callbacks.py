@@ -28,7 +28,7 @@ from callcenter.console import bp
 from callcenter.console.auth import require_user
 from callcenter.console.common import roster_warnings
 from callcenter.db import transaction
-from callcenter.db.models import CallbackItem
+from callcenter.db.models import Call, CallbackItem
 from callcenter.errors import InvalidInput, QueueUnavailable, TelephonyError
 from callcenter.jobs.tasks import note_to_ticket
 from callcenter.web import services
@@ -42,6 +42,7 @@ REASON_TITLES = {
     queue.VOICEMAIL: "Голосовое сообщение",
     queue.ABANDONED: "Прерванный звонок",
     queue.NOT_SERVED: "Консультация без ответа",
+    queue.REQUESTED: "Просил перезвонить",
 }
 STATUS_TITLES = {
     queue.OPEN: "Ждёт",
@@ -103,7 +104,7 @@ def _row(item: CallbackItem, now: datetime, user: str) -> dict[str, object]:
         "waiting_since": words.moscow_short(item.waiting_since),
         "due": words.moscow_short(item.due_at),
         "overdue": queue.is_overdue(item, now),
-        "caller": words.phone_display(call.caller_e164, call.caller_raw),
+        "caller": _caller(call),
         "who": call.contact.name if call.contact else call.caller_said_name,
         "organisation": call.organisation.name if call.organisation else None,
         "category": words.category_title(call.category),
@@ -118,6 +119,14 @@ def _row(item: CallbackItem, now: datetime, user: str) -> dict[str, object]:
         "bridge": BRIDGE_TITLES.get(item.bridge_status or "", item.bridge_status),
         "ticket": request_row.ticket_number if request_row is not None else None,
     }
+
+
+def _caller(call: Call) -> str:
+    """Who to call: the caller's number, or the one a withheld caller typed for it."""
+    number = queue.number_to_call(call)
+    if call.caller_e164 is None and number is not None:
+        return f"{words.phone_display(number)} (набран абонентом, номер скрыт)"
+    return words.phone_display(call.caller_e164, call.caller_raw)
 
 
 @bp.get("/callbacks")
