@@ -30,7 +30,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.db.models import SmsMessage
 from callcenter.errors import MalformedWebhook
-from callcenter.tickets.notifications import MESSAGE_PARAM
+from callcenter.tickets.notifications import MESSAGE_PARAM, SKIPPED
 
 log = logging.getLogger(__name__)
 
@@ -144,17 +144,20 @@ def record_delivery(
 
 def _message_of(session: Session, report: DeliveryReport) -> int | None:
     """The ledger row the report is about: the one the URL names (unless it was sent as
-    another message: a re-sent retry's first attempt reporting late), else by SID."""
+    another message: a re-sent retry's first attempt reporting late), else by SID. Never
+    a skipped one: it never reached Twilio, and no report makes it look sent."""
     if report.message_id is not None:
         row = session.execute(
-            select(SmsMessage.id, SmsMessage.twilio_sid).where(SmsMessage.id == report.message_id)
+            select(SmsMessage.id, SmsMessage.twilio_sid).where(
+                SmsMessage.id == report.message_id, SmsMessage.status != SKIPPED
+            )
         ).first()
         if row is None or row.twilio_sid not in (None, report.message_sid):
             return None
         return int(row.id)
     found = session.scalar(
         select(SmsMessage.id)
-        .where(SmsMessage.twilio_sid == report.message_sid)
+        .where(SmsMessage.twilio_sid == report.message_sid, SmsMessage.status != SKIPPED)
         .order_by(SmsMessage.id.desc())
         .limit(1)
     )
