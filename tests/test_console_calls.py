@@ -416,10 +416,7 @@ def test_an_urgent_call_page_lists_who_was_rung(services: Services, head: FlaskC
     assert "Срочный: никто не принял" in page
     assert "Отметка Никто из цепочки не принял срочный звонок" in page
     assert "1 Иванов Иван +7 912 345-67-01 10:00:40 — — нет ответа" in page
-    assert (
-        "2 Петрова Анна +7 912 345-67-02 10:01:00 10:01:09 9 с ответ без нажатия 1"
-        in (page)
-    )
+    assert "2 Петрова Анна +7 912 345-67-02 10:01:00 10:01:09 9 с ответ без нажатия 1" in (page)
     answered = text_of(get_page(head, f"/console/calls/{NAMES.urgent_answered}"))
     accepted = "2 Петрова Анна +7 912 345-67-02 10:16:00 10:16:12 12 с звонок принят (нажата 1)"
     assert accepted in answered

@@ -4,9 +4,10 @@ ledger update (`callcenter.tickets.delivery`) → an empty answer.
     POST /webhooks/sms/status?m=<message>   the StatusCallback every SMS is sent with
 
 Machine-facing, so the answers are plain: 204 once the report is applied or found stale
-(a duplicate, or late), 200 for a MessageSid that is none of ours (logged; Twilio need not
-retry), 400 naming what is wrong with a malformed one (logged with the values sent), 503
-when the database is out of reach (logged with the whole report, nothing else lost).
+(a duplicate, or late); 200 with an empty `<Response/>` for a MessageSid that is none of
+ours (logged; Twilio need not retry); 400 naming what is wrong with a malformed one
+(logged with the values sent); 503 when the database is out of reach (logged with the
+whole report: nothing is lost).
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import logging
 from flask import Blueprint, Response, request
 
 from callcenter.errors import MalformedWebhook
+from callcenter.routing.replies import NOTHING
 from callcenter.tickets import delivery
 from callcenter.vocabulary import SMS_PREFIX
 from callcenter.web import services
-from webhooks.serving import bad_request
+from webhooks.serving import bad_request, twiml
 from webhooks.signature import twilio_signed
 
 log = logging.getLogger(__name__)
@@ -47,5 +49,5 @@ def status() -> Response:
         )
         return Response("Service Unavailable: status not stored\n", 503, mimetype="text/plain")
     if applied is delivery.Applied.UNKNOWN:
-        return Response("", 200, mimetype="text/plain")
+        return twiml(NOTHING)  # 200, an empty <Response/>: nothing for Twilio to retry
     return Response(status=204)

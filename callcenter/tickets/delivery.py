@@ -53,6 +53,8 @@ FINAL = frozenset(status for status, stage in STAGES.items() if stage >= 6)
 
 _MESSAGE_SID = re.compile(r"(SM|MM)[0-9a-fA-F]{32}")
 _ERROR_CODE = re.compile(r"[0-9]{1,10}")
+# A row id as our StatusCallback writes it (below 2**31: a column PostgreSQL can compare).
+_MESSAGE_REF = re.compile(r"[0-9]{1,9}")
 
 
 class Applied(StrEnum):
@@ -90,7 +92,7 @@ class DeliveryReport:
             problems.append(f"MessageStatus {status[:40]!r} is not an outbound status")
         if code is not None and not _ERROR_CODE.fullmatch(code):
             problems.append(f"ErrorCode {code[:20]!r} is not a number")
-        if ref is not None and not (ref.isdigit() and len(ref) <= 12):
+        if ref is not None and not _MESSAGE_REF.fullmatch(ref):
             problems.append(f"{MESSAGE_PARAM}={ref[:20]!r} names no message")
         if problems:
             raise MalformedWebhook("; ".join(problems))
