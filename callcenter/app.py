@@ -22,6 +22,7 @@ from callcenter.settings import Settings
 from callcenter.web import EXTENSION, close_db_session
 from webhooks.callbacks import bp as callbacks_bp
 from webhooks.routing import bp as routing_bp
+from webhooks.sms import bp as sms_bp
 from webhooks.voice import bp as voice_bp
 
 log = logging.getLogger(__name__)
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.register_blueprint(voice_bp)
     app.register_blueprint(routing_bp)
     app.register_blueprint(callbacks_bp)
+    app.register_blueprint(sms_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(portal_api_bp)
     app.register_blueprint(console_bp)

@@ -215,6 +215,20 @@ def recording_status_path(kind: RecordingKind) -> str:
     return f"{RECORDING_STATUS_PATH}?kind={kind}"
 
 
+# Twilio's status callbacks of the SMS we send (`webhooks.sms`).
+SMS_PREFIX = "/webhooks/sms"
+SMS_STATUS_PATH = SMS_PREFIX + "/status"
+
+
+def sms_status_callback(public_base_url: str | None) -> str | None:
+    """The StatusCallback every SMS is sent with: absolute under PUBLIC_BASE_URL. None
+    without one (Twilio cannot post to a relative URL): the SMS then goes without
+    delivery reports, and the console says only that Twilio took it."""
+    if not public_base_url:
+        return None
+    return public_base_url.rstrip("/") + SMS_STATUS_PATH
+
+
 # ------------------------------------------------------------------ SMS reachability
 
 

@@ -23,6 +23,7 @@ from callcenter.db.models import (
     Contact,
     DialLeg,
     Organisation,
+    SmsMessage,
     TicketRequest,
 )
 from callcenter.errors import InvalidFilter
@@ -188,6 +189,28 @@ def test_a_call_with_events_legs_and_a_ticket_as_json(
                     speech="А123ВС77",
                 ),
                 CallNote(call_id=call.id, at=at(10), author="head", text="Перезвонили"),
+                SmsMessage(
+                    key="ticket-request:1:caller",
+                    call_id=call.id,
+                    to="+79161234567",
+                    body="Заявка №1042 зарегистрирована.",
+                    status="sent",
+                    twilio_sid="SM" + "c" * 32,
+                    delivery="undelivered",
+                    error_code="30003",
+                    created_at=at(4),
+                    updated_at=at(5),
+                ),
+                SmsMessage(
+                    key="ticket-request:1:alert:+79990000003",
+                    call_id=call.id,
+                    to="+79990000003",
+                    body="Срочная заявка №1042",
+                    status="skipped",
+                    reason="Twilio is not configured (set TWILIO_ACCOUNT_SID)",
+                    created_at=at(4),
+                    updated_at=at(4),
+                ),
             ]
         )
 
@@ -285,6 +308,63 @@ def test_a_call_with_events_legs_and_a_ticket_as_json(
             },
         ],
         "notes": [{"at": "2025-11-27T11:10:00+03:00", "author": "head", "text": "Перезвонили"}],
+        # Who was told, and how: the stored codes beside the console's words.
+        "alerts": {
+            "calls": [
+                {
+                    "position": 1,
+                    "who": "Дежурный 1",
+                    "number": "+79990000001",
+                    "purpose": "звонок дежурному",
+                    "result": "no-answer",
+                    "result_title": "нет ответа",
+                    "started_at": "2025-11-27T11:00:30+03:00",
+                    "answered_at": None,
+                    "ended_at": None,
+                },
+                {
+                    "position": 2,
+                    "who": "Дежурный 2",
+                    "number": "+79990000002",
+                    "purpose": "звонок дежурному",
+                    "result": "accepted",
+                    "result_title": "звонок принят (нажата 1)",
+                    "started_at": "2025-11-27T11:01:00+03:00",
+                    "answered_at": "2025-11-27T11:01:07+03:00",
+                    "ended_at": None,
+                },
+            ],
+            "sms": [
+                {
+                    "who": "Абонент",
+                    "to": "+79161234567",
+                    "kind": "номер и сроки заявки",
+                    "status": "sent",
+                    "delivery": "undelivered",
+                    "error_code": "30003",
+                    "reason": None,
+                    "state_title": "не доставлено (код 30003)",
+                    "sent": True,
+                    "message_sid": "SM" + "c" * 32,
+                    "created_at": "2025-11-27T11:04:00+03:00",
+                    "updated_at": "2025-11-27T11:05:00+03:00",
+                },
+                {
+                    "who": "—",
+                    "to": "+79990000003",
+                    "kind": "срочная заявка — дежурным",
+                    "status": "skipped",
+                    "delivery": None,
+                    "error_code": None,
+                    "reason": "Twilio is not configured (set TWILIO_ACCOUNT_SID)",
+                    "state_title": "не отправлено: не настроена учётная запись Twilio",
+                    "sent": False,
+                    "message_sid": None,
+                    "created_at": "2025-11-27T11:04:00+03:00",
+                    "updated_at": "2025-11-27T11:04:00+03:00",
+                },
+            ],
+        },
     }
 
 

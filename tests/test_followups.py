@@ -283,10 +283,28 @@ def test_an_urgent_ticket_alerts_the_staff_on_duty_once(
         f"Заявка №{number} зарегистрирована. Тема: Диагностика критического сбоя на сервере. "
         "Срок решения: до 11:00 28.11.2025."
     )
+    # Each with its StatusCallback naming its ledger row, so Twilio's delivery reports
+    # find it (https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource).
+    status = f"{TEST_PUBLIC_BASE}/webhooks/sms/status?m="
     assert sms_sent(exchanges) == [
-        {"To": CALLER, "From": services.settings.sms_from, "Body": confirmation},
-        {"To": "+79123456701", "From": services.settings.sms_from, "Body": alert},
-        {"To": "+79123456709", "From": services.settings.sms_from, "Body": alert},
+        {
+            "To": CALLER,
+            "StatusCallback": status + "1",
+            "From": services.settings.sms_from,
+            "Body": confirmation,
+        },
+        {
+            "To": "+79123456701",
+            "StatusCallback": status + "2",
+            "From": services.settings.sms_from,
+            "Body": alert,
+        },
+        {
+            "To": "+79123456709",
+            "StatusCallback": status + "3",
+            "From": services.settings.sms_from,
+            "Body": alert,
+        },
     ]
     # Re-run after the shift changed: still nobody is told twice, nobody new is told.
     clock.now += timedelta(hours=12)

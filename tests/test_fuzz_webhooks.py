@@ -1,5 +1,6 @@
 """Property-based fuzzing of every Twilio webhook (`/webhooks/voice/...`, the routing
-blueprint's included), on SQLite and PostgreSQL, through the Flask test client.
+blueprint's included, and the SMS status callback), on SQLite and PostgreSQL, through
+the Flask test client.
 
 - Correctly signed requests with arbitrary form parameters and query strings reach the
   views (never a 403) and get a 200 with well-formed TwiML (`text/xml; charset=utf-8`,
@@ -78,7 +79,10 @@ ROUTES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("/webhooks/voice/route/whisper", ("call", "leg")),
     ("/webhooks/voice/route/whisper/answer", ("call", "leg")),
     ("/webhooks/voice/route/leg-status", ("call", "leg")),
+    ("/webhooks/sms/status", ("m",)),
 )
+MESSAGE_SIDS = ("SM" + "e5" * 16, "SM" + "f6" * 16, "MM" + "a1" * 16)
+MESSAGE_STATUSES = ("queued", "sending", "sent", "delivered", "undelivered", "failed", "read")
 
 # Odd values a Twilio parameter could still hold and a column could store: short,
 # printable, no NUL. And hostile ones: any text, control characters and NUL included, up
@@ -129,6 +133,10 @@ def forms_and_queries(
         "ParentCallSid": value(st.sampled_from(CALL_POOL)),
         "ErrorCode": value(st.sampled_from(("11200", "12100", "0"))),
         "ErrorUrl": value(st.just(TEST_PUBLIC_BASE + "/webhooks/voice/incoming")),
+        "MessageSid": value(st.sampled_from(MESSAGE_SIDS)),
+        "MessageStatus": value(st.sampled_from(MESSAGE_STATUSES)),
+        "SmsSid": value(st.sampled_from(MESSAGE_SIDS)),
+        "SmsStatus": value(st.sampled_from(MESSAGE_STATUSES)),
     }
     call_sids = st.one_of(st.sampled_from(CALL_POOL), st.sampled_from(CALL_POOL), junk)
     forms = st.builds(
@@ -143,6 +151,7 @@ def forms_and_queries(
         "step": value(st.integers(-1, 6).map(str)),
         "call": value(st.sampled_from(CALL_POOL)),
         "leg": value(st.integers(-1, 6).map(str)),
+        "m": value(st.integers(-1, 6).map(str)),
     }
     return forms, queries
 

@@ -34,7 +34,7 @@ from callcenter.jobs.worker import PipelineWorker
 from callcenter.logs import decorate_handler
 from callcenter.services import Services
 from callcenter.telephony.client import TwilioExchange, TwilioTelephony, build_telephony
-from tests.conftest import TEST_ACCOUNT_SID, MutableClock
+from tests.conftest import TEST_ACCOUNT_SID, TEST_PUBLIC_BASE, MutableClock
 from tests.ticket_pipeline import (
     CALLER,
     LANDLINE,
@@ -152,7 +152,12 @@ def test_a_finished_call_gets_its_ticket_through_a_worker_and_the_caller_an_sms(
         "ООО «Ромашка»",
     )
     assert sms_sent(exchanges) == [
-        {"To": CALLER, "From": services.settings.sms_from, "Body": CONFIRMATION}
+        {
+            "To": CALLER,
+            "StatusCallback": f"{TEST_PUBLIC_BASE}/webhooks/sms/status?m=1",
+            "From": services.settings.sms_from,
+            "Body": CONFIRMATION,
+        }
     ]
     with services.sessions() as session:
         [sms] = session.scalars(select(SmsMessage))
@@ -384,7 +389,12 @@ def test_without_redis_the_same_jobs_run_in_process(
     row = request_row(up, request_id)
     assert (row.attempts, row.ticket_number, row.next_attempt_at) == (2, "1001", None)
     assert sms_sent(exchanges) == [
-        {"To": CALLER, "From": up.settings.sms_from, "Body": CONFIRMATION}
+        {
+            "To": CALLER,
+            "StatusCallback": f"{TEST_PUBLIC_BASE}/webhooks/sms/status?m=1",
+            "From": up.settings.sms_from,
+            "Body": CONFIRMATION,
+        }
     ]
     assert ticket_count(up) == 1
     assert not any(t.name.startswith("callcenter-") for t in threading.enumerate())

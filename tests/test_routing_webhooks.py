@@ -451,7 +451,7 @@ def test_nobody_accepts(
     assert call.flagged
     assert call.flag_reason == (
         "Никто из дежурных не принял срочный звонок. Обзвонены: Иванов Иван, Петрова Анна, "
-        "Смирнова Елена. Всем в цепочке отправляется SMS."
+        "Смирнова Елена."
     )
 
     # Every person of the chain gets one SMS (Petrova once for her two phones).

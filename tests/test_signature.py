@@ -144,6 +144,7 @@ def test_every_twilio_webhook_is_guarded(make_app: Any) -> None:
         "/webhooks/voice/fallback",
         "/webhooks/voice/fallback/dial-result",
         "/webhooks/voice/fallback/voicemail",
+        "/webhooks/sms/status?m=1",
     ):
         response = client.post(path, data=fixture("incoming_call"))
         assert response.status_code == 403, path

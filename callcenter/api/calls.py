@@ -1,7 +1,8 @@
 """`/api/calls`: the call log as JSON, behind a bearer token.
 
     GET /api/calls                 newest first; filters and pages from the query string
-    GET /api/calls/<CallSid>       one call with its legs, events and notes
+    GET /api/calls/<CallSid>       one call with its legs, events and notes, and `alerts`:
+                                   everyone rung and every SMS about it, with its state
     GET /api/callbacks             the call-back queue, oldest first (`?all=1`: done too)
 
 Tokens come from `callcenter token create NAME`. Missing, unknown or revoked token: 401
@@ -23,6 +24,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from callcenter.access.tokens import verify_token
 from callcenter.api import portal as portal_api
 from callcenter.callbacks import queue as callback_queue
+from callcenter.calllog.alerts import alerted_json, who_was_alerted
 from callcenter.calllog.query import CallFilter, PageRequest, get_call, search_calls
 from callcenter.calllog.serialize import call_json
 from callcenter.db import transaction
@@ -100,10 +102,13 @@ def list_calls() -> ResponseReturnValue:
 
 @bp.get("/calls/<call_sid>")
 def show_call(call_sid: str) -> ResponseReturnValue:
-    call = get_call(db_session(), call_sid)
+    session = db_session()
+    call = get_call(session, call_sid)
     if call is None:
         return _error(404, "not_found", f"no call {call_sid!r} in the log")
-    return jsonify(call_json(call, lines=services().settings.lines))
+    settings = services().settings
+    alerted = who_was_alerted(session, call, duty_phone=settings.duty_phone)
+    return jsonify({**call_json(call, lines=settings.lines), "alerts": alerted_json(alerted)})
 
 
 @bp.get("/callbacks")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,9 +27,14 @@ SMS_TEXT = (
 )
 
 
-def head_sms(session: Session) -> str | None:
-    """The head of support's SMS number from the roster (the first head with one)."""
-    return next((p.sms for p in Roster.load(session).heads if p.sms), None)
+class Head(NamedTuple):
+    name: str
+    sms: str
+
+
+def head_to_text(session: Session) -> Head | None:
+    """The head of support to text, from the roster (the first head with an SMS number)."""
+    return next((Head(p.name, p.sms) for p in Roster.load(session).heads if p.sms), None)
 
 
 def overdue_text(call: Call, item: CallbackItem) -> str:
@@ -39,8 +45,16 @@ def overdue_text(call: Call, item: CallbackItem) -> str:
     )
 
 
+# Why the SMS went to nobody (`calllog.alerts` says it in Russian).
+NO_HEAD_TO_TEXT = "no head with an SMS number"
+
+
 def alert_overdue(
-    sessions: sessionmaker[Session], telephony: Telephony, *, now: datetime
+    sessions: sessionmaker[Session],
+    telephony: Telephony,
+    *,
+    now: datetime,
+    status_callback: str | None,
 ) -> list[SmsOutcome]:
     """One SMS to the head for every overdue item not alerted yet; the outcomes. With no
     head to text, the skip is recorded (and the item counts as alerted: nothing to retry)."""
@@ -62,25 +76,37 @@ def alert_overdue(
                 continue
             call = session.get(Call, item.call_id)
             assert call is not None
-            key, body, to = (
+            call_id = call.id
+            key, body, head = (
                 SMS_KEY.format(item_id=item_id),
                 overdue_text(call, item),
-                head_sms(session),
+                head_to_text(session),
             )
-            if to is None:
+            if head is None:
                 outcomes.append(
                     record_skip(
                         session,
                         key=key,
                         to=None,
                         body=body,
-                        reason="no head with an SMS number",
+                        reason=NO_HEAD_TO_TEXT,
                         now=now,
+                        call_id=call_id,
                     )
                 )
                 item.sla_alerted_at = now
                 continue
-        outcome = send_once(sessions, telephony, key=key, to=to, body=body, now=now)
+        outcome = send_once(
+            sessions,
+            telephony,
+            key=key,
+            to=head.sms,
+            body=body,
+            now=now,
+            status_callback=status_callback,
+            call_id=call_id,
+            recipient=head.name,
+        )
         outcomes.append(outcome)
         if outcome.settled:
             with sessions() as session, session.begin():

@@ -4,16 +4,19 @@ The IVR logs one `CallEvent` per webhook (kind `incoming`, `gather`, `silence`, 
 `poll`; `step` the menu it answered, `digits`/`speech` what the caller did, `detail.result`
 what the step made of it), and routing, intake and status callbacks log their own kinds.
 `timeline(call)` turns them into sentences. Unknown kinds still appear, under their code,
-so nothing a later release logs is hidden from a supervisor.
+so nothing a later release logs is hidden from a supervisor. The SMS about the call
+(`calllog.alerts`) join them: what was done when it was tried (queued at Twilio, or not
+sent and why) and, once Twilio reports it, whether it was delivered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from callcenter.calllog.alerts import SmsSent, sms_state
 from callcenter.calllog.words import (
     category_title,
     leg_result_title,
@@ -85,8 +88,9 @@ class TimelineEntry:
     detail: str = ""  # technical words (English, codes), folded away on the page
 
 
-def timeline(call: Call) -> list[TimelineEntry]:
-    """The call's events in order, in Russian. Reads `call.events` and `call.legs`."""
+def timeline(call: Call, sms: Sequence[SmsSent] = ()) -> list[TimelineEntry]:
+    """The call's events in order, in Russian, with its SMS (`sms`: `calllog.alerts`).
+    Reads `call.events` and `call.legs`."""
     legs = {leg.position: leg for leg in call.legs}
     entries: list[TimelineEntry] = []
     for event in sorted(call.events, key=lambda e: (e.at, e.id or 0)):
@@ -101,6 +105,33 @@ def timeline(call: Call) -> list[TimelineEntry]:
         if text:
             detail = str(_detail(event).get("reason") or "") if event.kind in _TECHNICAL else ""
             entries.append(TimelineEntry(event.at, text, tone, event.kind, detail))
+    entries.extend(entry for message in sms for entry in _sms_entries(message))
+    # Stable: events keep their order among themselves and come before an SMS of the
+    # same moment.
+    return sorted(entries, key=lambda entry: entry.at)
+
+
+# Twilio's reports that end a message's story: shown as a line of their own.
+_DELIVERY_LINES = frozenset({"delivered", "read", "undelivered", "failed", "canceled"})
+
+
+def _sms_entries(message: SmsSent) -> list[TimelineEntry]:
+    """What was done with the SMS when it was tried, and what Twilio said became of it."""
+    what = f"SMS «{message.kind}» — {message.who}"
+    if message.was_sent:
+        entries = [
+            TimelineEntry(message.created_at, f"{what}: поставлено в очередь", NORMAL, "sms")
+        ]
+    else:
+        state, _tone = sms_state(message.status, None, None, message.reason)
+        entries = [
+            TimelineEntry(
+                message.created_at, f"{what}: {state}", WARNING, "sms", message.reason or ""
+            )
+        ]
+    if message.delivery in _DELIVERY_LINES and message.updated_at is not None:
+        state, tone = sms_state(message.status, message.delivery, message.error_code, None)
+        entries.append(TimelineEntry(message.updated_at, f"{what}: {state}", tone, "sms"))
     return entries
 
 
@@ -428,7 +459,7 @@ def _dial_result(event: CallEvent, legs: Mapping[int, DialLeg]) -> Described:
 
 def _nobody(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
     if event.kind == "nobody_accepted":
-        return "Никто из цепочки не принял звонок: SMS-оповещения, звонок отмечен", WARNING
+        return "Никто из цепочки не принял звонок: звонок отмечен", WARNING
     if event.kind == "nobody_answered":
         return "Специалисты не ответили: предложено голосовое сообщение", WARNING
     if event.kind == "nobody_on_duty":

@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from callcenter.calllog import words
+from callcenter.calllog.alerts import call_result, who_was_alerted
 from callcenter.calllog.csv_export import EXPORT_OPTIONS, csv_chunks, export_filename
 from callcenter.calllog.query import (
     CATEGORIES,
@@ -67,6 +68,7 @@ from callcenter.jobs.tasks import note_to_ticket, retry_ticket_request
 from callcenter.portal.protocol import TicketView
 from callcenter.regulation.topics import TOPICS
 from callcenter.tickets.intake import open_ticket_request
+from callcenter.vocabulary import URGENT_CATEGORIES
 from callcenter.web import services
 
 log = logging.getLogger(__name__)
@@ -242,6 +244,7 @@ def _render_call(call_sid: str, *, note_text: str = "", note_error: str | None =
         ticket = _ticket_view(number)
         draft = dict(request_row.draft or {}) if request_row is not None else {}
         problems = call_problems(call, now=svc.clock())
+        alerted = who_was_alerted(db, call, duty_phone=settings.duty_phone)
         return render_template(
             "console/call.html",
             warnings=roster_warnings(),
@@ -255,8 +258,10 @@ def _render_call(call_sid: str, *, note_text: str = "", note_error: str | None =
             can_mark_called_back=any(
                 p in problems for p in (URGENT_UNANSWERED, URGENT_NOT_RUNG, NOT_CALLED_BACK)
             ),
-            events=timeline(call),
+            events=timeline(call, alerted.sms),
             legs=[_leg_row(leg) for leg in call.legs],
+            alerted=alerted,
+            urgent=call.category in URGENT_CATEGORIES,
             recordings=_recordings(call),
             ticket_request=request_row,
             related_ticket=related_ticket(call),
@@ -313,7 +318,8 @@ def _leg_row(leg: DialLeg) -> dict[str, object]:
         "started": words.moscow_seconds(leg.started_at),
         "answered": words.moscow_seconds(leg.answered_at) if leg.answered_at else "—",
         "seconds": f"{seconds} с" if seconds is not None else "—",
-        "result": words.leg_result_title(leg.result),
+        "result": call_result(leg.result)[0],
+        "tone": call_result(leg.result)[1],
         "accepted": leg.result == "accepted",
     }
 

@@ -137,6 +137,10 @@ class Call(Base):
     notes: Mapped[list[CallNote]] = relationship(
         back_populates="call", order_by="CallNote.id", cascade="all, delete-orphan"
     )
+    # Every SMS about this call (alerts, the caller's confirmation), oldest first.
+    sms_messages: Mapped[list[SmsMessage]] = relationship(
+        primaryjoin="Call.id == SmsMessage.call_id", order_by="SmsMessage.id", viewonly=True
+    )
     # The call-back queue's item for this call, if it needed one (callcenter.callbacks).
     callback: Mapped[CallbackItem | None] = relationship(
         primaryjoin="Call.id == CallbackItem.call_id", viewonly=True, uselist=False
@@ -206,19 +210,35 @@ class TicketRequest(Base):
 
 
 class SmsMessage(Base):
-    """Every SMS we send or skip, keyed so a re-run job never sends twice."""
+    """Every SMS we send or skip, keyed so a re-run job never sends twice.
+
+    `status` is our side of the story (did Twilio take it); `delivery` is Twilio's, as its
+    status callbacks last reported it (`callcenter.tickets.delivery`)."""
 
     __tablename__ = "sms_messages"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(120), unique=True)
+    # The call the message is about (a chain alert, the caller's confirmation, ...); None
+    # for one about no single call (an incident's digest).
+    call_id: Mapped[int | None] = mapped_column(
+        ForeignKey("calls.id", ondelete="SET NULL"), index=True
+    )
+    # Who it is for, as the roster named them when it was sent (None: see `to`).
+    recipient: Mapped[str | None] = mapped_column(String(200))
     to: Mapped[str | None] = mapped_column(String(40))
     body: Mapped[str] = mapped_column(Text)
     # sent / skipped / failed / retry / sending (see callcenter.tickets.notifications)
     status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
-    twilio_sid: Mapped[str | None] = mapped_column(String(64))
+    twilio_sid: Mapped[str | None] = mapped_column(String(64), index=True)
+    # Twilio's MessageStatus as last reported (queued / sent / delivered / undelivered /
+    # failed ...; never moved backwards) and its ErrorCode (e.g. 30003).
+    delivery: Mapped[str | None] = mapped_column(String(20))
+    error_code: Mapped[str | None] = mapped_column(String(10))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The last change of the row: its outcome or Twilio's last report.
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 # ---------------------------------------------------------------- built-in portal

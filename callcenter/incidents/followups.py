@@ -38,7 +38,7 @@ from callcenter.roster.on_duty import on_duty
 from callcenter.settings import Settings
 from callcenter.telephony.client import Telephony
 from callcenter.tickets.notifications import RETRY, SENT, record_skip, send_once
-from callcenter.vocabulary import sms_reach
+from callcenter.vocabulary import sms_reach, sms_status_callback
 
 log = logging.getLogger(__name__)
 
@@ -160,6 +160,7 @@ def _alert_detected(
             to=to,
             body=body,
             now=now,
+            status_callback=sms_status_callback(settings.public_base_url),
         )
         sent += outcome.status == SENT
         if outcome.status == RETRY:
@@ -211,7 +212,15 @@ def _digest(
             return 0
         body = texts.digest_sms(incident, more, ticket_number(incident))
         key = f"incident:{incident_id}:digest:{joined}"
-    outcome = send_once(sessions, telephony, key=key, to=specialist, body=body, now=now)
+    outcome = send_once(
+        sessions,
+        telephony,
+        key=key,
+        to=specialist,
+        body=body,
+        now=now,
+        status_callback=sms_status_callback(settings.public_base_url),
+    )
     if outcome.status == RETRY:
         # Not sent: the claim is given back, so the next run sends it.
         with sessions() as session, session.begin():
@@ -249,23 +258,41 @@ def _resolve(
         comment = texts.closing_comment(
             incident, (c.organisation.name for c in linked if c.organisation is not None)
         )
-        callers = [_caller(c.call) for c in linked]
+        callers = [(c.call_id, *_caller(c.call)) for c in linked]
     noted = _note_closing(portal, incident_id, number, comment, left)
     sent = 0
     settled = True
     seen: set[str] = set()
-    for kind, e164 in callers:
+    for call_id, kind, e164 in callers:
         reach = sms_reach(kind, e164, sms_foreign=settings.sms_foreign)
         target = e164 or f"call-{kind}"
         if target in seen:
             continue  # the same number joined twice: one SMS
         seen.add(target)
         key = f"incident:{incident_id}:resolved:{target}"
+        # The SMS is about the first call of that number tied to the incident.
         if not reach.ok or e164 is None:
             with sessions() as session, session.begin():
-                record_skip(session, key=key, to=e164, body=body, reason=reach.reason, now=now)
+                record_skip(
+                    session,
+                    key=key,
+                    to=e164,
+                    body=body,
+                    reason=reach.reason,
+                    now=now,
+                    call_id=call_id,
+                )
             continue
-        outcome = send_once(sessions, telephony, key=key, to=e164, body=body, now=now)
+        outcome = send_once(
+            sessions,
+            telephony,
+            key=key,
+            to=e164,
+            body=body,
+            now=now,
+            status_callback=sms_status_callback(settings.public_base_url),
+            call_id=call_id,
+        )
         sent += outcome.status == SENT
         if outcome.status == RETRY:
             settled = False

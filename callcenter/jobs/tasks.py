@@ -59,7 +59,7 @@ from callcenter.routing.alerts import (
 )
 from callcenter.tickets import followups, outbox
 from callcenter.tickets.notifications import RETRY, SENT, send_kb_link_sms
-from callcenter.vocabulary import CRITICAL_TOPIC
+from callcenter.vocabulary import CRITICAL_TOPIC, sms_status_callback
 
 log = logging.getLogger(__name__)
 
@@ -314,7 +314,12 @@ def callback_sweep(services: Services) -> None:
                 calendar=services.calendar,
                 sla_minutes=services.settings.callback_sla_minutes,
             )
-        alert_overdue(services.sessions, services.telephony, now=services.clock())
+        alert_overdue(
+            services.sessions,
+            services.telephony,
+            now=services.clock(),
+            status_callback=_sms_status_callback(services),
+        )
     except Exception:
         log.exception("the call-back sweep failed; the next sweep tries again")
 
@@ -367,7 +372,11 @@ def chain_alerts_job(services: Services, call_id: int) -> int:
     of reach fails the job loudly (the log, RQ's failed registry); the outbox sweep queues
     it again while any alert is due (`routing.alerts.calls_with_alerts_due`)."""
     return send_due_chain_alerts(
-        services.sessions, services.telephony, call_id, now=services.clock()
+        services.sessions,
+        services.telephony,
+        call_id,
+        now=services.clock(),
+        status_callback=_sms_status_callback(services),
     )
 
 
@@ -391,6 +400,7 @@ def kb_link_sms_job(services: Services, call_id: int) -> bool:
         call_id,
         now=services.clock(),
         sms_foreign=services.settings.sms_foreign,
+        status_callback=_sms_status_callback(services),
     )
     if outcome is not None and outcome.status == RETRY:
         raise TelephonyUnavailable(f"knowledge base SMS of call {call_id}: {outcome.reason}")
@@ -407,4 +417,10 @@ def missed_urgent_sms_job(services: Services, call_id: int) -> bool:
         now=services.clock(),
         calendar=services.calendar,
         duty_phone=services.settings.duty_phone,
+        status_callback=_sms_status_callback(services),
     )
+
+
+def _sms_status_callback(services: Services) -> str | None:
+    """Where Twilio reports the delivery of the SMS a job sends."""
+    return sms_status_callback(services.settings.public_base_url)

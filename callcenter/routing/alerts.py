@@ -1,5 +1,7 @@
 """The chain alerts: when nobody in the urgent chain took a call, everyone it rang gets one
-SMS saying so (topic, ticket, client, the caller's number), once each.
+SMS saying so (topic, ticket, client, the caller's number), once each; someone the roster
+gives no SMS number is recorded as not texted, with that reason, so the call page says who
+was not told rather than leaving them out.
 
 Sent by a job after the routing transaction committed (`callcenter.jobs.tasks`), through the
 SMS ledger of `callcenter.tickets.notifications` (one keyed message per call and number, so
@@ -14,6 +16,7 @@ ones still due with `calls_with_missed_urgent_due`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import select
@@ -34,23 +37,50 @@ from callcenter.tickets.notifications import RETRY, SENT, SmsOutcome, record_ski
 from callcenter.vocabulary import URGENT_CATEGORIES, Category, Outcome
 
 CHAIN_ALERT_KEY = "chain-alert:{call_sid}:{number}"
+# A person of the chain with no SMS number: the skip is keyed by their roster key.
+CHAIN_SKIP_KEY = "chain-alert:{call_sid}:staff:{staff}"
+# Why an SMS went to nobody (`calllog.alerts` says it in Russian).
+NO_SMS_NUMBER = "no SMS number in the roster"
+NOBODY_TO_TEXT = "nobody on duty to text"
 MISSED_URGENT_KEY = "missed-urgent:{call_sid}"
 # How far back the sweep looks for chain alerts still to send: an alert a day late still
 # tells the head of support what happened; older calls are the console's flag alone.
 ALERT_SWEEP_HOURS = 24
 
 
-def chain_alert_recipients(call: Call) -> list[str]:
-    """Every SMS number of the chain as routing rang it for this call (once each); a leg
-    that was the settings' duty phone is texted at that number."""
+@dataclass(frozen=True)
+class ChainMember:
+    """One person the chain rang for a call: their roster key and name (None for the
+    settings' duty phone) and the number they are texted at (None: they have none)."""
+
+    key: str | None
+    name: str | None
+    sms: str | None
+
+
+def chain_members(call: Call) -> list[ChainMember]:
+    """Everyone the chain rang for this call, once each, in the order rung; a leg that
+    was the settings' duty phone is texted at that number."""
     routing = routing_state(call)
-    numbers: list[str] = []
+    members: list[ChainMember] = []
     for step in routing.steps if routing is not None else ():
         for leg in step:
             number = leg.sms or (leg.number if leg.key is None else None)
-            if number and number not in numbers:
-                numbers.append(number)
-    return numbers
+            member = ChainMember(leg.key, leg.name, number)
+            if not any(_same(member, seen) for seen in members):
+                members.append(member)
+    return members
+
+
+def _same(a: ChainMember, b: ChainMember) -> bool:
+    if a.sms is not None or b.sms is not None:
+        return a.sms == b.sms
+    return a.key == b.key
+
+
+def chain_alert_recipients(call: Call) -> list[str]:
+    """Every SMS number of the chain as routing rang it for this call (once each)."""
+    return [member.sms for member in chain_members(call) if member.sms]
 
 
 def chain_alert_text(call: Call) -> str:
@@ -82,9 +112,15 @@ _CHAIN_TOPICS: dict[str, str] = {
 
 
 def send_chain_alerts(
-    sessions: sessionmaker[Session], telephony: Telephony, call_id: int, *, now: datetime
+    sessions: sessionmaker[Session],
+    telephony: Telephony,
+    call_id: int,
+    *,
+    now: datetime,
+    status_callback: str | None,
 ) -> list[SmsOutcome]:
-    """Send the "nobody accepted" SMS to every member of the call's chain, once each.
+    """Send the "nobody accepted" SMS to every member of the call's chain, once each; a
+    member without an SMS number is recorded as not texted (`NO_SMS_NUMBER`).
 
     Run by a job after the routing transaction committed, so the text carries what is
     known by then (the ticket number, usually). Each message is keyed per call and number
@@ -95,20 +131,40 @@ def send_chain_alerts(
         call = session.get(Call, call_id)
         if call is None:
             return []
-        recipients = chain_alert_recipients(call)
+        members = chain_members(call)
         body = chain_alert_text(call)
         call_sid = call.call_sid
-    return [
-        send_once(
-            sessions,
-            telephony,
-            key=CHAIN_ALERT_KEY.format(call_sid=call_sid, number=number),
-            to=number,
-            body=body,
-            now=now,
+    outcomes: list[SmsOutcome] = []
+    for member in members:
+        if member.sms is None:
+            key = CHAIN_SKIP_KEY.format(call_sid=call_sid, staff=member.key)
+            with sessions() as session, session.begin():
+                skipped = record_skip(
+                    session,
+                    key=key,
+                    to=None,
+                    body=body,
+                    reason=NO_SMS_NUMBER,
+                    now=now,
+                    call_id=call_id,
+                    recipient=member.name,
+                )
+            outcomes.append(skipped)
+            continue
+        outcomes.append(
+            send_once(
+                sessions,
+                telephony,
+                key=CHAIN_ALERT_KEY.format(call_sid=call_sid, number=member.sms),
+                to=member.sms,
+                body=body,
+                now=now,
+                status_callback=status_callback,
+                call_id=call_id,
+                recipient=member.name,
+            )
         )
-        for number in recipients
-    ]
+    return outcomes
 
 
 def calls_with_alerts_due(session: Session, *, now: datetime) -> list[int]:
@@ -140,12 +196,19 @@ def calls_with_alerts_due(session: Session, *, now: datetime) -> list[int]:
 
 
 def send_due_chain_alerts(
-    sessions: sessionmaker[Session], telephony: Telephony, call_id: int, *, now: datetime
+    sessions: sessionmaker[Session],
+    telephony: Telephony,
+    call_id: int,
+    *,
+    now: datetime,
+    status_callback: str | None,
 ) -> int:
     """Send what is still unsent of call `call_id`'s chain alerts; returns how many went
     out. Raises `TelephonyUnavailable` when Twilio was out of reach for any of them: the
     job fails visibly and the sweep queues it again (no sleeping inside the job)."""
-    outcomes = send_chain_alerts(sessions, telephony, call_id, now=now)
+    outcomes = send_chain_alerts(
+        sessions, telephony, call_id, now=now, status_callback=status_callback
+    )
     unsent = [o.key for o in outcomes if o.status == RETRY]
     if unsent:
         raise TelephonyUnavailable(f"chain alerts not sent: {', '.join(unsent)}")
@@ -157,12 +220,15 @@ def send_due_chain_alerts(
 
 def missed_urgent_recipient(
     session: Session, at: datetime, calendar: WorkCalendar, duty_phone: str | None
-) -> str | None:
+) -> ChainMember | None:
     """Who is told of an urgent call hung up before a word: the first of the urgent chain
     on duty with an SMS number, else the duty phone. One person, not the whole chain:
     nobody was rung, there is only a number to call back."""
     chain = on_duty(session, at, calendar).urgent_chain
-    return next((person.sms for person in chain if person.sms), None) or duty_phone or None
+    person = next((person for person in chain if person.sms), None)
+    if person is not None:
+        return ChainMember(person.key, person.name, person.sms)
+    return ChainMember(None, None, duty_phone) if duty_phone else None
 
 
 def missed_urgent_text(call: Call) -> str:
@@ -179,6 +245,7 @@ def send_missed_urgent_sms(
     now: datetime,
     calendar: WorkCalendar,
     duty_phone: str | None,
+    status_callback: str | None,
 ) -> SmsOutcome | None:
     """The SMS about urgent call `call_id` hung up at its path's first question, from a
     number we can call back (`callcenter.ivr.conversation` decides that). Keyed per call,
@@ -191,11 +258,27 @@ def send_missed_urgent_sms(
         key = MISSED_URGENT_KEY.format(call_sid=call.call_sid)
         body = missed_urgent_text(call)
         to = missed_urgent_recipient(session, now, calendar, duty_phone)
-        if to is None:
+        if to is None or to.sms is None:
             return record_skip(
-                session, key=key, to=None, body=body, reason="nobody on duty to text", now=now
+                session,
+                key=key,
+                to=None,
+                body=body,
+                reason=NOBODY_TO_TEXT,
+                now=now,
+                call_id=call_id,
             )
-    return send_once(sessions, telephony, key=key, to=to, body=body, now=now)
+    return send_once(
+        sessions,
+        telephony,
+        key=key,
+        to=to.sms,
+        body=body,
+        now=now,
+        status_callback=status_callback,
+        call_id=call_id,
+        recipient=to.name,
+    )
 
 
 def send_due_missed_urgent_sms(
@@ -206,11 +289,18 @@ def send_due_missed_urgent_sms(
     now: datetime,
     calendar: WorkCalendar,
     duty_phone: str | None,
+    status_callback: str | None,
 ) -> bool:
     """`send_missed_urgent_sms`; True when it went out. Raises `TelephonyUnavailable` when
     Twilio was out of reach: the job fails visibly and the sweep queues it again."""
     outcome = send_missed_urgent_sms(
-        sessions, telephony, call_id, now=now, calendar=calendar, duty_phone=duty_phone
+        sessions,
+        telephony,
+        call_id,
+        now=now,
+        calendar=calendar,
+        duty_phone=duty_phone,
+        status_callback=status_callback,
     )
     if outcome is not None and outcome.status == RETRY:
         raise TelephonyUnavailable(f"missed urgent call SMS not sent: {outcome.reason}")

@@ -797,10 +797,12 @@ def _nobody_accepted(
     if routing.kind == URGENT:
         call.routing_outcome = OUTCOME_NOBODY_ACCEPTED
         call.flagged = True
+        # Only what happened by now: the SMS alerts are a job's, after this commits, and
+        # the call page shows what became of each (`calllog.alerts`).
         call.flag_reason = (
             "Никто из дежурных не принял срочный звонок. Обзвонены: "
             + _chain_names(session, call)
-            + ". Всем в цепочке отправляется SMS."
+            + "."
         )
         record_event(session, call, "nobody_accepted", now, step=URGENT)
         return Outcome(OfferVoicemail(URGENT, _ticket_number(call)), send_alerts=True)
@@ -831,7 +833,7 @@ def _caller_gone(
         call.flag_reason = (
             "Звонивший положил трубку, пока звонок искал дежурного. Обзвонены: "
             + _chain_names(session, call)
-            + ". Перезвоните клиенту; всем в цепочке отправляется SMS."
+            + ". Перезвоните клиенту."
         )
         return Outcome(Goodbye("caller_gone"), send_alerts=True)
     call.flag_reason = "Консультация: звонивший не дождался ответа специалиста. Перезвоните."

@@ -89,8 +89,10 @@ class IncomingNumber:
 class Telephony(Protocol):
     """What the service asks of Twilio's REST API."""
 
-    def send_sms(self, to: str, body: str) -> str:
-        """Send an SMS to an E.164 number; returns Twilio's Message SID."""
+    def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
+        """Send an SMS to an E.164 number; returns Twilio's Message SID. With
+        `status_callback` (an absolute URL), Twilio posts each later change of the
+        message's status there (queued → sent → delivered / undelivered, or failed)."""
         ...
 
     def fetch_recording(self, recording_url: str) -> tuple[bytes, str]:
@@ -417,21 +419,24 @@ class TwilioTelephony:
 
     # ------------------------------------------------------------------ SMS
 
-    def send_sms(self, to: str, body: str) -> str:
+    def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
         if len(body) > SMS_MAX_CHARS:
             raise TelephonyRejected(
                 f"SMS body is {len(body)} characters; Twilio accepts at most {SMS_MAX_CHARS}"
             )
-        sender: dict[str, str] = {}
+        options: dict[str, str] = {}
         if self.sms_from and MESSAGING_SERVICE_SID.fullmatch(self.sms_from):
-            sender["messaging_service_sid"] = self.sms_from
+            options["messaging_service_sid"] = self.sms_from
         elif self.sms_from:
-            sender["from_"] = self.sms_from
+            options["from_"] = self.sms_from
+        if status_callback:
+            # Twilio posts the message's later statuses there (our /webhooks/sms/status).
+            options["status_callback"] = status_callback
         # A blank number is no number to Twilio (error 21604, "A 'To' phone number is
         # required"): leave the field out so the request says what it means.
         recipient = to.strip() or None
         message = self._call(
-            "send an SMS", lambda: self._client.messages.create(to=recipient, body=body, **sender)
+            "send an SMS", lambda: self._client.messages.create(to=recipient, body=body, **options)
         )
         sid = getattr(message, "sid", None)
         if not sid:
@@ -601,7 +606,7 @@ class OfflineTelephony:
     def _refuse(self) -> TelephonyNotConfigured:
         return TelephonyNotConfigured(f"{NOT_CONFIGURED} ({self.hint})")
 
-    def send_sms(self, to: str, body: str) -> str:
+    def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
         raise self._refuse()
 
     def fetch_recording(self, recording_url: str) -> tuple[bytes, str]:

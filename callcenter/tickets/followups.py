@@ -69,7 +69,7 @@ from callcenter.tickets.notifications import (
     settle,
     urgent_alert,
 )
-from callcenter.vocabulary import URGENT_PRIORITIES, sms_reach
+from callcenter.vocabulary import URGENT_PRIORITIES, sms_reach, sms_status_callback
 
 log = logging.getLogger(__name__)
 
@@ -431,7 +431,13 @@ class _Run:
             outcome = self._send(key=key, to=caller.e164, body=body)
         else:
             self.skips.append(
-                {"key": key, "to": caller.e164, "body": body, "reason": eligible.reason}
+                {
+                    "key": key,
+                    "to": caller.e164,
+                    "body": body,
+                    "reason": eligible.reason,
+                    "call_id": self.snap.call_id,
+                }
             )
             outcome = SmsOutcome(key, SKIPPED, eligible.reason)
         self._note(outcome, "caller SMS")
@@ -482,7 +488,14 @@ class _Run:
         if self.local:
             return self._skip_unsendable(key=key, to=to, body=body)
         outcome = send_unsettled(
-            self.sessions, self.telephony, key=key, to=to, body=body, now=self.now
+            self.sessions,
+            self.telephony,
+            key=key,
+            to=to,
+            body=body,
+            now=self.now,
+            status_callback=sms_status_callback(self.settings.public_base_url),
+            call_id=self.snap.call_id,
         )
         if outcome.fresh:
             self.settlements.append(outcome)
@@ -499,7 +512,9 @@ class _Run:
             reason = str(exc)
         else:  # pragma: no cover - OfflineTelephony never sends
             raise _LeavesDatabase(f"SMS {key} was sent by the offline telephony")
-        self.skips.append({"key": key, "to": to, "body": body, "reason": reason})
+        self.skips.append(
+            {"key": key, "to": to, "body": body, "reason": reason, "call_id": self.snap.call_id}
+        )
         return SmsOutcome(key, SKIPPED, reason)
 
     def _note(self, outcome: SmsOutcome, what: str) -> None:

@@ -12,6 +12,10 @@ the unique key and backs off. Outcomes:
     sending   claimed, outcome unknown (the process died mid-request): never re-sent,
               because a duplicate SMS is worse than a missing one we can see
 
+What became of a sent one is Twilio's to say: its status callbacks (to the StatusCallback
+each SMS is sent with) set `delivery` (`callcenter.tickets.delivery`). Each row names the
+call it is about (`call_id`), so the call page shows who was told what.
+
 Texts are Russian and use `callcenter.regulation.speech` for dates ("до 18:00 01.12.2025").
 
 Who gets an alert:
@@ -29,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import cast
+from urllib.parse import urlencode
 
 from sqlalchemy import Executable, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -62,6 +67,8 @@ FAILED = "failed"
 SENDING = "sending"
 # Outcomes that end a message's story (nothing more will be tried).
 SETTLED = frozenset({SENT, SKIPPED, FAILED, SENDING})
+# The status callback's query parameter naming the ledger row (`_message_callback`).
+MESSAGE_PARAM = "m"
 
 _MAX_REASON = 300
 
@@ -89,12 +96,28 @@ def send_once(
     to: str,
     body: str,
     now: datetime,
+    status_callback: str | None,
+    call_id: int | None = None,
+    recipient: str | None = None,
 ) -> SmsOutcome:
     """Send `body` to `to` unless the message `key` was already sent, skipped or refused.
 
     A `retry` outcome (Twilio unreachable) is for the caller to schedule again.
+    `status_callback`: where Twilio reports delivery (`vocabulary.sms_status_callback`;
+    required, so no sender forgets it); `call_id`: the call the message is about;
+    `recipient`: who it is for, by name.
     """
-    outcome = send_unsettled(sessions, telephony, key=key, to=to, body=body, now=now)
+    outcome = send_unsettled(
+        sessions,
+        telephony,
+        key=key,
+        to=to,
+        body=body,
+        now=now,
+        status_callback=status_callback,
+        call_id=call_id,
+        recipient=recipient,
+    )
     if outcome.fresh:
         with sessions() as session, session.begin():
             settle(session, outcome)
@@ -109,15 +132,21 @@ def send_unsettled(
     to: str,
     body: str,
     now: datetime,
+    status_callback: str | None,
+    call_id: int | None = None,
+    recipient: str | None = None,
 ) -> SmsOutcome:
     """`send_once` without writing the outcome: the caller `settle`s a fresh one in its own
     transaction (one commit for a job's whole bookkeeping). The claim is committed here,
     before Twilio is asked — that is what keeps two runs from both sending."""
-    claimed = _claim(sessions, key=key, to=to, body=body, now=now)
+    claimed = _claim(
+        sessions, key=key, to=to, body=body, now=now, call_id=call_id, recipient=recipient
+    )
     if isinstance(claimed, SmsOutcome):
         return claimed
+    callback = _message_callback(status_callback, claimed)
     try:
-        sid = telephony.send_sms(to, body)
+        sid = telephony.send_sms(to, body, status_callback=callback)
     except TelephonyNotConfigured as exc:
         return _fresh(key, SKIPPED, reason=str(exc))
     except TelephonyUnavailable as exc:
@@ -150,16 +179,32 @@ def settle(session: Session, outcome: SmsOutcome) -> None:
 
 
 def record_skip(
-    session: Session, *, key: str, to: str | None, body: str, reason: str, now: datetime
+    session: Session,
+    *,
+    key: str,
+    to: str | None,
+    body: str,
+    reason: str,
+    now: datetime,
+    call_id: int | None = None,
+    recipient: str | None = None,
 ) -> SmsOutcome:
     """Record that message `key` is not sent, and why (logged); idempotent. In the
     caller's transaction, which must serialise runs of the same message (e.g. by holding
-    the ticket request's lock)."""
+    the ticket request's lock). `call_id`, `recipient`: as for `send_once`."""
     # Insert first (one statement when the message is new, the usual case); a key that is
     # there already is left as it is.
     inserted = session.execute(
         _skip_statement(session.get_bind().dialect.name),
-        {"key": key, "to": to, "body": body, "reason": reason[:_MAX_REASON], "now": now},
+        {
+            "key": key,
+            "to": to,
+            "body": body,
+            "reason": reason[:_MAX_REASON],
+            "now": now,
+            "call_id": call_id,
+            "recipient": recipient,
+        },
     ).first()
     if inserted is None:
         existing = _get(session, key)
@@ -188,7 +233,10 @@ def _skip_statement(dialect: str) -> Executable:
             body=bindparam("body"),
             status=SKIPPED,
             reason=bindparam("reason"),
+            call_id=bindparam("call_id", type_=table.c.call_id.type),
+            recipient=bindparam("recipient", type_=table.c.recipient.type),
             created_at=bindparam("now", type_=table.c.created_at.type),
+            updated_at=bindparam("now", type_=table.c.updated_at.type),
         )
         .on_conflict_do_nothing(index_elements=[table.c.key])
         .returning(table.c.id)
@@ -206,14 +254,33 @@ def _fresh(
 
 
 def _claim(
-    sessions: sessionmaker[Session], *, key: str, to: str, body: str, now: datetime
-) -> SmsOutcome | None:
-    """None when this run owns the message now; else what became of it."""
+    sessions: sessionmaker[Session],
+    *,
+    key: str,
+    to: str,
+    body: str,
+    now: datetime,
+    call_id: int | None,
+    recipient: str | None,
+) -> SmsOutcome | int:
+    """The message's row id when this run owns the message now; else what became of it."""
     with sessions() as session:
         try:
             with session.begin():
-                session.add(SmsMessage(key=key, to=to, body=body, status=SENDING, created_at=now))
-            return None
+                row = SmsMessage(
+                    key=key,
+                    to=to,
+                    body=body,
+                    status=SENDING,
+                    call_id=call_id,
+                    recipient=recipient,
+                    created_at=now,
+                    updated_at=now,
+                )
+                session.add(row)
+                session.flush()
+                message_id = row.id
+            return message_id
         except IntegrityError:
             pass
         with session.begin():
@@ -222,13 +289,23 @@ def _claim(
                 update(SmsMessage)
                 .where(SmsMessage.key == key, SmsMessage.status == RETRY)
                 .values(status=SENDING, to=to, body=body)
+                .returning(SmsMessage.id)
                 .execution_options(synchronize_session=False)
-            )
-            if taken.rowcount == 1:  # type: ignore[attr-defined]
-                return None
+            ).scalar_one_or_none()
+            if taken is not None:
+                return taken
             existing = _get(session, key)
             assert existing is not None
             return _outcome(existing)
+
+
+def _message_callback(status_callback: str | None, message_id: int) -> str | None:
+    """`status_callback` naming the message's row (`?m=<id>`): Twilio may report a status
+    before this run has written the Message SID down, and the signed URL says which
+    message it is even then (`callcenter.tickets.delivery`)."""
+    if not status_callback:
+        return None
+    return f"{status_callback}?{urlencode({MESSAGE_PARAM: message_id})}"
 
 
 def _get(session: Session, key: str) -> SmsMessage | None:
@@ -275,6 +352,7 @@ def send_kb_link_sms(
     *,
     now: datetime,
     sms_foreign: bool,
+    status_callback: str | None,
 ) -> SmsOutcome | None:
     """The knowledge base's link to call `call_id`'s caller, keyed per call (never twice);
     None when the caller is not one an SMS reaches (`vocabulary.sms_reach`)."""
@@ -285,7 +363,16 @@ def send_kb_link_sms(
         if not sms_reach(call.caller_kind, call.caller_e164, sms_foreign=sms_foreign).ok:
             return None
         key, to = KB_LINK_KEY.format(call_sid=call.call_sid), call.caller_e164
-    return send_once(sessions, telephony, key=key, to=to, body=KB_LINK_SMS, now=now)
+    return send_once(
+        sessions,
+        telephony,
+        key=key,
+        to=to,
+        body=KB_LINK_SMS,
+        now=now,
+        status_callback=status_callback,
+        call_id=call_id,
+    )
 
 
 def caller_confirmation(number: str, draft: TicketDraft) -> str:
