@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -38,9 +38,10 @@ from callcenter.db.models import (
 from callcenter.regulation.speech import say_digits
 from callcenter.roster.importer import import_roster
 from callcenter.services import Services
+from callcenter.settings import LOCAL_SIGNING_TOKEN
 from callcenter.tickets import outbox
 from callcenter.tickets.intake import open_ticket_request
-from tests.conftest import TEST_ACCOUNT_SID, TEST_PUBLIC_BASE, MutableClock
+from tests.conftest import TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, MutableClock
 from tests.twilio_requests import TwilioCall, fixture, signed_post
 
 ROSTER = Path(__file__).parent / "fixtures" / "roster" / "office.yaml"
@@ -174,16 +175,21 @@ def whisper_twiml(sid: str, leg: int, text: str) -> list[Any]:
 class TwilioSide:
     """What Twilio does for one call, leg by leg."""
 
-    def __init__(self, client: FlaskClient, clock: MutableClock, sid: str) -> None:
-        self.client, self.clock, self.sid = client, clock, sid
+    def __init__(
+        self, client: FlaskClient, clock: MutableClock, sid: str, token: str = TEST_AUTH_TOKEN
+    ) -> None:
+        self.client, self.clock, self.sid, self.token = client, clock, sid, token
         self.children: dict[int, str] = {}
         self.sequence: dict[int, int] = {}
+
+    def _post(self, path: str, params: Mapping[str, str]) -> Any:
+        return signed_post(self.client, path, params, token=self.token)
 
     def wait(self, seconds: int) -> None:
         self.clock.now = self.clock.now + timedelta(seconds=seconds)
 
     def redirect(self, kind: str) -> Any:
-        return signed_post(self.client, f"{BASE}/{kind}", fixture("redirect", CallSid=self.sid))
+        return self._post(f"{BASE}/{kind}", fixture("redirect", CallSid=self.sid))
 
     def child(self, leg: int) -> str:
         return self.children.setdefault(leg, "CA" + uuid.uuid4().hex)
@@ -214,22 +220,20 @@ class TwilioSide:
             Timestamp=format_datetime(self.clock.now),
             **extra,
         )
-        response = signed_post(self.client, f"{BASE}/leg-status?call={self.sid}&leg={leg}", params)
+        response = self._post(f"{BASE}/leg-status?call={self.sid}&leg={leg}", params)
         assert response.status_code == 200
         return response
 
     def answer(self, leg: int, number: str) -> Any:
         """The person (or their voicemail) picks up: Twilio fetches the whisper."""
         self.leg_status(leg, number, "in-progress")
-        return signed_post(
-            self.client,
+        return self._post(
             f"{BASE}/whisper?call={self.sid}&leg={leg}",
             self._child_params(leg, number, CallStatus="in-progress"),
         )
 
     def press(self, leg: int, number: str, digits: str) -> Any:
-        return signed_post(
-            self.client,
+        return self._post(
             f"{BASE}/whisper/answer?call={self.sid}&leg={leg}",
             self._child_params(leg, number, CallStatus="in-progress", Digits=digits),
         )
@@ -245,7 +249,7 @@ class TwilioSide:
             DialBridged="true" if bridged else "false",
             CallStatus=call_status,
         )
-        return signed_post(self.client, f"{BASE}/dial?step={step}", params)
+        return self._post(f"{BASE}/dial?step={step}", params)
 
     def voicemail(self, recording_sid: str | None) -> Any:
         if recording_sid is None:  # an empty recording: Twilio follows the <Redirect>
@@ -259,7 +263,7 @@ class TwilioSide:
             RecordingUrl=f"https://api.twilio.com/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Recordings/{recording_sid}",
             RecordingDuration="17",
         )
-        return signed_post(self.client, f"{BASE}/voicemail", params)
+        return self._post(f"{BASE}/voicemail", params)
 
 
 def legs_of(services: Services, sid: str) -> list[tuple[Any, ...]]:
@@ -417,8 +421,8 @@ def test_nobody_accepts(
     assert offer == [
         say(
             "К сожалению, сейчас никто из дежурных специалистов не ответил. "
-            "Ваша заявка зарегистрирована. Дежурные и руководитель поддержки получат "
-            f"сообщение о вашем звонке и перезвонят вам. Номер заявки: {spoken_number}. "
+            "Ваша заявка зарегистрирована, вам перезвонят. Дежурные и руководитель поддержки "
+            f"получат SMS о вашем звонке. Номер заявки: {spoken_number}. "
             "После сигнала оставьте, пожалуйста, сообщение: ваше имя, компанию и суть вопроса, "
             "затем нажмите решётку."
         ),
@@ -795,3 +799,29 @@ def test_a_missed_urgent_call_sms_that_could_not_be_queued_is_sent_by_the_sweep(
         assert calls_with_missed_urgent_due(session, now=clock()) == []
     sweeper.jobs.flush()
     assert texts(sweeper) == sent
+
+
+def test_without_a_twilio_account_the_caller_is_not_promised_an_sms(
+    make_services: Any, clock: MutableClock, run_jobs_at_once: Any
+) -> None:
+    """No Twilio account: no SMS alert can go out, so the caller nobody took hears that
+    the ticket is registered and they will be called back — nothing about an SMS."""
+    offline = make_services(twilio_account_sid=None, twilio_auth_token=None)
+    run_jobs_at_once(offline)
+    load_roster(offline)
+    app = create_app(services=offline)
+    app.config.update(TESTING=True)
+    sid, _number = handed_over_call(offline, category="critical", topic="critical_server_failure")
+    # The embedded default signs with the local simulator's token.
+    twilio = TwilioSide(app.test_client(), clock, sid, token=LOCAL_SIGNING_TOKEN)
+    tree(twilio.redirect("urgent"))
+    for step in range(1, 5):  # Ivanov, Petrova (mobile, desk), Smirnova
+        twilio.wait(20)
+        offer = tree(twilio.dial_result(step, "no-answer", leg=step, bridged=False))
+    spoken = offer[0][2]
+    assert spoken.startswith(
+        "К сожалению, сейчас никто из дежурных специалистов не ответил. "
+        "Ваша заявка зарегистрирована, вам перезвонят. Номер заявки: "
+    )
+    assert "SMS" not in spoken
+    assert call_row(offline, sid).routing_outcome == "nobody_accepted"

@@ -226,9 +226,10 @@ ROUTING_WHISPER_CONNECTING = "Соединяю."
 ROUTING_NEXT_LEG = "Пожалуйста, оставайтесь на линии. Соединяю с другим специалистом."
 ROUTING_NOBODY_ACCEPTED = (
     "К сожалению, сейчас никто из дежурных специалистов не ответил. "
-    "Ваша заявка зарегистрирована. Дежурные и руководитель поддержки получат сообщение "
-    "о вашем звонке и перезвонят вам."
+    "Ваша заявка зарегистрирована, вам перезвонят."
 )
+# Added only when SMS alerts can go out at all (a Twilio account is set).
+ROUTING_NOBODY_ACCEPTED_SMS = "Дежурные и руководитель поддержки получат SMS о вашем звонке."
 ROUTING_TICKET_NUMBER = "Номер заявки: {number}."
 ROUTING_NO_ANSWER = "К сожалению, сейчас все специалисты заняты. Мы перезвоним вам."
 # The same during working hours, with the call-back queue offered first, inside a <Gather>

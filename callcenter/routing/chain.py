@@ -205,6 +205,9 @@ class OfferVoicemail:
     nobody_on_duty: bool = False
     callback: CallbackOffer | None = None
     announced: bool = False
+    # SMS alerts can go out (a Twilio account is set): only then is the caller told that
+    # the people on duty will get a message.
+    sms_alerts: bool = False
 
 
 @dataclass(frozen=True)
@@ -750,7 +753,9 @@ def dial_finished(
         _save(call, routing)
         _open_step(session, call, routing, now)
         return Outcome(_dial(routing, settings))
-    return _nobody_accepted(session, call, routing, now=now, calendar=calendar)
+    return _nobody_accepted(
+        session, call, routing, now=now, calendar=calendar, sms_alerts=settings.sms_configured
+    )
 
 
 def _settle(
@@ -792,6 +797,7 @@ def _nobody_accepted(
     *,
     now: datetime,
     calendar: BusinessCalendar,
+    sms_alerts: bool,
 ) -> Outcome:
     _save(call, replace(routing, phase=VOICEMAIL))
     if routing.kind == URGENT:
@@ -805,7 +811,9 @@ def _nobody_accepted(
             + "."
         )
         record_event(session, call, "nobody_accepted", now, step=URGENT)
-        return Outcome(OfferVoicemail(URGENT, _ticket_number(call)), send_alerts=True)
+        return Outcome(
+            OfferVoicemail(URGENT, _ticket_number(call), sms_alerts=sms_alerts), send_alerts=True
+        )
     call.routing_outcome = OUTCOME_NO_ANSWER
     record_event(session, call, "nobody_answered", now, step=CONSULTATION)
     routing = _offer_callback(

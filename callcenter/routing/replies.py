@@ -70,6 +70,8 @@ def decision_reply(decision: chain.Decision, call_sid: str) -> Reply:
             text = prompts.ROUTING_NOBODY_ON_DUTY
         elif decision.kind == chain.URGENT:
             text = prompts.ROUTING_NOBODY_ACCEPTED
+            if decision.sms_alerts:
+                text += " " + prompts.ROUTING_NOBODY_ACCEPTED_SMS
         else:
             text = prompts.ROUTING_NO_ANSWER
         if decision.kind == chain.URGENT and decision.ticket_number:
