@@ -89,6 +89,10 @@ def test_merged_callers_get_one_resolution_sms_when_the_survivor_closes(
     output = cli(hotline, "incident", "merge", str(merged), "--into", str(survivor))
     assert f"incident {merged} merged into {survivor}: 3 call(s) moved to it" in output
     assert f"portal: ticket №{merged_ticket} linked to incident {survivor}" in output
+    assert (
+        f"portal: ticket №{survivor_ticket} notes the merge; affected organisations: "
+        "ООО «Ромашка», ООО «Клиент 0»"
+    ) in output
     assert len(sms_sent(exchanges)) == joined_sms  # nothing sent for the merged one
 
     items = listed(hotline)

@@ -12,7 +12,7 @@ from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import to_moscow
 from callcenter.db import transaction
 from callcenter.db.models import Incident, SmsMessage
-from callcenter.errors import InvalidInput
+from callcenter.errors import InvalidInput, PortalRejected, PortalUnavailable, TicketNotFound
 from callcenter.incidents import store
 from callcenter.jobs.runners import InlineJobRunner
 from callcenter.jobs.tasks import submit_incident_job
@@ -130,7 +130,7 @@ def incident_merge(cli: CliContext, incident_id: int, into: int) -> None:
     if own is not None:
         click.echo(f"  portal: ticket №{own} linked to incident {into}")
     if target is not None:
-        click.echo(f"  portal: ticket №{target} notes the merge and the affected organisations")
+        click.echo(f"  portal: ticket №{target} notes the merge; {_affected_on(cli, target)}")
 
 
 @incident.command("list")
@@ -164,6 +164,15 @@ def incident_list(cli: CliContext, as_json: bool) -> None:
     widths = [max(len(r[i]) for r in (header, *table)) for i in range(len(header))]
     for line in (header, *table):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+
+
+def _affected_on(cli: CliContext, number: str) -> str:
+    """The ticket's affected organisations as the portal has them now."""
+    try:
+        names = [o.name for o in cli.services.portal.get_ticket(number).affected_organisations]
+    except (PortalUnavailable, PortalRejected, TicketNotFound) as exc:
+        return f"its affected organisations could not be read ({exc})"
+    return "affected organisations: " + (", ".join(names) if names else "none")
 
 
 def _status(row: Incident) -> str:
