@@ -5,15 +5,13 @@ way, under simulated calls, while its dependencies fail — and nobody helps aft
     .venv/bin/python scripts/chaos.py                      # 300 calls, the full outages
     .venv/bin/python scripts/chaos.py --calls 40 --ramp 20 --scale 0.15   # a quick look
 
-What it starts (and stops at the end, whatever happens), all on 127.0.0.1, in a temp dir:
-  - a private PostgreSQL cluster (`initdb` there, its own port: stopping it touches nothing
-    else; run as the `postgres` user when this runs as root) and a private redis-server;
-  - Prism serving Twilio's OpenAPI description (`.cache/prism`, as scripts/test.sh
-    installs it), behind a counting proxy: every SMS the service sends is seen;
-  - the portal: the service's own built-in portal API, reached through a proxy that can be
-    switched to answer 500s (PORTAL_URL points at the proxy);
-  - the service itself with `supervisord -n -c deploy/supervisord.conf`: the release step,
-    gunicorn and two workers, exactly as the README's production section runs it.
+What it starts (and stops at the end, whatever happens) is scripts/stack.py's
+`SupervisedStack`, all on 127.0.0.1, in a temp dir: a private PostgreSQL cluster and
+redis-server, Prism behind a counting proxy (every SMS the service sends is seen), the
+built-in portal reached through a proxy that can be switched to answer 500s (PORTAL_URL
+points at the proxy), and the service itself with `supervisord -n -c
+deploy/supervisord.conf`: the release step, gunicorn and two workers, exactly as the
+README's production section runs it.
 
 The calls are scripts/load_calls.py's simulated callers (signed webhooks, TwiML followed,
 human pacing scaled by --speed). The faults, timed from the first call (all times times
@@ -36,267 +34,29 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import secrets
-import shutil
 import signal
-import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import requests
-
 ROOT = Path(__file__).resolve().parent.parent
-VENV_BIN = ROOT / ".venv" / "bin"
-SUPERVISORD_CONF = ROOT / "deploy" / "supervisord.conf"
-PRISM_BIN = ROOT / ".cache" / "prism" / "node_modules" / ".bin" / "prism"
-SHARED = Path(os.environ.get("SHARED_DIR") or ROOT.parent / "shared")
-TWILIO_SPEC = SHARED / "twilio" / "twilio_api_v2010.json"
-
 sys.path.insert(0, str(ROOT / "scripts"))
 import load_calls  # noqa: E402 - the callers, signed as Twilio signs
-
-# ---------------------------------------------------------------- small tools
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for(what: str, check: Callable[[], Any], timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if check():
-                return
-        except Exception:  # noqa: BLE001 - not up yet
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"{what} did not come up within {timeout} s")
-
-
-def log(message: str, started: float | None = None) -> None:
-    stamp = f"[{time.monotonic() - started:6.1f} s] " if started is not None else ""
-    print(stamp + message, flush=True)
-
-
-class Process:
-    """A command in its own process group, output to a log file."""
-
-    def __init__(self, name: str, argv: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.name, self.argv, self.log_path, self.env = name, argv, log_path, env
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with self.log_path.open("ab") as out:
-            self.proc = subprocess.Popen(
-                self.argv,
-                env=self.env,
-                cwd=ROOT,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-
-    def kill(self) -> None:
-        """A crash: SIGKILL to the group."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=10)
-
-    def stop(self, grace: float = 30) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=grace)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-        self.proc.wait(timeout=10)
-
-
-# ---------------------------------------------------------------- the dependencies
-
-
-class PostgresCluster:
-    """A private cluster: `initdb` in `directory`, its own port, trust auth on loopback."""
-
-    def __init__(self, directory: Path) -> None:
-        self.data = directory / "pg"
-        self.port = free_port()
-        self.log_path = directory / "postgresql.log"
-        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
-        self.data.mkdir()
-        if self._as:
-            shutil.chown(self.data, "postgres")
-            self.log_path.touch()
-            shutil.chown(self.log_path, "postgres")
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "--auth=trust", "-E", "UTF8")
-
-    def _run(self, *argv: str) -> None:
-        done = subprocess.run([*self._as, *argv], capture_output=True, text=True, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"{argv[0]} failed:\n{done.stdout}{done.stderr}")
-
-    @property
-    def url(self) -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/callcenter"
-
-    def start(self) -> None:
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.data} "
-            "-c max_connections=200 -c fsync=off"
-        )
-        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log_path), "-o", options,
-                  "-w", "start")  # fmt: skip
-
-    def stop(self, mode: str = "fast") -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-w", "stop")
-
-    def create_database(self) -> None:
-        from sqlalchemy import create_engine, text
-
-        admin = create_engine(
-            self.url.rsplit("/", 1)[0] + "/postgres", isolation_level="AUTOCOMMIT"
-        )
-        with admin.connect() as conn:
-            conn.execute(text("CREATE DATABASE callcenter"))
-        admin.dispose()
-
-
-class RedisServer(Process):
-    def __init__(self, directory: Path) -> None:
-        self.port = free_port()
-        argv = ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-                "--appendonly", "no", "--dir", str(directory)]  # fmt: skip
-        super().__init__("redis", argv, directory / "redis.log", dict(os.environ))
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start_and_wait(self) -> None:
-        self.start()
-
-        def up() -> bool:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
-                s.sendall(b"PING\r\n")
-                return s.recv(16).startswith(b"+PONG")
-
-        wait_for("redis-server", up, 15)
-
-
-class Proxy:
-    """A reverse proxy to `target` on a free loopback port. `failing`: every request
-    answers 500 instead. `seen` keeps (method, path, form body) of what went through."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target.rstrip("/")
-        self.failing = False
-        self.seen: list[tuple[str, str, bytes, int]] = []
-        self.lock = threading.Lock()
-        proxy = self
-        session = requests.Session()
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def _forward(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                if proxy.failing:
-                    status, content, ctype = 500, b"<html>Internal Server Error</html>", "text/html"
-                else:
-                    headers = {
-                        k: v
-                        for k, v in self.headers.items()
-                        if k.lower() not in ("host", "content-length", "connection")
-                    }
-                    try:
-                        upstream = session.request(
-                            self.command, proxy.target + self.path, data=body,
-                            headers=headers, timeout=30,
-                        )  # fmt: skip
-                        status, content = upstream.status_code, upstream.content
-                        ctype = upstream.headers.get("Content-Type", "application/json")
-                    except requests.RequestException:
-                        status, content, ctype = 502, b"bad gateway", "text/plain"
-                with proxy.lock:
-                    proxy.seen.append((self.command, self.path, body, status))
-                self.send_response(status)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(content)))
-                self.end_headers()
-                self.wfile.write(content)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _forward  # noqa: N815
-
-            def log_message(self, *_args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-# ---------------------------------------------------------------- the service, supervised
-
-
-class Supervised:
-    """`supervisord -n -c deploy/supervisord.conf` with the run's settings."""
-
-    def __init__(self, directory: Path, env: dict[str, str]) -> None:
-        self.env = env
-        self.data_dir = Path(env["CALLCENTER_DATA_DIR"])
-        self.process = Process(
-            "supervisord",
-            [str(VENV_BIN / "supervisord"), "-n", "-c", str(SUPERVISORD_CONF)],
-            directory / "supervisord.out",
-            env,
-        )
-
-    def ctl(self, *args: str) -> str:
-        done = subprocess.run(
-            [str(VENV_BIN / "supervisorctl"), "-c", str(SUPERVISORD_CONF), *args],
-            env=self.env, cwd=ROOT, capture_output=True, text=True, timeout=60, check=False,
-        )  # fmt: skip
-        return done.stdout
-
-    def states(self) -> dict[str, str]:
-        states = {}
-        for line in self.ctl("status").splitlines():
-            parts = line.split()
-            if len(parts) >= 2:
-                states[parts[0]] = parts[1]
-        return states
-
-    def pid(self, name: str) -> int:
-        return int(self.ctl("pid", name).strip())
-
+from stack import (  # noqa: E402 - the stack's pieces
+    PostgresCluster,
+    Proxy,
+    RedisServer,
+    Supervised,
+    SupervisedStack,
+    healthy,
+    log,
+    require_prism,
+    sms_at_prism,
+)
 
 # ---------------------------------------------------------------- the callers
 
@@ -443,27 +203,6 @@ def still_pending(database_url: str) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in rows]
 
 
-def sms_at_prism(prism: Proxy) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qs
-
-    sent = []
-    with prism.lock:
-        seen = list(prism.seen)
-    for method, path, body, status in seen:
-        if method == "POST" and path.endswith("/Messages.json") and status < 300:
-            form = parse_qs(body.decode())
-            sent.append((form.get("To", [""])[0], form.get("Body", [""])[0]))
-    return sent
-
-
-def healthy(service: Supervised, base_url: str) -> bool:
-    states = service.states()
-    running = all(
-        states.get(name) == "RUNNING" for name in ("web", "worker:worker-0", "worker:worker-1")
-    )
-    return running and requests.get(base_url + "/readyz", timeout=5).status_code == 200
-
-
 def all_good(result: dict[str, Any]) -> bool:
     return (
         result["pending"] == 0
@@ -492,187 +231,110 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 1 <= args.calls <= 2000:
         parser.error("--calls is between 1 and 2000")
-    if not TWILIO_SPEC.is_file() or not PRISM_BIN.exists():
-        parser.error(f"needs Prism ({PRISM_BIN}) and {TWILIO_SPEC}: run scripts/test.sh once, "
-                     "set SHARED_DIR")  # fmt: skip
+    require_prism(parser)
 
     def too_long(_signum: int, _frame: Any) -> None:
         raise TimeoutError(f"the run took more than {args.max_seconds} s")
 
     signal.signal(signal.SIGALRM, too_long)
     signal.alarm(int(args.max_seconds))
-    directory = Path(tempfile.mkdtemp(prefix="cc-chaos-"))
-    directory.chmod(0o755)  # the postgres user reaches its cluster inside
-    redis: RedisServer | None = None
-    pg: PostgresCluster | None = None
-    prism_proc: Process | None = None
-    proxies: list[Proxy] = []
-    service: Supervised | None = None
+    settings = {
+        "QUEUE_NAME": "cc-chaos",
+        # A mix of independent callers, not a surge: no incident detected mid-run.
+        "INCIDENT_THRESHOLD": "0",
+    }
     try:
-        pg = PostgresCluster(directory)
-        pg.start()
-        pg.create_database()
-        redis = RedisServer(directory)
-        redis.start_and_wait()
-        prism_port = free_port()
-        prism_proc = Process(
-            "prism",
-            [str(PRISM_BIN), "mock", "-h", "127.0.0.1", "-p", str(prism_port), str(TWILIO_SPEC)],
-            directory / "prism.log",
-            dict(os.environ),
-        )
-        prism_proc.start()
-        wait_for(
-            "Prism", lambda: "Prism is listening" in (directory / "prism.log").read_text(), 240
-        )
-        prism = Proxy(f"http://127.0.0.1:{prism_port}")
-        web_port = free_port()
-        base_url = f"http://127.0.0.1:{web_port}"
-        portal = Proxy(base_url)
-        proxies += [prism, portal]
-        # Production refuses secrets shorter than 32 characters (settings.MIN_SECRET_LENGTH).
-        portal_token = secrets.token_urlsafe(32)
-        env = {
-            **os.environ,
-            "CALLCENTER_ENV": "production",
-            "CALLCENTER_DATA_DIR": str(directory / "data"),
-            "DATABASE_URL": pg.url,
-            "REDIS_URL": redis.url,
-            "QUEUE_NAME": "cc-chaos",
-            "TWILIO_ACCOUNT_SID": load_calls.ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": load_calls.AUTH_TOKEN,
-            "TWILIO_API_BASE_URL": prism.url,
-            "PUBLIC_BASE_URL": load_calls.PUBLIC,
-            # The callers reach gunicorn directly: no proxy's X-Forwarded-* is believed.
-            "TRUSTED_PROXIES": "0",
-            # A person's phone, never one of the hotline's own lines (production refuses those).
-            "DUTY_PHONE": "+79110000001",
-            # A mix of independent callers, not a surge: no incident detected mid-run.
-            "INCIDENT_THRESHOLD": "0",
-            "SECRET_KEY": secrets.token_urlsafe(32),
-            "PORTAL_URL": portal.url + "/portal/api/v1",
-            "PORTAL_TOKEN": portal_token,
-            "BUILTIN_PORTAL_TOKEN": portal_token,
-            "LOG_JSON": "1",
-            "HOST": "127.0.0.1",
-            "PORT": str(web_port),
-            "WEB_CONCURRENCY": "2",
-            "WEB_THREADS": "8",
-        }
-        (directory / "data").mkdir()
-        service = Supervised(directory, env)
-        service.process.start()
-        supervised = service
-        wait_for(
-            "the release step, web and workers",
-            lambda: healthy_or_empty_roster(supervised, base_url),
-            120,
-        )
-        imported = subprocess.run(
-            [str(VENV_BIN / "callcenter"), "roster", "import", "scripts/examples/roster.yaml"],
-            env=env, cwd=ROOT, capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        if imported.returncode != 0:
-            raise SystemExit("roster import failed:\n" + imported.stderr)
-        wait_for("/readyz", lambda: healthy(supervised, base_url), 60)
-        log(f"stack up under supervisord (logs in {directory}); {args.calls} calls over "
-            f"{args.ramp:.0f} s, faults scaled by {args.scale}")  # fmt: skip
-
-        stats = load_calls.Stats()
-        started = stats.started
-        marks: dict[str, float] = {}
-        fault_thread = threading.Thread(
-            target=faults, args=(args, started, redis, pg, portal, service, marks), daemon=True
-        )
-        fault_thread.start()
-        asyncio.run(run_calls(args, base_url, stats))
-        log(f"all calls ended: {dict(stats.finished)}; errors as callers saw them: "
-            f"{dict(stats.errors)}", started)  # fmt: skip
-        fault_thread.join()
-        if "fault_error" in marks:
-            raise SystemExit("the fault timeline did not play out (see above)")
-        faults_over = marks["faults_over"]
-
-        # Nobody does anything now: wait for the service to be whole again by itself.
-        recovered_at: float | None = None
-        result: dict[str, Any] = {}
-        deadline = faults_over + args.recover_seconds
-        while time.monotonic() < deadline:
-            try:
-                result = outcome(pg.url, stats, sms_at_prism(prism))
-                if all_good(result) and healthy(supervised, base_url):
-                    recovered_at = time.monotonic()
-                    break
-            except Exception as exc:  # noqa: BLE001 - still recovering
-                result = {"error": repr(exc)[:200]}
-            time.sleep(1)
-        if recovered_at is None:
-            result = outcome(pg.url, stats, sms_at_prism(prism))
-            for row in still_pending(pg.url):
-                print("still pending:", row)
-        states = service.states()
-        log(f"supervised processes: {states}", started)
-        r = result.get
-        print("\n=== chaos run ===")
-        print(
-            f"calls: {args.calls} simulated, {r('calls')} in the call log, "
-            f"{r('calls_cut_to_apology')} cut to the apology while the database was down"
-        )
-        print(
-            f"calls needing a ticket: {r('calls_needing_ticket')}; with exactly one: "
-            f"{r('with_one_ticket')}; lost: {r('lost')}; duplicates: {r('duplicates')}"
-        )
-        print(
-            f"ticket requests: {r('ticket_requests')} (pending {r('pending')}, failed "
-            f"{r('failed')}); tickets on the portal: {r('tickets')}"
-        )
-        print(
-            f"SMS: {r('sms_at_prism')} reached Prism, {r('sms_sent_rows')} recorded sent, "
-            f"{r('sms_sent_twice')} sent twice, {r('sms_not_sent')} not sent, "
-            f"{r('caller_sms_due')} caller SMS still due"
-        )
-        restarts = Counter(
-            line.split("spawned: ")[1].split("'")[1]
-            for line in (directory / "data" / "supervisord.log").read_text().splitlines()
-            if "spawned: " in line
-        )
-        print(f"supervisord spawns: {dict(restarts)}")
-        if recovered_at is not None:
-            print(
-                "time to recover (last fault over → all tickets and SMS, every process up): "
-                f"{recovered_at - faults_over:.0f} s (limit {args.recover_seconds:.0f} s)"
-            )
-        else:
-            print(f"NOT recovered within {args.recover_seconds:.0f} s of the last fault")
-        ok = recovered_at is not None
-        print(f"verdict: {'RECOVERED' if ok else 'FAILED'}")
-        return 0 if ok else 1
+        with SupervisedStack(
+            "cc-chaos-", settings=settings, portal_proxy=True, keep_logs=args.keep_logs
+        ) as stack:
+            return run(args, stack)
     finally:
         signal.alarm(0)
-        if service is not None:
-            service.process.stop(grace=60)
-        for proxy in proxies:
-            proxy.close()
-        if prism_proc is not None:
-            prism_proc.stop(grace=10)
-        if redis is not None:
-            redis.stop(grace=5)
-        if pg is not None:
-            try:
-                pg.stop("immediate")
-            except SystemExit:
-                pass  # already stopped
-        if args.keep_logs:
-            print(f"logs kept in {directory}")
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
 
 
-def healthy_or_empty_roster(service: Supervised, base_url: str) -> bool:
-    """Web and workers up (/readyz may still say 503 for the empty roster)."""
+def run(args: argparse.Namespace, stack: SupervisedStack) -> int:
+    pg, redis, prism, portal, service = (
+        stack.pg,
+        stack.redis,
+        stack.prism,
+        stack.portal,
+        stack.service,
+    )
+    assert pg and redis and prism and portal and service
+    stack.cli_or_exit("roster", "import", "scripts/examples/roster.yaml")
+    stack.wait_ready()
+    log(f"stack up under supervisord (logs in {stack.directory}); {args.calls} calls over "
+        f"{args.ramp:.0f} s, faults scaled by {args.scale}")  # fmt: skip
+
+    stats = load_calls.Stats()
+    started = stats.started
+    marks: dict[str, float] = {}
+    fault_thread = threading.Thread(
+        target=faults, args=(args, started, redis, pg, portal, service, marks), daemon=True
+    )
+    fault_thread.start()
+    asyncio.run(run_calls(args, stack.base_url, stats))
+    log(f"all calls ended: {dict(stats.finished)}; errors as callers saw them: "
+        f"{dict(stats.errors)}", started)  # fmt: skip
+    fault_thread.join()
+    if "fault_error" in marks:
+        raise SystemExit("the fault timeline did not play out (see above)")
+    faults_over = marks["faults_over"]
+
+    # Nobody does anything now: wait for the service to be whole again by itself.
+    recovered_at: float | None = None
+    result: dict[str, Any] = {}
+    deadline = faults_over + args.recover_seconds
+    while time.monotonic() < deadline:
+        try:
+            result = outcome(pg.url, stats, sms_at_prism(prism))
+            if all_good(result) and healthy(service, stack.base_url):
+                recovered_at = time.monotonic()
+                break
+        except Exception as exc:  # noqa: BLE001 - still recovering
+            result = {"error": repr(exc)[:200]}
+        time.sleep(1)
+    if recovered_at is None:
+        result = outcome(pg.url, stats, sms_at_prism(prism))
+        for row in still_pending(pg.url):
+            print("still pending:", row)
     states = service.states()
-    running = all(states.get(n) == "RUNNING" for n in ("web", "worker:worker-0", "worker:worker-1"))
-    return running and requests.get(base_url + "/healthz", timeout=5).status_code == 200
+    log(f"supervised processes: {states}", started)
+    r = result.get
+    print("\n=== chaos run ===")
+    print(
+        f"calls: {args.calls} simulated, {r('calls')} in the call log, "
+        f"{r('calls_cut_to_apology')} cut to the apology while the database was down"
+    )
+    print(
+        f"calls needing a ticket: {r('calls_needing_ticket')}; with exactly one: "
+        f"{r('with_one_ticket')}; lost: {r('lost')}; duplicates: {r('duplicates')}"
+    )
+    print(
+        f"ticket requests: {r('ticket_requests')} (pending {r('pending')}, failed "
+        f"{r('failed')}); tickets on the portal: {r('tickets')}"
+    )
+    print(
+        f"SMS: {r('sms_at_prism')} reached Prism, {r('sms_sent_rows')} recorded sent, "
+        f"{r('sms_sent_twice')} sent twice, {r('sms_not_sent')} not sent, "
+        f"{r('caller_sms_due')} caller SMS still due"
+    )
+    restarts = Counter(
+        line.split("spawned: ")[1].split("'")[1]
+        for line in (stack.directory / "data" / "supervisord.log").read_text().splitlines()
+        if "spawned: " in line
+    )
+    print(f"supervisord spawns: {dict(restarts)}")
+    if recovered_at is not None:
+        print(
+            "time to recover (last fault over → all tickets and SMS, every process up): "
+            f"{recovered_at - faults_over:.0f} s (limit {args.recover_seconds:.0f} s)"
+        )
+    else:
+        print(f"NOT recovered within {args.recover_seconds:.0f} s of the last fault")
+    ok = recovered_at is not None
+    print(f"verdict: {'RECOVERED' if ok else 'FAILED'}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

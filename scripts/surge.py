@@ -6,15 +6,18 @@ the real stack, with Redis killed and started again empty in the middle.
     SHARED_DIR=../shared .venv/bin/python scripts/surge.py
     SHARED_DIR=../shared .venv/bin/python scripts/surge.py --calls 20 --ramp 20
 
-The stack is scripts/chaos.py's (a private PostgreSQL cluster and redis-server, Prism behind
-a counting proxy, the built-in portal, `supervisord -n -c deploy/supervisord.conf`: the
-release step, gunicorn and two RQ workers), with the example roster and one directory
-contact per caller, each of its own organisation. The callers are scripts/load_calls.py's
+The stack is scripts/stack.py's `SupervisedStack`, shared with scripts/chaos.py (a private
+PostgreSQL cluster and redis-server, Prism behind a counting proxy, the built-in portal,
+`supervisord -n -c deploy/supervisord.conf`: the release step, gunicorn and two RQ
+workers), with the example roster and one directory contact per caller, each of its own
+organisation. The callers are scripts/load_calls.py's
 (signed webhooks, TwiML followed) pressing 3 and then # (no ticket number); a caller who
 hears a known incident announced presses 1 instead. At half the ramp Redis is killed
 (SIGKILL, nothing kept) and started again, empty, --redis-down seconds later. When every
 call has ended and every ticket request is done, the incident is closed the documented way
 (`callcenter incident close`), and the run waits for the resolution SMS at Prism.
+
+A shortened, in-process version runs in the suite: tests/test_incidents_surge.py.
 
 Printed: incidents detected; callers who heard the announcement and joined; phone
 duplicates on the incident's ticket; calls the urgent chain rang for; the joined SMS and
@@ -28,13 +31,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import secrets
-import shutil
 import signal
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import xml.etree.ElementTree as ET
@@ -44,8 +42,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "scripts"))
-import chaos  # noqa: E402 - the stack's pieces
 import load_calls  # noqa: E402 - the callers, signed as Twilio signs
+from stack import SupervisedStack, log, require_prism, sms_at_prism, wait_for  # noqa: E402
 
 THRESHOLD = 3
 ANNOUNCED = "Нам известно о сбое"
@@ -142,192 +140,104 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not THRESHOLD <= args.calls <= 500:
         parser.error(f"--calls is between {THRESHOLD} and 500")
-    if not chaos.TWILIO_SPEC.is_file() or not chaos.PRISM_BIN.exists():
-        parser.error(f"needs Prism ({chaos.PRISM_BIN}) and {chaos.TWILIO_SPEC}: run "
-                     "scripts/test.sh once, set SHARED_DIR")  # fmt: skip
+    require_prism(parser)
 
     def too_long(_signum: int, _frame: Any) -> None:
         raise TimeoutError(f"the run took more than {args.max_seconds} s")
 
     signal.signal(signal.SIGALRM, too_long)
     signal.alarm(int(args.max_seconds))
-    directory = Path(tempfile.mkdtemp(prefix="cc-surge-"))
-    directory.chmod(0o755)  # the postgres user reaches its cluster inside
-    redis: chaos.RedisServer | None = None
-    pg: chaos.PostgresCluster | None = None
-    prism_proc: chaos.Process | None = None
-    proxies: list[chaos.Proxy] = []
-    service: chaos.Supervised | None = None
-    log = chaos.log
+    settings = {"QUEUE_NAME": "cc-surge", "INCIDENT_THRESHOLD": str(THRESHOLD)}
     try:
-        pg = chaos.PostgresCluster(directory)
-        pg.start()
-        pg.create_database()
-        redis = chaos.RedisServer(directory)
-        redis.start_and_wait()
-        prism_port = chaos.free_port()
-        prism_proc = chaos.Process(
-            "prism",
-            [str(chaos.PRISM_BIN), "mock", "-h", "127.0.0.1", "-p", str(prism_port),
-             str(chaos.TWILIO_SPEC)],
-            directory / "prism.log",
-            dict(os.environ),
-        )  # fmt: skip
-        prism_proc.start()
-        chaos.wait_for(
-            "Prism", lambda: "Prism is listening" in (directory / "prism.log").read_text(), 240
-        )
-        prism = chaos.Proxy(f"http://127.0.0.1:{prism_port}")
-        proxies.append(prism)
-        web_port = chaos.free_port()
-        base_url = f"http://127.0.0.1:{web_port}"
-        portal_token = secrets.token_urlsafe(32)
-        env = {
-            **os.environ,
-            "CALLCENTER_ENV": "production",
-            "CALLCENTER_DATA_DIR": str(directory / "data"),
-            "DATABASE_URL": pg.url,
-            "REDIS_URL": redis.url,
-            "QUEUE_NAME": "cc-surge",
-            "TWILIO_ACCOUNT_SID": load_calls.ACCOUNT_SID,
-            "TWILIO_AUTH_TOKEN": load_calls.AUTH_TOKEN,
-            "TWILIO_API_BASE_URL": prism.url,
-            "PUBLIC_BASE_URL": load_calls.PUBLIC,
-            "TRUSTED_PROXIES": "0",
-            "DUTY_PHONE": "+79110000001",
-            "INCIDENT_THRESHOLD": str(THRESHOLD),
-            "SECRET_KEY": secrets.token_urlsafe(32),
-            "PORTAL_URL": base_url + "/portal/api/v1",
-            "PORTAL_TOKEN": portal_token,
-            "BUILTIN_PORTAL_TOKEN": portal_token,
-            "LOG_JSON": "1",
-            "HOST": "127.0.0.1",
-            "PORT": str(web_port),
-            "WEB_CONCURRENCY": "2",
-            "WEB_THREADS": "8",
-        }
-        (directory / "data").mkdir()
-        service = chaos.Supervised(directory, env)
-        service.process.start()
-        supervised = service
-        chaos.wait_for(
-            "the release step, web and workers",
-            lambda: chaos.healthy_or_empty_roster(supervised, base_url),
-            120,
-        )
-        csv = directory / "directory.csv"
-        directory_csv(csv, args.calls)
-        for command in (
-            ["roster", "import", "scripts/examples/roster.yaml"],
-            ["directory", "import", str(csv)],
-        ):
-            done = subprocess.run(
-                [str(chaos.VENV_BIN / "callcenter"), *command],
-                env=env, cwd=ROOT, capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            if done.returncode != 0:
-                raise SystemExit(f"{' '.join(command)} failed:\n{done.stdout}{done.stderr}")
-        chaos.wait_for("/readyz", lambda: chaos.healthy(supervised, base_url), 60)
-        log(f"stack up (logs in {directory}); {args.calls} critical calls over {args.ramp:.0f} s")
-
-        stats = load_calls.Stats()
-        started = stats.started
-
-        def redis_outage() -> None:
-            assert redis is not None
-            time.sleep(args.ramp / 2)
-            redis.kill()
-            log("Redis killed (SIGKILL, nothing kept)", started)
-            time.sleep(args.redis_down)
-            redis.start_and_wait()
-            log("Redis started again, empty", started)
-
-        outage = threading.Thread(target=redis_outage, daemon=True)
-        outage.start()
-        load_calls.Caller = SurgeCaller  # type: ignore[misc]
-        load_calls.plans_for = lambda calls, _rng: (
-            [  # type: ignore[assignment]
-                ("critical", 1.0, ("3", "#"), True)
-            ]
-            * calls
-        )
-        asyncio.run(load_calls.run_calls(args, base_url, stats))
-        outage.join()
-        log(f"all calls ended; errors as callers saw them: {dict(stats.errors)}", started)
-
-        chaos.wait_for("every ticket request done", lambda: figures(pg.url)["pending"] == 0, 180)
-        before = figures(pg.url)
-        open_ids = [row.id for row in before["incidents"] if row.status == "open"]
-        for incident_id in open_ids:
-            done = subprocess.run(
-                [str(chaos.VENV_BIN / "callcenter"), "incident", "close", str(incident_id),
-                 "--message", "Сервер восстановлен."],
-                env=env, cwd=ROOT, capture_output=True, text=True, check=False,
-            )  # fmt: skip
-            log(done.stdout.strip() or done.stderr.strip(), started)
-        tied = sum(before["linked"].values())
-
-        def resolutions() -> Counter[str]:
-            return Counter(
-                to for to, body in chaos.sms_at_prism(prism) if body.startswith("SKAI ТП: сбой ")
-            )
-
-        try:
-            chaos.wait_for("the resolution SMS", lambda: sum(resolutions().values()) >= tied, 120)
-        except SystemExit:
-            pass  # reported below
-        time.sleep(5)  # anything doubled would arrive now
-        after = figures(pg.url)
-        resolved = resolutions()
-        joined_sms = Counter(
-            to for to, body in chaos.sms_at_prism(prism) if "зарегистрирован в заявке" in body
-        )
-        detected = [row for row in after["incidents"] if row.detected]
-        duplicates = sum(after["duplicates"].values())
-        print("\n=== surge run ===")
-        print(f"calls: {args.calls} critical-failure calls from {args.calls} organisations "
-              f"over {args.ramp:.0f} s; Redis down {args.redis_down:.0f} s mid-run")  # fmt: skip
-        print(f"incidents detected: {len(detected)} (all incidents: {len(after['incidents'])}); "
-              f"ticket №{', '.join(str(n) for n in after['numbers'].values())}")  # fmt: skip
-        print(f"callers who heard the announcement: {len(SurgeCaller.announced)}; joined: "
-              f"{len(SurgeCaller.joined)}; calls tied to the incident: "
-              f"{dict(after['linked'])}")  # fmt: skip
-        print(f"phone duplicates on the incident's ticket: {duplicates}")
-        print(f"urgent chains rung: {after['chains']} (callers put through: "
-              f"{len(SurgeCaller.dialled)}; limit {THRESHOLD})")  # fmt: skip
-        print(f"joined SMS at Prism: {sum(joined_sms.values())} to {len(joined_sms)} numbers")
-        print(f"resolution SMS at Prism: {sum(resolved.values())} to {len(resolved)} numbers "
-              f"(tied to the incident: {tied}); numbers texted twice: "
-              f"{sum(1 for n in resolved.values() if n > 1)}")  # fmt: skip
-        ok = (
-            len(detected) == 1
-            and duplicates == len(SurgeCaller.joined)
-            and after["chains"] <= THRESHOLD
-            and len(resolved) == tied
-            and all(n == 1 for n in resolved.values())
-            and all(n == 1 for n in joined_sms.values())
-        )
-        print(f"verdict: {'OK' if ok else 'FAILED'}")
-        return 0 if ok else 1
+        with SupervisedStack("cc-surge-", settings=settings, keep_logs=args.keep_logs) as stack:
+            return run(args, stack)
     finally:
         signal.alarm(0)
-        if service is not None:
-            service.process.stop(grace=60)
-        for proxy in proxies:
-            proxy.close()
-        if prism_proc is not None:
-            prism_proc.stop(grace=10)
-        if redis is not None:
-            redis.stop(grace=5)
-        if pg is not None:
-            try:
-                pg.stop("immediate")
-            except SystemExit:
-                pass
-        if args.keep_logs:
-            print(f"logs kept in {directory}")
-        else:
-            shutil.rmtree(directory, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, stack: SupervisedStack) -> int:
+    pg, redis, prism = stack.pg, stack.redis, stack.prism
+    assert pg is not None and redis is not None and prism is not None
+    csv = stack.directory / "directory.csv"
+    directory_csv(csv, args.calls)
+    stack.cli_or_exit("roster", "import", "scripts/examples/roster.yaml")
+    stack.cli_or_exit("directory", "import", str(csv))
+    stack.wait_ready()
+    log(f"stack up (logs in {stack.directory}); {args.calls} critical calls over "
+        f"{args.ramp:.0f} s")  # fmt: skip
+
+    stats = load_calls.Stats()
+    started = stats.started
+
+    def redis_outage() -> None:
+        time.sleep(args.ramp / 2)
+        redis.kill()
+        log("Redis killed (SIGKILL, nothing kept)", started)
+        time.sleep(args.redis_down)
+        redis.start_and_wait()
+        log("Redis started again, empty", started)
+
+    outage = threading.Thread(target=redis_outage, daemon=True)
+    outage.start()
+    load_calls.Caller = SurgeCaller  # type: ignore[misc]
+    load_calls.plans_for = lambda calls, _rng: (
+        [  # type: ignore[assignment]
+            ("critical", 1.0, ("3", "#"), True)
+        ]
+        * calls
+    )
+    asyncio.run(load_calls.run_calls(args, stack.base_url, stats))
+    outage.join()
+    log(f"all calls ended; errors as callers saw them: {dict(stats.errors)}", started)
+
+    wait_for("every ticket request done", lambda: figures(pg.url)["pending"] == 0, 180)
+    before = figures(pg.url)
+    open_ids = [row.id for row in before["incidents"] if row.status == "open"]
+    for incident_id in open_ids:
+        done = stack.cli("incident", "close", str(incident_id), "--message", "Сервер восстановлен.")
+        log(done.stdout.strip() or done.stderr.strip(), started)
+    tied = sum(before["linked"].values())
+
+    def resolutions() -> Counter[str]:
+        return Counter(to for to, body in sms_at_prism(prism) if body.startswith("SKAI ТП: сбой "))
+
+    try:
+        wait_for("the resolution SMS", lambda: sum(resolutions().values()) >= tied, 120)
+    except SystemExit:
+        pass  # reported below
+    time.sleep(5)  # anything doubled would arrive now
+    after = figures(pg.url)
+    resolved = resolutions()
+    joined_sms = Counter(
+        to for to, body in sms_at_prism(prism) if "зарегистрирован в заявке" in body
+    )
+    detected = [row for row in after["incidents"] if row.detected]
+    duplicates = sum(after["duplicates"].values())
+    print("\n=== surge run ===")
+    print(f"calls: {args.calls} critical-failure calls from {args.calls} organisations "
+          f"over {args.ramp:.0f} s; Redis down {args.redis_down:.0f} s mid-run")  # fmt: skip
+    print(f"incidents detected: {len(detected)} (all incidents: {len(after['incidents'])}); "
+          f"ticket №{', '.join(str(n) for n in after['numbers'].values())}")  # fmt: skip
+    print(f"callers who heard the announcement: {len(SurgeCaller.announced)}; joined: "
+          f"{len(SurgeCaller.joined)}; calls tied to the incident: "
+          f"{dict(after['linked'])}")  # fmt: skip
+    print(f"phone duplicates on the incident's ticket: {duplicates}")
+    print(f"urgent chains rung: {after['chains']} (callers put through: "
+          f"{len(SurgeCaller.dialled)}; limit {THRESHOLD})")  # fmt: skip
+    print(f"joined SMS at Prism: {sum(joined_sms.values())} to {len(joined_sms)} numbers")
+    print(f"resolution SMS at Prism: {sum(resolved.values())} to {len(resolved)} numbers "
+          f"(tied to the incident: {tied}); numbers texted twice: "
+          f"{sum(1 for n in resolved.values() if n > 1)}")  # fmt: skip
+    ok = (
+        len(detected) == 1
+        and duplicates == len(SurgeCaller.joined)
+        and after["chains"] <= THRESHOLD
+        and len(resolved) == tied
+        and all(n == 1 for n in resolved.values())
+        and all(n == 1 for n in joined_sms.values())
+    )
+    print(f"verdict: {'OK' if ok else 'FAILED'}")
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """The console's incidents: the page, the banner on every page and the dashboard, the
-forms (open, edit the message, close) and the role that may use them; `/metrics`."""
+forms (open, edit the message, close, merge) and the role that may use them; `/metrics`."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from callcenter.db import transaction
 from callcenter.incidents import store
 from callcenter.services import Services
 from tests.console_helpers import add_user, csrf_of, login
+from tests.incident_helpers import declare
 from tests.job_runner import SynchronousJobRunner
 
 
@@ -113,3 +114,63 @@ def test_metrics_count_open_incidents_and_joined_calls(
     text = client.get("/metrics").get_data(as_text=True)
     assert "callcenter_incidents_open 1.0" in text
     assert "callcenter_incident_calls_joined_total 0.0" in text
+
+
+def test_a_supervisor_merges_one_incident_into_another(
+    head: FlaskClient,
+    services: Services,
+    sync_jobs: SynchronousJobRunner,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    survivor, survivor_ticket = declare(services, "online", key="ticket-a")
+    merged, merged_ticket = declare(services, "studio", key="ticket-b")
+    page = head.get("/console/incidents").get_data(as_text=True)
+    # Each open incident offers the other one.
+    assert f'<option value="{survivor}">№{survivor} · SKAI-Online</option>' in page
+    assert f'<option value="{merged}">№{merged} · SKAI-Studio</option>' in page
+    token = csrf_of(head)
+
+    itself = head.post(
+        f"/console/incidents/{merged}/merge", data={"into": str(merged), "csrf_token": token}
+    )
+    assert itself.status_code == 303
+    assert "Выберите открытый сбой" in head.get("/console/incidents").get_data(as_text=True)
+
+    with caplog.at_level("INFO", logger="callcenter.console.incidents"):
+        response = head.post(
+            f"/console/incidents/{merged}/merge", data={"into": str(survivor), "csrf_token": token}
+        )
+    assert response.status_code == 302
+    assert f"incident {merged} merged into {survivor} by head: 0 call(s) moved" in caplog.text
+    page = head.get("/console/incidents").get_data(as_text=True)
+    assert f"Сбой №{merged} объединён с №{survivor}: перенесено 0 звонков." in page
+    assert f"Сбой №{merged} · SKAI-Studio · объединён с №{survivor}" in page
+    assert f'Объединён с <a href="#incident-{survivor}">сбоем №{survivor}</a> (head)' in page
+    # Only the survivor is open: no merge offered any more, the banner names it alone.
+    assert "<option" not in page.split('id="open-incident"')[0]
+    assert f"Открыт сбой №{survivor}: SKAI-Online</strong>" in page
+    assert f"Открыт сбой №{merged}:" not in page
+    linked = services.portal.get_ticket(merged_ticket).incidents
+    assert [link.incident for link in linked] == [str(survivor)]
+    assert any(
+        f"Сбой №{merged} (SKAI-Studio" in (e.text or "")
+        for e in services.portal.get_ticket(survivor_ticket).history
+    )
+
+    again = head.post(
+        f"/console/incidents/{merged}/merge", data={"into": str(survivor), "csrf_token": token}
+    )
+    assert again.status_code == 303
+
+
+def test_a_specialist_cannot_merge(client: FlaskClient, services: Services) -> None:
+    declare(services, "online", key="ticket-a")
+    declare(services, "studio", key="ticket-b")
+    add_user(services, "spec", "specialist")
+    login(client, "spec")
+    assert "Объединить" not in client.get("/console/incidents").get_data(as_text=True)
+    token = csrf_of(client)
+    refused = client.post("/console/incidents/2/merge", data={"into": "1", "csrf_token": token})
+    assert refused.status_code == 403
+    with services.sessions() as session:
+        assert store.get_incident(session, 2).status == store.OPEN

@@ -7,67 +7,38 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
-from click.testing import CliRunner
 from redis import Redis
 from rq import Queue
 
 from callcenter.app import create_app
 from callcenter.calllog.query import get_call
 from callcenter.calllog.timeline import timeline
-from callcenter.cli import main
-from callcenter.cli.context import CliContext
 from callcenter.db import transaction
-from callcenter.db.models import (
-    Call,
-    Contact,
-    ContactPhone,
-    IncidentCall,
-    Organisation,
-    SmsMessage,
-)
+from callcenter.db.models import Call, IncidentCall, SmsMessage
 from callcenter.incidents import store
 from callcenter.ivr import prompts
 from callcenter.jobs import runners
-from callcenter.portal.protocol import TicketDraft
 from callcenter.regulation.speech import say_digits
-from callcenter.roster.importer import import_roster
 from callcenter.services import Services
-from callcenter.telephony.client import TwilioExchange, TwilioTelephony, build_telephony
-from tests.conftest import TEST_ACCOUNT_SID, MutableClock
-from tests.job_runner import SynchronousJobRunner
-from tests.ticket_pipeline import (
-    CALLER,
-    LANDLINE,
-    add_contact,
-    closed_port_url,
-    make_call,
-    work_burst,
+from callcenter.telephony.client import TwilioExchange, build_telephony
+from tests.conftest import MutableClock
+from tests.incident_helpers import (
+    HEAD_SMS,
+    SPECIALIST_SMS,
+    add_callers,
+    cli,
+    declare,
+    sms_sent,
+    wire_hotline,
 )
+from tests.job_runner import SynchronousJobRunner
+from tests.ticket_pipeline import CALLER, LANDLINE, closed_port_url, make_call, work_burst
 from tests.twilio_requests import TwilioCall
 
 pytestmark = pytest.mark.both_databases
-
-MESSAGES_PATH = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages.json"
-SPECIALIST_SMS = "+79123456701"
-HEAD_SMS = "+79123456709"
-ROSTER = """
-staff:
-  - key: ivanov
-    name: Иванов Иван
-    phones: ["+7 912 345-67-01"]
-  - key: head
-    name: Сидоров Пётр
-    role: head
-    phones: ["+7 912 345-67-09"]
-shifts:
-  - staff: ivanov
-    days: working_days
-    hours: business
-    duty: urgent
-"""
 
 
 @pytest.fixture
@@ -84,53 +55,9 @@ def hotline(
 ) -> Iterator[Services]:
     """Services with Twilio at Prism (every request kept in `exchanges`), jobs run at
     once, the example roster and a known caller of «Ромашка»."""
-    services = make_services(twilio_api_base_url=prism_url)
-    telephony = build_telephony(services.settings, on_exchange=exchanges.append)
-    assert isinstance(telephony, TwilioTelephony)
-    services.telephony = telephony  # type: ignore[misc]  # the wiring's adapter slot
-    run_jobs_at_once(services)
-    with transaction(services.sessions) as session:
-        import_roster(session, ROSTER)
-        add_contact(session, now=services.clock(), phone=CALLER)
+    services, telephony = wire_hotline(make_services, prism_url, exchanges, run_jobs_at_once)
     yield services
     telephony.close()
-
-
-def sms_sent(exchanges: list[TwilioExchange]) -> list[dict[str, str]]:
-    sent = [e for e in exchanges if e.path == MESSAGES_PATH and e.status is not None]
-    assert all(e.status == 201 for e in sent), sent
-    return [e.form for e in sent]
-
-
-def declare(services: Services, product: str = "online") -> tuple[int, str]:
-    """An incident on an existing critical ticket; (incident id, ticket number)."""
-    due = datetime.fromisoformat("2025-11-28T11:00:00+03:00")
-    number = services.portal.create_ticket(
-        TicketDraft(
-            topic="critical_server_failure",
-            description="Сбой",
-            idempotency_key="incident-ticket",
-            priority="critical",
-            first_stage_due=due,
-            resolution_due=due,
-        )
-    ).number
-    with transaction(services.sessions) as session:
-        incident = store.open_incident(
-            session,
-            product=product,
-            message="Не открывается карта",
-            now=services.clock(),
-            calendar=services.calendar,
-            ticket=number,
-        )
-        return incident.id, number
-
-
-def cli(services: Services, *args: str) -> str:
-    result = CliRunner().invoke(main, list(args), obj=CliContext(services))
-    assert result.exit_code == 0, result.output
-    return result.output
 
 
 def test_a_caller_hears_the_incident_first_joins_with_1_and_gets_sms_now_and_at_close(
@@ -301,23 +228,6 @@ def critical_call(services: Services, caller: str) -> None:
     call.start()
     call.press("3")
     call.press("#")  # no ticket number: a new critical ticket, the urgent chain
-
-
-def add_callers(services: Services, count: int, *, organisations: int) -> list[str]:
-    phones = [f"+7916555{n:04d}" for n in range(count)]
-    now = services.clock()
-    with transaction(services.sessions) as session:
-        orgs = [
-            Organisation(name=f"ООО «Клиент {n}»", topic_days={}, created_at=now)
-            for n in range(organisations)
-        ]
-        for n, phone in enumerate(phones):
-            contact = Contact(
-                name=f"Клиент {n}", organisation=orgs[n % organisations], created_at=now
-            )
-            contact.phones.append(ContactPhone(e164=phone))
-            session.add(contact)
-    return phones
 
 
 def test_three_organisations_in_ten_minutes_open_an_incident_on_the_first_ticket(

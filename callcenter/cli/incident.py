@@ -1,5 +1,5 @@
-"""`callcenter incident open | close | list`: known incidents, declared and closed by a
-supervisor (`callcenter.incidents`)."""
+"""`callcenter incident open | close | merge | list`: known incidents, declared, closed and
+merged by a supervisor (`callcenter.incidents`)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from sqlalchemy import select
 from callcenter.cli.context import CliContext, pass_cli
 from callcenter.clock import to_moscow
 from callcenter.db import transaction
-from callcenter.db.models import SmsMessage
-from callcenter.errors import InvalidInput
+from callcenter.db.models import Incident, SmsMessage
+from callcenter.errors import InvalidInput, PortalRejected, PortalUnavailable, TicketNotFound
 from callcenter.incidents import store
 from callcenter.jobs.runners import InlineJobRunner
 from callcenter.jobs.tasks import submit_incident_job
@@ -94,6 +94,45 @@ def incident_close(cli: CliContext, incident_id: int, message: str) -> None:
             click.echo(f"  resolution SMS to {sms.to or '—'}: {sms.status}{reason}")
 
 
+@incident.command("merge")
+@click.argument("incident_id", type=int)
+@click.option("--into", "into", type=int, required=True, help="The open incident it goes into.")
+@pass_cli
+def incident_merge(cli: CliContext, incident_id: int, into: int) -> None:
+    """Merge an incident into another (one failure found twice): its calls move there,
+    the resolution SMS goes to them when that one closes; none is sent now."""
+    services = cli.services
+    try:
+        with transaction(services.sessions) as session:
+            done = store.merge_incident(
+                session, incident_id, into=into, now=services.clock(), by="cli"
+            )
+            moved = done.moved_calls
+    except InvalidInput as exc:
+        raise click.ClickException(str(exc)) from None
+    queued = submit_incident_job(services, incident_id)
+    _finish_inline(cli)
+    with services.sessions() as session:
+        merged = store.get_incident(session, incident_id)
+        own = store.ticket_number(merged)
+        target = store.ticket_number(store.get_incident(session, into))
+        noted = merged.followups_done_at is not None
+    click.echo(
+        f"incident {incident_id} merged into {into}: {moved} call(s) moved to it, "
+        f"no SMS sent for {incident_id}"
+    )
+    if not noted:
+        click.echo(
+            "  portal: the link and the affected organisations "
+            + ("are queued" if queued else "are left for the sweep (the queue is unavailable)")
+        )
+        return
+    if own is not None:
+        click.echo(f"  portal: ticket №{own} linked to incident {into}")
+    if target is not None:
+        click.echo(f"  portal: ticket №{target} notes the merge; {_affected_on(cli, target)}")
+
+
 @incident.command("list")
 @click.option("--json", "as_json", is_flag=True, help="A JSON list of incidents.")
 @pass_cli
@@ -106,7 +145,7 @@ def incident_list(cli: CliContext, as_json: bool) -> None:
         table = [
             (
                 str(row.id),
-                row.status,
+                _status(row),
                 row.product,
                 store.ticket_number(row) or "—",
                 str(joined.get(row.id, 0)),
@@ -125,6 +164,20 @@ def incident_list(cli: CliContext, as_json: bool) -> None:
     widths = [max(len(r[i]) for r in (header, *table)) for i in range(len(header))]
     for line in (header, *table):
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+
+
+def _affected_on(cli: CliContext, number: str) -> str:
+    """The ticket's affected organisations as the portal has them now."""
+    try:
+        names = [o.name for o in cli.services.portal.get_ticket(number).affected_organisations]
+    except (PortalUnavailable, PortalRejected, TicketNotFound) as exc:
+        return f"its affected organisations could not be read ({exc})"
+    return "affected organisations: " + (", ".join(names) if names else "none")
+
+
+def _status(row: Incident) -> str:
+    into = store.merged_into(row)
+    return f"merged into {into}" if into is not None else row.status
 
 
 def _finish_inline(cli: CliContext) -> None:

@@ -446,7 +446,7 @@ class Incident(Base):
     # studio / silver_studio / online / all
     product: Mapped[str] = mapped_column(String(20))
     open_product: Mapped[str | None] = mapped_column(String(20), unique=True)
-    # open / closed
+    # open / closed / merged (into another incident: its closing message says which)
     status: Mapped[str] = mapped_column(String(10), default="open", index=True)
     message: Mapped[str] = mapped_column(Text, default="")
     # The portal ticket the work is tracked in; until the pipeline has made it, the

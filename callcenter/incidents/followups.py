@@ -7,7 +7,11 @@
 - closed: the closing message and the affected organisations on the portal ticket (one
   entry, dedup key `incident:{id}:closed`), and one resolution SMS to every caller tied to
   the incident who can take one (`vocabulary.sms_reach`, keyed per number:
-  `incident:{id}:resolved:{number}`); the others are recorded as skipped, with the reason.
+  `incident:{id}:resolved:{number}`); the others are recorded as skipped, with the reason;
+- merged into another by a supervisor: no SMS at all (its callers moved to the other one,
+  which texts them when it closes); its ticket is linked to the other incident on the
+  portal, the other ticket notes the merge (dedup key `incident:{id}:merged`) and gets the
+  affected organisations of every call now tied to it, its own ticket's among them.
 
 Each SMS goes through the ledger of `callcenter.tickets.notifications` (claimed before
 Twilio is asked: never twice). Twilio or the portal out of reach: the job raises, and the
@@ -23,7 +27,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session, joinedload, sessionmaker
 
-from callcenter.db.models import Call, Incident, IncidentCall
+from callcenter.db.models import Call, Incident, IncidentCall, TicketRequest
 from callcenter.errors import (
     PortalRejected,
     PortalUnavailable,
@@ -31,12 +35,14 @@ from callcenter.errors import (
     TicketNotFound,
 )
 from callcenter.incidents import texts
-from callcenter.incidents.store import CLOSED, JOINED, OPEN, ticket_number
-from callcenter.portal.protocol import Portal
+from callcenter.incidents.store import CLOSED, JOINED, MERGED, OPEN, merged_into, ticket_number
+from callcenter.portal.protocol import AffectedOrganisation, IncidentLink, Portal
+from callcenter.portal.tickets import MAX_AFFECTED
 from callcenter.regulation.calendar import BusinessCalendar
 from callcenter.roster.on_duty import on_duty
 from callcenter.settings import Settings
 from callcenter.telephony.client import Telephony
+from callcenter.tickets import outbox
 from callcenter.tickets.notifications import RETRY, SENT, record_skip, send_once
 from callcenter.vocabulary import sms_reach, sms_status_callback
 
@@ -51,7 +57,7 @@ AUTHOR = "Телефонная линия"
 
 def incidents_due(session: Session, *, now: datetime) -> list[int]:
     """Incidents with something to send: a detected one's alerts, a digest, a closed
-    one's closing entry and resolution SMS."""
+    one's closing entry and resolution SMS, a merged one's portal link."""
     since = now - timedelta(hours=SWEEP_HOURS)
     joined = (
         select(func.count())
@@ -67,6 +73,8 @@ def incidents_due(session: Session, *, now: datetime) -> list[int]:
                         Incident.detected.is_(True),
                         Incident.alerted_at.is_(None),
                         Incident.opened_at >= since,
+                        # Merged before its alert went: the supervisor knows of it already.
+                        Incident.status != MERGED,
                     ),
                     and_(
                         Incident.status == OPEN,
@@ -77,7 +85,7 @@ def incidents_due(session: Session, *, now: datetime) -> list[int]:
                         ),
                     ),
                     and_(
-                        Incident.status == CLOSED,
+                        Incident.status.in_((CLOSED, MERGED)),
                         Incident.followups_done_at.is_(None),
                         Incident.closed_at >= since,
                     ),
@@ -106,9 +114,14 @@ def run_incident_followups(
         incident = session.get(Incident, incident_id)
         if incident is None:
             return 0
-        detected_due = incident.detected and incident.alerted_at is None
+        detected_due = (
+            incident.detected and incident.alerted_at is None and incident.status != MERGED
+        )
         closed_due = incident.status == CLOSED and incident.followups_done_at is None
+        merged_due = incident.status == MERGED and incident.followups_done_at is None
         is_open = incident.status == OPEN
+    if merged_due:
+        _note_merge(sessions, portal, now, incident_id, left)
     if detected_due:
         sent += _alert_detected(sessions, telephony, settings, calendar, now, incident_id, left)
     if is_open:
@@ -324,3 +337,89 @@ def _note_closing(
     except (PortalRejected, TicketNotFound) as exc:
         log.error("incident %s: closing entry refused on №%s: %s", incident_id, number, exc)
     return True
+
+
+def _note_merge(
+    sessions: sessionmaker[Session],
+    portal: Portal,
+    now: datetime,
+    incident_id: int,
+    left: list[str],
+) -> None:
+    """A merged incident on the portal: its ticket linked to the incident it went into,
+    that one's ticket noting the merge and naming the organisations affected. Each step
+    is idempotent on the portal (link per incident, entry per dedup key, organisation
+    per key), so a run cut short is simply run again."""
+    with sessions() as session:
+        merged = session.get_one(
+            Incident, incident_id, options=[joinedload(Incident.ticket_request)]
+        )
+        into_id = merged_into(merged)
+        into = session.get(Incident, into_id) if into_id is not None else None
+        if into is None:
+            log.error("incident %s: merged into an incident that is not there", incident_id)
+            merged.followups_done_at = now
+            session.commit()
+            return
+        own, target = ticket_number(merged), ticket_number(into)
+        waiting = [
+            row.id
+            for row, number in ((merged, own), (into, target))
+            if number is None and _ticket_coming(row.ticket_request)
+        ]
+        label = texts.merge_link_label(into, target)
+        comment = texts.merged_comment(merged, own)
+        organisations = _organisations(session, into.id)
+    if waiting:
+        # The pipeline is still making a ticket: the link waits for its number.
+        left.append(f"merge: tickets of incidents {waiting} not made yet")
+        return
+    try:
+        if own is not None:
+            link = IncidentLink(incident=str(into_id), label=label)
+            view = portal.link_incident(own, link, author=AUTHOR)
+            organisations += [
+                *(
+                    [AffectedOrganisation(view.organisation_name, view.organisation_id)]
+                    if view.organisation_name
+                    else []
+                ),
+                *view.affected_organisations,
+            ]
+        if target is not None:
+            portal.add_entry(
+                target, text=comment, author=AUTHOR, dedup_key=f"incident:{incident_id}:merged"
+            )
+            unique = list({org.key: org for org in organisations}.values())
+            for start in range(0, len(unique), MAX_AFFECTED):
+                batch = unique[start : start + MAX_AFFECTED]
+                portal.add_affected_organisations(target, batch, author=AUTHOR)
+    except PortalUnavailable as exc:
+        left.append(f"merge on the portal: {exc}")
+        return
+    except (PortalRejected, TicketNotFound) as exc:
+        log.error("incident %s: merge refused on the portal: %s", incident_id, exc)
+    with sessions() as session, session.begin():
+        session.get_one(Incident, incident_id).followups_done_at = now
+
+
+def _ticket_coming(request: TicketRequest | None) -> bool:
+    return request is not None and request.status != outbox.FAILED
+
+
+def _organisations(session: Session, incident_id: int) -> list[AffectedOrganisation]:
+    """The organisations of the calls tied to the incident, once each."""
+    rows = session.scalars(
+        select(IncidentCall)
+        .where(IncidentCall.incident_id == incident_id, IncidentCall.organisation_id.is_not(None))
+        .options(joinedload(IncidentCall.organisation))
+        .order_by(IncidentCall.id)
+    ).all()
+    found: dict[int, AffectedOrganisation] = {}
+    for row in rows:
+        organisation = row.organisation
+        if organisation is not None:
+            found.setdefault(
+                organisation.id, AffectedOrganisation(organisation.name, organisation.id)
+            )
+    return list(found.values())

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
@@ -33,6 +33,9 @@ from callcenter.vocabulary import CRITICAL_TOPIC, TOPIC_PRIORITIES
 
 OPEN = "open"
 CLOSED = "closed"
+# Merged into another incident by a supervisor: closed, its calls moved to the other one,
+# and no closing SMS of its own. Which one is in its closing message (`merged_into`).
+MERGED = "merged"
 ALL = "all"
 # What a supervisor types (`--product`) → the product slug stored (the regulation's).
 PRODUCT_CHOICES: dict[str, str] = {
@@ -168,7 +171,7 @@ def close_incident(
     the ticket and texts every joined caller (`callcenter.incidents.followups`). Raises
     `UnknownIncident`, or `IncidentConflict` when it is closed already."""
     incident = _locked(session, incident_id)
-    if incident.status == CLOSED:
+    if incident.status != OPEN:
         raise IncidentConflict(f"incident №{incident_id} is closed already")
     incident.status = CLOSED
     incident.open_product = None
@@ -178,9 +181,91 @@ def close_incident(
     return incident
 
 
+@dataclass(frozen=True)
+class Merge:
+    """What `merge_incident` did."""
+
+    merged: Incident
+    into: Incident
+    moved_calls: int
+
+
+def merge_incident(
+    session: Session, incident_id: int, *, into: int, now: datetime, by: str | None = None
+) -> Merge:
+    """Merge incident `incident_id` into the open incident `into` (one failure found
+    twice: a detected one and a declared one, or two products failing for one reason).
+
+    Its calls move to `into`: the callers who joined it get the resolution SMS when
+    `into` closes, once each, and none now. It is closed as merged (`MERGED`, its
+    closing message says into which) and sends nothing of its own; a job then links its
+    ticket to `into` on the portal and adds its organisations to `into`'s ticket
+    (`callcenter.incidents.followups`). Callers who were offered it and press 1 now
+    join `into` (`still_open`). Raises `UnknownIncident`, `IncidentConflict` when either
+    is closed, `InvalidInput` for an incident merged into itself."""
+    if incident_id == into:
+        raise InvalidInput(f"incident №{incident_id} cannot be merged into itself")
+    # Locked in id order: two supervisors merging the pair both ways wait, never deadlock.
+    rows = {row_id: _locked(session, row_id) for row_id in sorted((incident_id, into))}
+    merged, target = rows[incident_id], rows[into]
+    for row in (merged, target):
+        if row.status != OPEN:
+            raise IncidentConflict(f"incident №{row.id} is closed already")
+    on_target = select(IncidentCall.call_id).where(IncidentCall.incident_id == into)
+    moving = (IncidentCall.incident_id == incident_id, IncidentCall.call_id.not_in(on_target))
+    moved = session.scalar(select(func.count()).select_from(IncidentCall).where(*moving)) or 0
+    session.execute(
+        update(IncidentCall)
+        .where(*moving)
+        .values(incident_id=into)
+        .execution_options(synchronize_session=False)
+    )
+    # A call tied to both already (it is on `into`): one row, one resolution SMS.
+    session.execute(
+        delete(IncidentCall)
+        .where(IncidentCall.incident_id == incident_id)
+        .execution_options(synchronize_session=False)
+    )
+    session.expire(merged, ["calls"])
+    session.expire(target, ["calls"])
+    # The joins its digests reported are not reported again by `into`'s.
+    target.digest_joined += merged.digest_joined
+    merged.status = MERGED
+    merged.open_product = None
+    merged.closed_at = now
+    merged.closed_by = by
+    merged.closing_message = texts.merged_note(into)
+    return Merge(merged, target, moved)
+
+
+def merged_into(incident: Incident) -> int | None:
+    """The incident a merged one went into (its closing message says it); else None."""
+    if incident.status != MERGED:
+        return None
+    return texts.merged_target(incident.closing_message or "")
+
+
+def surviving(session: Session, incident_id: int, *, share_lock: bool = False) -> Incident | None:
+    """The incident `incident_id` is now: itself, or the one it was merged into (and so
+    on, when that one was merged too). `share_lock`: each row read is share-locked
+    (PostgreSQL's FOR SHARE) till commit, so a merge, which locks both for update, waits
+    for a call joining and the call never lands on an incident merged under it."""
+    lock: dict[str, Any] = (
+        {"with_for_update": {"read": True}, "populate_existing": True} if share_lock else {}
+    )
+    incident = session.get(Incident, incident_id, **lock)
+    seen: set[int] = set()
+    while incident is not None and (target := merged_into(incident)) is not None:
+        if target in seen:
+            return None  # never written so, but a loop must not hang a caller's step
+        seen.add(incident.id)
+        incident = session.get(Incident, target, **lock)
+    return incident
+
+
 def edit_message(session: Session, incident_id: int, message: str) -> Incident:
     incident = _locked(session, incident_id)
-    if incident.status == CLOSED:
+    if incident.status != OPEN:
         raise IncidentConflict(f"incident №{incident_id} is closed already")
     incident.message = message.strip()
     return incident
@@ -240,7 +325,7 @@ def as_json(incident: Incident, joined: int) -> dict[str, Any]:
     """What `callcenter incident list --json` prints for one incident."""
     return {
         "id": incident.id,
-        "status": incident.status,
+        "status": OPEN if incident.status == OPEN else CLOSED,
         "product": incident.product,
         "ticket_number": ticket_number(incident),
         "joined_calls": joined,
@@ -248,6 +333,8 @@ def as_json(incident: Incident, joined: int) -> dict[str, Any]:
         "detected": incident.detected,
         "opened_at": incident.opened_at.isoformat(),
         "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
+        # A merged one is closed (the contract's two statuses) and names where it went.
+        "merged_into": merged_into(incident),
     }
 
 
@@ -275,8 +362,9 @@ def announced(session: Session, *, product: str | None = None) -> Announced | No
 
 
 def still_open(session: Session, incident_id: int) -> Announced | None:
-    """The incident the caller was offered, if it is still open (and numbered)."""
-    incident = session.get(Incident, incident_id)
+    """The incident the caller was offered, if it is still open (and numbered); the one
+    it was merged into meanwhile, if that one is."""
+    incident = surviving(session, incident_id)
     if incident is None or incident.status != OPEN:
         return None
     number = ticket_number(incident)
@@ -297,10 +385,12 @@ def join_call(
     The request's follow-ups name the caller's organisation on the ticket and text the
     caller once now (`callcenter.tickets.followups`), and never alert the staff on duty
     per caller (the digest does). Returns the request to submit after commit; None when
-    the incident is closed or has no number (the caller goes on to the main menu)."""
-    incident = session.get(Incident, incident_id)
+    the incident is closed or has no number (the caller goes on to the main menu). An
+    incident merged meanwhile: the caller joins the one it went into."""
+    incident = surviving(session, incident_id, share_lock=True)
     if incident is None or incident.status != OPEN:
         return None
+    incident_id = incident.id
     number = ticket_number(incident)
     if number is None:
         return None

@@ -3,6 +3,7 @@ description. Russian; what the IVR says is in `callcenter.ivr.prompts`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 
 from callcenter.db.models import Call, Incident
@@ -10,6 +11,10 @@ from callcenter.phones import classify
 from callcenter.regulation.speech import agree_with_number
 from callcenter.regulation.topics import PRODUCTS
 
+# A merged incident's closing message: what the console shows, and where `merged_target`
+# reads the incident it went into (written only by `store.merge_incident`).
+_MERGED = "Объединён с №{id}"
+_MERGED_TARGET = re.compile(r"^Объединён с №(\d+)")
 # How long a closing message may be in the resolution SMS (the rest is on the ticket).
 _SMS_MESSAGE_CHARS = 200
 
@@ -95,3 +100,29 @@ def digest_sms(incident: Incident, more: int, number: str | None) -> str:
         f"SKAI ТП: к сбою №{incident.id}{ticket} {verb} ещё {more} "
         f"{agree_with_number('клиент', more)}."
     )
+
+
+def merged_note(into: int) -> str:
+    """A merged incident's closing message: «Объединён с №3»."""
+    return _MERGED.format(id=into)
+
+
+def merged_target(closing_message: str) -> int | None:
+    """The incident a merged one went into, read back from `merged_note`'s text."""
+    found = _MERGED_TARGET.match(closing_message)
+    return int(found.group(1)) if found else None
+
+
+def merged_comment(merged: Incident, merged_number: str | None) -> str:
+    """The entry on the surviving incident's ticket naming the incident merged into it."""
+    ticket = f", заявка №{merged_number}" if merged_number else ""
+    return (
+        f"Сбой №{merged.id} ({product_title(merged.product)}{ticket}) объединён с этим: "
+        "присоединившиеся к нему клиенты получат СМС об устранении, когда закроется этот."
+    )
+
+
+def merge_link_label(into: Incident, number: str | None) -> str:
+    """The label of the incident link on the merged incident's ticket."""
+    ticket = f", заявка №{number}" if number else ""
+    return f"сбой №{into.id} ({product_title(into.product)}{ticket})"
