@@ -242,6 +242,22 @@ def test_promtool_runs_the_alert_rule_tests() -> None:
     assert "SUCCESS" in result.stdout
 
 
+def test_the_readmes_promtool_lines_run_as_written() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / "README.md").read_text("utf-8").splitlines()
+        if line.startswith("    promtool ")
+    ]
+    assert lines == [
+        "promtool check rules deploy/prometheus/alerts.yml",
+        "promtool test rules deploy/prometheus/alerts.test.yml",
+    ]
+    for line in lines:
+        result = run_promtool(*line.split()[1:], cwd=ROOT)
+        assert result.returncode == 0, line + "\n" + result.stdout + result.stderr
+        assert "SUCCESS" in result.stdout
+
+
 def test_every_alert_rule_fires_in_its_tests_and_stays_quiet_in_them() -> None:
     cases = [
         case
