@@ -5,9 +5,11 @@ from __future__ import annotations
 import redis
 from flask import Blueprint, Response, jsonify, request
 from flask.typing import ResponseReturnValue
+from rq import Worker
 from sqlalchemy import text
 
 from callcenter.access.tokens import verify_token
+from callcenter.jobs.runners import RqJobRunner
 from callcenter.metrics import render
 from callcenter.roster.on_duty import Roster, roster_health
 from callcenter.services import Services
@@ -86,5 +88,21 @@ def metrics() -> ResponseReturnValue:
     checks, _ = readiness_checks(svc)
     # `callcenter_ready{check}`: the same checks as /readyz, for an alert rule.
     ready = {name: value.startswith("ok") for name, value in checks.items()}
-    body, content_type = render(svc.sessions, ready=ready)
+    workers = workers_alive(svc) if checks.get("redis") == "ok" else None
+    body, content_type = render(svc.sessions, now=svc.clock(), ready=ready, workers=workers)
     return Response(body, content_type=content_type)
+
+
+def workers_alive(svc: Services) -> int | None:
+    """The `callcenter worker`s whose heartbeat key is alive in Redis for this service's
+    ticket queue (a killed one drops out within its TTL, WORKER_TTL + 60 s); None
+    without Redis (jobs in-process) or when Redis does not answer."""
+    if not svc.settings.redis_url:
+        return None  # checked first: `svc.jobs` would start the in-process runner
+    runner = svc.jobs
+    if not isinstance(runner, RqJobRunner):
+        return None
+    try:
+        return len(Worker.all(queue=runner.tickets))
+    except redis.exceptions.RedisError:
+        return None

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything the test suite talks to, then runs it all:
 #   .venv with the service and dev tools; Redis and PostgreSQL (started if not up);
-#   Prism (Twilio's API mock) from the npm registry; Debian's Chromium for browser tests.
+#   Prism (Twilio's API mock) from the npm registry; Debian's Chromium for browser tests
+#   and promtool (Debian's prometheus package) for the alert rules.
 # Extra arguments go to pytest (e.g. scripts/test.sh -k calendar; -n 0 --no-cov for one
 # process without coverage).
 set -euo pipefail
@@ -42,6 +43,26 @@ fi
 # systemd; the tests only run `systemd-analyze verify`)
 if ! command -v systemd-analyze >/dev/null; then
   apt_install systemd
+fi
+
+# promtool, Prometheus's own checker of deploy/prometheus/ (tests/test_observability.py).
+# Debian ships it in `prometheus`, whose install would also start a Prometheus server:
+# a policy-rc.d refusing every start (exit 101; Docker images have one already) keeps it
+# stopped, and on a host booted with systemd the unit the package enables is disabled.
+if ! command -v promtool >/dev/null; then
+  if [ -e /usr/sbin/policy-rc.d ]; then
+    apt_install --no-install-recommends prometheus
+  else
+    printf '#!/bin/sh\nexit 101\n' | sudo_ tee /usr/sbin/policy-rc.d >/dev/null
+    sudo_ chmod 755 /usr/sbin/policy-rc.d
+    trap 'sudo_ rm -f /usr/sbin/policy-rc.d' EXIT
+    apt_install --no-install-recommends prometheus
+    sudo_ rm -f /usr/sbin/policy-rc.d
+    trap - EXIT
+  fi
+  if [ -d /run/systemd/system ]; then
+    sudo_ systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
 fi
 
 # Debian's Chromium for the console's browser tests (no browser download)

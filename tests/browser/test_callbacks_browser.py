@@ -1,6 +1,7 @@
 """The call-back queue in Chromium, on a desk (1440 px) and on the on-duty specialist's
 phone (390 px): no sideways scrolling, the oldest client first, «Беру» then «Перезвонить».
-Screenshots go to docs/screenshots/ (the README shows them)."""
+Screenshots go to test-artifacts/screenshots/; scripts/screenshots.py copies them to
+docs/screenshots/ for the README."""
 
 from __future__ import annotations
 
@@ -10,13 +11,14 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from callcenter.db import transaction
+from callcenter.roster.importer import import_roster
 from callcenter.services import Services
+from tests.browser.conftest import screenshot
 from tests.conftest import ROOT
 from tests.console_helpers import PASSWORD, T0, add_call, add_user
 
 pytestmark = pytest.mark.browser
 
-DOCS = ROOT / "docs" / "screenshots"
 QUEUE_OVERFLOW = """() => [...document.querySelectorAll('main, main *')]
     .filter(e => e.getBoundingClientRect().right > document.documentElement.clientWidth + 0.5)
     .map(e => e.tagName + '.' + e.className)"""
@@ -24,6 +26,8 @@ QUEUE_OVERFLOW = """() => [...document.querySelectorAll('main, main *')]
 
 def _queue(services: Services) -> None:
     with transaction(services.sessions) as session:
+        # A working roster: the page as the README shows it, without the empty-roster alarm.
+        import_roster(session, (ROOT / "tests" / "fixtures" / "roster" / "office.yaml").read_text())
         add_call(
             session,
             "CA" + "d1" * 16,
@@ -85,5 +89,4 @@ def test_the_queue_fits_the_screen_and_is_worked_from_it(
     # the layout's own; its phone version is checked with every page's.)
     sticking_out = page.evaluate(QUEUE_OVERFLOW)
     assert sticking_out == [], f"at {width} px, past the edge: {sticking_out}"
-    DOCS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(DOCS / f"callbacks-{width}.png"), full_page=True)
+    screenshot(page, f"callbacks-{width}")

@@ -3,14 +3,15 @@
 Every console page is opened at 390×844 (an ordinary phone), as a supervisor and as a
 specialist, and must fit the screen: the document is never wider than the viewport
 (`scrollWidth <= clientWidth`). The log is a list of cards, the filters and the menu fold
-away, «Кто дежурит» and «Выйти» are in the top bar. The pages the README shows are saved at
-390 and 1440 px under docs/screenshots/; a desk (1440 px) keeps its table and open filters.
+away, «Кто дежурит» and «Выйти» are in the top bar. A desk (1440 px) keeps its table and
+open filters. The pages the README shows are saved at 390 and 1440 px under
+test-artifacts/screenshots/ (a test run never touches the tracked docs/screenshots/:
+scripts/screenshots.py copies them there, deliberately).
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
@@ -154,7 +155,6 @@ def test_the_log_on_a_phone_is_cards_and_the_desk_keeps_its_table(
     names = sample_log(services, services.settings.data_dir / "recordings")
     fill_directory_and_roster(services)
     add_user(services, "head", "supervisor")
-    DOC_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
 
     ctx, page = new_page(browser, PHONE)
     try:
@@ -176,7 +176,7 @@ def test_the_log_on_a_phone_is_cards_and_the_desk_keeps_its_table(
         assert time_box and ticket_box and ticket_box["y"] > time_box["y"]
         problem = page.locator("tr.problem", has_text="Срочный: никто не принял")
         expect(problem.locator(".badge")).to_be_visible()
-        page.screenshot(path=str(DOC_SCREENSHOTS / "log-390.png"), full_page=True)
+        screenshot(page, "log-390")
 
         page.click("#on-duty-link")
         expect(page.locator("#on-duty")).to_be_in_viewport()
@@ -184,13 +184,13 @@ def test_the_log_on_a_phone_is_cards_and_the_desk_keeps_its_table(
 
         page.goto(f"{live_url}/console/calls/{names.urgent_missed}")
         expect(page.locator("#legs")).to_contain_text("Смирнова Елена")
-        page.screenshot(path=str(DOC_SCREENSHOTS / "call-390.png"), full_page=True)
+        screenshot(page, "call-390")
 
         page.goto(f"{live_url}/console/dashboard?from=2025-11-01&to=2025-11-30")
         for chart in page.locator("svg.chart").all():
             chart_box = chart.bounding_box()
             assert chart_box is not None and chart_box["x"] + chart_box["width"] <= 390
-        page.screenshot(path=str(DOC_SCREENSHOTS / "dashboard-390.png"), full_page=True)
+        screenshot(page, "dashboard-390")
 
         page.click("#menu-button")
         page.locator("#menu").get_by_text("Справочник").click()
@@ -219,15 +219,23 @@ def test_the_log_on_a_phone_is_cards_and_the_desk_keeps_its_table(
         cells = row.locator("td")
         first, last = cells.first.bounding_box(), cells.last.bounding_box()
         assert first and last and abs(first["y"] - last["y"]) < 1, "a desk row is one line"
-        page.screenshot(path=str(DOC_SCREENSHOTS / "log-1440.png"), full_page=True)
+        screenshot(page, "log-1440")
         page.goto(f"{live_url}/console/calls/{names.urgent_missed}")
-        page.screenshot(path=str(DOC_SCREENSHOTS / "call-1440.png"), full_page=True)
+        screenshot(page, "call-1440")
     finally:
         ctx.close()
 
 
-def test_screenshots_are_in_the_readme() -> None:
+def test_the_readmes_screenshots_are_the_ones_scripts_screenshots_py_makes() -> None:
+    """Each of the README's pictures exists, is one the script regenerates, and no other
+    picture lies in docs/screenshots/."""
     readme = (ROOT / "README.md").read_text("utf-8")
-    for name in ("log-390", "log-1440", "call-390", "call-1440"):
-        assert f"docs/screenshots/{name}.png" in readme
-        assert Path(DOC_SCREENSHOTS / f"{name}.png").exists()
+    shown = set(re.findall(r"\(docs/screenshots/([\w-]+)\.png\)", readme))
+    script = (ROOT / "scripts" / "screenshots.py").read_text("utf-8")
+    made = set(re.findall(r'^    "([\w-]+)",  # ', script, flags=re.MULTILINE))
+    assert (
+        shown
+        == made
+        == {f"{page}-{w}" for page in ("log", "call", "callbacks") for w in (1440, 390)}
+    )
+    assert {path.stem for path in DOC_SCREENSHOTS.glob("*.png")} == shown
