@@ -207,11 +207,71 @@ def create_call(
     identified). Returns (call, created): False when a racing first webhook won the
     insert, whose row is returned locked.
 
-    The row is written with one Core INSERT (the caller looked up with one Core SELECT,
-    unless `find_contact(session, e164) -> Contact | None` is given) and handed to the
-    session as if loaded: the ORM's INSERT, its savepoint and the contact's ORM object cost
-    most of a first webhook's CPU.
+    The row is written as `insert_call` writes it (the caller looked up with one Core
+    SELECT, unless `find_contact(session, e164) -> Contact | None` is given) and handed to
+    the session as if loaded: the ORM's INSERT, its savepoint and the contact's ORM object
+    cost most of a first webhook's CPU.
     """
+    values = _new_call_values(call_sid, now=now, caller_raw=caller_raw, line_raw=line_raw)
+    if values["caller_e164"] is not None:
+        if find_contact is None:
+            _identify(session.connection(), values)
+        else:
+            contact: Contact | None = find_contact(session, values["caller_e164"])
+            if contact is not None:
+                values.update(contact_id=contact.id, organisation_id=contact.organisation_id)
+    new_id = _insert(session.connection(), values)
+    if new_id is None:
+        existing = load_locked_call(session, call_sid, now=now)
+        if existing is None:  # pragma: no cover - the unique key said it exists
+            raise CallCenterError(f"call {call_sid}: neither inserted nor found")
+        return existing, False
+    call = Call(id=new_id, **values)
+    # Persistent with exactly these values, as if just loaded: no SELECT, nothing to flush.
+    make_transient_to_detached(call)
+    session.add(call)
+    return call, True
+
+
+def insert_call(
+    connection: Connection,
+    call_sid: str,
+    *,
+    now: datetime,
+    caller_raw: str | None,
+    line_raw: str | None,
+) -> tuple[CallColumns, bool]:
+    """`create_call` without the ORM, for the IVR's first webhook: the new row's step
+    columns (the caller identified by the directory), or — when a racing first webhook
+    won the insert — the winner's row, locked. Returns (columns, created)."""
+    values = _new_call_values(call_sid, now=now, caller_raw=caller_raw, line_raw=line_raw)
+    if values["caller_e164"] is not None:
+        _identify(connection, values)
+    new_id = _insert(connection, values)
+    if new_id is None:
+        existing = lock_call(connection, call_sid, now=now)
+        if existing is None:  # pragma: no cover - the unique key said it exists
+            raise CallCenterError(f"call {call_sid}: neither inserted nor found")
+        return existing, False
+    return CallColumns(
+        id=new_id,
+        call_sid=call_sid,
+        state=values["state"] or {},
+        category=values["category"],
+        topic=values["topic"],
+        vehicles=list(values["vehicles"] or ()),
+        caller_kind=values["caller_kind"],
+        caller_e164=values["caller_e164"],
+        contact_id=values["contact_id"],
+        organisation_id=values["organisation_id"],
+    ), True
+
+
+def _new_call_values(
+    call_sid: str, *, now: datetime, caller_raw: str | None, line_raw: str | None
+) -> dict[str, Any]:
+    """A new call's row before the directory is asked: every column as the ORM's INSERT
+    would write it, the caller's number classified."""
     caller = classify(caller_raw)
     values = _new_call_defaults()
     values.update(
@@ -224,27 +284,26 @@ def create_call(
         started_at=now,
         updated_at=now,
     )
-    if caller.e164 is not None:
-        if find_contact is None:
-            ref = contact_ref(session, caller.e164)
-            if ref is not None:
-                values.update(contact_id=ref.contact_id, organisation_id=ref.organisation_id)
-        else:
-            contact: Contact | None = find_contact(session, caller.e164)
-            if contact is not None:
-                values.update(contact_id=contact.id, organisation_id=contact.organisation_id)
-    values = {key: clipped_value(_calls.c[key], value) for key, value in values.items()}
-    new_id = session.execute(_INSERT_CALL[session.get_bind().dialect.name], values).scalar()
-    if new_id is None:
-        existing = load_locked_call(session, call_sid, now=now)
-        if existing is None:  # pragma: no cover - the unique key said it exists
-            raise CallCenterError(f"call {call_sid}: neither inserted nor found")
-        return existing, False
-    call = Call(id=new_id, **values)
-    # Persistent with exactly these values, as if just loaded: no SELECT, nothing to flush.
-    make_transient_to_detached(call)
-    session.add(call)
-    return call, True
+    return values
+
+
+def _identify(connection: Connection, values: dict[str, Any]) -> None:
+    """The caller's contact and organisation from the directory, into `values`."""
+    ref = contact_ref(connection, values["caller_e164"])
+    if ref is not None:
+        values.update(contact_id=ref.contact_id, organisation_id=ref.organisation_id)
+
+
+def _insert(connection: Connection, values: dict[str, Any]) -> int | None:
+    """INSERT the row (each value clipped to its column, as the ORM's listener would);
+    its id, or None when the CallSid already has a row. `values` is clipped in place, so
+    an ORM object built from it holds what was written."""
+    for key, value in values.items():
+        values[key] = clipped_value(_calls.c[key], value)
+    new_id: int | None = connection.execute(
+        _INSERT_CALL[connection.dialect.name], values
+    ).scalar()
+    return new_id
 
 
 @functools.lru_cache(maxsize=64)

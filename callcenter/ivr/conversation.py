@@ -110,24 +110,17 @@ def answer(cycle: StepCycle, webhook: VoiceWebhook, ivr: IvrSetting) -> Reply:
 def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engine: Engine) -> Reply:
     now = tx.now
     locked = tx.call
+    created = False
     if locked is None:
-        call, created = calls.create_call(
-            tx.session, webhook.call_sid, now=now, caller_raw=webhook.caller, line_raw=webhook.line
+        # The first webhook: the row is inserted (the caller identified) with Core, and the
+        # step goes on from its columns as any later step does from the lock's.
+        locked, created = calls.insert_call(
+            tx.connection,
+            webhook.call_sid,
+            now=now,
+            caller_raw=webhook.caller,
+            line_raw=webhook.line,
         )
-        state = CallState.from_json(call.state)
-        result = advance(
-            state, webhook.event, _context(ivr, engine, tx, call, now, _incident(tx, state))
-        )
-        _record_objections(tx, ivr, engine, result)
-        if _only_remembers(result):
-            # The greeting: the new row takes its state with one UPDATE, as any later
-            # step's does, instead of a unit-of-work flush of the whole object.
-            _save_remembered(tx, call.id, result, now)
-            _log_step(tx, call.id, webhook, result, now, created)
-            return result.reply
-        tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
-        _log_step(tx, call, webhook, result, now, created)
-        return result.reply
     state = CallState.from_json(locked.state)
     result = advance(
         state, webhook.event, _context(ivr, engine, tx, locked, now, _incident(tx, state))
@@ -135,11 +128,11 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
     _record_objections(tx, ivr, engine, result)
     if _only_remembers(result):
         _save_remembered(tx, locked.id, result, now)
-        _log_step(tx, locked.id, webhook, result, now, False)
+        _log_step(tx, locked.id, webhook, result, now, created)
         return result.reply
     call = tx.session.get_one(Call, locked.id, options=_loaded_with(result.actions))
     tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
-    _log_step(tx, call, webhook, result, now, False)
+    _log_step(tx, call, webhook, result, now, created)
     return result.reply
 
 
@@ -148,9 +141,9 @@ def _incident(tx: StepTransaction, state: CallState) -> IncidentNotice | None:
     critical caller greeted before it was known), the one offered at the offer (while it
     is open); no query at any other step."""
     if state.step in (Step.START, Step.CRITICAL):
-        found = incidents.announced(tx.session)
+        found = incidents.announced(tx.reading_connection())
     elif state.step == Step.INCIDENT_OFFER and state.incident_id is not None:
-        found = incidents.still_open(tx.session, state.incident_id)
+        found = incidents.still_open(tx.reading_connection(), state.incident_id)
     else:
         return None
     if found is None:
