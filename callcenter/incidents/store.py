@@ -276,9 +276,7 @@ _ANNOUNCEABLE = (
         _incidents.c.ticket_number,
         _requests.c.ticket_number.label("request_number"),
     )
-    .select_from(
-        _incidents.outerjoin(_requests, _requests.c.id == _incidents.c.ticket_request_id)
-    )
+    .select_from(_incidents.outerjoin(_requests, _requests.c.id == _incidents.c.ticket_request_id))
     .where(_incidents.c.status == OPEN)
 )
 _OPEN_NEWEST_FIRST = _ANNOUNCEABLE.order_by(_incidents.c.opened_at.desc(), _incidents.c.id.desc())

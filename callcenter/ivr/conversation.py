@@ -593,24 +593,19 @@ def record_status(
 ) -> CallEnd | None:
     """Apply a call status callback; when it ends the call, close the call's log.
 
-    Returns how the call was closed (None when this callback did not end it).
+    Returns how the call was closed (None when this callback did not end it). A call with
+    a row is served from the lock's columns with Core statements; only a call that must
+    get its interrupted ticket (or has no row yet) is loaded into the ORM.
     """
 
     def decide(tx: StepTransaction) -> CallEnd | None:
-        session = tx.session
-        call = tx.call_object()
-        if call is None:
-            call, _ = calls.create_call(
-                session,
-                callback.call_sid,
-                now=callback.timestamp or tx.now,
-                caller_raw=callback.caller_raw,
-                line_raw=callback.line_raw,
-            )
-        change = calls.apply_status_callback(session, call, callback, now=tx.now)
-        if not change.ended:
+        locked = tx.call
+        if locked is None:
+            end = _status_of_new_row(tx, callback, calendar)
+        else:
+            end = _status_of_row(tx, locked, callback, calendar)
+        if end is None:
             return None
-        end = _close(calendar, session, call, callback.status, tx.now)
         if end.ticket_request_id is not None:
             tx.submit_ticket_requests([end.ticket_request_id])
         if end.missed_urgent_call_id is not None:
@@ -623,45 +618,125 @@ def record_status(
     return cycle.run(callback.call_sid, decide)
 
 
+def _status_of_row(
+    tx: StepTransaction, locked: CallColumns, callback: StatusCallback, calendar: BusinessCalendar
+) -> CallEnd | None:
+    connection = tx.connection
+    change, _ = calls.apply_status_to_row(connection, locked, callback, now=tx.now)
+    if not change.ended:
+        return None
+    closing = _closing(
+        locked,
+        callback.status,
+        lambda: (
+            connection.execute(_REQUESTED_TICKET_OF_CALL, {"call_id": locked.id}).first()
+            is not None
+        ),
+    )
+    if closing.changes:
+        calls.update_call(connection, locked.id, closing.changes)
+    if closing.event is not None:
+        kind, step = closing.event
+        calls.record_event(connection, locked.id, kind, tx.now, step=step)
+    if not closing.interrupted_ticket:
+        return closing.end
+    call = tx.call_object()
+    if call is None:  # pragma: no cover - the row is locked
+        raise AssertionError(f"call {locked.call_sid} vanished under its lock")
+    return _open_interrupted_ticket(calendar, tx.session, call, tx.now)
+
+
+def _status_of_new_row(
+    tx: StepTransaction, callback: StatusCallback, calendar: BusinessCalendar
+) -> CallEnd | None:
+    """A status callback for a call with no row yet (its first webhook never came): the
+    row is made, through the ORM."""
+    session = tx.session
+    call, _ = calls.create_call(
+        session,
+        callback.call_sid,
+        now=callback.timestamp or tx.now,
+        caller_raw=callback.caller_raw,
+        line_raw=callback.line_raw,
+    )
+    change = calls.apply_status_callback(session, call, callback, now=tx.now)
+    if not change.ended:
+        return None
+    return _close(calendar, session, call, callback.status, tx.now)
+
+
 def _close(
     calendar: BusinessCalendar, session: Session, call: Call, status: str, now: datetime
 ) -> CallEnd:
+    """Close a finished call's log through the ORM (see `_closing`)."""
+    closing = _closing(call, status, lambda: _ticket_request(session, call.id) is not None)
+    for key, value in closing.changes.items():
+        setattr(call, key, value)
+    if closing.event is not None:
+        kind, step = closing.event
+        calls.record_event(session, call, kind, now, step=step)
+    if closing.interrupted_ticket:
+        return _open_interrupted_ticket(calendar, session, call, now)
+    return closing.end
+
+
+@dataclass(frozen=True)
+class _Closing:
+    """How a finished call is closed: its end, the columns to write, the event to add
+    (kind, step), and whether it gets its interrupted ticket."""
+
+    end: CallEnd
+    changes: dict[str, Any]
+    event: tuple[str, str] | None = None
+    interrupted_ticket: bool = False
+
+
+def _closing(
+    call: Call | CallColumns, status: str, has_ticket_request: Callable[[], bool]
+) -> _Closing:
     """Decide a finished call's outcome. Nothing the caller said is lost: a call that chose
     a ticketed path but hung up before its ticket still gets one, marked interrupted."""
     if call.outcome != Outcome.IN_PROGRESS:
-        return CallEnd(call.outcome)
+        return _Closing(CallEnd(call.outcome), {})
     state = CallState.from_json(call.state)
     if call.category is None:
-        call.category = Category.ABANDONED
-        call.outcome = Outcome.FAILED if status == "failed" else Outcome.ABANDONED
-        calls.record_event(session, call, "abandoned", now, step=state.step)
-        return CallEnd(call.outcome)
+        outcome = Outcome.FAILED if status == "failed" else Outcome.ABANDONED
+        return _Closing(
+            CallEnd(outcome),
+            {"category": Category.ABANDONED, "outcome": outcome},
+            ("abandoned", state.step),
+        )
     if not state.resolved and _nothing_said_after_choice(call, state):
         # Chose a path, then hung up before saying anything it needs: no ticket, no SMS to
         # the caller; logged for a callback. An urgent one from a number we can call back
         # also tells the on-duty specialist.
-        call.outcome = Outcome.ABANDONED
-        calls.record_event(session, call, ABANDONED_AFTER_CHOICE, now, step=state.step)
         urgent = call.category in URGENT_CATEGORIES and call.caller_e164 is not None
-        return CallEnd(call.outcome, missed_urgent_call_id=call.id if urgent else None)
-    if (
-        call.category in TICKETED_CATEGORIES
-        and not state.resolved
-        and _ticket_request(session, call.id) is None
-    ):
-        call.interrupted = True
-        call.outcome = Outcome.INTERRUPTED
-        session.flush()
-        request = intake.open_ticket_request(
-            session, call, now=now, calendar=calendar, interrupted=True
+        return _Closing(
+            CallEnd(Outcome.ABANDONED, missed_urgent_call_id=call.id if urgent else None),
+            {"outcome": Outcome.ABANDONED},
+            (ABANDONED_AFTER_CHOICE, state.step),
         )
-        session.flush()
-        calls.record_event(
-            session, call, "ticket_requested", now, request_id=request.id, interrupted=True
+    if call.category in TICKETED_CATEGORIES and not state.resolved and not has_ticket_request():
+        return _Closing(
+            CallEnd(Outcome.INTERRUPTED),
+            {"interrupted": True, "outcome": Outcome.INTERRUPTED},
+            interrupted_ticket=True,
         )
-        return CallEnd(call.outcome, request.id)
-    call.outcome = Outcome.COMPLETED
-    return CallEnd(call.outcome)
+    return _Closing(CallEnd(Outcome.COMPLETED), {"outcome": Outcome.COMPLETED})
+
+
+def _open_interrupted_ticket(
+    calendar: BusinessCalendar, session: Session, call: Call, now: datetime
+) -> CallEnd:
+    session.flush()
+    request = intake.open_ticket_request(
+        session, call, now=now, calendar=calendar, interrupted=True
+    )
+    session.flush()
+    calls.record_event(
+        session, call, "ticket_requested", now, request_id=request.id, interrupted=True
+    )
+    return CallEnd(Outcome.INTERRUPTED, request.id)
 
 
 # The first step of each path where nothing has been said yet, per category.
@@ -672,7 +747,7 @@ _FIRST_QUESTION: dict[str, str] = {
 }
 
 
-def _nothing_said_after_choice(call: Call, state: CallState) -> bool:
+def _nothing_said_after_choice(call: Call | CallColumns, state: CallState) -> bool:
     """Hung up at the path's first question: a new problem before its topic, a critical
     failure or a stolen vehicle before any answer."""
     if call.category == Category.INCIDENT:
