@@ -14,6 +14,8 @@ with what each uses (the calendar, the settings, the portal).
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -556,8 +558,11 @@ def _within(seconds: float, fn: Callable[[], T]) -> T:
     result is dropped): a caller waits for the portal no longer than that."""
     outcome: dict[str, Any] = {}
     done = threading.Event()
+    abandoned = threading.Event()
 
     def run() -> None:
+        if abandoned.is_set():
+            return  # waited for in the queue past its deadline: nobody wants it now
         try:
             outcome["value"] = fn()
         except BaseException as exc:  # handed to the waiting thread
@@ -565,13 +570,67 @@ def _within(seconds: float, fn: Callable[[], T]) -> T:
         finally:
             done.set()
 
-    threading.Thread(target=run, name="ivr-portal-lookup", daemon=True).start()
+    _LOOKUP_THREADS.run(run)
     if not done.wait(seconds):
+        abandoned.set()
         raise TimeoutError(f"no answer within {seconds} s")
     if "error" in outcome:
         raise outcome["error"]
     value: T = outcome["value"]
     return value
+
+
+class _LookupThreads:
+    """Daemon threads for `_within`, started as needed (at most `limit`) and reused: a
+    first webhook would otherwise start a thread for its portal lookup every time, which
+    costs CPU and, on a busy machine, waits for the new thread to be scheduled. Daemon, as
+    the one-thread-per-lookup version was: a lookup stuck on a hung portal never holds up
+    the process's exit. Work waits in a queue when all are busy (its own deadline still
+    runs). A forked child starts its own."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._guard = threading.Lock()
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._pid = 0
+        self._threads = 0
+        # Threads waiting for work nobody has handed them yet; work queued with no thread
+        # to take it (all busy, at the limit). At most one of the two is above zero.
+        self._idle = 0
+        self._waiting = 0
+
+    def run(self, work: Callable[[], None]) -> None:
+        with self._guard:
+            if self._pid != os.getpid():  # none yet, or inherited from a parent: none here
+                self._pid, self._threads, self._idle, self._waiting = os.getpid(), 0, 0, 0
+                self._queue = queue.SimpleQueue()
+            self._queue.put(work)
+            if self._idle:
+                self._idle -= 1
+            elif self._threads < self._limit:
+                self._threads += 1
+                threading.Thread(
+                    target=self._serve, args=(self._queue,), name="ivr-portal-lookup", daemon=True
+                ).start()
+            else:
+                self._waiting += 1
+
+    def _serve(self, work_queue: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            work = work_queue.get()
+            try:
+                work()
+            except BaseException:  # noqa: BLE001 - `_within`'s work keeps its own errors
+                log.exception("portal lookup thread: unexpected error")
+            with self._guard:
+                if self._waiting:
+                    self._waiting -= 1  # the next get() takes queued work
+                else:
+                    self._idle += 1
+
+
+# As many as a web process serves requests at once (gunicorn's threads), and a few more.
+_LOOKUP_THREADS = _LookupThreads(limit=16)
 
 
 # ------------------------------------------------------------------ callbacks
