@@ -25,6 +25,12 @@ Also printed, as before: the bare endpoint and the cheapest step (`*` at the mai
 and over). `--logs` keeps the access log line on (to /dev/null); `--profile KIND` prints
 cProfile's top functions of that step kind's requests (e.g. `incoming`; cProfile slows calls
 down unevenly: use it for where, not how much).
+
+`--instructions` runs the same under Valgrind's callgrind and prints instructions executed
+per step kind and per call instead: a count that other processes on the cores do not
+change (process CPU time does, by a factor of 2–4 on a shared machine). It needs `valgrind`
+and a C compiler with Valgrind's headers (Debian: `apt-get install valgrind gcc`), and
+runs ~50 times slower: use few calls (`--calls 12 --steps 100`).
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -344,6 +350,110 @@ def record_templates(app: Any, runner: RecordingRunner, auth_token: str) -> dict
 # ---------------------------------------------------------------- measuring
 
 
+CALLGRIND_ENV = "CC_PROFILE_CALLGRIND_LIB"
+CALLGRIND_C = r"""
+#include <valgrind/callgrind.h>
+void cc_zero(void) { CALLGRIND_ZERO_STATS; }
+void cc_dump(const char *label) { CALLGRIND_DUMP_STATS_AT(label); }
+"""
+
+
+class Callgrind:
+    """Valgrind's client requests, when this process runs under callgrind
+    (`--instructions`): the counters zeroed before a measured request and dumped, labelled,
+    after it. Outside Valgrind (or without the library) both do nothing."""
+
+    def __init__(self) -> None:
+        self._lib: Any = None
+        # Off while warming up: only the measured requests are dumped.
+        self.on = False
+        path = os.environ.get(CALLGRIND_ENV)
+        if path:
+            import ctypes
+
+            self._lib = ctypes.CDLL(path)
+            self._lib.cc_dump.argtypes = [ctypes.c_char_p]
+
+    def zero(self) -> None:
+        if self._lib is not None and self.on:
+            self._lib.cc_zero()
+
+    def dump(self, label: str) -> None:
+        if self._lib is not None and self.on:
+            self._lib.cc_dump(label.encode())
+
+
+callgrind = Callgrind()
+
+
+def run_under_callgrind(argv: list[str]) -> int:
+    """Run this script (without `--instructions`) under callgrind, one dump per measured
+    request, and print instructions per step kind and per call from the dumps."""
+    import shutil
+
+    for tool in ("valgrind", "cc"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"--instructions needs `{tool}` (apt-get install valgrind gcc)")
+    with tempfile.TemporaryDirectory(prefix="cc-callgrind-") as tmp:
+        source, lib = Path(tmp, "cc.c"), Path(tmp, "libcc.so")
+        source.write_text(CALLGRIND_C)
+        subprocess.run(["cc", "-shared", "-fPIC", "-O1", "-o", lib, source], check=True)
+        out = Path(tmp, "callgrind.out")
+        command = [
+            "valgrind", "--tool=callgrind", "--dump-instr=no", "--dump-line=no",
+            "--compress-strings=no", "--compress-pos=no", f"--callgrind-out-file={out}",
+            sys.executable, __file__, *argv,
+        ]  # fmt: skip
+        done = subprocess.run(
+            command, env={**os.environ, CALLGRIND_ENV: str(lib)}, stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        if done.returncode != 0:
+            raise SystemExit(f"the run under callgrind failed ({done.returncode})")
+        dumps = [read_dump(path) for path in Path(tmp).glob("callgrind.out.*")]
+    print_instructions([dump for dump in dumps if dump is not None])
+    return 0
+
+
+def read_dump(path: Path) -> tuple[str, int] | None:
+    """(label, instructions) of one callgrind dump made by `Callgrind.dump`."""
+    label, total = None, None
+    with path.open(errors="replace") as lines:
+        for line in lines:
+            if line.startswith("desc: Trigger: Client Request: "):
+                label = line.removeprefix("desc: Trigger: Client Request: ").rstrip("\n")
+            elif line.startswith(("totals: ", "summary: ")):
+                total = int(line.split()[1])
+    return (label, total) if label is not None and total is not None else None
+
+
+def print_instructions(dumps: list[tuple[str, int]]) -> None:
+    steps, per_call, star = Tally(), Tally(), {}
+    calls: dict[str, tuple[str, int]] = {}
+    for label, total in dumps:
+        call, _, kind = label.partition("|")
+        if call == "star":
+            name, _, count = kind.partition("|")
+            star[name] = total / int(count)
+            continue
+        steps.add(kind, total)
+        name = call.rpartition("#")[0]
+        calls[call] = (name, calls.get(call, (name, 0))[1] + total)
+    for name, total in calls.values():
+        per_call.add(name, total)
+    print("instructions executed (callgrind), millions:")
+    for label, kind in (("bare Flask TwiML", "bare"), ("main menu * over and over", "ivr")):
+        if kind in star:
+            print(f"  {label:34} {star[kind] / 1e6:7.2f}")
+    print("per step kind:")
+    for kind in sorted(steps.counts, key=steps.mean_us, reverse=True):
+        print(f"  {kind:34} {steps.mean_us(kind) / 1e12:7.2f}  (n={steps.counts[kind]})")
+    print("per call (its webhooks + its jobs):")
+    for name in sorted(per_call.counts):
+        mean = per_call.mean_us(name) / 1e12
+        print(f"  {name:34} {mean:7.2f}  (n={per_call.counts[name]})")
+
+
 @dataclass
 class Tally:
     seconds: dict[str, float] = field(default_factory=lambda: defaultdict(float))
@@ -371,7 +481,7 @@ def measure_calls(
     callers = itertools.cycle(DIRECTORY_CALLERS)
     names = itertools.cycle(templates)
     steps, per_call = Tally(), Tally()
-    profiler = cProfile.Profile() if profile_kind else None
+    profiler = cProfile.Profile(time.process_time) if profile_kind else None
     call_seconds = 0.0
 
     def measured(kind: str) -> Iterator[None]:
@@ -379,21 +489,23 @@ def measure_calls(
         profiling = profiler is not None and kind.startswith(profile_kind or "")
         if profiling:
             profiler.enable()  # type: ignore[union-attr]
+        callgrind.zero()
         started = time.process_time()
         yield
         spent = time.process_time() - started
+        callgrind.dump(f"{call_label}|{kind}")
         if profiling:
             profiler.disable()  # type: ignore[union-attr]
         steps.add(kind, spent)
         call_seconds += spent
 
-    from contextlib import contextmanager
-
     measure = contextmanager(measured)
-    for _ in range(calls):
+    call_label = ""
+    for index in range(calls):
         name = next(names)
         prepared = replay.environs(templates[name], next(callers))
         call_seconds = 0.0
+        call_label = f"{name}#{index}"
         for kind, environ in prepared:
             with measure(kind):
                 status, body = call_wsgi(app, environ)
@@ -480,7 +592,12 @@ def main() -> int:
     parser.add_argument("--database-url", default=None, help="default: a fresh SQLite file")
     parser.add_argument("--logs", action="store_true", help="keep the access log line")
     parser.add_argument("--profile", metavar="KIND", help="cProfile this step kind")
+    parser.add_argument(
+        "--instructions", action="store_true", help="count instructions under callgrind"
+    )
     args = parser.parse_args()
+    if args.instructions:
+        return run_under_callgrind([arg for arg in sys.argv[1:] if arg != "--instructions"])
 
     stand_in, twilio_url = start_twilio_stand_in()
     with tempfile.TemporaryDirectory(prefix="cc-profile-") as tmp:
@@ -517,16 +634,21 @@ def main() -> int:
         templates = record_templates(app, runner, bench_webhooks.AUTH_TOKEN)
         warm = max(len(templates), args.calls // 10)
         measure_calls(app, runner, templates, warm, bench_webhooks.AUTH_TOKEN, None)
+        callgrind.on = True
         steps, per_call, profiler = measure_calls(
             app, runner, templates, args.calls, bench_webhooks.AUTH_TOKEN, args.profile
         )
         star = {}
         for kind in ("bare", "ivr"):
+            callgrind.on = False
             play(app, star_environs(kind, 200))
+            callgrind.on = True
             requests = star_environs(kind, args.steps)
+            callgrind.zero()
             started = time.process_time()
             play(app, requests)
             star[kind] = (time.process_time() - started) / len(requests)
+            callgrind.dump(f"star|{kind}|{len(requests)}")
     stand_in.terminate()
     stand_in.wait(timeout=10)
 

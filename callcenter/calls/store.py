@@ -76,7 +76,8 @@ def _locking_statements(*columns: Any) -> tuple[Any, Any]:
 @dataclass(frozen=True, slots=True)
 class CallColumns:
     """The columns of a call's row that a step reads, as the lock returned them: a step
-    loads these ten columns instead of an ORM object of forty (a third of a step's CPU)."""
+    loads these fourteen columns instead of an ORM object of forty (a third of a step's
+    CPU); the last four are what a status callback decides by."""
 
     id: int
     call_sid: str
@@ -88,6 +89,10 @@ class CallColumns:
     caller_e164: str | None
     contact_id: int | None
     organisation_id: int | None
+    outcome: str
+    twilio_status: str | None
+    status_sequence: int | None
+    started_at: datetime | None
 
 
 _STEP_COLUMNS = tuple(_calls.c[name] for name in CallColumns.__slots__)
@@ -207,11 +212,75 @@ def create_call(
     identified). Returns (call, created): False when a racing first webhook won the
     insert, whose row is returned locked.
 
-    The row is written with one Core INSERT (the caller looked up with one Core SELECT,
-    unless `find_contact(session, e164) -> Contact | None` is given) and handed to the
-    session as if loaded: the ORM's INSERT, its savepoint and the contact's ORM object cost
-    most of a first webhook's CPU.
+    The row is written as `insert_call` writes it (the caller looked up with one Core
+    SELECT, unless `find_contact(session, e164) -> Contact | None` is given) and handed to
+    the session as if loaded: the ORM's INSERT, its savepoint and the contact's ORM object
+    cost most of a first webhook's CPU.
     """
+    values = _new_call_values(call_sid, now=now, caller_raw=caller_raw, line_raw=line_raw)
+    if values["caller_e164"] is not None:
+        if find_contact is None:
+            _identify(session.connection(), values)
+        else:
+            contact: Contact | None = find_contact(session, values["caller_e164"])
+            if contact is not None:
+                values.update(contact_id=contact.id, organisation_id=contact.organisation_id)
+    new_id = _insert(session.connection(), values)
+    if new_id is None:
+        existing = load_locked_call(session, call_sid, now=now)
+        if existing is None:  # pragma: no cover - the unique key said it exists
+            raise CallCenterError(f"call {call_sid}: neither inserted nor found")
+        return existing, False
+    call = Call(id=new_id, **values)
+    # Persistent with exactly these values, as if just loaded: no SELECT, nothing to flush.
+    make_transient_to_detached(call)
+    session.add(call)
+    return call, True
+
+
+def insert_call(
+    connection: Connection,
+    call_sid: str,
+    *,
+    now: datetime,
+    caller_raw: str | None,
+    line_raw: str | None,
+) -> tuple[CallColumns, bool]:
+    """`create_call` without the ORM, for the IVR's first webhook: the new row's step
+    columns (the caller identified by the directory), or — when a racing first webhook
+    won the insert — the winner's row, locked. Returns (columns, created)."""
+    values = _new_call_values(call_sid, now=now, caller_raw=caller_raw, line_raw=line_raw)
+    if values["caller_e164"] is not None:
+        _identify(connection, values)
+    new_id = _insert(connection, values)
+    if new_id is None:
+        existing = lock_call(connection, call_sid, now=now)
+        if existing is None:  # pragma: no cover - the unique key said it exists
+            raise CallCenterError(f"call {call_sid}: neither inserted nor found")
+        return existing, False
+    return CallColumns(
+        id=new_id,
+        call_sid=call_sid,
+        state=values["state"] or {},
+        category=values["category"],
+        topic=values["topic"],
+        vehicles=list(values["vehicles"] or ()),
+        caller_kind=values["caller_kind"],
+        caller_e164=values["caller_e164"],
+        contact_id=values["contact_id"],
+        organisation_id=values["organisation_id"],
+        outcome=values["outcome"],
+        twilio_status=values["twilio_status"],
+        status_sequence=values["status_sequence"],
+        started_at=values["started_at"],
+    ), True
+
+
+def _new_call_values(
+    call_sid: str, *, now: datetime, caller_raw: str | None, line_raw: str | None
+) -> dict[str, Any]:
+    """A new call's row before the directory is asked: every column as the ORM's INSERT
+    would write it, the caller's number classified."""
     caller = classify(caller_raw)
     values = _new_call_defaults()
     values.update(
@@ -224,27 +293,24 @@ def create_call(
         started_at=now,
         updated_at=now,
     )
-    if caller.e164 is not None:
-        if find_contact is None:
-            ref = contact_ref(session, caller.e164)
-            if ref is not None:
-                values.update(contact_id=ref.contact_id, organisation_id=ref.organisation_id)
-        else:
-            contact: Contact | None = find_contact(session, caller.e164)
-            if contact is not None:
-                values.update(contact_id=contact.id, organisation_id=contact.organisation_id)
-    values = {key: clipped_value(_calls.c[key], value) for key, value in values.items()}
-    new_id = session.execute(_INSERT_CALL[session.get_bind().dialect.name], values).scalar()
-    if new_id is None:
-        existing = load_locked_call(session, call_sid, now=now)
-        if existing is None:  # pragma: no cover - the unique key said it exists
-            raise CallCenterError(f"call {call_sid}: neither inserted nor found")
-        return existing, False
-    call = Call(id=new_id, **values)
-    # Persistent with exactly these values, as if just loaded: no SELECT, nothing to flush.
-    make_transient_to_detached(call)
-    session.add(call)
-    return call, True
+    return values
+
+
+def _identify(connection: Connection, values: dict[str, Any]) -> None:
+    """The caller's contact and organisation from the directory, into `values`."""
+    ref = contact_ref(connection, values["caller_e164"])
+    if ref is not None:
+        values.update(contact_id=ref.contact_id, organisation_id=ref.organisation_id)
+
+
+def _insert(connection: Connection, values: dict[str, Any]) -> int | None:
+    """INSERT the row (each value clipped to its column, as the ORM's listener would);
+    its id, or None when the CallSid already has a row. `values` is clipped in place, so
+    an ORM object built from it holds what was written."""
+    for key, value in values.items():
+        values[key] = clipped_value(_calls.c[key], value)
+    new_id: int | None = connection.execute(_INSERT_CALL[connection.dialect.name], values).scalar()
+    return new_id
 
 
 @functools.lru_cache(maxsize=64)
@@ -365,6 +431,32 @@ def apply_status_callback(
       callback: logged, not applied. Without them (the number-level status callback sends
       none), the callback's Timestamp and then the status's place in a call's life decide.
     """
+    change, changes = decide_status(call, callback, now=now)
+    kind, at, detail = status_event(change, callback, now=now)
+    record_event(session, call, kind, at, **detail)
+    for key, value in changes.items():
+        setattr(call, key, value)
+    return change
+
+
+def apply_status_to_row(
+    connection: Connection, call: CallColumns, callback: StatusCallback, *, now: datetime
+) -> tuple[StatusChange, dict[str, Any]]:
+    """`apply_status_callback` on the locked row's columns, with Core statements: the event
+    inserted and the columns written. Returns the change and the columns it wrote."""
+    change, changes = decide_status(call, callback, now=now)
+    kind, at, detail = status_event(change, callback, now=now)
+    record_event(connection, call.id, kind, at, **detail)
+    if changes:
+        update_call(connection, call.id, changes)
+    return change, changes
+
+
+def decide_status(
+    call: Call | CallColumns, callback: StatusCallback, *, now: datetime
+) -> tuple[StatusChange, dict[str, Any]]:
+    """What a status callback does to a call (see `apply_status_callback`): the change and
+    the columns to write (none for a duplicate or late one)."""
     stored_rank = _rank(call.twilio_status)
     new_rank = _rank(callback.status)
     reason = ""
@@ -375,28 +467,31 @@ def apply_status_callback(
             reason = "duplicate" if callback.sequence == call.status_sequence else "late"
     elif new_rank < stored_rank:
         reason = "late"
-    applied = reason == ""
-    record_event(
-        session,
-        call,
-        "status" if applied else "status_ignored",
-        callback.timestamp or now,
-        status=callback.status,
-        sequence=callback.sequence,
-        duration=callback.duration,
-        reason=reason or None,
-    )
-    if not applied:
-        return StatusChange(applied=False, ended=False, reason=reason)
-    call.twilio_status = callback.status
+    if reason:
+        return StatusChange(applied=False, ended=False, reason=reason), {}
+    changes: dict[str, Any] = {"twilio_status": callback.status}
     if callback.sequence is not None:
-        call.status_sequence = callback.sequence
-    call.updated_at = now
+        changes["status_sequence"] = callback.sequence
+    changes["updated_at"] = now
     ended = callback.status in TERMINAL_STATUSES
     if ended:
-        call.ended_at = callback.timestamp or now
+        ended_at = changes["ended_at"] = callback.timestamp or now
         if callback.duration is not None:
-            call.duration_seconds = callback.duration
+            changes["duration_seconds"] = callback.duration
         elif call.started_at is not None:
-            call.duration_seconds = max(0, int((call.ended_at - call.started_at).total_seconds()))
-    return StatusChange(applied=True, ended=ended, reason="applied")
+            changes["duration_seconds"] = max(0, int((ended_at - call.started_at).total_seconds()))
+    return StatusChange(applied=True, ended=ended, reason="applied"), changes
+
+
+def status_event(
+    change: StatusChange, callback: StatusCallback, *, now: datetime
+) -> tuple[str, datetime, dict[str, Any]]:
+    """The event a status callback leaves: kind, time and detail for `record_event`."""
+    detail = {
+        "status": callback.status,
+        "sequence": callback.sequence,
+        "duration": callback.duration,
+        "reason": None if change.applied else change.reason,
+    }
+    kind = "status" if change.applied else "status_ignored"
+    return kind, callback.timestamp or now, detail

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import cast
 
-from sqlalchemy import Table, bindparam, select
+from sqlalchemy import Connection, Table, bindparam, select
 from sqlalchemy.orm import Session, joinedload, selectinload
 
 from callcenter.db.models import Contact, ContactPhone, Organisation
@@ -85,9 +85,10 @@ def _contact_by_e164(session: Session, e164: str) -> Contact | None:
     return session.scalars(_CONTACT_BY_PHONE, {"e164": e164}).first()
 
 
-def contact_ref(session: Session, e164: str) -> ContactRef | None:
+def contact_ref(session: Session | Connection, e164: str) -> ContactRef | None:
     """Whose the E.164 number `e164` is (contact and organisation ids), or None: what
-    `find_contact` answers, read as two columns with one Core statement."""
+    `find_contact` answers, read as two columns with one Core statement (through a
+    connection: the first webhook of a call opens no ORM session)."""
     row = session.execute(_CONTACT_REF_BY_PHONE, {"e164": e164}).first()
     return None if row is None else ContactRef(row.id, row.organisation_id)
 

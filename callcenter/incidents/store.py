@@ -16,9 +16,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import Connection, Table, bindparam, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, joinedload
 
@@ -350,25 +350,74 @@ class Announced:
     ticket_number: str
 
 
-def announced(session: Session, *, product: str | None = None) -> Announced | None:
+# What the IVR asks on the first webhook of every call (and at an offer): a few columns
+# read with Core — no ORM objects, no session needed — the number as `ticket_number` reads
+# it (the incident's own, else its request's). Built once: building a statement costs as
+# much as running it.
+_incidents = cast(Table, Incident.__table__)
+_requests = cast(Table, TicketRequest.__table__)
+_ANNOUNCEABLE = (
+    select(
+        _incidents.c.id,
+        _incidents.c.product,
+        _incidents.c.ticket_number,
+        _requests.c.ticket_number.label("request_number"),
+    )
+    .select_from(_incidents.outerjoin(_requests, _requests.c.id == _incidents.c.ticket_request_id))
+    .where(_incidents.c.status == OPEN)
+)
+_OPEN_NEWEST_FIRST = _ANNOUNCEABLE.order_by(_incidents.c.opened_at.desc(), _incidents.c.id.desc())
+# By id whatever its status, with what tells a merged one's target.
+_ANY_BY_ID = (
+    select(
+        _incidents.c.id,
+        _incidents.c.product,
+        _incidents.c.status,
+        _incidents.c.closing_message,
+        _incidents.c.ticket_number,
+        _requests.c.ticket_number.label("request_number"),
+    )
+    .select_from(_incidents.outerjoin(_requests, _requests.c.id == _incidents.c.ticket_request_id))
+    .where(_incidents.c.id == bindparam("incident_id"))
+)
+
+
+def _read(db: Session | Connection, statement: Any, params: dict[str, Any] | None = None) -> Any:
+    """Rows of a Core statement, through the session's connection when given a session
+    (its pending changes flushed first, as a query's autoflush would)."""
+    if isinstance(db, Session):
+        if db.new or db.dirty or db.deleted:
+            db.flush()
+        db = db.connection()
+    return db.execute(statement, params)
+
+
+def announced(session: Session | Connection, *, product: str | None = None) -> Announced | None:
     """The open incident a caller about `product` (None: not known) hears first: the
     newest one concerning them whose ticket number is known (a number is part of what is
-    said)."""
-    for incident in open_incidents(session):
-        number = ticket_number(incident)
-        if number and covers(incident.product, product):
-            return Announced(incident.id, incident.product, number)
+    said). `session` may be a Connection (the IVR's hot path opens no session for it)."""
+    for row in _read(session, _OPEN_NEWEST_FIRST):
+        number = row.ticket_number or row.request_number
+        if number and covers(row.product, product):
+            return Announced(row.id, row.product, number)
     return None
 
 
-def still_open(session: Session, incident_id: int) -> Announced | None:
+def still_open(session: Session | Connection, incident_id: int) -> Announced | None:
     """The incident the caller was offered, if it is still open (and numbered); the one
-    it was merged into meanwhile, if that one is."""
-    incident = surviving(session, incident_id)
-    if incident is None or incident.status != OPEN:
+    it was merged into meanwhile, if that one is. Core reads, as on the first webhook."""
+    seen: set[int] = set()
+    row = _read(session, _ANY_BY_ID, {"incident_id": incident_id}).first()
+    while row is not None and row.status == MERGED:
+        target = texts.merged_target(row.closing_message or "")
+        if target is None or target in seen:
+            return None  # never written so, but a loop must not hang a caller's step
+        seen.add(row.id)
+        row = _read(session, _ANY_BY_ID, {"incident_id": target}).first()
+    if row is None or row.status != OPEN:
         return None
-    number = ticket_number(incident)
-    return Announced(incident.id, incident.product, number) if number else None
+    number = row.ticket_number or row.request_number
+    return Announced(row.id, row.product, number) if number else None
 
 
 def join_call(

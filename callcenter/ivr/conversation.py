@@ -14,6 +14,8 @@ with what each uses (the calendar, the settings, the portal).
 from __future__ import annotations
 
 import logging
+import os
+import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -110,24 +112,17 @@ def answer(cycle: StepCycle, webhook: VoiceWebhook, ivr: IvrSetting) -> Reply:
 def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engine: Engine) -> Reply:
     now = tx.now
     locked = tx.call
+    created = False
     if locked is None:
-        call, created = calls.create_call(
-            tx.session, webhook.call_sid, now=now, caller_raw=webhook.caller, line_raw=webhook.line
+        # The first webhook: the row is inserted (the caller identified) with Core, and the
+        # step goes on from its columns as any later step does from the lock's.
+        locked, created = calls.insert_call(
+            tx.connection,
+            webhook.call_sid,
+            now=now,
+            caller_raw=webhook.caller,
+            line_raw=webhook.line,
         )
-        state = CallState.from_json(call.state)
-        result = advance(
-            state, webhook.event, _context(ivr, engine, tx, call, now, _incident(tx, state))
-        )
-        _record_objections(tx, ivr, engine, result)
-        if _only_remembers(result):
-            # The greeting: the new row takes its state with one UPDATE, as any later
-            # step's does, instead of a unit-of-work flush of the whole object.
-            _save_remembered(tx, call.id, result, now)
-            _log_step(tx, call.id, webhook, result, now, created)
-            return result.reply
-        tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
-        _log_step(tx, call, webhook, result, now, created)
-        return result.reply
     state = CallState.from_json(locked.state)
     result = advance(
         state, webhook.event, _context(ivr, engine, tx, locked, now, _incident(tx, state))
@@ -135,11 +130,11 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
     _record_objections(tx, ivr, engine, result)
     if _only_remembers(result):
         _save_remembered(tx, locked.id, result, now)
-        _log_step(tx, locked.id, webhook, result, now, False)
+        _log_step(tx, locked.id, webhook, result, now, created)
         return result.reply
     call = tx.session.get_one(Call, locked.id, options=_loaded_with(result.actions))
     tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
-    _log_step(tx, call, webhook, result, now, False)
+    _log_step(tx, call, webhook, result, now, created)
     return result.reply
 
 
@@ -148,9 +143,9 @@ def _incident(tx: StepTransaction, state: CallState) -> IncidentNotice | None:
     critical caller greeted before it was known), the one offered at the offer (while it
     is open); no query at any other step."""
     if state.step in (Step.START, Step.CRITICAL):
-        found = incidents.announced(tx.session)
+        found = incidents.announced(tx.reading_connection())
     elif state.step == Step.INCIDENT_OFFER and state.incident_id is not None:
-        found = incidents.still_open(tx.session, state.incident_id)
+        found = incidents.still_open(tx.reading_connection(), state.incident_id)
     else:
         return None
     if found is None:
@@ -563,8 +558,11 @@ def _within(seconds: float, fn: Callable[[], T]) -> T:
     result is dropped): a caller waits for the portal no longer than that."""
     outcome: dict[str, Any] = {}
     done = threading.Event()
+    abandoned = threading.Event()
 
     def run() -> None:
+        if abandoned.is_set():
+            return  # waited for in the queue past its deadline: nobody wants it now
         try:
             outcome["value"] = fn()
         except BaseException as exc:  # handed to the waiting thread
@@ -572,13 +570,67 @@ def _within(seconds: float, fn: Callable[[], T]) -> T:
         finally:
             done.set()
 
-    threading.Thread(target=run, name="ivr-portal-lookup", daemon=True).start()
+    _LOOKUP_THREADS.run(run)
     if not done.wait(seconds):
+        abandoned.set()
         raise TimeoutError(f"no answer within {seconds} s")
     if "error" in outcome:
         raise outcome["error"]
     value: T = outcome["value"]
     return value
+
+
+class _LookupThreads:
+    """Daemon threads for `_within`, started as needed (at most `limit`) and reused: a
+    first webhook would otherwise start a thread for its portal lookup every time, which
+    costs CPU and, on a busy machine, waits for the new thread to be scheduled. Daemon, as
+    the one-thread-per-lookup version was: a lookup stuck on a hung portal never holds up
+    the process's exit. Work waits in a queue when all are busy (its own deadline still
+    runs). A forked child starts its own."""
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._guard = threading.Lock()
+        self._queue: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+        self._pid = 0
+        self._threads = 0
+        # Threads waiting for work nobody has handed them yet; work queued with no thread
+        # to take it (all busy, at the limit). At most one of the two is above zero.
+        self._idle = 0
+        self._waiting = 0
+
+    def run(self, work: Callable[[], None]) -> None:
+        with self._guard:
+            if self._pid != os.getpid():  # none yet, or inherited from a parent: none here
+                self._pid, self._threads, self._idle, self._waiting = os.getpid(), 0, 0, 0
+                self._queue = queue.SimpleQueue()
+            self._queue.put(work)
+            if self._idle:
+                self._idle -= 1
+            elif self._threads < self._limit:
+                self._threads += 1
+                threading.Thread(
+                    target=self._serve, args=(self._queue,), name="ivr-portal-lookup", daemon=True
+                ).start()
+            else:
+                self._waiting += 1
+
+    def _serve(self, work_queue: queue.SimpleQueue[Callable[[], None]]) -> None:
+        while True:
+            work = work_queue.get()
+            try:
+                work()
+            except BaseException:  # noqa: BLE001 - `_within`'s work keeps its own errors
+                log.exception("portal lookup thread: unexpected error")
+            with self._guard:
+                if self._waiting:
+                    self._waiting -= 1  # the next get() takes queued work
+                else:
+                    self._idle += 1
+
+
+# As many as a web process serves requests at once (gunicorn's threads), and a few more.
+_LOOKUP_THREADS = _LookupThreads(limit=16)
 
 
 # ------------------------------------------------------------------ callbacks
@@ -600,24 +652,19 @@ def record_status(
 ) -> CallEnd | None:
     """Apply a call status callback; when it ends the call, close the call's log.
 
-    Returns how the call was closed (None when this callback did not end it).
+    Returns how the call was closed (None when this callback did not end it). A call with
+    a row is served from the lock's columns with Core statements; only a call that must
+    get its interrupted ticket (or has no row yet) is loaded into the ORM.
     """
 
     def decide(tx: StepTransaction) -> CallEnd | None:
-        session = tx.session
-        call = tx.call_object()
-        if call is None:
-            call, _ = calls.create_call(
-                session,
-                callback.call_sid,
-                now=callback.timestamp or tx.now,
-                caller_raw=callback.caller_raw,
-                line_raw=callback.line_raw,
-            )
-        change = calls.apply_status_callback(session, call, callback, now=tx.now)
-        if not change.ended:
+        locked = tx.call
+        if locked is None:
+            end = _status_of_new_row(tx, callback, calendar)
+        else:
+            end = _status_of_row(tx, locked, callback, calendar)
+        if end is None:
             return None
-        end = _close(calendar, session, call, callback.status, tx.now)
         if end.ticket_request_id is not None:
             tx.submit_ticket_requests([end.ticket_request_id])
         if end.missed_urgent_call_id is not None:
@@ -630,45 +677,125 @@ def record_status(
     return cycle.run(callback.call_sid, decide)
 
 
+def _status_of_row(
+    tx: StepTransaction, locked: CallColumns, callback: StatusCallback, calendar: BusinessCalendar
+) -> CallEnd | None:
+    connection = tx.connection
+    change, _ = calls.apply_status_to_row(connection, locked, callback, now=tx.now)
+    if not change.ended:
+        return None
+    closing = _closing(
+        locked,
+        callback.status,
+        lambda: (
+            connection.execute(_REQUESTED_TICKET_OF_CALL, {"call_id": locked.id}).first()
+            is not None
+        ),
+    )
+    if closing.changes:
+        calls.update_call(connection, locked.id, closing.changes)
+    if closing.event is not None:
+        kind, step = closing.event
+        calls.record_event(connection, locked.id, kind, tx.now, step=step)
+    if not closing.interrupted_ticket:
+        return closing.end
+    call = tx.call_object()
+    if call is None:  # pragma: no cover - the row is locked
+        raise AssertionError(f"call {locked.call_sid} vanished under its lock")
+    return _open_interrupted_ticket(calendar, tx.session, call, tx.now)
+
+
+def _status_of_new_row(
+    tx: StepTransaction, callback: StatusCallback, calendar: BusinessCalendar
+) -> CallEnd | None:
+    """A status callback for a call with no row yet (its first webhook never came): the
+    row is made, through the ORM."""
+    session = tx.session
+    call, _ = calls.create_call(
+        session,
+        callback.call_sid,
+        now=callback.timestamp or tx.now,
+        caller_raw=callback.caller_raw,
+        line_raw=callback.line_raw,
+    )
+    change = calls.apply_status_callback(session, call, callback, now=tx.now)
+    if not change.ended:
+        return None
+    return _close(calendar, session, call, callback.status, tx.now)
+
+
 def _close(
     calendar: BusinessCalendar, session: Session, call: Call, status: str, now: datetime
 ) -> CallEnd:
+    """Close a finished call's log through the ORM (see `_closing`)."""
+    closing = _closing(call, status, lambda: _ticket_request(session, call.id) is not None)
+    for key, value in closing.changes.items():
+        setattr(call, key, value)
+    if closing.event is not None:
+        kind, step = closing.event
+        calls.record_event(session, call, kind, now, step=step)
+    if closing.interrupted_ticket:
+        return _open_interrupted_ticket(calendar, session, call, now)
+    return closing.end
+
+
+@dataclass(frozen=True)
+class _Closing:
+    """How a finished call is closed: its end, the columns to write, the event to add
+    (kind, step), and whether it gets its interrupted ticket."""
+
+    end: CallEnd
+    changes: dict[str, Any]
+    event: tuple[str, str] | None = None
+    interrupted_ticket: bool = False
+
+
+def _closing(
+    call: Call | CallColumns, status: str, has_ticket_request: Callable[[], bool]
+) -> _Closing:
     """Decide a finished call's outcome. Nothing the caller said is lost: a call that chose
     a ticketed path but hung up before its ticket still gets one, marked interrupted."""
     if call.outcome != Outcome.IN_PROGRESS:
-        return CallEnd(call.outcome)
+        return _Closing(CallEnd(call.outcome), {})
     state = CallState.from_json(call.state)
     if call.category is None:
-        call.category = Category.ABANDONED
-        call.outcome = Outcome.FAILED if status == "failed" else Outcome.ABANDONED
-        calls.record_event(session, call, "abandoned", now, step=state.step)
-        return CallEnd(call.outcome)
+        outcome = Outcome.FAILED if status == "failed" else Outcome.ABANDONED
+        return _Closing(
+            CallEnd(outcome),
+            {"category": Category.ABANDONED, "outcome": outcome},
+            ("abandoned", state.step),
+        )
     if not state.resolved and _nothing_said_after_choice(call, state):
         # Chose a path, then hung up before saying anything it needs: no ticket, no SMS to
         # the caller; logged for a callback. An urgent one from a number we can call back
         # also tells the on-duty specialist.
-        call.outcome = Outcome.ABANDONED
-        calls.record_event(session, call, ABANDONED_AFTER_CHOICE, now, step=state.step)
         urgent = call.category in URGENT_CATEGORIES and call.caller_e164 is not None
-        return CallEnd(call.outcome, missed_urgent_call_id=call.id if urgent else None)
-    if (
-        call.category in TICKETED_CATEGORIES
-        and not state.resolved
-        and _ticket_request(session, call.id) is None
-    ):
-        call.interrupted = True
-        call.outcome = Outcome.INTERRUPTED
-        session.flush()
-        request = intake.open_ticket_request(
-            session, call, now=now, calendar=calendar, interrupted=True
+        return _Closing(
+            CallEnd(Outcome.ABANDONED, missed_urgent_call_id=call.id if urgent else None),
+            {"outcome": Outcome.ABANDONED},
+            (ABANDONED_AFTER_CHOICE, state.step),
         )
-        session.flush()
-        calls.record_event(
-            session, call, "ticket_requested", now, request_id=request.id, interrupted=True
+    if call.category in TICKETED_CATEGORIES and not state.resolved and not has_ticket_request():
+        return _Closing(
+            CallEnd(Outcome.INTERRUPTED),
+            {"interrupted": True, "outcome": Outcome.INTERRUPTED},
+            interrupted_ticket=True,
         )
-        return CallEnd(call.outcome, request.id)
-    call.outcome = Outcome.COMPLETED
-    return CallEnd(call.outcome)
+    return _Closing(CallEnd(Outcome.COMPLETED), {"outcome": Outcome.COMPLETED})
+
+
+def _open_interrupted_ticket(
+    calendar: BusinessCalendar, session: Session, call: Call, now: datetime
+) -> CallEnd:
+    session.flush()
+    request = intake.open_ticket_request(
+        session, call, now=now, calendar=calendar, interrupted=True
+    )
+    session.flush()
+    calls.record_event(
+        session, call, "ticket_requested", now, request_id=request.id, interrupted=True
+    )
+    return CallEnd(Outcome.INTERRUPTED, request.id)
 
 
 # The first step of each path where nothing has been said yet, per category.
@@ -679,7 +806,7 @@ _FIRST_QUESTION: dict[str, str] = {
 }
 
 
-def _nothing_said_after_choice(call: Call, state: CallState) -> bool:
+def _nothing_said_after_choice(call: Call | CallColumns, state: CallState) -> bool:
     """Hung up at the path's first question: a new problem before its topic, a critical
     failure or a stolen vehicle before any answer."""
     if call.category == Category.INCIDENT:

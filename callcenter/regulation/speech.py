@@ -8,7 +8,7 @@ numbers in words from num2words. Every moment is said in Moscow time.
 from __future__ import annotations
 
 from datetime import date, datetime, time
-from functools import cache
+from functools import cache, lru_cache
 
 import phonenumbers
 import pymorphy3
@@ -23,6 +23,11 @@ LOCALE = "ru"
 _VOWELS = frozenset("аеёиоуыэюя")
 # What may separate digits in a number a caller is read back (a phone, a ticket number).
 _DIGIT_SEPARATORS = frozenset(" -+()./")
+# The words below are pure functions of a few integers and of the libraries' data, and a
+# dictionary lookup in pymorphy3 or num2words costs tens to hundreds of microseconds: the
+# first webhook of an after-hours call says a moment in words, every ticket read back says
+# its digits. They are memoised per process (bounded: days, hours, minutes, digits).
+_WORDS_CACHE = 4096
 
 
 @cache
@@ -52,7 +57,13 @@ def weekday_name(d: date) -> str:
 
 def on_weekday(d: date) -> str:
     """ "в понедельник", "во вторник", "в среду": the weekday in the accusative after «в»."""
-    name = weekday_name(d)
+    return _on_weekday(d.isoweekday())
+
+
+@lru_cache(maxsize=7)
+def _on_weekday(isoweekday: int) -> str:
+    # 1-7 January 2024 run from Monday to Sunday.
+    name = weekday_name(date(2024, 1, isoweekday))
     parsed = _morph().parse(name)[0]
     inflected = parsed.inflect({"accs"})
     word = inflected.word if inflected is not None else name
@@ -108,6 +119,7 @@ def say_clock_genitive(at: datetime | time) -> str:
     return said
 
 
+@lru_cache(maxsize=_WORDS_CACHE)
 def _count_genitive(n: int, noun: str, *, feminine: bool = False) -> str:
     """ "двадцати одного часа", "двух минут": `n` `noun`s in the genitive."""
     morph = _morph()
@@ -122,6 +134,7 @@ def _count_genitive(n: int, noun: str, *, feminine: bool = False) -> str:
     return " ".join(words)
 
 
+@lru_cache(maxsize=_WORDS_CACHE)
 def say_ordinal_year(year: int) -> str:
     """ "две тысячи двадцать шестого года": a year in words, in the genitive."""
     words = str(num2words(year, lang="ru", to="ordinal")).split()
@@ -142,6 +155,7 @@ def format_deadline_short(due: datetime) -> str:
     return "до " + str(format_datetime(_moscow(due), "HH:mm dd.MM.yyyy", locale=LOCALE))
 
 
+@lru_cache(maxsize=_WORDS_CACHE)
 def say_number(n: int) -> str:
     """ "сорок два"."""
     return str(num2words(n, lang="ru"))
@@ -193,22 +207,34 @@ def say_phone(e164: str) -> str:
 def say_ordinal_day(d: date) -> str:
     """ "пятого ноября", "двадцать третьего февраля": the day as an ordinal in the genitive,
     all in words (a TTS voice reads "5 ноября" as "пять ноября")."""
-    words = str(num2words(d.day, lang="ru", to="ordinal")).split()
+    return _ordinal_day(d.day, d.month)
+
+
+@lru_cache(maxsize=_WORDS_CACHE)
+def _ordinal_day(day: int, month: int) -> str:
+    # The month's name in the genitive is the same in every year: Babel is given a leap
+    # year, in which every day of every month exists.
+    words = str(num2words(day, lang="ru", to="ordinal")).split()
     parsed = _morph().parse(words[-1])[0]
     inflected = parsed.inflect({"gent", "masc"}) or parsed.inflect({"gent"})
     if inflected is not None:
         words[-1] = inflected.word
-    return f"{' '.join(words)} {format_date(d, 'MMMM', locale=LOCALE)}"
+    return f"{' '.join(words)} {format_date(date(2000, month, day), 'MMMM', locale=LOCALE)}"
 
 
 def say_clock(at: datetime | time) -> str:
     """ "девять тридцать", "восемнадцать часов": a time of day in words."""
     if isinstance(at, datetime):
         at = _moscow(at).time()
-    hours = str(num2words(at.hour, lang="ru"))
-    if at.minute:
-        return f"{hours} {num2words(at.minute, lang='ru')}"
-    hour_word = _morph().parse("час")[0].make_agree_with_number(at.hour)
+    return _clock(at.hour, at.minute)
+
+
+@lru_cache(maxsize=_WORDS_CACHE)
+def _clock(hour: int, minute: int) -> str:
+    hours = str(num2words(hour, lang="ru"))
+    if minute:
+        return f"{hours} {num2words(minute, lang='ru')}"
+    hour_word = _morph().parse("час")[0].make_agree_with_number(hour)
     return f"{hours} {hour_word.word if hour_word is not None else 'часов'}"
 
 
@@ -219,6 +245,7 @@ def say_moment(at: datetime) -> str:
     return f"{on_weekday(day)}, {say_ordinal_day(day)}, в {say_clock(local)} по московскому времени"
 
 
+@lru_cache(maxsize=_WORDS_CACHE)
 def agree_with_number(word: str, n: int) -> str:
     """`word` in the form a count of `n` takes (pymorphy3): 1 клиент, 2 клиента, 7 клиентов."""
     parsed = _morph().parse(word)[0].make_agree_with_number(n)
