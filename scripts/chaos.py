@@ -406,8 +406,9 @@ def outcome(
         "sms_sent_rows": len(sms_sent_rows),
         "sms_at_prism": sum(at_prism.values()),
         "sms_sent_twice": sum(n - 1 for n in at_prism.values() if n > 1),
+        # `unknown`: left `sending` by a process that died before writing Twilio's answer.
         "sms_not_sent": sum(
-            1 for _t, _b, status in sms if status in ("retry", "sending", "failed")
+            1 for _t, _b, status in sms if status in ("retry", "sending", "failed", "unknown")
         ),
         # A done ticket owes its caller an SMS (sent, or skipped with a reason), unless
         # the call only duplicated a ticket the caller already has the number of.

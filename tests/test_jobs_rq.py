@@ -34,6 +34,7 @@ from callcenter.jobs.worker import PipelineWorker
 from callcenter.logs import decorate_handler
 from callcenter.services import Services
 from callcenter.telephony.client import TwilioExchange, TwilioTelephony, build_telephony
+from callcenter.tickets import outbox
 from tests.conftest import TEST_ACCOUNT_SID, MutableClock
 from tests.ticket_pipeline import (
     CALLER,
@@ -178,14 +179,14 @@ def test_portal_down_then_back_makes_exactly_one_ticket(
     row = request_row(down, request_id)
     assert (row.status, row.attempts) == ("pending", 1)
     assert row.last_error is not None and "Connection refused" in row.last_error
-    assert row.next_attempt_at == clock.now + timedelta(seconds=10)
+    assert row.next_attempt_at == clock.now + outbox.retry_delay(1)
 
     portal = LivePortal(make_services(builtin_portal_token=PORTAL_TOKEN))
     try:
         up = pipeline(portal_url=portal.api_url, portal_token=PORTAL_TOKEN)
         work_burst(up)  # not due yet: nothing happens
         assert request_row(up, request_id).status == "pending"
-        clock.now += timedelta(seconds=10)
+        clock.now += outbox.retry_delay(1)
         work_burst(up)  # the worker's sweep submits the due retry
         # A replayed job (e.g. a second worker that had picked the first try) changes nothing.
         assert up.jobs.submit_ticket_request(request_id)
@@ -375,7 +376,7 @@ def test_without_redis_the_same_jobs_run_in_process(
     assert not any(t.name == "callcenter-outbox-sweep" for t in threading.enumerate())
 
     # The next process starts with the built-in portal; its sweep finds the due retry.
-    clock.now += timedelta(seconds=10)
+    clock.now += outbox.retry_delay(1)
     up = inline()
     assert isinstance(up.jobs, runners.InlineJobRunner)  # built as the process starts
     wait_for(lambda: request_row(up, request_id).status == "done")

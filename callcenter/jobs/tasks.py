@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from functools import partial
 
 from sqlalchemy import select
@@ -58,7 +59,12 @@ from callcenter.routing.alerts import (
     send_due_missed_urgent_sms,
 )
 from callcenter.tickets import followups, outbox
-from callcenter.tickets.notifications import RETRY, SENT, send_kb_link_sms
+from callcenter.tickets.notifications import (
+    RETRY,
+    SENT,
+    reconcile_unsettled,
+    send_kb_link_sms,
+)
 from callcenter.vocabulary import CRITICAL_TOPIC
 
 log = logging.getLogger(__name__)
@@ -298,9 +304,23 @@ def sweep_outbox(services: Services) -> int:
     try:
         replay_fallback_spool(services)
         callback_sweep(services)
+        reconcile_sms(services)
         return services.jobs.flush()
     finally:
         services.jobs.schedule_next("sweep")
+
+
+def reconcile_sms(services: Services) -> None:
+    """SMS left `sending` past `SMS_UNSETTLED_MINUTES` are marked `unknown`
+    (`notifications.reconcile_unsettled`). A failure is logged and left to the next sweep."""
+    try:
+        reconcile_unsettled(
+            services.sessions,
+            now=services.clock(),
+            older_than=timedelta(minutes=services.settings.sms_unsettled_minutes),
+        )
+    except Exception:
+        log.exception("reconciling unsettled SMS failed; the next sweep tries again")
 
 
 def callback_sweep(services: Services) -> None:
