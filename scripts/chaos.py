@@ -465,6 +465,23 @@ def healthy(service: Supervised, base_url: str) -> bool:
     return running and requests.get(base_url + "/readyz", timeout=5).status_code == 200
 
 
+def still_missing(result: dict[str, Any], up: bool) -> str:
+    """What keeps `all_good` and `healthy` from holding, in a few words."""
+    parts = [
+        f"{result[name]} {name.replace('_', ' ')}"
+        for name in ("pending", "lost", "duplicates", "sms_sent_twice", "sms_not_sent",
+                     "caller_sms_due")  # fmt: skip
+        if result[name]
+    ]
+    if result["sms_at_prism"] != result["sms_sent_rows"]:
+        parts.append(
+            f"{result['sms_at_prism']} SMS at Prism vs {result['sms_sent_rows']} recorded sent"
+        )
+    if not up:
+        parts.append("a process or /readyz")
+    return ", ".join(parts) or "nothing"
+
+
 def all_good(result: dict[str, Any]) -> bool:
     return (
         result["pending"] == 0
@@ -598,14 +615,21 @@ def main(argv: list[str] | None = None) -> int:
         recovered_at: float | None = None
         result: dict[str, Any] = {}
         deadline = faults_over + args.recover_seconds
+        waiting_for = ""
         while time.monotonic() < deadline:
             try:
                 result = outcome(pg.url, stats, sms_at_prism(prism))
-                if all_good(result) and healthy(supervised, base_url):
+                up = healthy(supervised, base_url)
+                if all_good(result) and up:
                     recovered_at = time.monotonic()
                     break
+                missing = still_missing(result, up)
             except Exception as exc:  # noqa: BLE001 - still recovering
                 result = {"error": repr(exc)[:200]}
+                missing = result["error"]
+            if missing != waiting_for:  # what recovery still waits for, as it changes
+                waiting_for = missing
+                log(f"waiting for: {missing}", started)
             time.sleep(1)
         if recovered_at is None:
             result = outcome(pg.url, stats, sms_at_prism(prism))

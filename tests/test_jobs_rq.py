@@ -353,6 +353,36 @@ def test_the_sweep_runs_on_rqs_scheduler_and_schedules_its_successor(
     assert slot + 1 <= int(successor.rsplit("-", 1)[1]) <= ran_by + 1
 
 
+def test_a_sweep_no_scheduler_moves_is_queued_by_any_worker_and_makes_the_ticket(
+    pipeline: Callable[..., Services], queue_name: str
+) -> None:
+    """RQ's scheduler lock outlives a scheduler that was kill -9ed by a minute; meanwhile
+    nothing moves the sweep scheduled for now, and every retry waits. A worker starting
+    (or at its maintenance, once the sweep is a slot overdue) queues it itself: a worker
+    with no scheduler of its own makes the pending ticket."""
+    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
+    request_id = open_request(no_redis)
+    assert not no_redis.jobs.submit_ticket_request(request_id)
+
+    services = pipeline()
+    runner = services.jobs
+    assert isinstance(runner, runners.RqJobRunner)
+    scheduled = ScheduledJobRegistry(queue=runner.tickets)
+    runner.schedule_sweep(now=True)  # the slot under way: its time has come
+    [sweep] = scheduled.get_job_ids()
+    # At maintenance, one slot of grace: a live scheduler moves it within a second.
+    assert runner.release_overdue_sweep(grace=runners.SWEEP_SECONDS * 2) == 0
+    assert runner.tickets.job_ids == []
+
+    runner.seed_chains(now=True)  # what a worker does as it starts
+    assert sweep in runner.tickets.job_ids and sweep not in scheduled.get_job_ids()
+    worker = PipelineWorker(
+        [runner.tickets, runner.followups], services=services, connection=runner.connection
+    )
+    worker.work(burst=True, with_scheduler=False)  # no scheduler anywhere
+    assert request_row(services, request_id).status == "done"
+
+
 def test_without_redis_the_same_jobs_run_in_process(
     make_services: Callable[..., Services],
     prism_url: str,
