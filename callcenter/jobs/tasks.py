@@ -299,13 +299,18 @@ def replay_fallback_spool(services: Services) -> None:
 
 def sweep_outbox(services: Services) -> int:
     """Re-submit every request whose next job is due; returns how many were submitted.
-    The next sweep is asked for whatever happens here, so a failing sweep does not end
-    the chain."""
+    That comes first: after an outage the spool replay can take half a minute, and the
+    tickets and SMS callers wait for must not wait behind it (a replayed event that makes
+    a ticket request submits it itself). Then the housekeeping, whose parts each log
+    their own failure. The next sweep is asked for whatever happens here, so a failing
+    sweep does not end the chain."""
     try:
-        replay_fallback_spool(services)
-        callback_sweep(services)
-        reconcile_sms(services)
-        return services.jobs.flush()
+        try:
+            return services.jobs.flush()
+        finally:
+            replay_fallback_spool(services)
+            callback_sweep(services)
+            reconcile_sms(services)
     finally:
         services.jobs.schedule_next("sweep")
 
