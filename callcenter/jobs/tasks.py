@@ -39,6 +39,7 @@ from datetime import timedelta
 from functools import partial
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.callbacks import queue as callback_queue
@@ -324,6 +325,10 @@ def reconcile_sms(services: Services) -> None:
             now=services.clock(),
             older_than=timedelta(minutes=services.settings.sms_unsettled_minutes),
         )
+    except SQLAlchemyError as exc:
+        # The database away: the spool replay and the flush say so at length already.
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        log.warning("unsettled SMS not reconciled (%s); the next sweep tries again", first)
     except Exception:
         log.exception("reconciling unsettled SMS failed; the next sweep tries again")
 
