@@ -138,6 +138,13 @@ class Settings:
     # is cut and the job fails (`DatabaseTimeout`): a hung database never holds a worker
     # until RQ's job timeout (minutes).
     job_db_deadline: float = 15.0
+    # Seconds a job keeps trying to write down an SMS Twilio has taken while the database
+    # is away (`callcenter.tickets.notifications`): longer than a database restart, less
+    # than a job's timeout.
+    sms_settle_seconds: float = 90.0
+    # Minutes after which an SMS still `sending` (its process died between the claim and
+    # writing Twilio's answer) is marked `unknown` by the sweep; never sent again.
+    sms_unsettled_minutes: int = 15
     log_json: bool = False
     # CALLCENTER_CLOCK: the service's clock starts at this instant and runs (demonstrations
     # and tests of a night, a holiday, a short day); never in production.
@@ -203,6 +210,17 @@ class Settings:
         if not self.job_db_deadline > 0:
             raise ConfigurationError(
                 f"JOB_DB_DEADLINE must be a positive number of seconds, got {self.job_db_deadline}"
+            )
+        if not self.sms_settle_seconds > 0:
+            raise ConfigurationError(
+                "SMS_SETTLE_SECONDS must be a positive number of seconds, "
+                f"got {self.sms_settle_seconds}"
+            )
+        if self.sms_unsettled_minutes * 60 <= self.sms_settle_seconds:
+            raise ConfigurationError(
+                f"SMS_UNSETTLED_MINUTES ({self.sms_unsettled_minutes}) must be longer than "
+                f"SMS_SETTLE_SECONDS ({self.sms_settle_seconds:g} s): a message still being "
+                "written down is not unknown"
             )
         if self.trusted_proxies < 0:
             raise ConfigurationError(
@@ -276,6 +294,8 @@ class Settings:
             callback_sla_minutes=_int(e, "CALLBACK_SLA_MINUTES", cls.callback_sla_minutes),
             retention_days=_int(e, "RETENTION_DAYS", cls.retention_days),
             job_db_deadline=_seconds(e, "JOB_DB_DEADLINE", cls.job_db_deadline),
+            sms_settle_seconds=_seconds(e, "SMS_SETTLE_SECONDS", cls.sms_settle_seconds),
+            sms_unsettled_minutes=_int(e, "SMS_UNSETTLED_MINUTES", cls.sms_unsettled_minutes),
             log_json=_bool(e.get("LOG_JSON"), production),
             clock_start=_instant(e, "CALLCENTER_CLOCK"),
             trusted_proxies=_int(e, "TRUSTED_PROXIES", cls.trusted_proxies),

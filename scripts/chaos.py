@@ -166,8 +166,9 @@ def outcome(
         "sms_sent_rows": len(sms_sent_rows),
         "sms_at_prism": sum(at_prism.values()),
         "sms_sent_twice": sum(n - 1 for n in at_prism.values() if n > 1),
+        # `unknown`: left `sending` by a process that died before writing Twilio's answer.
         "sms_not_sent": sum(
-            1 for _t, _b, status in sms if status in ("retry", "sending", "failed")
+            1 for _t, _b, status in sms if status in ("retry", "sending", "failed", "unknown")
         ),
         # A done ticket owes its caller an SMS (sent, or skipped with a reason), unless
         # the call only duplicated a ticket the caller already has the number of.
@@ -201,6 +202,23 @@ def still_pending(database_url: str) -> list[tuple[Any, ...]]:
     finally:
         engine.dispose()
     return [tuple(row) for row in rows]
+
+
+def still_missing(result: dict[str, Any], up: bool) -> str:
+    """What keeps `all_good` and `healthy` from holding, in a few words."""
+    parts = [
+        f"{result[name]} {name.replace('_', ' ')}"
+        for name in ("pending", "lost", "duplicates", "sms_sent_twice", "sms_not_sent",
+                     "caller_sms_due")  # fmt: skip
+        if result[name]
+    ]
+    if result["sms_at_prism"] != result["sms_sent_rows"]:
+        parts.append(
+            f"{result['sms_at_prism']} SMS at Prism vs {result['sms_sent_rows']} recorded sent"
+        )
+    if not up:
+        parts.append("a process or /readyz")
+    return ", ".join(parts) or "nothing"
 
 
 def all_good(result: dict[str, Any]) -> bool:
@@ -285,14 +303,21 @@ def run(args: argparse.Namespace, stack: SupervisedStack) -> int:
     recovered_at: float | None = None
     result: dict[str, Any] = {}
     deadline = faults_over + args.recover_seconds
+    waiting_for = ""
     while time.monotonic() < deadline:
         try:
             result = outcome(pg.url, stats, sms_at_prism(prism))
-            if all_good(result) and healthy(service, stack.base_url):
+            up = healthy(service, stack.base_url)
+            if all_good(result) and up:
                 recovered_at = time.monotonic()
                 break
+            missing = still_missing(result, up)
         except Exception as exc:  # noqa: BLE001 - still recovering
             result = {"error": repr(exc)[:200]}
+            missing = result["error"]
+        if missing != waiting_for:  # what recovery still waits for, as it changes
+            waiting_for = missing
+            log(f"waiting for: {missing}", started)
         time.sleep(1)
     if recovered_at is None:
         result = outcome(pg.url, stats, sms_at_prism(prism))

@@ -36,6 +36,7 @@ def test_the_stack_recovers_by_itself_from_every_fault() -> None:
         check=False,
     )  # fmt: skip
     report = run.stdout[run.stdout.find("=== chaos run ===") :]
+    print(report)  # the figures, with -s
     assert run.returncode == 0, run.stdout[-6000:] + run.stderr[-3000:]
     # What the script promises, as a reader of its figures sees them.
     assert "lost: 0; duplicates: 0" in report

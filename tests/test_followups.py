@@ -441,13 +441,13 @@ def test_in_download_mode_the_recording_is_kept_here_and_linked_from_the_ticket(
     # Twilio is still processing the recording: try again after the backoff.
     report = follow_up(services, request_id)
     row = request_row(services, request_id)
-    assert report.next_attempt_at == row.next_attempt_at == clock.now + timedelta(seconds=10)
+    assert report.next_attempt_at == row.next_attempt_at == clock.now + outbox.retry_delay(1)
     assert row.followups["runs"] == 1 and "not available" in row.followups["error"]
     assert history(services, number) == []
     assert follow_up(services, request_id).notes == ["nothing due"]  # a replay waits too
 
     media_host.ready.set()
-    clock.now += timedelta(seconds=10)
+    clock.now += outbox.retry_delay(1)
     follow_up(services, request_id)
 
     stored = services.settings.data_dir / "recordings" / f"{sid}.mp3"
@@ -469,10 +469,10 @@ def test_twilio_unreachable_means_the_sms_is_tried_again_and_sent_once(
     key = f"ticket-request:{request_id}:caller"
     status, reason = sms_rows(offline)[key]
     assert status == "retry" and reason is not None and "could not reach Twilio" in reason
-    assert request_row(offline, request_id).next_attempt_at == clock.now + timedelta(seconds=10)
+    assert request_row(offline, request_id).next_attempt_at == clock.now + outbox.retry_delay(1)
 
     online = twilio()
-    clock.now += timedelta(seconds=10)
+    clock.now += outbox.retry_delay(1)
     follow_up(online, request_id)
     make_due(online, request_id)
     follow_up(online, request_id)
@@ -481,6 +481,40 @@ def test_twilio_unreachable_means_the_sms_is_tried_again_and_sent_once(
     assert [e.status for e in exchanges] == [None, 201]  # refused once, then taken once
     assert [m["To"] for m in sms_sent(exchanges)] == [CALLER]
     assert request_row(online, request_id).next_attempt_at is None
+
+
+def test_once_twilio_answers_again_the_other_follow_ups_waiting_go_at_once(
+    twilio: Callable[..., Services], exchanges: list[TwilioExchange], clock: MutableClock
+) -> None:
+    """Twilio out of reach leaves two callers' SMS waiting out backoffs of different
+    lengths; the first run that gets through makes the other due now — it goes with the
+    next sweep, not minutes after Twilio came back."""
+    offline = twilio(twilio_api_base_url=closed_port_url())
+    early, late = open_request(offline), open_request(offline)
+    for request_id in (early, late):
+        create(offline, request_id)
+    follow_up(offline, late)
+    for _ in range(3):  # the late one met the outage four times: a minute to wait
+        make_due(offline, late)
+        follow_up(offline, late)
+    clock.now += timedelta(seconds=1)
+    follow_up(offline, early)
+    waiting_until = request_row(offline, late).next_attempt_at
+    assert waiting_until == clock.now - timedelta(seconds=1) + outbox.retry_delay(4)
+
+    online = twilio()
+    clock.now += outbox.retry_delay(1)
+    with online.sessions() as session:
+        assert outbox.due_followup_ids(session, clock.now) == [early]
+    follow_up(online, early)
+    with online.sessions() as session:
+        assert outbox.due_followup_ids(session, clock.now) == [late]
+    follow_up(online, late)
+
+    assert [m["To"] for m in sms_sent(exchanges)] == [CALLER, CALLER]
+    assert {status for status, _reason in sms_rows(online).values()} == {"sent"}
+    assert request_row(online, early).next_attempt_at is None
+    assert request_row(online, late).next_attempt_at is None
 
 
 def test_a_failed_request_alerts_on_duty_once_per_failure(
@@ -626,7 +660,7 @@ def test_an_sms_left_for_retry_is_skipped_once_twilio_is_gone(
     assert sms_rows(unreachable)[key][0] == "retry"
 
     # The account is removed before the retry: the retry's outcome is a skip.
-    clock.now += timedelta(seconds=10)
+    clock.now += outbox.retry_delay(1)
     offline = make_services(twilio_account_sid=None, twilio_auth_token=None)
     assert not follow_up_locally(offline, request_id).deferred
     assert sms_rows(offline)[key] == (

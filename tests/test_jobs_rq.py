@@ -34,6 +34,7 @@ from callcenter.jobs.worker import PipelineWorker
 from callcenter.logs import decorate_handler
 from callcenter.services import Services
 from callcenter.telephony.client import TwilioExchange, TwilioTelephony, build_telephony
+from callcenter.tickets import outbox
 from tests.conftest import TEST_ACCOUNT_SID, TEST_PUBLIC_BASE, MutableClock
 from tests.ticket_pipeline import (
     CALLER,
@@ -183,14 +184,14 @@ def test_portal_down_then_back_makes_exactly_one_ticket(
     row = request_row(down, request_id)
     assert (row.status, row.attempts) == ("pending", 1)
     assert row.last_error is not None and "Connection refused" in row.last_error
-    assert row.next_attempt_at == clock.now + timedelta(seconds=10)
+    assert row.next_attempt_at == clock.now + outbox.retry_delay(1)
 
     portal = LivePortal(make_services(builtin_portal_token=PORTAL_TOKEN))
     try:
         up = pipeline(portal_url=portal.api_url, portal_token=PORTAL_TOKEN)
         work_burst(up)  # not due yet: nothing happens
         assert request_row(up, request_id).status == "pending"
-        clock.now += timedelta(seconds=10)
+        clock.now += outbox.retry_delay(1)
         work_burst(up)  # the worker's sweep submits the due retry
         # A replayed job (e.g. a second worker that had picked the first try) changes nothing.
         assert up.jobs.submit_ticket_request(request_id)
@@ -357,6 +358,36 @@ def test_the_sweep_runs_on_rqs_scheduler_and_schedules_its_successor(
     assert slot + 1 <= int(successor.rsplit("-", 1)[1]) <= ran_by + 1
 
 
+def test_a_sweep_no_scheduler_moves_is_queued_by_any_worker_and_makes_the_ticket(
+    pipeline: Callable[..., Services], queue_name: str
+) -> None:
+    """RQ's scheduler lock outlives a scheduler that was kill -9ed by a minute; meanwhile
+    nothing moves the sweep scheduled for now, and every retry waits. A worker starting
+    (or at its maintenance, once the sweep is a slot overdue) queues it itself: a worker
+    with no scheduler of its own makes the pending ticket."""
+    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
+    request_id = open_request(no_redis)
+    assert not no_redis.jobs.submit_ticket_request(request_id)
+
+    services = pipeline()
+    runner = services.jobs
+    assert isinstance(runner, runners.RqJobRunner)
+    scheduled = ScheduledJobRegistry(queue=runner.tickets)
+    runner.schedule_sweep(now=True)  # the slot under way: its time has come
+    [sweep] = scheduled.get_job_ids()
+    # At maintenance, one slot of grace: a live scheduler moves it within a second.
+    assert runner.release_overdue_sweep(grace=runners.SWEEP_SECONDS * 2) == 0
+    assert runner.tickets.job_ids == []
+
+    runner.seed_chains(now=True)  # what a worker does as it starts
+    assert sweep in runner.tickets.job_ids and sweep not in scheduled.get_job_ids()
+    worker = PipelineWorker(
+        [runner.tickets, runner.followups], services=services, connection=runner.connection
+    )
+    worker.work(burst=True, with_scheduler=False)  # no scheduler anywhere
+    assert request_row(services, request_id).status == "done"
+
+
 def test_without_redis_the_same_jobs_run_in_process(
     make_services: Callable[..., Services],
     prism_url: str,
@@ -380,7 +411,7 @@ def test_without_redis_the_same_jobs_run_in_process(
     assert not any(t.name == "callcenter-outbox-sweep" for t in threading.enumerate())
 
     # The next process starts with the built-in portal; its sweep finds the due retry.
-    clock.now += timedelta(seconds=10)
+    clock.now += outbox.retry_delay(1)
     up = inline()
     assert isinstance(up.jobs, runners.InlineJobRunner)  # built as the process starts
     wait_for(lambda: request_row(up, request_id).status == "done")

@@ -38,10 +38,15 @@ def due(services: Services) -> tuple[list[int], list[int]]:
 
 
 def test_retry_delays_go_from_seconds_to_an_hour_and_stay_there() -> None:
-    assert [outbox.retry_delay(n).total_seconds() for n in range(1, 11)] == [
-        10,
+    # The first three tries within a minute (a dependency restarting), then up to an
+    # hour (one that is down for long is not hammered); ~3.8 h of tries in all.
+    assert [outbox.retry_delay(n).total_seconds() for n in range(1, 14)] == [
+        5,
+        15,
         30,
+        60,
         120,
+        300,
         600,
         1800,
         3600,
@@ -50,6 +55,8 @@ def test_retry_delays_go_from_seconds_to_an_hour_and_stay_there() -> None:
         3600,
         3600,
     ]
+    total = sum(outbox.retry_delay(n).total_seconds() for n in range(1, outbox.MAX_ATTEMPTS))
+    assert 3.5 * 3600 < total < 4 * 3600
     with pytest.raises(ValueError, match="at least 1"):
         outbox.retry_delay(0)
 
@@ -96,6 +103,44 @@ def test_an_unreachable_portal_is_retried_with_backoff_until_the_request_fails_v
     assert row.followups["failures"] == 1
     assert due(services) == ([], [request_id])  # the on-duty alert is due
     assert ticket_count(services) == 0
+
+
+def test_the_first_request_through_after_an_outage_makes_the_others_waiting_due_at_once(
+    make_services: Callable[..., Services], services: Services, clock: MutableClock
+) -> None:
+    """A portal outage leaves requests waiting out backoffs of different lengths; once one
+    of them gets through, the portal is back, and the others are due at once — the
+    sweep submits them now, not when their backoff would have ended."""
+    down = make_services(portal_url=closed_port_url() + "/api/v1", portal_token="t")
+    first, second, third = (open_request(down) for _ in range(3))
+    for tries in range(1, 5):  # the third request met the outage four times: 60 s to wait
+        deliver(down, third)
+        if tries < 4:
+            clock.now += outbox.retry_delay(tries)
+    deliver(down, first)
+    deliver(down, second)
+    waiting_until = request_row(down, third).next_attempt_at
+    assert waiting_until is not None and waiting_until > services.clock()
+    assert due(services) == ([], [])
+
+    clock.now += outbox.retry_delay(1)  # the first one's next try: the portal is back
+    assert due(services) == ([first, second], [])
+    assert deliver(services, first).created
+    # The third (60 s to go) is due now, and the second, which was due anyway, stays due.
+    assert due(services) == ([second, third], [first])
+    assert request_row(services, third).next_attempt_at == services.clock()
+    assert deliver(services, third).created and deliver(services, second).created
+
+
+def test_a_request_through_at_its_first_try_changes_no_other_schedule(
+    make_services: Callable[..., Services], services: Services
+) -> None:
+    down = make_services(portal_url=closed_port_url() + "/api/v1", portal_token="t")
+    waiting = open_request(down)
+    deliver(down, waiting)
+    scheduled = request_row(down, waiting).next_attempt_at
+    assert deliver(services, open_request(services)).created  # never met trouble itself
+    assert request_row(services, waiting).next_attempt_at == scheduled
 
 
 def test_a_supervisor_retries_only_a_failed_request(
@@ -181,7 +226,7 @@ def test_outbox_list_shows_what_a_supervisor_needs(
     assert lines[0].split()[2:5] == ["done", "1", str(number)]
     assert "portal unavailable" in lines[1]
     assert lines[1].split()[2:5] == ["pending", "1", "—"]
-    assert lines[1].endswith("27.11.2025 11:00:10")  # Moscow time, 10 s after the first try
+    assert lines[1].endswith("27.11.2025 11:00:05")  # Moscow time, 5 s after the first try
 
     result = runner.invoke(main, ["outbox", "list", "--status", "failed"], obj=CliContext(services))
     assert (result.exit_code, result.output) == (0, "no ticket requests with status failed\n")

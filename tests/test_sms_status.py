@@ -323,8 +323,9 @@ def test_sent_and_delivered_read_as_twilio_reported(
         new_message(services, key="f", status="retry", twilio_sid=None, reason="timed out"),
         new_message(services, key="g", status="failed", twilio_sid=None, reason="HTTP 400"),
         new_message(services, key="h", status="sending", twilio_sid=None),
+        new_message(services, key="i", status="unknown", twilio_sid=None, reason="stopped"),
     ]
-    assert len(rows) == 8
+    assert len(rows) == 9
     add_user(services, "head", "supervisor")
     assert login(client, "head").status_code == 302
     page = client.get(f"/console/calls/{CALL_SID}").get_data(as_text=True)
@@ -338,6 +339,7 @@ def test_sent_and_delivered_read_as_twilio_reported(
         "не отправлено: Twilio недоступен, будет повтор Подробности timed out",
         "не отправлено: Twilio отклонил сообщение Подробности HTTP 400",
         "отправка не подтверждена",
+        "неизвестно, ушло ли: отправка прервалась, повтора не будет Подробности stopped",
     ]
 
 

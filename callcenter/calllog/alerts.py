@@ -25,7 +25,7 @@ from callcenter.calllog.words import phone_display
 from callcenter.db.models import Call, DialLeg, SmsMessage, Staff
 from callcenter.routing.alerts import NO_SMS_NUMBER, NOBODY_TO_TEXT
 from callcenter.telephony.client import NOT_CONFIGURED
-from callcenter.tickets.notifications import FAILED, RETRY, SENDING, SENT, SKIPPED
+from callcenter.tickets.notifications import FAILED, RETRY, SENDING, SENT, SKIPPED, UNKNOWN
 
 # The timeline's tones (`calllog.timeline`), as the page colours them.
 GOOD = "good"
@@ -247,6 +247,9 @@ def sms_state(
         return "не отправлено: Twilio недоступен, будет повтор", WARNING
     if status == SENDING:
         return "отправка не подтверждена", WARNING
+    if status == UNKNOWN:
+        # The sending process stopped between asking Twilio and writing the answer.
+        return "неизвестно, ушло ли: отправка прервалась, повтора не будет", WARNING
     return status, NORMAL
 
 

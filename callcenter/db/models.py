@@ -228,7 +228,7 @@ class SmsMessage(Base):
     recipient: Mapped[str | None] = mapped_column(String(200))
     to: Mapped[str | None] = mapped_column(String(40))
     body: Mapped[str] = mapped_column(Text)
-    # sent / skipped / failed / retry / sending (see callcenter.tickets.notifications)
+    # sent / skipped / failed / retry / sending / unknown (see callcenter.tickets.notifications)
     status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
     twilio_sid: Mapped[str | None] = mapped_column(String(64), index=True)

@@ -40,6 +40,7 @@ from redis.retry import Retry
 from rq import Queue
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
+from rq.registry import ScheduledJobRegistry
 
 from callcenter.db import PG_CONNECT_TIMEOUT
 from callcenter.db.deadline import connect_timed_out, guard_of
@@ -348,9 +349,39 @@ class RqJobRunner:
 
     def seed_chains(self, *, now: bool = False) -> None:
         """Make sure the sweep and the purge each have their next run scheduled (`now`:
-        this slot's, at once — a worker starting or finding Redis back)."""
+        this slot's, at once — a worker starting or finding Redis back), and that a sweep
+        whose time has come is not left waiting for a scheduler (`release_overdue_sweep`;
+        at a worker's start at once, at its maintenance once a slot overdue)."""
         self.schedule_sweep(now=now)
         self.schedule_purge(now=now)
+        self.release_overdue_sweep(grace=0 if now else SWEEP_SECONDS)
+
+    def release_overdue_sweep(self, *, grace: float) -> int:
+        """Queue the sweep jobs still in the scheduled registry `grace` seconds after their
+        time; how many. Only RQ's scheduler moves scheduled jobs, and only the one holding
+        its lock — which outlives a scheduler that was `kill -9`ed by a minute (RQ's lock
+        TTL): the sweep, and every retry and follow-up it submits, would stand still that
+        long. Any worker does it instead: the one whose removal from the registry counts
+        (one atomic ZREM) queues it, so workers doing this at once queue it once; should
+        a scheduler move the same job meanwhile, the sweep runs twice, which it may."""
+        registry = ScheduledJobRegistry(queue=self.tickets)  # type: ignore[no-untyped-call]
+        prefix = f"{self.queue_name}__outbox-sweep-"
+        released: list[str] = []
+        try:
+            for job_id in registry.get_jobs_to_schedule(int(time.time() - grace)):
+                if not job_id.startswith(prefix) or not registry.remove(job_id):
+                    continue  # not a sweep, or another worker took it
+                try:
+                    job = Job.fetch(job_id, connection=self.connection)
+                except NoSuchJobError:
+                    continue
+                self.tickets.enqueue_job(job)
+                released.append(job_id)
+        except RedisError as exc:
+            log.warning("could not release an overdue outbox sweep: %s", exc)
+        if released:
+            log.info("outbox sweep overdue with no scheduler moving it: queued %s", released)
+        return len(released)
 
     def _seed_sweep_now_and_then(self) -> None:
         # Cheap insurance for a Redis that lost its data while every worker kept running.

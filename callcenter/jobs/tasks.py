@@ -35,9 +35,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from functools import partial
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.callbacks import queue as callback_queue
@@ -58,7 +60,12 @@ from callcenter.routing.alerts import (
     send_due_missed_urgent_sms,
 )
 from callcenter.tickets import followups, outbox
-from callcenter.tickets.notifications import RETRY, SENT, send_kb_link_sms
+from callcenter.tickets.notifications import (
+    RETRY,
+    SENT,
+    reconcile_unsettled,
+    send_kb_link_sms,
+)
 from callcenter.vocabulary import CRITICAL_TOPIC, sms_status_callback
 
 log = logging.getLogger(__name__)
@@ -293,14 +300,37 @@ def replay_fallback_spool(services: Services) -> None:
 
 def sweep_outbox(services: Services) -> int:
     """Re-submit every request whose next job is due; returns how many were submitted.
-    The next sweep is asked for whatever happens here, so a failing sweep does not end
-    the chain."""
+    That comes first: after an outage the spool replay can take half a minute, and the
+    tickets and SMS callers wait for must not wait behind it (a replayed event that makes
+    a ticket request submits it itself). Then the housekeeping, whose parts each log
+    their own failure. The next sweep is asked for whatever happens here, so a failing
+    sweep does not end the chain."""
     try:
-        replay_fallback_spool(services)
-        callback_sweep(services)
-        return services.jobs.flush()
+        try:
+            return services.jobs.flush()
+        finally:
+            replay_fallback_spool(services)
+            callback_sweep(services)
+            reconcile_sms(services)
     finally:
         services.jobs.schedule_next("sweep")
+
+
+def reconcile_sms(services: Services) -> None:
+    """SMS left `sending` past `SMS_UNSETTLED_MINUTES` are marked `unknown`
+    (`notifications.reconcile_unsettled`). A failure is logged and left to the next sweep."""
+    try:
+        reconcile_unsettled(
+            services.sessions,
+            now=services.clock(),
+            older_than=timedelta(minutes=services.settings.sms_unsettled_minutes),
+        )
+    except SQLAlchemyError as exc:
+        # The database away: the spool replay and the flush say so at length already.
+        first = (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+        log.warning("unsettled SMS not reconciled (%s); the next sweep tries again", first)
+    except Exception:
+        log.exception("reconciling unsettled SMS failed; the next sweep tries again")
 
 
 def callback_sweep(services: Services) -> None:

@@ -19,8 +19,12 @@ follow-ups job when the draft says nothing will leave (`leaves_database`).
 Each step is idempotent on its own (portal entries by dedup key, SMS by `SmsMessage.key`)
 and its outcome is noted in `TicketRequest.followups`, so a re-run does only what is left.
 Transient trouble (portal or Twilio unreachable, a recording Twilio is still processing)
-makes the follow-ups due again after the outbox's backoff; permanent refusals are noted
-and not retried.
+makes the follow-ups due again after the outbox's backoff (seconds at first, see
+`outbox.RETRY_DELAYS`); the first run that gets through after trouble makes the others
+waiting due at once (`outbox.resume_waiting`). Permanent refusals are noted and not
+retried. An SMS Twilio took is written down at once, outliving a database outage of up to
+`SMS_SETTLE_SECONDS` (`notifications.send_unsettled`), so a run that dies before `record`
+never leaves it `sending`.
 
 `TicketRequest.followups` keys written here: `recordings` (sid → "attached" or
 "rejected: …"), `caller_sms` (the SMS outcome), `alert_to` / `alerts` (the on-duty alert's
@@ -154,6 +158,15 @@ def run_followups(
     run.run_steps()
     with sessions() as session, session.begin():
         run.record(session, clock())
+    if run.recovered:
+        # This request's trouble is over (the portal or Twilio answers again): the others
+        # waiting out a backoff go now, not minutes after the dependency came back.
+        outbox.resume_waiting(
+            sessions,
+            clock(),
+            (outbox.DONE, outbox.FAILED),
+            why=f"follow-ups of ticket request {request_id} got through",
+        )
     return run.report
 
 
@@ -312,6 +325,8 @@ class _Run:
     skips: list[dict[str, Any]] = field(default_factory=list)
     # `run_local_followups`: nothing may leave the database (see `_LeavesDatabase`).
     local: bool = False
+    # Set by `record`: earlier runs met transient trouble, this one none.
+    recovered: bool = False
 
     def __post_init__(self) -> None:
         self.report = FollowupReport(self.request_id)
@@ -496,6 +511,7 @@ class _Run:
             now=self.now,
             status_callback=sms_status_callback(self.settings.public_base_url),
             call_id=self.snap.call_id,
+            settle_seconds=self.settings.sms_settle_seconds,
         )
         if outcome.fresh:
             self.settlements.append(outcome)
@@ -560,6 +576,7 @@ class _Run:
             row.next_attempt_at = now
             self.report.again_now = True
         else:
+            self.recovered = "runs" in merged
             merged.pop("runs", None)
             merged.pop("error", None)
             row.next_attempt_at = None

@@ -9,8 +9,15 @@ the unique key and backs off. Outcomes:
     skipped   never sent, with the reason (a landline, a withheld number, no Twilio account)
     retry     Twilio was unreachable; the next follow-up run claims it again
     failed    Twilio refused it for good (e.g. not a mobile number); shown with the reason
-    sending   claimed, outcome unknown (the process died mid-request): never re-sent,
-              because a duplicate SMS is worse than a missing one we can see
+    sending   claimed, outcome not written yet (a job is asking Twilio, or died doing so)
+    unknown   left `sending` for longer than `SMS_UNSETTLED_MINUTES`: the process died
+              between the claim and writing Twilio's answer, so nobody knows whether it
+              went out (`reconcile_unsettled`). Never re-sent, because a duplicate SMS is
+              worse than a missing one we can see; never called sent without Twilio's SID
+
+Once Twilio has taken a message its outcome is written at once, in its own transaction,
+and again and again while the database is away (`SMS_SETTLE_SECONDS`, see `_write_sent`):
+a database outage between Twilio's answer and the write must not leave it `sending`.
 
 What became of a sent one is Twilio's to say: its status callbacks (to the StatusCallback
 each SMS is sent with) set `delivery` (`callcenter.tickets.delivery`). Each row names the
@@ -29,20 +36,22 @@ Who gets an alert:
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import cast
 from urllib.parse import urlencode
 
 from sqlalchemy import Executable, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.clock import to_moscow
 from callcenter.db.models import Call, SmsMessage
 from callcenter.errors import (
+    DatabaseTimeout,
     TelephonyError,
     TelephonyNotConfigured,
     TelephonyRejected,
@@ -65,12 +74,21 @@ SKIPPED = "skipped"
 RETRY = "retry"
 FAILED = "failed"
 SENDING = "sending"
+UNKNOWN = "unknown"
 # Outcomes that end a message's story (nothing more will be tried).
-SETTLED = frozenset({SENT, SKIPPED, FAILED, SENDING})
+SETTLED = frozenset({SENT, SKIPPED, FAILED, SENDING, UNKNOWN})
 # The status callback's query parameter naming the ledger row (`_message_callback`).
 MESSAGE_PARAM = "m"
 
 _MAX_REASON = 300
+# `_write_sent`: the first pause after the database was found away, doubling up to the cap
+# (the write is one short UPDATE: trying every few seconds spares a database coming up).
+_SETTLE_FIRST_DELAY = 0.5
+_SETTLE_MAX_DELAY = 5.0
+_UNKNOWN_REASON = (
+    "outcome not recorded: the sending process stopped after claiming it; whether Twilio "
+    "took it is not known, so it is not sent again"
+)
 
 
 @dataclass(frozen=True)
@@ -99,6 +117,7 @@ def send_once(
     status_callback: str | None,
     call_id: int | None = None,
     recipient: str | None = None,
+    settle_seconds: float = Settings.sms_settle_seconds,
 ) -> SmsOutcome:
     """Send `body` to `to` unless the message `key` was already sent, skipped or refused.
 
@@ -117,6 +136,7 @@ def send_once(
         status_callback=status_callback,
         call_id=call_id,
         recipient=recipient,
+        settle_seconds=settle_seconds,
     )
     if outcome.fresh:
         with sessions() as session, session.begin():
@@ -135,10 +155,13 @@ def send_unsettled(
     status_callback: str | None,
     call_id: int | None = None,
     recipient: str | None = None,
+    settle_seconds: float = Settings.sms_settle_seconds,
 ) -> SmsOutcome:
     """`send_once` without writing the outcome: the caller `settle`s a fresh one in its own
     transaction (one commit for a job's whole bookkeeping). The claim is committed here,
-    before Twilio is asked — that is what keeps two runs from both sending."""
+    before Twilio is asked — that is what keeps two runs from both sending. A message
+    Twilio took is the exception: `sent` and its SID are written here at once, retried
+    for up to `settle_seconds` while the database is away (`_write_sent`)."""
     claimed = _claim(
         sessions, key=key, to=to, body=body, now=now, call_id=call_id, recipient=recipient
     )
@@ -161,7 +184,7 @@ def send_unsettled(
             settle(session, _fresh(key, FAILED, reason=f"{exc.__class__.__name__}: {exc}"))
         raise
     log.info("SMS %s sent to %s", key, _mask(to))
-    return _fresh(key, SENT, sid=sid)
+    return _write_sent(sessions, _fresh(key, SENT, sid=sid), patience=settle_seconds)
 
 
 def settle(session: Session, outcome: SmsOutcome) -> None:
@@ -176,6 +199,87 @@ def settle(session: Session, outcome: SmsOutcome) -> None:
         )
         .execution_options(synchronize_session=False)
     )
+
+
+def _write_sent(
+    sessions: sessionmaker[Session], outcome: SmsOutcome, *, patience: float
+) -> SmsOutcome:
+    """Write down that Twilio took the message (`sent`, its SID) now, in a transaction of
+    its own: it cannot be asked again, so this answer must not be lost with a database
+    that went away while Twilio answered (the row would stay `sending` for good). Tried
+    again with a short, capped backoff while the database is unreachable, for at most
+    `patience` seconds; logged once when it goes away, once when it is back, once on
+    giving up (then the error propagates: the job fails, and `reconcile_unsettled` tells
+    the truth about the row later). The caller's own `settle` writes the same values
+    again, harmlessly."""
+    deadline = time.monotonic() + patience
+    delay = _SETTLE_FIRST_DELAY
+    lost_at: float | None = None
+    while True:
+        try:
+            with sessions() as session, session.begin():
+                settle(session, outcome)
+        except (OperationalError, InterfaceError, DatabaseTimeout) as exc:
+            now = time.monotonic()
+            if lost_at is None:
+                lost_at = now
+                log.warning(
+                    "SMS %s: Twilio took it (%s) but the database is away (%s); writing "
+                    "it down again for up to %g s",
+                    outcome.key,
+                    outcome.sid,
+                    _first_line(exc),
+                    patience,
+                )
+            if now >= deadline:
+                log.error(
+                    "SMS %s: Twilio took it (%s); the database stayed away for %.0f s, "
+                    "so the message stays `sending` for now (never sent again)",
+                    outcome.key,
+                    outcome.sid,
+                    now - lost_at,
+                )
+                raise
+            time.sleep(min(delay, deadline - now))
+            delay = min(delay * 2, _SETTLE_MAX_DELAY)
+            continue
+        if lost_at is not None:
+            log.info(
+                "SMS %s: the database is back after %.1f s; recorded sent (%s)",
+                outcome.key,
+                time.monotonic() - lost_at,
+                outcome.sid,
+            )
+        return outcome
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
+
+
+def reconcile_unsettled(
+    sessions: sessionmaker[Session], *, now: datetime, older_than: timedelta
+) -> int:
+    """Messages claimed before `now - older_than` and still `sending`: the process that
+    claimed them died between the claim and writing Twilio's answer (its write is retried
+    for `SMS_SETTLE_SECONDS`, far less than `older_than`). Marked `unknown` with the
+    reason, for a person: whether Twilio took it nobody can tell — the SID comes only
+    with Twilio's answer, and a message is found by its SID (Twilio's Message resource,
+    https://www.twilio.com/docs/messaging/api/message-resource#fetch-a-message-resource)
+    — so it is neither sent again (a duplicate is worse than a gap we can see) nor
+    called sent. Returns how many; each is logged. Only rows still `sending` change: a
+    late write of the real outcome wins over this, and this never over it."""
+    with sessions() as session, session.begin():
+        stale = session.execute(
+            update(SmsMessage)
+            .where(SmsMessage.status == SENDING, SmsMessage.created_at < now - older_than)
+            .values(status=UNKNOWN, reason=_UNKNOWN_REASON)
+            .returning(SmsMessage.key, SmsMessage.to)
+            .execution_options(synchronize_session=False)
+        ).all()
+    for key, to in stale:
+        log.error("SMS %s to %s: %s", key, _mask(to), _UNKNOWN_REASON)
+    return len(stale)
 
 
 def record_skip(
@@ -284,11 +388,12 @@ def _claim(
         except IntegrityError:
             pass
         with session.begin():
-            # A message left for retry is taken over by exactly one run.
+            # A message left for retry is taken over by exactly one run; claimed now, as
+            # far as `reconcile_unsettled` is concerned.
             taken = session.execute(
                 update(SmsMessage)
                 .where(SmsMessage.key == key, SmsMessage.status == RETRY)
-                .values(status=SENDING, to=to, body=body)
+                .values(status=SENDING, to=to, body=body, created_at=now)
                 .returning(SmsMessage.id)
                 .execution_options(synchronize_session=False)
             ).scalar_one_or_none()

@@ -35,6 +35,7 @@ from typing import Any, cast
 
 from sqlalchemy import Insert, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.orm.interfaces import ORMOption
 
@@ -56,10 +57,14 @@ DONE = "done"
 FAILED = "failed"
 STATUSES = (PENDING, DONE, FAILED)
 
-# Seconds to wait after the n-th failed try (the last value repeats): from seconds, for a
-# portal restarting, to an hour, for an outage. After the last one the request fails and a
-# person is told; a supervisor can retry it at any time.
-RETRY_DELAYS: tuple[int, ...] = (10, 30, 120, 600, 1800, 3600, 3600, 3600)
+# Seconds to wait after the n-th failed try (the last value repeats): seconds for the
+# first ones — most trouble is a dependency restarting, and the work should go on as soon
+# as it is back — then growing to an hour, so a dependency down for long is not hammered.
+# After the last one (~3.8 h of tries) the request fails and a person is told; a
+# supervisor can retry it at any time. A long wait does not outlast the trouble: the first
+# request that gets through again makes every other one waiting out its backoff due at
+# once (`resume_waiting`).
+RETRY_DELAYS: tuple[int, ...] = (5, 15, 30, 60, 120, 300, 600, 1800, 3600, 3600, 3600)
 MAX_ATTEMPTS = len(RETRY_DELAYS) + 1
 
 # Keys of `TicketRequest.draft` beyond the `TicketDraft` fields.
@@ -233,6 +238,39 @@ def due_followup_ids(session: Session, now: datetime, limit: int = 500) -> list[
     )
 
 
+def resume_waiting(
+    sessions: sessionmaker[Session], now: datetime, statuses: Sequence[str], *, why: str
+) -> int:
+    """Make every request with one of `statuses` that is waiting out a backoff (its next
+    job due after `now`: only transient trouble puts it there) due now, for the sweep to
+    submit; how many. Called when a request that had met trouble got through: the
+    dependency is back. Rows another transaction holds are skipped (they are being worked
+    on), so this never waits for, or deadlocks with, a job. A failure here is logged and
+    costs only the head start: each row still has its own schedule."""
+    waiting = (
+        select(TicketRequest.id)
+        .where(TicketRequest.status.in_(statuses), TicketRequest.next_attempt_at > now)
+        .with_for_update(skip_locked=True)
+    )
+    try:
+        with sessions() as session, session.begin():
+            ids = list(session.scalars(waiting))
+            if ids:
+                session.execute(
+                    update(TicketRequest)
+                    .where(TicketRequest.id.in_(ids))
+                    .values(next_attempt_at=now)
+                    .execution_options(synchronize_session=False)
+                )
+    except SQLAlchemyError as exc:
+        log.warning("%s, but the others waiting stay on their backoff: %s", why, exc)
+        return 0
+    if ids:
+        log.info("%s: %d more %s request(s) due now, not after their backoff", why, len(ids),
+                 "/".join(statuses))  # fmt: skip
+    return len(ids)
+
+
 def list_requests(
     session: Session, *, status: str | None = None, limit: int = 100
 ) -> Sequence[TicketRequest]:
@@ -369,15 +407,21 @@ def deliver(
     now = clock()
     with sessions() as session, session.begin():
         if view is not None:
-            return _record_ticket(session, request_id, view.number, now)
-        return _record_failure(
-            session,
-            request_id,
-            attempts_seen=attempts_seen,
-            error=error or "no reason given",
-            permanent=permanent,
-            now=now,
-        )
+            delivery = _record_ticket(session, request_id, view.number, now)
+        else:
+            return _record_failure(
+                session,
+                request_id,
+                attempts_seen=attempts_seen,
+                error=error or "no reason given",
+                permanent=permanent,
+                now=now,
+            )
+    if delivery.recorded and attempts_seen > 0:
+        # A request that had met trouble got through: the portal is back, and the others
+        # waiting out their backoff need not wait any longer.
+        resume_waiting(sessions, now, (PENDING,), why=f"ticket request {request_id} got through")
+    return delivery
 
 
 # The two statements every ticket runs, built once with their parameters bound at each
