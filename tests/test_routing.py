@@ -259,7 +259,8 @@ def test_silence_instead_of_a_message_ends_politely(services: Services) -> None:
             dial_call_sid=None,
             call_status="in-progress",
         )
-    assert outcome.decision == routing.OfferVoicemail(routing.URGENT, None)
+    # The test settings have a Twilio account: the caller is told the SMS alerts go out.
+    assert outcome.decision == routing.OfferVoicemail(routing.URGENT, None, sms_alerts=True)
     assert outcome.send_alerts
     silent = step(services, call_id, "voicemail", recording_sid=None, recording_url=None)
     assert silent.decision == routing.Goodbye("no_message")
