@@ -11,11 +11,15 @@ then a voicemail); a failing step of a dialled leg hangs that leg up.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 from flask import Blueprint, Response, request
 
+from callcenter.calls.step_cycle import StepCycle
 from callcenter.errors import MalformedWebhook
 from callcenter.ivr.fallback import apology_reply
+from callcenter.ivr.reply import Reply
 from callcenter.routing import chain, replies, steps
 from callcenter.routing.webhook_params import (
     CallbackAnswer,
@@ -49,14 +53,34 @@ def route_urgent() -> Response:
 
 
 def _connect_caller(kind: str) -> Response:
+    return _caller_step(
+        lambda: CallerRedirect.from_form(request.form),
+        lambda cycle, event, routing: steps.connect_caller(cycle, event, kind, routing),
+    )
+
+
+class _CallerEvent(Protocol):
+    @property
+    def call_sid(self) -> str: ...
+
+
+_Event = TypeVar("_Event", bound=_CallerEvent)
+
+
+def _caller_step(
+    parse: Callable[[], _Event],
+    take: Callable[[StepCycle, _Event, steps.RoutingSetting], Reply],
+) -> Response:
+    """A step of the caller's own call: the typed event (a malformed one is a 400), the
+    routing step, its TwiML — or, if the step fails, the emergency reply."""
     try:
-        event = CallerRedirect.from_form(request.form)
+        event = parse()
     except MalformedWebhook as exc:
         return bad_request(exc)
     svc = services()
     routing = steps.RoutingSetting(svc.calendar, svc.settings)
     try:
-        return twiml(steps.connect_caller(step_cycle(svc), event, kind, routing))
+        return twiml(take(step_cycle(svc), event, routing))
     except Exception:
         return _emergency(event.call_sid)
 
@@ -64,46 +88,22 @@ def _connect_caller(kind: str) -> Response:
 @bp.post("/dial")
 @twilio_signed
 def dial_ended() -> Response:
-    try:
-        event = DialEnded.from_form(request.form, step=request.args.get("step"))
-    except MalformedWebhook as exc:
-        return bad_request(exc)
-    svc = services()
-    routing = steps.RoutingSetting(svc.calendar, svc.settings)
-    try:
-        return twiml(steps.take_dial_result(step_cycle(svc), event, routing))
-    except Exception:
-        return _emergency(event.call_sid)
+    return _caller_step(
+        lambda: DialEnded.from_form(request.form, step=request.args.get("step")),
+        steps.take_dial_result,
+    )
 
 
 @bp.post("/voicemail")
 @twilio_signed
 def voicemail_left() -> Response:
-    try:
-        event = VoicemailLeft.from_form(request.form)
-    except MalformedWebhook as exc:
-        return bad_request(exc)
-    svc = services()
-    routing = steps.RoutingSetting(svc.calendar, svc.settings)
-    try:
-        return twiml(steps.take_voicemail(step_cycle(svc), event, routing))
-    except Exception:
-        return _emergency(event.call_sid)
+    return _caller_step(lambda: VoicemailLeft.from_form(request.form), steps.take_voicemail)
 
 
 @bp.post("/callback")
 @twilio_signed
 def callback_answered() -> Response:
-    try:
-        event = CallbackAnswer.from_form(request.form)
-    except MalformedWebhook as exc:
-        return bad_request(exc)
-    svc = services()
-    routing = steps.RoutingSetting(svc.calendar, svc.settings)
-    try:
-        return twiml(steps.take_callback_answer(step_cycle(svc), event, routing))
-    except Exception:
-        return _emergency(event.call_sid)
+    return _caller_step(lambda: CallbackAnswer.from_form(request.form), steps.take_callback_answer)
 
 
 @bp.post("/kb")
