@@ -61,6 +61,12 @@ class JobRunner(Protocol):
         per call id). Raises `QueueUnavailable`."""
         ...
 
+    def submit_incident(self, incident_id: int) -> None:
+        """Queue what incident `incident_id` has to send (`tasks.incident_job`; one job per
+        incident at a time). Raises `QueueUnavailable` (the sweep finds it due all the same:
+        `incidents.followups.incidents_due`)."""
+        ...
+
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         """Run `func(services, *args)` — a module-level job of primitive arguments — as a
         job; a repeated `job_id` is one job."""

@@ -211,6 +211,7 @@ def run(args: argparse.Namespace, stack: SupervisedStack) -> int:
     joined_sms = Counter(
         to for to, body in sms_at_prism(prism) if "зарегистрирован в заявке" in body
     )
+    alerts = Counter(to for to, body in sms_at_prism(prism) if "массовый сбой" in body)
     detected = [row for row in after["incidents"] if row.detected]
     duplicates = sum(after["duplicates"].values())
     print("\n=== surge run ===")
@@ -225,6 +226,8 @@ def run(args: argparse.Namespace, stack: SupervisedStack) -> int:
     print(f"urgent chains rung: {after['chains']} (callers put through: "
           f"{len(SurgeCaller.dialled)}; limit {THRESHOLD})")  # fmt: skip
     print(f"joined SMS at Prism: {sum(joined_sms.values())} to {len(joined_sms)} numbers")
+    print(f"detection alerts at Prism: {sum(alerts.values())} to {len(alerts)} numbers "
+          "(the on-duty specialist and the head)")  # fmt: skip
     print(f"resolution SMS at Prism: {sum(resolved.values())} to {len(resolved)} numbers "
           f"(tied to the incident: {tied}); numbers texted twice: "
           f"{sum(1 for n in resolved.values() if n > 1)}")  # fmt: skip
@@ -235,6 +238,8 @@ def run(args: argparse.Namespace, stack: SupervisedStack) -> int:
         and len(resolved) == tied
         and all(n == 1 for n in resolved.values())
         and all(n == 1 for n in joined_sms.values())
+        and bool(alerts)
+        and all(n == 1 for n in alerts.values())
     )
     print(f"verdict: {'OK' if ok else 'FAILED'}")
     return 0 if ok else 1

@@ -11,6 +11,9 @@ Like a queue, and like the real runners:
   that job, not inside it;
 - a key already waiting or running is one job (`submit_*` twice, `enqueue(job_id=...)`).
 
+`hold()` makes it a worker that lags: submitted jobs wait (still one per key) until
+`release()` runs them, optionally the newest first.
+
 A job that raises is recorded in `failures` (the real runners log it and leave the row to
 the sweep); the `sync_jobs` fixture fails the test at teardown if any did, so an error in a
 job never hides behind an assertion that happens to hold.
@@ -46,6 +49,24 @@ class SynchronousJobRunner:
         self._waiting: deque[tuple[str, Callable[..., object], tuple[Any, ...]]] = deque()
         self._keys: set[str] = set()
         self._draining = False
+        self._held = False
+
+    def hold(self) -> None:
+        """From now on, submitted jobs wait for `release()` (a worker lagging behind)."""
+        with self._lock:
+            self._held = True
+
+    def release(self, *, newest_first: bool = False) -> None:
+        """Run every job held back, in submission order or the newest first, then go on
+        running jobs at once."""
+        with self._lock:
+            self._held = False
+            if newest_first:
+                self._waiting.reverse()
+            if self._draining:
+                return
+            self._draining = True
+        self._drain()
 
     def submit_ticket_request(self, request_id: int) -> bool:
         self._submit(f"ticket-request:{request_id}", tasks.create_ticket, request_id)
@@ -63,6 +84,9 @@ class SynchronousJobRunner:
 
     def submit_kb_link_sms(self, call_id: int) -> None:
         self.enqueue(tasks.kb_link_sms_job, call_id, job_id=f"kb-link:{call_id}")
+
+    def submit_incident(self, incident_id: int) -> None:
+        self.enqueue(tasks.incident_job, incident_id, job_id=f"incident:{incident_id}")
 
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         self._submit(job_id or uuid.uuid4().hex, func, *args)
@@ -98,8 +122,8 @@ class SynchronousJobRunner:
                 return
             self._keys.add(key)
             self._waiting.append((key, func, args))
-            if self._draining:
-                return  # submitted by a running job (or another thread): runs after it
+            if self._draining or self._held:
+                return  # submitted by a running job (or another thread), or held back
             self._draining = True
         self._drain()
 

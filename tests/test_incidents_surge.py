@@ -25,6 +25,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from flask import Flask
@@ -32,7 +33,7 @@ from sqlalchemy import func, select
 
 from callcenter.app import create_app
 from callcenter.db import transaction
-from callcenter.db.models import Call, DialLeg, SmsMessage, Ticket
+from callcenter.db.models import Call, DialLeg, SmsMessage, Ticket, TicketRequest
 from callcenter.ivr import prompts
 from callcenter.regulation.speech import say_digits
 from callcenter.services import Services
@@ -234,3 +235,96 @@ def test_a_surge_is_one_incident_one_ticket_no_chain_for_joined_callers_one_sms_
             for m in session.query(SmsMessage).where(SmsMessage.key.like("incident:%:resolved:%"))
         )
     assert statuses == {"sent": THRESHOLD + len(joined) - 1, "skipped": 1}
+
+
+JOINING_UNNUMBERED = 5  # callers after the threshold, while the worker has run nothing
+
+
+def test_the_threshold_holds_while_the_worker_lags_joined_callers_wait_for_the_number(
+    hotline: Services, exchanges: list[TwilioExchange]
+) -> None:
+    """No ticket job runs while the callers go through (the worker lags): the incident is
+    opened in the webhook of the third report, so the fourth caller — on the critical
+    path already — and the ones after, at their first <Gather>, hear it without a number,
+    press 1 and ring nobody. Then the jobs run (the newest first: the joined calls' before
+    the incident's ticket): one ticket for the incident, every joined call a phone
+    duplicate on it, one detection alert each to the specialist and the head, and at
+    closing one resolution SMS per mobile. TwiML as Twilio reads it:
+    https://www.twilio.com/docs/voice/twiml/gather"""
+    runner = hotline.jobs
+    assert isinstance(runner, SynchronousJobRunner)
+    mobiles = add_callers(hotline, THRESHOLD + JOINING_UNNUMBERED, organisations=8)
+    reporters_numbers, joiners = mobiles[:THRESHOLD], mobiles[THRESHOLD:]
+    app = create_app(services=hotline)
+    announcement = prompts.INCIDENT_ANNOUNCEMENT_UNNUMBERED.format(product="серверов СКАЙ")
+    runner.hold()
+
+    # The fourth caller is on the critical path before the third report is in.
+    early = TwilioCall(app.test_client(), caller=joiners[0])
+    early.start()
+    assert said(early.press("3")).startswith(prompts.CRITICAL_NUMBER[:20])
+    reporters = [reporting(app)(caller) for caller in reporters_numbers]
+    [incident] = json.loads(cli(hotline, "incident", "list", "--json"))
+    assert (incident["status"], incident["detected"], incident["product"]) == ("open", True, "all")
+    assert incident["ticket_number"] is None  # no ticket job has run
+    assert sms_sent(exchanges) == []
+
+    def join(call: TwilioCall, offer: Any) -> None:
+        assert announcement in said(offer) and "заявка номер" not in said(offer), said(offer)
+        root = call.press("1")
+        assert said(root).startswith(prompts.INCIDENT_JOINED_UNNUMBERED), said(root)
+        assert root.find("Hangup") is not None and root.find("Dial") is None
+        assert root.find("Redirect") is None
+        call.hang_up()
+
+    # At the critical step: # (no ticket number) brings the offer instead of the chain.
+    join(early, early.press("#"))
+    joined = [early]
+    for caller in joiners[1:]:
+        call = TwilioCall(app.test_client(), caller=caller)
+        join(call, call.start())  # at the first <Gather>
+        joined.append(call)
+    with hotline.sessions() as session:
+        rung = session.scalars(select(Call.call_sid).join(DialLeg).distinct()).all()
+        assert session.scalar(select(func.count()).select_from(Ticket)) == 0
+    assert set(rung) == {call.call_sid for call in reporters}
+    assert sms_sent(exchanges) == []
+
+    # The worker catches up, the joined calls' jobs first.
+    runner.release(newest_first=True)
+    [incident] = json.loads(cli(hotline, "incident", "list", "--json"))
+    number = incident["ticket_number"]
+    assert isinstance(number, str)
+    assert incident["joined_calls"] == JOINING_UNNUMBERED
+    ticket = hotline.portal.get_ticket(number)
+    assert sum(1 for e in ticket.history if e.kind == "phone_duplicate") == JOINING_UNNUMBERED
+    with hotline.sessions() as session:
+        # The reporters' tickets, the first of them the incident's; none for a joined call.
+        assert session.scalar(select(func.count()).select_from(Ticket)) == THRESHOLD
+        # Each joined call's job ran before the number existed, waited, then recorded it.
+        waited = session.execute(
+            select(TicketRequest.status, TicketRequest.attempts, TicketRequest.ticket_number)
+            .join(Call)
+            .where(Call.call_sid.in_([call.call_sid for call in joined]))
+        ).all()
+    assert sorted(waited) == [("done", 2, number)] * JOINING_UNNUMBERED
+    sent = sms_sent(exchanges)
+    detected = [m for m in sent if DETECTED in m["Body"]]
+    assert sorted(m["To"] for m in detected) == sorted([SPECIALIST_SMS, HEAD_SMS])
+    # Its job ran before the ticket's (the newest first): the number is to follow.
+    assert all("номер заявки уточняется" in m["Body"] for m in detected)
+    assert Counter(m["To"] for m in sent if JOINED in m["Body"]) == {m: 1 for m in joiners}
+    assert all(
+        f"зарегистрирован в заявке №{number}." in m["Body"] for m in sent if JOINED in m["Body"]
+    )
+    hotline.jobs.flush()
+    assert len([m for m in sms_sent(exchanges) if DETECTED in m["Body"]]) == 2
+
+    # Closing: one resolution SMS to every mobile tied to the incident.
+    before = len(sms_sent(exchanges))
+    cli(hotline, "incident", "close", str(incident["id"]), "--message", "Сервер поднят.")
+    hotline.jobs.flush()
+    hotline.jobs.flush()
+    resolved = sms_sent(exchanges)[before:]
+    assert Counter(m["To"] for m in resolved) == {m: 1 for m in mobiles}
+    assert all(m["Body"].startswith(f"{RESOLVED}все продукты SKAI") for m in resolved)

@@ -7,9 +7,22 @@ short as it is), so a call whose product is unknown counts toward every product:
 such calls opens an incident for all products. A caller the directory does not know counts
 as an organisation of their own number.
 
-Run by the ticket job once a critical call's ticket exists (`callcenter.jobs.tasks`), never
-inside a webhook. Safe under several workers at once: the unique `incidents.open_product`
-lets one of them open it; the others find it open and stop.
+Run in the webhook step that writes a critical call's own ticket request
+(`callcenter.ivr.conversation`), in its transaction: the moment the threshold-th report
+commits, the incident exists, and every caller after it hears it (without a number until
+the pipeline has made the ticket) however far the ticket jobs lag. It counts ticket
+requests, never ticket numbers: the incident is opened on the first report's request, and
+takes its number when the ticket job records it. It runs only for those steps (a few
+reads), never on a call's first webhook. The ticket job runs it again after each critical
+ticket (`callcenter.jobs.tasks`): a no-op once the incident is open. Safe under several
+web processes and workers at once: the unique `incidents.open_product` lets one of them
+open it; the others find it open (`IncidentConflict`) and stop. Whoever opens it queues
+its job after commit, which texts the on-duty specialist and the head once (the SMS
+ledger's keys).
+
+Two threshold-th reports committing at the very same moment in two processes each decide
+their caller's reply before either incident exists: both ring the chain (the threshold is
+then exceeded by those concurrent reports, never by a lagging worker).
 """
 
 from __future__ import annotations
@@ -117,7 +130,8 @@ def _recent_reports(session: Session, since: datetime) -> list[_Report]:
     ).all()
     reports = []
     for call_id, started, org_id, e164, product, request_id, number, draft in rows:
-        if (draft or {}).get(outbox.DUPLICATE_OF):
+        stored = draft or {}
+        if stored.get(outbox.DUPLICATE_OF) or stored.get(outbox.DUPLICATE_OF_REQUEST):
             continue
         who = f"org:{org_id}" if org_id is not None else f"caller:{e164 or call_id}"
         reports.append(_Report(call_id, started, who, org_id, product or None, request_id, number))

@@ -347,7 +347,9 @@ class Announced:
 
     incident_id: int
     product: str
-    ticket_number: str
+    # None until the pipeline has made its ticket (an incident detected a moment ago):
+    # the caller hears it without a number, and a join waits for the number.
+    ticket_number: str | None
 
 
 # What the IVR asks on the first webhook of every call (and at an offer): a few columns
@@ -394,18 +396,19 @@ def _read(db: Session | Connection, statement: Any, params: dict[str, Any] | Non
 
 def announced(session: Session | Connection, *, product: str | None = None) -> Announced | None:
     """The open incident a caller about `product` (None: not known) hears first: the
-    newest one concerning them whose ticket number is known (a number is part of what is
-    said). `session` may be a Connection (the IVR's hot path opens no session for it)."""
+    newest one concerning them, with its ticket number once there is one (an incident
+    detected in the webhook of its threshold-th report is heard at once, before the ticket
+    job has run). `session` may be a Connection (the IVR's hot path opens no session for
+    it)."""
     for row in _read(session, _OPEN_NEWEST_FIRST):
-        number = row.ticket_number or row.request_number
-        if number and covers(row.product, product):
-            return Announced(row.id, row.product, number)
+        if covers(row.product, product):
+            return Announced(row.id, row.product, row.ticket_number or row.request_number)
     return None
 
 
 def still_open(session: Session | Connection, incident_id: int) -> Announced | None:
-    """The incident the caller was offered, if it is still open (and numbered); the one
-    it was merged into meanwhile, if that one is. Core reads, as on the first webhook."""
+    """The incident the caller was offered, if it is still open; the one it was merged
+    into meanwhile, if that one is. Core reads, as on the first webhook."""
     seen: set[int] = set()
     row = _read(session, _ANY_BY_ID, {"incident_id": incident_id}).first()
     while row is not None and row.status == MERGED:
@@ -416,8 +419,7 @@ def still_open(session: Session | Connection, incident_id: int) -> Announced | N
         row = _read(session, _ANY_BY_ID, {"incident_id": target}).first()
     if row is None or row.status != OPEN:
         return None
-    number = row.ticket_number or row.request_number
-    return Announced(row.id, row.product, number) if number else None
+    return Announced(row.id, row.product, row.ticket_number or row.request_number)
 
 
 def join_call(
@@ -434,15 +436,19 @@ def join_call(
     The request's follow-ups name the caller's organisation on the ticket and text the
     caller once now (`callcenter.tickets.followups`), and never alert the staff on duty
     per caller (the digest does). Returns the request to submit after commit; None when
-    the incident is closed or has no number (the caller goes on to the main menu). An
-    incident merged meanwhile: the caller joins the one it went into."""
+    the incident is closed (the caller goes on to the main menu). An incident merged
+    meanwhile: the caller joins the one it went into.
+
+    An incident whose ticket the pipeline has not made yet (detected a moment ago): the
+    duplicate names the incident's ticket request instead of a number; its job waits for
+    that request's number, then records the duplicate (`outbox.DUPLICATE_OF_REQUEST`)."""
     incident = surviving(session, incident_id, share_lock=True)
     if incident is None or incident.status != OPEN:
         return None
     incident_id = incident.id
     number = ticket_number(incident)
-    if number is None:
-        return None
+    if number is None and incident.ticket_request_id is None:  # pragma: no cover
+        return None  # never written so: an incident has a number or a request for one
     if (
         session.scalars(
             select(IncidentCall.id).where(
@@ -471,6 +477,16 @@ def join_call(
         ),
         "sms": texts.joined_sms(incident, number) if sms_reachable else None,
     }
+    if number is None:
+        return intake.mark_phone_duplicate(
+            session,
+            call,
+            None,
+            now=now,
+            calendar=calendar,
+            incident=marker,
+            of_request=incident.ticket_request_id,
+        )
     return intake.mark_phone_duplicate(
         session, call, number, now=now, calendar=calendar, incident=marker
     )

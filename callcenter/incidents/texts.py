@@ -10,6 +10,7 @@ from callcenter.db.models import Call, Incident
 from callcenter.phones import classify
 from callcenter.regulation.speech import agree_with_number
 from callcenter.regulation.topics import PRODUCTS
+from callcenter.tickets import outbox
 
 # A merged incident's closing message: what the console shows, and where `merged_target`
 # reads the incident it went into (written only by `store.merge_incident`).
@@ -58,10 +59,12 @@ def joined_comment(incident: Incident, call: Call) -> str:
     )
 
 
-def joined_sms(incident: Incident, number: str) -> str:
+def joined_sms(incident: Incident, number: str | None) -> str:
+    """The SMS a joined caller gets. No number yet: the follow-ups put the ticket's in
+    (`outbox.NUMBER_SLOT`), as it is sent only once the duplicate is recorded."""
     return (
         f"SKAI ТП: ваш звонок по сбою {product_title(incident.product)} зарегистрирован "
-        f"в заявке №{number}. Пришлём SMS, когда сбой будет устранён."
+        f"в заявке №{number or outbox.NUMBER_SLOT}. Пришлём SMS, когда сбой будет устранён."
     )
 
 

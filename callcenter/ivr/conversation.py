@@ -32,6 +32,7 @@ from callcenter.calls.store import CallColumns, StatusCallback
 from callcenter.db.deadline import bounded
 from callcenter.db.models import Call, TicketRequest
 from callcenter.errors import InvalidInput, TicketNotFound
+from callcenter.incidents import detection
 from callcenter.incidents import store as incidents
 from callcenter.incidents.texts import product_spoken
 from callcenter.ivr import prompts
@@ -134,8 +135,43 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
         return result.reply
     call = tx.session.get_one(Call, locked.id, options=_loaded_with(result.actions))
     tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
+    if call.category == Category.CRITICAL and any(
+        isinstance(action, OpenTicket) for action in result.actions
+    ):
+        _detect_incident(tx, ivr, call)
     _log_step(tx, call, webhook, result, now, created)
     return result.reply
+
+
+def _detect_incident(tx: StepTransaction, ivr: IvrSetting, call: Call) -> None:
+    """A critical call's own ticket request was just written: open the incident here, in
+    this transaction, when it completes a surge (`incidents.detection`), so every caller
+    after it hears the incident whether or not the ticket jobs have run; its alerts are
+    queued after commit. The ticket job checks again (idempotent). A failure is logged and
+    left to that check: the caller's step goes on."""
+    settings = ivr.settings
+    if settings.incident_threshold <= 0:
+        return  # detection off (INCIDENT_THRESHOLD=0)
+    session = tx.session
+    try:
+        with session.begin_nested():
+            incident_id = detection.detect(
+                session,
+                call.call_sid,
+                now=tx.now,
+                calendar=ivr.calendar,
+                threshold=settings.incident_threshold,
+                window_minutes=settings.incident_window_minutes,
+            )
+    except Exception:
+        log.exception(
+            "incident detection failed in the step; the ticket job checks again",
+            extra={"call_sid": call.call_sid},
+        )
+        return
+    if incident_id is not None:
+        # Not lost if it cannot be queued: the sweep finds its alerts due.
+        tx.after_commit(lambda: tx.jobs().submit_incident(incident_id))
 
 
 def _incident(tx: StepTransaction, state: CallState) -> IncidentNotice | None:

@@ -199,7 +199,9 @@ class IncidentNotice:
 
     incident_id: int
     product: str  # spoken: "СКАЙ Онлайн"
-    ticket_number: str
+    # None while the portal is still making its ticket (detected a moment ago): the
+    # announcement leaves the number out, and joining waits for it (`incidents.store`).
+    ticket_number: str | None
 
 
 class WorkingHours(Protocol):
@@ -568,9 +570,12 @@ def _incident_offer_prompt(state: CallState, ctx: StepContext, *, greet: bool) -
         # Closed meanwhile: the main menu, as a caller who stayed on the line hears it.
         return _main_menu_prompt(state, ctx, greet=greet)
     lead = _greeting(ctx) if greet else []
-    said = prompts.INCIDENT_ANNOUNCEMENT.format(
-        product=incident.product, number=ctx.say_digits(incident.ticket_number)
-    )
+    if incident.ticket_number is None:
+        said = prompts.INCIDENT_ANNOUNCEMENT_UNNUMBERED.format(product=incident.product)
+    else:
+        said = prompts.INCIDENT_ANNOUNCEMENT.format(
+            product=incident.product, number=ctx.say_digits(incident.ticket_number)
+        )
     offer = prompts.INCIDENT_OFFER_SMS if ctx.call.sms_reachable else prompts.INCIDENT_OFFER_NO_SMS
     return _gather(state, [*lead, said, offer], timeout=3, hints=flow.INCIDENT_MENU.hints)
 
@@ -605,12 +610,15 @@ def _join_incident(state: CallState, ctx: StepContext, incident: IncidentNotice)
         Remember("topic", vocabulary.CRITICAL_TOPIC),
         JoinIncident(incident.incident_id),
     )
-    number = ctx.say_digits(incident.ticket_number)
+    if incident.ticket_number is None:
+        joined = prompts.INCIDENT_JOINED_UNNUMBERED
+    else:
+        joined = prompts.INCIDENT_JOINED.format(number=ctx.say_digits(incident.ticket_number))
     sms = prompts.INCIDENT_JOINED_SMS if ctx.call.sms_reachable else prompts.INCIDENT_JOINED_NO_SMS
     state.step = "ended"
     state.turn += 1
     reply = (
-        Say(prompts.INCIDENT_JOINED.format(number=number)),
+        Say(joined),
         Say(sms),
         Say(prompts.GOODBYE),
         Hangup(),

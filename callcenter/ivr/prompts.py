@@ -33,6 +33,8 @@ MAIN_MENU = (
 INCIDENT_ANNOUNCEMENT = (
     "Нам известно о сбое {product}, заявка номер {number}, специалисты уже работают."
 )
+# The incident's ticket has no number yet (detected a moment ago, the portal still making it).
+INCIDENT_ANNOUNCEMENT_UNNUMBERED = "Нам известно о сбое {product}, специалисты уже работают."
 INCIDENT_OFFER_SMS = (
     "Если вы звоните по этому сбою, нажмите 1 — мы зарегистрируем ваш звонок и пришлём "
     "СМС, когда сбой будет устранён. По другим вопросам оставайтесь на линии."
@@ -43,6 +45,7 @@ INCIDENT_OFFER_NO_SMS = (
     "По другим вопросам оставайтесь на линии."
 )
 INCIDENT_JOINED = "Ваш звонок зарегистрирован по заявке номер {number}."
+INCIDENT_JOINED_UNNUMBERED = "Ваш звонок зарегистрирован по этому сбою."
 INCIDENT_JOINED_SMS = "Когда сбой будет устранён, мы пришлём СМС."
 INCIDENT_JOINED_NO_SMS = "Специалисты сообщат, когда сбой будет устранён."
 # A choice recognised from speech that wakes the on-duty specialist is confirmed first.

@@ -49,6 +49,7 @@ from callcenter.jobs.tasks import (
     chain_alerts_job,
     create_ticket,
     due_request_ids,
+    incident_job,
     kb_link_sms_job,
     missed_urgent_sms_job,
     purge_personal_data,
@@ -196,6 +197,9 @@ class RqJobRunner:
 
     def submit_kb_link_sms(self, call_id: int) -> None:
         self.enqueue(kb_link_sms_job, call_id, job_id=f"kb-link:{call_id}")
+
+    def submit_incident(self, incident_id: int) -> None:
+        self.enqueue(incident_job, incident_id, job_id=f"incident:{incident_id}")
 
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         self._enqueue_once(
@@ -433,6 +437,9 @@ class InlineJobRunner:
 
     def submit_kb_link_sms(self, call_id: int) -> None:
         self.enqueue(kb_link_sms_job, call_id, job_id=f"kb-link:{call_id}")
+
+    def submit_incident(self, incident_id: int) -> None:
+        self.enqueue(incident_job, incident_id, job_id=f"incident:{incident_id}")
 
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         if not self._submit(job_id or uuid.uuid4().hex, func, *args):

@@ -97,6 +97,9 @@ def create_ticket(services: Services, request_id: int) -> str | None:
                     services.jobs.submit_followups(request_id)
                 else:
                     _follow_up(services, sessions, request_id)
+            if delivery.status in (outbox.DONE, outbox.FAILED) and _reports_a_failure(state):
+                # The ticket an incident is tracked on is a critical one of its own.
+                _release_duplicates(services, request_id)
             if delivery.status == outbox.DONE and _reports_a_failure(state):
                 _detect_incident(services, state.call_sid)
     return delivery.ticket_number
@@ -105,7 +108,24 @@ def create_ticket(services: Services, request_id: int) -> str | None:
 def _reports_a_failure(state: outbox.RequestState) -> bool:
     """A critical call's own ticket (not a phone duplicate): it may be part of a surge."""
     draft = state.draft
-    return draft.get("topic") == CRITICAL_TOPIC and not draft.get(outbox.DUPLICATE_OF)
+    return (
+        draft.get("topic") == CRITICAL_TOPIC
+        and not draft.get(outbox.DUPLICATE_OF)
+        and not draft.get(outbox.DUPLICATE_OF_REQUEST)
+    )
+
+
+def _release_duplicates(services: Services, request_id: int) -> None:
+    """Callers who joined an incident before its ticket had a number wait on this request
+    (`outbox.DUPLICATE_OF_REQUEST`): their jobs go now, not after their backoff. A failure
+    here costs only that head start (the sweep submits them when due)."""
+    try:
+        waiting = outbox.duplicates_waiting_for(services.sessions, request_id, services.clock())
+    except Exception:
+        log.exception("ticket request %s: duplicates waiting for it left to the sweep", request_id)
+        return
+    for waiting_id in waiting:
+        services.jobs.submit_ticket_request(waiting_id)
 
 
 def _detect_incident(services: Services, call_sid: str) -> None:
@@ -135,7 +155,7 @@ def submit_incident_job(services: Services, incident_id: int) -> bool:
     """Queue `incident_job` (one per incident at a time); False when the queue is down
     (the sweep queues it: `queue_due_incidents`)."""
     try:
-        services.jobs.enqueue(incident_job, incident_id, job_id=f"incident:{incident_id}")
+        services.jobs.submit_incident(incident_id)
     except QueueUnavailable as exc:
         log.warning("incident %s: job left for the sweep (%s)", incident_id, exc)
         return False

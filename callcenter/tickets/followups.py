@@ -437,7 +437,8 @@ class _Run:
         key = f"ticket-request:{self.request_id}:caller"
         incident = self.snap.incident
         if incident is not None and incident.get("sms"):
-            body = str(incident["sms"])
+            # Written before the ticket had a number, when the caller joined at once.
+            body = str(incident["sms"]).replace(outbox.NUMBER_SLOT, number)
         else:
             body = caller_confirmation(number, self.snap.draft)
         caller = classify(self.snap.draft.caller)

@@ -91,6 +91,8 @@ def open_ticket_request(
     extra: dict[str, Any] = {}
     if existing is not None and existing.draft.get(outbox.DUPLICATE_OF):
         extra[outbox.DUPLICATE_OF] = existing.draft[outbox.DUPLICATE_OF]
+    if existing is not None and existing.draft.get(outbox.DUPLICATE_OF_REQUEST):
+        extra[outbox.DUPLICATE_OF_REQUEST] = existing.draft[outbox.DUPLICATE_OF_REQUEST]
     if existing is not None and existing.draft.get(outbox.INCIDENT):
         extra[outbox.INCIDENT] = existing.draft[outbox.INCIDENT]
     typed = typed_number or (existing.draft.get(TYPED_NUMBER) if existing is not None else None)
@@ -111,11 +113,12 @@ def open_ticket_request(
 def mark_phone_duplicate(
     session: Session,
     call: Call,
-    ticket_number: str,
+    ticket_number: str | None,
     *,
     now: datetime,
     calendar: BusinessCalendar | None = None,
     incident: dict[str, Any] | None = None,
+    of_request: int | None = None,
 ) -> TicketRequest:
     """Record that the caller duplicated ticket `ticket_number` by phone (critical path).
 
@@ -125,7 +128,12 @@ def mark_phone_duplicate(
     built here, with deadlines from `calendar` (the shipped calendar when not given).
     `incident`: the caller joined a known incident (`callcenter.incidents.store.join_call`);
     the follow-ups then comment and text as it says instead of alerting the staff on duty.
+    `of_request` instead of a number: the ticket request `of_request` will make the ticket
+    (a known incident detected a moment ago); the job waits for its number
+    (`outbox.DUPLICATE_OF_REQUEST`).
     """
+    if ticket_number is None and of_request is not None:
+        return _duplicate_of_request(session, call, of_request, now, calendar, incident)
     number = re.sub(r"[\s#*№-]", "", ticket_number or "")
     if not _TICKET_NUMBER.fullmatch(number):
         raise InvalidInput(f"a ticket number is 1 to 12 digits, got {ticket_number!r}")
@@ -144,6 +152,32 @@ def mark_phone_duplicate(
             draft,
             interrupted=call.interrupted,
             duplicate_of=number,
+            **({outbox.INCIDENT: incident} if incident else {}),
+        ),
+        now=now,
+    )
+
+
+def _duplicate_of_request(
+    session: Session,
+    call: Call,
+    request_id: int,
+    now: datetime,
+    calendar: BusinessCalendar | None,
+    incident: dict[str, Any] | None,
+) -> TicketRequest:
+    draft = ticket_draft(
+        call, calendar=calendar or BusinessCalendar.shipped(), topic=CRITICAL_TOPIC
+    )
+    return outbox.put_request(
+        session,
+        call_id=call.id,
+        idempotency_key=call.call_sid,
+        draft=_stored(
+            call,
+            draft,
+            interrupted=call.interrupted,
+            **{outbox.DUPLICATE_OF_REQUEST: request_id},
             **({outbox.INCIDENT: incident} if incident else {}),
         ),
         now=now,

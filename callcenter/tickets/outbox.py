@@ -74,6 +74,12 @@ RECEIVED_AT = "received_at"  # when the call started: what the deadlines count f
 RECORDING_SID = "recording_sid"
 # The caller joined a known incident (`callcenter.incidents`): {"id", "comment", "sms"}.
 INCIDENT = "incident"
+# A phone duplicate of the ticket that request `id` is making (a known incident detected a
+# moment ago, its ticket not made yet): the job waits for that number, then records the
+# duplicate on it and keeps the number under DUPLICATE_OF.
+DUPLICATE_OF_REQUEST = "duplicate_of_request"
+# Where the ticket's number goes in a text written before it was known (the incident's SMS).
+NUMBER_SLOT = "{ticket_number}"
 
 _DRAFT_FIELDS = {f.name for f in fields(TicketDraft)}
 _DATETIME_FIELDS = ("first_stage_due", "resolution_due")
@@ -394,12 +400,17 @@ def deliver(
     view: TicketView | None = None
     error: str | None = None
     permanent = False
+    resolved: dict[str, Any] | None = None
     try:
+        if stored.get(DUPLICATE_OF_REQUEST) and not stored.get(DUPLICATE_OF):
+            resolved = stored = _resolve_duplicate(sessions, stored)
         view = _ask_portal(portal, draft, stored)
     except PortalRejected as exc:
         error, permanent = f"portal rejected the ticket: {exc}", True
     except PortalUnavailable as exc:
         error = f"portal unavailable: {exc}"
+    except _NumberComing as exc:
+        error = str(exc)
     except Exception as exc:  # noqa: BLE001 - see the docstring: retried, then visible
         log.exception("ticket request %s: unexpected error from the portal", request_id)
         error = f"unexpected error: {exc.__class__.__name__}: {exc}"
@@ -407,6 +418,12 @@ def deliver(
     now = clock()
     with sessions() as session, session.begin():
         if view is not None:
+            if resolved is not None:
+                session.execute(
+                    update(_requests)
+                    .where(_requests.c.id == request_id, _requests.c.status == PENDING)
+                    .values(draft=resolved)
+                )
             delivery = _record_ticket(session, request_id, view.number, now)
         else:
             return _record_failure(
@@ -523,6 +540,54 @@ def _record_failure(
         error=row.last_error,
         next_attempt_at=row.next_attempt_at,
     )
+
+
+class _NumberComing(Exception):
+    """The ticket a phone duplicate waits for is still being made: tried again later."""
+
+
+def _resolve_duplicate(
+    sessions: sessionmaker[Session], stored: Mapping[str, Any]
+) -> dict[str, Any]:
+    """A duplicate of the ticket another request is making (`DUPLICATE_OF_REQUEST`): the
+    draft with that ticket's number under DUPLICATE_OF once it has one. That request failed
+    (no ticket will come): the draft as it is, so this call gets a ticket of its own — a
+    critical failure ends up on a ticket either way. Raises `_NumberComing` meanwhile."""
+    awaited = int(stored[DUPLICATE_OF_REQUEST])
+    with sessions() as session:
+        found = session.execute(_READ_REQUEST, {"request_id": awaited}).one_or_none()
+    if found is not None and found.ticket_number:
+        return {**stored, DUPLICATE_OF: found.ticket_number}
+    if found is None or found.status == FAILED:
+        log.warning("phone duplicate: request %s made no ticket; opening a new one", awaited)
+        return dict(stored)
+    raise _NumberComing(f"waiting for the number of ticket request {awaited}")
+
+
+def duplicates_waiting_for(
+    sessions: sessionmaker[Session], request_id: int, now: datetime
+) -> list[int]:
+    """Pending phone duplicates waiting for request `request_id`'s ticket
+    (`DUPLICATE_OF_REQUEST`), made due now: it has its number (or failed), and they need
+    not wait out their backoff. Their ids, to submit."""
+    with sessions() as session, session.begin():
+        rows = session.execute(
+            select(TicketRequest.id, TicketRequest.draft).where(TicketRequest.status == PENDING)
+        ).all()
+        ids = [
+            row_id
+            for row_id, draft in rows
+            if (draft or {}).get(DUPLICATE_OF_REQUEST) == request_id
+            and not (draft or {}).get(DUPLICATE_OF)
+        ]
+        if ids:
+            session.execute(
+                update(TicketRequest)
+                .where(TicketRequest.id.in_(ids), TicketRequest.status == PENDING)
+                .values(next_attempt_at=now)
+                .execution_options(synchronize_session=False)
+            )
+    return ids
 
 
 def _ask_portal(portal: Portal, draft: TicketDraft, stored: Mapping[str, Any]) -> TicketView:
