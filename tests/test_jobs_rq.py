@@ -13,15 +13,19 @@ from __future__ import annotations
 import io
 import json
 import logging
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 from redis import Redis
 from rq import Queue
+from rq.job import Job
 from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 from sqlalchemy import select
 
@@ -386,6 +390,79 @@ def test_a_sweep_no_scheduler_moves_is_queued_by_any_worker_and_makes_the_ticket
     )
     worker.work(burst=True, with_scheduler=False)  # no scheduler anywhere
     assert request_row(services, request_id).status == "done"
+
+
+def test_a_ticket_job_whose_worker_was_kill_9ed_is_queued_again_at_once(
+    pipeline: Callable[..., Services], redis_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker killed (kill -9) in the middle of a ticket job leaves it `started` in
+    Redis: RQ notices only when the job's heartbeat TTL runs out and a maintenance round
+    cleans the started registry (a minute and a half or more), and till then every submit
+    of that request found the job "running" and did nothing. Now a submit (the sweep's,
+    every few seconds) sees the worker's process is gone and queues the job again."""
+    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
+    request_id = open_request(no_redis)
+    services = pipeline()
+    runner = services.jobs
+    assert isinstance(runner, runners.RqJobRunner)
+    job_id = runner.ticket_job_id(request_id)
+    # A job of that id, started by a real RQ worker process that never comes back from it.
+    runner.tickets.enqueue_call("time.sleep", args=(3600,), job_id=job_id, timeout=7200)
+    rq = Path(sys.executable).parent / "rq"
+    worker = subprocess.Popen(
+        [
+            str(rq),
+            "worker",
+            "--burst",
+            "--url",
+            redis_url,
+            "--worker-class",
+            "rq.worker.SimpleWorker",
+            runner.tickets.name,
+        ],  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: Job.fetch(job_id, connection=runner.connection).get_status() == "started")
+    finally:
+        worker.kill()  # SIGKILL: no cleanup of its own
+        worker.wait(timeout=10)
+    assert Job.fetch(job_id, connection=runner.connection).get_status() == "started"
+
+    with caplog.at_level(logging.WARNING, logger="callcenter.jobs.runners"):
+        assert runner.submit_ticket_request(request_id)
+    job = Job.fetch(job_id, connection=runner.connection)
+    assert (job.func_name, job.get_status()) == ("callcenter.jobs.tasks.create_ticket", "queued")
+    assert "which is gone: queued again" in caplog.text
+    PipelineWorker(
+        [runner.tickets, runner.followups], services=services, connection=runner.connection
+    ).work(burst=True, with_scheduler=False)
+    assert request_row(services, request_id).status == "done"
+
+
+def test_a_running_job_of_a_live_worker_is_not_queued_twice(
+    pipeline: Callable[..., Services],
+) -> None:
+    """The other side: a started job whose worker is alive (this process) is left alone."""
+    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
+    request_id = open_request(no_redis)
+    services = pipeline()
+    runner = services.jobs
+    assert isinstance(runner, runners.RqJobRunner)
+    job_id = runner.ticket_job_id(request_id)
+    job = runner.tickets.enqueue_call("time.sleep", args=(3600,), job_id=job_id)
+    worker = PipelineWorker([runner.tickets], services=services, connection=runner.connection)
+    worker.register_birth()
+    try:
+        with runner.connection.pipeline() as batch:
+            job.prepare_for_execution(worker.name, batch)
+            batch.execute()
+        assert runner.submit_ticket_request(request_id)
+        job = Job.fetch(job_id, connection=runner.connection)
+        assert (job.func_name, job.get_status()) == ("time.sleep", "started")
+    finally:
+        worker.register_death()
 
 
 def test_without_redis_the_same_jobs_run_in_process(

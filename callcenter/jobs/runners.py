@@ -24,7 +24,9 @@ timeout; what the job was to do stays due in the database.
 from __future__ import annotations
 
 import logging
+import os
 import re
+import socket
 import threading
 import time
 import uuid
@@ -37,7 +39,7 @@ from redis import Redis
 from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 from redis.retry import Retry
-from rq import Queue
+from rq import Queue, Worker
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.registry import ScheduledJobRegistry
@@ -269,11 +271,42 @@ class RqJobRunner:
                         job = Job.fetch(job_id, connection=self.connection)
                     except NoSuchJobError:
                         continue  # it just expired: try again
-                    if job.get_status(refresh=False) not in _TERMINAL:
+                    status = job.get_status(refresh=False)
+                    if status not in _TERMINAL and not self._abandoned(job, status):
                         return  # queued, scheduled or running: that one job will do it
+                    if status not in _TERMINAL:
+                        log.warning(
+                            "job %s was started by worker %s, which is gone: queued again",
+                            job_id,
+                            job.worker_name,
+                        )
                     job.delete()
         except RedisError as exc:
             raise QueueUnavailable(f"Redis: {exc}") from exc
+
+    def _abandoned(self, job: Job, status: JobStatus | None) -> bool:
+        """A started job whose worker is gone (kill -9, a lost host). RQ notices only when
+        the job's heartbeat TTL has run out and a worker's maintenance cleans the started
+        registry — a minute and a half or more, while the request waits. The jobs are safe
+        to run twice, so one whose worker is known dead is queued again at once: known dead
+        when the worker's key has expired, or when it ran on this host and its process is
+        not there any more."""
+        if status != JobStatus.STARTED or not job.worker_name:
+            return False
+        hostname, pid = self.connection.hmget(
+            Worker.redis_worker_namespace_prefix + job.worker_name, ["hostname", "pid"]
+        )
+        if hostname is None and pid is None:
+            return True  # nobody keeps the worker's key alive any more
+        if pid is None or _text(hostname) != socket.gethostname():
+            return False  # another host's worker: its key's expiry will tell
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+        return False
 
     # ------------------------------------------------------------- the sweep chain
 
@@ -526,3 +559,7 @@ class InlineJobRunner:
                 self._idle.wait()
             self._closed = True
         self._pool.shutdown(wait=True)
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value
