@@ -251,6 +251,22 @@ def test_a_voicemail_callback_is_a_consultation_ticket(services: Services) -> No
     assert "Описание проблемы — в записи звонка, приложенной к заявке." in draft.description
 
 
+def test_a_callback_ticket_without_a_message_does_not_claim_one(services: Services) -> None:
+    """Nobody answered and the caller left no message (they hung up, or chose the
+    call-back queue): the ticket asks for the call back and says nothing of a message."""
+    now = services.clock()
+    with transaction(services.sessions) as session:
+        call = make_call(session, now=now, category="consultation", topic=None, vehicles=[])
+        request_id = open_ticket_request(session, call, now=now, calendar=services.calendar).id
+
+    draft = outbox.draft_from_json(request_row(services, request_id).draft)
+    assert "Обратный звонок: абонент не дождался специалиста; перезвоните ему." in (
+        draft.description
+    )
+    assert "сообщение" not in draft.description
+    assert "запис" not in draft.description
+
+
 def test_a_new_problem_on_the_consultation_topic_is_not_called_a_missed_callback(
     services: Services,
 ) -> None:

@@ -413,11 +413,17 @@ def describe_call(
     vehicles = [v for v in (call.vehicles or []) if v and v.strip()]
     if vehicles:
         lines.append("ТС: " + ", ".join(vehicles) + ".")
+    recorded = bool(call.recording_url) or has_recordings(call)
     if topic == CONSULTATION_TOPIC and call.category == "consultation":
         # Only a consultation call becomes a callback ticket; a new problem filed under the
-        # consultation topic was described by the caller, not left waiting.
-        lines.append("Обратный звонок: абонент не дождался специалиста и оставил сообщение.")
-    if call.recording_url or has_recordings(call):
+        # consultation topic was described by the caller, not left waiting. The ticket may
+        # be opened before the caller chose between a message and the call-back queue: a
+        # message is mentioned only once there is one.
+        lines.append(
+            "Обратный звонок: абонент не дождался специалиста"
+            + (" и оставил сообщение." if recorded else "; перезвоните ему.")
+        )
+    if recorded:
         lines.append("Описание проблемы — в записи звонка, приложенной к заявке.")
     if interrupted:
         lines.append(
