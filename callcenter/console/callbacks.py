@@ -12,6 +12,7 @@ who did it. Thin views over `callcenter.callbacks`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 
 from flask import flash, redirect, render_template, request, url_for
@@ -157,29 +158,33 @@ def _back() -> ResponseReturnValue:
 
 @bp.post("/callbacks/<int:item_id>/take")
 def take_callback(item_id: int) -> ResponseReturnValue:
-    svc = services()
-    user = require_user()
-    try:
-        with transaction(svc.sessions) as db:
-            queue.take(db, item_id, by=user.name, now=svc.clock())
-    except InvalidInput as exc:
-        flash(f"Взять нельзя: {exc}.", "error")
-        return _back()
-    flash("Перезвон ваш: нажмите «Перезвонить», когда будете готовы.", "ok")
-    return _back()
+    return _change_owner(
+        queue.take,
+        item_id,
+        "Взять нельзя",
+        "Перезвон ваш: нажмите «Перезвонить», когда будете готовы.",
+    )
 
 
 @bp.post("/callbacks/<int:item_id>/release")
 def release_callback(item_id: int) -> ResponseReturnValue:
+    return _change_owner(queue.release, item_id, "Вернуть нельзя", "Перезвон возвращён в очередь.")
+
+
+def _change_owner(
+    change: Callable[..., object], item_id: int, refused: str, done: str
+) -> ResponseReturnValue:
+    """Take or give back an item as the signed-in user: `done` flashed, or `refused` with
+    the queue's reason."""
     svc = services()
     user = require_user()
     try:
         with transaction(svc.sessions) as db:
-            queue.release(db, item_id, by=user.name, now=svc.clock())
+            change(db, item_id, by=user.name, now=svc.clock())
     except InvalidInput as exc:
-        flash(f"Вернуть нельзя: {exc}.", "error")
+        flash(f"{refused}: {exc}.", "error")
         return _back()
-    flash("Перезвон возвращён в очередь.", "ok")
+    flash(done, "ok")
     return _back()
 
 
