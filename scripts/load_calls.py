@@ -153,7 +153,27 @@ def wait_for(what: str, check: Any, timeout: float) -> None:
     raise SystemExit(f"{what} did not come up within {timeout} s")
 
 
-class TwilioStandIn:
+class LoopbackServer:
+    """An HTTP server of this script's own on a free loopback port, served by a thread."""
+
+    server: ThreadingHTTPServer
+
+    def serve(self, handler: type[BaseHTTPRequestHandler]) -> None:
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class TwilioStandIn(LoopbackServer):
     """Twilio's Messages API, as far as the pipeline uses it: every SMS is accepted."""
 
     def __init__(self) -> None:
@@ -183,17 +203,7 @@ class TwilioStandIn:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 @dataclass

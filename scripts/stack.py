@@ -37,7 +37,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -192,7 +192,7 @@ class RedisServer(Process):
         wait_for("redis-server", up, 15)
 
 
-class Proxy:
+class Proxy(load_calls.LoopbackServer):
     """A reverse proxy to `target` on a free loopback port. `failing`: every request
     answers 500 instead. `seen` keeps (method, path, form body) of what went through."""
 
@@ -240,18 +240,7 @@ class Proxy:
             def log_message(self, *_args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        self.serve(Handler)
 
 
 # ---------------------------------------------------------------- the service, supervised
