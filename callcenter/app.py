@@ -19,6 +19,7 @@ from callcenter.roster.on_duty import roster_health
 from callcenter.security import init_security
 from callcenter.services import Services
 from callcenter.settings import Settings
+from callcenter.vocabulary import WEBHOOKS_PREFIX
 from callcenter.web import EXTENSION, close_db_session
 from webhooks.callbacks import bp as callbacks_bp
 from webhooks.routing import bp as routing_bp
@@ -75,7 +76,7 @@ class _NoSessionForMachines(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-MACHINE_PATHS = ("/webhooks/", "/api/", "/portal/api/", "/healthz", "/readyz", "/metrics")
+MACHINE_PATHS = (WEBHOOKS_PREFIX, "/api/", "/portal/api/", "/healthz", "/readyz", "/metrics")
 
 
 def _instrument(app: Flask, services: Services) -> None:
@@ -92,7 +93,7 @@ def _instrument(app: Flask, services: Services) -> None:
     def call_sid_of_request() -> str | None:
         if request.view_args and isinstance(request.view_args.get("call_sid"), str):
             return str(request.view_args["call_sid"])[:64]
-        if not request.path.startswith("/webhooks/"):
+        if not request.path.startswith(WEBHOOKS_PREFIX):
             return None
         sid = (
             request.args.get("call")
@@ -108,7 +109,7 @@ def _instrument(app: Flask, services: Services) -> None:
     def _start_request() -> None:
         g.started = time.perf_counter()
         g.log_token = bind_call_sid(call_sid_of_request())
-        if deadline is not None and request.path.startswith("/webhooks/"):
+        if deadline is not None and request.path.startswith(WEBHOOKS_PREFIX):
             # Twilio waits 15 s: a hung database must fail the step well before that, so
             # the caller hears the fallback (see callcenter.db.deadline).
             deadline.start(WEBHOOK_DATABASE_SECONDS)
@@ -133,7 +134,7 @@ def _instrument(app: Flask, services: Services) -> None:
     @app.teardown_request
     def _end_request(_exc: BaseException | None) -> None:
         started = g.pop("started", None)
-        if started is not None and request.path.startswith("/webhooks/"):
+        if started is not None and request.path.startswith(WEBHOOKS_PREFIX):
             WEBHOOK_LATENCY.labels(request.endpoint or "unknown").observe(
                 time.perf_counter() - started
             )

@@ -18,6 +18,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from callcenter.console import auth
 from callcenter.settings import Settings
+from callcenter.vocabulary import WEBHOOKS_PREFIX
 from callcenter.web import API_LIMIT, MAX_CONTENT_LENGTH, WEBHOOK_MAX_BYTES
 
 
@@ -60,6 +61,12 @@ def init_security(app: Flask, settings: Settings) -> None:
     limiter = Limiter(get_remote_address, app=app)
     auth.throttle_login(app, limiter)
 
+    @limiter.request_filter
+    def _twilio_webhooks() -> bool:
+        # No limit applies to Twilio's webhooks (each is signed, and a caller must never
+        # hear a 429): skip the limiter's per-request work on every call step.
+        return request.path.startswith(WEBHOOKS_PREFIX)
+
     for name in ("api", "portal_api"):
         blueprint = app.blueprints[name]
         assert isinstance(blueprint, Blueprint)
@@ -79,7 +86,7 @@ def init_security(app: Flask, settings: Settings) -> None:
     def _too_large(_exc: Exception) -> ResponseReturnValue:
 
         message = "Запрос слишком большой."
-        if request.path.startswith("/webhooks/"):
+        if request.path.startswith(WEBHOOKS_PREFIX):
             return Response(f"Request Entity Too Large: {message}\n", 413, mimetype="text/plain")
         response = jsonify(error=413, message=message)
         response.status_code = 413
@@ -88,7 +95,7 @@ def init_security(app: Flask, settings: Settings) -> None:
     @app.before_request
     def _bound_the_body() -> None:
 
-        limit = WEBHOOK_MAX_BYTES if request.path.startswith("/webhooks/") else None
+        limit = WEBHOOK_MAX_BYTES if request.path.startswith(WEBHOOKS_PREFIX) else None
         if limit is not None:
             request.max_content_length = limit
         # A declared length over the bound: 413 now, before anything reads the body (the

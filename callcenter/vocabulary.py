@@ -169,7 +169,8 @@ class Route(StrEnum):
 
 # Every URL below is a path on this service; `callcenter.ivr.twiml.absolute` makes it
 # absolute against PUBLIC_BASE_URL where Twilio needs that.
-VOICE_PREFIX = "/webhooks/voice"
+WEBHOOKS_PREFIX = "/webhooks/"  # Twilio's requests: signed, never throttled, never a 500
+VOICE_PREFIX = WEBHOOKS_PREFIX + "voice"
 INCOMING_PATH = VOICE_PREFIX + "/incoming"  # the numbers' Voice URL
 STATUS_PATH = VOICE_PREFIX + "/status"  # their status callback
 FALLBACK_PATH = VOICE_PREFIX + "/fallback"  # their Voice fallback URL
