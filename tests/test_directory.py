@@ -567,6 +567,28 @@ def test_cli_list_csv_round_trips(services: Services, tmp_path: Path) -> None:
     )
 
 
+def test_cli_masked_csv_says_it_does_not_import_back_and_the_importer_refuses_it(
+    services: Services, tmp_path: Path
+) -> None:
+    _run(services, "directory", "import", str(GOOD))
+    before = _snapshot(services)
+    masked = CliRunner().invoke(
+        main, ["directory", "list", "--csv"], obj=CliContext(services), catch_exceptions=False
+    )
+    assert masked.exit_code == 0
+    assert "+7916***4567" in masked.stdout
+    assert masked.stderr == (
+        "numbers are masked, so this does not import back; for a file that does: "
+        "callcenter --unmasked directory list --csv > directory.csv\n"
+    )
+    path = tmp_path / "masked.csv"
+    path.write_text(masked.stdout, "utf-8")
+    again = _run(services, "directory", "import", str(path))
+    assert again.exit_code == 2
+    assert again.stderr.splitlines()[-1].endswith("nothing was imported")
+    assert _snapshot(services) == before
+
+
 def test_cli_list_of_an_empty_directory(services: Services) -> None:
     result = _run(services, "directory", "list")
     assert (result.exit_code, result.stdout) == (0, "the directory is empty\n")

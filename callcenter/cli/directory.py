@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import click
@@ -11,6 +12,7 @@ from callcenter.db import transaction
 from callcenter.directory.contacts import identify_caller, list_directory
 from callcenter.directory.importer import export_rows, import_csv
 from callcenter.errors import ImportRejected, with_detail
+from callcenter.logs import MaskedStream
 from callcenter.phones import classify
 from callcenter.spreadsheet import csv_bytes
 
@@ -84,6 +86,14 @@ def list_command(cli: CliContext, as_csv: bool) -> None:
             table = export_rows(session)
             text = csv_bytes(table, delimiter=",", lineterminator="\n", bom=False).decode()
             click.echo(text, nl=False)
+            if isinstance(sys.stdout, MaskedStream):
+                # Masked numbers do not import back (the importer refuses them, all or
+                # nothing): say how to get the file that does.
+                click.echo(
+                    "numbers are masked, so this does not import back; for a file that does: "
+                    "callcenter --unmasked directory list --csv > directory.csv",
+                    err=True,
+                )
             return
         organisations = list_directory(session)
         if not organisations:
