@@ -51,14 +51,14 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, Row, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from callcenter.callbacks.queue import number_to_call, queue_position, request_callback
-from callcenter.calls.store import TERMINAL_STATUSES, record_event
-from callcenter.db.models import Call, DialLeg
+from callcenter.calls.store import TERMINAL_STATUSES, CallColumns, record_event, update_call
+from callcenter.db.models import Call, Contact, DialLeg, Organisation, TicketRequest
 from callcenter.phones import callback_number
 from callcenter.roster.on_duty import OnDuty, Person, on_duty
 from callcenter.tickets.intake import add_recording, open_ticket_request, remember_callback_number
@@ -361,7 +361,7 @@ class RoutingState:
         return [leg.leg for leg in self.legs_of(step)]
 
 
-def routing_state(call: Call) -> RoutingState | None:
+def routing_state(call: Call | CallColumns) -> RoutingState | None:
     raw = call.routing_state
     return RoutingState.from_json(raw) if isinstance(raw, Mapping) else None
 
@@ -379,6 +379,80 @@ _LEGS_OF_CALL = (
 def _legs(session: Session, call: Call) -> dict[int, DialLeg]:
     rows = session.scalars(_LEGS_OF_CALL, {"call_id": call.id})
     return {leg.position: leg for leg in rows}
+
+
+# The leg steps (the whisper, its key, a leg's status callbacks) only move a leg's and the
+# call's columns and record an event: they do it with these Core statements on the step's
+# connection, without loading ORM objects and flushing them (most of such a step's CPU).
+_dial_legs = cast(Table, DialLeg.__table__)
+_calls = cast(Table, Call.__table__)
+_LEG_BY_POSITION = select(
+    _dial_legs.c.id,
+    _dial_legs.c.staff_key,
+    _dial_legs.c.child_call_sid,
+    _dial_legs.c.started_at,
+    _dial_legs.c.answered_at,
+    _dial_legs.c.ended_at,
+    _dial_legs.c.result,
+).where(
+    _dial_legs.c.call_id == bindparam("call_id"), _dial_legs.c.position == bindparam("position")
+)
+# No VALUES: the SET clause comes from the parameters' keys (as `store.update_call`'s).
+_UPDATE_LEG = update(_dial_legs).where(_dial_legs.c.id == bindparam("leg_id_"))
+_LEG_ANSWERED = (
+    update(_dial_legs)
+    .where(
+        _dial_legs.c.call_id == bindparam("call_id_"),
+        _dial_legs.c.position == bindparam("position_"),
+        _dial_legs.c.answered_at.is_(None),
+    )
+    .values(answered_at=bindparam("now", type_=_dial_legs.c.answered_at.type))
+)
+_organisations = cast(Table, Organisation.__table__)
+_contacts = cast(Table, Contact.__table__)
+_ticket_requests = cast(Table, TicketRequest.__table__)
+# What the whisper names: the call's ticket and who it is from (`client_name`'s order).
+_WHISPER_FACTS = (
+    select(
+        _ticket_requests.c.ticket_number,
+        _organisations.c.id.label("organisation_id"),
+        _organisations.c.name.label("organisation"),
+        _contacts.c.id.label("contact_id"),
+        _contacts.c.name.label("contact"),
+        _calls.c.caller_said_name,
+    )
+    .select_from(
+        _calls.outerjoin(_ticket_requests, _ticket_requests.c.call_id == _calls.c.id)
+        .outerjoin(_organisations, _organisations.c.id == _calls.c.organisation_id)
+        .outerjoin(_contacts, _contacts.c.id == _calls.c.contact_id)
+    )
+    .where(_calls.c.id == bindparam("call_id"))
+)
+
+
+def _core(db: Session | Connection) -> Connection:
+    """The connection a leg step writes on: a session's, with its pending changes flushed
+    first (as the ORM would before a query)."""
+    if isinstance(db, Session):
+        db.flush()
+        return db.connection()
+    return db
+
+
+def _written(db: Session | Connection) -> None:
+    """After a leg step's Core writes: a session's objects are read again when next used,
+    so they show what was written (a step cycle hands a bare connection: nothing to do)."""
+    if isinstance(db, Session):
+        db.expire_all()
+
+
+def _leg_row(connection: Connection, call_id: int, position: int) -> Row[*tuple[Any, ...]] | None:
+    return connection.execute(_LEG_BY_POSITION, {"call_id": call_id, "position": position}).first()
+
+
+def _update_leg(connection: Connection, leg_id: int, changes: dict[str, Any]) -> None:
+    if changes:
+        connection.execute(_UPDATE_LEG, {**changes, "leg_id_": leg_id})
 
 
 def _dial(routing: RoutingState, settings: Settings) -> DialLegs:
@@ -570,26 +644,36 @@ def _open_step(session: Session, call: Call, routing: RoutingState, now: datetim
 # ---------------------------------------------------------------- the whisper
 
 
-def whisper(session: Session, call: Call, position: int, *, now: datetime) -> Whisper | None:
+def whisper(
+    db: Session | Connection, call: Call | CallColumns, position: int, *, now: datetime
+) -> Whisper | None:
     """The announcement for leg `position`, or None when that leg must not be connected
     (not the current step any more, someone else accepted, the routing is over)."""
     routing = routing_state(call)
+    connection = _core(db)
     if (
         routing is None
         or routing.phase != DIALING
         or routing.accepted is not None
         or position not in routing.positions(routing.step)
     ):
-        record_event(session, call, "whisper_refused", now, step=f"leg {position}")
+        record_event(connection, call.id, "whisper_refused", now, step=f"leg {position}")
+        _written(db)
         return None
-    leg = _legs(session, call).get(position)
-    if leg is not None and leg.answered_at is None:
-        leg.answered_at = now
-    record_event(session, call, "whisper", now, step=f"leg {position}")
+    connection.execute(_LEG_ANSWERED, {"call_id_": call.id, "position_": position, "now": now})
+    record_event(connection, call.id, "whisper", now, step=f"leg {position}")
+    facts = connection.execute(_WHISPER_FACTS, {"call_id": call.id}).one()
+    _written(db)
+    if facts.organisation_id is not None:
+        client: str | None = facts.organisation
+    elif facts.contact_id is not None:
+        client = facts.contact
+    else:
+        client = facts.caller_said_name or None
     return Whisper(
         topic=call.category or routing.kind,
-        ticket_number=_ticket_number(call),
-        client=client_name(call),
+        ticket_number=facts.ticket_number,
+        client=client,
         vehicles=tuple(call.vehicles or ()),
     )
 
@@ -605,7 +689,12 @@ def client_name(call: Call) -> str | None:
 
 
 def whisper_answer(
-    session: Session, call: Call, position: int, digits: str, *, now: datetime
+    db: Session | Connection,
+    call: Call | CallColumns,
+    position: int,
+    digits: str,
+    *,
+    now: datetime,
 ) -> bool:
     """The key pressed on leg `position` after the whisper: True to bridge the call.
 
@@ -613,79 +702,110 @@ def whisper_answer(
     other key declines.
     """
     routing = routing_state(call)
-    leg = _legs(session, call).get(position)
+    connection = _core(db)
+    leg = _leg_row(connection, call.id, position)
     live = (
         routing is not None
         and routing.phase == DIALING
         and position in routing.positions(routing.step)
     )
+    step = f"leg {position}"
     if routing is None or leg is None or not live:
-        record_event(session, call, "leg_refused", now, step=f"leg {position}", digits=digits)
-        return False
-    if routing.accepted not in (None, position):
-        record_event(session, call, "leg_too_late", now, step=f"leg {position}", digits=digits)
+        record_event(connection, call.id, "leg_refused", now, step=step, digits=digits)
+    elif routing.accepted not in (None, position):
+        record_event(connection, call.id, "leg_too_late", now, step=step, digits=digits)
         if leg.result == RINGING:
-            leg.result = CANCELED
-        return False
-    if digits.strip() != "1":
+            _update_leg(connection, leg.id, {"result": CANCELED})
+    elif digits.strip() != "1":
         if leg.result == RINGING:
-            leg.result = DECLINED
-        record_event(session, call, "leg_declined", now, step=f"leg {position}", digits=digits)
-        return False
-    leg.result = ACCEPTED
-    if leg.answered_at is None:
-        leg.answered_at = now
-    _save(call, replace(routing, accepted=position))
-    call.routing_outcome = OUTCOME_CONNECTED
-    record_event(
-        session,
-        call,
-        "leg_accepted",
-        now,
-        step=f"leg {position}",
-        digits=digits,
-        staff=leg.staff_key,
-        seconds=time_to_answer(leg),
-    )
-    return True
+            _update_leg(connection, leg.id, {"result": DECLINED})
+        record_event(connection, call.id, "leg_declined", now, step=step, digits=digits)
+    else:
+        answered_at = leg.answered_at if leg.answered_at is not None else now
+        _update_leg(connection, leg.id, {"result": ACCEPTED, "answered_at": answered_at})
+        update_call(
+            connection,
+            call.id,
+            {
+                "routing_state": replace(routing, accepted=position).to_json(),
+                "routing_outcome": OUTCOME_CONNECTED,
+            },
+        )
+        record_event(
+            connection,
+            call.id,
+            "leg_accepted",
+            now,
+            step=step,
+            digits=digits,
+            staff=leg.staff_key,
+            seconds=_seconds_to_answer(leg.started_at, answered_at),
+        )
+        _written(db)
+        return True
+    _written(db)
+    return False
 
 
-def time_to_answer(leg: DialLeg) -> int | None:
+class _AnsweredLeg(Protocol):
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def answered_at(self) -> datetime | None: ...
+
+
+def time_to_answer(leg: _AnsweredLeg) -> int | None:
     """Seconds from ringing to answering a leg, when it was answered."""
     if leg.answered_at is None:
         return None
-    return max(0, int((leg.answered_at - leg.started_at).total_seconds()))
+    return _seconds_to_answer(leg.started_at, leg.answered_at)
+
+
+def _seconds_to_answer(started_at: datetime, answered_at: datetime) -> int:
+    return max(0, int((answered_at - started_at).total_seconds()))
 
 
 # ---------------------------------------------------------------- leg status callbacks
 
 
 def leg_status(
-    session: Session, call: Call, position: int, status: LegStatus, *, now: datetime
+    db: Session | Connection,
+    call: Call | CallColumns,
+    position: int,
+    status: LegStatus,
+    *,
+    now: datetime,
 ) -> None:
     """Log one status callback of a leg. Never advances the chain; duplicates and late
     callbacks change nothing (a final result is never overwritten, except that a
     result guessed from the dial result is refined by the leg's own busy/failed)."""
-    leg = _legs(session, call).get(position)
+    connection = _core(db)
+    leg = _leg_row(connection, call.id, position)
     if leg is None:
-        record_event(session, call, "leg_status_unknown", now, step=f"leg {position}")
+        record_event(connection, call.id, "leg_status_unknown", now, step=f"leg {position}")
+        _written(db)
         return
     at = status.timestamp or now
+    changes: dict[str, Any] = {}
     if status.child_call_sid and not leg.child_call_sid:
-        leg.child_call_sid = status.child_call_sid
+        changes["child_call_sid"] = status.child_call_sid
     if status.status in ("in-progress", "answered") and (
         leg.answered_at is None or at < leg.answered_at
     ):
         # Twilio's own timestamp beats the moment the whisper was fetched.
-        leg.answered_at = at
+        changes["answered_at"] = at
     if status.status in TERMINAL_STATUSES:
         if leg.ended_at is None:
-            leg.ended_at = at
+            changes["ended_at"] = at
         if leg.result == RINGING:
-            leg.result = _LEG_RESULT[status.status]
+            changes["result"] = _LEG_RESULT[status.status]
         elif leg.result in (NO_ANSWER, CANCELED) and status.status in (BUSY, FAILED):
-            leg.result = status.status
-    record_event(session, call, "leg_status", at, step=f"leg {position}", status=status.status)
+            changes["result"] = status.status
+    _update_leg(connection, leg.id, changes)
+    record_event(
+        connection, call.id, "leg_status", at, step=f"leg {position}", status=status.status
+    )
+    _written(db)
 
 
 # ---------------------------------------------------------------- dial results

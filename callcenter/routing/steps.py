@@ -124,10 +124,9 @@ def announce_to_leg(cycle: StepCycle, event: LegRequest) -> Reply:
     """What the person answering a leg hears (hung up when the leg must not connect)."""
 
     def decide(tx: StepTransaction) -> chain.Whisper | None:
-        call = tx.call_object()
-        if call is None or not event.position:
+        if tx.call is None or not event.position:
             return None
-        return chain.whisper(tx.session, call, event.position, now=tx.now)
+        return chain.whisper(tx.connection, tx.call, event.position, now=tx.now)
 
     said = cycle.run(event.call_sid, decide)
     return replies.whisper_reply(said, event.call_sid, event.position or 0)
@@ -137,10 +136,11 @@ def take_leg_answer(cycle: StepCycle, event: LegRequest) -> Reply:
     """The key pressed after the whisper: "1" bridges the call, anything else hangs up."""
 
     def decide(tx: StepTransaction) -> bool:
-        call = tx.call_object()
-        if call is None or event.position is None:
+        if tx.call is None or event.position is None:
             return False
-        return chain.whisper_answer(tx.session, call, event.position, event.digits, now=tx.now)
+        return chain.whisper_answer(
+            tx.connection, tx.call, event.position, event.digits, now=tx.now
+        )
 
     # The document ends after "connecting", and Twilio bridges the two parties.
     return replies.CONNECTING if cycle.run(event.call_sid, decide) else replies.HANG_UP
@@ -150,11 +150,10 @@ def record_leg_status(cycle: StepCycle, event: LegStatusReport) -> None:
     """Log one status callback of a dialled leg (it never advances the chain)."""
 
     def decide(tx: StepTransaction) -> None:
-        call = tx.call_object()
-        if call is None:
+        if tx.call is None:
             log.warning("leg status for unknown call %s", event.call_sid)
             return
-        chain.leg_status(tx.session, call, event.position, event.status, now=tx.now)
+        chain.leg_status(tx.connection, tx.call, event.position, event.status, now=tx.now)
 
     cycle.run(event.call_sid, decide)
 
