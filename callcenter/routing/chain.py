@@ -48,12 +48,12 @@ the same words and a duplicated answer finds the one item.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import Connection, Row, Table, bindparam, select, update
+from sqlalchemy import Connection, Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from callcenter.callbacks.queue import number_to_call, queue_position, request_callback
@@ -397,6 +397,19 @@ _LEG_BY_POSITION = select(
 ).where(
     _dial_legs.c.call_id == bindparam("call_id"), _dial_legs.c.position == bindparam("position")
 )
+_LEG_ROWS_OF_CALL = (
+    select(
+        _dial_legs.c.id,
+        _dial_legs.c.position,
+        _dial_legs.c.child_call_sid,
+        _dial_legs.c.answered_at,
+        _dial_legs.c.ended_at,
+        _dial_legs.c.result,
+    )
+    .where(_dial_legs.c.call_id == bindparam("call_id"))
+    .order_by(_dial_legs.c.position)
+)
+_INSERT_LEG = insert(_dial_legs)
 # No VALUES: the SET clause comes from the parameters' keys (as `store.update_call`'s).
 _UPDATE_LEG = update(_dial_legs).where(_dial_legs.c.id == bindparam("leg_id_"))
 _LEG_ANSWERED = (
@@ -444,6 +457,23 @@ def _written(db: Session | Connection) -> None:
     so they show what was written (a step cycle hands a bare connection: nothing to do)."""
     if isinstance(db, Session):
         db.expire_all()
+
+
+# The step's session and the locked call as an ORM object, for the rare turns of a step
+# that need the object graph (a ticket to open, the queue, the stored decision's ticket).
+LoadCall = Callable[[], tuple[Session, Call]]
+
+
+def _loader(db: Session | Connection, call: Call | CallColumns) -> LoadCall:
+    """Handed a session and the ORM call (the domain tests), the loader returns them; a
+    step cycle hands its own (`StepTransaction.call_object`)."""
+
+    def load() -> tuple[Session, Call]:
+        if not isinstance(db, Session) or not isinstance(call, Call):
+            raise TypeError("a routing step on a bare connection needs its call's loader")
+        return db, call
+
+    return load
 
 
 def _leg_row(connection: Connection, call_id: int, position: int) -> Row[*tuple[Any, ...]] | None:
@@ -578,7 +608,8 @@ def begin_routing(
     )
     if not steps:
         return _nobody_on_duty(session, call, routing, now=now, calendar=calendar)
-    _open_step(session, call, routing, now)
+    _open_step(_core(session), call.id, routing, now)
+    _written(session)
     return Outcome(_dial(routing, settings))
 
 
@@ -611,28 +642,38 @@ def _nobody_on_duty(
     return Outcome(_voicemail_offer(call, routing), submit_requests=(request_id,))
 
 
-def _open_step(session: Session, call: Call, routing: RoutingState, now: datetime) -> None:
-    """Log the legs of the current step as rung now (once, however often it is asked)."""
+def _open_step(
+    connection: Connection,
+    call_id: int,
+    routing: RoutingState,
+    now: datetime,
+    existing: Sequence[int] | None = None,
+) -> None:
+    """Log the legs of the current step as rung now (once, however often it is asked);
+    `existing`: the positions the call's legs already hold, when the caller has read them."""
     step = routing.step
-    existing = _legs(session, call)
-    for leg in routing.legs_of(step):
-        if leg.leg in existing:
-            continue
-        session.add(
-            DialLeg(
-                call_id=call.id,
-                position=leg.leg,
-                staff_key=leg.key,
-                staff_name=leg.name,
-                number=leg.number,
-                started_at=now,
-                result=RINGING,
-            )
-        )
-    session.flush()
+    if existing is None:
+        existing = [
+            row.position for row in connection.execute(_LEG_ROWS_OF_CALL, {"call_id": call_id})
+        ]
+    new = [
+        {
+            "call_id": call_id,
+            "position": leg.leg,
+            "staff_key": leg.key,
+            "staff_name": leg.name,
+            "number": leg.number,
+            "started_at": now,
+            "result": RINGING,
+        }
+        for leg in routing.legs_of(step)
+        if leg.leg not in existing
+    ]
+    if new:
+        connection.execute(_INSERT_LEG, new)
     record_event(
-        session,
-        call,
+        connection,
+        call_id,
         "dial",
         now,
         step=f"step {step}",
@@ -812,8 +853,8 @@ def leg_status(
 
 
 def dial_finished(
-    session: Session,
-    call: Call,
+    db: Session | Connection,
+    call: Call | CallColumns,
     step: int,
     *,
     dial_status: str,
@@ -823,69 +864,97 @@ def dial_finished(
     now: datetime,
     calendar: BusinessCalendar,
     settings: Settings,
+    load: LoadCall | None = None,
 ) -> Outcome:
     """A <Dial> of step `step` ended: connected, next step, or nobody accepted.
 
     `call_status` is the caller's own CallStatus (a final one: the caller hung up).
     `bridged` is Twilio's DialBridged when sent: a leg that pressed 1 but was never
     bridged (it hung up straight after) does not count as connected.
+
+    The legs are settled and the next step opened with Core on the step's connection;
+    only the ends that open a ticket or flag the call (`load`: the ORM call) and a stray
+    dial result (the stored decision) use the ORM.
     """
+    load = load or _loader(db, call)
     routing = routing_state(call)
+    connection = _core(db)
     if routing is None or routing.phase != DIALING or step != routing.step:
         record_event(
-            session, call, "dial_result_ignored", now, step=f"step {step}", status=dial_status
+            connection, call.id, "dial_result_ignored", now, step=f"step {step}", status=dial_status
         )
-        return Outcome(stored_decision(call, settings))
-    legs = _legs(session, call)
+        _written(db)
+        return Outcome(stored_decision(load()[1], settings))
+    legs = {
+        row.position: row for row in connection.execute(_LEG_ROWS_OF_CALL, {"call_id": call.id})
+    }
     positions = routing.positions(step)
+    results: dict[str, str] = {}
     for position in positions:
         leg = legs.get(position)
         if leg is not None:
-            _settle(leg, dial_status, dial_call_sid, single=len(positions) == 1, now=now)
+            changes = _settled(leg, dial_status, dial_call_sid, single=len(positions) == 1, now=now)
+            _update_leg(connection, leg.id, changes)
+            results[str(position)] = changes.get("result", leg.result)
     record_event(
-        session,
-        call,
+        connection,
+        call.id,
         "dial_result",
         now,
         step=f"step {step}",
         status=dial_status,
         bridged=bridged,
-        results={str(p): legs[p].result for p in positions if p in legs},
+        results=results,
     )
     accepted = routing.accepted
     if accepted is not None and accepted in positions:
         if bridged is not False:
-            _save(call, replace(routing, phase=DONE, end="connected"))
-            call.routing_outcome = OUTCOME_CONNECTED
+            connected = replace(routing, phase=DONE, end="connected")
+            update_call(
+                connection,
+                call.id,
+                {"routing_state": connected.to_json(), "routing_outcome": OUTCOME_CONNECTED},
+            )
+            _written(db)
             return Outcome(Goodbye("connected"))
-        record_event(session, call, "accepted_not_bridged", now, step=f"leg {accepted}")
+        record_event(connection, call.id, "accepted_not_bridged", now, step=f"leg {accepted}")
         dropped = legs.get(accepted)
         if dropped is not None:
-            dropped.result = NOT_ACCEPTED
+            _update_leg(connection, dropped.id, {"result": NOT_ACCEPTED})
         routing = replace(routing, accepted=None)
-        _save(call, routing)
-        call.routing_outcome = None
-    caller_gone = call_status in TERMINAL_STATUSES
-    if caller_gone:
-        return _caller_gone(session, call, routing, now=now, calendar=calendar)
+        update_call(
+            connection, call.id, {"routing_state": routing.to_json(), "routing_outcome": None}
+        )
+    if call_status in TERMINAL_STATUSES:
+        _written(db)
+        session, loaded = load()
+        return _caller_gone(session, loaded, routing, now=now, calendar=calendar)
     if step < len(routing.steps):
         routing = replace(routing, step=step + 1)
-        _save(call, routing)
-        _open_step(session, call, routing, now)
+        update_call(connection, call.id, {"routing_state": routing.to_json()})
+        _open_step(connection, call.id, routing, now, existing=list(legs))
+        _written(db)
         return Outcome(_dial(routing, settings))
+    _written(db)
+    session, loaded = load()
     return _nobody_accepted(
-        session, call, routing, now=now, calendar=calendar, sms_alerts=settings.sms_configured
+        session, loaded, routing, now=now, calendar=calendar, sms_alerts=settings.sms_configured
     )
 
 
-def _settle(
-    leg: DialLeg, dial_status: str, dial_call_sid: str | None, *, single: bool, now: datetime
-) -> None:
-    """Give a still-ringing leg its result from the dial result."""
+def _settled(
+    leg: Row[*tuple[Any, ...]],
+    dial_status: str,
+    dial_call_sid: str | None,
+    *,
+    single: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    """The changes that give a still-ringing leg its result from the dial result."""
     if leg.result != RINGING:
         if leg.ended_at is None and leg.result in _FINAL_RESULTS and leg.result != ACCEPTED:
-            leg.ended_at = now
-        return
+            return {"ended_at": now}
+        return {}
     if single or (dial_call_sid and leg.child_call_sid == dial_call_sid):
         status = dial_status
     elif dial_status in ("completed", "answered"):
@@ -896,9 +965,10 @@ def _settle(
     result = _LEG_RESULT.get(status, FAILED)
     if result == NO_ANSWER and leg.answered_at is not None:
         result = NOT_ACCEPTED
-    leg.result = result
+    changes: dict[str, Any] = {"result": result}
     if leg.ended_at is None:
-        leg.ended_at = now
+        changes["ended_at"] = now
+    return changes
 
 
 def _chain_names(session: Session, call: Call) -> str:

@@ -19,8 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from callcenter.calls.step_cycle import StepCycle, StepTransaction
-from callcenter.calls.store import caller_facts, record_event
-from callcenter.db.models import Call
+from callcenter.calls.store import CallColumns, caller_facts, record_event
 from callcenter.errors import QueueUnavailable
 from callcenter.ivr.fallback import apology_reply
 from callcenter.ivr.reply import Reply
@@ -36,6 +35,7 @@ from callcenter.routing.webhook_params import (
 )
 
 if TYPE_CHECKING:
+    from callcenter.db.models import Call
     from callcenter.ports import JobRunner
     from callcenter.regulation.calendar import BusinessCalendar
     from callcenter.settings import Settings
@@ -51,7 +51,20 @@ class RoutingSetting:
     settings: Settings
 
 
-Decide = Callable[[StepTransaction, Call], chain.Outcome]
+# A caller step's decision on the locked call (its columns: a decision that needs the ORM
+# object loads it with `tx.call_object`).
+Decide = Callable[[StepTransaction, CallColumns], chain.Outcome]
+
+
+def _orm_call(tx: StepTransaction) -> Call:
+    call = tx.call_object()
+    if call is None:  # pragma: no cover - the step cycle found the row locked
+        raise LookupError(f"call {tx.call_sid} has no row")
+    return call
+
+
+def _loader(tx: StepTransaction) -> chain.LoadCall:
+    return lambda: (tx.session, _orm_call(tx))
 
 
 def connect_caller(
@@ -59,9 +72,14 @@ def connect_caller(
 ) -> Reply:
     """The IVR handed the call over: find who is on duty and ring the first step."""
 
-    def decide(tx: StepTransaction, call: Call) -> chain.Outcome:
+    def decide(tx: StepTransaction, _: CallColumns) -> chain.Outcome:
         return chain.begin_routing(
-            tx.session, call, kind, now=tx.now, calendar=routing.calendar, settings=routing.settings
+            tx.session,
+            _orm_call(tx),
+            kind,
+            now=tx.now,
+            calendar=routing.calendar,
+            settings=routing.settings,
         )
 
     return _caller_step(cycle, event.call_sid, routing.settings, decide)
@@ -70,9 +88,9 @@ def connect_caller(
 def take_dial_result(cycle: StepCycle, event: DialEnded, routing: RoutingSetting) -> Reply:
     """A `<Dial>` ended: connected, the next step, or nobody accepted."""
 
-    def decide(tx: StepTransaction, call: Call) -> chain.Outcome:
+    def decide(tx: StepTransaction, call: CallColumns) -> chain.Outcome:
         return chain.dial_finished(
-            tx.session,
+            tx.connection,
             call,
             event.step if event.step is not None else -1,
             dial_status=event.dial_status,
@@ -82,6 +100,7 @@ def take_dial_result(cycle: StepCycle, event: DialEnded, routing: RoutingSetting
             now=tx.now,
             calendar=routing.calendar,
             settings=routing.settings,
+            load=_loader(tx),
         )
 
     return _caller_step(cycle, event.call_sid, routing.settings, decide)
@@ -90,10 +109,10 @@ def take_dial_result(cycle: StepCycle, event: DialEnded, routing: RoutingSetting
 def take_voicemail(cycle: StepCycle, event: VoicemailLeft, routing: RoutingSetting) -> Reply:
     """The caller's message after nobody took the call (or their silence)."""
 
-    def decide(tx: StepTransaction, call: Call) -> chain.Outcome:
+    def decide(tx: StepTransaction, _: CallColumns) -> chain.Outcome:
         return chain.voicemail(
             tx.session,
-            call,
+            _orm_call(tx),
             recording_sid=event.recording_sid,
             recording_url=event.recording_url,
             duration=event.duration,
@@ -107,10 +126,10 @@ def take_voicemail(cycle: StepCycle, event: VoicemailLeft, routing: RoutingSetti
 def take_callback_answer(cycle: StepCycle, event: CallbackAnswer, routing: RoutingSetting) -> Reply:
     """The caller's answer to the call-back offer: in the queue, or the voicemail."""
 
-    def decide(tx: StepTransaction, call: Call) -> chain.Outcome:
+    def decide(tx: StepTransaction, _: CallColumns) -> chain.Outcome:
         return chain.callback_answer(
             tx.session,
-            call,
+            _orm_call(tx),
             event.digits,
             now=tx.now,
             calendar=routing.calendar,
@@ -182,10 +201,13 @@ _KB_AFTER = frozenset({"connected", "voicemail", "no_message"})
 
 
 def _offers_kb(
-    call: Call, decision: chain.Goodbye | chain.CallbackBooked, settings: Settings
+    call: CallColumns, decision: chain.Goodbye | chain.CallbackBooked, settings: Settings
 ) -> bool:
     """The knowledge base (regulation, section VII) helps a consultation's caller: after a
-    specialist answered or when nobody was free — to a number an SMS reaches."""
+    specialist answered or when nobody was free — to a number an SMS reaches.
+
+    `call` is the row as locked, before the step: a routing's kind never changes once set
+    (a step that ends a routing found it set), and routing never changes the caller."""
     if isinstance(decision, chain.Goodbye) and decision.reason not in _KB_AFTER:
         return False
     routing = chain.routing_state(call)
@@ -196,7 +218,7 @@ def _offers_kb(
 
 def _caller_step(cycle: StepCycle, call_sid: str, settings: Settings, decide: Decide) -> Reply:
     def step(tx: StepTransaction) -> chain.Decision | None:
-        call = tx.call_object()
+        call = tx.call
         if call is None:
             return None
         outcome = decide(tx, call)
