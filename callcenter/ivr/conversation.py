@@ -400,6 +400,40 @@ def _apply(
     return submit
 
 
+def _logged_with_core(
+    tx: StepTransaction, call_id: int, status: RecordingStatus, kind: str
+) -> bool:
+    """Serve a recording callback that only logs — a status other than completed, or a
+    recording the call already keeps (the usual case: the step that took it stored it
+    first) — on the lock's connection, without the ORM call. False for a callback that
+    stores a recording (`_keep_recording`)."""
+    recording = status.recording
+    request_id = None
+    if status.status == "completed":
+        kept, request_id = intake.kept_recording(
+            tx.connection,
+            call_id,
+            recording_sid=recording.sid or "",
+            recording_url=recording.url,
+            kind=kind,
+        )
+        if not kept:
+            return False
+    calls.record_event(
+        tx.connection,
+        call_id,
+        "recording_status",
+        tx.now,
+        status=status.status,
+        recording_sid=recording.sid,
+        duration=recording.duration,
+        recording_kind=kind,
+    )
+    if request_id is not None:
+        tx.submit_ticket_requests([request_id])
+    return True
+
+
 def _keep_recording(
     session: Session, call: Call, recording: RecordingRef, kind: str, now: datetime
 ) -> int | None:
@@ -854,6 +888,8 @@ def record_recording(cycle: StepCycle, status: RecordingStatus, kind: str) -> No
     """A recording status callback: keep the recording on the call (and its ticket)."""
 
     def decide(tx: StepTransaction) -> None:
+        if tx.call is not None and _logged_with_core(tx, tx.call.id, status, kind):
+            return
         session = tx.session
         call = tx.call_object()
         if call is None:

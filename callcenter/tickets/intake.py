@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 import phonenumbers
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
 from callcenter.calls.recordings import (
@@ -300,6 +300,28 @@ def add_recording(
         request.next_attempt_at = at  # follow-ups due: attach it to the ticket
     request.updated_at = at
     return request
+
+
+_REQUEST_ID_OF_CALL = select(TicketRequest.id).where(TicketRequest.call_id == bindparam("call_id"))
+
+
+def kept_recording(
+    connection: Connection, call_id: int, *, recording_sid: str, recording_url: str, kind: str
+) -> tuple[bool, int | None]:
+    """`add_recording` for a recording the call already keeps (the step that took it
+    stored it before Twilio's callback came), with two Core reads and no ORM object.
+
+    Returns (kept, request id): kept False — a new recording, or one `add_recording`
+    refuses — leaves it to `add_recording`; kept True changes nothing, and the call's
+    ticket request id (None without one) is what `add_recording` would return."""
+    try:
+        check_recording(recording_sid, recording_url, kind)
+    except InvalidInput:
+        return False, None
+    if recording_sid not in recording_sids(connection, call_id):
+        return False, None
+    request_id: int | None = connection.scalar(_REQUEST_ID_OF_CALL, {"call_id": call_id})
+    return True, request_id
 
 
 # ---------------------------------------------------------------- the draft
