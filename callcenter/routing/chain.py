@@ -495,6 +495,16 @@ def _ticket_number(call: Call) -> str | None:
     return request.ticket_number if request is not None else None
 
 
+def _stored(
+    call: Call | CallColumns, routing: RoutingState, settings: Settings, load: LoadCall
+) -> Decision:
+    """`stored_decision`, the ORM call loaded only when the decision names its ticket or
+    its number (past the dialling)."""
+    if routing.phase == DIALING:
+        return _dial(routing, settings)
+    return stored_decision(load()[1], settings)
+
+
 def stored_decision(call: Call, settings: Settings) -> Decision:
     """The TwiML decision for the call's stored state (a replayed or stray request)."""
     routing = routing_state(call)
@@ -556,24 +566,29 @@ def _offer_callback(
 
 
 def begin_routing(
-    session: Session,
-    call: Call,
+    db: Session | Connection,
+    call: Call | CallColumns,
     kind: str,
     *,
     now: datetime,
     calendar: BusinessCalendar,
     settings: Settings,
+    load: LoadCall | None = None,
 ) -> Outcome:
     """Begin routing a (locked) call: resolve who is on duty now and dial the first step.
 
     A second start (Twilio retried the redirect) returns the current state's decision.
+    Written with Core on the step's connection; only nobody on duty at all (a flag, a
+    ticket) and a replay past the dialling load the ORM call (`load`).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown routing kind {kind!r}")
+    load = load or _loader(db, call)
     existing = routing_state(call)
     if existing is not None:
-        return Outcome(stored_decision(call, settings))
-    duty = on_duty(session, now, calendar)
+        return Outcome(_stored(call, existing, settings, load))
+    connection = _core(db)
+    duty = on_duty(connection, now, calendar)
     plan = (
         consultation_plan(duty, settings) if kind == CONSULTATION else urgent_plan(duty, settings)
     )
@@ -595,10 +610,10 @@ def begin_routing(
         started_at=now.isoformat(),
         working_time=duty.working_time,
     )
-    _save(call, routing)
+    update_call(connection, call.id, {"routing_state": routing.to_json()})
     record_event(
-        session,
-        call,
+        connection,
+        call.id,
         "routing_start",
         now,
         step=kind,
@@ -607,9 +622,11 @@ def begin_routing(
         duty_phone=(bool(steps) and all(leg.key is None for s in steps for leg in s)) or None,
     )
     if not steps:
-        return _nobody_on_duty(session, call, routing, now=now, calendar=calendar)
-    _open_step(_core(session), call.id, routing, now)
-    _written(session)
+        _written(db)
+        session, loaded = load()
+        return _nobody_on_duty(session, loaded, routing, now=now, calendar=calendar)
+    _open_step(connection, call.id, routing, now)
+    _written(db)
     return Outcome(_dial(routing, settings))
 
 
@@ -884,7 +901,9 @@ def dial_finished(
             connection, call.id, "dial_result_ignored", now, step=f"step {step}", status=dial_status
         )
         _written(db)
-        return Outcome(stored_decision(load()[1], settings))
+        if routing is None:
+            return Outcome(Goodbye("caller_gone"))
+        return Outcome(_stored(call, routing, settings, load))
     legs = {
         row.position: row for row in connection.execute(_LEG_ROWS_OF_CALL, {"call_id": call.id})
     }

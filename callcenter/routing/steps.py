@@ -72,14 +72,15 @@ def connect_caller(
 ) -> Reply:
     """The IVR handed the call over: find who is on duty and ring the first step."""
 
-    def decide(tx: StepTransaction, _: CallColumns) -> chain.Outcome:
+    def decide(tx: StepTransaction, call: CallColumns) -> chain.Outcome:
         return chain.begin_routing(
-            tx.session,
-            _orm_call(tx),
+            tx.connection,
+            call,
             kind,
             now=tx.now,
             calendar=routing.calendar,
             settings=routing.settings,
+            load=_loader(tx),
         )
 
     return _caller_step(cycle, event.call_sid, routing.settings, decide)
