@@ -61,7 +61,11 @@ from callcenter.calls.store import TERMINAL_STATUSES, CallColumns, record_event,
 from callcenter.db.models import Call, Contact, DialLeg, Organisation, TicketRequest
 from callcenter.phones import callback_number
 from callcenter.roster.on_duty import OnDuty, Person, on_duty
-from callcenter.tickets.intake import add_recording, open_ticket_request, remember_callback_number
+from callcenter.tickets.intake import (
+    add_recording_to_row,
+    open_ticket_request,
+    remember_callback_number,
+)
 from callcenter.vocabulary import CONSULTATION_TOPIC, Route
 
 if TYPE_CHECKING:
@@ -1073,54 +1077,61 @@ def _open_callback(
 
 
 def voicemail(
-    session: Session,
-    call: Call,
+    db: Session | Connection,
+    call: Call | CallColumns,
     *,
     recording_sid: str | None,
     recording_url: str | None,
     duration: int | None = None,
     now: datetime,
     settings: Settings,
+    load: LoadCall | None = None,
 ) -> Outcome:
     """The caller's message after nobody took the call (none: the caller kept silent).
 
     Attached to the call's ticket (the urgent ticket, or the consultation's callback
     ticket); the returned outcome submits that ticket request so the pipeline attaches it.
-    A repeated request changes nothing.
+    A repeated request changes nothing. Written with Core on the step's connection; only
+    a replay past the voicemail loads the ORM call (`load`) for the stored decision.
     """
+    load = load or _loader(db, call)
     routing = routing_state(call)
     if routing is None:
         return Outcome(Goodbye("caller_gone"))
     if routing.phase != VOICEMAIL:
-        return Outcome(stored_decision(call, settings))
+        return Outcome(_stored(call, routing, settings, load))
+    connection = _core(db)
     submit: tuple[int, ...] = ()
+    changes: dict[str, Any] = {}
     recorded = bool(recording_url and recording_sid)
     if recording_url and recording_sid:
-        request = add_recording(
-            session,
-            call,
+        request_id = add_recording_to_row(
+            connection,
+            call.id,
             recording_sid=recording_sid,
             recording_url=recording_url,
             kind="voicemail",
             duration=duration,
             now=now,
         )
-        if request is not None:
-            submit = (request.id,)
+        if request_id is not None:
+            submit = (request_id,)
         if routing.kind == CONSULTATION:
-            call.routing_outcome = OUTCOME_VOICEMAIL
+            changes["routing_outcome"] = OUTCOME_VOICEMAIL
     end = "voicemail" if recorded else "no_message"
     voicemail_sid = recording_sid if recorded else None
-    _save(call, replace(routing, phase=DONE, end=end, voicemail=voicemail_sid))
+    done = replace(routing, phase=DONE, end=end, voicemail=voicemail_sid)
+    update_call(connection, call.id, {**changes, "routing_state": done.to_json()})
     record_event(
-        session,
-        call,
+        connection,
+        call.id,
         "voicemail",
         now,
         step=routing.kind,
         recording=recording_sid,
         left=recorded,
     )
+    _written(db)
     return Outcome(Goodbye(end), submit_requests=submit)
 
 

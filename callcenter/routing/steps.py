@@ -110,15 +110,16 @@ def take_dial_result(cycle: StepCycle, event: DialEnded, routing: RoutingSetting
 def take_voicemail(cycle: StepCycle, event: VoicemailLeft, routing: RoutingSetting) -> Reply:
     """The caller's message after nobody took the call (or their silence)."""
 
-    def decide(tx: StepTransaction, _: CallColumns) -> chain.Outcome:
+    def decide(tx: StepTransaction, call: CallColumns) -> chain.Outcome:
         return chain.voicemail(
-            tx.session,
-            _orm_call(tx),
+            tx.connection,
+            call,
             recording_sid=event.recording_sid,
             recording_url=event.recording_url,
             duration=event.duration,
             now=tx.now,
             settings=routing.settings,
+            load=_loader(tx),
         )
 
     return _caller_step(cycle, event.call_sid, routing.settings, decide)
