@@ -385,9 +385,10 @@ def _legs(session: Session, call: Call) -> dict[int, DialLeg]:
     return {leg.position: leg for leg in rows}
 
 
-# The leg steps (the whisper, its key, a leg's status callbacks) only move a leg's and the
-# call's columns and record an event: they do it with these Core statements on the step's
-# connection, without loading ORM objects and flushing them (most of such a step's CPU).
+# Most routing steps only move a leg's and the call's columns and record an event: they do
+# it with these Core statements on the step's connection (the call's columns come with its
+# lock, `calls.store.CallColumns`), without loading ORM objects and flushing them, which
+# cost most of such a step's CPU. The ORM stays for the turns that need the object graph.
 _dial_legs = cast(Table, DialLeg.__table__)
 _calls = cast(Table, Call.__table__)
 _LEG_BY_POSITION = select(
@@ -448,8 +449,8 @@ _WHISPER_FACTS = (
 
 
 def _core(db: Session | Connection) -> Connection:
-    """The connection a leg step writes on: a session's, with its pending changes flushed
-    first (as the ORM would before a query)."""
+    """The connection a routing step writes on with Core: a session's, with its pending
+    changes flushed first (as the ORM would before a query)."""
     if isinstance(db, Session):
         db.flush()
         return db.connection()
@@ -457,8 +458,8 @@ def _core(db: Session | Connection) -> Connection:
 
 
 def _written(db: Session | Connection) -> None:
-    """After a leg step's Core writes: a session's objects are read again when next used,
-    so they show what was written (a step cycle hands a bare connection: nothing to do)."""
+    """After a routing step's Core writes: a session's objects are read again when next
+    used, so they show what was written (a step cycle hands a bare connection)."""
     if isinstance(db, Session):
         db.expire_all()
 
