@@ -184,10 +184,10 @@ def send_kb_link(cycle: StepCycle, event: KbAnswer) -> Reply:
     it was), or a plain goodbye."""
 
     def step(tx: StepTransaction) -> bool | None:
-        call = tx.call_object()
+        call = tx.call
         if call is None or not event.wants:
             return None
-        record_event(tx.session, call, "kb_link_requested", tx.now)
+        record_event(tx.connection, call.id, "kb_link_requested", tx.now)
         try:
             tx.jobs().submit_kb_link_sms(call.id)
         except QueueUnavailable:
