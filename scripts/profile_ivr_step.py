@@ -146,6 +146,9 @@ class RecordingRunner:
     def submit_missed_urgent_sms(self, call_id: int) -> None:
         self.pending.append((_import("callcenter.jobs.tasks.missed_urgent_sms_job"), (call_id,)))
 
+    def submit_incident(self, incident_id: int) -> None:
+        self.pending.append((_import("callcenter.jobs.tasks.incident_job"), (incident_id,)))
+
     def enqueue(self, func: Callable[..., object], *args: Any, job_id: str | None = None) -> None:
         self.pending.append((func, args))
 

@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session, object_session
 
 from callcenter.db.models import Call, CallEvent
@@ -128,9 +128,9 @@ def has_recordings(call: Call) -> bool:
     return bool(recording_sids(session, call.id))
 
 
-def recording_sids(session: Session, call_id: int) -> list[str]:
+def recording_sids(db: Session | Connection, call_id: int) -> list[str]:
     """The SIDs of a call's recordings, in one query (no call or events loaded)."""
-    details = session.scalars(_RECORDING_DETAILS, {"call_id": call_id})
+    details = db.scalars(_RECORDING_DETAILS, {"call_id": call_id})
     return [d["sid"] for d in details if isinstance(d, dict) and isinstance(d.get("sid"), str)]
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, bindparam, select
+from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.orm import Session, joinedload
 from sqlalchemy.orm.interfaces import ORMOption
 
@@ -421,6 +421,26 @@ def _keep_recording(
         calls.record_event(session, call, "recording_refused", now, reason=str(exc))
         return None
     return request.id if request is not None else None
+
+
+def _keep_recording_on_row(
+    connection: Connection, call: CallColumns, recording: RecordingRef, kind: str, now: datetime
+) -> int | None:
+    """`_keep_recording` on the locked row with Core (`intake.add_recording_to_row`)."""
+    try:
+        return intake.add_recording_to_row(
+            connection,
+            call.id,
+            recording_sid=recording.sid or "",
+            recording_url=recording.url,
+            kind=kind,
+            duration=recording.duration,
+            now=now,
+        )
+    except InvalidInput as exc:
+        log.warning("recording refused: %s", exc, extra={"call_sid": call.call_sid})
+        calls.record_event(connection, call.id, "recording_refused", now, reason=str(exc))
+        return None
 
 
 def _log_step(
@@ -854,15 +874,16 @@ def record_recording(cycle: StepCycle, status: RecordingStatus, kind: str) -> No
     """A recording status callback: keep the recording on the call (and its ticket)."""
 
     def decide(tx: StepTransaction) -> None:
-        session = tx.session
-        call = tx.call_object()
+        # On the lock's columns and Core statements: a recording callback only logs and
+        # keeps the recording, nothing that needs the ORM call.
+        call = tx.call
         if call is None:
-            call, _ = calls.create_call(
-                session, status.call_sid, now=tx.now, caller_raw=None, line_raw=None
+            call, _ = calls.insert_call(
+                tx.connection, status.call_sid, now=tx.now, caller_raw=None, line_raw=None
             )
         calls.record_event(
-            session,
-            call,
+            tx.connection,
+            call.id,
             "recording_status",
             tx.now,
             status=status.status,
@@ -871,7 +892,7 @@ def record_recording(cycle: StepCycle, status: RecordingStatus, kind: str) -> No
             recording_kind=kind,
         )
         if status.status == "completed":
-            request_id = _keep_recording(session, call, status.recording, kind, tx.now)
+            request_id = _keep_recording_on_row(tx.connection, call, status.recording, kind, tx.now)
             if request_id is not None:
                 tx.submit_ticket_requests([request_id])
 

@@ -34,7 +34,7 @@ from datetime import date, datetime, time, timedelta
 from typing import TYPE_CHECKING, Protocol
 
 from babel.dates import format_datetime
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session
 
 from callcenter.clock import MOSCOW, to_moscow
@@ -190,10 +190,10 @@ class Roster:
     rules: tuple[ShiftRule, ...]
 
     @classmethod
-    def load(cls, session: Session) -> Roster:
+    def load(cls, db: Session | Connection) -> Roster:
         # Column rows, not ORM objects: every routing step loads the roster, and the
         # identity map and instance state of ~20 shifts cost more than the query.
-        staff = session.execute(_ACTIVE_STAFF).all()
+        staff = db.execute(_ACTIVE_STAFF).all()
         people = {s.key: Person(s.key, s.name, s.role, tuple(s.phones or ()), s.sms) for s in staff}
         by_id = {s.id: s.key for s in staff}
         rules = tuple(
@@ -206,7 +206,7 @@ class Roster:
                 sh.end_local,
                 sh.chain_order,
             )
-            for sh in session.execute(_SHIFTS)
+            for sh in db.execute(_SHIFTS)
             if sh.staff_id in by_id
         )
         return cls(people, rules)
@@ -244,9 +244,9 @@ class Roster:
         return tuple(self.people[k] for k in keys)
 
 
-def on_duty(session: Session, at: datetime, calendar: WorkCalendar) -> OnDuty:
+def on_duty(db: Session | Connection, at: datetime, calendar: WorkCalendar) -> OnDuty:
     """Who is on duty at `at` (any time zone; evaluated in Moscow time)."""
-    return Roster.load(session).on_duty(at, calendar)
+    return Roster.load(db).on_duty(at, calendar)
 
 
 def alert_numbers(

@@ -48,20 +48,24 @@ the same words and a duplicated answer finds the one item.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, Row, Table, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from callcenter.callbacks.queue import number_to_call, queue_position, request_callback
-from callcenter.calls.store import TERMINAL_STATUSES, record_event
-from callcenter.db.models import Call, DialLeg
+from callcenter.calls.store import TERMINAL_STATUSES, CallColumns, record_event, update_call
+from callcenter.db.models import Call, Contact, DialLeg, Organisation, TicketRequest
 from callcenter.phones import callback_number
 from callcenter.roster.on_duty import OnDuty, Person, on_duty
-from callcenter.tickets.intake import add_recording, open_ticket_request, remember_callback_number
+from callcenter.tickets.intake import (
+    add_recording_to_row,
+    open_ticket_request,
+    remember_callback_number,
+)
 from callcenter.vocabulary import CONSULTATION_TOPIC, Route
 
 if TYPE_CHECKING:
@@ -361,7 +365,7 @@ class RoutingState:
         return [leg.leg for leg in self.legs_of(step)]
 
 
-def routing_state(call: Call) -> RoutingState | None:
+def routing_state(call: Call | CallColumns) -> RoutingState | None:
     raw = call.routing_state
     return RoutingState.from_json(raw) if isinstance(raw, Mapping) else None
 
@@ -381,6 +385,111 @@ def _legs(session: Session, call: Call) -> dict[int, DialLeg]:
     return {leg.position: leg for leg in rows}
 
 
+# Most routing steps only move a leg's and the call's columns and record an event: they do
+# it with these Core statements on the step's connection (the call's columns come with its
+# lock, `calls.store.CallColumns`), without loading ORM objects and flushing them, which
+# cost most of such a step's CPU. The ORM stays for the turns that need the object graph.
+_dial_legs = cast(Table, DialLeg.__table__)
+_calls = cast(Table, Call.__table__)
+_LEG_BY_POSITION = select(
+    _dial_legs.c.id,
+    _dial_legs.c.staff_key,
+    _dial_legs.c.child_call_sid,
+    _dial_legs.c.started_at,
+    _dial_legs.c.answered_at,
+    _dial_legs.c.ended_at,
+    _dial_legs.c.result,
+).where(
+    _dial_legs.c.call_id == bindparam("call_id"), _dial_legs.c.position == bindparam("position")
+)
+_LEG_ROWS_OF_CALL = (
+    select(
+        _dial_legs.c.id,
+        _dial_legs.c.position,
+        _dial_legs.c.child_call_sid,
+        _dial_legs.c.answered_at,
+        _dial_legs.c.ended_at,
+        _dial_legs.c.result,
+    )
+    .where(_dial_legs.c.call_id == bindparam("call_id"))
+    .order_by(_dial_legs.c.position)
+)
+_INSERT_LEG = insert(_dial_legs)
+# No VALUES: the SET clause comes from the parameters' keys (as `store.update_call`'s).
+_UPDATE_LEG = update(_dial_legs).where(_dial_legs.c.id == bindparam("leg_id_"))
+_LEG_ANSWERED = (
+    update(_dial_legs)
+    .where(
+        _dial_legs.c.call_id == bindparam("call_id_"),
+        _dial_legs.c.position == bindparam("position_"),
+        _dial_legs.c.answered_at.is_(None),
+    )
+    .values(answered_at=bindparam("now", type_=_dial_legs.c.answered_at.type))
+)
+_organisations = cast(Table, Organisation.__table__)
+_contacts = cast(Table, Contact.__table__)
+_ticket_requests = cast(Table, TicketRequest.__table__)
+# What the whisper names: the call's ticket and who it is from (`client_name`'s order).
+_WHISPER_FACTS = (
+    select(
+        _ticket_requests.c.ticket_number,
+        _organisations.c.id.label("organisation_id"),
+        _organisations.c.name.label("organisation"),
+        _contacts.c.id.label("contact_id"),
+        _contacts.c.name.label("contact"),
+        _calls.c.caller_said_name,
+    )
+    .select_from(
+        _calls.outerjoin(_ticket_requests, _ticket_requests.c.call_id == _calls.c.id)
+        .outerjoin(_organisations, _organisations.c.id == _calls.c.organisation_id)
+        .outerjoin(_contacts, _contacts.c.id == _calls.c.contact_id)
+    )
+    .where(_calls.c.id == bindparam("call_id"))
+)
+
+
+def _core(db: Session | Connection) -> Connection:
+    """The connection a routing step writes on with Core: a session's, with its pending
+    changes flushed first (as the ORM would before a query)."""
+    if isinstance(db, Session):
+        db.flush()
+        return db.connection()
+    return db
+
+
+def _written(db: Session | Connection) -> None:
+    """After a routing step's Core writes: a session's objects are read again when next
+    used, so they show what was written (a step cycle hands a bare connection)."""
+    if isinstance(db, Session):
+        db.expire_all()
+
+
+# The step's session and the locked call as an ORM object, for the rare turns of a step
+# that need the object graph (a ticket to open, the queue, the stored decision's ticket).
+LoadCall = Callable[[], tuple[Session, Call]]
+
+
+def _loader(db: Session | Connection, call: Call | CallColumns) -> LoadCall:
+    """Handed a session and the ORM call (the domain tests), the loader returns them; a
+    step cycle hands its own (`StepTransaction.call_object`)."""
+
+    def load() -> tuple[Session, Call]:
+        if not isinstance(db, Session) or not isinstance(call, Call):
+            raise TypeError("a routing step on a bare connection needs its call's loader")
+        return db, call
+
+    return load
+
+
+def _leg_row(connection: Connection, call_id: int, position: int) -> Row[*tuple[Any, ...]] | None:
+    return connection.execute(_LEG_BY_POSITION, {"call_id": call_id, "position": position}).first()
+
+
+def _update_leg(connection: Connection, leg_id: int, changes: dict[str, Any]) -> None:
+    if changes:
+        connection.execute(_UPDATE_LEG, {**changes, "leg_id_": leg_id})
+
+
 def _dial(routing: RoutingState, settings: Settings) -> DialLegs:
     legs = tuple(LegTarget(leg.leg, leg.number) for leg in routing.legs_of(routing.step))
     return DialLegs(routing.step, legs, settings.dial_leg_timeout, moving_on=routing.step > 1)
@@ -389,6 +498,16 @@ def _dial(routing: RoutingState, settings: Settings) -> DialLegs:
 def _ticket_number(call: Call) -> str | None:
     request = call.ticket_request
     return request.ticket_number if request is not None else None
+
+
+def _stored(
+    call: Call | CallColumns, routing: RoutingState, settings: Settings, load: LoadCall
+) -> Decision:
+    """`stored_decision`, the ORM call loaded only when the decision names its ticket or
+    its number (past the dialling)."""
+    if routing.phase == DIALING:
+        return _dial(routing, settings)
+    return stored_decision(load()[1], settings)
 
 
 def stored_decision(call: Call, settings: Settings) -> Decision:
@@ -452,24 +571,29 @@ def _offer_callback(
 
 
 def begin_routing(
-    session: Session,
-    call: Call,
+    db: Session | Connection,
+    call: Call | CallColumns,
     kind: str,
     *,
     now: datetime,
     calendar: BusinessCalendar,
     settings: Settings,
+    load: LoadCall | None = None,
 ) -> Outcome:
     """Begin routing a (locked) call: resolve who is on duty now and dial the first step.
 
     A second start (Twilio retried the redirect) returns the current state's decision.
+    Written with Core on the step's connection; only nobody on duty at all (a flag, a
+    ticket) and a replay past the dialling load the ORM call (`load`).
     """
     if kind not in KINDS:
         raise ValueError(f"unknown routing kind {kind!r}")
+    load = load or _loader(db, call)
     existing = routing_state(call)
     if existing is not None:
-        return Outcome(stored_decision(call, settings))
-    duty = on_duty(session, now, calendar)
+        return Outcome(_stored(call, existing, settings, load))
+    connection = _core(db)
+    duty = on_duty(connection, now, calendar)
     plan = (
         consultation_plan(duty, settings) if kind == CONSULTATION else urgent_plan(duty, settings)
     )
@@ -491,10 +615,10 @@ def begin_routing(
         started_at=now.isoformat(),
         working_time=duty.working_time,
     )
-    _save(call, routing)
+    update_call(connection, call.id, {"routing_state": routing.to_json()})
     record_event(
-        session,
-        call,
+        connection,
+        call.id,
         "routing_start",
         now,
         step=kind,
@@ -503,8 +627,11 @@ def begin_routing(
         duty_phone=(bool(steps) and all(leg.key is None for s in steps for leg in s)) or None,
     )
     if not steps:
-        return _nobody_on_duty(session, call, routing, now=now, calendar=calendar)
-    _open_step(session, call, routing, now)
+        _written(db)
+        session, loaded = load()
+        return _nobody_on_duty(session, loaded, routing, now=now, calendar=calendar)
+    _open_step(connection, call.id, routing, now)
+    _written(db)
     return Outcome(_dial(routing, settings))
 
 
@@ -537,28 +664,38 @@ def _nobody_on_duty(
     return Outcome(_voicemail_offer(call, routing), submit_requests=(request_id,))
 
 
-def _open_step(session: Session, call: Call, routing: RoutingState, now: datetime) -> None:
-    """Log the legs of the current step as rung now (once, however often it is asked)."""
+def _open_step(
+    connection: Connection,
+    call_id: int,
+    routing: RoutingState,
+    now: datetime,
+    existing: Sequence[int] | None = None,
+) -> None:
+    """Log the legs of the current step as rung now (once, however often it is asked);
+    `existing`: the positions the call's legs already hold, when the caller has read them."""
     step = routing.step
-    existing = _legs(session, call)
-    for leg in routing.legs_of(step):
-        if leg.leg in existing:
-            continue
-        session.add(
-            DialLeg(
-                call_id=call.id,
-                position=leg.leg,
-                staff_key=leg.key,
-                staff_name=leg.name,
-                number=leg.number,
-                started_at=now,
-                result=RINGING,
-            )
-        )
-    session.flush()
+    if existing is None:
+        existing = [
+            row.position for row in connection.execute(_LEG_ROWS_OF_CALL, {"call_id": call_id})
+        ]
+    new = [
+        {
+            "call_id": call_id,
+            "position": leg.leg,
+            "staff_key": leg.key,
+            "staff_name": leg.name,
+            "number": leg.number,
+            "started_at": now,
+            "result": RINGING,
+        }
+        for leg in routing.legs_of(step)
+        if leg.leg not in existing
+    ]
+    if new:
+        connection.execute(_INSERT_LEG, new)
     record_event(
-        session,
-        call,
+        connection,
+        call_id,
         "dial",
         now,
         step=f"step {step}",
@@ -570,26 +707,36 @@ def _open_step(session: Session, call: Call, routing: RoutingState, now: datetim
 # ---------------------------------------------------------------- the whisper
 
 
-def whisper(session: Session, call: Call, position: int, *, now: datetime) -> Whisper | None:
+def whisper(
+    db: Session | Connection, call: Call | CallColumns, position: int, *, now: datetime
+) -> Whisper | None:
     """The announcement for leg `position`, or None when that leg must not be connected
     (not the current step any more, someone else accepted, the routing is over)."""
     routing = routing_state(call)
+    connection = _core(db)
     if (
         routing is None
         or routing.phase != DIALING
         or routing.accepted is not None
         or position not in routing.positions(routing.step)
     ):
-        record_event(session, call, "whisper_refused", now, step=f"leg {position}")
+        record_event(connection, call.id, "whisper_refused", now, step=f"leg {position}")
+        _written(db)
         return None
-    leg = _legs(session, call).get(position)
-    if leg is not None and leg.answered_at is None:
-        leg.answered_at = now
-    record_event(session, call, "whisper", now, step=f"leg {position}")
+    connection.execute(_LEG_ANSWERED, {"call_id_": call.id, "position_": position, "now": now})
+    record_event(connection, call.id, "whisper", now, step=f"leg {position}")
+    facts = connection.execute(_WHISPER_FACTS, {"call_id": call.id}).one()
+    _written(db)
+    if facts.organisation_id is not None:
+        client: str | None = facts.organisation
+    elif facts.contact_id is not None:
+        client = facts.contact
+    else:
+        client = facts.caller_said_name or None
     return Whisper(
         topic=call.category or routing.kind,
-        ticket_number=_ticket_number(call),
-        client=client_name(call),
+        ticket_number=facts.ticket_number,
+        client=client,
         vehicles=tuple(call.vehicles or ()),
     )
 
@@ -605,7 +752,12 @@ def client_name(call: Call) -> str | None:
 
 
 def whisper_answer(
-    session: Session, call: Call, position: int, digits: str, *, now: datetime
+    db: Session | Connection,
+    call: Call | CallColumns,
+    position: int,
+    digits: str,
+    *,
+    now: datetime,
 ) -> bool:
     """The key pressed on leg `position` after the whisper: True to bridge the call.
 
@@ -613,87 +765,118 @@ def whisper_answer(
     other key declines.
     """
     routing = routing_state(call)
-    leg = _legs(session, call).get(position)
+    connection = _core(db)
+    leg = _leg_row(connection, call.id, position)
     live = (
         routing is not None
         and routing.phase == DIALING
         and position in routing.positions(routing.step)
     )
+    step = f"leg {position}"
     if routing is None or leg is None or not live:
-        record_event(session, call, "leg_refused", now, step=f"leg {position}", digits=digits)
-        return False
-    if routing.accepted not in (None, position):
-        record_event(session, call, "leg_too_late", now, step=f"leg {position}", digits=digits)
+        record_event(connection, call.id, "leg_refused", now, step=step, digits=digits)
+    elif routing.accepted not in (None, position):
+        record_event(connection, call.id, "leg_too_late", now, step=step, digits=digits)
         if leg.result == RINGING:
-            leg.result = CANCELED
-        return False
-    if digits.strip() != "1":
+            _update_leg(connection, leg.id, {"result": CANCELED})
+    elif digits.strip() != "1":
         if leg.result == RINGING:
-            leg.result = DECLINED
-        record_event(session, call, "leg_declined", now, step=f"leg {position}", digits=digits)
-        return False
-    leg.result = ACCEPTED
-    if leg.answered_at is None:
-        leg.answered_at = now
-    _save(call, replace(routing, accepted=position))
-    call.routing_outcome = OUTCOME_CONNECTED
-    record_event(
-        session,
-        call,
-        "leg_accepted",
-        now,
-        step=f"leg {position}",
-        digits=digits,
-        staff=leg.staff_key,
-        seconds=time_to_answer(leg),
-    )
-    return True
+            _update_leg(connection, leg.id, {"result": DECLINED})
+        record_event(connection, call.id, "leg_declined", now, step=step, digits=digits)
+    else:
+        answered_at = leg.answered_at if leg.answered_at is not None else now
+        _update_leg(connection, leg.id, {"result": ACCEPTED, "answered_at": answered_at})
+        update_call(
+            connection,
+            call.id,
+            {
+                "routing_state": replace(routing, accepted=position).to_json(),
+                "routing_outcome": OUTCOME_CONNECTED,
+            },
+        )
+        record_event(
+            connection,
+            call.id,
+            "leg_accepted",
+            now,
+            step=step,
+            digits=digits,
+            staff=leg.staff_key,
+            seconds=_seconds_to_answer(leg.started_at, answered_at),
+        )
+        _written(db)
+        return True
+    _written(db)
+    return False
 
 
-def time_to_answer(leg: DialLeg) -> int | None:
+class _AnsweredLeg(Protocol):
+    @property
+    def started_at(self) -> datetime: ...
+    @property
+    def answered_at(self) -> datetime | None: ...
+
+
+def time_to_answer(leg: _AnsweredLeg) -> int | None:
     """Seconds from ringing to answering a leg, when it was answered."""
     if leg.answered_at is None:
         return None
-    return max(0, int((leg.answered_at - leg.started_at).total_seconds()))
+    return _seconds_to_answer(leg.started_at, leg.answered_at)
+
+
+def _seconds_to_answer(started_at: datetime, answered_at: datetime) -> int:
+    return max(0, int((answered_at - started_at).total_seconds()))
 
 
 # ---------------------------------------------------------------- leg status callbacks
 
 
 def leg_status(
-    session: Session, call: Call, position: int, status: LegStatus, *, now: datetime
+    db: Session | Connection,
+    call: Call | CallColumns,
+    position: int,
+    status: LegStatus,
+    *,
+    now: datetime,
 ) -> None:
     """Log one status callback of a leg. Never advances the chain; duplicates and late
     callbacks change nothing (a final result is never overwritten, except that a
     result guessed from the dial result is refined by the leg's own busy/failed)."""
-    leg = _legs(session, call).get(position)
+    connection = _core(db)
+    leg = _leg_row(connection, call.id, position)
     if leg is None:
-        record_event(session, call, "leg_status_unknown", now, step=f"leg {position}")
+        record_event(connection, call.id, "leg_status_unknown", now, step=f"leg {position}")
+        _written(db)
         return
     at = status.timestamp or now
+    changes: dict[str, Any] = {}
     if status.child_call_sid and not leg.child_call_sid:
-        leg.child_call_sid = status.child_call_sid
+        changes["child_call_sid"] = status.child_call_sid
     if status.status in ("in-progress", "answered") and (
         leg.answered_at is None or at < leg.answered_at
     ):
         # Twilio's own timestamp beats the moment the whisper was fetched.
-        leg.answered_at = at
+        changes["answered_at"] = at
     if status.status in TERMINAL_STATUSES:
         if leg.ended_at is None:
-            leg.ended_at = at
+            changes["ended_at"] = at
         if leg.result == RINGING:
-            leg.result = _LEG_RESULT[status.status]
+            changes["result"] = _LEG_RESULT[status.status]
         elif leg.result in (NO_ANSWER, CANCELED) and status.status in (BUSY, FAILED):
-            leg.result = status.status
-    record_event(session, call, "leg_status", at, step=f"leg {position}", status=status.status)
+            changes["result"] = status.status
+    _update_leg(connection, leg.id, changes)
+    record_event(
+        connection, call.id, "leg_status", at, step=f"leg {position}", status=status.status
+    )
+    _written(db)
 
 
 # ---------------------------------------------------------------- dial results
 
 
 def dial_finished(
-    session: Session,
-    call: Call,
+    db: Session | Connection,
+    call: Call | CallColumns,
     step: int,
     *,
     dial_status: str,
@@ -703,69 +886,99 @@ def dial_finished(
     now: datetime,
     calendar: BusinessCalendar,
     settings: Settings,
+    load: LoadCall | None = None,
 ) -> Outcome:
     """A <Dial> of step `step` ended: connected, next step, or nobody accepted.
 
     `call_status` is the caller's own CallStatus (a final one: the caller hung up).
     `bridged` is Twilio's DialBridged when sent: a leg that pressed 1 but was never
     bridged (it hung up straight after) does not count as connected.
+
+    The legs are settled and the next step opened with Core on the step's connection;
+    only the ends that open a ticket or flag the call (`load`: the ORM call) and a stray
+    dial result (the stored decision) use the ORM.
     """
+    load = load or _loader(db, call)
     routing = routing_state(call)
+    connection = _core(db)
     if routing is None or routing.phase != DIALING or step != routing.step:
         record_event(
-            session, call, "dial_result_ignored", now, step=f"step {step}", status=dial_status
+            connection, call.id, "dial_result_ignored", now, step=f"step {step}", status=dial_status
         )
-        return Outcome(stored_decision(call, settings))
-    legs = _legs(session, call)
+        _written(db)
+        if routing is None:
+            return Outcome(Goodbye("caller_gone"))
+        return Outcome(_stored(call, routing, settings, load))
+    legs = {
+        row.position: row for row in connection.execute(_LEG_ROWS_OF_CALL, {"call_id": call.id})
+    }
     positions = routing.positions(step)
+    results: dict[str, str] = {}
     for position in positions:
         leg = legs.get(position)
         if leg is not None:
-            _settle(leg, dial_status, dial_call_sid, single=len(positions) == 1, now=now)
+            changes = _settled(leg, dial_status, dial_call_sid, single=len(positions) == 1, now=now)
+            _update_leg(connection, leg.id, changes)
+            results[str(position)] = changes.get("result", leg.result)
     record_event(
-        session,
-        call,
+        connection,
+        call.id,
         "dial_result",
         now,
         step=f"step {step}",
         status=dial_status,
         bridged=bridged,
-        results={str(p): legs[p].result for p in positions if p in legs},
+        results=results,
     )
     accepted = routing.accepted
     if accepted is not None and accepted in positions:
         if bridged is not False:
-            _save(call, replace(routing, phase=DONE, end="connected"))
-            call.routing_outcome = OUTCOME_CONNECTED
+            connected = replace(routing, phase=DONE, end="connected")
+            update_call(
+                connection,
+                call.id,
+                {"routing_state": connected.to_json(), "routing_outcome": OUTCOME_CONNECTED},
+            )
+            _written(db)
             return Outcome(Goodbye("connected"))
-        record_event(session, call, "accepted_not_bridged", now, step=f"leg {accepted}")
+        record_event(connection, call.id, "accepted_not_bridged", now, step=f"leg {accepted}")
         dropped = legs.get(accepted)
         if dropped is not None:
-            dropped.result = NOT_ACCEPTED
+            _update_leg(connection, dropped.id, {"result": NOT_ACCEPTED})
         routing = replace(routing, accepted=None)
-        _save(call, routing)
-        call.routing_outcome = None
-    caller_gone = call_status in TERMINAL_STATUSES
-    if caller_gone:
-        return _caller_gone(session, call, routing, now=now, calendar=calendar)
+        update_call(
+            connection, call.id, {"routing_state": routing.to_json(), "routing_outcome": None}
+        )
+    if call_status in TERMINAL_STATUSES:
+        _written(db)
+        session, loaded = load()
+        return _caller_gone(session, loaded, routing, now=now, calendar=calendar)
     if step < len(routing.steps):
         routing = replace(routing, step=step + 1)
-        _save(call, routing)
-        _open_step(session, call, routing, now)
+        update_call(connection, call.id, {"routing_state": routing.to_json()})
+        _open_step(connection, call.id, routing, now, existing=list(legs))
+        _written(db)
         return Outcome(_dial(routing, settings))
+    _written(db)
+    session, loaded = load()
     return _nobody_accepted(
-        session, call, routing, now=now, calendar=calendar, sms_alerts=settings.sms_configured
+        session, loaded, routing, now=now, calendar=calendar, sms_alerts=settings.sms_configured
     )
 
 
-def _settle(
-    leg: DialLeg, dial_status: str, dial_call_sid: str | None, *, single: bool, now: datetime
-) -> None:
-    """Give a still-ringing leg its result from the dial result."""
+def _settled(
+    leg: Row[*tuple[Any, ...]],
+    dial_status: str,
+    dial_call_sid: str | None,
+    *,
+    single: bool,
+    now: datetime,
+) -> dict[str, Any]:
+    """The changes that give a still-ringing leg its result from the dial result."""
     if leg.result != RINGING:
         if leg.ended_at is None and leg.result in _FINAL_RESULTS and leg.result != ACCEPTED:
-            leg.ended_at = now
-        return
+            return {"ended_at": now}
+        return {}
     if single or (dial_call_sid and leg.child_call_sid == dial_call_sid):
         status = dial_status
     elif dial_status in ("completed", "answered"):
@@ -776,9 +989,10 @@ def _settle(
     result = _LEG_RESULT.get(status, FAILED)
     if result == NO_ANSWER and leg.answered_at is not None:
         result = NOT_ACCEPTED
-    leg.result = result
+    changes: dict[str, Any] = {"result": result}
     if leg.ended_at is None:
-        leg.ended_at = now
+        changes["ended_at"] = now
+    return changes
 
 
 def _chain_names(session: Session, call: Call) -> str:
@@ -864,54 +1078,61 @@ def _open_callback(
 
 
 def voicemail(
-    session: Session,
-    call: Call,
+    db: Session | Connection,
+    call: Call | CallColumns,
     *,
     recording_sid: str | None,
     recording_url: str | None,
     duration: int | None = None,
     now: datetime,
     settings: Settings,
+    load: LoadCall | None = None,
 ) -> Outcome:
     """The caller's message after nobody took the call (none: the caller kept silent).
 
     Attached to the call's ticket (the urgent ticket, or the consultation's callback
     ticket); the returned outcome submits that ticket request so the pipeline attaches it.
-    A repeated request changes nothing.
+    A repeated request changes nothing. Written with Core on the step's connection; only
+    a replay past the voicemail loads the ORM call (`load`) for the stored decision.
     """
+    load = load or _loader(db, call)
     routing = routing_state(call)
     if routing is None:
         return Outcome(Goodbye("caller_gone"))
     if routing.phase != VOICEMAIL:
-        return Outcome(stored_decision(call, settings))
+        return Outcome(_stored(call, routing, settings, load))
+    connection = _core(db)
     submit: tuple[int, ...] = ()
+    changes: dict[str, Any] = {}
     recorded = bool(recording_url and recording_sid)
     if recording_url and recording_sid:
-        request = add_recording(
-            session,
-            call,
+        request_id = add_recording_to_row(
+            connection,
+            call.id,
             recording_sid=recording_sid,
             recording_url=recording_url,
             kind="voicemail",
             duration=duration,
             now=now,
         )
-        if request is not None:
-            submit = (request.id,)
+        if request_id is not None:
+            submit = (request_id,)
         if routing.kind == CONSULTATION:
-            call.routing_outcome = OUTCOME_VOICEMAIL
+            changes["routing_outcome"] = OUTCOME_VOICEMAIL
     end = "voicemail" if recorded else "no_message"
     voicemail_sid = recording_sid if recorded else None
-    _save(call, replace(routing, phase=DONE, end=end, voicemail=voicemail_sid))
+    done = replace(routing, phase=DONE, end=end, voicemail=voicemail_sid)
+    update_call(connection, call.id, {**changes, "routing_state": done.to_json()})
     record_event(
-        session,
-        call,
+        connection,
+        call.id,
         "voicemail",
         now,
         step=routing.kind,
         recording=recording_sid,
         left=recorded,
     )
+    _written(db)
     return Outcome(Goodbye(end), submit_requests=submit)
 
 

@@ -19,8 +19,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from callcenter.calls.step_cycle import StepCycle, StepTransaction
-from callcenter.calls.store import caller_facts, record_event
-from callcenter.db.models import Call
+from callcenter.calls.store import CallColumns, caller_facts, record_event
 from callcenter.errors import QueueUnavailable
 from callcenter.ivr.fallback import apology_reply
 from callcenter.ivr.reply import Reply
@@ -36,6 +35,7 @@ from callcenter.routing.webhook_params import (
 )
 
 if TYPE_CHECKING:
+    from callcenter.db.models import Call
     from callcenter.ports import JobRunner
     from callcenter.regulation.calendar import BusinessCalendar
     from callcenter.settings import Settings
@@ -51,7 +51,20 @@ class RoutingSetting:
     settings: Settings
 
 
-Decide = Callable[[StepTransaction, Call], chain.Outcome]
+# A caller step's decision on the locked call (its columns: a decision that needs the ORM
+# object loads it with `tx.call_object`).
+Decide = Callable[[StepTransaction, CallColumns], chain.Outcome]
+
+
+def _orm_call(tx: StepTransaction) -> Call:
+    call = tx.call_object()
+    if call is None:  # pragma: no cover - the step cycle found the row locked
+        raise LookupError(f"call {tx.call_sid} has no row")
+    return call
+
+
+def _loader(tx: StepTransaction) -> chain.LoadCall:
+    return lambda: (tx.session, _orm_call(tx))
 
 
 def connect_caller(
@@ -59,9 +72,15 @@ def connect_caller(
 ) -> Reply:
     """The IVR handed the call over: find who is on duty and ring the first step."""
 
-    def decide(tx: StepTransaction, call: Call) -> chain.Outcome:
+    def decide(tx: StepTransaction, call: CallColumns) -> chain.Outcome:
         return chain.begin_routing(
-            tx.session, call, kind, now=tx.now, calendar=routing.calendar, settings=routing.settings
+            tx.connection,
+            call,
+            kind,
+            now=tx.now,
+            calendar=routing.calendar,
+            settings=routing.settings,
+            load=_loader(tx),
         )
 
     return _caller_step(cycle, event.call_sid, routing.settings, decide)
@@ -70,9 +89,9 @@ def connect_caller(
 def take_dial_result(cycle: StepCycle, event: DialEnded, routing: RoutingSetting) -> Reply:
     """A `<Dial>` ended: connected, the next step, or nobody accepted."""
 
-    def decide(tx: StepTransaction, call: Call) -> chain.Outcome:
+    def decide(tx: StepTransaction, call: CallColumns) -> chain.Outcome:
         return chain.dial_finished(
-            tx.session,
+            tx.connection,
             call,
             event.step if event.step is not None else -1,
             dial_status=event.dial_status,
@@ -82,6 +101,7 @@ def take_dial_result(cycle: StepCycle, event: DialEnded, routing: RoutingSetting
             now=tx.now,
             calendar=routing.calendar,
             settings=routing.settings,
+            load=_loader(tx),
         )
 
     return _caller_step(cycle, event.call_sid, routing.settings, decide)
@@ -90,15 +110,16 @@ def take_dial_result(cycle: StepCycle, event: DialEnded, routing: RoutingSetting
 def take_voicemail(cycle: StepCycle, event: VoicemailLeft, routing: RoutingSetting) -> Reply:
     """The caller's message after nobody took the call (or their silence)."""
 
-    def decide(tx: StepTransaction, call: Call) -> chain.Outcome:
+    def decide(tx: StepTransaction, call: CallColumns) -> chain.Outcome:
         return chain.voicemail(
-            tx.session,
+            tx.connection,
             call,
             recording_sid=event.recording_sid,
             recording_url=event.recording_url,
             duration=event.duration,
             now=tx.now,
             settings=routing.settings,
+            load=_loader(tx),
         )
 
     return _caller_step(cycle, event.call_sid, routing.settings, decide)
@@ -107,10 +128,10 @@ def take_voicemail(cycle: StepCycle, event: VoicemailLeft, routing: RoutingSetti
 def take_callback_answer(cycle: StepCycle, event: CallbackAnswer, routing: RoutingSetting) -> Reply:
     """The caller's answer to the call-back offer: in the queue, or the voicemail."""
 
-    def decide(tx: StepTransaction, call: Call) -> chain.Outcome:
+    def decide(tx: StepTransaction, _: CallColumns) -> chain.Outcome:
         return chain.callback_answer(
             tx.session,
-            call,
+            _orm_call(tx),
             event.digits,
             now=tx.now,
             calendar=routing.calendar,
@@ -124,10 +145,9 @@ def announce_to_leg(cycle: StepCycle, event: LegRequest) -> Reply:
     """What the person answering a leg hears (hung up when the leg must not connect)."""
 
     def decide(tx: StepTransaction) -> chain.Whisper | None:
-        call = tx.call_object()
-        if call is None or not event.position:
+        if tx.call is None or not event.position:
             return None
-        return chain.whisper(tx.session, call, event.position, now=tx.now)
+        return chain.whisper(tx.connection, tx.call, event.position, now=tx.now)
 
     said = cycle.run(event.call_sid, decide)
     return replies.whisper_reply(said, event.call_sid, event.position or 0)
@@ -137,10 +157,11 @@ def take_leg_answer(cycle: StepCycle, event: LegRequest) -> Reply:
     """The key pressed after the whisper: "1" bridges the call, anything else hangs up."""
 
     def decide(tx: StepTransaction) -> bool:
-        call = tx.call_object()
-        if call is None or event.position is None:
+        if tx.call is None or event.position is None:
             return False
-        return chain.whisper_answer(tx.session, call, event.position, event.digits, now=tx.now)
+        return chain.whisper_answer(
+            tx.connection, tx.call, event.position, event.digits, now=tx.now
+        )
 
     # The document ends after "connecting", and Twilio bridges the two parties.
     return replies.CONNECTING if cycle.run(event.call_sid, decide) else replies.HANG_UP
@@ -150,11 +171,10 @@ def record_leg_status(cycle: StepCycle, event: LegStatusReport) -> None:
     """Log one status callback of a dialled leg (it never advances the chain)."""
 
     def decide(tx: StepTransaction) -> None:
-        call = tx.call_object()
-        if call is None:
+        if tx.call is None:
             log.warning("leg status for unknown call %s", event.call_sid)
             return
-        chain.leg_status(tx.session, call, event.position, event.status, now=tx.now)
+        chain.leg_status(tx.connection, tx.call, event.position, event.status, now=tx.now)
 
     cycle.run(event.call_sid, decide)
 
@@ -164,10 +184,10 @@ def send_kb_link(cycle: StepCycle, event: KbAnswer) -> Reply:
     it was), or a plain goodbye."""
 
     def step(tx: StepTransaction) -> bool | None:
-        call = tx.call_object()
+        call = tx.call
         if call is None or not event.wants:
             return None
-        record_event(tx.session, call, "kb_link_requested", tx.now)
+        record_event(tx.connection, call.id, "kb_link_requested", tx.now)
         try:
             tx.jobs().submit_kb_link_sms(call.id)
         except QueueUnavailable:
@@ -183,10 +203,13 @@ _KB_AFTER = frozenset({"connected", "voicemail", "no_message"})
 
 
 def _offers_kb(
-    call: Call, decision: chain.Goodbye | chain.CallbackBooked, settings: Settings
+    call: CallColumns, decision: chain.Goodbye | chain.CallbackBooked, settings: Settings
 ) -> bool:
     """The knowledge base (regulation, section VII) helps a consultation's caller: after a
-    specialist answered or when nobody was free — to a number an SMS reaches."""
+    specialist answered or when nobody was free — to a number an SMS reaches.
+
+    `call` is the row as locked, before the step: a routing's kind never changes once set
+    (a step that ends a routing found it set), and routing never changes the caller."""
     if isinstance(decision, chain.Goodbye) and decision.reason not in _KB_AFTER:
         return False
     routing = chain.routing_state(call)
@@ -197,7 +220,7 @@ def _offers_kb(
 
 def _caller_step(cycle: StepCycle, call_sid: str, settings: Settings, decide: Decide) -> Reply:
     def step(tx: StepTransaction) -> chain.Decision | None:
-        call = tx.call_object()
+        call = tx.call
         if call is None:
             return None
         outcome = decide(tx, call)

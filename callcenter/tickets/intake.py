@@ -21,10 +21,10 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import phonenumbers
-from sqlalchemy import bindparam, select
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from callcenter.calls.recordings import (
@@ -33,7 +33,7 @@ from callcenter.calls.recordings import (
     has_recordings,
     recording_sids,
 )
-from callcenter.calls.store import record_event
+from callcenter.calls.store import record_event, update_call
 from callcenter.clock import system_clock, to_moscow
 from callcenter.db.models import Call, TicketRequest
 from callcenter.errors import InvalidInput, NotTicketable
@@ -272,16 +272,16 @@ def add_recording(
         recording_kind=kind,
         duration=duration,
     )
-    if call.recording_sid is None or kind == "description":
-        call.recording_sid = recording_sid
-        call.recording_url = recording_url
-        if duration is not None:
-            call.recording_duration = duration
-    sids = list(call.recording_sids or [])
-    if recording_sid not in sids:
-        # The retention purge deletes the local copies of every SID listed here.
-        call.recording_sids = [*sids, recording_sid]
-    call.updated_at = at
+    for key, value in _call_changes(
+        call.recording_sid,
+        call.recording_sids,
+        recording_sid=recording_sid,
+        recording_url=recording_url,
+        kind=kind,
+        duration=duration,
+        at=at,
+    ).items():
+        setattr(call, key, value)
 
     existing = _request_of(session, call)
     if existing is None:
@@ -289,17 +289,142 @@ def add_recording(
     request = outbox.lock_request(session, existing.id)
     if request is None:  # pragma: no cover - deleted between the two statements
         return None
-    if request.status == outbox.PENDING:
-        if call.recording_sid == recording_sid:
-            request.draft = {
-                **request.draft,
+    for key, value in _request_changes(
+        request.status,
+        request.draft,
+        main=call.recording_sid == recording_sid,
+        recording_sid=recording_sid,
+        recording_url=recording_url,
+        at=at,
+    ).items():
+        setattr(request, key, value)
+    return request
+
+
+def _call_changes(
+    main_sid: str | None,
+    sids: list[str] | None,
+    *,
+    recording_sid: str,
+    recording_url: str,
+    kind: str,
+    duration: int | None,
+    at: datetime,
+) -> dict[str, Any]:
+    """The call's columns a new recording changes: the description (or the first
+    recording) becomes the main one; every SID is listed."""
+    changes: dict[str, Any] = {}
+    if main_sid is None or kind == "description":
+        changes.update(recording_sid=recording_sid, recording_url=recording_url)
+        if duration is not None:
+            changes["recording_duration"] = duration
+    listed = list(sids or [])
+    if recording_sid not in listed:
+        # The retention purge deletes the local copies of every SID listed here.
+        changes["recording_sids"] = [*listed, recording_sid]
+    changes["updated_at"] = at
+    return changes
+
+
+def _request_changes(
+    status: str,
+    draft: dict[str, Any],
+    *,
+    main: bool,
+    recording_sid: str,
+    recording_url: str,
+    at: datetime,
+) -> dict[str, Any]:
+    """The ticket request's columns a new recording changes: a pending request's draft
+    carries the main recording; a sent one's follow-ups become due (the job attaches it)."""
+    changes: dict[str, Any] = {}
+    if status == outbox.PENDING:
+        if main:
+            changes["draft"] = {
+                **draft,
                 "recording_url": recording_url,
                 outbox.RECORDING_SID: recording_sid,
             }
     else:
-        request.next_attempt_at = at  # follow-ups due: attach it to the ticket
-    request.updated_at = at
-    return request
+        changes["next_attempt_at"] = at  # follow-ups due: attach it to the ticket
+    changes["updated_at"] = at
+    return changes
+
+
+_calls = cast(Table, Call.__table__)
+_requests = cast(Table, TicketRequest.__table__)
+_CALL_RECORDINGS = select(_calls.c.recording_sid, _calls.c.recording_sids).where(
+    _calls.c.id == bindparam("call_id")
+)
+_REQUEST_ID_OF_CALL = select(_requests.c.id).where(_requests.c.call_id == bindparam("call_id"))
+_REQUEST_TO_LOCK = select(_requests.c.id, _requests.c.status, _requests.c.draft).where(
+    _requests.c.call_id == bindparam("call_id")
+)
+# PostgreSQL: the request's row locked as `outbox.lock_request` locks it. SQLite: the step
+# that calls this holds the database's write lock already (`calls.store.lock_call`).
+_LOCK_REQUEST = {
+    "sqlite": _REQUEST_TO_LOCK,
+    "postgresql": _REQUEST_TO_LOCK.with_for_update(),
+}
+# No VALUES: the SET clause comes from the parameters' keys.
+_UPDATE_REQUEST = update(_requests).where(_requests.c.id == bindparam("request_id_"))
+
+
+def add_recording_to_row(
+    connection: Connection,
+    call_id: int,
+    *,
+    recording_sid: str,
+    recording_url: str,
+    kind: str,
+    duration: int | None = None,
+    now: datetime,
+) -> int | None:
+    """`add_recording` on the locked call's row with Core statements (no ORM call or
+    request loaded and flushed): the same checks, event, columns and request changes.
+    Returns the id of the call's ticket request (None without one): submit it after the
+    commit."""
+    check_recording(recording_sid, recording_url, kind)
+    if recording_sid in recording_sids(connection, call_id):
+        request_id: int | None = connection.scalar(_REQUEST_ID_OF_CALL, {"call_id": call_id})
+        return request_id
+    record_event(
+        connection,
+        call_id,
+        RECORDING_EVENT,
+        now,
+        sid=recording_sid,
+        url=recording_url,
+        recording_kind=kind,
+        duration=duration,
+    )
+    current = connection.execute(_CALL_RECORDINGS, {"call_id": call_id}).one()
+    changes = _call_changes(
+        current.recording_sid,
+        current.recording_sids,
+        recording_sid=recording_sid,
+        recording_url=recording_url,
+        kind=kind,
+        duration=duration,
+        at=now,
+    )
+    update_call(connection, call_id, changes)
+    request = connection.execute(
+        _LOCK_REQUEST[connection.dialect.name], {"call_id": call_id}
+    ).first()
+    if request is None:
+        return None
+    main = changes.get("recording_sid", current.recording_sid) == recording_sid
+    values = _request_changes(
+        request.status,
+        request.draft,
+        main=main,
+        recording_sid=recording_sid,
+        recording_url=recording_url,
+        at=now,
+    )
+    connection.execute(_UPDATE_REQUEST, {**values, "request_id_": request.id})
+    return int(request.id)
 
 
 # ---------------------------------------------------------------- the draft
