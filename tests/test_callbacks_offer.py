@@ -202,6 +202,9 @@ def test_pressing_1_puts_the_caller_third_in_the_queue_once(svc: Services) -> No
     path = client.get(f"/console/calls/{t.call_sid}").get_data(as_text=True)
     assert "Предложен перезвон в порядке очереди (третий в очереди) или сообщение" in path
     assert "Абонент просил перезвонить: третий в очереди перезвонов" in path
+    # What was offered is said once, as it was: not "a voicemail" before the queue's offer.
+    assert "Специалисты не ответили" in path
+    assert "предложено голосовое сообщение" not in path
 
 
 @pytest.mark.parametrize("no_input", [Answer.silence(), Answer.press("#")], ids=["silence", "#"])
@@ -268,6 +271,7 @@ def test_at_night_nothing_is_offered(svc: Services, clock: MutableClock) -> None
     assert all("/route/callback" not in r.body for r in t.requests)
     assert len(t.requests_of("record")) == 1
     assert "callback_offered" not in events_of(svc, t.call_sid)
+    assert "Специалисты не ответили: предложено голосовое сообщение" in path_of(svc, t.call_sid)
 
 
 def test_a_withheld_caller_types_the_number_to_be_called_back_on(svc: Services) -> None:

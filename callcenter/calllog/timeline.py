@@ -461,6 +461,8 @@ def _nobody(event: CallEvent, _legs: Mapping[int, DialLeg]) -> Described:
     if event.kind == "nobody_accepted":
         return "Никто из цепочки не принял звонок: звонок отмечен", WARNING
     if event.kind == "nobody_answered":
+        if _detail(event).get("offered") == "callback":
+            return "Специалисты не ответили", WARNING  # the offer is the next line
         return "Специалисты не ответили: предложено голосовое сообщение", WARNING
     if event.kind == "nobody_on_duty":
         return "Некому звонить (график пуст, DUTY_PHONE не задан): голосовое сообщение", WARNING

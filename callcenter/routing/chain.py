@@ -541,6 +541,10 @@ def _voicemail_offer(call: Call, routing: RoutingState) -> OfferVoicemail:
     )
 
 
+def _callback_offered_now(routing: RoutingState, calendar: BusinessCalendar, now: datetime) -> bool:
+    return routing.kind == CONSULTATION and calendar.is_working_time(now)
+
+
 def _offer_callback(
     session: Session,
     call: Call,
@@ -551,7 +555,7 @@ def _offer_callback(
 ) -> RoutingState:
     """During working hours (the regulation's, by the production calendar) a consultation
     nobody answered is offered the call-back queue, with the place it would take now."""
-    if routing.kind != CONSULTATION or not calendar.is_working_time(now):
+    if not _callback_offered_now(routing, calendar, now):
         return routing
     position = queue_position(session, call.started_at)
     record_event(
@@ -1029,7 +1033,10 @@ def _nobody_accepted(
             OfferVoicemail(URGENT, _ticket_number(call), sms_alerts=sms_alerts), send_alerts=True
         )
     call.routing_outcome = OUTCOME_NO_ANSWER
-    record_event(session, call, "nobody_answered", now, step=CONSULTATION)
+    # The call log says what the caller is offered next: the call-back queue (its own
+    # event follows) or the voicemail alone.
+    offered = "callback" if _callback_offered_now(routing, calendar, now) else "voicemail"
+    record_event(session, call, "nobody_answered", now, step=CONSULTATION, offered=offered)
     routing = _offer_callback(
         session, call, replace(routing, phase=VOICEMAIL), now=now, calendar=calendar
     )
