@@ -416,9 +416,7 @@ def _keep_recording(
             now=now,
         )
     except InvalidInput as exc:
-        # Not what Twilio sends; the caller goes on, the log says what was refused.
-        log.warning("recording refused: %s", exc, extra={"call_sid": call.call_sid})
-        calls.record_event(session, call, "recording_refused", now, reason=str(exc))
+        _recording_refused(session, call.id, call.call_sid, exc, now)
         return None
     return request.id if request is not None else None
 
@@ -438,9 +436,16 @@ def _keep_recording_on_row(
             now=now,
         )
     except InvalidInput as exc:
-        log.warning("recording refused: %s", exc, extra={"call_sid": call.call_sid})
-        calls.record_event(connection, call.id, "recording_refused", now, reason=str(exc))
+        _recording_refused(connection, call.id, call.call_sid, exc, now)
         return None
+
+
+def _recording_refused(
+    db: Session | Connection, call_id: int, call_sid: str, exc: InvalidInput, now: datetime
+) -> None:
+    # Not what Twilio sends; the caller goes on, the log says what was refused.
+    log.warning("recording refused: %s", exc, extra={"call_sid": call_sid})
+    calls.record_event(db, call_id, "recording_refused", now, reason=str(exc))
 
 
 def _log_step(

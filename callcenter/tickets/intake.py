@@ -255,50 +255,22 @@ def add_recording(
     due again, so the attach job picks the new recording up: submit the returned request
     after the commit. `kind` is "description" or "voicemail".
     """
-    check_recording(recording_sid, recording_url, kind)
-    at = now or system_clock()
-    if call.id is None:
-        session.flush()
-    # One query of the recording events' details, not the call's whole path as ORM objects.
-    if recording_sid in recording_sids(session, call.id):
-        return _request_of(session, call)
-    record_event(
-        session,
-        call,
-        RECORDING_EVENT,
-        at,
-        sid=recording_sid,
-        url=recording_url,
-        recording_kind=kind,
-        duration=duration,
-    )
-    for key, value in _call_changes(
-        call.recording_sid,
-        call.recording_sids,
+    session.flush()  # the call's row (and anything pending) written before Core reads it
+    request_id = add_recording_to_row(
+        session.connection(),
+        call.id,
         recording_sid=recording_sid,
         recording_url=recording_url,
         kind=kind,
         duration=duration,
-        at=at,
-    ).items():
-        setattr(call, key, value)
-
-    existing = _request_of(session, call)
-    if existing is None:
+        now=now or system_clock(),
+    )
+    # One write path (`add_recording_to_row`): the session's copies of the two rows it
+    # changed are read again when next used.
+    session.expire(call, _RECORDING_COLUMNS)
+    if request_id is None:
         return None
-    request = outbox.lock_request(session, existing.id)
-    if request is None:  # pragma: no cover - deleted between the two statements
-        return None
-    for key, value in _request_changes(
-        request.status,
-        request.draft,
-        main=call.recording_sid == recording_sid,
-        recording_sid=recording_sid,
-        recording_url=recording_url,
-        at=at,
-    ).items():
-        setattr(request, key, value)
-    return request
+    return session.get(TicketRequest, request_id, populate_existing=True)
 
 
 def _call_changes(
@@ -353,6 +325,16 @@ def _request_changes(
 
 _calls = cast(Table, Call.__table__)
 _requests = cast(Table, TicketRequest.__table__)
+# What `add_recording_to_row` may change under an ORM call: the columns `_call_changes`
+# writes, and the path it appends to.
+_RECORDING_COLUMNS = (
+    "events",
+    "recording_sid",
+    "recording_url",
+    "recording_duration",
+    "recording_sids",
+    "updated_at",
+)
 _CALL_RECORDINGS = select(_calls.c.recording_sid, _calls.c.recording_sids).where(
     _calls.c.id == bindparam("call_id")
 )
