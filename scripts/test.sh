@@ -81,6 +81,13 @@ if [ -z "${SHARED_DIR:-}" ] && [ ! -d ../shared ]; then
   fi
 fi
 
+# Compiled bytecode is kept between runs, in .cache/pycache (not next to the sources): with
+# PYTHONDONTWRITEBYTECODE (set in some images) every test process would rewrite the tests'
+# asserts again (~8 s of CPU each, before the first test) and every service process the
+# tests start would compile the service again.
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX="$PWD/.cache/pycache"
+
 # One test process per CPU (pytest-xdist; `-n 0` runs in this process): the slowest tests
 # wait on real processes, ports and timeouts, and overlap well. Each process has its own
 # PostgreSQL database, Prism and queue names. Branch coverage of the service's code from
