@@ -81,9 +81,19 @@ if [ -z "${SHARED_DIR:-}" ] && [ ! -d ../shared ]; then
   fi
 fi
 
-# One test process per CPU (pytest-xdist; `-n 0` runs in this process): the slowest tests
-# wait on real processes, ports and timeouts, and overlap well. Each process has its own
-# PostgreSQL database, Prism and queue names. Branch coverage of the service's code from
-# all of them is printed at the end (files at 100% left out).
-exec .venv/bin/pytest -n auto --cov=callcenter --cov=webhooks --cov-branch \
+# Compiled bytecode is kept between runs, in .cache/pycache (not next to the sources): with
+# PYTHONDONTWRITEBYTECODE (set in some images) every test process would rewrite the tests'
+# asserts again (~8 s of CPU each, before the first test) and every service process the
+# tests start would compile the service again.
+unset PYTHONDONTWRITEBYTECODE
+export PYTHONPYCACHEPREFIX="$PWD/.cache/pycache"
+
+# Three test processes (pytest-xdist; `-n 0` runs in this process) on two cores: most of
+# the slow tests wait (real processes, outages and timeouts waited out, Chromium), so two
+# processes leave the cores idle. tests/conftest.py puts the slow tests first, longest
+# first, and `--maxschedchunk 1` hands tests out one at a time, so the slow ones spread
+# over all processes at the start instead of queueing in one process's chunk. Each process
+# has its own PostgreSQL database, Prism and queue names. Branch coverage of the service's
+# code from all of them is printed at the end (files at 100% left out).
+exec .venv/bin/pytest -n 3 --maxschedchunk 1 --cov=callcenter --cov=webhooks --cov-branch \
   --cov-report=term:skip-covered "$@"

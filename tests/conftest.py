@@ -113,6 +113,63 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+# ---------------------------------------------------------------- the slow tests first
+
+# How long each test took last time (setup + call + teardown, seconds), in pytest's cache
+# (.pytest_cache): the next run starts the slow ones first.
+DURATIONS_KEY = "callcenter/durations"
+# Slower than this: started first, longest first.
+SLOW_TEST_SECONDS = 2.0
+# A test not timed yet that starts the service's own processes (`start_stack`) is taken to
+# be this slow: the fault tests wait out real outages and timeouts.
+UNTIMED_STACK_TEST_SECONDS = 15.0
+
+
+def expected_seconds(item: pytest.Item, durations: dict[str, float]) -> float:
+    if item.nodeid in durations:
+        return durations[item.nodeid]
+    if "start_stack" in getattr(item, "fixturenames", ()):
+        return UNTIMED_STACK_TEST_SECONDS
+    return 0.0
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The slow tests (real processes, outages waited out, Chromium) first, longest first;
+    the rest in file order. xdist hands the first tests out round robin, so the slow ones
+    wait side by side on every worker while the CPU runs the quick ones, instead of
+    queueing on one worker at the end of the run. Every worker reads the same cache, so
+    all collect the same order (xdist requires it)."""
+    cache = getattr(config, "cache", None)
+    durations: dict[str, float] = cache.get(DURATIONS_KEY, {}) if cache is not None else {}
+    expected = {item.nodeid: expected_seconds(item, durations) for item in items}
+    slow = sorted(
+        (item for item in items if expected[item.nodeid] >= SLOW_TEST_SECONDS),
+        key=lambda item: -expected[item.nodeid],
+    )
+    if slow:
+        slow_ids = {item.nodeid for item in slow}
+        items[:] = slow + [item for item in items if item.nodeid not in slow_ids]
+
+
+_durations_this_run: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    _durations_this_run[report.nodeid] = _durations_this_run.get(report.nodeid, 0.0) + (
+        report.duration
+    )
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    # Written once, by the process that saw every test (xdist's controller, or the only one).
+    cache = getattr(session.config, "cache", None)
+    if cache is None or hasattr(session.config, "workerinput") or not _durations_this_run:
+        return
+    durations: dict[str, float] = cache.get(DURATIONS_KEY, {})
+    durations.update({nodeid: round(s, 2) for nodeid, s in _durations_this_run.items()})
+    cache.set(DURATIONS_KEY, durations)
+
+
 def databases_for(definition: pytest.FunctionDefinition, config: pytest.Config) -> list[str]:
     """The databases a test runs on (see the module docstring)."""
     if definition.get_closest_marker("postgres") is not None:
