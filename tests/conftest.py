@@ -34,6 +34,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 import callcenter.db.models  # noqa: F401
+from callcenter.access import users
 from callcenter.clock import Clock, fixed_clock
 from callcenter.db import Base
 from callcenter.services import Services
@@ -60,6 +61,24 @@ TEST_AUTH_TOKEN = "test-auth-token-0123456789"
 TEST_PUBLIC_BASE = "https://hotline.example.test"
 # The on-duty phone of the test settings: a person's mobile, not one of the hotline's lines.
 TEST_DUTY_PHONE = "+79990000077"
+
+
+# Console users' passwords are hashed with the real scrypt at a lower work factor in this
+# process (N=2^12 instead of werkzeug's 2^15: ~10 ms instead of ~110 ms of CPU a hash or a
+# login), as test settings commonly do: a few hundred hashes and logins per run would
+# otherwise cost about a minute of CPU. The service's processes the tests start keep the
+# default; test_users checks the stored hash is scrypt.
+FAST_PASSWORD_METHOD = "scrypt:4096:8:1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fast_password_hashing() -> Iterator[None]:
+    saved = users.PASSWORD_METHOD
+    users.PASSWORD_METHOD = FAST_PASSWORD_METHOD
+    users._dummy_hash.cache_clear()
+    yield
+    users.PASSWORD_METHOD = saved
+    users._dummy_hash.cache_clear()
 
 
 @pytest.fixture(scope="session")
