@@ -158,8 +158,18 @@ def _detect_incident(tx: StepTransaction, ivr: IvrSetting, call_sid: str) -> Non
     settings = ivr.settings
     if settings.incident_threshold <= 0:
         return  # detection off (INCIDENT_THRESHOLD=0)
-    session = tx.session
     try:
+        with tx.connection.begin_nested():
+            # Core reads first: no ORM session unless this call completes a surge.
+            if not detection.surging(
+                tx.connection,
+                call_sid,
+                now=tx.now,
+                threshold=settings.incident_threshold,
+                window_minutes=settings.incident_window_minutes,
+            ):
+                return
+        session = tx.session
         with session.begin_nested():
             incident_id = detection.detect(
                 session,
