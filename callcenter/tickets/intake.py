@@ -256,8 +256,12 @@ def add_to_ticket_on_row(
     slug = topic if topic in TOPICS else UNCHOSEN_TOPIC
     call = draft_facts(connection, call_id)
     draft = replace(
-        ticket_draft(call, calendar=calendar, topic=slug),
-        description=describe_addition(call, number, call_url),
+        ticket_draft(
+            call,
+            calendar=calendar,
+            topic=slug,
+            description=describe_addition(call, number, call_url),
+        ),
         priority="normal",
     )
     return outbox.put_request(
@@ -587,8 +591,10 @@ def ticket_draft(
     topic: str | None = None,
     duplicate_of: str | None = None,
     typed_number: str | None = None,
+    description: str | None = None,
 ) -> TicketDraft:
-    """What the portal gets for this call."""
+    """What the portal gets for this call; `description` instead of `describe_call`'s
+    (an addition's comment)."""
     slug, chosen = _topic_of(call, topic)
     vehicles = tuple(v for v in call.vehicles if v and v.strip())
     due = deadlines(
@@ -601,7 +607,9 @@ def ticket_draft(
     contact = call.contact_id is not None
     return TicketDraft(
         topic=slug,
-        description=describe_call(
+        description=description
+        if description is not None
+        else describe_call(
             call,
             topic=slug,
             chosen=chosen,
