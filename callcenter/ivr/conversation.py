@@ -100,10 +100,9 @@ class IvrSetting:
 def answer(cycle: StepCycle, webhook: VoiceWebhook, ivr: IvrSetting) -> Reply:
     """Run one IVR step of the call and return what the caller hears next.
 
-    Most steps (a menu answer, a repeat, a poll for the ticket number) only move the call's
-    state and remember an answer: those write the locked row's columns and one event with
-    Core statements. The first webhook of a call (caller identification) and the steps that
-    open a ticket or keep a recording go through the ORM.
+    Every step writes the locked row's columns, its actions (a recording kept, a ticket
+    request opened or refreshed) and its event with Core statements on the lock's columns;
+    only joining an incident, and a critical call that completes a surge, open the ORM.
     """
     return cycle.run(webhook.call_sid, lambda tx: _ivr_step(tx, webhook, ivr, cycle.engine))
 
