@@ -18,6 +18,7 @@ inside a webhook: these functions only write the outbox row (`callcenter.tickets
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -774,6 +775,7 @@ def _product_title(product: str | None) -> str | None:
     return product if product in titles else None
 
 
+@functools.lru_cache(maxsize=64)
 def _line_label(line: str | None) -> str:
     """ "8 (800) 250-60-77": the line as people write it."""
     if not line:
