@@ -26,6 +26,7 @@ Letters are never read as keypad digits (phonenumbers would turn `ANONYMOUS` int
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -123,6 +124,10 @@ class CallerId:
         return text if len(text) <= 60 else text[:59] + "…"
 
 
+# A call's number is read on its first webhook and again by every ticket draft of it:
+# parsing with phonenumbers costs more than the rest of a draft's description. The result
+# is a frozen value of the string alone.
+@functools.lru_cache(maxsize=1024)
 def classify(raw: str | None) -> CallerId:
     """Read a caller ID (Twilio's From/Caller, or a number typed by a person). Never raises."""
     text = (raw or "").strip()
@@ -232,6 +237,7 @@ def _kind_of_e164(e164: str) -> CallerKind | None:
         return None
 
 
+@functools.lru_cache(maxsize=1024)  # as `classify`: a draft shows the number it classified
 def _international(e164: str) -> str:
     try:
         number = phonenumbers.parse(e164, None)

@@ -31,10 +31,10 @@ import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.orm import Session
 
-from callcenter.db.models import Call, IncidentCall, TicketRequest
+from callcenter.db.models import Call, Incident, IncidentCall, TicketRequest
 from callcenter.errors import IncidentConflict
 from callcenter.incidents import store
 from callcenter.regulation.calendar import BusinessCalendar
@@ -67,18 +67,11 @@ def detect(
 ) -> int | None:
     """After call `call_sid`'s critical ticket: open an incident if the surge is there;
     the new incident's id (the caller commits, then queues its alerts), else None."""
-    call = session.scalars(select(Call).where(Call.call_sid == call_sid)).one_or_none()
-    if call is None or call.category != Category.CRITICAL:
+    session.flush()  # what the session holds written before the surge is read with Core
+    found = _surge(session.connection(), call_sid, now, threshold, window_minutes)
+    if found is None:
         return None
-    if any(store.covers(i.product, call.product) for i in store.open_incidents(session)):
-        return None  # known already: callers hear it
-    reports = _recent_reports(session, now - timedelta(minutes=window_minutes))
-    if not any(r.call_id == call.id for r in reports):
-        return None
-    chosen = _surging_product(reports, threshold)
-    if chosen is None:
-        return None
-    product, involved = chosen
+    product, involved = found
     first = min(involved, key=lambda r: (r.started_at, r.call_id))
     message = (
         f"Обнаружен автоматически: {len({r.who for r in involved})} организаций сообщили "
@@ -106,28 +99,60 @@ def detect(
     return incident.id
 
 
-def _recent_reports(session: Session, since: datetime) -> list[_Report]:
+def surging(
+    connection: Connection, call_sid: str, *, now: datetime, threshold: int, window_minutes: int
+) -> bool:
+    """Would `detect` open an incident for call `call_sid` now? Its reads only, with Core
+    statements: a step asks this first and opens no ORM session when the answer is no
+    (nearly always)."""
+    return _surge(connection, call_sid, now, threshold, window_minutes) is not None
+
+
+# Built once: building and keying a statement costs as much as running it on SQLite.
+_CALL_OF_SID = select(Call.id, Call.category, Call.product).where(
+    Call.call_sid == bindparam("call_sid")
+)
+_OPEN_PRODUCTS = select(Incident.product).where(Incident.status == store.OPEN)
+_RECENT_REPORTS = (
+    select(
+        Call.id,
+        Call.started_at,
+        Call.organisation_id,
+        Call.caller_e164,
+        Call.product,
+        TicketRequest.id,
+        TicketRequest.ticket_number,
+        TicketRequest.draft,
+    )
+    .join(TicketRequest, TicketRequest.call_id == Call.id)
+    .where(
+        Call.category == Category.CRITICAL,
+        Call.started_at >= bindparam("since"),
+        Call.id.not_in(select(IncidentCall.call_id)),
+    )
+)
+
+
+def _surge(
+    connection: Connection, call_sid: str, now: datetime, threshold: int, window_minutes: int
+) -> tuple[str, list[_Report]] | None:
+    """The product the surge completed by call `call_sid` is about and the calls that make
+    it; None when there is none, or a known open incident covers the call already."""
+    call = connection.execute(_CALL_OF_SID, {"call_sid": call_sid}).first()
+    if call is None or call.category != Category.CRITICAL:
+        return None
+    if any(store.covers(product, call.product) for product in connection.scalars(_OPEN_PRODUCTS)):
+        return None  # known already: callers hear it
+    reports = _recent_reports(connection, now - timedelta(minutes=window_minutes))
+    if not any(r.call_id == call.id for r in reports):
+        return None
+    return _surging_product(reports, threshold)
+
+
+def _recent_reports(connection: Connection, since: datetime) -> list[_Report]:
     """Critical calls since `since` with a ticket of their own (not a duplicate), not
     tied to an incident yet."""
-    linked = select(IncidentCall.call_id)
-    rows = session.execute(
-        select(
-            Call.id,
-            Call.started_at,
-            Call.organisation_id,
-            Call.caller_e164,
-            Call.product,
-            TicketRequest.id,
-            TicketRequest.ticket_number,
-            TicketRequest.draft,
-        )
-        .join(TicketRequest, TicketRequest.call_id == Call.id)
-        .where(
-            Call.category == Category.CRITICAL,
-            Call.started_at >= since,
-            Call.id.not_in(linked),
-        )
-    ).all()
+    rows = connection.execute(_RECENT_REPORTS, {"since": since}).all()
     reports = []
     for call_id, started, org_id, e164, product, request_id, number, draft in rows:
         stored = draft or {}

@@ -24,7 +24,6 @@ from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, bindparam, select
 from sqlalchemy.orm import Session, joinedload
-from sqlalchemy.orm.interfaces import ORMOption
 
 from callcenter.calls import store as calls
 from callcenter.calls.step_cycle import StepCycle, StepTransaction
@@ -37,7 +36,6 @@ from callcenter.incidents import store as incidents
 from callcenter.incidents.texts import product_spoken
 from callcenter.ivr import prompts
 from callcenter.ivr.engine import (
-    Action,
     AddToTicket,
     CallFacts,
     CallState,
@@ -102,10 +100,9 @@ class IvrSetting:
 def answer(cycle: StepCycle, webhook: VoiceWebhook, ivr: IvrSetting) -> Reply:
     """Run one IVR step of the call and return what the caller hears next.
 
-    Most steps (a menu answer, a repeat, a poll for the ticket number) only move the call's
-    state and remember an answer: those write the locked row's columns and one event with
-    Core statements. The first webhook of a call (caller identification) and the steps that
-    open a ticket or keep a recording go through the ORM.
+    Every step writes the locked row's columns, its actions (a recording kept, a ticket
+    request opened or refreshed) and its event with Core statements on the lock's columns;
+    only joining an incident, and a critical call that completes a surge, open the ORM.
     """
     return cycle.run(webhook.call_sid, lambda tx: _ivr_step(tx, webhook, ivr, cycle.engine))
 
@@ -133,17 +130,25 @@ def _ivr_step(tx: StepTransaction, webhook: VoiceWebhook, ivr: IvrSetting, engin
         _save_remembered(tx, locked.id, result, now)
         _log_step(tx, locked.id, webhook, result, now, created)
         return result.reply
-    call = tx.session.get_one(Call, locked.id, options=_loaded_with(result.actions))
-    tx.submit_ticket_requests(_apply_to_orm(ivr, tx.session, call, result, now))
-    if call.category == Category.CRITICAL and any(
+    tx.submit_ticket_requests(_apply(ivr, tx, locked, result, now))
+    if _category_after(locked, result) == Category.CRITICAL and any(
         isinstance(action, OpenTicket) for action in result.actions
     ):
-        _detect_incident(tx, ivr, call)
-    _log_step(tx, call, webhook, result, now, created)
+        _detect_incident(tx, ivr, locked.call_sid)
+    _log_step(tx, locked.id, webhook, result, now, created)
     return result.reply
 
 
-def _detect_incident(tx: StepTransaction, ivr: IvrSetting, call: Call) -> None:
+def _category_after(call: CallColumns, result: StepResult) -> str | None:
+    """The call's category once the step's answers are written."""
+    category = call.category
+    for action in result.actions:
+        if isinstance(action, Remember) and action.field == "category":
+            category = action.value
+    return category
+
+
+def _detect_incident(tx: StepTransaction, ivr: IvrSetting, call_sid: str) -> None:
     """A critical call's own ticket request was just written: open the incident here, in
     this transaction, when it completes a surge (`incidents.detection`), so every caller
     after it hears the incident whether or not the ticket jobs have run; its alerts are
@@ -152,12 +157,22 @@ def _detect_incident(tx: StepTransaction, ivr: IvrSetting, call: Call) -> None:
     settings = ivr.settings
     if settings.incident_threshold <= 0:
         return  # detection off (INCIDENT_THRESHOLD=0)
-    session = tx.session
     try:
+        with tx.connection.begin_nested():
+            # Core reads first: no ORM session unless this call completes a surge.
+            if not detection.surging(
+                tx.connection,
+                call_sid,
+                now=tx.now,
+                threshold=settings.incident_threshold,
+                window_minutes=settings.incident_window_minutes,
+            ):
+                return
+        session = tx.session
         with session.begin_nested():
             incident_id = detection.detect(
                 session,
-                call.call_sid,
+                call_sid,
                 now=tx.now,
                 calendar=ivr.calendar,
                 threshold=settings.incident_threshold,
@@ -166,7 +181,7 @@ def _detect_incident(tx: StepTransaction, ivr: IvrSetting, call: Call) -> None:
     except Exception:
         log.exception(
             "incident detection failed in the step; the ticket job checks again",
-            extra={"call_sid": call.call_sid},
+            extra={"call_sid": call_sid},
         )
         return
     if incident_id is not None:
@@ -247,27 +262,9 @@ def _save_remembered(tx: StepTransaction, call_id: int, result: StepResult, now:
     calls.update_call(tx.connection, call_id, changes)
 
 
-# A ticket draft names the caller's contact and organisation: loaded with the call in one
-# query rather than by two lazy loads.
+# Joining an incident names the caller's contact and organisation: loaded with the call in
+# one query rather than by two lazy loads.
 _WITH_WHO = (joinedload(Call.contact), joinedload(Call.organisation))
-
-
-def _loaded_with(actions: tuple[Action, ...]) -> tuple[ORMOption, ...]:
-    if any(
-        isinstance(action, (OpenTicket, MarkPhoneDuplicate, JoinIncident, AddToTicket))
-        for action in actions
-    ):
-        return _WITH_WHO
-    return ()
-
-
-def _apply_to_orm(
-    ivr: IvrSetting, session: Session, call: Call, result: StepResult, now: datetime
-) -> list[int]:
-    submit = _apply(ivr, session, call, result.actions, now)
-    call.state = result.state.to_json()
-    call.updated_at = now
-    return submit
 
 
 def _remembered(action: Remember) -> Any:
@@ -315,116 +312,114 @@ def _context(
 
 
 def _apply(
-    ivr: IvrSetting, session: Session, call: Call, actions: tuple[Action, ...], now: datetime
+    ivr: IvrSetting, tx: StepTransaction, call: CallColumns, result: StepResult, now: datetime
 ) -> list[int]:
-    """Apply the engine's actions to the call in this transaction; ticket request ids to
-    queue after commit."""
+    """Apply the engine's actions to the locked row in this transaction with Core
+    statements (the answers written before an action that reads the row), then save the
+    step's state; ticket request ids to queue after commit."""
+    connection = tx.connection
     submit: list[int] = []
-    for action in actions:
+    remembered: dict[str, Any] = {}
+    for action in result.actions:
         if isinstance(action, Remember):
-            setattr(call, action.field, _remembered(action))
-        elif isinstance(action, KeepRecording):
-            request_id = _keep_recording(session, call, action.recording, action.kind, now)
+            remembered[action.field] = _remembered(action)
+            continue
+        if isinstance(action, RecordObjection):
+            continue  # after commit (`_record_objections`)
+        if remembered:
+            calls.update_call(connection, call.id, remembered)
+            remembered = {}
+        if isinstance(action, KeepRecording):
+            request_id = _keep_recording_on_row(
+                connection, call, action.recording, action.kind, now
+            )
             if request_id is not None:
                 submit.append(request_id)
         elif isinstance(action, OpenTicket):
-            session.flush()
-            request = intake.open_ticket_request(
-                session,
-                call,
+            request_id = intake.open_ticket_request_on_row(
+                connection,
+                call.id,
                 now=now,
                 calendar=ivr.calendar,
                 typed_number=action.typed_number,
             )
-            session.flush()
-            submit.append(request.id)
-            calls.record_event(session, call, "ticket_requested", now, request_id=request.id)
+            submit.append(request_id)
+            calls.record_event(connection, call.id, "ticket_requested", now, request_id=request_id)
         elif isinstance(action, MarkPhoneDuplicate):
-            session.flush()
-            request = intake.mark_phone_duplicate(
-                session, call, action.ticket_number, now=now, calendar=ivr.calendar
+            request_id = intake.mark_phone_duplicate_on_row(
+                connection, call.id, action.ticket_number, now=now, calendar=ivr.calendar
             )
-            session.flush()
-            submit.append(request.id)
+            submit.append(request_id)
             calls.record_event(
-                session,
-                call,
+                connection,
+                call.id,
                 "phone_duplicate",
                 now,
                 ticket_number=action.ticket_number,
-                request_id=request.id,
+                request_id=request_id,
             )
         elif isinstance(action, JoinIncident):
-            session.flush()
-            facts = calls.caller_facts(call, sms_foreign=ivr.settings.sms_foreign)
-            joined = incidents.join_call(
-                session,
-                call,
-                action.incident_id,
-                now=now,
-                calendar=ivr.calendar,
-                sms_reachable=facts.sms_reachable and ivr.settings.sms_configured,
-            )
-            if joined is not None:
-                session.flush()
-                submit.append(joined.id)
+            joined_id = _join_incident(ivr, tx, call, action.incident_id, now)
+            if joined_id is not None:
+                submit.append(joined_id)
             calls.record_event(
-                session,
-                call,
+                connection,
+                call.id,
                 "incident_joined",
                 now,
                 incident_id=action.incident_id,
-                request_id=joined.id if joined is not None else None,
+                request_id=joined_id,
             )
         elif isinstance(action, AddToTicket):
-            session.flush()
-            request = intake.add_to_ticket(
-                session,
-                call,
+            request_id = intake.add_to_ticket_on_row(
+                connection,
+                call.id,
                 action.ticket_number,
                 now=now,
                 calendar=ivr.calendar,
                 call_url=absolute(f"/console/calls/{call.call_sid}", ivr.settings.public_base_url),
                 topic=action.topic,
             )
-            session.flush()
-            submit.append(request.id)
+            submit.append(request_id)
             calls.record_event(
-                session,
-                call,
+                connection,
+                call.id,
                 "addition",
                 now,
                 ticket_number=action.ticket_number,
-                request_id=request.id,
+                request_id=request_id,
             )
+    remembered.update(state=result.state.to_json(), updated_at=now)
+    calls.update_call(connection, call.id, remembered)
     return submit
 
 
-def _keep_recording(
-    session: Session, call: Call, recording: RecordingRef, kind: str, now: datetime
+def _join_incident(
+    ivr: IvrSetting, tx: StepTransaction, call: CallColumns, incident_id: int, now: datetime
 ) -> int | None:
-    """Keep a recording on the call (idempotent by SID); the request id to re-queue when the
-    ticket already exists (the job attaches it), else None."""
-    try:
-        request = intake.add_recording(
-            session,
-            call,
-            recording_sid=recording.sid or "",
-            recording_url=recording.url,
-            kind=kind,
-            duration=recording.duration,
-            now=now,
-        )
-    except InvalidInput as exc:
-        _recording_refused(session, call.id, call.call_sid, exc, now)
-        return None
-    return request.id if request is not None else None
+    """The caller joins a known incident (`incidents.store.join_call`, through the ORM):
+    the request's id, or None when the incident is closed."""
+    session = tx.session
+    orm_call = session.get_one(Call, call.id, populate_existing=True, options=_WITH_WHO)
+    facts = calls.caller_facts(orm_call, sms_foreign=ivr.settings.sms_foreign)
+    joined = incidents.join_call(
+        session,
+        orm_call,
+        incident_id,
+        now=now,
+        calendar=ivr.calendar,
+        sms_reachable=facts.sms_reachable and ivr.settings.sms_configured,
+    )
+    session.flush()  # the incident's link written before the step's next Core statements
+    return joined.id if joined is not None else None
 
 
 def _keep_recording_on_row(
     connection: Connection, call: CallColumns, recording: RecordingRef, kind: str, now: datetime
 ) -> int | None:
-    """`_keep_recording` on the locked row with Core (`intake.add_recording_to_row`)."""
+    """Keep a recording on the call (idempotent by SID) with Core
+    (`intake.add_recording_to_row`); the request id to re-queue when the ticket already
+    exists (the job attaches it), else None."""
     try:
         return intake.add_recording_to_row(
             connection,

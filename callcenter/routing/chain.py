@@ -63,7 +63,7 @@ from callcenter.phones import callback_number
 from callcenter.roster.on_duty import OnDuty, Person, on_duty
 from callcenter.tickets.intake import (
     add_recording_to_row,
-    open_ticket_request,
+    open_ticket_request_on_row,
     remember_callback_number,
 )
 from callcenter.vocabulary import CONSULTATION_TOPIC, Route
@@ -1076,9 +1076,8 @@ def _open_callback(
     """An unanswered consultation becomes a callback ticket (topic consultation)."""
     if not call.topic:
         call.topic = CONSULTATION_TOPIC
-    request = open_ticket_request(session, call, now=now, calendar=calendar)
-    session.flush()
-    return request.id
+    session.flush()  # the call's changes written before the Core statements read its row
+    return open_ticket_request_on_row(session.connection(), call.id, now=now, calendar=calendar)
 
 
 # ---------------------------------------------------------------- voicemail

@@ -18,8 +18,9 @@ inside a webhook: these functions only write the outbox row (`callcenter.tickets
 
 from __future__ import annotations
 
+import functools
 import re
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, cast
 
@@ -30,12 +31,11 @@ from sqlalchemy.orm import Session
 from callcenter.calls.recordings import (
     RECORDING_EVENT,
     check_recording,
-    has_recordings,
     recording_sids,
 )
 from callcenter.calls.store import record_event, update_call
 from callcenter.clock import system_clock, to_moscow
-from callcenter.db.models import Call, TicketRequest
+from callcenter.db.models import Call, Contact, Organisation, TicketRequest
 from callcenter.errors import InvalidInput, NotTicketable
 from callcenter.phones import classify
 from callcenter.portal.protocol import TicketDraft
@@ -80,29 +80,54 @@ def open_ticket_request(
     interrupted: bool = False,
     typed_number: str | None = None,
 ) -> TicketRequest:
-    """The call's ticket request (the outbox row), created or refreshed; not committed.
+    """`open_ticket_request_on_row` for a call the ORM holds: its pending changes flushed
+    first, the request returned as an ORM object read fresh."""
+    session.flush()
+    request_id = open_ticket_request_on_row(
+        session.connection(),
+        call.id,
+        now=now,
+        calendar=calendar,
+        interrupted=interrupted,
+        typed_number=typed_number,
+    )
+    return _read_back(session, request_id)
+
+
+def open_ticket_request_on_row(
+    connection: Connection,
+    call_id: int,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+    interrupted: bool = False,
+    typed_number: str | None = None,
+) -> int:
+    """The id of the call's ticket request (the outbox row), created or refreshed with Core
+    statements on the locked call's row; not committed.
 
     Raises `NotTicketable` for a call with nothing to ticket (no path chosen, a status
     query). A request already marked as a phone duplicate stays one. `typed_number`: a
     ticket number the caller typed that is not their organisation's (critical path); it
     goes into the description and stays there on every refresh.
     """
-    existing = _request_of(session, call)
+    call = draft_facts(connection, call_id)
+    existing = call.request_draft
     extra: dict[str, Any] = {}
-    if existing is not None and existing.draft.get(outbox.DUPLICATE_OF):
-        extra[outbox.DUPLICATE_OF] = existing.draft[outbox.DUPLICATE_OF]
-    if existing is not None and existing.draft.get(outbox.DUPLICATE_OF_REQUEST):
-        extra[outbox.DUPLICATE_OF_REQUEST] = existing.draft[outbox.DUPLICATE_OF_REQUEST]
-    if existing is not None and existing.draft.get(outbox.INCIDENT):
-        extra[outbox.INCIDENT] = existing.draft[outbox.INCIDENT]
-    typed = typed_number or (existing.draft.get(TYPED_NUMBER) if existing is not None else None)
+    if existing is not None and existing.get(outbox.DUPLICATE_OF):
+        extra[outbox.DUPLICATE_OF] = existing[outbox.DUPLICATE_OF]
+    if existing is not None and existing.get(outbox.DUPLICATE_OF_REQUEST):
+        extra[outbox.DUPLICATE_OF_REQUEST] = existing[outbox.DUPLICATE_OF_REQUEST]
+    if existing is not None and existing.get(outbox.INCIDENT):
+        extra[outbox.INCIDENT] = existing[outbox.INCIDENT]
+    typed = typed_number or (existing.get(TYPED_NUMBER) if existing is not None else None)
     if typed:
         extra[TYPED_NUMBER] = typed
     draft = ticket_draft(
         call, calendar=calendar, interrupted=interrupted or call.interrupted, typed_number=typed
     )
     return outbox.put_request(
-        session,
+        connection,
         call_id=call.id,
         idempotency_key=call.call_sid,
         draft=_stored(call, draft, interrupted=interrupted or call.interrupted, **extra),
@@ -120,7 +145,33 @@ def mark_phone_duplicate(
     incident: dict[str, Any] | None = None,
     of_request: int | None = None,
 ) -> TicketRequest:
-    """Record that the caller duplicated ticket `ticket_number` by phone (critical path).
+    """`mark_phone_duplicate_on_row` for a call the ORM holds: its pending changes flushed
+    first, the request returned as an ORM object read fresh."""
+    session.flush()
+    request_id = mark_phone_duplicate_on_row(
+        session.connection(),
+        call.id,
+        ticket_number,
+        now=now,
+        calendar=calendar,
+        incident=incident,
+        of_request=of_request,
+    )
+    return _read_back(session, request_id)
+
+
+def mark_phone_duplicate_on_row(
+    connection: Connection,
+    call_id: int,
+    ticket_number: str | None,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar | None = None,
+    incident: dict[str, Any] | None = None,
+    of_request: int | None = None,
+) -> int:
+    """Record that the caller duplicated ticket `ticket_number` by phone (critical path),
+    with Core statements on the locked call's row; the request's id.
 
     A job then calls the portal's `record_phone_duplicate` (time, caller, call) and the
     priority goes up. Should the portal not know the number, the job opens a critical
@@ -132,11 +183,16 @@ def mark_phone_duplicate(
     (a known incident detected a moment ago); the job waits for its number
     (`outbox.DUPLICATE_OF_REQUEST`).
     """
+    extra: dict[str, Any] = {outbox.INCIDENT: incident} if incident else {}
     if ticket_number is None and of_request is not None:
-        return _duplicate_of_request(session, call, of_request, now, calendar, incident)
-    number = re.sub(r"[\s#*№-]", "", ticket_number or "")
-    if not _TICKET_NUMBER.fullmatch(number):
-        raise InvalidInput(f"a ticket number is 1 to 12 digits, got {ticket_number!r}")
+        number = None
+        extra = {outbox.DUPLICATE_OF_REQUEST: of_request, **extra}
+    else:
+        number = re.sub(r"[\s#*№-]", "", ticket_number or "")
+        if not _TICKET_NUMBER.fullmatch(number):
+            raise InvalidInput(f"a ticket number is 1 to 12 digits, got {ticket_number!r}")
+        extra = {"duplicate_of": number, **extra}
+    call = draft_facts(connection, call_id)
     draft = ticket_draft(
         call,
         calendar=calendar or BusinessCalendar.shipped(),
@@ -144,42 +200,10 @@ def mark_phone_duplicate(
         duplicate_of=number,
     )
     return outbox.put_request(
-        session,
+        connection,
         call_id=call.id,
         idempotency_key=call.call_sid,
-        draft=_stored(
-            call,
-            draft,
-            interrupted=call.interrupted,
-            duplicate_of=number,
-            **({outbox.INCIDENT: incident} if incident else {}),
-        ),
-        now=now,
-    )
-
-
-def _duplicate_of_request(
-    session: Session,
-    call: Call,
-    request_id: int,
-    now: datetime,
-    calendar: BusinessCalendar | None,
-    incident: dict[str, Any] | None,
-) -> TicketRequest:
-    draft = ticket_draft(
-        call, calendar=calendar or BusinessCalendar.shipped(), topic=CRITICAL_TOPIC
-    )
-    return outbox.put_request(
-        session,
-        call_id=call.id,
-        idempotency_key=call.call_sid,
-        draft=_stored(
-            call,
-            draft,
-            interrupted=call.interrupted,
-            **{outbox.DUPLICATE_OF_REQUEST: request_id},
-            **({outbox.INCIDENT: incident} if incident else {}),
-        ),
+        draft=_stored(call, draft, interrupted=call.interrupted, **extra),
         now=now,
     )
 
@@ -194,7 +218,33 @@ def add_to_ticket(
     call_url: str,
     topic: str | None = None,
 ) -> TicketRequest:
-    """A repeat caller's recorded addition to their open ticket `ticket_number`.
+    """`add_to_ticket_on_row` for a call the ORM holds: its pending changes flushed first,
+    the request returned as an ORM object read fresh."""
+    session.flush()
+    request_id = add_to_ticket_on_row(
+        session.connection(),
+        call.id,
+        ticket_number,
+        now=now,
+        calendar=calendar,
+        call_url=call_url,
+        topic=topic,
+    )
+    return _read_back(session, request_id)
+
+
+def add_to_ticket_on_row(
+    connection: Connection,
+    call_id: int,
+    ticket_number: str,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+    call_url: str,
+    topic: str | None = None,
+) -> int:
+    """A repeat caller's recorded addition to their open ticket `ticket_number`, with Core
+    statements on the locked call's row; the request's id.
 
     The call's request names the ticket (`outbox.ADDITION_TO`) and carries the comment: a
     job adds it to that ticket with the recording and `call_url` (the call's page), once
@@ -205,13 +255,18 @@ def add_to_ticket(
     if not _TICKET_NUMBER.fullmatch(number):
         raise InvalidInput(f"a ticket number is 1 to 12 digits, got {ticket_number!r}")
     slug = topic if topic in TOPICS else UNCHOSEN_TOPIC
+    call = draft_facts(connection, call_id)
     draft = replace(
-        ticket_draft(call, calendar=calendar, topic=slug),
-        description=describe_addition(call, number, call_url),
+        ticket_draft(
+            call,
+            calendar=calendar,
+            topic=slug,
+            description=describe_addition(call, number, call_url),
+        ),
         priority="normal",
     )
     return outbox.put_request(
-        session,
+        connection,
         call_id=call.id,
         idempotency_key=call.call_sid,
         draft=_stored(call, draft, interrupted=call.interrupted, **{outbox.ADDITION_TO: number}),
@@ -219,7 +274,12 @@ def add_to_ticket(
     )
 
 
-def describe_addition(call: Call, ticket_number: str, call_url: str) -> str:
+def _read_back(session: Session, request_id: int) -> TicketRequest:
+    """The request a Core statement just wrote, as the session's object read fresh."""
+    return session.get_one(TicketRequest, request_id, populate_existing=True)
+
+
+def describe_addition(call: DraftFacts, ticket_number: str, call_url: str) -> str:
     """The comment a repeat caller's addition leaves on their ticket, in Russian."""
     started = to_moscow(call.started_at)
     caller = classify(call.caller_e164 or call.caller_raw)
@@ -228,10 +288,10 @@ def describe_addition(call: Call, ticket_number: str, call_url: str) -> str:
         f"Дополнение к заявке №{ticket_number} по телефону: звонок {started:%d.%m.%Y} "
         f"в {started:%H:%M} (МСК){source}."
     ]
-    if call.contact is not None:
-        who = call.contact.name
-        if call.organisation is not None:
-            who += f", {call.organisation.name}"
+    if call.contact_name is not None:
+        who = call.contact_name
+        if call.organisation_name is not None:
+            who += f", {call.organisation_name}"
         lines.append(f"Абонент: {who}.")
     lines.append("Дополнение — в приложенной записи.")
     lines.append(f"Звонок: {call_url}")
@@ -412,30 +472,145 @@ def add_recording_to_row(
 # ---------------------------------------------------------------- the draft
 
 
+@dataclass(frozen=True, slots=True)
+class ContractOf:
+    """The caller's organisation's contract terms (`regulation.topics.ContractTerms`)."""
+
+    id: int
+    stage_one_days: int | None
+    topic_days: dict[str, int] | None
+
+
+@dataclass(frozen=True, slots=True)
+class DraftFacts:
+    """What a ticket draft says about a call: the call's columns, its contact's and
+    organisation's names, the organisation's contract terms, whether the call has a
+    recording, and the draft of the call's request so far (None without one) — read with
+    one joined Core select (`draft_facts`) instead of the ORM call with its contact and
+    organisation."""
+
+    id: int
+    call_sid: str
+    line: str | None
+    caller_raw: str | None
+    caller_e164: str | None
+    caller_said_name: str | None
+    category: str | None
+    topic: str | None
+    product: str | None
+    vehicles: list[str]
+    state: dict[str, Any]
+    recording_sid: str | None
+    recording_url: str | None
+    interrupted: bool
+    started_at: datetime
+    contact_id: int | None
+    contact_name: str | None
+    organisation_id: int | None
+    organisation_name: str | None
+    contract: ContractOf | None
+    recorded: bool
+    request_draft: dict[str, Any] | None
+
+
+_contacts = cast(Table, Contact.__table__)
+_organisations = cast(Table, Organisation.__table__)
+_DRAFT_FACTS = (
+    select(
+        _calls.c.id,
+        _calls.c.call_sid,
+        _calls.c.line,
+        _calls.c.caller_raw,
+        _calls.c.caller_e164,
+        _calls.c.caller_said_name,
+        _calls.c.category,
+        _calls.c.topic,
+        _calls.c.product,
+        _calls.c.vehicles,
+        _calls.c.state,
+        _calls.c.recording_sid,
+        _calls.c.recording_url,
+        _calls.c.interrupted,
+        _calls.c.started_at,
+        _contacts.c.id.label("contact_id"),
+        _contacts.c.name.label("contact_name"),
+        _organisations.c.id.label("organisation_id"),
+        _organisations.c.name.label("organisation_name"),
+        _organisations.c.stage_one_days,
+        _organisations.c.topic_days,
+        _requests.c.draft.label("request_draft"),
+    )
+    .select_from(
+        _calls.outerjoin(_contacts, _contacts.c.id == _calls.c.contact_id)
+        .outerjoin(_organisations, _organisations.c.id == _calls.c.organisation_id)
+        .outerjoin(_requests, _requests.c.call_id == _calls.c.id)
+    )
+    .where(_calls.c.id == bindparam("call_id"))
+)
+
+
+def draft_facts(connection: Connection, call_id: int) -> DraftFacts:
+    """The call's `DraftFacts`, read in one query (and the recording events' SIDs when the
+    call has no main recording)."""
+    row = connection.execute(_DRAFT_FACTS, {"call_id": call_id}).one()
+    contract = (
+        ContractOf(row.organisation_id, row.stage_one_days, row.topic_days)
+        if row.organisation_id is not None
+        else None
+    )
+    return DraftFacts(
+        id=row.id,
+        call_sid=row.call_sid,
+        line=row.line,
+        caller_raw=row.caller_raw,
+        caller_e164=row.caller_e164,
+        caller_said_name=row.caller_said_name,
+        category=row.category,
+        topic=row.topic,
+        product=row.product,
+        vehicles=list(row.vehicles or ()),
+        state=row.state if isinstance(row.state, dict) else {},
+        recording_sid=row.recording_sid,
+        recording_url=row.recording_url,
+        interrupted=bool(row.interrupted),
+        started_at=row.started_at,
+        contact_id=row.contact_id,
+        contact_name=row.contact_name,
+        organisation_id=row.organisation_id,
+        organisation_name=row.organisation_name,
+        contract=contract,
+        recorded=bool(row.recording_url) or bool(recording_sids(connection, call_id)),
+        request_draft=row.request_draft,
+    )
+
+
 def ticket_draft(
-    call: Call,
+    call: DraftFacts,
     *,
     calendar: BusinessCalendar,
     interrupted: bool = False,
     topic: str | None = None,
     duplicate_of: str | None = None,
     typed_number: str | None = None,
+    description: str | None = None,
 ) -> TicketDraft:
-    """What the portal gets for this call."""
+    """What the portal gets for this call; `description` instead of `describe_call`'s
+    (an addition's comment)."""
     slug, chosen = _topic_of(call, topic)
-    vehicles = tuple(v for v in (call.vehicles or []) if v and v.strip())
+    vehicles = tuple(v for v in call.vehicles if v and v.strip())
     due = deadlines(
         slug,
         received=call.started_at,
         calendar=calendar,
-        organisation=call.organisation,
+        organisation=call.contract,
         vehicles=len(vehicles),
     )
-    contact = call.contact
-    organisation = call.organisation
+    contact = call.contact_id is not None
     return TicketDraft(
         topic=slug,
-        description=describe_call(
+        description=description
+        if description is not None
+        else describe_call(
             call,
             topic=slug,
             chosen=chosen,
@@ -446,10 +621,10 @@ def ticket_draft(
         idempotency_key=call.call_sid,
         product=_product_title(call.product),
         vehicles=vehicles,
-        contact_name=contact.name if contact else _blank_to_none(call.caller_said_name),
-        contact_id=contact.id if contact else None,
-        organisation_name=organisation.name if organisation else None,
-        organisation_id=organisation.id if organisation else None,
+        contact_name=call.contact_name if contact else _blank_to_none(call.caller_said_name),
+        contact_id=call.contact_id,
+        organisation_name=call.organisation_name,
+        organisation_id=call.organisation_id,
         caller=call.caller_e164 or typed_callback_number(call) or _blank_to_none(call.caller_raw),
         call_ref=call.call_sid,
         recording_url=call.recording_url,
@@ -460,7 +635,7 @@ def ticket_draft(
 
 
 def describe_call(
-    call: Call,
+    call: DraftFacts,
     *,
     topic: str,
     chosen: bool = True,
@@ -497,10 +672,10 @@ def describe_call(
         lines.append(
             f"Номер для обратного звонка (набран абонентом): {classify(callback).display}."
         )
-    if call.contact is not None:
-        who = call.contact.name
-        if call.organisation is not None:
-            who += f", {call.organisation.name}"
+    if call.contact_name is not None:
+        who = call.contact_name
+        if call.organisation_name is not None:
+            who += f", {call.organisation_name}"
         lines.append(f"Абонент: {who}.")
     elif call.caller_said_name and call.caller_said_name.strip():
         lines.append(
@@ -517,10 +692,10 @@ def describe_call(
             "уточните тему у абонента."
         )
     lines.append(f"Продукт: {_product_title(call.product) or 'не указан'}.")
-    vehicles = [v for v in (call.vehicles or []) if v and v.strip()]
+    vehicles = [v for v in call.vehicles if v and v.strip()]
     if vehicles:
         lines.append("ТС: " + ", ".join(vehicles) + ".")
-    recorded = bool(call.recording_url) or has_recordings(call)
+    recorded = call.recorded
     if topic == CONSULTATION_TOPIC and call.category == "consultation":
         # Only a consultation call becomes a callback ticket; a new problem filed under the
         # consultation topic was described by the caller, not left waiting. The ticket may
@@ -539,7 +714,7 @@ def describe_call(
     return "\n".join(lines)
 
 
-def typed_callback_number(call: Call) -> str | None:
+def typed_callback_number(call: Call | DraftFacts) -> str | None:
     """The number a withheld caller typed to be called back on (E.164), if any."""
     state = call.state if isinstance(call.state, dict) else {}
     number = state.get(CALLBACK_NUMBER_KEY)
@@ -555,7 +730,9 @@ def remember_callback_number(call: Call, number: str) -> None:
     call.state = state  # a new dict: the JSON column sees the change
 
 
-def _stored(call: Call, draft: TicketDraft, *, interrupted: bool, **extra: Any) -> dict[str, Any]:
+def _stored(
+    call: DraftFacts, draft: TicketDraft, *, interrupted: bool, **extra: Any
+) -> dict[str, Any]:
     stored = outbox.draft_to_json(
         draft,
         **{
@@ -569,7 +746,7 @@ def _stored(call: Call, draft: TicketDraft, *, interrupted: bool, **extra: Any) 
     return stored
 
 
-def _topic_of(call: Call, forced: str | None) -> tuple[str, bool]:
+def _topic_of(call: DraftFacts, forced: str | None) -> tuple[str, bool]:
     """(topic slug, chosen by the caller?)."""
     if forced is not None:
         return forced, True
@@ -598,6 +775,7 @@ def _product_title(product: str | None) -> str | None:
     return product if product in titles else None
 
 
+@functools.lru_cache(maxsize=64)
 def _line_label(line: str | None) -> str:
     """ "8 (800) 250-60-77": the line as people write it."""
     if not line:
@@ -611,12 +789,3 @@ def _line_label(line: str | None) -> str:
 
 def _blank_to_none(value: str | None) -> str | None:
     return value.strip() if value and value.strip() else None
-
-
-# Built once: building and keying a statement costs as much as running it on SQLite.
-_REQUEST_OF_CALL = select(TicketRequest).where(TicketRequest.call_id == bindparam("call_id"))
-
-
-def _request_of(session: Session, call: Call) -> TicketRequest | None:
-    session.flush()
-    return session.scalars(_REQUEST_OF_CALL, {"call_id": call.id}).one_or_none()

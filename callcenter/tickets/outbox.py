@@ -33,7 +33,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Insert, Table, bindparam, select, update
+from sqlalchemy import Connection, Table, bindparam, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -119,33 +119,44 @@ def draft_from_json(data: Mapping[str, Any]) -> TicketDraft:
 # ---------------------------------------------------------------- writing and reading rows
 
 
+_requests = cast(Table, TicketRequest.__table__)
 # Built once: building and keying a statement costs as much as running it on SQLite.
-_REQUEST_OF_CALL_OR_KEY = (
-    select(TicketRequest)
-    .where(
-        (TicketRequest.call_id == bindparam("call_id"))
-        | (TicketRequest.idempotency_key == bindparam("idempotency_key"))
+# A new request's INSERT: nothing on a conflict (the call's or the key's row exists); the
+# new row's id when it was written.
+_INSERT_REQUEST = {
+    "sqlite": sqlite.insert(_requests).on_conflict_do_nothing().returning(_requests.c.id),
+    "postgresql": postgresql.insert(_requests).on_conflict_do_nothing().returning(_requests.c.id),
+}
+_REQUEST_OF_CALL_OR_KEY = select(_requests.c.id, _requests.c.status, _requests.c.draft).where(
+    (_requests.c.call_id == bindparam("call_id"))
+    | (_requests.c.idempotency_key == bindparam("idempotency_key"))
+)
+_NEW_DRAFT = (
+    update(_requests)
+    .where(_requests.c.id == bindparam("request_id"))
+    .values(
+        draft=bindparam("draft", type_=_requests.c.draft.type),
+        updated_at=bindparam("now", type_=_requests.c.updated_at.type),
     )
-    .execution_options(populate_existing=True)
 )
 
 
 def put_request(
-    session: Session,
+    connection: Connection,
     *,
     call_id: int,
     idempotency_key: str,
     draft: dict[str, Any],
     now: datetime,
-) -> TicketRequest:
-    """The call's ticket request, created if missing, in the caller's transaction.
+) -> int:
+    """The id of the call's ticket request, created if missing, in the caller's
+    transaction, with Core statements (a session using `connection` flushes first).
 
     Safe against two webhooks of the same call racing: the insert does nothing on a
     conflict (PostgreSQL waits for the other transaction, SQLite serialises writers) and the
     row is read back. A pending or failed row takes the newer draft; a done one never
     changes (its ticket exists).
     """
-    session.flush()
     values = {
         "call_id": call_id,
         "idempotency_key": idempotency_key,
@@ -157,25 +168,19 @@ def put_request(
         "created_at": now,
         "updated_at": now,
     }
-    session.execute(_insert_ignoring_conflicts(session, values))
-    row = session.scalars(
+    new_id: int | None = connection.execute(
+        _INSERT_REQUEST[connection.dialect.name], values
+    ).scalar()
+    if new_id is not None:
+        return new_id  # written just now with this draft
+    row = connection.execute(
         _REQUEST_OF_CALL_OR_KEY, {"call_id": call_id, "idempotency_key": idempotency_key}
     ).first()
     if row is None:  # pragma: no cover - the insert or the conflicting row guarantees one
         raise RuntimeError(f"ticket request for call {call_id} vanished")
     if row.status != DONE and row.draft != draft:
-        row.draft = draft
-        row.updated_at = now
-    return row
-
-
-def _insert_ignoring_conflicts(session: Session, values: dict[str, Any]) -> Insert:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(TicketRequest).values(**values).on_conflict_do_nothing()
-    if dialect == "sqlite":
-        return sqlite.insert(TicketRequest).values(**values).on_conflict_do_nothing()
-    raise NotImplementedError(f"no conflict-free insert for {dialect}")  # pragma: no cover
+        connection.execute(_NEW_DRAFT, {"request_id": row.id, "draft": draft, "now": now})
+    return int(row.id)
 
 
 def lock_request(
@@ -444,7 +449,6 @@ def deliver(
 # The two statements every ticket runs, built once with their parameters bound at each
 # execution: no per-ticket statement building and cache-key hashing. Core statements on
 # the table (the ORM has no objects to keep in step with them).
-_requests = cast(Table, TicketRequest.__table__)
 # Only the columns `deliver` needs.
 _READ_REQUEST = select(
     _requests.c.status,
