@@ -431,16 +431,10 @@ def _keep_recording_on_row(
             now=now,
         )
     except InvalidInput as exc:
-        _recording_refused(connection, call.id, call.call_sid, exc, now)
+        # Not what Twilio sends; the caller goes on, the log says what was refused.
+        log.warning("recording refused: %s", exc, extra={"call_sid": call.call_sid})
+        calls.record_event(connection, call.id, "recording_refused", now, reason=str(exc))
         return None
-
-
-def _recording_refused(
-    db: Session | Connection, call_id: int, call_sid: str, exc: InvalidInput, now: datetime
-) -> None:
-    # Not what Twilio sends; the caller goes on, the log says what was refused.
-    log.warning("recording refused: %s", exc, extra={"call_sid": call_sid})
-    calls.record_event(db, call_id, "recording_refused", now, reason=str(exc))
 
 
 def _log_step(
