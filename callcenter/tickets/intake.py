@@ -188,9 +188,7 @@ def mark_phone_duplicate_on_row(
         number = None
         extra = {outbox.DUPLICATE_OF_REQUEST: of_request, **extra}
     else:
-        number = re.sub(r"[\s#*№-]", "", ticket_number or "")
-        if not _TICKET_NUMBER.fullmatch(number):
-            raise InvalidInput(f"a ticket number is 1 to 12 digits, got {ticket_number!r}")
+        number = _ticket_number(ticket_number)
         extra = {"duplicate_of": number, **extra}
     call = draft_facts(connection, call_id)
     draft = ticket_draft(
@@ -251,9 +249,7 @@ def add_to_ticket_on_row(
     (the recording's dedup key); no new ticket is opened. `topic`: the ticket's, as the
     portal said it (kept on the request for the outbox list).
     """
-    number = re.sub(r"[\s#*№-]", "", ticket_number or "")
-    if not _TICKET_NUMBER.fullmatch(number):
-        raise InvalidInput(f"a ticket number is 1 to 12 digits, got {ticket_number!r}")
+    number = _ticket_number(ticket_number)
     slug = topic if topic in TOPICS else UNCHOSEN_TOPIC
     call = draft_facts(connection, call_id)
     draft = replace(
@@ -272,6 +268,15 @@ def add_to_ticket_on_row(
         draft=_stored(call, draft, interrupted=call.interrupted, **{outbox.ADDITION_TO: number}),
         now=now,
     )
+
+
+def _ticket_number(typed: str | None) -> str:
+    """A ticket number as a caller or the console gave it, without spaces, `#`, `*`, `№`
+    or dashes; InvalidInput unless 1 to 12 digits remain."""
+    number = re.sub(r"[\s#*№-]", "", typed or "")
+    if not _TICKET_NUMBER.fullmatch(number):
+        raise InvalidInput(f"a ticket number is 1 to 12 digits, got {typed!r}")
+    return number
 
 
 def _read_back(session: Session, request_id: int) -> TicketRequest:
