@@ -131,9 +131,11 @@ _REQUEST_OF_CALL_OR_KEY = select(_requests.c.id, _requests.c.status, _requests.c
     (_requests.c.call_id == bindparam("call_id"))
     | (_requests.c.idempotency_key == bindparam("idempotency_key"))
 )
+# Not a done row's, even one the ticket job finished between our read and this write
+# (PostgreSQL re-checks the condition once the job's lock is released).
 _NEW_DRAFT = (
     update(_requests)
-    .where(_requests.c.id == bindparam("request_id"))
+    .where(_requests.c.id == bindparam("request_id"), _requests.c.status != DONE)
     .values(
         draft=bindparam("draft", type_=_requests.c.draft.type),
         updated_at=bindparam("now", type_=_requests.c.updated_at.type),
