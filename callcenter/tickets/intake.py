@@ -400,9 +400,18 @@ _RECORDING_COLUMNS = (
     "recording_sids",
     "updated_at",
 )
-_CALL_RECORDINGS = select(_calls.c.recording_sid, _calls.c.recording_sids).where(
+_CALL_RECORDINGS_READ = select(_calls.c.recording_sid, _calls.c.recording_sids).where(
     _calls.c.id == bindparam("call_id")
 )
+# The call's recordings read under its row lock (FOR NO KEY UPDATE, as `calls.store`
+# locks a step's row; a no-op when the step holds it already): a job keeping a recording
+# while a webhook keeps another must not write back a SID list without the other's SID
+# (the retention purge deletes only the copies listed). SQLite: the event INSERT just
+# before holds the database's write lock.
+_CALL_RECORDINGS = {
+    "sqlite": _CALL_RECORDINGS_READ,
+    "postgresql": _CALL_RECORDINGS_READ.with_for_update(key_share=True),
+}
 _REQUEST_ID_OF_CALL = select(_requests.c.id).where(_requests.c.call_id == bindparam("call_id"))
 _REQUEST_TO_LOCK = select(_requests.c.id, _requests.c.status, _requests.c.draft).where(
     _requests.c.call_id == bindparam("call_id")
@@ -445,7 +454,9 @@ def add_recording_to_row(
         recording_kind=kind,
         duration=duration,
     )
-    current = connection.execute(_CALL_RECORDINGS, {"call_id": call_id}).one()
+    current = connection.execute(
+        _CALL_RECORDINGS[connection.dialect.name], {"call_id": call_id}
+    ).one()
     changes = _call_changes(
         current.recording_sid,
         current.recording_sids,
