@@ -660,6 +660,19 @@ def _nobody_on_duty(
         call.routing_outcome = OUTCOME_NOBODY_ACCEPTED
         return Outcome(OfferVoicemail(URGENT, _ticket_number(call), nobody_on_duty=True))
     call.routing_outcome = OUTCOME_NO_ANSWER
+    return _consultation_left_a_message(session, call, routing, now=now, calendar=calendar)
+
+
+def _consultation_left_a_message(
+    session: Session,
+    call: Call,
+    routing: RoutingState,
+    *,
+    now: datetime,
+    calendar: BusinessCalendar,
+) -> Outcome:
+    """A consultation nobody takes: the voicemail phase, with the call-back queue offered
+    in working hours, and the call's ticket request (its call back) opened."""
     routing = _offer_callback(
         session, call, replace(routing, phase=VOICEMAIL), now=now, calendar=calendar
     )
@@ -1037,12 +1050,7 @@ def _nobody_accepted(
     # event follows) or the voicemail alone.
     offered = "callback" if _callback_offered_now(routing, calendar, now) else "voicemail"
     record_event(session, call, "nobody_answered", now, step=CONSULTATION, offered=offered)
-    routing = _offer_callback(
-        session, call, replace(routing, phase=VOICEMAIL), now=now, calendar=calendar
-    )
-    _save(call, routing)
-    request_id = _open_callback(session, call, now=now, calendar=calendar)
-    return Outcome(_voicemail_offer(call, routing), submit_requests=(request_id,))
+    return _consultation_left_a_message(session, call, routing, now=now, calendar=calendar)
 
 
 def _caller_gone(
