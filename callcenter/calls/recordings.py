@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, select
-from sqlalchemy.orm import Session, object_session
+from sqlalchemy.orm import Session
 
 from callcenter.db.models import Call, CallEvent
 from callcenter.errors import InvalidInput
@@ -116,16 +116,6 @@ _RECORDING_DETAILS = (
     .where(CallEvent.call_id == bindparam("call_id"), CallEvent.kind == RECORDING_EVENT)
     .order_by(CallEvent.id)
 )
-
-
-def has_recordings(call: Call) -> bool:
-    """Has the call any recording? The same answer as `call_recordings(call)`, without
-    loading the call's whole path when it is not loaded yet: one query of the recording
-    events' details (a ticket draft asks this on every ticket-opening step)."""
-    session = object_session(call)
-    if session is None or call.id is None or "events" in call.__dict__:
-        return bool(call_recordings(call))
-    return bool(recording_sids(session, call.id))
 
 
 def recording_sids(db: Session | Connection, call_id: int) -> list[str]:

@@ -323,11 +323,6 @@ def advance(state: CallState, event: IvrEvent, ctx: StepContext) -> StepResult:
     return handler(state, event, ctx)
 
 
-def render_current(state: CallState, ctx: StepContext) -> Reply:
-    """What the caller hears at the current step (used for re-prompts and duplicates)."""
-    return _prompt(state, ctx)
-
-
 def _has_ticket(ctx: StepContext) -> bool:
     return ctx.lookups.requested_ticket() is not None
 

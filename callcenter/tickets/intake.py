@@ -206,31 +206,6 @@ def mark_phone_duplicate_on_row(
     )
 
 
-def add_to_ticket(
-    session: Session,
-    call: Call,
-    ticket_number: str,
-    *,
-    now: datetime,
-    calendar: BusinessCalendar,
-    call_url: str,
-    topic: str | None = None,
-) -> TicketRequest:
-    """`add_to_ticket_on_row` for a call the ORM holds: its pending changes flushed first,
-    the request returned as an ORM object read fresh."""
-    session.flush()
-    request_id = add_to_ticket_on_row(
-        session.connection(),
-        call.id,
-        ticket_number,
-        now=now,
-        calendar=calendar,
-        call_url=call_url,
-        topic=topic,
-    )
-    return _read_back(session, request_id)
-
-
 def add_to_ticket_on_row(
     connection: Connection,
     call_id: int,
