@@ -44,6 +44,10 @@ from tests.job_runner import SynchronousJobRunner
 if TYPE_CHECKING:
     from tests.processes import ServiceStack
 
+# Fixtures kept in a helper module next to the helpers they go with, for every test module
+# that asks for them (`exchanges`, `hotline`); a module's own fixture of the name wins.
+pytest_plugins = ["tests.incident_helpers"]
+
 ROOT = Path(__file__).resolve().parent.parent
 # The customer's shared, read-only folder (Twilio's OpenAPI description, the regulation):
 # next to the checkout, or where SHARED_DIR says (scripts/test.sh finds it for a clone).

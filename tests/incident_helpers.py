@@ -1,13 +1,18 @@
 """What the known-incident tests share: the hotline they call (Twilio at Prism, every
 request kept, jobs run at once, a roster with an on-duty specialist and a head), the SMS
 Prism accepted, an incident declared on an existing ticket, the CLI, and callers from
-organisations of their own."""
+organisations of their own. The roster and the SMS Prism accepted serve the follow-ups'
+tests too.
+
+`exchanges` and `hotline` are fixtures: tests/conftest.py loads this module as a plugin
+(pytest_plugins), so any test module may ask for them, and one of its own overrides them."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
 
+import pytest
 from click.testing import CliRunner
 
 from callcenter.cli import main
@@ -43,15 +48,21 @@ shifts:
 """
 
 
-def wire_hotline(
+@pytest.fixture
+def exchanges() -> list[TwilioExchange]:
+    """Every request the Twilio adapter made, in order."""
+    return []
+
+
+@pytest.fixture
+def hotline(
     make_services: Callable[..., Services],
     prism_url: str,
     exchanges: list[TwilioExchange],
     run_jobs_at_once: Callable[[Services], SynchronousJobRunner],
-) -> tuple[Services, TwilioTelephony]:
+) -> Iterator[Services]:
     """Services with Twilio at Prism (every request kept in `exchanges`), jobs run at
-    once, the roster above and a known caller of «Ромашка» (CALLER). Close the
-    telephony at teardown."""
+    once, the roster above and a known caller of «Ромашка» (CALLER)."""
     services = make_services(twilio_api_base_url=prism_url)
     telephony = build_telephony(services.settings, on_exchange=exchanges.append)
     assert isinstance(telephony, TwilioTelephony)
@@ -60,13 +71,15 @@ def wire_hotline(
     with transaction(services.sessions) as session:
         import_roster(session, ROSTER)
         add_contact(session, now=services.clock(), phone=CALLER)
-    return services, telephony
+    yield services
+    telephony.close()
 
 
 def sms_sent(exchanges: list[TwilioExchange]) -> list[dict[str, str]]:
     """The SMS Twilio (Prism) accepted, in order: each one's form (To, Body, ...)."""
+    # status None: the request never reached Twilio (refused, timed out).
     sent = [e for e in exchanges if e.path == MESSAGES_PATH and e.status is not None]
-    assert all(e.status == 201 for e in sent), sent
+    assert all(e.status == 201 for e in sent), sent  # valid against Twilio's spec
     return [e.form for e in sent]
 
 

@@ -6,13 +6,10 @@ result recorded → in the ticket's history on the portal."""
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from callcenter.app import create_app
 from callcenter.clock import fixed_clock
@@ -24,23 +21,12 @@ from callcenter.simulator.twilio import Simulator
 from callcenter.telephony.client import TwilioExchange, TwilioTelephony
 from tests.conftest import DEFAULT_NOW, TEST_ACCOUNT_SID, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
 from tests.console_helpers import add_user, csrf_of, login
+from tests.ticket_pipeline import serving
 from tests.twilio_requests import parse_twiml, said, signed_post
 
 CLIENT = "+79161234567"
 SPECIALIST_PHONE = "+79160000001"
 LINE = "+78002506077"
-
-
-@contextmanager
-def serving(services: Services) -> Iterator[str]:
-    http = make_server("127.0.0.1", 0, create_app(services=services), threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{http.server_port}"
-    finally:
-        http.shutdown()
-        thread.join(timeout=10)
 
 
 def _roster(services: Services) -> None:

@@ -8,9 +8,7 @@ verb; "#" alone is no input); at night the caller hears the voicemail as before.
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,6 @@ from typing import Any
 import pytest
 import requests
 from sqlalchemy import func, select
-from werkzeug.serving import make_server
 
 from callcenter.app import create_app
 from callcenter.callbacks import queue
@@ -34,6 +31,7 @@ from callcenter.simulator.script import Answer, CallScript
 from callcenter.simulator.twilio import SentRequest, Simulator, Transcript
 from tests.conftest import DEFAULT_NOW, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE, MutableClock
 from tests.console_helpers import add_call, add_user, login
+from tests.ticket_pipeline import serving
 
 ROSTER = Path(__file__).parent / "fixtures" / "roster" / "office.yaml"
 CLIENT = "+79031112233"
@@ -47,18 +45,6 @@ OFFER_THIRD = (
     "очереди, нажмите 1 — вы третий в очереди. Или оставьте сообщение после сигнала."
 )
 LEAVE_MESSAGE = prompts.ROUTING_LEAVE_MESSAGE
-
-
-@contextmanager
-def serving(services: Services) -> Iterator[str]:
-    http = make_server("127.0.0.1", 0, create_app(services=services), threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{http.server_port}"
-    finally:
-        http.shutdown()
-        thread.join(timeout=10)
 
 
 @pytest.fixture

@@ -37,6 +37,7 @@ from callcenter.tickets.followups import (
 from callcenter.tickets.intake import add_recording, mark_phone_duplicate, open_ticket_request
 from callcenter.tickets.notifications import caller_confirmation
 from tests.conftest import TEST_ACCOUNT_SID, TEST_PUBLIC_BASE, MutableClock
+from tests.incident_helpers import ROSTER, sms_sent
 from tests.ticket_pipeline import (
     CALLER,
     LANDLINE,
@@ -50,30 +51,8 @@ from tests.ticket_pipeline import (
 # The SMS ledger's ON CONFLICT insert differs per dialect.
 pytestmark = pytest.mark.both_databases
 
-MESSAGES_PATH = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages.json"
 RECORDINGS = f"https://api.twilio.com/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Recordings/"
 AUDIO = Path(__file__).parent / "fixtures" / "audio" / "silence.mp3"
-
-ROSTER = """
-staff:
-  - key: ivanov
-    name: Иванов Иван
-    phones: ["+7 912 345-67-01"]
-  - key: head
-    name: Сидоров Пётр
-    role: head
-    phones: ["+7 912 345-67-09"]
-shifts:
-  - staff: ivanov
-    days: working_days
-    hours: business
-    duty: urgent
-"""
-
-
-@pytest.fixture
-def exchanges() -> list[TwilioExchange]:
-    return []
 
 
 @pytest.fixture
@@ -96,13 +75,6 @@ def twilio(
     yield make
     for telephony in adapters:
         telephony.close()
-
-
-def sms_sent(exchanges: list[TwilioExchange]) -> list[dict[str, str]]:
-    # status None: the request never reached Twilio (refused, timed out).
-    sent = [e for e in exchanges if e.path == MESSAGES_PATH and e.status is not None]
-    assert all(e.status == 201 for e in sent), sent  # valid against Twilio's spec
-    return [e.form for e in sent]
 
 
 def create(services: Services, request_id: int) -> str:

@@ -6,7 +6,7 @@ the twilio library against Prism."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -32,32 +32,12 @@ from tests.incident_helpers import (
     cli,
     declare,
     sms_sent,
-    wire_hotline,
 )
 from tests.job_runner import SynchronousJobRunner
 from tests.ticket_pipeline import CALLER, LANDLINE, closed_port_url, make_call, work_burst
 from tests.twilio_requests import TwilioCall
 
 pytestmark = pytest.mark.both_databases
-
-
-@pytest.fixture
-def exchanges() -> list[TwilioExchange]:
-    return []
-
-
-@pytest.fixture
-def hotline(
-    make_services: Callable[..., Services],
-    prism_url: str,
-    exchanges: list[TwilioExchange],
-    run_jobs_at_once: Callable[[Services], SynchronousJobRunner],
-) -> Iterator[Services]:
-    """Services with Twilio at Prism (every request kept in `exchanges`), jobs run at
-    once, the example roster and a known caller of «Ромашка»."""
-    services, telephony = wire_hotline(make_services, prism_url, exchanges, run_jobs_at_once)
-    yield services
-    telephony.close()
 
 
 def test_a_caller_hears_the_incident_first_joins_with_1_and_gets_sms_now_and_at_close(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 from click.testing import CliRunner
@@ -22,7 +22,7 @@ from callcenter.portal.protocol import IncidentLink
 from callcenter.regulation.speech import say_digits
 from callcenter.services import Services
 from callcenter.telephony.client import TwilioExchange
-from tests.incident_helpers import add_callers, cli, declare, sms_sent, wire_hotline
+from tests.incident_helpers import add_callers, cli, declare, sms_sent
 from tests.job_runner import SynchronousJobRunner
 from tests.ticket_pipeline import CALLER, LANDLINE, closed_port_url
 from tests.twilio_requests import TwilioCall
@@ -30,23 +30,6 @@ from tests.twilio_requests import TwilioCall
 pytestmark = pytest.mark.both_databases
 
 RESOLVED = "SKAI ТП: сбой "
-
-
-@pytest.fixture
-def exchanges() -> list[TwilioExchange]:
-    return []
-
-
-@pytest.fixture
-def hotline(
-    make_services: Callable[..., Services],
-    prism_url: str,
-    exchanges: list[TwilioExchange],
-    run_jobs_at_once: Callable[[Services], SynchronousJobRunner],
-) -> Iterator[Services]:
-    services, telephony = wire_hotline(make_services, prism_url, exchanges, run_jobs_at_once)
-    yield services
-    telephony.close()
 
 
 def join(services: Services, caller: str) -> str:

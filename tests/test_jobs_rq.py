@@ -60,11 +60,6 @@ MESSAGES_PATH = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages.json"
 
 
 @pytest.fixture
-def exchanges() -> list[TwilioExchange]:
-    return []
-
-
-@pytest.fixture
 def pipeline(
     make_services: Callable[..., Services],
     redis_url: str,

@@ -79,11 +79,6 @@ LINES = {MISSING_LINE: "8 (800) 250-60-77", PRISM_NUMBER: "Prism example line"}
 
 
 @pytest.fixture
-def exchanges() -> list[TwilioExchange]:
-    return []
-
-
-@pytest.fixture
 def make_twilio(exchanges: list[TwilioExchange]) -> Iterator[Callable[[str], TwilioTelephony]]:
     built: list[TwilioTelephony] = []
 

@@ -13,7 +13,6 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -27,7 +26,6 @@ from twilio.request_validator import RequestValidator
 from werkzeug.serving import BaseWSGIServer, make_server
 
 from callcenter.access.tokens import create_token
-from callcenter.app import create_app
 from callcenter.calllog.query import get_call
 from callcenter.calllog.serialize import call_json
 from callcenter.cli import main
@@ -71,6 +69,7 @@ from tests.conftest import (
     TEST_PUBLIC_BASE,
     MutableClock,
 )
+from tests.ticket_pipeline import serving
 
 CALL_SID = re.compile(r"CA[0-9a-f]{32}")
 PUBLIC = TEST_PUBLIC_BASE
@@ -753,19 +752,6 @@ def test_answer_words_keep_their_typed_order() -> None:
 
 
 # ---------------------------------------------------------------- the call log
-
-
-@contextmanager
-def serving(services: Services) -> Iterator[str]:
-    """The real service (`create_app`), served over HTTP on a free loopback port."""
-    http = make_server("127.0.0.1", 0, create_app(services=services), threaded=True)
-    thread = threading.Thread(target=http.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{http.server_port}"
-    finally:
-        http.shutdown()
-        thread.join(timeout=10)
 
 
 @pytest.fixture

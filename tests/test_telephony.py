@@ -113,11 +113,6 @@ def stand_in() -> Iterator[Callable[[Callable[[Request], Response]], StandIn]]:
 
 
 @pytest.fixture
-def exchanges() -> list[TwilioExchange]:
-    return []
-
-
-@pytest.fixture
 def make_twilio(
     exchanges: list[TwilioExchange],
 ) -> Iterator[Callable[..., TwilioTelephony]]:

@@ -1,18 +1,21 @@
 """Helpers for the ticket pipeline's tests: calls as the IVR leaves them, a live built-in
-portal API over real HTTP, a port nothing listens on, and an RQ worker in burst mode."""
+portal API over real HTTP, the whole service over real HTTP, a port nothing listens on, and
+an RQ worker in burst mode."""
 
 from __future__ import annotations
 
 import socket
 import threading
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
+from callcenter.app import create_app
 from callcenter.calls.store import get_or_create_call
 from callcenter.db import transaction
 from callcenter.db.models import Call, Contact, ContactPhone, Organisation, Ticket, TicketRequest
@@ -143,6 +146,19 @@ class LivePortal:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+@contextmanager
+def serving(services: Services) -> Iterator[str]:
+    """The real service (`create_app`), served over HTTP on a free loopback port."""
+    http = make_server("127.0.0.1", 0, create_app(services=services), threaded=True)
+    thread = threading.Thread(target=http.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{http.server_port}"
+    finally:
+        http.shutdown()
+        thread.join(timeout=10)
 
 
 def work_burst(services: Services) -> bool:
