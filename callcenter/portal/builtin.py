@@ -24,9 +24,22 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import BindParameter, Executable, bindparam, func, insert, or_, select, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Executable,
+    Row,
+    Select,
+    Table,
+    bindparam,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as postgresql_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -76,10 +89,11 @@ class BuiltinPortal:
     def get_ticket(self, number: str) -> TicketView:
         wanted = _parse_number(number)
         with self._session() as session:
-            ticket = session.scalars(select(Ticket).where(Ticket.number == wanted)).one_or_none()
+            connection = session.connection()
+            ticket = connection.execute(_TICKET_BY_NUMBER, {"number": wanted}).one_or_none()
             if ticket is None:
                 raise TicketNotFound(f"ticket {number} not found")
-            return self._view(session, ticket)
+            return self._read_views(connection, [ticket])[0]
 
     def add_entry(
         self,
@@ -111,19 +125,13 @@ class BuiltinPortal:
         problems = rules.open_query_problems(contact_id=contact_id, caller=caller, limit=limit)
         if problems:
             raise InvalidTicketData(problems)
-        whose = []
-        if contact_id is not None:
-            whose.append(Ticket.contact_id == contact_id)
-        if caller is not None:
-            whose.append(Ticket.caller == caller)
+        statement = _open_tickets_statement(contact_id is not None, caller is not None)
         with self._session() as session:
-            found = session.scalars(
-                select(Ticket)
-                .where(Ticket.status.in_(rules.OPEN_STATUSES), or_(*whose))
-                .order_by(Ticket.created_at.desc(), Ticket.number.desc())
-                .limit(limit)
+            connection = session.connection()
+            found = connection.execute(
+                statement, {"contact_id": contact_id, "caller": caller, "limit": limit}
             ).all()
-            return self._views(session, found)
+            return self._read_views(connection, found)
 
     def add_affected_organisations(
         self,
@@ -483,20 +491,23 @@ class BuiltinPortal:
         ).all()
         return self._view_of(ticket, entries)
 
-    def _views(self, session: Session, tickets: Sequence[Ticket]) -> tuple[TicketView, ...]:
-        """Several tickets' views with their histories read in one query, not one each (a
-        repeat caller's lookup runs before the first words they hear)."""
-        entries: dict[int, list[TicketEntry]] = {ticket.id: [] for ticket in tickets}
+    def _read_views(
+        self, connection: Connection, tickets: Sequence[Row[Any]]
+    ) -> tuple[TicketView, ...]:
+        """Read-only lookups (a caller's ticket, a repeat caller's open tickets — both
+        before the words a caller hears next): the tickets' rows and their histories, read
+        in one query for all of them, with prebuilt Core statements — no ORM objects to
+        build, no statement to build per call."""
+        entries: dict[int, list[Row[Any]]] = {ticket.id: [] for ticket in tickets}
         if entries:
-            for entry in session.scalars(
-                select(TicketEntry)
-                .where(TicketEntry.ticket_id.in_(entries))
-                .order_by(TicketEntry.at, TicketEntry.id)
-            ):
+            for entry in connection.execute(_HISTORIES, {"ticket_ids": list(entries)}):
                 entries[entry.ticket_id].append(entry)
         return tuple(self._view_of(ticket, entries[ticket.id]) for ticket in tickets)
 
-    def _view_of(self, ticket: Ticket, entries: Sequence[TicketEntry]) -> TicketView:
+    def _view_of(
+        self, ticket: Ticket | Row[Any], entries: Sequence[TicketEntry | Row[Any]]
+    ) -> TicketView:
+        """A ticket's view, from its ORM object or its row (the same names)."""
         number = str(ticket.number)
         return TicketView(
             number=number,
@@ -537,6 +548,32 @@ class BuiltinPortal:
                 for item in ticket.incidents or []
             ),
         )
+
+
+_tickets = cast(Table, Ticket.__table__)
+_entries = cast(Table, TicketEntry.__table__)
+_TICKET_BY_NUMBER = select(_tickets).where(_tickets.c.number == bindparam("number"))
+_HISTORIES = (
+    select(_entries)
+    .where(_entries.c.ticket_id.in_(bindparam("ticket_ids", expanding=True)))
+    .order_by(_entries.c.at, _entries.c.id)
+)
+
+
+@cache
+def _open_tickets_statement(by_contact: bool, by_caller: bool) -> Select[Any]:
+    """A contact's or a number's open tickets (or either's), newest first, built once."""
+    whose = []
+    if by_contact:
+        whose.append(_tickets.c.contact_id == bindparam("contact_id"))
+    if by_caller:
+        whose.append(_tickets.c.caller == bindparam("caller"))
+    return (
+        select(_tickets)
+        .where(_tickets.c.status.in_(rules.OPEN_STATUSES), or_(*whose))
+        .order_by(_tickets.c.created_at.desc(), _tickets.c.number.desc())
+        .limit(bindparam("limit"))
+    )
 
 
 # The `created` entry's values are bound as `entry_<column>` (the ticket's are bound by
