@@ -323,6 +323,36 @@ def test_a_priority_change_with_a_comment_and_bad_changes(portal: BuiltinPortal)
 # ---------------------------------------------------------------- concurrency
 
 
+def test_a_lookup_leaves_its_connection_transactional_for_the_next_writer(
+    database_url: str, clock: MutableClock
+) -> None:
+    """The lookups read in the driver's autocommit (no BEGIN/ROLLBACK round trips before a
+    caller hears anything); the one pooled connection they used must come back to the pool
+    transactional, or a caller's next step would commit half of its writes."""
+    engine = make_engine(database_url, pool_size=1, max_overflow=0)
+    try:
+        sessions = make_session_factory(engine)
+        portal = BuiltinPortal(sessions, clock)
+        portal.create_ticket(draft("CA-a"))
+        assert [v.number for v in portal.open_tickets(contact_id=7)] == ["1001"]
+        assert portal.get_ticket("1001").number == "1001"
+
+        with pytest.raises(RuntimeError), sessions() as session, session.begin():
+            session.add(
+                Ticket(number=1002, topic="reports", created_at=clock(), updated_at=clock())
+            )
+            session.flush()
+            raise RuntimeError("the step fails after its first write")
+
+        assert [v.number for v in portal.open_tickets(contact_id=7, caller="+79161234567")] == [
+            "1001"
+        ]
+        with sessions() as session:
+            assert session.scalar(select(func.count()).select_from(Ticket)) == 1
+    finally:
+        engine.dispose()
+
+
 # ---------------------------------------------------------------- one problem, many clients
 
 

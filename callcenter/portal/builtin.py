@@ -88,8 +88,7 @@ class BuiltinPortal:
 
     def get_ticket(self, number: str) -> TicketView:
         wanted = _parse_number(number)
-        with self._session() as session:
-            connection = session.connection()
+        with self._reading() as connection:
             ticket = connection.execute(_TICKET_BY_NUMBER, {"number": wanted}).one_or_none()
             if ticket is None:
                 raise TicketNotFound(f"ticket {number} not found")
@@ -126,8 +125,7 @@ class BuiltinPortal:
         if problems:
             raise InvalidTicketData(problems)
         statement = _open_tickets_statement(contact_id is not None, caller is not None)
-        with self._session() as session:
-            connection = session.connection()
+        with self._reading() as connection:
             found = connection.execute(
                 statement, {"contact_id": contact_id, "caller": caller, "limit": limit}
             ).all()
@@ -398,6 +396,15 @@ class BuiltinPortal:
                 yield session
         except OperationalError as exc:
             raise PortalUnavailable(f"the ticket database is unavailable: {exc.orig}") from exc
+
+    @contextmanager
+    def _reading(self) -> Iterator[Connection]:
+        """A connection for a read-only lookup, in the driver's autocommit: on PostgreSQL
+        no BEGIN and no ROLLBACK around the lookup's SELECTs, two round trips fewer before
+        a caller hears anything (the isolation level goes back to the pool's default when
+        the connection is returned)."""
+        with self._session() as session:
+            yield session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
     def _insert_ticket(self, session: Session, draft: TicketDraft) -> TicketView | None:
         """Insert the ticket and its `created` entry; the caller commits. None, and nothing
