@@ -399,12 +399,16 @@ class BuiltinPortal:
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
-        """A connection for a read-only lookup, in the driver's autocommit: on PostgreSQL
-        no BEGIN and no ROLLBACK around the lookup's SELECTs, two round trips fewer before
-        a caller hears anything (the isolation level goes back to the pool's default when
-        the connection is returned)."""
+        """A connection for a read-only lookup. On a database server, in the driver's
+        autocommit: no BEGIN and no ROLLBACK around the lookup's SELECTs, two round trips
+        fewer before a caller hears anything (the isolation level goes back to the pool's
+        default when the connection is returned). SQLite's reads take no round trip, and
+        switching back would cost it a PRAGMA: its connection is used as it is."""
         with self._session() as session:
-            yield session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+            if session.get_bind().dialect.name == "sqlite":
+                yield session.connection()
+            else:
+                yield session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
 
     def _insert_ticket(self, session: Session, draft: TicketDraft) -> TicketView | None:
         """Insert the ticket and its `created` entry; the caller commits. None, and nothing
