@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -384,6 +385,16 @@ def test_open_tickets_of_a_contact_or_a_number_newest_first(
         "1002",
     ]
     assert portal.open_tickets(contact_id=99) == ()
+
+    # Without their histories (what the IVR's repeat-caller offer asks for): the same
+    # views, each with its history left out — and every ticket has one.
+    assert all(view.history for view in by_number)
+    assert portal.open_tickets(caller="+79161234567", history=False) == tuple(
+        replace(view, history=()) for view in by_number
+    )
+    assert portal.get_ticket("1004", history=False) == replace(
+        portal.get_ticket("1004"), history=()
+    )
     with pytest.raises(InvalidTicketData) as refused:
         portal.open_tickets()
     assert set(refused.value.fields) == {"contact_id"}

@@ -8,6 +8,7 @@ serve any step of a call.
 
 from __future__ import annotations
 
+import functools
 from datetime import date, datetime
 from typing import Any
 
@@ -504,15 +505,34 @@ def clipped_value(column: ColumnElement[Any], value: Any) -> Any:
     Twilio's free-text parameters (statuses, digits, caller IDs) are stored as sent, but
     never longer than their column: PostgreSQL refuses an over-long value where SQLite would
     keep it, and a caller must not lose a step because a parameter was odd."""
-    if isinstance(column.type, Integer) and isinstance(value, int):
+    limit = _limit_of(column)
+    if limit is None or value is None:
+        return value
+    if limit == _INTEGER:
         # A SequenceNumber or duration beyond PostgreSQL's integer is not Twilio's.
-        return value if -(2**31) <= value < 2**31 else None
-    length = getattr(column.type, "length", None)
-    if not length or not isinstance(column.type, String) or column.unique:
-        return value  # never clip a key: a clipped CallSid could name another call
-    if isinstance(value, str) and len(value) > length:
-        return value[:length]
+        if isinstance(value, int) and not -(2**31) <= value < 2**31:
+            return None
+        return value
+    if isinstance(value, str) and len(value) > limit:
+        return value[:limit]
     return value
+
+
+# `_limit_of` for an integer column (a length is positive).
+_INTEGER = 0
+
+
+@functools.cache
+def _limit_of(column: ColumnElement[Any]) -> int | None:
+    """What bounds a value of `column`: its length, `_INTEGER`, or None. Cached per column:
+    a new call's row clips every column, and the type checks cost more than the insert's
+    other Python."""
+    if isinstance(column.type, Integer):
+        return _INTEGER
+    length = getattr(column.type, "length", None)
+    if not length or not isinstance(column.type, String) or getattr(column, "unique", False):
+        return None  # never clip a key: a clipped CallSid could name another call
+    return int(length)
 
 
 def _clip_to_column_lengths(_mapper: object, _connection: object, target: Base) -> None:

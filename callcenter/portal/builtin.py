@@ -29,6 +29,7 @@ from typing import Any, cast
 from sqlalchemy import (
     BindParameter,
     Connection,
+    Engine,
     Executable,
     Row,
     Select,
@@ -74,6 +75,8 @@ NUMBER_ATTEMPTS = 50
 class BuiltinPortal:
     """`Portal` over the `Ticket` / `TicketEntry` tables. Safe to share between threads."""
 
+    reads_own_database = True
+
     def __init__(
         self, sessions: sessionmaker[Session], clock: Clock, base_url: str | None = None
     ) -> None:
@@ -86,13 +89,13 @@ class BuiltinPortal:
     def create_ticket(self, draft: TicketDraft) -> TicketView:
         return self.create_ticket_once(draft)[0]
 
-    def get_ticket(self, number: str) -> TicketView:
+    def get_ticket(self, number: str, *, history: bool = True) -> TicketView:
         wanted = _parse_number(number)
         with self._reading() as connection:
             ticket = connection.execute(_TICKET_BY_NUMBER, {"number": wanted}).one_or_none()
             if ticket is None:
                 raise TicketNotFound(f"ticket {number} not found")
-            return self._read_views(connection, [ticket])[0]
+            return self._read_views(connection, [ticket], history=history)[0]
 
     def add_entry(
         self,
@@ -119,7 +122,12 @@ class BuiltinPortal:
         return self.record_phone_duplicate_once(number, at=at, caller=caller, call_ref=call_ref)[0]
 
     def open_tickets(
-        self, *, contact_id: int | None = None, caller: str | None = None, limit: int = 3
+        self,
+        *,
+        contact_id: int | None = None,
+        caller: str | None = None,
+        limit: int = 3,
+        history: bool = True,
     ) -> tuple[TicketView, ...]:
         problems = rules.open_query_problems(contact_id=contact_id, caller=caller, limit=limit)
         if problems:
@@ -129,7 +137,7 @@ class BuiltinPortal:
             found = connection.execute(
                 statement, {"contact_id": contact_id, "caller": caller, "limit": limit}
             ).all()
-            return self._read_views(connection, found)
+            return self._read_views(connection, found, history=history)
 
     def add_affected_organisations(
         self,
@@ -403,12 +411,17 @@ class BuiltinPortal:
         autocommit: no BEGIN and no ROLLBACK around the lookup's SELECTs, two round trips
         fewer before a caller hears anything (the isolation level goes back to the pool's
         default when the connection is returned). SQLite's reads take no round trip, and
-        switching back would cost it a PRAGMA: its connection is used as it is."""
-        with self._session() as session:
-            if session.get_bind().dialect.name == "sqlite":
-                yield session.connection()
-            else:
-                yield session.connection(execution_options={"isolation_level": "AUTOCOMMIT"})
+        switching back would cost it a PRAGMA: its connection is used as it is. A
+        connection of the sessions' engine, not a session: a lookup needs no unit of work,
+        and a session's set-up and close cost more than its SELECTs on SQLite."""
+        engine: Engine = self._sessions.kw["bind"]
+        try:
+            with engine.connect() as connection:
+                if connection.dialect.name != "sqlite":
+                    connection.execution_options(isolation_level="AUTOCOMMIT")
+                yield connection
+        except OperationalError as exc:
+            raise PortalUnavailable(f"the ticket database is unavailable: {exc.orig}") from exc
 
     def _insert_ticket(self, session: Session, draft: TicketDraft) -> TicketView | None:
         """Insert the ticket and its `created` entry; the caller commits. None, and nothing
@@ -503,14 +516,14 @@ class BuiltinPortal:
         return self._view_of(ticket, entries)
 
     def _read_views(
-        self, connection: Connection, tickets: Sequence[Row[Any]]
+        self, connection: Connection, tickets: Sequence[Row[Any]], *, history: bool
     ) -> tuple[TicketView, ...]:
         """Read-only lookups (a caller's ticket, a repeat caller's open tickets — both
-        before the words a caller hears next): the tickets' rows and their histories, read
-        in one query for all of them, with prebuilt Core statements — no ORM objects to
-        build, no statement to build per call."""
+        before the words a caller hears next): the tickets' rows and, when asked for, their
+        histories, read in one query for all of them, with prebuilt Core statements — no
+        ORM objects to build, no statement to build per call."""
         entries: dict[int, list[Row[Any]]] = {ticket.id: [] for ticket in tickets}
-        if entries:
+        if entries and history:
             for entry in connection.execute(_HISTORIES, {"ticket_ids": list(entries)}):
                 entries[entry.ticket_id].append(entry)
         return tuple(self._view_of(ticket, entries[ticket.id]) for ticket in tickets)

@@ -55,6 +55,8 @@ T = TypeVar("T")
 class HttpPortal:
     """`Portal` over HTTP. `base_url` is the API root, e.g. `https://portal/api/v1`."""
 
+    reads_own_database = False
+
     def __init__(
         self,
         base_url: str,
@@ -94,7 +96,8 @@ class HttpPortal:
             idempotency_key=draft.idempotency_key,
         )
 
-    def get_ticket(self, number: str) -> TicketView:
+    def get_ticket(self, number: str, *, history: bool = True) -> TicketView:
+        # The contract's ticket always carries its history: `history` changes nothing here.
         return self._call("GET", self._ticket_path(number), ticket=number)
 
     def add_entry(
@@ -133,7 +136,12 @@ class HttpPortal:
         )
 
     def open_tickets(
-        self, *, contact_id: int | None = None, caller: str | None = None, limit: int = 3
+        self,
+        *,
+        contact_id: int | None = None,
+        caller: str | None = None,
+        limit: int = 3,
+        history: bool = True,
     ) -> tuple[TicketView, ...]:
         if contact_id is None and caller is None:
             return ()

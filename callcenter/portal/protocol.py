@@ -94,12 +94,19 @@ class TicketView:
 
 
 class Portal(Protocol):
+    # True when the portal keeps its tickets in this service's own database (the built-in
+    # portal): on SQLite the IVR then asks it on the request's thread. Any other portal,
+    # and any portal on PostgreSQL, is asked on a lookup thread the caller stops waiting
+    # for (`ivr.conversation._ask_portal` says why).
+    reads_own_database: bool
+
     def create_ticket(self, draft: TicketDraft) -> TicketView:
         """Create (or, for a known idempotency key, return the existing) ticket."""
         ...
 
-    def get_ticket(self, number: str) -> TicketView:
-        """Raises TicketNotFound."""
+    def get_ticket(self, number: str, *, history: bool = True) -> TicketView:
+        """Raises TicketNotFound. `history=False`: the caller does not need the ticket's
+        history, which the portal may then leave out (`history` empty)."""
         ...
 
     def add_entry(
@@ -124,10 +131,16 @@ class Portal(Protocol):
         ...
 
     def open_tickets(
-        self, *, contact_id: int | None = None, caller: str | None = None, limit: int = 3
+        self,
+        *,
+        contact_id: int | None = None,
+        caller: str | None = None,
+        limit: int = 3,
+        history: bool = True,
     ) -> tuple[TicketView, ...]:
         """Tickets not solved or closed whose contact is `contact_id` or whose caller is
-        `caller` (E.164), newest first, at most `limit`; none when both are None."""
+        `caller` (E.164), newest first, at most `limit`; none when both are None.
+        `history=False` as for `get_ticket`."""
         ...
 
     def add_affected_organisations(
