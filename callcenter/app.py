@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
+from typing import Any
 
 from flask import Flask, Request, Response, g, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
@@ -34,7 +36,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         services = Services.from_settings(settings or Settings.from_env())
     settings = services.settings
 
-    app = Flask(__name__)
+    app = _App(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
         SESSION_COOKIE_HTTPONLY=True,
@@ -64,6 +66,28 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.teardown_appcontext(close_db_session)
 
     return app
+
+
+class _App(Flask):
+    """Flask, with `ensure_sync`'s answer kept per function. Flask asks it of every hook
+    and view on every request (a dozen `inspect` checks a webhook), and a function's
+    answer never changes; Flask documents the method as the one to override."""
+
+    def __init__(self, import_name: str) -> None:
+        super().__init__(import_name)
+        self._sync: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+    def ensure_sync(self, func: Callable[..., Any]) -> Callable[..., Any]:
+        sync = self._sync.get(func)
+        if sync is None:
+            sync = super().ensure_sync(func)
+            if len(self._sync) < _SYNC_KEPT:  # nothing made anew per request piles up
+                self._sync[func] = sync
+        return sync
+
+
+# Hooks, views and error handlers are a few dozen functions.
+_SYNC_KEPT = 512
 
 
 class _NoSessionForMachines(SecureCookieSessionInterface):
