@@ -530,6 +530,8 @@ _DRAFT_FACTS = (
         _organisations.c.stage_one_days,
         _organisations.c.topic_days,
         _requests.c.draft.label("request_draft"),
+        # Every recording kept (`add_recording_to_row` lists each SID with its event).
+        _calls.c.recording_sids,
     )
     .select_from(
         _calls.outerjoin(_contacts, _contacts.c.id == _calls.c.contact_id)
@@ -541,8 +543,7 @@ _DRAFT_FACTS = (
 
 
 def draft_facts(connection: Connection, call_id: int) -> DraftFacts:
-    """The call's `DraftFacts`, read in one query (and the recording events' SIDs when the
-    call has no main recording)."""
+    """The call's `DraftFacts`, read in one query."""
     row = connection.execute(_DRAFT_FACTS, {"call_id": call_id}).one()
     contract = (
         ContractOf(row.organisation_id, row.stage_one_days, row.topic_days)
@@ -570,7 +571,7 @@ def draft_facts(connection: Connection, call_id: int) -> DraftFacts:
         organisation_id=row.organisation_id,
         organisation_name=row.organisation_name,
         contract=contract,
-        recorded=bool(row.recording_url) or bool(recording_sids(connection, call_id)),
+        recorded=bool(row.recording_url) or bool(row.recording_sids),
         request_draft=row.request_draft,
     )
 
