@@ -170,28 +170,18 @@ class OnDuty:
         return None
 
 
-# The active staff and their shifts in one query (a person without shifts: one row of
-# NULLs), staff by id, shifts by id: every routing step loads the roster.
-_ROSTER = (
-    select(
-        Staff.id,
-        Staff.key,
-        Staff.name,
-        Staff.role,
-        Staff.phones,
-        Staff.sms,
-        Shift.id.label("shift_id"),
-        Shift.duty,
-        Shift.pattern,
-        Shift.on_date,
-        Shift.start_local,
-        Shift.end_local,
-        Shift.chain_order,
-    )
-    .outerjoin(Shift, Shift.staff_id == Staff.id)
-    .where(Staff.active.is_(True))
-    .order_by(Staff.id, Shift.id)
+_ACTIVE_STAFF = select(Staff.id, Staff.key, Staff.name, Staff.role, Staff.phones, Staff.sms).where(
+    Staff.active.is_(True)
 )
+_SHIFTS = select(
+    Shift.staff_id,
+    Shift.duty,
+    Shift.pattern,
+    Shift.on_date,
+    Shift.start_local,
+    Shift.end_local,
+    Shift.chain_order,
+).order_by(Shift.id)
 
 
 @dataclass(frozen=True)
@@ -203,19 +193,12 @@ class Roster:
     def load(cls, db: Session | Connection) -> Roster:
         # Column rows, not ORM objects: every routing step loads the roster, and the
         # identity map and instance state of ~20 shifts cost more than the query.
-        people: dict[str, Person] = {}
-        shifts = []
-        for row in db.execute(_ROSTER):
-            if row.key not in people:
-                people[row.key] = Person(
-                    row.key, row.name, row.role, tuple(row.phones or ()), row.sms
-                )
-            if row.shift_id is not None:
-                shifts.append(row)
-        shifts.sort(key=lambda sh: sh.shift_id)  # the rules in the order they were written
+        staff = db.execute(_ACTIVE_STAFF).all()
+        people = {s.key: Person(s.key, s.name, s.role, tuple(s.phones or ()), s.sms) for s in staff}
+        by_id = {s.id: s.key for s in staff}
         rules = tuple(
             ShiftRule(
-                sh.key,
+                by_id[sh.staff_id],
                 sh.duty,
                 sh.pattern,
                 sh.on_date,
@@ -223,7 +206,8 @@ class Roster:
                 sh.end_local,
                 sh.chain_order,
             )
-            for sh in shifts
+            for sh in db.execute(_SHIFTS)
+            if sh.staff_id in by_id
         )
         return cls(people, rules)
 
