@@ -5,6 +5,7 @@ ticket is opened. The built-in portal, jobs run as soon as their step commits.""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -13,10 +14,12 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select
 
 from callcenter.access.tokens import create_token
+from callcenter.app import create_app
 from callcenter.cli.simulate import LocalCallLog
 from callcenter.db import transaction
 from callcenter.db.models import SmsMessage, Ticket
 from callcenter.ivr import prompts
+from callcenter.ivr.conversation import OPEN_TICKETS_SECONDS
 from callcenter.regulation.speech import say_digits
 from callcenter.services import Services
 from callcenter.simulator.script import Answer, CallScript
@@ -26,7 +29,7 @@ from tests.console_helpers import add_user, login
 from tests.job_runner import SynchronousJobRunner
 from tests.test_console_calls import text_of
 from tests.test_portal_api import PREFIX, TOKEN
-from tests.test_portal_http import serve_app
+from tests.test_portal_http import Script, misbehaving, serve_app  # noqa: F401 - a fixture
 from tests.test_voice_webhooks import (
     KNOWN_MOBILE,
     STEP,
@@ -274,3 +277,26 @@ def test_the_simulator_plays_a_caller_with_an_open_ticket(
             e for e in services.portal.get_ticket(number).history if "Дополнение" in (e.text or "")
         ]
         assert len(added) == 1
+
+
+def test_a_customer_portal_that_hangs_holds_the_greeting_for_its_second_not_for_ten(
+    make_services: Callable[..., Services],
+    misbehaving: tuple[Script, str],  # noqa: F811 - the fixture imported above
+) -> None:
+    """The customer's portal (over HTTP) is asked for a caller's open tickets on a lookup
+    thread the caller stops waiting for after `OPEN_TICKETS_SECONDS`: a portal that hangs
+    until the adapter's 10 s read timeout keeps the caller in silence for about a second,
+    and the caller hears the main menu as anyone else."""
+    script, base_url = misbehaving
+    script.hang = True
+    services = make_services(portal_url=base_url, portal_token="t0ken")
+    call = TwilioCall(create_app(services=services).test_client(), caller=UNKNOWN_MOBILE)
+
+    started = time.monotonic()
+    greeting = call.start()
+    waited = time.monotonic() - started
+
+    assert_menu_gather(greeting, "main_menu", 1)
+    assert [request["path"].split("?")[0] for request in script.requests] == ["/api/v1/tickets"]
+    assert waited >= OPEN_TICKETS_SECONDS  # it was asked, and waited for
+    assert waited < OPEN_TICKETS_SECONDS + 4  # not for the portal's 10 s
