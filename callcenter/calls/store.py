@@ -184,20 +184,30 @@ _INSERT_CALL = {
 }
 
 
+# A new row's columns by their model default, sorted once: none (NULL), a constant, or a
+# callable making a fresh list or dict for each row.
+_UNDEFAULTED = tuple(
+    c.key for c in _calls.c if c.key not in ("id", "call_sid") and c.default is None
+)
+_CONSTANT_DEFAULTS = {
+    c.key: cast(Any, c.default).arg
+    for c in _calls.c
+    if c.key not in ("id", "call_sid") and c.default is not None and not c.default.is_callable
+}
+_MADE_DEFAULTS = tuple(
+    (c.key, cast(Any, c.default).arg)
+    for c in _calls.c
+    if c.key not in ("id", "call_sid") and c.default is not None and c.default.is_callable
+)
+
+
 def _new_call_defaults() -> dict[str, Any]:
     """Every column of a new row as the ORM's INSERT would write it: the model's default
     (a fresh list or dict where it is one), else NULL."""
-    values: dict[str, Any] = {}
-    for column in _calls.c:
-        if column.key in ("id", "call_sid"):
-            continue
-        default: Any = column.default
-        if default is None:
-            values[column.key] = None
-        elif default.is_callable:
-            values[column.key] = default.arg(None)  # `list`, `dict`: a new one each time
-        else:
-            values[column.key] = default.arg
+    values: dict[str, Any] = dict.fromkeys(_UNDEFAULTED)
+    values.update(_CONSTANT_DEFAULTS)
+    for key, make in _MADE_DEFAULTS:
+        values[key] = make(None)  # `list`, `dict`: a new one each time
     return values
 
 
