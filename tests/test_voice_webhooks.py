@@ -332,6 +332,20 @@ def test_the_menu_understands_speech(client: FlaskClient, services: Services) ->
     assert call_row(services, call.call_sid).category == "stolen"
 
 
+@pytest.mark.both_databases  # PostgreSQL's JSON refuses Infinity and NaN
+@pytest.mark.parametrize("odd", ["-inf", "nan", "1e999", "Infinity"])
+def test_a_confidence_that_is_no_number_is_kept_as_none_and_the_step_goes_on(
+    client: FlaskClient, services: Services, odd: str
+) -> None:
+    call = TwilioCall(client)
+    call.start()
+    root = call.say("У нас угнали машину", confidence=odd)
+    assert [say.text for say in root.iter("Say")] == [prompts.CONFIRM_STOLEN]
+    [_, event] = events(services, call.call_sid)
+    assert (event.kind, event.speech) == ("gather", "У нас угнали машину")
+    assert "confidence" not in event.detail
+
+
 # ---------------------------------------------------------------- new problem
 
 

@@ -8,6 +8,7 @@ treated as absent, never as an error): Twilio adds parameters over time.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,10 +39,13 @@ def optional_int(raw: str | None) -> int | None:
 
 
 def _float(raw: str | None) -> float | None:
+    """A number Twilio sent (a speech `Confidence`), or None for none: also for `inf` and
+    `nan`, which Python reads as numbers and no JSON column (PostgreSQL's) can store."""
     try:
-        return float(raw) if raw not in (None, "") else None
+        value = float(raw) if raw not in (None, "") else None
     except ValueError:
         return None
+    return value if value is not None and math.isfinite(value) else None
 
 
 @dataclass(frozen=True)
