@@ -226,12 +226,14 @@ def _record_objections(
         number = action.ticket_number
 
         def record(number: str = number) -> None:
+            portal = ivr.portal()
             try:
-                _ask_portal(
-                    ivr.portal(),
+                # A write, on a lookup thread whichever the portal: on SQLite it may wait
+                # for another writer up to the busy timeout, which the caller must not.
+                _on_a_lookup_thread(
                     engine,
                     PORTAL_LOOKUP_SECONDS,
-                    lambda portal: portal.add_entry(
+                    lambda: portal.add_entry(
                         number,
                         text=objection_entry(call_sid),
                         author=OBJECTION_AUTHOR,
@@ -602,24 +604,29 @@ def _iso(raw: Any) -> datetime | None:
 
 
 def _ask_portal(portal: Portal, engine: Engine, seconds: float, ask: Callable[[Portal], T]) -> T:
-    """`ask(portal)`, or TimeoutError once the caller has waited `seconds` for it.
+    """The read `ask(portal)`, or TimeoutError once the caller has waited `seconds` for it.
 
-    Asked on a lookup thread (`_within`) with the database deadline armed there: on
-    PostgreSQL the watchdog cuts every connection an overdue thread holds, so the lookup
-    must not share the thread of the step, whose own connection it would take down with
-    it. The one exception is the built-in portal on SQLite, asked on the request's
-    thread: no watchdog there, and a read in WAL mode waits for no writer, so a thread
-    would bound nothing and cost every identified caller's first webhook a hand-off
-    between threads (~0.3 ms of CPU, measured with `scripts/profile_ivr_step.py`)."""
+    Asked on a lookup thread (`_on_a_lookup_thread`): on PostgreSQL the watchdog cuts every
+    connection an overdue thread holds, so the lookup must not share the thread of the
+    step, whose own connection it would take down with it. The one exception is the
+    built-in portal on SQLite, asked on the request's thread: no watchdog there, and a
+    read in WAL mode waits for no writer, so a thread would bound nothing and cost every
+    identified caller's first webhook a hand-off between threads (~0.3 ms of CPU, measured
+    with `scripts/profile_ivr_step.py`)."""
     if portal.reads_own_database and guard_of(engine) is None:
         return ask(portal)
+    return _on_a_lookup_thread(engine, seconds, lambda: ask(portal))
 
-    def bounded_ask() -> T:
-        # The request's database deadline is its thread's: this one arms its own.
+
+def _on_a_lookup_thread(engine: Engine, seconds: float, fn: Callable[[], T]) -> T:
+    """`fn()` on a lookup thread with the database deadline armed there (the request's is
+    its own thread's), or TimeoutError once the caller has waited `seconds`."""
+
+    def bounded_fn() -> T:
         with bounded(engine, seconds):
-            return ask(portal)
+            return fn()
 
-    return _within(seconds, bounded_ask)
+    return _within(seconds, bounded_fn)
 
 
 def _within(seconds: float, fn: Callable[[], T]) -> T:
