@@ -5,10 +5,13 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flask import Flask, Request, Response, g, request
 from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
+
+if TYPE_CHECKING:
+    from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 from callcenter.api.calls import bp as api_bp
 from callcenter.api.portal import bp as portal_api_bp
@@ -18,7 +21,7 @@ from callcenter.health import bp as health_bp
 from callcenter.logs import bind_call_sid, configure_logging, unbind_call_sid
 from callcenter.metrics import WEBHOOK_LATENCY
 from callcenter.roster.on_duty import roster_health
-from callcenter.security import init_security
+from callcenter.security import bound_webhook_bodies, init_security
 from callcenter.services import Services
 from callcenter.settings import Settings
 from callcenter.vocabulary import WEBHOOKS_PREFIX
@@ -50,14 +53,15 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     configure_logging(settings)
 
-    app.register_blueprint(voice_bp)
-    app.register_blueprint(routing_bp)
-    app.register_blueprint(callbacks_bp)
-    app.register_blueprint(sms_bp)
     app.register_blueprint(api_bp)
     app.register_blueprint(portal_api_bp)
     app.register_blueprint(console_bp)
     app.register_blueprint(health_bp)
+    twilio = _twilio_app(app, services)
+    app.extensions[TWILIO_APP] = twilio
+    # In front of everything the security set-up wraps (ProxyFix): both apps see the
+    # request as the trusted proxies describe it.
+    app.wsgi_app = _WebhooksApart(twilio.wsgi_app, app.wsgi_app)  # type: ignore[method-assign]
     init_security(app, settings)
 
     _instrument(app, services)
@@ -66,6 +70,55 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.teardown_appcontext(close_db_session)
 
     return app
+
+
+# Where `create_app` keeps the app that serves Twilio's webhooks (`twilio_app_of`).
+TWILIO_APP = "callcenter.twilio_app"
+
+
+def twilio_app_of(app: Flask) -> Flask:
+    """The app behind `app` that serves Twilio's webhooks (its URL map, for instance)."""
+    twilio: Flask = app.extensions[TWILIO_APP]
+    return twilio
+
+
+def _twilio_app(app: Flask, services: Services) -> Flask:
+    """Twilio's webhooks (`webhooks/`) on an app of their own, behind the same WSGI entry
+    point: signed machine requests that need none of the console's extensions. Flask-Login,
+    Flask-WTF and Flask-Limiter each run their hooks on every request of an app (the
+    limiter's check even for requests no limit applies to): ~45 µs of every call step's
+    CPU, measured with `scripts/profile_ivr_step.py`. What a webhook does need is here:
+    the body bound (`security.bound_webhook_bodies`), the per-request instruments, the
+    database session's teardown, and the one configuration (shared, so a test's
+    `TESTING` reaches both)."""
+    twilio = _App(__name__)
+    twilio.config = app.config
+    twilio.session_interface = _NoSessionForMachines()
+    twilio.extensions[EXTENSION] = services
+    twilio.register_blueprint(voice_bp)
+    twilio.register_blueprint(routing_bp)
+    twilio.register_blueprint(callbacks_bp)
+    twilio.register_blueprint(sms_bp)
+    bound_webhook_bodies(twilio)
+    _instrument(twilio, services)
+    twilio.teardown_appcontext(close_db_session)
+    return twilio
+
+
+class _WebhooksApart:
+    """The WSGI entry point: a path under `WEBHOOKS_PREFIX` to the Twilio app, the rest to
+    the console's. Not werkzeug's `DispatcherMiddleware`: it moves the mount point into
+    SCRIPT_NAME, and every URL the service gives Twilio, and every signature it checks,
+    names the whole path."""
+
+    def __init__(self, twilio: WSGIApplication, rest: WSGIApplication) -> None:
+        self._twilio = twilio
+        self._rest = rest
+
+    def __call__(self, environ: WSGIEnvironment, start_response: StartResponse) -> Any:
+        if str(environ.get("PATH_INFO", "")).startswith(WEBHOOKS_PREFIX):
+            return self._twilio(environ, start_response)
+        return self._rest(environ, start_response)
 
 
 class _App(Flask):

@@ -18,7 +18,6 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from callcenter.console import auth
 from callcenter.settings import Settings
-from callcenter.vocabulary import WEBHOOKS_PREFIX
 from callcenter.web import API_LIMIT, MAX_CONTENT_LENGTH, WEBHOOK_MAX_BYTES
 
 
@@ -61,12 +60,6 @@ def init_security(app: Flask, settings: Settings) -> None:
     limiter = Limiter(get_remote_address, app=app)
     auth.throttle_login(app, limiter)
 
-    @limiter.request_filter
-    def _twilio_webhooks() -> bool:
-        # No limit applies to Twilio's webhooks (each is signed, and a caller must never
-        # hear a 429): skip the limiter's per-request work on every call step.
-        return request.path.startswith(WEBHOOKS_PREFIX)
-
     for name in ("api", "portal_api"):
         blueprint = app.blueprints[name]
         assert isinstance(blueprint, Blueprint)
@@ -85,20 +78,34 @@ def init_security(app: Flask, settings: Settings) -> None:
     @app.errorhandler(413)
     def _too_large(_exc: Exception) -> ResponseReturnValue:
 
-        message = "Запрос слишком большой."
-        if request.path.startswith(WEBHOOKS_PREFIX):
-            return Response(f"Request Entity Too Large: {message}\n", 413, mimetype="text/plain")
-        response = jsonify(error=413, message=message)
+        response = jsonify(error=413, message=TOO_LARGE)
         response.status_code = 413
         return response
 
     @app.before_request
     def _bound_the_body() -> None:
+        # A declared length over the bound: 413 now, before anything reads the body. A
+        # chunked body is cut off by werkzeug.
+        if (request.content_length or 0) > MAX_CONTENT_LENGTH:
+            abort(413)
 
-        limit = WEBHOOK_MAX_BYTES if request.path.startswith(WEBHOOKS_PREFIX) else None
-        if limit is not None:
-            request.max_content_length = limit
-        # A declared length over the bound: 413 now, before anything reads the body (the
-        # webhooks' signature check included). A chunked body is cut off by werkzeug.
-        if (request.content_length or 0) > (limit or MAX_CONTENT_LENGTH):
+
+TOO_LARGE = "Запрос слишком большой."
+
+
+def bound_webhook_bodies(app: Flask) -> None:
+    """The Twilio app's one protection besides the signature (`webhooks.signature`): a
+    webhook's body is bounded (`WEBHOOK_MAX_BYTES`), and one over it is a plain 413. No
+    limiter: a caller must never hear a 429, and each request is signed."""
+
+    @app.errorhandler(413)
+    def _too_large(_exc: Exception) -> ResponseReturnValue:
+        return Response(f"Request Entity Too Large: {TOO_LARGE}\n", 413, mimetype="text/plain")
+
+    @app.before_request
+    def _bound_the_body() -> None:
+        request.max_content_length = WEBHOOK_MAX_BYTES
+        # A declared length over the bound: 413 now, before the signature check reads the
+        # body. A chunked body is cut off by werkzeug.
+        if (request.content_length or 0) > WEBHOOK_MAX_BYTES:
             abort(413)

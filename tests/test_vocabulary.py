@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from flask import Flask
 
+from callcenter.app import twilio_app_of
 from callcenter.ivr.engine import STEPS
 from callcenter.phones import classify
 from callcenter.vocabulary import (
@@ -79,7 +80,7 @@ def test_the_vocabulary_names_every_step_the_ivr_serves() -> None:
 
 
 def test_every_url_the_vocabulary_names_is_a_twilio_webhook(app: Flask) -> None:
-    urls = app.url_map.bind("hotline.example")
+    urls = twilio_app_of(app).url_map.bind("hotline.example")
     paths = [
         INCOMING_PATH,
         STATUS_PATH,
