@@ -1,6 +1,8 @@
 """The app's protection, set up once by the factory: Flask-Login for the signed-in user,
 Flask-WTF's CSRF, Flask-Limiter's throttles, ProxyFix for trusted proxies only, and the
-request-size bound checked before any body is read.
+request-size bound checked before any body is read. Twilio's webhooks, on an app of their
+own (`callcenter.app`), get only their body bound here (`bound_webhook_bodies`) and their
+signature check in `webhooks.signature`.
 
 The console's own rules (who may do what, the login form) are in `callcenter.console.auth`;
 the limits themselves are named in `callcenter.web`, where the views read them.
