@@ -125,6 +125,10 @@ def kill_worker(service: Supervised) -> None:
 # ---------------------------------------------------------------- the verdict
 
 
+# What `outcome` counts as an SMS not sent.
+NOT_SENT = ("retry", "sending", "failed", "unknown")
+
+
 def outcome(
     database_url: str, stats: load_calls.Stats, sms_seen: list[tuple[str, str]]
 ) -> dict[str, Any]:
@@ -167,9 +171,7 @@ def outcome(
         "sms_at_prism": sum(at_prism.values()),
         "sms_sent_twice": sum(n - 1 for n in at_prism.values() if n > 1),
         # `unknown`: left `sending` by a process that died before writing Twilio's answer.
-        "sms_not_sent": sum(
-            1 for _t, _b, status in sms if status in ("retry", "sending", "failed", "unknown")
-        ),
+        "sms_not_sent": sum(1 for _t, _b, status in sms if status in NOT_SENT),
         # A done ticket owes its caller an SMS (sent, or skipped with a reason), unless
         # the call only duplicated a ticket the caller already has the number of.
         "caller_sms_due": sum(
@@ -204,12 +206,41 @@ def still_pending(database_url: str) -> list[tuple[Any, ...]]:
     return [tuple(row) for row in rows]
 
 
+def still_unsent(database_url: str) -> list[tuple[Any, ...]]:
+    """The SMS not sent, as a human would look them up: key, status, reason, times."""
+    from sqlalchemy import create_engine, select
+
+    from callcenter.db.models import SmsMessage
+
+    engine = create_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                select(
+                    SmsMessage.key,
+                    SmsMessage.status,
+                    SmsMessage.reason,
+                    SmsMessage.created_at,
+                    SmsMessage.updated_at,
+                ).where(SmsMessage.status.in_(NOT_SENT))
+            ).all()
+    finally:
+        engine.dispose()
+    return [tuple(row) for row in rows]
+
+
 def still_missing(result: dict[str, Any], up: bool) -> str:
     """What keeps `all_good` and `healthy` from holding, in a few words."""
     parts = [
         f"{result[name]} {name.replace('_', ' ')}"
-        for name in ("pending", "lost", "duplicates", "sms_sent_twice", "sms_not_sent",
-                     "caller_sms_due")  # fmt: skip
+        for name in (
+            "pending",
+            "lost",
+            "duplicates",
+            "sms_sent_twice",
+            "sms_not_sent",
+            "caller_sms_due",
+        )  # fmt: skip
         if result[name]
     ]
     if result["sms_at_prism"] != result["sms_sent_rows"]:
@@ -323,6 +354,8 @@ def run(args: argparse.Namespace, stack: SupervisedStack) -> int:
         result = outcome(pg.url, stats, sms_at_prism(prism))
         for row in still_pending(pg.url):
             print("still pending:", row)
+        for row in still_unsent(pg.url):
+            print("SMS not sent:", row)
     states = service.states()
     log(f"supervised processes: {states}", started)
     r = result.get
