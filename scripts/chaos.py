@@ -184,49 +184,50 @@ def outcome(
     }
 
 
-def still_pending(database_url: str) -> list[tuple[Any, ...]]:
-    """What a human would look at first: the requests that are not done yet."""
-    from sqlalchemy import create_engine, select
-
-    from callcenter.db.models import TicketRequest
+def _rows(database_url: str, statement: Any) -> list[tuple[Any, ...]]:
+    from sqlalchemy import create_engine
 
     engine = create_engine(database_url)
     try:
         with engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    TicketRequest.id,
-                    TicketRequest.attempts,
-                    TicketRequest.next_attempt_at,
-                    TicketRequest.last_error,
-                ).where(TicketRequest.status == "pending")
-            ).all()
+            return [tuple(row) for row in conn.execute(statement).all()]
     finally:
         engine.dispose()
-    return [tuple(row) for row in rows]
+
+
+def still_pending(database_url: str) -> list[tuple[Any, ...]]:
+    """What a human would look at first: the requests that are not done yet."""
+    from sqlalchemy import select
+
+    from callcenter.db.models import TicketRequest
+
+    return _rows(
+        database_url,
+        select(
+            TicketRequest.id,
+            TicketRequest.attempts,
+            TicketRequest.next_attempt_at,
+            TicketRequest.last_error,
+        ).where(TicketRequest.status == "pending"),
+    )
 
 
 def still_unsent(database_url: str) -> list[tuple[Any, ...]]:
     """The SMS not sent, as a human would look them up: key, status, reason, times."""
-    from sqlalchemy import create_engine, select
+    from sqlalchemy import select
 
     from callcenter.db.models import SmsMessage
 
-    engine = create_engine(database_url)
-    try:
-        with engine.connect() as conn:
-            rows = conn.execute(
-                select(
-                    SmsMessage.key,
-                    SmsMessage.status,
-                    SmsMessage.reason,
-                    SmsMessage.created_at,
-                    SmsMessage.updated_at,
-                ).where(SmsMessage.status.in_(NOT_SENT))
-            ).all()
-    finally:
-        engine.dispose()
-    return [tuple(row) for row in rows]
+    return _rows(
+        database_url,
+        select(
+            SmsMessage.key,
+            SmsMessage.status,
+            SmsMessage.reason,
+            SmsMessage.created_at,
+            SmsMessage.updated_at,
+        ).where(SmsMessage.status.in_(NOT_SENT)),
+    )
 
 
 def still_missing(result: dict[str, Any], up: bool) -> str:
