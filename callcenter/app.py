@@ -64,7 +64,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.wsgi_app = _WebhooksApart(twilio.wsgi_app, app.wsgi_app)  # type: ignore[method-assign]
     init_security(app, settings)
 
-    _instrument(app, services)
+    _instrument(app, services, webhooks=False)
     _warn_about_roster(services)
 
     app.teardown_appcontext(close_db_session)
@@ -93,14 +93,14 @@ def _twilio_app(app: Flask, services: Services) -> Flask:
     `TESTING` reaches both)."""
     twilio = _App(__name__)
     twilio.config = app.config
-    twilio.session_interface = _NoSessionForMachines()
+    twilio.session_interface = _NoSession()
     twilio.extensions[EXTENSION] = services
     twilio.register_blueprint(voice_bp)
     twilio.register_blueprint(routing_bp)
     twilio.register_blueprint(callbacks_bp)
     twilio.register_blueprint(sms_bp)
     bound_webhook_bodies(twilio)
-    _instrument(twilio, services)
+    _instrument(twilio, services, webhooks=True)
     twilio.teardown_appcontext(close_db_session)
     return twilio
 
@@ -144,8 +144,8 @@ _SYNC_KEPT = 512
 
 
 class _NoSessionForMachines(SecureCookieSessionInterface):
-    """Twilio, the JSON API and the probes carry no session cookie: they get Flask's null
-    session instead of a cookie session (whose signer is built per request)."""
+    """The JSON API and the probes carry no session cookie: they get Flask's null session
+    instead of a cookie session (whose signer is built per request)."""
 
     def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
         if request.path.startswith(MACHINE_PATHS):
@@ -153,11 +153,20 @@ class _NoSessionForMachines(SecureCookieSessionInterface):
         return super().open_session(app, request)
 
 
-MACHINE_PATHS = (WEBHOOKS_PREFIX, "/api/", "/portal/api/", "/healthz", "/readyz", "/metrics")
+# The console app's paths that machines call (Twilio's have an app of their own).
+MACHINE_PATHS = ("/api/", "/portal/api/", "/healthz", "/readyz", "/metrics")
 
 
-def _instrument(app: Flask, services: Services) -> None:
-    """Per request: the call it belongs to for every log line, one access line, and the
+class _NoSession(SecureCookieSessionInterface):
+    """The Twilio app's: Twilio carries no session cookie, on any path."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        return self.null_session_class()
+
+
+def _instrument(app: Flask, services: Services, *, webhooks: bool) -> None:
+    """Per request: the call it belongs to for every log line and one access line; for
+    Twilio's webhooks (`webhooks`: the Twilio app) also the database deadline and the
     webhook latency histogram by endpoint.
 
     The CallSid comes from Twilio's form (`CallSid`), or for a dialled person's leg from
@@ -170,7 +179,7 @@ def _instrument(app: Flask, services: Services) -> None:
     def call_sid_of_request() -> str | None:
         if request.view_args and isinstance(request.view_args.get("call_sid"), str):
             return str(request.view_args["call_sid"])[:64]
-        if not request.path.startswith(WEBHOOKS_PREFIX):
+        if not webhooks:
             return None
         sid = (
             request.args.get("call")
@@ -180,13 +189,13 @@ def _instrument(app: Flask, services: Services) -> None:
         )
         return sid.strip()[:64] or None
 
-    deadline = guard_of(services.engine)
+    deadline = guard_of(services.engine) if webhooks else None
 
     @app.before_request
     def _start_request() -> None:
         g.started = time.perf_counter()
         g.log_token = bind_call_sid(call_sid_of_request())
-        if deadline is not None and request.path.startswith(WEBHOOKS_PREFIX):
+        if deadline is not None:
             # Twilio waits 15 s: a hung database must fail the step well before that, so
             # the caller hears the fallback (see callcenter.db.deadline).
             deadline.start(WEBHOOK_DATABASE_SECONDS)
@@ -211,7 +220,7 @@ def _instrument(app: Flask, services: Services) -> None:
     @app.teardown_request
     def _end_request(_exc: BaseException | None) -> None:
         started = g.pop("started", None)
-        if started is not None and request.path.startswith(WEBHOOKS_PREFIX):
+        if started is not None and webhooks:
             WEBHOOK_LATENCY.labels(request.endpoint or "unknown").observe(
                 time.perf_counter() - started
             )

@@ -186,18 +186,17 @@ _INSERT_CALL = {
 
 # A new row's columns by their model default, sorted once: none (NULL), a constant, or a
 # callable making a fresh list or dict for each row.
-_UNDEFAULTED = tuple(
-    c.key for c in _calls.c if c.key not in ("id", "call_sid") and c.default is None
-)
+_DEFAULTED = [c for c in _calls.c if c.key not in ("id", "call_sid")]
+_UNDEFAULTED = tuple(c.key for c in _DEFAULTED if c.default is None)
 _CONSTANT_DEFAULTS = {
     c.key: cast(Any, c.default).arg
-    for c in _calls.c
-    if c.key not in ("id", "call_sid") and c.default is not None and not c.default.is_callable
+    for c in _DEFAULTED
+    if c.default is not None and not c.default.is_callable
 }
 _MADE_DEFAULTS = tuple(
     (c.key, cast(Any, c.default).arg)
-    for c in _calls.c
-    if c.key not in ("id", "call_sid") and c.default is not None and c.default.is_callable
+    for c in _DEFAULTED
+    if c.default is not None and c.default.is_callable
 )
 
 

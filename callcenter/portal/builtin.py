@@ -399,11 +399,8 @@ class BuiltinPortal:
     def _session(self) -> Iterator[Session]:
         """A session that is rolled back unless committed, with a database outage
         reported as the portal being unavailable (the job retries later)."""
-        try:
-            with self._sessions() as session:
-                yield session
-        except OperationalError as exc:
-            raise PortalUnavailable(f"the ticket database is unavailable: {exc.orig}") from exc
+        with _outage_as_unavailable(), self._sessions() as session:
+            yield session
 
     @contextmanager
     def _reading(self) -> Iterator[Connection]:
@@ -415,13 +412,10 @@ class BuiltinPortal:
         connection of the sessions' engine, not a session: a lookup needs no unit of work,
         and a session's set-up and close cost more than its SELECTs on SQLite."""
         engine: Engine = self._sessions.kw["bind"]
-        try:
-            with engine.connect() as connection:
-                if connection.dialect.name != "sqlite":
-                    connection.execution_options(isolation_level="AUTOCOMMIT")
-                yield connection
-        except OperationalError as exc:
-            raise PortalUnavailable(f"the ticket database is unavailable: {exc.orig}") from exc
+        with _outage_as_unavailable(), engine.connect() as connection:
+            if connection.dialect.name != "sqlite":
+                connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection
 
     def _insert_ticket(self, session: Session, draft: TicketDraft) -> TicketView | None:
         """Insert the ticket and its `created` entry; the caller commits. None, and nothing
@@ -572,6 +566,15 @@ class BuiltinPortal:
                 for item in ticket.incidents or []
             ),
         )
+
+
+@contextmanager
+def _outage_as_unavailable() -> Iterator[None]:
+    """A database outage reported as the portal being unavailable (the job retries later)."""
+    try:
+        yield
+    except OperationalError as exc:
+        raise PortalUnavailable(f"the ticket database is unavailable: {exc.orig}") from exc
 
 
 _tickets = cast(Table, Ticket.__table__)
