@@ -42,7 +42,7 @@ from callcenter.settings import Settings
 from tests.job_runner import SynchronousJobRunner
 
 if TYPE_CHECKING:
-    from tests.processes import ServiceStack
+    from tests.processes import ServiceStack, TcpGate
 
 # Fixtures kept in a helper module next to the helpers they go with, for every test module
 # that asks for them (`exchanges`, `hotline`); a module's own fixture of the name wins.
@@ -376,6 +376,21 @@ def start_stack(
     yield start
     for stack in started:
         stack.stop()
+
+
+@pytest.fixture
+def gate() -> Iterator[TcpGate]:
+    """A `tests.processes.TcpGate` in front of the run's PostgreSQL, for a `start_stack`
+    service to reach the database through. Ask for it *before* `start_stack` (pytest sets
+    fixtures up in the order asked and tears them down in reverse): so the stack's
+    processes stop first. Closed first, the gate would cut the database under a worker
+    still finishing a job at teardown, which would then wait out its patience with the
+    database and be killed at the end of its grace period, 10 s later."""
+    from tests.processes import TcpGate
+
+    gate = TcpGate(("127.0.0.1", 5432))
+    yield gate
+    gate.close()
 
 
 @pytest.fixture

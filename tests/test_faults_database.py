@@ -54,15 +54,8 @@ def through(gate: TcpGate, url: str) -> str:
 
 
 @pytest.fixture
-def gate() -> Iterator[TcpGate]:
-    gate = TcpGate(("127.0.0.1", 5432))
-    yield gate
-    gate.close()
-
-
-@pytest.fixture
 def stack(
-    start_stack: Callable[..., ServiceStack], pg_database_url: str, gate: TcpGate
+    gate: TcpGate, start_stack: Callable[..., ServiceStack], pg_database_url: str
 ) -> ServiceStack:
     return start_stack(database_url=through(gate, pg_database_url), DUTY_PHONE=DUTY_PHONE)
 
@@ -316,10 +309,10 @@ JOB_DB_DEADLINE = Settings.job_db_deadline
 
 @pytest.fixture
 def portal_stack(
+    gate: TcpGate,
     tmp_path: Path,
     start_stack: Callable[..., ServiceStack],
     pg_database_url: str,
-    gate: TcpGate,
     customer_portal: tuple[FlakyPortal, Services],
 ) -> ServiceStack:
     return start_stack(

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -99,18 +99,11 @@ class TwilioProxy:
         self.server.server_close()
 
 
-@pytest.fixture
-def gate() -> Iterator[TcpGate]:
-    gate = TcpGate(("127.0.0.1", 5432))
-    yield gate
-    gate.close()
-
-
 def test_an_sms_twilio_took_while_the_database_went_away_is_recorded_sent_once_it_is_back(
+    gate: TcpGate,
     start_stack: Callable[..., ServiceStack],
     pg_database_url: str,
     prism_url: str,
-    gate: TcpGate,
 ) -> None:
     cut_at: list[float] = []
 
