@@ -54,6 +54,35 @@ def test_sqlite_engines_need_no_deadline(tmp_path: object) -> None:
         engine.dispose()
 
 
+def test_closed_services_leave_no_deadline_watchdog_running(
+    pg_database_url: str, tmp_path: Path
+) -> None:
+    """The watchdog ends when its `Services` close, not whenever the engine happens to be
+    garbage-collected: a process that builds and closes services (the CLI, the tests)
+    keeps no thread waking four times a second for an engine nobody uses."""
+
+    def watchdogs() -> set[threading.Thread]:
+        return {t for t in threading.enumerate() if t.name == "db-deadline-watchdog"}
+
+    services = Services.from_settings(Settings(database_url=pg_database_url, data_dir=tmp_path))
+    earlier = watchdogs()
+    keeper = guard_of(services.engine)
+    assert keeper is not None
+    with keeper.within(5), services.engine.connect() as conn:
+        assert conn.execute(text("select 1")).scalar() == 1
+    [started] = watchdogs() - earlier
+    assert started.is_alive()
+    services.close()
+    assert not started.is_alive()
+    # The engine still works after a close, and a new deadline gets a watchdog again.
+    with keeper.within(5), services.engine.connect() as conn:
+        assert conn.execute(text("select 1")).scalar() == 1
+    [restarted] = watchdogs() - earlier
+    assert restarted is not started and restarted.is_alive()
+    services.close()
+    assert not restarted.is_alive()
+
+
 def test_a_pooled_connection_is_handed_out_idle(pg_database_url: str) -> None:
     """The liveness ping runs in autocommit: a checked-out connection is not inside a
     transaction, so per-connection options (isolation level) still apply."""

@@ -79,7 +79,8 @@ class DatabaseDeadline:
         self._deadlines: dict[int, float] = {}  # thread id -> monotonic deadline
         # id(DBAPI connection) -> (the connection, the thread that checked it out)
         self._held: dict[int, tuple[Any, int]] = {}
-        self._watchdog: threading.Thread | None = None
+        # The watchdog's thread and the event that ends it (`close`).
+        self._watchdog: tuple[threading.Thread, threading.Event] | None = None
         # thread id -> its bound on each database call (jobs)
         self._per_call: dict[int, CallBound] = {}
         self._dialect = engine.dialect
@@ -192,13 +193,27 @@ class DatabaseDeadline:
     # ------------------------------------------------------------------ the watchdog
 
     def _start_watchdog(self) -> None:
-        # A weak reference: the watchdog ends with the engine's deadline object.
+        # A weak reference: the watchdog ends with the engine's deadline object, or at
+        # `close`, whichever comes first.
         ref = weakref.ref(self)
+        stop = threading.Event()
         thread = threading.Thread(
-            target=_watch, args=(ref,), name="db-deadline-watchdog", daemon=True
+            target=_watch, args=(ref, stop), name="db-deadline-watchdog", daemon=True
         )
-        self._watchdog = thread
+        self._watchdog = thread, stop
         thread.start()
+
+    def close(self) -> None:
+        """End the watchdog (the engine's owner is closing). Without this it lives until the
+        engine is garbage-collected, which for an engine in reference cycles (its pool,
+        its events) can be much later: a closed `Services` would leave a thread behind,
+        waking four times a second. A deadline started after this starts a new one."""
+        with self._lock:
+            watchdog, self._watchdog = self._watchdog, None
+        if watchdog is not None:
+            thread, stop = watchdog
+            stop.set()
+            thread.join()
 
     def expire_overdue(self, now: float | None = None) -> int:
         """Cut the connections of the threads past their deadline; how many were cut.
@@ -272,9 +287,8 @@ def connect_timed_out(error: BaseException) -> bool:
     return isinstance(orig, psycopg.OperationalError) and "timeout expired" in str(orig)
 
 
-def _watch(ref: weakref.ReferenceType[DatabaseDeadline]) -> None:
-    while True:
-        time.sleep(WATCH_INTERVAL_SECONDS)
+def _watch(ref: weakref.ReferenceType[DatabaseDeadline], stop: threading.Event) -> None:
+    while not stop.wait(WATCH_INTERVAL_SECONDS):
         deadline = ref()
         if deadline is None:
             return
