@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.clock import Clock, running_clock, system_clock
 from callcenter.db import make_engine, make_session_factory
-from callcenter.db.deadline import guard_of
 from callcenter.jobs.runners import build_runner
 from callcenter.portal import build_portal
 from callcenter.portal.protocol import Portal
@@ -68,7 +67,4 @@ class Services:
             self.jobs.close()
         if "telephony" in self.__dict__:
             self.telephony.close()
-        keeper = guard_of(self.engine)
-        if keeper is not None:
-            keeper.close()
         self.engine.dispose()

@@ -57,9 +57,10 @@ def test_sqlite_engines_need_no_deadline(tmp_path: object) -> None:
 def test_closed_services_leave_no_deadline_watchdog_running(
     pg_database_url: str, tmp_path: Path
 ) -> None:
-    """The watchdog ends when its `Services` close, not whenever the engine happens to be
-    garbage-collected: a process that builds and closes services (the CLI, the tests)
-    keeps no thread waking four times a second for an engine nobody uses."""
+    """The watchdog ends when its engine is disposed (as `Services.close` does), not
+    whenever the engine happens to be garbage-collected: a process that builds and closes
+    services (the CLI, the tests) keeps no thread waking four times a second for an engine
+    nobody uses."""
 
     def watchdogs() -> set[threading.Thread]:
         return {t for t in threading.enumerate() if t.name == "db-deadline-watchdog"}

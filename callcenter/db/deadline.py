@@ -94,6 +94,8 @@ class DatabaseDeadline:
         event.listen(engine, "checkin", self._on_checkin)
         event.listen(engine, "close", self._on_checkin)
         event.listen(engine, "invalidate", self._on_invalidate)
+        # SQLAlchemy's hook for the resources that go with an engine: its owner is done.
+        event.listen(engine, "engine_disposed", self._on_disposed)
 
     # ------------------------------------------------------------------ requests
 
@@ -203,9 +205,12 @@ class DatabaseDeadline:
         self._watchdog = thread, stop
         thread.start()
 
+    def _on_disposed(self, _engine: Engine) -> None:
+        self.close()
+
     def close(self) -> None:
-        """End the watchdog (the engine's owner is closing). Without this it lives until the
-        engine is garbage-collected, which for an engine in reference cycles (its pool,
+        """End the watchdog; the engine's `dispose()` does it. Otherwise it would live until
+        the engine is garbage-collected, which for an engine in reference cycles (its pool,
         its events) can be much later: a closed `Services` would leave a thread behind,
         waking four times a second. A deadline started after this starts a new one."""
         with self._lock:
