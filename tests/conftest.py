@@ -45,8 +45,9 @@ if TYPE_CHECKING:
     from tests.processes import ServiceStack, TcpGate
 
 # Fixtures kept in a helper module next to the helpers they go with, for every test module
-# that asks for them (`exchanges`, `hotline`); a module's own fixture of the name wins.
-pytest_plugins = ["tests.incident_helpers"]
+# that asks for them (`exchanges`, `hotline`, `misbehaving`); a module's own fixture of the
+# name wins.
+pytest_plugins = ["tests.incident_helpers", "tests.misbehaving_portal"]
 
 ROOT = Path(__file__).resolve().parent.parent
 # The customer's shared, read-only folder (Twilio's OpenAPI description, the regulation):

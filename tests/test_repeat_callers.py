@@ -27,9 +27,10 @@ from callcenter.simulator.twilio import Simulator, format_call_summary
 from tests.conftest import DEFAULT_NOW, TEST_AUTH_TOKEN, TEST_PUBLIC_BASE
 from tests.console_helpers import add_user, login
 from tests.job_runner import SynchronousJobRunner
+from tests.misbehaving_portal import Script
 from tests.test_console_calls import text_of
 from tests.test_portal_api import PREFIX, TOKEN
-from tests.test_portal_http import Script, misbehaving, serve_app  # noqa: F401 - a fixture
+from tests.test_portal_http import serve_app
 from tests.test_voice_webhooks import (
     KNOWN_MOBILE,
     STEP,
@@ -281,7 +282,7 @@ def test_the_simulator_plays_a_caller_with_an_open_ticket(
 
 def test_a_customer_portal_that_hangs_holds_the_greeting_for_its_second_not_for_ten(
     make_services: Callable[..., Services],
-    misbehaving: tuple[Script, str],  # noqa: F811 - the fixture imported above
+    misbehaving: tuple[Script, str],
 ) -> None:
     """The customer's portal (over HTTP) is asked for a caller's open tickets on a lookup
     thread the caller stops waiting for after `OPEN_TICKETS_SECONDS`: a portal that hangs
