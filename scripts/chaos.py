@@ -230,19 +230,21 @@ def still_unsent(database_url: str) -> list[tuple[Any, ...]]:
     )
 
 
+# The counts of `outcome` that say something is missing or doubled.
+_COUNTED_MISSING = (
+    "pending",
+    "lost",
+    "duplicates",
+    "sms_sent_twice",
+    "sms_not_sent",
+    "caller_sms_due",
+)
+
+
 def still_missing(result: dict[str, Any], up: bool) -> str:
     """What keeps `all_good` and `healthy` from holding, in a few words."""
     parts = [
-        f"{result[name]} {name.replace('_', ' ')}"
-        for name in (
-            "pending",
-            "lost",
-            "duplicates",
-            "sms_sent_twice",
-            "sms_not_sent",
-            "caller_sms_due",
-        )  # fmt: skip
-        if result[name]
+        f"{result[name]} {name.replace('_', ' ')}" for name in _COUNTED_MISSING if result[name]
     ]
     if result["sms_at_prism"] != result["sms_sent_rows"]:
         parts.append(

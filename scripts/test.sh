@@ -90,10 +90,10 @@ export PYTHONPYCACHEPREFIX="$PWD/.cache/pycache"
 
 # Three test processes (pytest-xdist; `-n 0` runs in this process) on two cores: most of
 # the slow tests wait (real processes, outages and timeouts waited out, Chromium), so two
-# processes leave the cores idle. Four were faster (198 s against 212-226 s on 2026-12-07),
-# but with four the chaos test failed on a clean clone: one SMS stayed unsent after the
-# worker it kills was killed, likelier the more load spreads the SMS over that moment
-# (README, Testing). tests/conftest.py puts the slow tests first, longest
+# processes leave the cores idle. Four were faster on one machine (198 s against 212-226 s
+# on 2026-12-07) and no faster on another (216 s against 217-228 s: the cores were the
+# limit), and with four the chaos test failed once on a clean clone: one SMS stayed unsent
+# after the worker it kills was killed (README, Testing). tests/conftest.py puts the slow tests first, longest
 # first, and `--maxschedchunk 1` hands tests out one at a time, so the slow ones spread
 # over all processes at the start instead of queueing in one process's chunk. Each process
 # has its own PostgreSQL database, Prism and queue names. Branch coverage of the service's
