@@ -143,7 +143,8 @@ class Settings:
     # than a job's timeout.
     sms_settle_seconds: float = 90.0
     # Minutes after which an SMS still `sending` (its process died between the claim and
-    # writing Twilio's answer) is marked `unknown` by the sweep; never sent again.
+    # writing Twilio's answer) is looked up in Twilio's message list by the sweep: found,
+    # it is `sent`; not there, it is sent again (`callcenter.tickets.unsettled_sms`).
     sms_unsettled_minutes: int = 15
     log_json: bool = False
     # CALLCENTER_CLOCK: the service's clock starts at this instant and runs (demonstrations

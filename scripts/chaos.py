@@ -7,7 +7,8 @@ way, under simulated calls, while its dependencies fail — and nobody helps aft
 
 What it starts (and stops at the end, whatever happens) is scripts/stack.py's
 `SupervisedStack`, all on 127.0.0.1, in a temp dir: a private PostgreSQL cluster and
-redis-server, Prism behind a counting proxy (every SMS the service sends is seen), the
+redis-server, Prism behind a counting proxy (every SMS the service sends is seen, and the
+message list answers what was sent: `stack.MessageMemory`), the
 built-in portal reached through a proxy that can be switched to answer 500s (PORTAL_URL
 points at the proxy), and the service itself with `supervisord -n -c
 deploy/supervisord.conf`: the release step, gunicorn and two workers, exactly as the
@@ -170,7 +171,8 @@ def outcome(
         "sms_sent_rows": len(sms_sent_rows),
         "sms_at_prism": sum(at_prism.values()),
         "sms_sent_twice": sum(n - 1 for n in at_prism.values() if n > 1),
-        # `unknown`: left `sending` by a process that died before writing Twilio's answer.
+        # `sending` past SMS_UNSETTLED_MINUTES is looked up at Twilio and settled; `unknown`:
+        # Twilio could not be asked.
         "sms_not_sent": sum(1 for _t, _b, status in sms if status in NOT_SENT),
         # A done ticket owes its caller an SMS (sent, or skipped with a reason), unless
         # the call only duplicated a ticket the caller already has the number of.
@@ -294,6 +296,10 @@ def main(argv: list[str] | None = None) -> int:
         "QUEUE_NAME": "cc-chaos",
         # A mix of independent callers, not a surge: no incident detected mid-run.
         "INCIDENT_THRESHOLD": "0",
+        # An SMS the killed worker left `sending` is looked up at Twilio (Prism, with the
+        # stack's `MessageMemory`) and settled a minute later, within the time to recover.
+        "SMS_UNSETTLED_MINUTES": "1",
+        "SMS_SETTLE_SECONDS": "30",
     }
     try:
         with SupervisedStack(

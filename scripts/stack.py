@@ -8,7 +8,7 @@ happens.
     else; run as the `postgres` user when this runs as root) and a private redis-server;
   - Prism serving Twilio's OpenAPI description (`.cache/prism`, as scripts/test.sh
     installs it), behind a counting proxy: every SMS the service sends is seen
-    (`sms_at_prism`);
+    (`sms_at_prism`), and Twilio's message list answers what was sent (`MessageMemory`);
   - the portal: the service's own built-in portal API, reached directly or, with
     `portal_proxy=True`, through a proxy that can be switched to answer 500s;
   - the service itself with `supervisord -n -c deploy/supervisord.conf`: the release step,
@@ -26,6 +26,7 @@ handles: a run kills, stops and switches them.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -37,10 +38,13 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from email.utils import format_datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import requests
 
@@ -192,11 +196,17 @@ class RedisServer(Process):
         wait_for("redis-server", up, 15)
 
 
+# What a proxy may do to an answer on its way back: (method, path, request body, status,
+# content) → (status, content).
+Rewrite = Callable[[str, str, bytes, int, bytes], tuple[int, bytes]]
+
+
 class Proxy(load_calls.LoopbackServer):
     """A reverse proxy to `target` on a free loopback port. `failing`: every request
-    answers 500 instead. `seen` keeps (method, path, form body) of what went through."""
+    answers 500 instead. `seen` keeps (method, path, form body) of what went through;
+    `rewrite` may change each answer (see `MessageMemory`)."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, *, rewrite: Rewrite | None = None) -> None:
         self.target = target.rstrip("/")
         self.failing = False
         self.seen: list[tuple[str, str, bytes, int]] = []
@@ -227,6 +237,8 @@ class Proxy(load_calls.LoopbackServer):
                         ctype = upstream.headers.get("Content-Type", "application/json")
                     except requests.RequestException:
                         status, content, ctype = 502, b"bad gateway", "text/plain"
+                    if rewrite is not None:
+                        status, content = rewrite(self.command, self.path, body, status, content)
                 with proxy.lock:
                     proxy.seen.append((self.command, self.path, body, status))
                 self.send_response(status)
@@ -241,6 +253,50 @@ class Proxy(load_calls.LoopbackServer):
                 pass
 
         self.serve(Handler)
+
+
+class MessageMemory:
+    """What Prism cannot do, for a `Proxy` in front of it: remember the SMS created.
+
+    Prism answers from the examples in Twilio's OpenAPI description, statelessly: every
+    created Message has the example's SID, and the Message list answers the same example
+    messages whatever was sent. Twilio gives each Message its own SID and lists the
+    messages the account created
+    (https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources).
+    This rewrite does the same with Prism's own answers (so every request is still checked
+    against the description): a create's answer gets a new SID and the time it was made,
+    and the list's answer carries, instead of the examples, the messages created to its
+    `To` filter, newest first, each shaped as Prism's example message.
+    """
+
+    def __init__(self) -> None:
+        self.created: list[dict[str, Any]] = []
+        self.lock = threading.Lock()
+
+    def __call__(
+        self, method: str, path: str, body: bytes, status: int, content: bytes
+    ) -> tuple[int, bytes]:
+        where = urlsplit(path)
+        if not where.path.endswith("/Messages.json") or status >= 300:
+            return status, content
+        answer = json.loads(content)
+        if method == "POST":
+            form = parse_qs(body.decode())
+            answer.update(
+                sid="SM" + secrets.token_hex(16),
+                to=form.get("To", [""])[0],
+                body=form.get("Body", [""])[0],
+                direction="outbound-api",
+                date_created=format_datetime(datetime.now(UTC), usegmt=True),
+            )
+            with self.lock:
+                self.created.append(answer)
+        elif method == "GET":
+            to = parse_qs(where.query).get("To", [None])[0]
+            with self.lock:
+                listed = [m for m in reversed(self.created) if to is None or m["to"] == to]
+            answer.update(messages=listed, next_page_uri=None)
+        return status, json.dumps(answer).encode()
 
 
 # ---------------------------------------------------------------- the service, supervised
@@ -282,8 +338,6 @@ class Supervised:
 
 
 def sms_at_prism(prism: Proxy) -> list[tuple[str, str]]:
-    from urllib.parse import parse_qs
-
     sent = []
     with prism.lock:
         seen = list(prism.seen)
@@ -380,7 +434,7 @@ class SupervisedStack:
         wait_for(
             "Prism", lambda: "Prism is listening" in (directory / "prism.log").read_text(), 240
         )
-        self.prism = Proxy(f"http://127.0.0.1:{prism_port}")
+        self.prism = Proxy(f"http://127.0.0.1:{prism_port}", rewrite=MessageMemory())
         self.proxies.append(self.prism)
         web_port = free_port()
         self.base_url = f"http://127.0.0.1:{web_port}"

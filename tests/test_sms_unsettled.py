@@ -1,21 +1,26 @@
-"""An SMS whose sending process died between the claim and writing Twilio's answer: the
-sweep marks it `unknown` after SMS_UNSETTLED_MINUTES — never sent again, never called
-sent. (The database going away in that window is tests/test_faults_sms.py: there the
-outcome is written once it is back.)
+"""An SMS whose sending process died between the claim and writing Twilio's answer: after
+SMS_UNSETTLED_MINUTES the sweep asks Twilio. Found in Twilio's message list — `sent`, with
+its SID, not sent again; not there — sent again, once; Twilio away — asked again later;
+Twilio not to be asked — `unknown`, never sent again. (The database going away in that
+window is tests/test_faults_sms.py: there the outcome is written once it is back.)
 
-Twilio is Prism serving Twilio's own OpenAPI description, through the real adapter; every
-request it gets is counted. A message is found again only by its SID, which comes with
-Twilio's answer to the create
-(https://www.twilio.com/docs/messaging/api/message-resource#fetch-a-message-resource):
-a process that died before that answer has nothing to look it up by.
+Twilio is Prism serving Twilio's own OpenAPI description, through the real adapter, behind
+the chaos stack's proxy (`scripts/stack.py`): it counts every request and, with
+`MessageMemory`, gives each created Message its own SID and answers the Message list with
+the messages created — what Twilio does and stateless Prism cannot
+(https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources:
+the list filtered by `To`; each Message is created when Twilio answers the create request,
+https://www.twilio.com/docs/messaging/api/message-resource#create-a-message-resource).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from sqlalchemy import select
@@ -25,14 +30,19 @@ from callcenter.errors import ConfigurationError
 from callcenter.jobs import tasks
 from callcenter.services import Services
 from callcenter.settings import Settings
-from callcenter.telephony.client import TwilioExchange, TwilioTelephony, build_telephony
+from callcenter.telephony.client import OfflineTelephony, TwilioTelephony, build_telephony
+from callcenter.tickets.delivery import Applied, DeliveryReport, record_delivery
 from callcenter.tickets.notifications import SmsOutcome, send_once
-from tests.conftest import TEST_ACCOUNT_SID, MutableClock
+from tests.conftest import ROOT, TEST_ACCOUNT_SID, MutableClock
 
-pytestmark = pytest.mark.both_databases
+sys.path.insert(0, str(ROOT / "scripts"))
+from stack import MessageMemory, Proxy  # noqa: E402 - the stack's Twilio stand-in
+
+pytestmark = [pytest.mark.both_databases, pytest.mark.prism]
 
 MESSAGES_PATH = f"/2010-04-01/Accounts/{TEST_ACCOUNT_SID}/Messages.json"
 TO = "+79161234567"
+KEY, BODY = "ticket-request:1:caller", "Заявка №1042 зарегистрирована."
 
 
 class ProcessDied(BaseException):
@@ -42,82 +52,222 @@ class ProcessDied(BaseException):
 
 @dataclass
 class DiesWhileAsking:
-    """The real adapter, but the process dies before Twilio's answer reaches it."""
+    """The real adapter, but the process dies before Twilio's answer reaches it
+    (`reached`: Twilio got the request first; else the process died before sending it)."""
 
     telephony: TwilioTelephony
+    reached: bool
 
     def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
-        self.telephony.send_sms(to, body, status_callback=status_callback)
+        if self.reached:
+            self.telephony.send_sms(to, body, status_callback=status_callback)
         raise ProcessDied
 
 
+@dataclass
+class Twilio:
+    telephony: TwilioTelephony
+    proxy: Proxy
+    memory: MessageMemory
+
+    def creates(self) -> list[dict[str, list[str]]]:
+        """The SMS create requests Twilio (Prism) accepted, as their forms."""
+        with self.proxy.lock:
+            seen = list(self.proxy.seen)
+        return [
+            parse_qs(body.decode())
+            for method, path, body, status in seen
+            if method == "POST" and path == MESSAGES_PATH and status == 201
+        ]
+
+    def lookups(self) -> list[dict[str, list[str]]]:
+        """The Message list requests, as their query strings."""
+        with self.proxy.lock:
+            seen = list(self.proxy.seen)
+        return [
+            parse_qs(urlsplit(path).query)
+            for method, path, _body, status in seen
+            if method == "GET" and urlsplit(path).path == MESSAGES_PATH and status == 200
+        ]
+
+
 @pytest.fixture
-def twilio(
-    services: Services, prism_url: str
-) -> Iterator[tuple[TwilioTelephony, list[TwilioExchange]]]:
-    exchanges: list[TwilioExchange] = []
+def twilio(services: Services, prism_url: str) -> Iterator[Twilio]:
+    memory = MessageMemory()
+    proxy = Proxy(prism_url, rewrite=memory)
     settings = Settings(
         database_url=services.settings.database_url,
         twilio_account_sid=TEST_ACCOUNT_SID,
         twilio_auth_token="test-token",
-        twilio_api_base_url=prism_url,
+        twilio_api_base_url=proxy.url,
     )
-    telephony = build_telephony(settings, on_exchange=exchanges.append)
+    telephony = build_telephony(settings, on_exchange=None)
     assert isinstance(telephony, TwilioTelephony)
-    yield telephony, exchanges
+    yield Twilio(telephony, proxy, memory)
     telephony.close()
+    proxy.close()
 
 
-def sms_requests(exchanges: list[TwilioExchange]) -> int:
-    return sum(1 for e in exchanges if e.path == MESSAGES_PATH and e.status == 201)
+@pytest.fixture
+def now(clock: MutableClock) -> MutableClock:
+    """The service's clock at the real time: Twilio (the proxy) stamps the messages it
+    creates with its own clock, as Twilio does."""
+    clock.now = datetime.now(UTC)
+    return clock
 
 
-def row(services: Services, key: str) -> SmsMessage:
+def send(services: Services, clock: MutableClock, adapter: Any) -> SmsOutcome:
+    return send_once(
+        services.sessions, adapter, key=KEY, to=TO, body=BODY, now=clock(), status_callback=None
+    )
+
+
+def sweep(services: Services, telephony: Any) -> None:
+    """What every outbox sweep does (`tasks.reconcile_sms`), with this test's Twilio."""
+    services.telephony = telephony
+    tasks.reconcile_sms(services)
+
+
+def row(services: Services) -> SmsMessage:
     with services.sessions() as session:
-        return session.scalars(select(SmsMessage).where(SmsMessage.key == key)).one()
+        return session.scalars(select(SmsMessage).where(SmsMessage.key == KEY)).one()
 
 
-def test_an_sms_whose_process_died_mid_request_becomes_unknown_and_is_never_sent_again(
-    services: Services,
-    clock: MutableClock,
-    twilio: tuple[TwilioTelephony, list[TwilioExchange]],
-    caplog: pytest.LogCaptureFixture,
+def stale(services: Services, clock: MutableClock) -> None:
+    """Just past SMS_UNSETTLED_MINUTES since the claim."""
+    clock.now += timedelta(minutes=services.settings.sms_unsettled_minutes, seconds=1)
+
+
+def test_an_sms_twilio_took_before_its_process_died_is_found_and_not_sent_again(
+    services: Services, now: MutableClock, twilio: Twilio, caplog: pytest.LogCaptureFixture
 ) -> None:
-    telephony, exchanges = twilio
-    key, body = "ticket-request:1:caller", "Заявка №1042 зарегистрирована."
-
-    def send(adapter: Any) -> SmsOutcome:
-        return send_once(
-            services.sessions, adapter, key=key, to=TO, body=body, now=clock(), status_callback=None
-        )
-
-    def sweep() -> None:
-        tasks.reconcile_sms(services)  # what every outbox sweep does first
-
     with pytest.raises(ProcessDied):
-        send(DiesWhileAsking(telephony))
-    assert sms_requests(exchanges) == 1  # Twilio took it; nobody wrote that down
-    assert (row(services, key).status, row(services, key).twilio_sid) == ("sending", None)
+        send(services, now, DiesWhileAsking(twilio.telephony, reached=True))
+    assert len(twilio.creates()) == 1  # Twilio took it; nobody wrote that down
+    assert (row(services).status, row(services).twilio_sid) == ("sending", None)
 
     # Within SMS_UNSETTLED_MINUTES the sweep leaves it alone (a job may still be writing).
-    clock.now += timedelta(minutes=services.settings.sms_unsettled_minutes) - timedelta(seconds=1)
-    sweep()
-    assert row(services, key).status == "sending"
+    now.now += timedelta(minutes=services.settings.sms_unsettled_minutes, seconds=-1)
+    sweep(services, twilio.telephony)
+    assert row(services).status == "sending" and twilio.lookups() == []
 
-    clock.now += timedelta(seconds=2)
-    sweep()
-    stale = row(services, key)
-    assert (stale.status, stale.twilio_sid) == ("unknown", None)
-    assert stale.reason is not None and "not sent again" in stale.reason
-    logged = [r for r in caplog.records if key in r.getMessage() and r.levelname == "ERROR"]
-    assert len(logged) == 1 and "+79161234567" not in logged[0].getMessage()
-    sweep()  # once: it is not `sending` any more
-    assert [r for r in caplog.records if key in r.getMessage() and r.levelname == "ERROR"] == logged
+    now.now += timedelta(seconds=2)
+    sweep(services, twilio.telephony)
+    settled = row(services)
+    assert [q["To"] for q in twilio.lookups()] == [[TO]]
+    assert settled.status == "sent"
+    assert settled.twilio_sid == twilio.memory.created[0]["sid"]
+    assert len(twilio.creates()) == 1
+    logged = [r.getMessage() for r in caplog.records if KEY in r.getMessage()]
+    assert any("found in Twilio's message list" in m for m in logged)
+    assert not any(TO in m for m in logged)  # numbers are masked in logs
 
-    # The next run of the job finds it settled: Twilio is not asked again.
-    outcome = send(telephony)
-    assert outcome.status == "unknown" and not outcome.fresh
-    assert sms_requests(exchanges) == 1
+    # Settled: neither the next sweep nor the next run of the job asks Twilio again.
+    sweep(services, twilio.telephony)
+    assert len(twilio.lookups()) == 1
+    outcome = send(services, now, twilio.telephony)
+    assert (outcome.status, outcome.fresh) == ("sent", False)
+    assert len(twilio.creates()) == 1
+
+
+def test_an_sms_that_never_reached_twilio_is_sent_again_once(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    with pytest.raises(ProcessDied):
+        send(services, now, DiesWhileAsking(twilio.telephony, reached=False))
+    assert twilio.creates() == []
+    stale(services, now)
+    sweep(services, twilio.telephony)
+
+    creates = twilio.creates()
+    assert [(c["To"], c["Body"]) for c in creates] == [([TO], [BODY])]
+    settled = row(services)
+    assert settled.status == "sent"
+    assert settled.twilio_sid == twilio.memory.created[0]["sid"]
+    assert settled.reason is not None and "sent again" in settled.reason
+
+    stale(services, now)
+    sweep(services, twilio.telephony)
+    assert len(twilio.creates()) == 1 and len(twilio.lookups()) == 1
+
+
+def test_an_identical_text_sent_earlier_for_another_message_is_not_taken_for_it(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    # The same text to the same number, sent and recorded under another key just before.
+    earlier = send_once(
+        services.sessions,
+        twilio.telephony,
+        key="kb-link:7",
+        to=TO,
+        body=BODY,
+        now=now(),
+        status_callback=None,
+    )
+    assert earlier.status == "sent"
+    with pytest.raises(ProcessDied):
+        send(services, now, DiesWhileAsking(twilio.telephony, reached=False))
+    stale(services, now)
+    sweep(services, twilio.telephony)
+
+    assert len(twilio.creates()) == 2  # sent again: the listed one is kb-link:7's
+    settled = row(services)
+    assert settled.status == "sent" and settled.twilio_sid != earlier.sid
+
+
+def test_while_twilio_is_away_the_sms_waits_and_is_settled_when_it_is_back(
+    services: Services, now: MutableClock, twilio: Twilio, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ProcessDied):
+        send(services, now, DiesWhileAsking(twilio.telephony, reached=True))
+    stale(services, now)
+    away = TwilioTelephony(
+        TEST_ACCOUNT_SID, "test-token", api_base_url="http://127.0.0.1:9", timeout=2
+    )
+    try:
+        sweep(services, away)
+    finally:
+        away.close()
+    assert row(services).status == "sending"
+    assert any("the next sweep asks again" in r.getMessage() for r in caplog.records)
+
+    sweep(services, twilio.telephony)
+    assert row(services).status == "sent" and len(twilio.creates()) == 1
+
+
+def test_without_a_twilio_account_to_ask_it_becomes_unknown_and_is_never_sent_again(
+    services: Services, now: MutableClock, twilio: Twilio, caplog: pytest.LogCaptureFixture
+) -> None:
+    with pytest.raises(ProcessDied):
+        send(services, now, DiesWhileAsking(twilio.telephony, reached=True))
+    stale(services, now)
+    sweep(services, OfflineTelephony())
+
+    unknown = row(services)
+    assert (unknown.status, unknown.twilio_sid) == ("unknown", None)
+    assert unknown.reason is not None and "not sent again" in unknown.reason
+    errors = [r for r in caplog.records if KEY in r.getMessage() and r.levelname == "ERROR"]
+    assert len(errors) == 1
+    sweep(services, twilio.telephony)  # settled for good: Twilio is not asked
+    assert row(services).status == "unknown" and twilio.lookups() == []
+    outcome = send(services, now, twilio.telephony)
+    assert (outcome.status, outcome.fresh) == ("unknown", False)
+    assert len(twilio.creates()) == 1
+
+
+def test_a_status_callback_that_named_the_message_settles_it_without_asking(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    with pytest.raises(ProcessDied):
+        send(services, now, DiesWhileAsking(twilio.telephony, reached=True))
+    # Twilio's status callback arrives, naming the row by the `m` of its StatusCallback.
+    sid = twilio.memory.created[0]["sid"]
+    report = DeliveryReport(sid, "delivered", None, row(services).id)
+    assert record_delivery(services.sessions, report, now=now()) == Applied.APPLIED
+    stale(services, now)
+    sweep(services, twilio.telephony)
+    assert (row(services).status, row(services).twilio_sid) == ("sent", sid)
+    assert twilio.lookups() == [] and len(twilio.creates()) == 1
 
 
 def test_unsettled_minutes_must_outlast_the_settle_write() -> None:

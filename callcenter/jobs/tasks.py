@@ -60,12 +60,8 @@ from callcenter.routing.alerts import (
     send_due_missed_urgent_sms,
 )
 from callcenter.tickets import followups, outbox
-from callcenter.tickets.notifications import (
-    RETRY,
-    SENT,
-    reconcile_unsettled,
-    send_kb_link_sms,
-)
+from callcenter.tickets.notifications import RETRY, SENT, send_kb_link_sms
+from callcenter.tickets.unsettled_sms import reconcile_unsettled
 from callcenter.vocabulary import CRITICAL_TOPIC, sms_status_callback
 
 log = logging.getLogger(__name__)
@@ -337,13 +333,16 @@ def sweep_outbox(services: Services) -> int:
 
 
 def reconcile_sms(services: Services) -> None:
-    """SMS left `sending` past `SMS_UNSETTLED_MINUTES` are marked `unknown`
-    (`notifications.reconcile_unsettled`). A failure is logged and left to the next sweep."""
+    """SMS left `sending` past `SMS_UNSETTLED_MINUTES` are settled by asking Twilio
+    (`unsettled_sms.reconcile_unsettled`). A failure is logged and left to the next sweep."""
     try:
         reconcile_unsettled(
             services.sessions,
+            services.telephony,
             now=services.clock(),
             older_than=timedelta(minutes=services.settings.sms_unsettled_minutes),
+            status_callback=_sms_status_callback(services),
+            settle_seconds=services.settings.sms_settle_seconds,
         )
     except SQLAlchemyError as exc:
         # The database away: the spool replay and the flush say so at length already.

@@ -34,6 +34,7 @@ import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import SplitResult, urlsplit, urlunsplit
 
@@ -62,6 +63,10 @@ SMS_MAX_CHARS = 1600
 DEFAULT_TIMEOUT = 10.0
 
 NOT_CONFIGURED = "Twilio is not configured"
+
+# `find_sms` reads one page of the messages to a number, newest first: the messages of the
+# last minutes to one person fit in it many times over.
+FIND_SMS_PAGE_SIZE = 50
 
 
 @dataclass(frozen=True)
@@ -93,6 +98,12 @@ class Telephony(Protocol):
         """Send an SMS to an E.164 number; returns Twilio's Message SID. With
         `status_callback` (an absolute URL), Twilio posts each later change of the
         message's status there (queued → sent → delivered / undelivered, or failed)."""
+        ...
+
+    def find_sms(self, to: str, body: str, *, created_since: datetime) -> list[str]:
+        """The SIDs of the outbound messages to `to` with exactly `body` that Twilio
+        created at or after `created_since` (an aware datetime), newest first: how a
+        message whose create request got no answer is found again."""
         ...
 
     def fetch_recording(self, recording_url: str) -> tuple[bytes, str]:
@@ -443,6 +454,27 @@ class TwilioTelephony:
             raise TelephonyError("Twilio accepted the SMS but returned no Message SID")
         return str(sid)
 
+    def find_sms(self, to: str, body: str, *, created_since: datetime) -> list[str]:
+        # Twilio's Message list, filtered by To, newest first
+        # (https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources).
+        # One page only: `list()` would follow `next_page_uri` page after page. Every
+        # field is compared here as well, the filter included: the answer is only
+        # trusted for what it says about each message.
+        page = self._call(
+            f"look up the SMS sent to {to}",
+            lambda: self._client.messages.page(to=to, page_size=FIND_SMS_PAGE_SIZE),
+        )
+        return [
+            str(message.sid)
+            for message in page
+            if message.sid
+            and message.to == to
+            and message.body == body
+            and str(message.direction or "").startswith("outbound")
+            and isinstance(message.date_created, datetime)
+            and message.date_created >= created_since
+        ]
+
     # ---------------------------------------------------------------- calls
 
     def place_call(
@@ -607,6 +639,9 @@ class OfflineTelephony:
         return TelephonyNotConfigured(f"{NOT_CONFIGURED} ({self.hint})")
 
     def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
+        raise self._refuse()
+
+    def find_sms(self, to: str, body: str, *, created_since: datetime) -> list[str]:
         raise self._refuse()
 
     def fetch_recording(self, recording_url: str) -> tuple[bytes, str]:

@@ -2,7 +2,7 @@
 moves its `SmsMessage.delivery` forward.
 
 Every SMS goes out with a StatusCallback naming its ledger row (`?m=<id>`, see
-`notifications._message_callback`); the row is found by that, else by the MessageSid
+`notifications.message_callback`); the row is found by that, else by the MessageSid
 (a Messaging Service's own status callback carries no `m`).
 
 Twilio posts a callback for each change of the message's status after it was created

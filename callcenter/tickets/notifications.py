@@ -9,14 +9,16 @@ the unique key and backs off. Outcomes:
     skipped   never sent, with the reason (a landline, a withheld number, no Twilio account)
     retry     Twilio was unreachable; the next follow-up run claims it again
     failed    Twilio refused it for good (e.g. not a mobile number); shown with the reason
-    sending   claimed, outcome not written yet (a job is asking Twilio, or died doing so)
-    unknown   left `sending` for longer than `SMS_UNSETTLED_MINUTES`: the process died
-              between the claim and writing Twilio's answer, so nobody knows whether it
-              went out (`reconcile_unsettled`). Never re-sent, because a duplicate SMS is
-              worse than a missing one we can see; never called sent without Twilio's SID
+    sending   claimed, outcome not written yet (a job is asking Twilio, or died doing so;
+              past `SMS_UNSETTLED_MINUTES` the sweep settles it by asking Twilio,
+              `callcenter.tickets.unsettled_sms`: found there — sent; not there — sent again)
+    unknown   left `sending` and Twilio could not be asked for good (no account any more,
+              the lookup refused): nobody knows whether it went out, so it is never sent
+              again — a duplicate SMS is worse than a missing one we can see; never called
+              sent without Twilio's SID
 
 Once Twilio has taken a message its outcome is written at once, in its own transaction,
-and again and again while the database is away (`SMS_SETTLE_SECONDS`, see `_write_sent`):
+and again and again while the database is away (`SMS_SETTLE_SECONDS`, see `write_sent`):
 a database outage between Twilio's answer and the write must not leave it `sending`.
 
 What became of a sent one is Twilio's to say: its status callbacks (to the StatusCallback
@@ -38,7 +40,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from functools import cache
 from typing import cast
 from urllib.parse import urlencode
@@ -77,18 +79,14 @@ SENDING = "sending"
 UNKNOWN = "unknown"
 # Outcomes that end a message's story (nothing more will be tried).
 SETTLED = frozenset({SENT, SKIPPED, FAILED, SENDING, UNKNOWN})
-# The status callback's query parameter naming the ledger row (`_message_callback`).
+# The status callback's query parameter naming the ledger row (`message_callback`).
 MESSAGE_PARAM = "m"
 
 _MAX_REASON = 300
-# `_write_sent`: the first pause after the database was found away, doubling up to the cap
+# `write_sent`: the first pause after the database was found away, doubling up to the cap
 # (the write is one short UPDATE: trying every few seconds spares a database coming up).
 _SETTLE_FIRST_DELAY = 0.5
 _SETTLE_MAX_DELAY = 5.0
-_UNKNOWN_REASON = (
-    "outcome not recorded: the sending process stopped after claiming it; whether Twilio "
-    "took it is not known, so it is not sent again"
-)
 
 
 @dataclass(frozen=True)
@@ -161,13 +159,13 @@ def send_unsettled(
     transaction (one commit for a job's whole bookkeeping). The claim is committed here,
     before Twilio is asked — that is what keeps two runs from both sending. A message
     Twilio took is the exception: `sent` and its SID are written here at once, retried
-    for up to `settle_seconds` while the database is away (`_write_sent`)."""
+    for up to `settle_seconds` while the database is away (`write_sent`)."""
     claimed = _claim(
         sessions, key=key, to=to, body=body, now=now, call_id=call_id, recipient=recipient
     )
     if isinstance(claimed, SmsOutcome):
         return claimed
-    callback = _message_callback(status_callback, claimed)
+    callback = message_callback(status_callback, claimed)
     try:
         sid = telephony.send_sms(to, body, status_callback=callback)
     except TelephonyNotConfigured as exc:
@@ -183,8 +181,8 @@ def send_unsettled(
         with sessions() as session, session.begin():
             settle(session, _fresh(key, FAILED, reason=f"{exc.__class__.__name__}: {exc}"))
         raise
-    log.info("SMS %s sent to %s", key, _mask(to))
-    return _write_sent(sessions, _fresh(key, SENT, sid=sid), patience=settle_seconds)
+    log.info("SMS %s sent to %s", key, mask_number(to))
+    return write_sent(sessions, _fresh(key, SENT, sid=sid), patience=settle_seconds)
 
 
 def settle(session: Session, outcome: SmsOutcome) -> None:
@@ -201,17 +199,17 @@ def settle(session: Session, outcome: SmsOutcome) -> None:
     )
 
 
-def _write_sent(
+def write_sent(
     sessions: sessionmaker[Session], outcome: SmsOutcome, *, patience: float
 ) -> SmsOutcome:
     """Write down that Twilio took the message (`sent`, its SID) now, in a transaction of
-    its own: it cannot be asked again, so this answer must not be lost with a database
-    that went away while Twilio answered (the row would stay `sending` for good). Tried
-    again with a short, capped backoff while the database is unreachable, for at most
-    `patience` seconds; logged once when it goes away, once when it is back, once on
-    giving up (then the error propagates: the job fails, and `reconcile_unsettled` tells
-    the truth about the row later). The caller's own `settle` writes the same values
-    again, harmlessly."""
+    its own: this answer must not be lost with a database that went away while Twilio
+    answered (the row would stay `sending` until the sweep finds it in Twilio's message
+    list, minutes later). Tried again with a short, capped backoff while the database is
+    unreachable, for at most `patience` seconds; logged once when it goes away, once when
+    it is back, once on giving up (then the error propagates: the job fails, and
+    `unsettled_sms.reconcile_unsettled` settles the row later). The caller's own `settle`
+    writes the same values again, harmlessly."""
     deadline = time.monotonic() + patience
     delay = _SETTLE_FIRST_DELAY
     lost_at: float | None = None
@@ -234,7 +232,7 @@ def _write_sent(
             if now >= deadline:
                 log.error(
                     "SMS %s: Twilio took it (%s); the database stayed away for %.0f s, "
-                    "so the message stays `sending` for now (never sent again)",
+                    "so the message stays `sending` until the sweep looks it up at Twilio",
                     outcome.key,
                     outcome.sid,
                     now - lost_at,
@@ -255,31 +253,6 @@ def _write_sent(
 
 def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [exc.__class__.__name__])[0][:200]
-
-
-def reconcile_unsettled(
-    sessions: sessionmaker[Session], *, now: datetime, older_than: timedelta
-) -> int:
-    """Messages claimed before `now - older_than` and still `sending`: the process that
-    claimed them died between the claim and writing Twilio's answer (its write is retried
-    for `SMS_SETTLE_SECONDS`, far less than `older_than`). Marked `unknown` with the
-    reason, for a person: whether Twilio took it nobody can tell — the SID comes only
-    with Twilio's answer, and a message is found by its SID (Twilio's Message resource,
-    https://www.twilio.com/docs/messaging/api/message-resource#fetch-a-message-resource)
-    — so it is neither sent again (a duplicate is worse than a gap we can see) nor
-    called sent. Returns how many; each is logged. Only rows still `sending` change: a
-    late write of the real outcome wins over this, and this never over it."""
-    with sessions() as session, session.begin():
-        stale = session.execute(
-            update(SmsMessage)
-            .where(SmsMessage.status == SENDING, SmsMessage.created_at < now - older_than)
-            .values(status=UNKNOWN, reason=_UNKNOWN_REASON)
-            .returning(SmsMessage.key, SmsMessage.to)
-            .execution_options(synchronize_session=False)
-        ).all()
-    for key, to in stale:
-        log.error("SMS %s to %s: %s", key, _mask(to), _UNKNOWN_REASON)
-    return len(stale)
 
 
 def record_skip(
@@ -320,7 +293,7 @@ def record_skip(
         existing.status = SKIPPED
         existing.reason = reason[:_MAX_REASON]
         session.flush()
-    log.info("SMS %s not sent to %s: %s", key, _mask(to), reason)
+    log.info("SMS %s not sent to %s: %s", key, mask_number(to), reason)
     return SmsOutcome(key, SKIPPED, reason)
 
 
@@ -389,7 +362,7 @@ def _claim(
             pass
         with session.begin():
             # A message left for retry is taken over by exactly one run; claimed now, as
-            # far as `reconcile_unsettled` is concerned.
+            # far as `unsettled_sms.reconcile_unsettled` is concerned.
             taken = session.execute(
                 update(SmsMessage)
                 .where(SmsMessage.key == key, SmsMessage.status == RETRY)
@@ -404,7 +377,7 @@ def _claim(
             return _outcome(existing)
 
 
-def _message_callback(status_callback: str | None, message_id: int) -> str | None:
+def message_callback(status_callback: str | None, message_id: int) -> str | None:
     """`status_callback` naming the message's row (`?m=<id>`): Twilio may report a status
     before this run has written the Message SID down, and the signed URL says which
     message it is even then (`callcenter.tickets.delivery`)."""
@@ -421,7 +394,7 @@ def _outcome(row: SmsMessage) -> SmsOutcome:
     return SmsOutcome(row.key, row.status, row.reason, row.twilio_sid)
 
 
-def _mask(number: str | None) -> str:
+def mask_number(number: str | None) -> str:
     """Numbers in logs keep their last two digits only (personal data)."""
     if not number:
         return "-"
