@@ -122,6 +122,14 @@ def send(services: Services, clock: MutableClock, adapter: Any) -> SmsOutcome:
     )
 
 
+def dies_mid_send(
+    services: Services, clock: MutableClock, twilio: Twilio, *, reached: bool
+) -> None:
+    """The job claims the SMS and its process dies asking Twilio (`DiesWhileAsking`)."""
+    with pytest.raises(ProcessDied):
+        send(services, clock, DiesWhileAsking(twilio.telephony, reached=reached))
+
+
 def sweep(services: Services, telephony: Any) -> None:
     """What every outbox sweep does (`tasks.reconcile_sms`), with this test's Twilio."""
     services.telephony = telephony
@@ -138,11 +146,20 @@ def stale(services: Services, clock: MutableClock) -> None:
     clock.now += timedelta(minutes=services.settings.sms_unsettled_minutes, seconds=1)
 
 
+def settled_for_good(services: Services, clock: MutableClock, twilio: Twilio, status: str) -> None:
+    """Neither a later sweep nor the next run of the job asks Twilio anything again."""
+    asked = (len(twilio.lookups()), len(twilio.creates()))
+    stale(services, clock)
+    sweep(services, twilio.telephony)
+    outcome = send(services, clock, twilio.telephony)
+    assert (outcome.status, outcome.fresh) == (status, False)
+    assert (len(twilio.lookups()), len(twilio.creates())) == asked
+
+
 def test_an_sms_twilio_took_before_its_process_died_is_found_and_not_sent_again(
     services: Services, now: MutableClock, twilio: Twilio, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.raises(ProcessDied):
-        send(services, now, DiesWhileAsking(twilio.telephony, reached=True))
+    dies_mid_send(services, now, twilio, reached=True)
     assert len(twilio.creates()) == 1  # Twilio took it; nobody wrote that down
     assert (row(services).status, row(services).twilio_sid) == ("sending", None)
 
@@ -161,20 +178,13 @@ def test_an_sms_twilio_took_before_its_process_died_is_found_and_not_sent_again(
     logged = [r.getMessage() for r in caplog.records if KEY in r.getMessage()]
     assert any("found in Twilio's message list" in m for m in logged)
     assert not any(TO in m for m in logged)  # numbers are masked in logs
-
-    # Settled: neither the next sweep nor the next run of the job asks Twilio again.
-    sweep(services, twilio.telephony)
-    assert len(twilio.lookups()) == 1
-    outcome = send(services, now, twilio.telephony)
-    assert (outcome.status, outcome.fresh) == ("sent", False)
-    assert len(twilio.creates()) == 1
+    settled_for_good(services, now, twilio, "sent")
 
 
 def test_an_sms_that_never_reached_twilio_is_sent_again_once(
     services: Services, now: MutableClock, twilio: Twilio
 ) -> None:
-    with pytest.raises(ProcessDied):
-        send(services, now, DiesWhileAsking(twilio.telephony, reached=False))
+    dies_mid_send(services, now, twilio, reached=False)
     assert twilio.creates() == []
     stale(services, now)
     sweep(services, twilio.telephony)
@@ -185,10 +195,7 @@ def test_an_sms_that_never_reached_twilio_is_sent_again_once(
     assert settled.status == "sent"
     assert settled.twilio_sid == twilio.memory.created[0]["sid"]
     assert settled.reason is not None and "sent again" in settled.reason
-
-    stale(services, now)
-    sweep(services, twilio.telephony)
-    assert len(twilio.creates()) == 1 and len(twilio.lookups()) == 1
+    settled_for_good(services, now, twilio, "sent")
 
 
 def test_an_identical_text_sent_earlier_for_another_message_is_not_taken_for_it(
@@ -205,8 +212,7 @@ def test_an_identical_text_sent_earlier_for_another_message_is_not_taken_for_it(
         status_callback=None,
     )
     assert earlier.status == "sent"
-    with pytest.raises(ProcessDied):
-        send(services, now, DiesWhileAsking(twilio.telephony, reached=False))
+    dies_mid_send(services, now, twilio, reached=False)
     stale(services, now)
     sweep(services, twilio.telephony)
 
@@ -218,8 +224,7 @@ def test_an_identical_text_sent_earlier_for_another_message_is_not_taken_for_it(
 def test_while_twilio_is_away_the_sms_waits_and_is_settled_when_it_is_back(
     services: Services, now: MutableClock, twilio: Twilio, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.raises(ProcessDied):
-        send(services, now, DiesWhileAsking(twilio.telephony, reached=True))
+    dies_mid_send(services, now, twilio, reached=True)
     stale(services, now)
     away = TwilioTelephony(
         TEST_ACCOUNT_SID, "test-token", api_base_url="http://127.0.0.1:9", timeout=2
@@ -238,8 +243,7 @@ def test_while_twilio_is_away_the_sms_waits_and_is_settled_when_it_is_back(
 def test_without_a_twilio_account_to_ask_it_becomes_unknown_and_is_never_sent_again(
     services: Services, now: MutableClock, twilio: Twilio, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with pytest.raises(ProcessDied):
-        send(services, now, DiesWhileAsking(twilio.telephony, reached=True))
+    dies_mid_send(services, now, twilio, reached=True)
     stale(services, now)
     sweep(services, OfflineTelephony())
 
@@ -248,18 +252,14 @@ def test_without_a_twilio_account_to_ask_it_becomes_unknown_and_is_never_sent_ag
     assert unknown.reason is not None and "not sent again" in unknown.reason
     errors = [r for r in caplog.records if KEY in r.getMessage() and r.levelname == "ERROR"]
     assert len(errors) == 1
-    sweep(services, twilio.telephony)  # settled for good: Twilio is not asked
-    assert row(services).status == "unknown" and twilio.lookups() == []
-    outcome = send(services, now, twilio.telephony)
-    assert (outcome.status, outcome.fresh) == ("unknown", False)
-    assert len(twilio.creates()) == 1
+    settled_for_good(services, now, twilio, "unknown")
+    assert twilio.lookups() == []
 
 
 def test_a_status_callback_that_named_the_message_settles_it_without_asking(
     services: Services, now: MutableClock, twilio: Twilio
 ) -> None:
-    with pytest.raises(ProcessDied):
-        send(services, now, DiesWhileAsking(twilio.telephony, reached=True))
+    dies_mid_send(services, now, twilio, reached=True)
     # Twilio's status callback arrives, naming the row by the `m` of its StatusCallback.
     sid = twilio.memory.created[0]["sid"]
     report = DeliveryReport(sid, "delivered", None, row(services).id)
