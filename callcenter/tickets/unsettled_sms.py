@@ -79,13 +79,6 @@ class Reconciled:
     unknown: list[str] = field(default_factory=list)  # Twilio could not be asked for good
     waiting: list[str] = field(default_factory=list)  # Twilio away: asked again next round
 
-    @property
-    def total(self) -> int:
-        return sum(
-            len(keys)
-            for keys in (self.reported, self.found, self.resent, self.unknown, self.waiting)
-        )
-
 
 @dataclass(frozen=True)
 class _Stale:
