@@ -44,7 +44,7 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import requests
 
@@ -266,7 +266,8 @@ class MessageMemory:
     This rewrite does the same with Prism's own answers (so every request is still checked
     against the description): a create's answer gets a new SID and the time it was made,
     and the list's answer carries, instead of the examples, the messages created to its
-    `To` filter, newest first, each shaped as Prism's example message.
+    `To` filter, newest first, each shaped as Prism's example message, `PageSize` a page
+    (50 unless asked), with a `next_page_uri` while there are more.
     """
 
     def __init__(self) -> None:
@@ -292,10 +293,19 @@ class MessageMemory:
             with self.lock:
                 self.created.append(answer)
         elif method == "GET":
-            to = parse_qs(where.query).get("To", [None])[0]
+            query = {name: values[0] for name, values in parse_qs(where.query).items()}
+            to = query.get("To")
             with self.lock:
                 listed = [m for m in reversed(self.created) if to is None or m["to"] == to]
-            answer.update(messages=listed, next_page_uri=None)
+            size, number = int(query.get("PageSize", 50)), int(query.get("Page", 0))
+            more = len(listed) > (number + 1) * size
+            query.update(Page=str(number + 1), PageSize=str(size))
+            answer.update(
+                messages=listed[number * size : (number + 1) * size],
+                page=number,
+                page_size=size,
+                next_page_uri=f"{where.path}?{urlencode(query)}" if more else None,
+            )
         return status, json.dumps(answer).encode()
 
 

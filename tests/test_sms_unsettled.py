@@ -19,6 +19,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -26,13 +27,14 @@ import pytest
 from sqlalchemy import select
 
 from callcenter.db.models import SmsMessage
-from callcenter.errors import ConfigurationError
+from callcenter.errors import ConfigurationError, TelephonyUnavailable
 from callcenter.jobs import tasks
 from callcenter.services import Services
 from callcenter.settings import Settings
 from callcenter.telephony.client import OfflineTelephony, TwilioTelephony, build_telephony
 from callcenter.tickets.delivery import Applied, DeliveryReport, record_delivery
 from callcenter.tickets.notifications import SmsOutcome, send_once
+from callcenter.tickets.unsettled_sms import reconcile_unsettled
 from tests.conftest import ROOT, TEST_ACCOUNT_SID, MutableClock
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -277,3 +279,132 @@ def test_unsettled_minutes_must_outlast_the_settle_write() -> None:
         Settings.from_env({"SMS_UNSETTLED_MINUTES": "1", "SMS_SETTLE_SECONDS": "90"})
     with pytest.raises(ConfigurationError, match="SMS_SETTLE_SECONDS"):
         Settings.from_env({"SMS_SETTLE_SECONDS": "0"})
+
+
+def listed(
+    sid: str, *, body: str = BODY, to: str = TO, at: datetime, direction: str = "outbound-api"
+) -> dict[str, Any]:
+    """A message in the account's history, as Twilio's list shows one."""
+    return {
+        "sid": sid,
+        "to": to,
+        "body": body,
+        "direction": direction,
+        "date_created": format_datetime(at, usegmt=True),
+    }
+
+
+def test_only_this_text_outbound_to_this_number_while_its_request_ran_is_taken_for_it(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    claimed = now()
+    dies_mid_send(services, now, twilio, reached=False)
+    # What the account's history holds besides: none of these is the message.
+    twilio.memory.created += [
+        listed("SM" + "1" * 32, body="Заявка №1043 зарегистрирована.", at=claimed),
+        listed("SM" + "2" * 32, at=claimed - timedelta(hours=1)),  # the same text, long before
+        listed("SM" + "3" * 32, at=claimed + timedelta(minutes=5)),  # after any request of its
+        listed("SM" + "4" * 32, direction="inbound", at=claimed),
+        listed("SM" + "5" * 32, to="+79160000000", at=claimed),
+    ]
+    stale(services, now)
+    sweep(services, twilio.telephony)
+    assert len(twilio.creates()) == 1  # sent again
+    assert row(services).twilio_sid == twilio.memory.created[-1]["sid"]
+
+
+def test_a_message_past_the_first_page_of_the_list_is_found(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    dies_mid_send(services, now, twilio, reached=True)
+    sid = twilio.memory.created[0]["sid"]
+    later = now() + timedelta(seconds=30)
+    twilio.memory.created += [
+        listed(f"SM{n:032x}", body=f"Ссылка {n}", at=later) for n in range(150)
+    ]
+    stale(services, now)
+    sweep(services, twilio.telephony)
+    assert (row(services).status, row(services).twilio_sid) == ("sent", sid)
+    assert [q.get("Page") for q in twilio.lookups()] == [None, ["1"]]
+    assert len(twilio.creates()) == 1
+
+
+def test_too_many_messages_to_read_through_make_it_unknown_not_sent_again(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    dies_mid_send(services, now, twilio, reached=False)
+    later = now() + timedelta(seconds=30)
+    twilio.memory.created += [
+        listed(f"SM{n:032x}", body=f"Ссылка {n}", at=later) for n in range(1001)
+    ]
+    stale(services, now)
+    sweep(services, twilio.telephony)
+    unknown = row(services)
+    assert unknown.status == "unknown" and "not read through" in (unknown.reason or "")
+    assert twilio.creates() == [] and len(twilio.lookups()) == 10
+
+
+def test_a_job_that_outlives_the_sweep_does_not_undo_what_the_sweep_found(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    # The job's request fails (Twilio unreachable: a `retry` it writes at its end); before
+    # that end, the sweep settles the message by sending it again.
+    @dataclass
+    class SlowAndUnreachable:
+        def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
+            stale(services, now)
+            sweep(services, twilio.telephony)
+            raise TelephonyUnavailable("could not reach Twilio")
+
+    outcome = send(services, now, SlowAndUnreachable())
+    assert outcome.status == "retry"
+    settled = row(services)
+    assert (settled.status, settled.twilio_sid) == ("sent", twilio.memory.created[0]["sid"])
+    assert len(twilio.creates()) == 1
+    # The job's next run finds it sent: no third request.
+    assert send(services, now, twilio.telephony).status == "sent"
+    assert len(twilio.creates()) == 1
+
+
+def test_on_a_set_clock_nothing_is_looked_up_and_it_becomes_unknown(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    dies_mid_send(services, now, twilio, reached=True)
+    stale(services, now)
+    reconcile_unsettled(
+        services.sessions,
+        twilio.telephony,
+        now=now(),
+        older_than=timedelta(minutes=services.settings.sms_unsettled_minutes),
+        status_callback=None,
+        real_clock=False,
+    )
+    assert row(services).status == "unknown" and "CALLCENTER_CLOCK" in (row(services).reason or "")
+    assert twilio.lookups() == []
+
+
+def test_a_status_callback_arriving_while_the_sweep_asks_twilio_is_not_taken_for_absence(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    dies_mid_send(services, now, twilio, reached=True)
+    sid = twilio.memory.created[0]["sid"]
+
+    @dataclass
+    class CallbackMeanwhile:
+        """Twilio's adapter; its status callback lands while the sweep looks it up."""
+
+        def find_sms(self, to: str, body: str, **window: datetime) -> list[str]:
+            report = DeliveryReport(sid, "sent", None, row(services).id)
+            assert record_delivery(services.sessions, report, now=now()) == Applied.APPLIED
+            return twilio.telephony.find_sms(to, body, **window)
+
+        def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
+            return twilio.telephony.send_sms(to, body, status_callback=status_callback)
+
+        def close(self) -> None:
+            """The fixture closes the adapter it wraps."""
+
+    stale(services, now)
+    sweep(services, CallbackMeanwhile())
+    assert (row(services).status, row(services).twilio_sid) == ("sent", sid)
+    assert len(twilio.creates()) == 1

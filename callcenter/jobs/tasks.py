@@ -343,6 +343,7 @@ def reconcile_sms(services: Services) -> None:
             older_than=timedelta(minutes=services.settings.sms_unsettled_minutes),
             status_callback=_sms_status_callback(services),
             settle_seconds=services.settings.sms_settle_seconds,
+            real_clock=services.settings.clock_start is None,
         )
     except SQLAlchemyError as exc:
         # The database away: the spool replay and the flush say so at length already.

@@ -64,9 +64,10 @@ DEFAULT_TIMEOUT = 10.0
 
 NOT_CONFIGURED = "Twilio is not configured"
 
-# `find_sms` reads one page of the messages to a number, newest first: the messages of the
-# last minutes to one person fit in it many times over.
-FIND_SMS_PAGE_SIZE = 50
+# `find_sms` reads the messages to a number newest first, a page at a time, until it is
+# past the time asked about; more pages than this and it gives up rather than guess.
+FIND_SMS_PAGE_SIZE = 100
+FIND_SMS_MAX_PAGES = 10
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,13 @@ class Telephony(Protocol):
         message's status there (queued → sent → delivered / undelivered, or failed)."""
         ...
 
-    def find_sms(self, to: str, body: str, *, created_since: datetime) -> list[str]:
+    def find_sms(
+        self, to: str, body: str, *, created_since: datetime, created_before: datetime
+    ) -> list[str]:
         """The SIDs of the outbound messages to `to` with exactly `body` that Twilio
-        created at or after `created_since` (an aware datetime), newest first: how a
-        message whose create request got no answer is found again."""
+        created between `created_since` and `created_before` (aware datetimes), oldest
+        first: how a message whose create request got no answer is found again. Raises
+        `TelephonyError` when the account's messages to `to` are too many to read through."""
         ...
 
     def fetch_recording(self, recording_url: str) -> tuple[bytes, str]:
@@ -341,6 +345,11 @@ class _RoutedHttpClient(TwilioHttpClient):  # type: ignore[misc]  # twilio ships
         )
 
 
+def _digits(number: object) -> str:
+    """A number's digits: `+7 916 123-45-67` and `+79161234567` are one number."""
+    return "".join(ch for ch in str(number or "") if ch.isdigit())
+
+
 def _none_if_blank(value: object) -> str | None:
     if value is None:
         return None
@@ -454,26 +463,43 @@ class TwilioTelephony:
             raise TelephonyError("Twilio accepted the SMS but returned no Message SID")
         return str(sid)
 
-    def find_sms(self, to: str, body: str, *, created_since: datetime) -> list[str]:
+    def find_sms(
+        self, to: str, body: str, *, created_since: datetime, created_before: datetime
+    ) -> list[str]:
         # Twilio's Message list, filtered by To, newest first
         # (https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources).
-        # One page only: `list()` would follow `next_page_uri` page after page. Every
-        # field is compared here as well, the filter included: the answer is only
-        # trusted for what it says about each message.
+        # Page by page (`list()` would read every page there is) until a page reaches back
+        # past `created_since`. Every field is compared here as well, the filter included:
+        # the answer is only trusted for what it says about each message.
+        digits = _digits(to)
+        found: list[str] = []
         page = self._call(
             f"look up the SMS sent to {to}",
             lambda: self._client.messages.page(to=to, page_size=FIND_SMS_PAGE_SIZE),
         )
-        return [
-            str(message.sid)
-            for message in page
-            if message.sid
-            and message.to == to
-            and message.body == body
-            and str(message.direction or "").startswith("outbound")
-            and isinstance(message.date_created, datetime)
-            and message.date_created >= created_since
-        ]
+        for read in range(1, FIND_SMS_MAX_PAGES + 1):
+            oldest: datetime | None = None
+            for message in page:
+                created = message.date_created
+                if not isinstance(created, datetime):
+                    continue
+                oldest = created if oldest is None else min(oldest, created)
+                if (
+                    message.sid
+                    and _digits(message.to) == digits
+                    and message.body == body
+                    and str(message.direction or "").startswith("outbound")
+                    and created_since <= created <= created_before
+                ):
+                    found.append(str(message.sid))
+            if oldest is None or oldest < created_since or not page.next_page_url:
+                return found[::-1]
+            if read < FIND_SMS_MAX_PAGES:
+                page = self._call(f"look up the SMS sent to {to}", page.next_page)
+        raise TelephonyError(
+            f"more than {FIND_SMS_MAX_PAGES * FIND_SMS_PAGE_SIZE} messages to {to} since "
+            f"{created_since:%Y-%m-%d %H:%M} UTC: not read through"
+        )
 
     # ---------------------------------------------------------------- calls
 
@@ -641,7 +667,9 @@ class OfflineTelephony:
     def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
         raise self._refuse()
 
-    def find_sms(self, to: str, body: str, *, created_since: datetime) -> list[str]:
+    def find_sms(
+        self, to: str, body: str, *, created_since: datetime, created_before: datetime
+    ) -> list[str]:
         raise self._refuse()
 
     def fetch_recording(self, recording_url: str) -> tuple[bytes, str]:

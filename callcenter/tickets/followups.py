@@ -154,7 +154,7 @@ def run_followups(
         if started is None:
             return FollowupReport(request_id, ["nothing due"])
         snap, state = started
-    run = _Run(sessions, portal, telephony, settings, snap, state, request_id, now)
+    run = _Run(sessions, portal, telephony, settings, snap, state, request_id, now, clock)
     run.run_steps()
     with sessions() as session, session.begin():
         run.record(session, clock())
@@ -202,7 +202,7 @@ def run_local_followups(
         if started is None:
             return FollowupReport(request_id, ["nothing due"])
         snap, state = started
-        run = _Run(sessions, portal, telephony, settings, snap, state, request_id, now)
+        run = _Run(sessions, portal, telephony, settings, snap, state, request_id, now, clock)
         run.local = True
         try:
             run.run_steps()
@@ -317,6 +317,9 @@ class _Run:
     state: dict[str, Any]
     request_id: int
     now: datetime
+    # Read again for each SMS claim: a claim says when it was made (`unsettled_sms` goes
+    # by it), and a run may spend minutes on recordings and the portal before its SMS.
+    clock: Clock
     report: FollowupReport = field(init=False)
     # Transient trouble met by this run: the follow-ups are due again after a backoff.
     transient: list[str] = field(default_factory=list)
@@ -509,7 +512,7 @@ class _Run:
             key=key,
             to=to,
             body=body,
-            now=self.now,
+            now=self.clock(),
             status_callback=sms_status_callback(self.settings.public_base_url),
             call_id=self.snap.call_id,
             settle_seconds=self.settings.sms_settle_seconds,

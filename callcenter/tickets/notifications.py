@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from functools import cache
 from typing import cast
@@ -96,8 +96,11 @@ class SmsOutcome:
     reason: str | None = None
     sid: str | None = None
     # This run produced the outcome (it still has to be written down, see `settle`);
-    # False: found as another run left it.
+    # False: found as another run left it, or written down already.
     fresh: bool = False
+    # The claim the outcome belongs to (the row's `created_at` when this run claimed it):
+    # `settle` writes it only while the row is still that claim.
+    claimed_at: datetime | None = None
 
     @property
     def settled(self) -> bool:
@@ -166,30 +169,43 @@ def send_unsettled(
     if isinstance(claimed, SmsOutcome):
         return claimed
     callback = message_callback(status_callback, claimed)
+
+    def fresh(status: str, *, reason: str | None = None, sid: str | None = None) -> SmsOutcome:
+        return _fresh(key, status, reason=reason, sid=sid, claimed_at=now)
+
     try:
         sid = telephony.send_sms(to, body, status_callback=callback)
     except TelephonyNotConfigured as exc:
-        return _fresh(key, SKIPPED, reason=str(exc))
+        return fresh(SKIPPED, reason=str(exc))
     except TelephonyUnavailable as exc:
-        return _fresh(key, RETRY, reason=str(exc))
+        return fresh(RETRY, reason=str(exc))
     except TelephonyRejected as exc:
-        return _fresh(key, FAILED, reason=str(exc))
+        return fresh(FAILED, reason=str(exc))
     except TelephonyError as exc:
         # Twilio may have taken it (e.g. it answered without a SID): do not send again.
-        return _fresh(key, FAILED, reason=str(exc))
+        return fresh(FAILED, reason=str(exc))
     except Exception as exc:
         with sessions() as session, session.begin():
-            settle(session, _fresh(key, FAILED, reason=f"{exc.__class__.__name__}: {exc}"))
+            settle(session, fresh(FAILED, reason=f"{exc.__class__.__name__}: {exc}"))
         raise
     log.info("SMS %s sent to %s", key, mask_number(to))
-    return write_sent(sessions, _fresh(key, SENT, sid=sid), patience=settle_seconds)
+    return write_sent(sessions, fresh(SENT, sid=sid), patience=settle_seconds)
 
 
-def settle(session: Session, outcome: SmsOutcome) -> None:
-    """Write a fresh outcome of `send_unsettled` (in the caller's transaction)."""
-    session.execute(
+def settle(session: Session, outcome: SmsOutcome) -> bool:
+    """Write a fresh outcome of `send_unsettled` (in the caller's transaction); whether it
+    was written. Only while the row is still this run's claim (`sending`, claimed at
+    `outcome.claimed_at`): a run that outlived `SMS_UNSETTLED_MINUTES` may find the sweep
+    has settled or claimed the message meanwhile (`unsettled_sms`), and its late outcome
+    would undo what the sweep found out at Twilio."""
+    claim = (
+        [SmsMessage.status == SENDING, SmsMessage.created_at == outcome.claimed_at]
+        if outcome.claimed_at is not None
+        else []
+    )
+    moved = session.execute(
         update(SmsMessage)
-        .where(SmsMessage.key == outcome.key)
+        .where(SmsMessage.key == outcome.key, *claim)
         .values(
             status=outcome.status,
             reason=outcome.reason[:_MAX_REASON] if outcome.reason else None,
@@ -197,6 +213,15 @@ def settle(session: Session, outcome: SmsOutcome) -> None:
         )
         .execution_options(synchronize_session=False)
     )
+    written: bool = moved.rowcount == 1  # type: ignore[attr-defined]
+    if not written:
+        log.warning(
+            "SMS %s: settled by the sweep meanwhile; this run's outcome (%s, %s) is not written",
+            outcome.key,
+            outcome.status,
+            outcome.sid,
+        )
+    return written
 
 
 def write_sent(
@@ -208,8 +233,8 @@ def write_sent(
     list, minutes later). Tried again with a short, capped backoff while the database is
     unreachable, for at most `patience` seconds; logged once when it goes away, once when
     it is back, once on giving up (then the error propagates: the job fails, and
-    `unsettled_sms.reconcile_unsettled` settles the row later). The caller's own `settle`
-    writes the same values again, harmlessly."""
+    `unsettled_sms.reconcile_unsettled` settles the row later). Returns the outcome as
+    written (not `fresh` any more: nothing is left for the caller to `settle`)."""
     deadline = time.monotonic() + patience
     delay = _SETTLE_FIRST_DELAY
     lost_at: float | None = None
@@ -248,7 +273,7 @@ def write_sent(
                 time.monotonic() - lost_at,
                 outcome.sid,
             )
-        return outcome
+        return replace(outcome, fresh=False)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -321,13 +346,18 @@ def _skip_statement(dialect: str) -> Executable:
 
 
 def _fresh(
-    key: str, status: str, *, reason: str | None = None, sid: str | None = None
+    key: str,
+    status: str,
+    *,
+    reason: str | None = None,
+    sid: str | None = None,
+    claimed_at: datetime | None = None,
 ) -> SmsOutcome:
     if status == SKIPPED:
         log.info("SMS %s not sent: %s", key, reason)
     elif status != SENT:
         log.warning("SMS %s: %s (%s)", key, status, reason)
-    return SmsOutcome(key, status, reason, sid, fresh=True)
+    return SmsOutcome(key, status, reason, sid, fresh=True, claimed_at=claimed_at)
 
 
 def _claim(
