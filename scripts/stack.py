@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from email.utils import format_datetime
+from email.utils import format_datetime, parsedate_to_datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from types import TracebackType
@@ -255,6 +255,12 @@ class Proxy(load_calls.LoopbackServer):
         self.serve(Handler)
 
 
+def _listed_time(message: dict[str, Any]) -> datetime:
+    """When a listed message was created; one without a time first (as if not yet sent)."""
+    created = message.get("date_created")
+    return parsedate_to_datetime(created) if created else datetime.max.replace(tzinfo=UTC)
+
+
 class MessageMemory:
     """What Prism cannot do, for a `Proxy` in front of it: remember the SMS created.
 
@@ -297,6 +303,8 @@ class MessageMemory:
             to = query.get("To")
             with self.lock:
                 listed = [m for m in reversed(self.created) if to is None or m["to"] == to]
+            # Newest first, as Twilio lists them (by the time sent; here, created).
+            listed.sort(key=_listed_time, reverse=True)
             size, number = int(query.get("PageSize", 50)), int(query.get("Page", 0))
             more = len(listed) > (number + 1) * size
             query.update(Page=str(number + 1), PageSize=str(size))

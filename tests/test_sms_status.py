@@ -167,9 +167,10 @@ def test_a_report_before_the_sending_job_wrote_the_sid_finds_its_message(
     assert post(client, report("sent"), message_id).status_code == 204
     assert stored(services, message_id) == ("sending", "sent", None, SID)
     with transaction(services.sessions) as session:
-        key = session.get_one(SmsMessage, message_id).key
-        # What the job writes once Twilio's answer is in.
-        settle(session, SmsOutcome(key, "sent", None, SID, fresh=True))
+        row = session.get_one(SmsMessage, message_id)
+        # What the job writes once Twilio's answer is in (its claim: the row's time).
+        outcome = SmsOutcome(row.key, "sent", None, SID, fresh=True, claimed_at=row.created_at)
+        settle(session, outcome)
     assert stored(services, message_id) == ("sent", "sent", None, SID)
 
 

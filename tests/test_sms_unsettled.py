@@ -294,16 +294,17 @@ def listed(
     }
 
 
-def test_only_this_text_outbound_to_this_number_while_its_request_ran_is_taken_for_it(
+def test_only_this_text_outbound_to_this_number_since_its_claim_is_taken_for_it(
     services: Services, now: MutableClock, twilio: Twilio
 ) -> None:
     claimed = now()
     dies_mid_send(services, now, twilio, reached=False)
+    sweep_at = claimed + timedelta(minutes=services.settings.sms_unsettled_minutes, seconds=1)
     # What the account's history holds besides: none of these is the message.
     twilio.memory.created += [
         listed("SM" + "1" * 32, body="Заявка №1043 зарегистрирована.", at=claimed),
         listed("SM" + "2" * 32, at=claimed - timedelta(hours=1)),  # the same text, long before
-        listed("SM" + "3" * 32, at=claimed + timedelta(minutes=5)),  # after any request of its
+        listed("SM" + "3" * 32, at=sweep_at + timedelta(minutes=5)),  # after the sweep looked
         listed("SM" + "4" * 32, direction="inbound", at=claimed),
         listed("SM" + "5" * 32, to="+79160000000", at=claimed),
     ]
@@ -311,6 +312,73 @@ def test_only_this_text_outbound_to_this_number_while_its_request_ran_is_taken_f
     sweep(services, twilio.telephony)
     assert len(twilio.creates()) == 1  # sent again
     assert row(services).twilio_sid == twilio.memory.created[-1]["sid"]
+
+
+def test_a_message_a_job_sent_minutes_after_its_claim_is_found_not_sent_again(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    # A job claims with the time it started (e.g. a chain alert's run) and may reach the
+    # send minutes later; its process died before writing Twilio's answer.
+    claimed = now()
+    dies_mid_send(services, now, twilio, reached=False)
+    sent_late = listed("SM" + "6" * 32, at=claimed + timedelta(minutes=3))
+    twilio.memory.created.append(sent_late)
+    stale(services, now)
+    sweep(services, twilio.telephony)
+    assert (row(services).status, row(services).twilio_sid) == ("sent", sent_late["sid"])
+    assert twilio.creates() == []
+
+
+def test_a_message_with_this_text_but_no_creation_time_makes_it_unknown(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    dies_mid_send(services, now, twilio, reached=False)
+    undated = listed("SM" + "7" * 32, at=now())
+    undated["date_created"] = None
+    twilio.memory.created.append(undated)
+    stale(services, now)
+    sweep(services, twilio.telephony)
+    unknown = row(services)
+    assert unknown.status == "unknown" and "no creation time" in (unknown.reason or "")
+    assert twilio.creates() == []
+
+
+def test_one_row_the_sweep_cannot_settle_does_not_keep_the_others_waiting(
+    services: Services, now: MutableClock, twilio: Twilio, caplog: pytest.LogCaptureFixture
+) -> None:
+    dies_mid_send(services, now, twilio, reached=True)
+
+    @dataclass
+    class SurprisedByTheFirst:
+        """Twilio's adapter, but reading the first row's list raises what nobody expected."""
+
+        def find_sms(self, to: str, body: str, **window: datetime) -> list[str]:
+            if to == TO:
+                raise RuntimeError("unexpected answer")
+            return twilio.telephony.find_sms(to, body, **window)
+
+        def close(self) -> None:
+            """The fixture closes the adapter it wraps."""
+
+    # A second row left sending, after the first: its process died, Twilio took it.
+    second = "ticket-request:3:caller"
+    with pytest.raises(ProcessDied):
+        send_once(
+            services.sessions,
+            DiesWhileAsking(twilio.telephony, reached=True),
+            key=second,
+            to="+79160000002",
+            body=BODY,
+            now=now(),
+            status_callback=None,
+        )
+    stale(services, now)
+    sweep(services, SurprisedByTheFirst())
+    assert row(services).status == "sending"  # left for the next sweep
+    assert any("not reconciled" in r.getMessage() for r in caplog.records)
+    with services.sessions() as session:
+        settled = session.scalars(select(SmsMessage).where(SmsMessage.key == second)).one()
+    assert (settled.status, settled.twilio_sid) == ("sent", twilio.memory.created[-1]["sid"])
 
 
 def test_a_message_past_the_first_page_of_the_list_is_found(

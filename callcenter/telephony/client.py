@@ -107,7 +107,8 @@ class Telephony(Protocol):
         """The SIDs of the outbound messages to `to` with exactly `body` that Twilio
         created between `created_since` and `created_before` (aware datetimes), oldest
         first: how a message whose create request got no answer is found again. Raises
-        `TelephonyError` when the account's messages to `to` are too many to read through."""
+        `TelephonyError` when the account's messages to `to` are too many to read through,
+        or when one with this text carries no creation time."""
         ...
 
     def fetch_recording(self, recording_url: str) -> tuple[bytes, str]:
@@ -466,34 +467,41 @@ class TwilioTelephony:
     def find_sms(
         self, to: str, body: str, *, created_since: datetime, created_before: datetime
     ) -> list[str]:
-        # Twilio's Message list, filtered by To, newest first
+        # Twilio's Message list, filtered by To, newest first by DateSent
         # (https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources).
-        # Page by page (`list()` would read every page there is) until a page reaches back
-        # past `created_since`. Every field is compared here as well, the filter included:
-        # the answer is only trusted for what it says about each message.
+        # Page by page (`list()` would read every page there is) until a whole page was
+        # created before `created_since`: sorted by the time sent, not created, a page
+        # that only reaches back past it may still be followed by one of ours. Every
+        # field is compared here as well, the filter included: the answer is only trusted
+        # for what it says about each message.
         digits = _digits(to)
-        found: list[str] = []
+        found: list[tuple[datetime, str]] = []
         page = self._call(
             f"look up the SMS sent to {to}",
             lambda: self._client.messages.page(to=to, page_size=FIND_SMS_PAGE_SIZE),
         )
         for read in range(1, FIND_SMS_MAX_PAGES + 1):
-            oldest: datetime | None = None
+            newest: datetime | None = None
             for message in page:
-                created = message.date_created
-                if not isinstance(created, datetime):
-                    continue
-                oldest = created if oldest is None else min(oldest, created)
-                if (
+                ours = (
                     message.sid
                     and _digits(message.to) == digits
                     and message.body == body
                     and str(message.direction or "").startswith("outbound")
-                    and created_since <= created <= created_before
-                ):
-                    found.append(str(message.sid))
-            if oldest is None or oldest < created_since or not page.next_page_url:
-                return found[::-1]
+                )
+                created = message.date_created
+                if not isinstance(created, datetime):
+                    if ours:
+                        raise TelephonyError(
+                            f"a message to {to} with this text ({message.sid}) has no "
+                            "creation time: whether it is this one cannot be told"
+                        )
+                    continue
+                newest = created if newest is None else max(newest, created)
+                if ours and created_since <= created <= created_before:
+                    found.append((created, str(message.sid)))
+            if (newest is not None and newest < created_since) or not page.next_page_url:
+                return [sid for _, sid in sorted(found)]
             if read < FIND_SMS_MAX_PAGES:
                 page = self._call(f"look up the SMS sent to {to}", page.next_page)
         raise TelephonyError(

@@ -198,14 +198,15 @@ def settle(session: Session, outcome: SmsOutcome) -> bool:
     `outcome.claimed_at`): a run that outlived `SMS_UNSETTLED_MINUTES` may find the sweep
     has settled or claimed the message meanwhile (`unsettled_sms`), and its late outcome
     would undo what the sweep found out at Twilio."""
-    claim = (
-        [SmsMessage.status == SENDING, SmsMessage.created_at == outcome.claimed_at]
-        if outcome.claimed_at is not None
-        else []
-    )
+    if outcome.claimed_at is None:
+        raise ValueError(f"SMS {outcome.key}: an outcome without its claim cannot be settled")
     moved = session.execute(
         update(SmsMessage)
-        .where(SmsMessage.key == outcome.key, *claim)
+        .where(
+            SmsMessage.key == outcome.key,
+            SmsMessage.status == SENDING,
+            SmsMessage.created_at == outcome.claimed_at,
+        )
         .values(
             status=outcome.status,
             reason=outcome.reason[:_MAX_REASON] if outcome.reason else None,
@@ -216,7 +217,8 @@ def settle(session: Session, outcome: SmsOutcome) -> bool:
     written: bool = moved.rowcount == 1  # type: ignore[attr-defined]
     if not written:
         log.warning(
-            "SMS %s: settled by the sweep meanwhile; this run's outcome (%s, %s) is not written",
+            "SMS %s: not written, the row is no longer this run's claim (the sweep settled "
+            "or claimed it meanwhile); this run's outcome: %s, %s",
             outcome.key,
             outcome.status,
             outcome.sid,

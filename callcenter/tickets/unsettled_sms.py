@@ -10,9 +10,10 @@ each such row by asking Twilio, never by guessing:
 1. A status callback named it already (`delivery` stores the Message SID Twilio reported,
    even on a `sending` row): Twilio took it. `sent`, with that SID.
 2. Twilio's Message list has it: an outbound message to the same number with exactly the
-   same body, created while the claim's request could have been under way (from the claim,
-   less `CLOCK_MARGIN`, to `REQUEST_WINDOW` after it) and not already another row's SID
-   (`TwilioTelephony.find_sms`; the oldest such). Twilio creates the Message resource when
+   same body, created since the claim (less `CLOCK_MARGIN`, for the two clocks) and not
+   already another row's SID (`TwilioTelephony.find_sms`; the oldest such). Up to the
+   sweep's own time, not the claim's plus a request's timeout: a job may claim a message
+   with the time it started and send it later in its run. Twilio creates the Message resource when
    it answers the create request, so by now it is listed if Twilio ever took it. `sent`,
    with that SID.
 3. It is not there: Twilio never took it (the process died before its request reached
@@ -39,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from callcenter.db.models import SmsMessage
@@ -47,7 +49,7 @@ from callcenter.errors import (
     TelephonyUnavailable,
 )
 from callcenter.settings import Settings
-from callcenter.telephony.client import DEFAULT_TIMEOUT, Telephony
+from callcenter.telephony.client import Telephony
 from callcenter.tickets.notifications import (
     FAILED,
     SENDING,
@@ -64,9 +66,6 @@ log = logging.getLogger(__name__)
 # Our clock and Twilio's may disagree a little, and Twilio's `date_created` has whole
 # seconds: a message Twilio created just after our claim may carry a slightly earlier time.
 CLOCK_MARGIN = timedelta(seconds=60)
-# How long after its claim a create request can still have reached Twilio: connecting and
-# then waiting for the answer, each up to the adapter's timeout.
-REQUEST_WINDOW = timedelta(seconds=2 * DEFAULT_TIMEOUT)
 SET_CLOCK_REASON = (
     "the service runs on a set clock (CALLCENTER_CLOCK): Twilio's times cannot be compared with it"
 )
@@ -123,6 +122,8 @@ def reconcile_unsettled(
                 real_clock, done,
             ):  # fmt: skip
                 break
+        except (OperationalError, InterfaceError):
+            raise  # the database is away: the sweep fails, and the next one starts over
         except Exception:
             # One row's surprise must not keep the rows after it `sending` for good.
             log.exception("SMS %s: not reconciled; the next sweep tries again", row.key)
@@ -157,7 +158,7 @@ def _reconcile(
             row.to,
             row.body,
             created_since=row.created_at - CLOCK_MARGIN,
-            created_before=row.created_at + CLOCK_MARGIN + REQUEST_WINDOW,
+            created_before=now + CLOCK_MARGIN,
         )
     except TelephonyUnavailable as exc:
         log.warning("unsettled SMS %s not looked up (%s); the next sweep asks again", row.key, exc)
