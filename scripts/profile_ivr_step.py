@@ -24,7 +24,9 @@ as their own kind and towards the call.
 Also printed, as before: the bare endpoint and the cheapest step (`*` at the main menu, over
 and over). `--logs` keeps the access log line on (to /dev/null); `--profile KIND` prints
 cProfile's top functions of that step kind's requests (e.g. `incoming`; cProfile slows calls
-down unevenly: use it for where, not how much).
+down unevenly: use it for where, not how much), by cumulative time unless `PROFILE_SORT`
+names another of pstats' keys (`PROFILE_SORT=tottime`); `PROFILE_CALLERS=<regex>` adds who
+called the functions it matches (`PROFILE_CALLERS=isinstance`).
 
 `--instructions` runs the same under Valgrind's callgrind and prints instructions executed
 per step kind and per call instead: a count that other processes on the cores do not
@@ -701,7 +703,9 @@ def main() -> int:
     print(f"costliest webhook kind {worst:.0f} µs (target <= 1000 µs): {verdict}", file=out)
     if profiler is not None:
         stats = pstats.Stats(profiler, stream=out)
-        stats.sort_stats("cumulative").print_stats(45)
+        stats.sort_stats(os.environ.get("PROFILE_SORT", "cumulative")).print_stats(45)
+        if os.environ.get("PROFILE_CALLERS"):
+            stats.print_callers(os.environ["PROFILE_CALLERS"])
     return 0
 
 

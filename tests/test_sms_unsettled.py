@@ -476,3 +476,32 @@ def test_a_status_callback_arriving_while_the_sweep_asks_twilio_is_not_taken_for
     sweep(services, CallbackMeanwhile())
     assert (row(services).status, row(services).twilio_sid) == ("sent", sid)
     assert len(twilio.creates()) == 1
+
+
+def test_a_status_callback_landing_after_an_empty_lookup_stops_the_send_again(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    # Twilio's list did not show it yet (an account's list may lag behind its callbacks),
+    # but the status callback naming it lands before the sweep sends it again.
+    dies_mid_send(services, now, twilio, reached=True)
+    sid = twilio.memory.created[0]["sid"]
+
+    @dataclass
+    class EmptyListThenCallback:
+        def find_sms(self, to: str, body: str, **window: datetime) -> list[str]:
+            report = DeliveryReport(sid, "sent", None, row(services).id)
+            assert record_delivery(services.sessions, report, now=now()) == Applied.APPLIED
+            return []
+
+        def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
+            return twilio.telephony.send_sms(to, body, status_callback=status_callback)
+
+        def close(self) -> None:
+            """The fixture closes the adapter it wraps."""
+
+    stale(services, now)
+    sweep(services, EmptyListThenCallback())
+    assert len(twilio.creates()) == 1  # not sent again
+    sweep(services, twilio.telephony)  # the next round records what the callback said
+    assert (row(services).status, row(services).twilio_sid) == ("sent", sid)
+    assert len(twilio.creates()) == 1
