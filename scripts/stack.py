@@ -256,9 +256,10 @@ class Proxy(load_calls.LoopbackServer):
 
 
 def _listed_time(message: dict[str, Any]) -> datetime:
-    """When a listed message was created; one without a time first (as if not yet sent)."""
-    created = message.get("date_created")
-    return parsedate_to_datetime(created) if created else datetime.max.replace(tzinfo=UTC)
+    """When a listed message was sent; one never sent first (where Twilio puts those is
+    not documented)."""
+    sent = message.get("date_sent")
+    return parsedate_to_datetime(sent) if sent else datetime.max.replace(tzinfo=UTC)
 
 
 class MessageMemory:
@@ -270,10 +271,11 @@ class MessageMemory:
     messages the account created
     (https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources).
     This rewrite does the same with Prism's own answers (so every request is still checked
-    against the description): a create's answer gets a new SID and the time it was made,
-    and the list's answer carries, instead of the examples, the messages created to its
-    `To` filter, newest first, each shaped as Prism's example message, `PageSize` a page
-    (50 unless asked), with a `next_page_uri` while there are more.
+    against the description): a create's answer gets a new SID and the time it was made
+    (created and sent), and the list's answer carries, instead of the examples, the
+    messages created to its `To` filter, newest sent first, each shaped as Prism's example
+    message, `PageSize` a page (50 unless asked), with a `next_page_uri` while there are
+    more.
     """
 
     def __init__(self) -> None:
@@ -296,6 +298,7 @@ class MessageMemory:
                 direction="outbound-api",
                 date_created=format_datetime(datetime.now(UTC), usegmt=True),
             )
+            answer["date_sent"] = answer["date_created"]  # sent at once, as a test SMS is
             with self.lock:
                 self.created.append(answer)
         elif method == "GET":
@@ -303,7 +306,7 @@ class MessageMemory:
             to = query.get("To")
             with self.lock:
                 listed = [m for m in reversed(self.created) if to is None or m["to"] == to]
-            # Newest first, as Twilio lists them (by the time sent; here, created).
+            # Newest first by the time sent, as Twilio lists them.
             listed.sort(key=_listed_time, reverse=True)
             size, number = int(query.get("PageSize", 50)), int(query.get("Page", 0))
             more = len(listed) > (number + 1) * size

@@ -33,7 +33,7 @@ from callcenter.services import Services
 from callcenter.settings import Settings
 from callcenter.telephony.client import OfflineTelephony, TwilioTelephony, build_telephony
 from callcenter.tickets.delivery import Applied, DeliveryReport, record_delivery
-from callcenter.tickets.notifications import SmsOutcome, send_once
+from callcenter.tickets.notifications import SmsOutcome, send_once, settle
 from callcenter.tickets.unsettled_sms import reconcile_unsettled
 from tests.conftest import ROOT, TEST_ACCOUNT_SID, MutableClock
 
@@ -272,6 +272,20 @@ def test_a_status_callback_that_named_the_message_settles_it_without_asking(
     assert twilio.lookups() == [] and len(twilio.creates()) == 1
 
 
+def test_an_outcome_is_written_only_as_the_claim_it_belongs_to(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    dies_mid_send(services, now, twilio, reached=False)
+    with pytest.raises(ValueError, match="claim"):
+        SmsOutcome(KEY, "sent", None, "SM" + "8" * 32, fresh=True)
+    claimed = row(services).created_at
+    with services.sessions() as session, session.begin():
+        earlier = claimed - timedelta(seconds=1)
+        other_claim = SmsOutcome(KEY, "sent", None, "SM" + "8" * 32, fresh=True, claimed_at=earlier)
+        assert settle(session, other_claim) is False
+    assert (row(services).status, row(services).twilio_sid) == ("sending", None)
+
+
 def test_unsettled_minutes_must_outlast_the_settle_write() -> None:
     assert Settings.from_env({"SMS_SETTLE_SECONDS": "30"}).sms_settle_seconds == 30
     assert Settings.from_env({"SMS_UNSETTLED_MINUTES": "5"}).sms_unsettled_minutes == 5
@@ -282,15 +296,23 @@ def test_unsettled_minutes_must_outlast_the_settle_write() -> None:
 
 
 def listed(
-    sid: str, *, body: str = BODY, to: str = TO, at: datetime, direction: str = "outbound-api"
+    sid: str,
+    *,
+    body: str = BODY,
+    to: str = TO,
+    at: datetime,
+    sent_at: datetime | None = None,
+    direction: str = "outbound-api",
 ) -> dict[str, Any]:
-    """A message in the account's history, as Twilio's list shows one."""
+    """A message in the account's history, as Twilio's list shows one (sent when created,
+    unless `sent_at` says otherwise)."""
     return {
         "sid": sid,
         "to": to,
         "body": body,
         "direction": direction,
         "date_created": format_datetime(at, usegmt=True),
+        "date_sent": format_datetime(sent_at or at, usegmt=True),
     }
 
 
@@ -395,6 +417,24 @@ def test_a_message_past_the_first_page_of_the_list_is_found(
     assert (row(services).status, row(services).twilio_sid) == ("sent", sid)
     assert [q.get("Page") for q in twilio.lookups()] == [None, ["1"]]
     assert len(twilio.creates()) == 1
+
+
+def test_messages_created_long_before_but_sent_after_it_do_not_hide_it(
+    services: Services, now: MutableClock, twilio: Twilio
+) -> None:
+    # Twilio lists by the time sent: a page of scheduled messages, created an hour before
+    # the claim and sent after ours, comes first.
+    dies_mid_send(services, now, twilio, reached=True)
+    sid = twilio.memory.created[0]["sid"]
+    hour_ago, later = now() - timedelta(hours=1), now() + timedelta(seconds=30)
+    twilio.memory.created += [
+        listed(f"SM{n:032x}", body=f"Напоминание {n}", at=hour_ago, sent_at=later)
+        for n in range(100)
+    ]
+    stale(services, now)
+    sweep(services, twilio.telephony)
+    assert (row(services).status, row(services).twilio_sid) == ("sent", sid)
+    assert len(twilio.lookups()) == 2 and len(twilio.creates()) == 1
 
 
 def test_too_many_messages_to_read_through_make_it_unknown_not_sent_again(

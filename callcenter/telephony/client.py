@@ -469,11 +469,13 @@ class TwilioTelephony:
     ) -> list[str]:
         # Twilio's Message list, filtered by To, newest first by DateSent
         # (https://www.twilio.com/docs/messaging/api/message-resource#read-multiple-message-resources).
-        # Page by page (`list()` would read every page there is) until a whole page was
-        # created before `created_since`: sorted by the time sent, not created, a page
-        # that only reaches back past it may still be followed by one of ours. Every
-        # field is compared here as well, the filter included: the answer is only trusted
-        # for what it says about each message.
+        # Page by page (`list()` would read every page there is) until a page holds a
+        # message sent before `created_since`: every later page was sent before it, so
+        # created before it too. (A page may hold messages created long ago and sent
+        # after ours, scheduled ones: their creation times say nothing of what follows.
+        # Where Twilio lists a message never sent is not documented; ours, if never sent,
+        # may be missed and sent again.) Every field is compared here as well, the filter
+        # included: the answer is only trusted for what it says about each message.
         digits = _digits(to)
         found: list[tuple[datetime, str]] = []
         page = self._call(
@@ -481,7 +483,7 @@ class TwilioTelephony:
             lambda: self._client.messages.page(to=to, page_size=FIND_SMS_PAGE_SIZE),
         )
         for read in range(1, FIND_SMS_MAX_PAGES + 1):
-            newest: datetime | None = None
+            oldest_sent: datetime | None = None
             for message in page:
                 ours = (
                     message.sid
@@ -489,6 +491,9 @@ class TwilioTelephony:
                     and message.body == body
                     and str(message.direction or "").startswith("outbound")
                 )
+                sent = message.date_sent
+                if isinstance(sent, datetime):
+                    oldest_sent = sent if oldest_sent is None else min(oldest_sent, sent)
                 created = message.date_created
                 if not isinstance(created, datetime):
                     if ours:
@@ -497,10 +502,9 @@ class TwilioTelephony:
                             "creation time: whether it is this one cannot be told"
                         )
                     continue
-                newest = created if newest is None else max(newest, created)
                 if ours and created_since <= created <= created_before:
                     found.append((created, str(message.sid)))
-            if (newest is not None and newest < created_since) or not page.next_page_url:
+            if (oldest_sent is not None and oldest_sent < created_since) or not page.next_page_url:
                 return [sid for _, sid in sorted(found)]
             if read < FIND_SMS_MAX_PAGES:
                 page = self._call(f"look up the SMS sent to {to}", page.next_page)

@@ -102,6 +102,10 @@ class SmsOutcome:
     # `settle` writes it only while the row is still that claim.
     claimed_at: datetime | None = None
 
+    def __post_init__(self) -> None:
+        if self.fresh and self.claimed_at is None:
+            raise ValueError(f"SMS {self.key}: a fresh outcome names the claim it belongs to")
+
     @property
     def settled(self) -> bool:
         return self.status in SETTLED
@@ -199,7 +203,7 @@ def settle(session: Session, outcome: SmsOutcome) -> bool:
     has settled or claimed the message meanwhile (`unsettled_sms`), and its late outcome
     would undo what the sweep found out at Twilio."""
     if outcome.claimed_at is None:
-        raise ValueError(f"SMS {outcome.key}: an outcome without its claim cannot be settled")
+        raise ValueError(f"SMS {outcome.key}: an outcome of no claim is not to be settled")
     moved = session.execute(
         update(SmsMessage)
         .where(
@@ -353,7 +357,7 @@ def _fresh(
     *,
     reason: str | None = None,
     sid: str | None = None,
-    claimed_at: datetime | None = None,
+    claimed_at: datetime,
 ) -> SmsOutcome:
     if status == SKIPPED:
         log.info("SMS %s not sent: %s", key, reason)

@@ -21,8 +21,9 @@ each such row by asking Twilio, never by guessing:
    first try would have; a process that dies this time leaves it for the next round.
 4. Twilio cannot be asked: unreachable or answering 5xx — the row stays `sending` and the
    next sweep asks again; no Twilio account, Twilio refusing the lookup, too many messages
-   to that number to read through, or the service on a set clock (`CALLCENTER_CLOCK`,
-   whose times Twilio's cannot be compared with) — `unknown`, with the reason (never sent
+   to that number to read through, a listed one with this text but no creation time, or
+   the service on a set clock (`CALLCENTER_CLOCK`, whose times Twilio's cannot be
+   compared with) — `unknown`, with the reason (never sent
    again: nobody can tell whether it went out, and a duplicate is worse than a gap a
    supervisor can see).
 
@@ -30,7 +31,13 @@ Every step changes a row only while it is still `sending`, stale and without a S
 status callback wrote meanwhile, so two sweeps cannot both act on it; and the first
 process, should it still be alive, writes its outcome only while the row is still its
 claim (`notifications.settle`), so it cannot undo what the sweep found out. The sweep
-trusts the claim's time: senders claim with the clock's time at the send.
+trusts the claim's time: senders claim with their job's time, at most a loop over a few
+recipients before the send — seconds against `SMS_UNSETTLED_MINUTES`.
+
+One case is not told apart: two rows with the same text to the same number (the same
+link, sent for two calls), one stale and one whose job is still sending it. The stale one
+may be recorded with the other's SID, and that number then gets the text once where two
+were meant — the same text, so nothing is lost to its reader.
 """
 
 from __future__ import annotations
