@@ -436,6 +436,41 @@ def test_a_ticket_job_whose_worker_was_kill_9ed_is_queued_again_at_once(
     assert request_row(services, request_id).status == "done"
 
 
+def test_a_ticket_job_taken_off_the_queue_by_a_worker_killed_before_it_started_is_queued_again(
+    pipeline: Callable[..., Services], caplog: pytest.LogCaptureFixture
+) -> None:
+    """RQ's worker takes a job off the queue into an intermediate list, then marks it
+    started. Killed in between, it leaves the job `queued` where no worker looks, and RQ
+    fails it only at a maintenance round a minute or more after one first noticed it;
+    till then every submit found it "queued" and did nothing (a chaos run's request stayed
+    pending 120 s after a worker's `kill -9`). Now the second submit at least
+    `dropped_seconds` after the first to find it so queues it again."""
+    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
+    request_id = open_request(no_redis)
+    services = pipeline()
+    runner = services.jobs
+    assert isinstance(runner, runners.RqJobRunner)
+    job_id = runner.ticket_job_id(request_id)
+    assert runner.submit_ticket_request(request_id)
+    # RQ's own dequeue step, by a worker that dies right after it.
+    taken = Queue.lmove(runner.connection, runner.tickets.key, timeout=None)
+    assert taken is not None and taken[1] == job_id.encode()
+    assert runner.connection.llen(runner.tickets.key) == 0
+
+    assert runner.submit_ticket_request(request_id)  # first seen so: a worker may be starting it
+    assert runner.connection.llen(runner.tickets.key) == 0
+    runner.dropped_seconds = 0.0  # instead of waiting out the 5 s
+    with caplog.at_level(logging.WARNING, logger="callcenter.jobs.runners"):
+        assert runner.submit_ticket_request(request_id)
+    assert "died before starting it: queued again" in caplog.text
+    assert runner.connection.lrange(runner.tickets.key, 0, -1) == [job_id.encode()]
+    assert runner.connection.llen(runner.tickets.intermediate_queue_key) == 0
+    PipelineWorker(
+        [runner.tickets, runner.followups], services=services, connection=runner.connection
+    ).work(burst=True, with_scheduler=False)
+    assert request_row(services, request_id).status == "done"
+
+
 def test_a_running_job_of_a_live_worker_is_not_queued_twice(
     pipeline: Callable[..., Services],
 ) -> None:

@@ -12,6 +12,11 @@ from __future__ import annotations
 import importlib
 import inspect
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
 import tomllib
 from collections.abc import Callable
@@ -22,8 +27,16 @@ from typing import Any
 import pytest
 from redis import Redis
 from rq import Queue
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 
-from callcenter.jobs.worker import RQ_INTERNALS, PipelineWorker, RedisWatch, ServicesJob
+from callcenter.jobs.worker import (
+    RQ_INTERNALS,
+    RQ_OTHER_PARTS,
+    PipelineWorker,
+    RedisWatch,
+    ServicesJob,
+    release_dead_schedulers,
+)
 from tests.processes import ROOT, RedisServer, wait_until
 
 
@@ -112,3 +125,84 @@ def test_the_worker_says_once_per_change_that_redis_is_lost_still_away_and_back(
     assert seen[0] == "Redis lost" and seen[-1] == "Redis is back", seen
     assert set(seen[1:-1]) == {"Redis still away"}, seen
     assert watch.away_since is None
+
+
+def test_the_other_rq_parts_relied_on_are_still_there() -> None:
+    for entry in RQ_OTHER_PARTS:
+        dotted = entry.split("(", 1)[0]
+        module, _, name = dotted.rpartition(".")
+        try:
+            found = getattr(importlib.import_module(module), name)
+        except ImportError:  # a class's method: rq.scheduler.RQScheduler.get_locking_key
+            owner, _, cls = module.rpartition(".")
+            found = getattr(getattr(importlib.import_module(owner), cls), name)
+        if "(" in entry:
+            assert _shape(found) == entry.rpartition(".")[2], f"rq's {dotted} changed"
+        else:
+            assert isinstance(found, str | property), f"rq's {dotted} changed"
+
+
+# What RQ runs in the process it forks for a worker's scheduler (`rq.scheduler.run`):
+# take the queue's lock, then `work()` (register, refresh the lock, move due jobs).
+SCHEDULER = """
+import sys
+from redis import Redis
+from rq.scheduler import RQScheduler
+scheduler = RQScheduler(["tickets"], connection=Redis.from_url(sys.argv[1]))
+assert scheduler.acquire_locks() == {"tickets"}
+scheduler.work()
+"""
+
+
+@pytest.mark.redis
+def test_a_scheduler_killed_with_its_worker_has_its_lock_freed_at_once(tmp_path: Path) -> None:
+    """Without this, RQ's lock outlives the killed scheduler by 61 s and nobody moves the
+    sweep onto the queue meanwhile."""
+    server = RedisServer(tmp_path)
+    server.start_and_wait()
+    connection = Redis.from_url(server.url)
+    lock = RQScheduler.get_locking_key("tickets")
+    scheduler = subprocess.Popen([sys.executable, "-c", SCHEDULER, server.url])
+    try:
+        holder = lambda: connection.get(lock)  # noqa: E731
+        registered = lambda: connection.hget(  # noqa: E731
+            SCHEDULER_KEY_TEMPLATE % (holder() or b"").decode(), "pid"
+        )
+        wait_until(lambda: registered() == str(scheduler.pid).encode(), timeout=30, what="up")
+        # Alive: its lock stays its own.
+        assert release_dead_schedulers(connection, ["tickets", "followups"]) == []
+        assert holder() is not None
+
+        os.kill(scheduler.pid, signal.SIGKILL)
+        scheduler.wait(timeout=30)
+        assert holder() is not None and connection.ttl(lock) > 30  # RQ's TTL: ~61 s
+        assert release_dead_schedulers(connection, ["tickets", "followups"]) == ["tickets"]
+        assert holder() is None
+        assert RQScheduler(["tickets"], connection=connection).acquire_locks() == {"tickets"}
+    finally:
+        if scheduler.poll() is None:
+            scheduler.kill()
+            scheduler.wait(timeout=30)
+        server.stop()
+        connection.close()
+
+
+@pytest.mark.redis
+def test_a_scheduler_on_another_host_is_left_to_its_lock_s_ttl(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    server.start_and_wait()
+    connection = Redis.from_url(server.url)
+    try:
+        # As RQ records a scheduler of another machine that holds the lock (its pid may
+        # be any process's here).
+        lock = RQScheduler.get_locking_key("tickets")
+        connection.set(lock, "elsewhere-1", ex=61)
+        connection.hset(
+            SCHEDULER_KEY_TEMPLATE % "elsewhere-1",
+            mapping={"hostname": "not-" + socket.gethostname(), "pid": str(2**22 + 1)},
+        )
+        assert release_dead_schedulers(connection, ["tickets"]) == []
+        assert connection.get(lock) == b"elsewhere-1"
+    finally:
+        server.stop()
+        connection.close()

@@ -87,6 +87,9 @@ PURGE_JOB_TIMEOUT = 3600
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
+# A queued job found off its queue, in RQ's intermediate list, this long: the worker that
+# took it died before starting it (a live one starts it within milliseconds).
+DROPPED_SECONDS = 5.0
 
 
 def run_job(services: Services, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -122,6 +125,8 @@ def build_runner(services: Services) -> JobRunner:
 
 class RqJobRunner:
     """Jobs on RQ queues in Redis."""
+
+    dropped_seconds = DROPPED_SECONDS  # see `_dropped`
 
     def __init__(self, services: Services, redis_url: str, queue_name: str) -> None:
         if not _QUEUE_NAME.fullmatch(queue_name):
@@ -272,17 +277,48 @@ class RqJobRunner:
                     except NoSuchJobError:
                         continue  # it just expired: try again
                     status = job.get_status(refresh=False)
-                    if status not in _TERMINAL and not self._abandoned(job, status):
-                        return  # queued, scheduled or running: that one job will do it
-                    if status not in _TERMINAL:
+                    if status in _TERMINAL:
+                        pass
+                    elif self._abandoned(job, status):
                         log.warning(
                             "job %s was started by worker %s, which is gone: queued again",
                             job_id,
                             job.worker_name,
                         )
+                    elif self._dropped(queue, job_id, status):
+                        log.warning(
+                            "job %s was taken off its queue by a worker that died before "
+                            "starting it: queued again",
+                            job_id,
+                        )
+                    else:
+                        return  # queued, scheduled or running: that one job will do it
                     job.delete()
         except RedisError as exc:
             raise QueueUnavailable(f"Redis: {exc}") from exc
+
+    def _dropped(self, queue: Queue, job_id: str, status: JobStatus | None) -> bool:
+        """A queued job no worker will run. A worker takes a job off the queue into RQ's
+        intermediate list, then marks it started, atomically; killed in between, it leaves
+        the job `queued` in neither the queue nor the started registry, and RQ fails it
+        only at a maintenance round a minute or more after one first noticed it — the
+        request waits that long. Found so twice `dropped_seconds` apart (or in no list at
+        all), it is taken out of the intermediate list here and queued again."""
+        if status != JobStatus.QUEUED or self.connection.lpos(queue.key, job_id) is not None:
+            return False  # waiting its turn
+        intermediate = queue.intermediate_queue_key
+        if self.connection.lpos(intermediate, job_id) is None:
+            return True  # in no list: nobody will ever take it
+        seen = f"{intermediate}:seen-by-submit:{job_id}"
+        at = time.time()
+        if self.connection.set(seen, at, nx=True, ex=60):
+            return False  # first seen there now: a live worker may be starting it
+        first = float(_text(self.connection.get(seen)) or at)
+        if at - first < self.dropped_seconds:
+            return False
+        self.connection.lrem(intermediate, 1, job_id)
+        self.connection.delete(seen)
+        return True
 
     def _abandoned(self, job: Job, status: JobStatus | None) -> bool:
         """A started job whose worker is gone (kill -9, a lost host). RQ notices only when
@@ -298,15 +334,7 @@ class RqJobRunner:
         )
         if hostname is None and pid is None:
             return True  # nobody keeps the worker's key alive any more
-        if pid is None or _text(hostname) != socket.gethostname():
-            return False  # another host's worker: its key's expiry will tell
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except (PermissionError, ValueError):
-            return False
-        return False
+        return gone_from_this_host(hostname, pid)  # else its key's expiry will tell
 
     # ------------------------------------------------------------- the sweep chain
 
@@ -559,6 +587,20 @@ class InlineJobRunner:
                 self._idle.wait()
             self._closed = True
         self._pool.shutdown(wait=True)
+
+
+def gone_from_this_host(hostname: bytes | str | None, pid: bytes | str | None) -> bool:
+    """Whether a process RQ registered (a worker, a scheduler) ran on this host and is not
+    there any more. Another host's process, or one that cannot be looked at: False."""
+    if pid is None or _text(hostname) != socket.gethostname():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, ValueError):
+        return False
+    return False
 
 
 def _text(value: bytes | str | None) -> str | None:

@@ -14,6 +14,9 @@
   first failed round trip ends RQ's loop (`RedisLost`), and `run_worker` waits for Redis
   itself, logging once per change. When Redis answers again — with its data or empty — a
   fresh RQ worker starts: its scheduler comes back and the chains are re-seeded at once.
+- A worker killed with its scheduler (`kill -9`, the OOM killer): the worker started in
+  its place frees the dead scheduler's lock and takes it at once, rather than when its
+  TTL runs out (`release_dead_schedulers`).
 - PostgreSQL away or hanging: a job fails (RQ records it, the log shows it), the outbox
   row stays pending with its retry schedule, and the sweep submits it again; the worker
   itself never talks to the database. A hanging one costs a job at most JOB_DB_DEADLINE
@@ -30,7 +33,7 @@ from __future__ import annotations
 import logging
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, NamedTuple
 
@@ -40,11 +43,13 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 from rq.exceptions import StopRequested
 from rq.job import Job
+from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
+from rq.scripts import release_lock
 from rq.utils import now as rq_now
 from rq.utils import utcformat
 
 from callcenter.errors import ConfigurationError, DatabaseTimeout, QueueUnavailable
-from callcenter.jobs.runners import RqJobRunner, run_job
+from callcenter.jobs.runners import RqJobRunner, gone_from_this_host, run_job
 from callcenter.ports import Services
 
 log = logging.getLogger(__name__)
@@ -85,6 +90,7 @@ RQ_INTERNALS: dict[str, tuple[str, ...]] = {
         "last_heartbeat",
         "last_cleaned_at",
         "maintenance_interval",
+        "queues",
         "worker_ttl",
         "key",
         "executions_key",
@@ -95,6 +101,44 @@ RQ_INTERNALS: dict[str, tuple[str, ...]] = {
         "log_result_lifespan",
     ),
 }
+
+
+# RQ's other parts relied on (covered by the rq pin too): by `release_dead_schedulers`,
+# and by the runner's `_dropped`.
+RQ_OTHER_PARTS = (
+    "rq.scheduler.RQScheduler.get_locking_key(name)",
+    "rq.scheduler.SCHEDULER_KEY_TEMPLATE",
+    "rq.scripts.release_lock(connection, lock_key, owner_token)",
+    "rq.queue.Queue.intermediate_queue_key",
+    "rq.queue.Queue.lmove(connection, queue_key, timeout)",
+)
+
+
+def release_dead_schedulers(connection: Redis, queue_names: Iterable[str]) -> list[str]:
+    """Free the scheduler locks of queues whose scheduler died on this host; the names
+    of the queues freed.
+
+    One RQ scheduler holds a queue's lock and moves its scheduled jobs (the sweep and purge
+    chains) onto it; the lock outlives a scheduler killed with its worker (`kill -9`, the
+    OOM killer) by its TTL, 61 s, and the other workers try again only at their next
+    maintenance — up to two minutes without a sweep: no retries, no chain alerts, no SMS
+    settled. Freed when the holder's own record names this host and a process that is not
+    there (RQ's token-checked release: a lock taken over meanwhile is left alone), so the
+    worker that restarts takes it at once. A holder on another host is left to the TTL."""
+    freed = []
+    for name in queue_names:
+        key = RQScheduler.get_locking_key(name)
+        holder = connection.get(key)
+        if holder is None:
+            continue
+        token = holder.decode() if isinstance(holder, bytes) else str(holder)
+        hostname, pid = connection.hmget(SCHEDULER_KEY_TEMPLATE % token, ["hostname", "pid"])
+        if pid in (None, b"0", "0"):
+            continue  # not registered yet (it registers once forked), or expired with it
+        if gone_from_this_host(hostname, pid) and release_lock(connection, key, token):
+            log.warning("RQ's scheduler for %s (pid %s) is gone: its lock is freed", name, pid)
+            freed.append(name)
+    return freed
 
 
 class RedisLost(StopRequested):
@@ -200,6 +244,8 @@ class PipelineWorker(SimpleWorker):
 
     def run_maintenance_tasks(self) -> None:
         try:
+            # Before RQ's maintenance, which takes the locks that are free.
+            release_dead_schedulers(self.connection, [queue.name for queue in self.queues])
             super().run_maintenance_tasks()  # type: ignore[no-untyped-call]
         except RedisError as exc:
             raise self._lost(exc) from exc
@@ -430,6 +476,9 @@ def _work_once(
             # This slot's sweep and purge at once: rows left pending by an outage (or a
             # previous process) are picked up without waiting for the next slot.
             runner.seed_chains(now=True)
+            # A scheduler killed with the worker this process replaces: its lock, freed
+            # now, is this worker's at its start instead of in a minute or two.
+            release_dead_schedulers(connection, [queue.name for queue in queues])
         worker = PipelineWorker(
             queues,
             services=services,
