@@ -439,12 +439,11 @@ def test_a_ticket_job_whose_worker_was_kill_9ed_is_queued_again_at_once(
 def test_a_ticket_job_taken_off_the_queue_by_a_worker_killed_before_it_started_is_queued_again(
     pipeline: Callable[..., Services], caplog: pytest.LogCaptureFixture
 ) -> None:
-    """RQ's worker takes a job off the queue into an intermediate list, then marks it
-    started. Killed in between, it leaves the job `queued` where no worker looks, and RQ
-    fails it only at a maintenance round a minute or more after one first noticed it;
-    till then every submit found it "queued" and did nothing (a chaos run's request stayed
-    pending 120 s after a worker's `kill -9`). Now the second submit at least
-    `dropped_seconds` after the first to find it so queues it again."""
+    """RQ's worker takes a job off its queues (LPOP, serving two), then marks it started.
+    Killed in between, it leaves the job `queued` on no queue, for good, and every submit
+    found it "queued" and did nothing (a chaos run's request stayed pending 120 s after a
+    worker's `kill -9`). Now a submit that finds it so `dropped_seconds` after the first
+    to find it so queues it again."""
     no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
     request_id = open_request(no_redis)
     services = pipeline()
@@ -452,19 +451,23 @@ def test_a_ticket_job_taken_off_the_queue_by_a_worker_killed_before_it_started_i
     assert isinstance(runner, runners.RqJobRunner)
     job_id = runner.ticket_job_id(request_id)
     assert runner.submit_ticket_request(request_id)
-    # RQ's own dequeue step, by a worker that dies right after it.
-    taken = Queue.lmove(runner.connection, runner.tickets.key, timeout=None)
+    runner.dropped_seconds = 0.0  # instead of waiting out the 5 s between two sweeps
+    # Waiting its turn: submits leave it alone, however long it waits.
+    assert runner.submit_ticket_request(request_id)
+    assert runner.submit_ticket_request(request_id)
+    assert runner.connection.lrange(runner.tickets.key, 0, -1) == [job_id.encode()]
+    # RQ's own dequeue step for a worker of two queues, by one that dies right after it.
+    queues = [runner.tickets.key, runner.followups.key]
+    taken = Queue.lpop(queues, None, connection=runner.connection)
     assert taken is not None and taken[1] == job_id.encode()
-    assert runner.connection.llen(runner.tickets.key) == 0
+    assert Job.fetch(job_id, connection=runner.connection).get_status() == "queued"
 
     assert runner.submit_ticket_request(request_id)  # first seen so: a worker may be starting it
     assert runner.connection.llen(runner.tickets.key) == 0
-    runner.dropped_seconds = 0.0  # instead of waiting out the 5 s
     with caplog.at_level(logging.WARNING, logger="callcenter.jobs.runners"):
         assert runner.submit_ticket_request(request_id)
     assert "died before starting it: queued again" in caplog.text
     assert runner.connection.lrange(runner.tickets.key, 0, -1) == [job_id.encode()]
-    assert runner.connection.llen(runner.tickets.intermediate_queue_key) == 0
     PipelineWorker(
         [runner.tickets, runner.followups], services=services, connection=runner.connection
     ).work(burst=True, with_scheduler=False)

@@ -87,9 +87,10 @@ PURGE_JOB_TIMEOUT = 3600
 _QUEUE_NAME = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
 _TERMINAL = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
-# A queued job found off its queue, in RQ's intermediate list, this long: the worker that
-# took it died before starting it (a live one starts it within milliseconds).
+# A queued job found off its queue this long after a submit first found it queued: the
+# worker that took it died before starting it (a live one starts it within milliseconds).
 DROPPED_SECONDS = 5.0
+_SEEN_TTL = 600
 
 
 def run_job(services: Services, func: Callable[..., T], *args: Any, **kwargs: Any) -> T:
@@ -285,7 +286,7 @@ class RqJobRunner:
                             job_id,
                             job.worker_name,
                         )
-                    elif self._dropped(queue, job_id, status):
+                    elif self._dropped(queue, job, status):
                         log.warning(
                             "job %s was taken off its queue by a worker that died before "
                             "starting it: queued again",
@@ -297,27 +298,29 @@ class RqJobRunner:
         except RedisError as exc:
             raise QueueUnavailable(f"Redis: {exc}") from exc
 
-    def _dropped(self, queue: Queue, job_id: str, status: JobStatus | None) -> bool:
-        """A queued job no worker will run. A worker takes a job off the queue into RQ's
-        intermediate list, then marks it started, atomically; killed in between, it leaves
-        the job `queued` in neither the queue nor the started registry, and RQ fails it
-        only at a maintenance round a minute or more after one first noticed it — the
-        request waits that long. Found so twice `dropped_seconds` apart (or in no list at
-        all), it is taken out of the intermediate list here and queued again."""
-        if status != JobStatus.QUEUED or self.connection.lpos(queue.key, job_id) is not None:
+    def _dropped(self, queue: Queue, job: Job, status: JobStatus | None) -> bool:
+        """A queued job no worker will run. A worker takes a job off its queue (LPOP; LMOVE
+        into RQ's intermediate list when it serves one queue only), then marks it started;
+        killed in between, it leaves the job `queued` and on no queue. Served from two
+        queues, as here, it is in no list RQ looks at again, so it stays so for good (from
+        an intermediate list RQ fails it a minute or more after first noticing it), and
+        every submit took "queued" for waiting its turn. A live worker marks it started
+        within milliseconds: this enqueued instance, found queued and on no queue twice,
+        `dropped_seconds` apart, is queued again. (Each submit of a job waiting its turn
+        costs an LPOS, a scan of the queue's list: Redis 6.0.6 or newer.)"""
+        if status != JobStatus.QUEUED or self.connection.lpos(queue.key, job.id) is not None:
             return False  # waiting its turn
-        intermediate = queue.intermediate_queue_key
-        if self.connection.lpos(intermediate, job_id) is None:
-            return True  # in no list: nobody will ever take it
-        seen = f"{intermediate}:seen-by-submit:{job_id}"
+        enqueued = job.enqueued_at.timestamp() if job.enqueued_at else ""
+        seen = f"{queue.key}:off-queue:{job.id}:{enqueued}"
         at = time.time()
-        if self.connection.set(seen, at, nx=True, ex=60):
-            return False  # first seen there now: a live worker may be starting it
+        if self.connection.set(seen, at, nx=True, ex=_SEEN_TTL):
+            return False  # first seen so: a worker may be starting it this moment
         first = float(_text(self.connection.get(seen)) or at)
         if at - first < self.dropped_seconds:
             return False
-        self.connection.lrem(intermediate, 1, job_id)
-        self.connection.delete(seen)
+        intermediate = queue.intermediate_queue
+        self.connection.lrem(intermediate.key, 1, job.id)
+        self.connection.delete(seen, intermediate.get_first_seen_key(job.id))
         return True
 
     def _abandoned(self, job: Job, status: JobStatus | None) -> bool:

@@ -109,8 +109,9 @@ RQ_OTHER_PARTS = (
     "rq.scheduler.RQScheduler.get_locking_key(name)",
     "rq.scheduler.SCHEDULER_KEY_TEMPLATE",
     "rq.scripts.release_lock(connection, lock_key, owner_token)",
-    "rq.queue.Queue.intermediate_queue_key",
-    "rq.queue.Queue.lmove(connection, queue_key, timeout)",
+    "rq.queue.Queue.intermediate_queue",
+    "rq.intermediate_queue.IntermediateQueue.get_first_seen_key(self, job_id)",
+    "rq.queue.Queue.lpop(queue_keys, timeout, connection=None)",
 )
 
 
