@@ -387,6 +387,19 @@ def test_a_sweep_no_scheduler_moves_is_queued_by_any_worker_and_makes_the_ticket
     assert request_row(services, request_id).status == "done"
 
 
+def request_without_its_job(
+    pipeline: Callable[..., Services],
+) -> tuple[Services, runners.RqJobRunner, int, str]:
+    """A pending ticket request opened while Redis was away (no job queued for it), the
+    services and runner of a worker, and the id its ticket job takes."""
+    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
+    request_id = open_request(no_redis)
+    services = pipeline()
+    runner = services.jobs
+    assert isinstance(runner, runners.RqJobRunner)
+    return services, runner, request_id, runner.ticket_job_id(request_id)
+
+
 def test_a_ticket_job_whose_worker_was_kill_9ed_is_queued_again_at_once(
     pipeline: Callable[..., Services], redis_url: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -395,12 +408,7 @@ def test_a_ticket_job_whose_worker_was_kill_9ed_is_queued_again_at_once(
     cleans the started registry (a minute and a half or more), and till then every submit
     of that request found the job "running" and did nothing. Now a submit (the sweep's,
     every few seconds) sees the worker's process is gone and queues the job again."""
-    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
-    request_id = open_request(no_redis)
-    services = pipeline()
-    runner = services.jobs
-    assert isinstance(runner, runners.RqJobRunner)
-    job_id = runner.ticket_job_id(request_id)
+    services, runner, request_id, job_id = request_without_its_job(pipeline)
     # A job of that id, started by a real RQ worker process that never comes back from it.
     runner.tickets.enqueue_call("time.sleep", args=(3600,), job_id=job_id, timeout=7200)
     rq = Path(sys.executable).parent / "rq"
@@ -444,12 +452,7 @@ def test_a_ticket_job_taken_off_the_queue_by_a_worker_killed_before_it_started_i
     found it "queued" and did nothing (a chaos run's request stayed pending 120 s after a
     worker's `kill -9`). Now a submit that finds it so `dropped_seconds` after the first
     to find it so queues it again."""
-    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
-    request_id = open_request(no_redis)
-    services = pipeline()
-    runner = services.jobs
-    assert isinstance(runner, runners.RqJobRunner)
-    job_id = runner.ticket_job_id(request_id)
+    services, runner, request_id, job_id = request_without_its_job(pipeline)
     assert runner.submit_ticket_request(request_id)
     runner.dropped_seconds = 0.0  # instead of waiting out the 5 s between two sweeps
     # Waiting its turn: submits leave it alone, however long it waits.
@@ -478,12 +481,7 @@ def test_a_running_job_of_a_live_worker_is_not_queued_twice(
     pipeline: Callable[..., Services],
 ) -> None:
     """The other side: a started job whose worker is alive (this process) is left alone."""
-    no_redis = pipeline(redis_url=closed_port_url().replace("http", "redis") + "/0")
-    request_id = open_request(no_redis)
-    services = pipeline()
-    runner = services.jobs
-    assert isinstance(runner, runners.RqJobRunner)
-    job_id = runner.ticket_job_id(request_id)
+    services, runner, request_id, job_id = request_without_its_job(pipeline)
     job = runner.tickets.enqueue_call("time.sleep", args=(3600,), job_id=job_id)
     worker = PipelineWorker([runner.tickets], services=services, connection=runner.connection)
     worker.register_birth()

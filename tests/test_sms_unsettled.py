@@ -132,6 +132,13 @@ def dies_mid_send(
         send(services, clock, DiesWhileAsking(twilio.telephony, reached=reached))
 
 
+def took_it_and_died(services: Services, clock: MutableClock, twilio: Twilio) -> str:
+    """`dies_mid_send` after Twilio took the message: the SID Twilio gave it."""
+    dies_mid_send(services, clock, twilio, reached=True)
+    sid: str = twilio.memory.created[0]["sid"]
+    return sid
+
+
 def sweep(services: Services, telephony: Any) -> None:
     """What every outbox sweep does (`tasks.reconcile_sms`), with this test's Twilio."""
     services.telephony = telephony
@@ -406,8 +413,7 @@ def test_one_row_the_sweep_cannot_settle_does_not_keep_the_others_waiting(
 def test_a_message_past_the_first_page_of_the_list_is_found(
     services: Services, now: MutableClock, twilio: Twilio
 ) -> None:
-    dies_mid_send(services, now, twilio, reached=True)
-    sid = twilio.memory.created[0]["sid"]
+    sid = took_it_and_died(services, now, twilio)
     later = now() + timedelta(seconds=30)
     twilio.memory.created += [
         listed(f"SM{n:032x}", body=f"Ссылка {n}", at=later) for n in range(150)
@@ -424,8 +430,7 @@ def test_messages_created_long_before_but_sent_after_it_do_not_hide_it(
 ) -> None:
     # Twilio lists by the time sent: a page of scheduled messages, created an hour before
     # the claim and sent after ours, comes first.
-    dies_mid_send(services, now, twilio, reached=True)
-    sid = twilio.memory.created[0]["sid"]
+    sid = took_it_and_died(services, now, twilio)
     hour_ago, later = now() - timedelta(hours=1), now() + timedelta(seconds=30)
     twilio.memory.created += [
         listed(f"SM{n:032x}", body=f"Напоминание {n}", at=hour_ago, sent_at=later)
@@ -491,29 +496,35 @@ def test_on_a_set_clock_nothing_is_looked_up_and_it_becomes_unknown(
     assert twilio.lookups() == []
 
 
+@dataclass
+class CallbackMeanwhile:
+    """Twilio's adapter, but the status callback naming the message (`sid`) lands while
+    the sweep looks it up; `listed`: whether Twilio's list shows the message by then."""
+
+    services: Services
+    now: MutableClock
+    twilio: Twilio
+    sid: str
+    listed: bool
+
+    def find_sms(self, to: str, body: str, **window: datetime) -> list[str]:
+        report = DeliveryReport(self.sid, "sent", None, row(self.services).id)
+        assert record_delivery(self.services.sessions, report, now=self.now()) == Applied.APPLIED
+        return self.twilio.telephony.find_sms(to, body, **window) if self.listed else []
+
+    def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
+        return self.twilio.telephony.send_sms(to, body, status_callback=status_callback)
+
+    def close(self) -> None:
+        """The fixture closes the adapter it wraps."""
+
+
 def test_a_status_callback_arriving_while_the_sweep_asks_twilio_is_not_taken_for_absence(
     services: Services, now: MutableClock, twilio: Twilio
 ) -> None:
-    dies_mid_send(services, now, twilio, reached=True)
-    sid = twilio.memory.created[0]["sid"]
-
-    @dataclass
-    class CallbackMeanwhile:
-        """Twilio's adapter; its status callback lands while the sweep looks it up."""
-
-        def find_sms(self, to: str, body: str, **window: datetime) -> list[str]:
-            report = DeliveryReport(sid, "sent", None, row(services).id)
-            assert record_delivery(services.sessions, report, now=now()) == Applied.APPLIED
-            return twilio.telephony.find_sms(to, body, **window)
-
-        def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
-            return twilio.telephony.send_sms(to, body, status_callback=status_callback)
-
-        def close(self) -> None:
-            """The fixture closes the adapter it wraps."""
-
+    sid = took_it_and_died(services, now, twilio)
     stale(services, now)
-    sweep(services, CallbackMeanwhile())
+    sweep(services, CallbackMeanwhile(services, now, twilio, sid, listed=True))
     assert (row(services).status, row(services).twilio_sid) == ("sent", sid)
     assert len(twilio.creates()) == 1
 
@@ -523,24 +534,9 @@ def test_a_status_callback_landing_after_an_empty_lookup_stops_the_send_again(
 ) -> None:
     # Twilio's list did not show it yet (an account's list may lag behind its callbacks),
     # but the status callback naming it lands before the sweep sends it again.
-    dies_mid_send(services, now, twilio, reached=True)
-    sid = twilio.memory.created[0]["sid"]
-
-    @dataclass
-    class EmptyListThenCallback:
-        def find_sms(self, to: str, body: str, **window: datetime) -> list[str]:
-            report = DeliveryReport(sid, "sent", None, row(services).id)
-            assert record_delivery(services.sessions, report, now=now()) == Applied.APPLIED
-            return []
-
-        def send_sms(self, to: str, body: str, *, status_callback: str | None = None) -> str:
-            return twilio.telephony.send_sms(to, body, status_callback=status_callback)
-
-        def close(self) -> None:
-            """The fixture closes the adapter it wraps."""
-
+    sid = took_it_and_died(services, now, twilio)
     stale(services, now)
-    sweep(services, EmptyListThenCallback())
+    sweep(services, CallbackMeanwhile(services, now, twilio, sid, listed=False))
     assert len(twilio.creates()) == 1  # not sent again
     sweep(services, twilio.telephony)  # the next round records what the callback said
     assert (row(services).status, row(services).twilio_sid) == ("sent", sid)
