@@ -164,10 +164,13 @@ def test_a_scheduler_killed_with_its_worker_has_its_lock_freed_at_once(tmp_path:
     lock = RQScheduler.get_locking_key("tickets")
     scheduler = subprocess.Popen([sys.executable, "-c", SCHEDULER, server.url])
     try:
-        holder = lambda: connection.get(lock)  # noqa: E731
-        registered = lambda: connection.hget(  # noqa: E731
-            SCHEDULER_KEY_TEMPLATE % (holder() or b"").decode(), "pid"
-        )
+
+        def holder() -> Any:
+            return connection.get(lock)
+
+        def registered() -> Any:
+            return connection.hget(SCHEDULER_KEY_TEMPLATE % (holder() or b"").decode(), "pid")
+
         wait_until(lambda: registered() == str(scheduler.pid).encode(), timeout=30, what="up")
         # Alive: its lock stays its own.
         assert release_dead_schedulers(connection, ["tickets", "followups"]) == []

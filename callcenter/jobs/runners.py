@@ -278,25 +278,29 @@ class RqJobRunner:
                     except NoSuchJobError:
                         continue  # it just expired: try again
                     status = job.get_status(refresh=False)
-                    if status in _TERMINAL:
-                        pass
-                    elif self._abandoned(job, status):
-                        log.warning(
-                            "job %s was started by worker %s, which is gone: queued again",
-                            job_id,
-                            job.worker_name,
-                        )
-                    elif self._dropped(queue, job, status):
-                        log.warning(
-                            "job %s was taken off its queue by a worker that died before "
-                            "starting it: queued again",
-                            job_id,
-                        )
-                    else:
+                    if status not in _TERMINAL and not self._stranded(queue, job, status):
                         return  # queued, scheduled or running: that one job will do it
                     job.delete()
         except RedisError as exc:
             raise QueueUnavailable(f"Redis: {exc}") from exc
+
+    def _stranded(self, queue: Queue, job: Job, status: JobStatus | None) -> bool:
+        """A job that is not finished, but that no worker will ever run (logged)."""
+        if self._abandoned(job, status):
+            log.warning(
+                "job %s was started by worker %s, which is gone: queued again",
+                job.id,
+                job.worker_name,
+            )
+            return True
+        if self._dropped(queue, job, status):
+            log.warning(
+                "job %s was taken off its queue by a worker that died before starting it: "
+                "queued again",
+                job.id,
+            )
+            return True
+        return False
 
     def _dropped(self, queue: Queue, job: Job, status: JobStatus | None) -> bool:
         """A queued job no worker will run. A worker takes a job off its queue (LPOP; LMOVE

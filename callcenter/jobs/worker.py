@@ -45,8 +45,8 @@ from rq.exceptions import StopRequested
 from rq.job import Job
 from rq.scheduler import SCHEDULER_KEY_TEMPLATE, RQScheduler
 from rq.scripts import release_lock
+from rq.utils import as_text, utcformat
 from rq.utils import now as rq_now
-from rq.utils import utcformat
 
 from callcenter.errors import ConfigurationError, DatabaseTimeout, QueueUnavailable
 from callcenter.jobs.runners import RqJobRunner, gone_from_this_host, run_job
@@ -132,10 +132,9 @@ def release_dead_schedulers(connection: Redis, queue_names: Iterable[str]) -> li
         holder = connection.get(key)
         if holder is None:
             continue
-        token = holder.decode() if isinstance(holder, bytes) else str(holder)
+        token = as_text(holder)
+        # No record yet (it registers once forked) or any more: left alone.
         hostname, pid = connection.hmget(SCHEDULER_KEY_TEMPLATE % token, ["hostname", "pid"])
-        if pid in (None, b"0", "0"):
-            continue  # not registered yet (it registers once forked), or expired with it
         if gone_from_this_host(hostname, pid) and release_lock(connection, key, token):
             log.warning("RQ's scheduler for %s (pid %s) is gone: its lock is freed", name, pid)
             freed.append(name)

@@ -13,9 +13,9 @@ each such row by asking Twilio, never by guessing:
    same body, created since the claim (less `CLOCK_MARGIN`, for the two clocks) and not
    already another row's SID (`TwilioTelephony.find_sms`; the oldest such). Up to the
    sweep's own time, not the claim's plus a request's timeout: a job may claim a message
-   with the time it started and send it later in its run. Twilio creates the Message resource when
-   it answers the create request, so by now it is listed if Twilio ever took it. `sent`,
-   with that SID.
+   with the time it started and send it later in its run. Twilio creates the Message
+   resource when it answers the create request, so by now it is listed if Twilio ever
+   took it. `sent`, with that SID.
 3. It is not there: Twilio never took it (the process died before its request reached
    Twilio). The row is claimed again (its claim time is now) and sent, exactly as the
    first try would have; a process that dies this time leaves it for the next round.
@@ -23,9 +23,8 @@ each such row by asking Twilio, never by guessing:
    next sweep asks again; no Twilio account, Twilio refusing the lookup, too many messages
    to that number to read through, a listed one with this text but no creation time, or
    the service on a set clock (`CALLCENTER_CLOCK`, whose times Twilio's cannot be
-   compared with) — `unknown`, with the reason (never sent
-   again: nobody can tell whether it went out, and a duplicate is worse than a gap a
-   supervisor can see).
+   compared with) — `unknown`, with the reason (never sent again: nobody can tell whether
+   it went out, and a duplicate is worse than a gap a supervisor can see).
 
 Every step changes a row only while it is still `sending`, stale and without a SID a
 status callback wrote meanwhile, so two sweeps cannot both act on it; and the first
