@@ -634,7 +634,9 @@ def begin_routing(
         _written(db)
         session, loaded = load()
         return _nobody_on_duty(session, loaded, routing, now=now, calendar=calendar)
-    _open_step(connection, call.id, routing, now)
+    # No legs to read first: a call's routing legs are written in the transaction that
+    # writes its routing state, found empty above (a call-back's legs come after routing).
+    _open_step(connection, call.id, routing, now, existing=())
     _written(db)
     return Outcome(_dial(routing, settings))
 
