@@ -423,7 +423,7 @@ def run_under_callgrind(argv: list[str]) -> int:
 def read_dump(path: Path) -> tuple[str, int] | None:
     """(label, instructions) of one callgrind dump made by `Callgrind.dump`.
 
-    The header's `summary:` is what the thread executed since the counters were zeroed.
+    The header's `summary:` is what the threads executed since the counters were zeroed.
     The `totals:` at the end sums the cost lines, and callgrind's dump adds to them the
     calls still on the stack with their cost since they were entered (`cs_addPtr` in
     callgrind's dump.c), from before the zero: the first measured request's dump carried
